@@ -1,0 +1,147 @@
+"""The store's two interfaces: naming and hierarchy apart from messages.
+
+``IMailboxList`` is one user's tree of mailbox names (Dovecot's
+``mailbox_list``); ``IMailbox`` is one mailbox's messages (its
+``mail_storage``). ``IStore`` hands out both for any user. Every backend
+passes the conformance suite in ``tests/store_conformance.py``.
+
+The API speaks no protocol: names are Unicode strings with ``/`` as the
+hierarchy separator and ``INBOX`` matched case-insensitively; flags are
+:class:`~cyrusmail.store.records.Flag` bits plus keyword strings.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IStore(Interface):
+    """Every user's mail under one data folder."""
+
+    def mailboxes(user: str) -> "IMailboxList":
+        """The mailbox tree of ``user`` (whose INBOX exists once provisioned)."""
+
+    def provision(user: str, special_uses: dict) -> None:
+        """Create ``user``'s INBOX and the special-use folders (name -> use)."""
+
+    def remove_user(user: str) -> None:
+        """Delete every mailbox and message of ``user``."""
+
+    def stage() -> "IStagedMessage":
+        """A writer for a new message, to be appended to one or more mailboxes."""
+
+    def close() -> None:
+        """Release every index handle."""
+
+
+class IStagedMessage(Interface):
+    """A message being received: written once, appended anywhere after."""
+
+    size = Attribute("Octets written so far.")
+
+    def write(data: bytes) -> None:
+        """Add bytes to the message."""
+
+    def finish() -> None:
+        """Make the bytes durable; after this only append() uses it."""
+
+    def discard() -> None:
+        """Forget the message (idempotent)."""
+
+    def read() -> bytes:
+        """The whole message (for parsing); only after finish()."""
+
+
+class IMailboxList(Interface):
+    """One user's mailbox names, hierarchy and subscriptions."""
+
+    separator = Attribute("The hierarchy separator, always '/'.")
+    user = Attribute("The owner's user name.")
+
+    def create(name: str, special_use: str | None = None) -> None:
+        """Create ``name`` and any missing superiors."""
+
+    def delete(name: str) -> None:
+        """Delete ``name``; one with children becomes a \\Noselect node."""
+
+    def rename(old: str, new: str) -> None:
+        """Rename with all children; INBOX moves its messages, stays empty."""
+
+    def exists(name: str) -> bool:
+        """True for a selectable mailbox or a \\Noselect node."""
+
+    def list(pattern: str) -> list:
+        """MailboxListing for every name matching ``*``/``%`` pattern."""
+
+    def open(name: str) -> "IMailbox":
+        """The mailbox ``name`` (MailboxNotFound, NotSelectable)."""
+
+    def status(name: str):
+        """MailboxStatus of ``name`` from the index alone."""
+
+    def subscribe(name: str) -> None:
+        """Add ``name`` to the subscriptions (it need not exist)."""
+
+    def unsubscribe(name: str) -> None:
+        """Remove ``name`` from the subscriptions."""
+
+    def subscriptions() -> list:
+        """Every subscribed name."""
+
+    def special_use(name: str):
+        """The special use of ``name`` or None."""
+
+
+class IMailbox(Interface):
+    """One mailbox's messages, by UID."""
+
+    name = Attribute("The mailbox's current name.")
+    uid_validity = Attribute("Fixed for the mailbox's life.")
+
+    def status():
+        """MailboxStatus from the index."""
+
+    def messages() -> list:
+        """Every MessageRecord, ascending UID."""
+
+    def record(uid: int):
+        """The MessageRecord of ``uid`` (NoSuchMessage)."""
+
+    def append(message, flags=None, keywords=(), internal_date: float | None = None) -> int:
+        """Add a message (bytes or a finished IStagedMessage); its UID once durable."""
+
+    def append_many(items: list) -> list:
+        """Append (message, flags, keywords, date) items atomically; their UIDs."""
+
+    def read(uid: int, start: int = 0, end: int | None = None) -> bytes:
+        """The message's bytes, or the range [start, end)."""
+
+    def open_file(uid: int):
+        """A binary file object of the message, for streaming."""
+
+    def mime_cache(uid: int) -> bytes | None:
+        """The parse result cached at delivery."""
+
+    def set_flags(uids, change, flags, keywords=(), unchanged_since: int | None = None):
+        """Change flags of the given UIDs; (changed records, UIDs refused by unchanged_since)."""
+
+    def copy(uids, target: "IMailbox") -> list:
+        """Copy to ``target`` keeping flags and dates; [(old uid, new uid)]."""
+
+    def move(uids, target: "IMailbox") -> list:
+        """Copy then expunge here; [(old uid, new uid)]."""
+
+    def expunge(uids=None) -> list:
+        """Remove \\Deleted messages (only among ``uids`` if given); their UIDs."""
+
+    def changes_since(modseq: int):
+        """Changes made since ``modseq`` by anyone, in this process or another."""
+
+    def claim_recent() -> frozenset:
+        """UIDs that are recent for the caller: each new UID is claimed once."""
+
+    def watch(listener) -> None:
+        """Call ``listener()`` after every change made in this process."""
+
+    def unwatch(listener) -> None:
+        """Stop calling ``listener``."""

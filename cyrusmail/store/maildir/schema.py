@@ -1,0 +1,69 @@
+"""The per-user index schema, with triggers that keep STATUS counts exact."""
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    name           TEXT NOT NULL UNIQUE,
+    selectable     INTEGER NOT NULL DEFAULT 1,
+    special_use    TEXT,
+    uidvalidity    INTEGER NOT NULL,
+    uidnext        INTEGER NOT NULL DEFAULT 1,
+    highestmodseq  INTEGER NOT NULL DEFAULT 1,
+    recent_uid     INTEGER NOT NULL DEFAULT 0,
+    messages       INTEGER NOT NULL DEFAULT 0,
+    unseen         INTEGER NOT NULL DEFAULT 0,
+    size           INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox_id    INTEGER NOT NULL,
+    uid           INTEGER NOT NULL,
+    guid          TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    internaldate  REAL NOT NULL,
+    flags         INTEGER NOT NULL,
+    keywords      TEXT NOT NULL DEFAULT '',
+    modseq        INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS mime (
+    mailbox_id  INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    cache       BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox_id  INTEGER NOT NULL,
+    uid         INTEGER NOT NULL,
+    modseq      INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name  TEXT PRIMARY KEY
+);
+
+CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON messages BEGIN
+    UPDATE mailboxes SET messages = messages + 1,
+        unseen = unseen + ((NEW.flags & 1) = 0),
+        size = size + NEW.size
+    WHERE id = NEW.mailbox_id;
+END;
+CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON messages BEGIN
+    UPDATE mailboxes SET messages = messages - 1,
+        unseen = unseen - ((OLD.flags & 1) = 0),
+        size = size - OLD.size
+    WHERE id = OLD.mailbox_id;
+END;
+CREATE TRIGGER IF NOT EXISTS count_flags AFTER UPDATE OF flags ON messages
+WHEN (OLD.flags & 1) != (NEW.flags & 1) BEGIN
+    UPDATE mailboxes SET unseen = unseen + ((NEW.flags & 1) = 0) - ((OLD.flags & 1) = 0)
+    WHERE id = NEW.mailbox_id;
+END;
+"""

@@ -1,0 +1,710 @@
+"""The embedded maildir-style backend of IStore, IMailboxList and IMailbox."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from zope.interface import implementer
+
+from cyrusmail.store import names
+from cyrusmail.store.errors import (
+    HasChildren,
+    InvalidName,
+    MailboxExists,
+    MailboxNotFound,
+    NoSuchMessage,
+    NotSelectable,
+    Refused,
+)
+from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
+from cyrusmail.store.maildir.files import (
+    fsync_dir,
+    link_or_copy,
+    unlink_quietly,
+    write_json_atomically,
+)
+from cyrusmail.store.maildir.index import UserIndex
+from cyrusmail.store.records import (
+    NO_FLAGS,
+    Changes,
+    Flag,
+    FlagChange,
+    MailboxAttribute,
+    MailboxListing,
+    MailboxStatus,
+    MessageRecord,
+)
+
+#: Turns a message's bytes into the MIME cache kept in the index.
+Analyser = Callable[[bytes], bytes | None]
+
+_CHUNK = 500  # UIDs per SQL IN (...) clause
+_RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid"
+
+
+def default_analyser() -> Analyser | None:
+    """The MIME parser's cache maker, when the MIME layer is installed."""
+    try:
+        from cyrusmail.mime import parse
+    except ImportError:
+        return None
+    return lambda data: parse(data).to_bytes()
+
+
+def new_guid() -> str:
+    """A message id unique for ever: 128 random bits in hex."""
+    return secrets.token_hex(16)
+
+
+def message_file_name(uid: int, guid: str) -> str:
+    return f"{uid}.{guid}"
+
+
+def _record(row: tuple) -> MessageRecord:
+    uid, size, internaldate, flags, keywords, modseq, guid = row
+    return MessageRecord(
+        uid=uid,
+        size=size,
+        internal_date=internaldate,
+        flags=Flag(flags),
+        keywords=frozenset(keywords.split()) if keywords else frozenset(),
+        modseq=modseq,
+        guid=guid,
+    )
+
+
+def _chunks(uids: Iterable[int]) -> Iterable[list[int]]:
+    batch: list[int] = []
+    for uid in uids:
+        batch.append(uid)
+        if len(batch) == _CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _keywords_text(keywords: Iterable[str]) -> str:
+    return " ".join(_dedupe_keywords(keywords))
+
+
+def _dedupe_keywords(keywords: Iterable[str]) -> list[str]:
+    """Keywords compare case-insensitively; the first spelling wins."""
+    seen: dict[str, str] = {}
+    for keyword in keywords:
+        seen.setdefault(keyword.lower(), keyword)
+    return sorted(seen.values())
+
+
+def _apply_flags(
+    record: MessageRecord, change: FlagChange, flags: Flag, keywords: frozenset[str]
+) -> tuple[Flag, list[str]]:
+    if change is FlagChange.REPLACE:
+        return flags, _dedupe_keywords(keywords)
+    if change is FlagChange.ADD:
+        return record.flags | flags, _dedupe_keywords([*record.keywords, *keywords])
+    folded = {keyword.lower() for keyword in keywords}
+    return record.flags & ~flags, sorted(k for k in record.keywords if k.lower() not in folded)
+
+
+@implementer(IStagedMessage)
+class StagedMessage:
+    """A message written to ``tmp/`` once and linked into every mailbox it goes to."""
+
+    def __init__(self, path: Path, analyser: Analyser | None):
+        self.path = path
+        self.size = 0
+        self._analyser = analyser
+        self._file = open(path, "wb")
+        self._finished = False
+        self._mime: bytes | None = None
+        self._analysed = False
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self.size += len(data)
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._finished = True
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        unlink_quietly(self.path)
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+    def mime_cache(self) -> bytes | None:
+        """The parse result, made once however many mailboxes receive the message."""
+        if not self._analysed:
+            self._analysed = True
+            if self._analyser is not None:
+                self._mime = _analyse_file(self.path, self.size, self._analyser)
+        return self._mime
+
+
+def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
+    if size == 0:
+        return analyser(b"")
+    with open(path, "rb") as source, mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return analyser(data)
+
+
+@implementer(IStore)
+class MaildirStore:
+    """Every user's mail under one data folder."""
+
+    def __init__(self, data: Path | str, analyser: Analyser | None = None):
+        self.root = Path(data).resolve()
+        self.users_dir = self.root / "users"
+        self.tmp_dir = self.root / "tmp"
+        self.users_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.analyser = analyser if analyser is not None else default_analyser()
+        self._indexes: dict[str, UserIndex] = {}
+        self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
+
+    # -- users -------------------------------------------------------------
+
+    def user_dir(self, user: str) -> Path:
+        """The folder of ``user``: a checked name, always inside ``users/``."""
+        user = names.user_name(user)
+        path = (self.users_dir / user).resolve()
+        if path.parent != self.users_dir:
+            raise InvalidName(f"Invalid user name {user!r}")
+        return path
+
+    def index(self, user: str) -> UserIndex:
+        user = names.user_name(user)
+        index = self._indexes.get(user)
+        if index is None:
+            folder = self.user_dir(user)
+            (folder / "mail").mkdir(parents=True, exist_ok=True)
+            index = self._indexes[user] = UserIndex(folder / "index.sqlite")
+        return index
+
+    def mailboxes(self, user: str) -> MaildirMailboxList:
+        return MaildirMailboxList(self, names.user_name(user))
+
+    def provision(self, user: str, special_uses: dict[str, str] | None = None) -> None:
+        tree = self.mailboxes(user)
+        if not tree.exists(names.INBOX):
+            tree.create(names.INBOX)
+            tree.subscribe(names.INBOX)
+        for name, use in (special_uses or {}).items():
+            if not tree.exists(name):
+                tree.create(name, special_use=use)
+                tree.subscribe(name)
+
+    def remove_user(self, user: str) -> None:
+        user = names.user_name(user)
+        index = self._indexes.pop(user, None)
+        if index is not None:
+            index.close()
+        folder = self.user_dir(user)
+        if folder.exists():
+            doomed = folder.with_name(f".deleted-{user}-{secrets.token_hex(4)}")
+            os.rename(folder, doomed)
+            fsync_dir(self.users_dir)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    def stage(self) -> StagedMessage:
+        return StagedMessage(self.tmp_dir / f"{time.time_ns()}.{secrets.token_hex(8)}", self.analyser)
+
+    def close(self) -> None:
+        for index in self._indexes.values():
+            index.close()
+        self._indexes.clear()
+
+    # -- change notification (in-process) -----------------------------------
+
+    def watch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
+        self._watchers.setdefault((user, mailbox_id), []).append(listener)
+
+    def unwatch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
+        listeners = self._watchers.get((user, mailbox_id), [])
+        if listener in listeners:
+            listeners.remove(listener)
+        if not listeners:
+            self._watchers.pop((user, mailbox_id), None)
+
+    def notify(self, user: str, mailbox_id: int) -> None:
+        for listener in list(self._watchers.get((user, mailbox_id), ())):
+            listener()
+
+
+@implementer(IMailboxList)
+class MaildirMailboxList:
+    """One user's mailbox names, held in their index."""
+
+    separator = names.SEPARATOR
+
+    def __init__(self, store: MaildirStore, user: str):
+        self.store = store
+        self.user = user
+        self.index = store.index(user)
+        self.mail_dir = store.user_dir(user) / "mail"
+
+    # -- helpers -----------------------------------------------------------
+
+    def _row(self, db: sqlite3.Connection, name: str) -> tuple | None:
+        return db.execute(
+            "SELECT id, selectable, uidvalidity, special_use FROM mailboxes WHERE name = ?", (name,)
+        ).fetchone()
+
+    def _has_children(self, db: sqlite3.Connection, name: str) -> bool:
+        prefix = name + names.SEPARATOR
+        return (
+            db.execute(
+                "SELECT 1 FROM mailboxes WHERE substr(name, 1, ?) = ? LIMIT 1", (len(prefix), prefix)
+            ).fetchone()
+            is not None
+        )
+
+    def _folder(self, mailbox_id: int) -> Path:
+        return self.mail_dir / str(mailbox_id)
+
+    def _write_header(self, mailbox_id: int, name: str, uidvalidity: int, special_use: str | None) -> None:
+        write_json_atomically(
+            self._folder(mailbox_id) / "mailbox.json",
+            {"name": name, "uidvalidity": uidvalidity, "special_use": special_use},
+        )
+
+    def _make(self, db: sqlite3.Connection, name: str, special_use: str | None) -> None:
+        uidvalidity = self.index.next_uidvalidity(db)
+        cursor = db.execute(
+            "INSERT INTO mailboxes (name, uidvalidity, special_use) VALUES (?, ?, ?)",
+            (name, uidvalidity, special_use),
+        )
+        mailbox_id = cursor.lastrowid
+        self._folder(mailbox_id).mkdir(parents=True, exist_ok=True)
+        self._write_header(mailbox_id, name, uidvalidity, special_use)
+
+    # -- IMailboxList --------------------------------------------------------
+
+    def create(self, name: str, special_use: str | None = None) -> None:
+        name = names.check(name)
+        with self.index.write() as db:
+            row = self._row(db, name)
+            if row is not None and row[1]:
+                raise MailboxExists(f"Mailbox {name} already exists")
+            for superior in names.superiors(name):
+                if self._row(db, superior) is None:
+                    self._make(db, superior, None)
+            if row is not None:  # a \Noselect node becomes a mailbox again
+                uidvalidity = self.index.next_uidvalidity(db)
+                db.execute(
+                    "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
+                    (uidvalidity, special_use, row[0]),
+                )
+                self._folder(row[0]).mkdir(parents=True, exist_ok=True)
+                self._write_header(row[0], name, uidvalidity, special_use)
+            else:
+                self._make(db, name, special_use)
+        fsync_dir(self.mail_dir)
+
+    def delete(self, name: str) -> None:
+        name = names.check(name)
+        if name == names.INBOX:
+            raise Refused("INBOX cannot be deleted")
+        with self.index.write() as db:
+            row = self._row(db, name)
+            if row is None:
+                raise MailboxNotFound(f"Mailbox {name} does not exist")
+            mailbox_id, selectable = row[0], row[1]
+            if self._has_children(db, name):
+                if not selectable:
+                    raise HasChildren(f"Mailbox {name} has inferior hierarchical names")
+                db.execute("UPDATE mailboxes SET selectable = 0, special_use = NULL WHERE id = ?", (mailbox_id,))
+            else:
+                db.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+                self._prune_empty_nodes(db, name)
+            for table in ("messages", "mime", "expunged"):
+                db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
+        shutil.rmtree(self._folder(mailbox_id), ignore_errors=True)
+        self.store.notify(self.user, mailbox_id)
+
+    def _prune_empty_nodes(self, db: sqlite3.Connection, name: str) -> None:
+        """Remove \\Noselect superiors left with no children."""
+        for superior in reversed(names.superiors(name)):
+            row = self._row(db, superior)
+            if row is None or row[1] or self._has_children(db, superior):
+                return
+            db.execute("DELETE FROM mailboxes WHERE id = ?", (row[0],))
+
+    def rename(self, old: str, new: str) -> None:
+        old, new = names.check(old), names.check(new)
+        if old == names.INBOX:
+            self._rename_inbox(new)
+            return
+        if new == old or new.startswith(old + names.SEPARATOR):
+            raise Refused("Cannot rename a mailbox to itself or below itself")
+        renamed: list[tuple[int, str, int, str | None]] = []
+        with self.index.write() as db:
+            if self._row(db, old) is None:
+                raise MailboxNotFound(f"Mailbox {old} does not exist")
+            if self._row(db, new) is not None:
+                raise MailboxExists(f"Mailbox {new} already exists")
+            prefix = old + names.SEPARATOR
+            rows = db.execute(
+                "SELECT id, name, uidvalidity, special_use FROM mailboxes"
+                " WHERE name = ? OR substr(name, 1, ?) = ? ORDER BY length(name) DESC",
+                (old, len(prefix), prefix),
+            ).fetchall()
+            for mailbox_id, name, uidvalidity, special_use in rows:
+                target = new + name[len(old):]
+                if self._row(db, target) is not None:
+                    raise MailboxExists(f"Mailbox {target} already exists")
+                db.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (target, mailbox_id))
+                renamed.append((mailbox_id, target, uidvalidity, special_use))
+            for superior in names.superiors(new):
+                if self._row(db, superior) is None:
+                    self._make(db, superior, None)
+            self._prune_empty_nodes(db, old)
+        for mailbox_id, target, uidvalidity, special_use in renamed:
+            self._write_header(mailbox_id, target, uidvalidity, special_use)
+
+    def _rename_inbox(self, new: str) -> None:
+        """RFC 3501 6.3.5: INBOX's messages move to ``new``; INBOX stays, empty."""
+        self.create(new)
+        inbox, target = self.open(names.INBOX), self.open(new)
+        uids = [record.uid for record in inbox.messages()]
+        inbox.move(uids, target)
+
+    def exists(self, name: str) -> bool:
+        try:
+            name = names.check(name)
+        except InvalidName:
+            return False
+        return self._row(self.index.db, name) is not None
+
+    def list(self, pattern: str) -> list[MailboxListing]:
+        matcher = names.pattern_regex(pattern)
+        rows = self.index.db.execute("SELECT name, selectable, special_use FROM mailboxes").fetchall()
+        all_names = {row[0] for row in rows}
+        parents = {names.parent(name) for name in all_names}
+        subscribed = set(self.subscriptions())
+        listings = []
+        for name, selectable, special_use in sorted(rows, key=lambda row: _sort_key(row[0])):
+            if not matcher.match(name):
+                continue
+            attributes = {
+                MailboxAttribute.HAS_CHILDREN if name in parents else MailboxAttribute.HAS_NO_CHILDREN
+            }
+            if not selectable:
+                attributes.add(MailboxAttribute.NOSELECT)
+            if name in subscribed:
+                attributes.add(MailboxAttribute.SUBSCRIBED)
+            listings.append(MailboxListing(name, frozenset(attributes), special_use))
+        return listings
+
+    def open(self, name: str) -> MaildirMailbox:
+        name = names.check(name)
+        row = self._row(self.index.db, name)
+        if row is None:
+            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        if not row[1]:
+            raise NotSelectable(f"Mailbox {name} is not selectable")
+        return MaildirMailbox(self, row[0], name, row[2])
+
+    def status(self, name: str) -> MailboxStatus:
+        return self.open(name).status()
+
+    def subscribe(self, name: str) -> None:
+        name = names.check(name)
+        with self.index.write() as db:
+            db.execute("INSERT OR IGNORE INTO subscriptions (name) VALUES (?)", (name,))
+
+    def unsubscribe(self, name: str) -> None:
+        name = names.check(name)
+        with self.index.write() as db:
+            db.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+    def subscriptions(self) -> list[str]:
+        return [row[0] for row in self.index.db.execute("SELECT name FROM subscriptions ORDER BY name")]
+
+    def special_use(self, name: str) -> str | None:
+        row = self._row(self.index.db, names.check(name))
+        return row[3] if row else None
+
+
+def _sort_key(name: str) -> tuple[int, str]:
+    return (0 if name == names.INBOX or name.startswith("INBOX/") else 1, name)
+
+
+@implementer(IMailbox)
+class MaildirMailbox:
+    """One mailbox: its folder of message files and its rows in the index."""
+
+    def __init__(self, tree: MaildirMailboxList, mailbox_id: int, name: str, uid_validity: int):
+        self.tree = tree
+        self.store = tree.store
+        self.index = tree.index
+        self.id = mailbox_id
+        self.name = name
+        self.uid_validity = uid_validity
+        self.folder = tree._folder(mailbox_id)
+
+    # -- reading -------------------------------------------------------------
+
+    def _counts(self, db: sqlite3.Connection) -> tuple:
+        row = db.execute(
+            "SELECT uidnext, highestmodseq, recent_uid, messages, unseen, size, uidvalidity, selectable"
+            " FROM mailboxes WHERE id = ?",
+            (self.id,),
+        ).fetchone()
+        if row is None or not row[7] or row[6] != self.uid_validity:
+            raise MailboxNotFound(f"Mailbox {self.name} no longer exists")
+        return row
+
+    def status(self) -> MailboxStatus:
+        with self.index.read() as db:
+            uidnext, highestmodseq, recent_uid, messages, unseen, size, uidvalidity, _ = self._counts(db)
+            (recent,) = db.execute(
+                "SELECT count(*) FROM messages WHERE mailbox_id = ? AND uid > ?", (self.id, recent_uid)
+            ).fetchone()
+        return MailboxStatus(
+            messages=messages,
+            recent=recent,
+            uid_next=uidnext,
+            uid_validity=uidvalidity,
+            unseen=unseen,
+            highest_modseq=highestmodseq,
+            size=size,
+        )
+
+    def messages(self) -> list[MessageRecord]:
+        rows = self.index.db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
+        ).fetchall()
+        return [_record(row) for row in rows]
+
+    def record(self, uid: int) -> MessageRecord:
+        row = self.index.db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
+        ).fetchone()
+        if row is None:
+            raise NoSuchMessage(f"No message with UID {uid}")
+        return _record(row)
+
+    def records(self, uids: Iterable[int]) -> list[MessageRecord]:
+        """The records of those ``uids`` still present, ascending."""
+        found = []
+        for batch in _chunks(uids):
+            marks = ",".join("?" * len(batch))
+            found += self.index.db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
+                (self.id, *batch),
+            ).fetchall()
+        return sorted((_record(row) for row in found), key=lambda record: record.uid)
+
+    def path(self, record: MessageRecord) -> Path:
+        return self.folder / message_file_name(record.uid, record.guid)
+
+    def open_file(self, uid: int):
+        return open(self.path(self.record(uid)), "rb")
+
+    def read(self, uid: int, start: int = 0, end: int | None = None) -> bytes:
+        with self.open_file(uid) as source:
+            if start:
+                source.seek(start)
+            return source.read() if end is None else source.read(max(0, end - start))
+
+    def mime_cache(self, uid: int) -> bytes | None:
+        row = self.index.db.execute(
+            "SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
+        ).fetchone()
+        if row is not None:
+            return row[0]
+        analyser = self.store.analyser
+        if analyser is None:
+            return None
+        record = self.record(uid)
+        cache = _analyse_file(self.path(record), record.size, analyser)
+        if cache is not None:  # an index from before the MIME layer: fill the slot now
+            with self.index.write() as db:
+                db.execute("INSERT OR REPLACE INTO mime (mailbox_id, uid, cache) VALUES (?, ?, ?)",
+                           (self.id, uid, cache))
+        return cache
+
+    # -- appending -----------------------------------------------------------
+
+    def append(self, message, flags: Flag | None = None, keywords: Iterable[str] = (),
+               internal_date: float | None = None) -> int:
+        (uid,) = self.append_many([(message, flags, keywords, internal_date)])
+        return uid
+
+    def append_many(self, items: list) -> list[int]:
+        staged_here: list[StagedMessage] = []
+        entries = []
+        try:
+            for message, flags, keywords, internal_date in items:
+                if isinstance(message, (bytes, bytearray, memoryview)):
+                    staged = self.store.stage()
+                    staged.write(bytes(message))
+                    staged.finish()
+                    staged_here.append(staged)
+                    message = staged
+                entries.append(
+                    (message.path, message.size, flags or NO_FLAGS, _keywords_text(keywords),
+                     time.time() if internal_date is None else internal_date, message.mime_cache())
+                )
+            return self._insert(entries)
+        finally:
+            for staged in staged_here:
+                staged.discard()
+
+    def _insert(self, entries: list[tuple]) -> list[int]:
+        """Link files in and index them in one durable transaction; their UIDs."""
+        linked: list[Path] = []
+        try:
+            with self.index.write() as db:
+                uidnext, highestmodseq, *_ = self._counts(db)
+                modseq = highestmodseq + 1
+                uids = []
+                for offset, (source, size, flags, keywords, date, cache) in enumerate(entries):
+                    uid, guid = uidnext + offset, new_guid()
+                    dest = self.folder / message_file_name(uid, guid)
+                    link_or_copy(source, dest)
+                    linked.append(dest)
+                    db.execute(
+                        "INSERT INTO messages (mailbox_id, uid, guid, size, internaldate, flags, keywords, modseq)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.id, uid, guid, size, date, int(flags), keywords, modseq),
+                    )
+                    if cache is not None:
+                        db.execute("INSERT INTO mime (mailbox_id, uid, cache) VALUES (?, ?, ?)",
+                                   (self.id, uid, cache))
+                    uids.append(uid)
+                db.execute(
+                    "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
+                    (uidnext + len(entries), modseq, self.id),
+                )
+                fsync_dir(self.folder)
+        except BaseException:
+            for path in linked:
+                unlink_quietly(path)
+            raise
+        self.store.notify(self.tree.user, self.id)
+        return uids
+
+    # -- changing ------------------------------------------------------------
+
+    def set_flags(self, uids: Iterable[int], change: FlagChange, flags: Flag,
+                  keywords: Iterable[str] = (), unchanged_since: int | None = None):
+        keywords = frozenset(keywords)
+        changed: list[MessageRecord] = []
+        refused: list[int] = []
+        with self.index.write() as db:
+            _, highestmodseq, *_ = self._counts(db)
+            modseq = highestmodseq + 1
+            for record in self.records(uids):
+                if unchanged_since is not None and record.modseq > unchanged_since:
+                    refused.append(record.uid)
+                    continue
+                new_flags, new_keywords = _apply_flags(record, change, flags, keywords)
+                if new_flags == record.flags and frozenset(new_keywords) == record.keywords:
+                    continue
+                text = " ".join(new_keywords)
+                db.execute(
+                    "UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
+                    (int(new_flags), text, modseq, self.id, record.uid),
+                )
+                changed.append(_record((record.uid, record.size, record.internal_date, int(new_flags),
+                                        text, modseq, record.guid)))
+            if changed:
+                db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+        if changed:
+            self.store.notify(self.tree.user, self.id)
+        return changed, refused
+
+    def copy(self, uids: Iterable[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+        records = self.records(uids)
+        if not records:
+            return []
+        entries = [
+            (self.path(record), record.size, record.flags, " ".join(sorted(record.keywords)),
+             record.internal_date, self.mime_cache(record.uid))
+            for record in records
+        ]
+        new_uids = target._insert(entries)
+        return [(record.uid, uid) for record, uid in zip(records, new_uids)]
+
+    def move(self, uids: Iterable[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+        pairs = self.copy(uids, target)
+        self._remove([old for old, _ in pairs])
+        return pairs
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        if uids is None:
+            rows = self.index.db.execute(
+                "SELECT uid FROM messages WHERE mailbox_id = ? AND flags & ? ORDER BY uid",
+                (self.id, int(Flag.DELETED)),
+            ).fetchall()
+            doomed = [row[0] for row in rows]
+        else:
+            doomed = [record.uid for record in self.records(uids) if record.flags & Flag.DELETED]
+        return self._remove(doomed)
+
+    def _remove(self, uids: list[int]) -> list[int]:
+        if not uids:
+            return []
+        removed: list[MessageRecord] = []
+        with self.index.write() as db:
+            _, highestmodseq, *_ = self._counts(db)
+            modseq = highestmodseq + 1
+            for record in self.records(uids):
+                db.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
+                db.execute("DELETE FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
+                db.execute("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
+                           (self.id, record.uid, modseq))
+                removed.append(record)
+            if removed:
+                db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+        for record in removed:
+            unlink_quietly(self.path(record))
+        if removed:
+            self.store.notify(self.tree.user, self.id)
+        return [record.uid for record in removed]
+
+    # -- watching ------------------------------------------------------------
+
+    def changes_since(self, modseq: int) -> Changes:
+        with self.index.read() as db:
+            _, highestmodseq, *_ = self._counts(db)
+            changed = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                (self.id, modseq),
+            ).fetchall()
+            expunged = db.execute(
+                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (self.id, modseq)
+            ).fetchall()
+        return Changes([_record(row) for row in changed], [row[0] for row in expunged], highestmodseq)
+
+    def claim_recent(self) -> frozenset[int]:
+        with self.index.write() as db:
+            uidnext, _, recent_uid, *_ = self._counts(db)
+            rows = db.execute(
+                "SELECT uid FROM messages WHERE mailbox_id = ? AND uid > ?", (self.id, recent_uid)
+            ).fetchall()
+            if uidnext - 1 > recent_uid:
+                db.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (uidnext - 1, self.id))
+        return frozenset(row[0] for row in rows)
+
+    def watch(self, listener: Callable[[], None]) -> None:
+        self.store.watch(self.tree.user, self.id, listener)
+
+    def unwatch(self, listener: Callable[[], None]) -> None:
+        self.store.unwatch(self.tree.user, self.id, listener)
