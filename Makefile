@@ -1,0 +1,31 @@
+# The two commands a new user runs: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= etc/cyrusmail.conf
+
+.PHONY: run test bench lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+## run: install into .venv and run the server in the foreground on the sample config
+run: $(VENV)/.installed
+	$(VENV)/bin/twistd --pidfile= -n cyrusmail --config $(CONFIG)
+
+## test: install into .venv with test dependencies and run every test
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+## bench: print speed figures (see bench/)
+bench: $(VENV)/.installed
+	$(PY) bench/run.py
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check cyrusmail tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp

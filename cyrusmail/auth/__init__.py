@@ -1,0 +1,1 @@
+"""Who may log in: the user database, password hashes and twisted.cred checkers."""

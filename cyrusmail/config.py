@@ -1,0 +1,334 @@
+"""The server's configuration: an INI file checked against one schema.
+
+Every section and key cyrusmail knows is declared once, in ``SCHEMA``, with
+its parser and default. Loading has no side effects: nothing is created on
+disk here, so a refused configuration leaves no trace. An error names the
+file, section, key and problem on one line.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import endpoints
+
+
+class ConfigError(Exception):
+    """A configuration the server refuses to start with."""
+
+    def __init__(self, path: str, section: str | None, key: str | None, problem: str):
+        where = f"[{section}]" if section else ""
+        if key:
+            where += f" {key}"
+        super().__init__(f"{path}: {where}: {problem}" if where else f"{path}: {problem}")
+
+
+# -- value parsers: text -> value, or ValueError saying what is wrong ---------
+
+
+def parse_bool(text: str) -> bool:
+    folded = text.strip().lower()
+    if folded in ("yes", "true", "on", "1"):
+        return True
+    if folded in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def parse_list(text: str) -> list[str]:
+    return [item for item in re.split(r"[\s,]+", text.strip()) if item]
+
+
+def parse_lower_list(text: str) -> list[str]:
+    return [item.lower() for item in parse_list(text)]
+
+
+def parse_text(text: str) -> str:
+    return text.strip()
+
+
+def parse_path(text: str) -> Path | None:
+    text = text.strip()
+    return Path(text) if text else None
+
+
+def parse_required_path(text: str) -> Path:
+    path = parse_path(text)
+    if path is None:
+        raise ValueError("a path is required")
+    return path
+
+
+def parse_positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected a number above 0, got {value}")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``50M``, ``512k``, ``1048576`` -> octets."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)i?b?\s*", text.lower())
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"expected a size such as 50M, got {text!r}")
+    return int(match[1]) * _SIZE_UNITS[match[2]]
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``30s``, ``5m``, ``2h``, ``5d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text.lower())
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"expected a duration such as 30s, 5m, 2h or 5d, got {text!r}")
+    return int(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def parse_percent(text: str) -> int:
+    value = parse_positive_int(text.rstrip("% "))
+    if value > 100:
+        raise ValueError(f"expected a percentage up to 100, got {value}")
+    return value
+
+
+def parse_tls_mode(text: str) -> str:
+    folded = text.strip().lower()
+    if folded not in ("none", "starttls", "tls"):
+        raise ValueError(f"expected none, starttls or tls, got {text!r}")
+    return folded
+
+
+def parse_hostport(text: str) -> tuple[str, int] | None:
+    text = text.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_endpoints(text: str) -> list[str]:
+    """One or more Twisted server endpoint strings, each checked."""
+    descriptions = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(descriptions) == 1 and " " in descriptions[0]:
+        descriptions = descriptions[0].split()
+    if not descriptions:
+        raise ValueError("at least one endpoint is required, e.g. tcp:1143:interface=127.0.0.1")
+    for description in descriptions:
+        check_endpoint(description)
+    return descriptions
+
+
+def check_endpoint(description: str) -> None:
+    """Refuse what Twisted could not listen on, without listening."""
+    kind = description.split(":", 1)[0].lower()
+    if kind not in ("tcp", "tcp6", "unix"):
+        raise ValueError(
+            f"endpoint {description!r}: use tcp:PORT[:interface=ADDR], tcp6:... or unix:PATH"
+            " (TLS is set by the service, not the endpoint)"
+        )
+    try:
+        endpoint = endpoints.serverFromString(None, description)  # builds, never listens
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise ValueError(f"endpoint {description!r}: {error or 'malformed'}") from None
+    port = getattr(endpoint, "_port", None)
+    if kind != "unix" and not (isinstance(port, int) and 0 <= port < 65536):
+        raise ValueError(f"endpoint {description!r}: the port must be a number from 0 to 65535")
+    if kind == "unix" and not getattr(endpoint, "_address", None):
+        raise ValueError(f"endpoint {description!r}: a socket path is required")
+
+
+def parse_special_use(text: str) -> str:
+    from cyrusmail.store.records import SPECIAL_USES
+
+    for item in text.split():
+        name, sep, use = item.partition(":")
+        if not sep or not name or use.lower() not in SPECIAL_USES:
+            raise ValueError(
+                f"expected NAME:USE pairs with USE one of {', '.join(sorted(SPECIAL_USES))}, got {item!r}"
+            )
+    return " ".join(f"{item.partition(':')[0]}:{item.partition(':')[2].lower()}" for item in text.split())
+
+
+# -- the schema ---------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable[[str], Any]
+    default: Any = REQUIRED
+
+
+def _service(port: int, enabled: bool = True) -> dict[str, Key]:
+    return {
+        "enabled": Key(parse_bool, enabled),
+        "listen": Key(parse_endpoints, [f"tcp:{port}:interface=127.0.0.1"]),
+    }
+
+
+#: Service sections, in the order they start; each names its protocol.
+SERVICES = ("imap", "imaps", "pop3", "pop3s", "submission", "submissions", "lmtp")
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "data": Key(parse_required_path),
+        "hostname": Key(parse_text, ""),
+        "admins": Key(parse_lower_list, []),
+        "domains": Key(parse_lower_list, []),
+        "max_message_size": Key(parse_size, 50 * 1024**2),
+        "special_use": Key(parse_special_use, "Drafts:drafts Sent:sent Trash:trash Junk:junk Archive:archive"),
+        "allow_plaintext_on_loopback": Key(parse_bool, True),
+    },
+    "imap": _service(1143),
+    "imaps": _service(1993),
+    "pop3": _service(1110),
+    "pop3s": _service(1995),
+    "submission": _service(1587),
+    "submissions": _service(1465),
+    "lmtp": _service(2003),
+    "tls": {
+        "certificate": Key(parse_path, None),
+        "key": Key(parse_path, None),
+    },
+    "queue": {
+        "smarthost": Key(parse_hostport, None),
+        "smarthost_tls": Key(parse_tls_mode, "none"),
+        "smarthost_user": Key(parse_text, ""),
+        "smarthost_password": Key(parse_text, ""),
+        "retry_initial": Key(parse_duration, 300),
+        "retry_max": Key(parse_duration, 3600),
+        "give_up": Key(parse_duration, 5 * 86400),
+    },
+    "namespaces": {
+        "other_users": Key(parse_text, "Other Users"),
+        "shared": Key(parse_text, "Shared Folders"),
+    },
+    "quota": {
+        "warning_percent": Key(parse_percent, 90),
+    },
+}
+
+
+@dataclass
+class Config:
+    """A validated configuration: ``config.section("imap")["enabled"]``."""
+
+    path: str
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.values[name]
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self.values[name]
+
+    @property
+    def data(self) -> Path:
+        return self.values["server"]["data"]
+
+    @property
+    def hostname(self) -> str:
+        return self.values["server"]["hostname"]
+
+    @property
+    def domains(self) -> list[str]:
+        return self.values["server"]["domains"]
+
+    @property
+    def admins(self) -> list[str]:
+        return self.values["server"]["admins"]
+
+    def enabled_services(self) -> list[str]:
+        return [name for name in SERVICES if self.values[name]["enabled"]]
+
+    def special_use_folders(self) -> dict[str, str]:
+        """Folder name -> special use, made for each new user."""
+        return dict(item.split(":", 1) for item in self.values["server"]["special_use"].split())
+
+
+
+
+def load(path: str | Path) -> Config:
+    """Read and check ``path``; ConfigError on the first problem found."""
+    path = str(path)
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00unused")
+    parser.optionxform = str  # keys are case-sensitive and reported as written
+    try:
+        with open(path, encoding="utf-8") as source:
+            parser.read_file(source)
+    except OSError as error:
+        raise ConfigError(path, None, None, f"cannot read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, None, "is not UTF-8 text") from None
+    except configparser.Error as error:
+        raise ConfigError(path, None, None, " ".join(str(error).split())) from None
+    return from_parser(path, parser)
+
+
+def from_parser(path: str, parser: configparser.ConfigParser) -> Config:
+    values: dict[str, dict[str, Any]] = {}
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(path, section, None, f"unknown section (known: {', '.join(SCHEMA)})")
+    for section, keys in SCHEMA.items():
+        given = parser[section] if parser.has_section(section) else {}
+        for key in given:
+            if key not in keys:
+                raise ConfigError(path, section, key, f"unknown key (known: {', '.join(keys)})")
+        values[section] = {}
+        for key, spec in keys.items():
+            if key in given:
+                try:
+                    values[section][key] = spec.parse(given[key])
+                except ValueError as error:
+                    raise ConfigError(path, section, key, str(error)) from None
+            elif spec.default is REQUIRED:
+                raise ConfigError(path, section, key, "is required")
+            else:
+                values[section][key] = spec.default
+    config = Config(path, values)
+    _fill_defaults(config)
+    _check_together(config)
+    return config
+
+
+def _fill_defaults(config: Config) -> None:
+    server = config.values["server"]
+    if not server["hostname"]:
+        server["hostname"] = socket.getfqdn() or "localhost"
+    if not server["domains"]:
+        server["domains"] = [server["hostname"].lower()]
+
+
+def _check_together(config: Config) -> None:
+    tls = config.values["tls"]
+    if (tls["certificate"] is None) != (tls["key"] is None):
+        missing = "key" if tls["key"] is None else "certificate"
+        raise ConfigError(config.path, "tls", missing, "certificate and key must be named together")
+    seen: dict[str, str] = {}
+    for service in config.enabled_services():
+        for description in config.values[service]["listen"]:
+            if description in seen:
+                raise ConfigError(
+                    config.path, service, "listen", f"{description!r} is also used by [{seen[description]}]"
+                )
+            seen[description] = service
+    queue = config.values["queue"]
+    if queue["retry_initial"] > queue["retry_max"]:
+        raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")

@@ -1,0 +1,35 @@
+"""What every protocol logs: connections and authentications, never secrets."""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+log = Logger(namespace="cyrusmail")
+
+
+def peer_of(transport) -> str:
+    peer = transport.getPeer() if transport is not None else None
+    host = getattr(peer, "host", None)
+    if host is None:
+        return "local"
+    port = getattr(peer, "port", None)
+    return f"{host}:{port}" if port is not None else str(host)
+
+
+def connection_opened(service: str, transport) -> None:
+    log.info("{service}: connection from {peer}", service=service, peer=peer_of(transport))
+
+
+def connection_closed(service: str, transport) -> None:
+    log.info("{service}: connection from {peer} closed", service=service, peer=peer_of(transport))
+
+
+def login_succeeded(service: str, transport, user: str, mechanism: str) -> None:
+    log.info("{service}: {user} logged in from {peer} ({mechanism})",
+             service=service, user=user, peer=peer_of(transport), mechanism=mechanism)
+
+
+def login_failed(service: str, transport, user: str, mechanism: str) -> None:
+    # The name is logged (admins need it to see attacks); the password never.
+    log.warn("{service}: failed login for {user!r} from {peer} ({mechanism})",
+             service=service, user=user[:64], peer=peer_of(transport), mechanism=mechanism)

@@ -1,0 +1,70 @@
+"""TLS: the server certificate (named in the config, or made on first start).
+
+When the config names no certificate, a self-signed one for the hostname is
+made in ``<data>/tls/`` on first start and its SHA-256 fingerprint logged,
+so that users can check it in their client's warning.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import ssl
+
+
+def self_signed_paths(data: Path) -> tuple[Path, Path]:
+    return data / "tls" / "cert.pem", data / "tls" / "key.pem"
+
+
+def make_self_signed(hostname: str, cert_path: Path, key_path: Path) -> None:
+    """Write a self-signed certificate for ``hostname`` (and localhost), valid ten years."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    alt_names: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost"),
+                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                         x509.IPAddress(ipaddress.ip_address("::1"))]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key_bytes)
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+
+
+def fingerprint(cert_path: Path) -> str:
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    digest = certificate.fingerprint(hashes.SHA256())
+    return ":".join(f"{byte:02X}" for byte in digest)
+
+
+def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
+    """Server TLS options: TLS 1.2 or later, the certificate and its key."""
+    pem = cert_path.read_bytes() + b"\n" + key_path.read_bytes()
+    certificate = ssl.PrivateCertificate.loadPEM(pem)
+    return ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original,
+        certificate=certificate.original,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
