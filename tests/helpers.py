@@ -1,0 +1,39 @@
+"""Shared test fixtures: a real server context over a temporary data folder."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+from cyrusmail.config import SERVICES, Config, from_parser
+from cyrusmail.protocols import ServerContext
+
+
+def make_config(data: str | Path, **sections: dict[str, str]) -> Config:
+    """A validated config with every service disabled unless ``sections`` says otherwise.
+
+    ``make_config(tmp, server={"admins": "root"}, imap={"enabled": "yes", "listen": "tcp:0"})``
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str
+    parser.read_dict({
+        "server": {"data": str(data), "hostname": "mail.example.org", "domains": "example.org"},
+        **{name: {"enabled": "no"} for name in SERVICES},
+    })
+    parser.read_dict(sections)
+    return from_parser("test.conf", parser)
+
+
+def make_context(data: str | Path, reactor=None, **sections: dict[str, str]) -> ServerContext:
+    """Open a real store, user database, portal and TLS certificate under ``data``."""
+    from cyrusmail.service import open_context
+
+    context = open_context(make_config(data, **sections), reactor)
+    return context
+
+
+def add_user(context: ServerContext, name: str, password: str = "secret") -> str:
+    """Add a user and make their INBOX and special-use folders."""
+    user = context.users.add(name, password)
+    context.realm.account(user)
+    return user
