@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from cyrusmail.auth.passwords import DUMMY_HASH, hash_password, verify_password
-from cyrusmail.store.errors import UnknownUser, UserExists
+from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
 from cyrusmail.store.names import user_name
 
 
@@ -57,7 +57,7 @@ class UserDatabase:
     def exists(self, name: str) -> bool:
         try:
             name = user_name(name)
-        except ValueError:
+        except InvalidUserName:
             return False
         return self.db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
 
@@ -68,7 +68,7 @@ class UserDatabase:
         """The account a login or address names: exact, else the local part in a local domain."""
         try:
             name = user_name(login)
-        except ValueError:
+        except InvalidUserName:
             return None
         if self.exists(name):
             return name

@@ -1,0 +1,1 @@
+"""The ``cyrusmail-admin`` command: users, mailboxes, import and reconstruct."""

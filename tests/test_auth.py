@@ -1,0 +1,119 @@
+"""The user database, password hashes, the cred checker and the realm."""
+
+from __future__ import annotations
+
+from twisted.cred import credentials, error
+from twisted.trial import unittest
+
+from cyrusmail.account import IAccount
+from cyrusmail.auth.checkers import PasswordChecker
+from cyrusmail.auth.passwords import hash_password, verify_password
+from cyrusmail.auth.policy import LoginThrottle
+from cyrusmail.auth.userdb import UserDatabase
+from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
+from tests.helpers import add_user, make_context
+
+
+class PasswordTests(unittest.TestCase):
+    def test_hash_is_salted_scrypt_and_verifies(self):
+        first, second = hash_password("hunter2"), hash_password("hunter2")
+        self.assertTrue(first.startswith("$scrypt$ln=14,r=8,p=1$"))
+        self.assertNotEqual(first, second)
+        self.assertNotIn("hunter2", first)
+        self.assertTrue(verify_password("hunter2", first))
+        self.assertFalse(verify_password("hunter3", first))
+
+    def test_malformed_hash_never_verifies(self):
+        for stored in ("", "plain", "$md5$x$y$z", "$scrypt$ln=x$a$b"):
+            self.assertFalse(verify_password("x", stored))
+
+
+class UserDatabaseTests(unittest.TestCase):
+    def setUp(self):
+        self.users = UserDatabase(self.mktemp())
+        self.addCleanup(self.users.close)
+
+    def test_names_are_case_insensitive(self):
+        self.assertEqual(self.users.add("Alice@Example.ORG", "pw"), "alice@example.org")
+        self.assertTrue(self.users.exists("ALICE@example.org"))
+        self.assertRaises(UserExists, self.users.add, "alice@EXAMPLE.org", "pw")
+
+    def test_password_is_stored_only_as_a_hash(self):
+        self.users.add("bob", "s3cret-words")
+        with open(self.users.path, "rb") as db:
+            self.assertNotIn(b"s3cret-words", db.read())
+        self.assertTrue(self.users.check_password("bob", "s3cret-words"))
+        self.assertFalse(self.users.check_password("bob", "wrong"))
+        self.assertFalse(self.users.check_password("nobody", "s3cret-words"))
+
+    def test_change_and_delete(self):
+        self.users.add("carol", "one")
+        self.users.set_password("carol", "two")
+        self.assertTrue(self.users.check_password("carol", "two"))
+        self.users.delete("Carol")
+        self.assertFalse(self.users.exists("carol"))
+        self.assertRaises(UnknownUser, self.users.delete, "carol")
+        self.assertRaises(UnknownUser, self.users.set_password, "carol", "x")
+
+    def test_bad_names_refused(self):
+        for name in ("", "../etc", "a/b", ".x", "a@", "@b", "a b", "a\x00b", "x" * 300):
+            self.assertRaises(InvalidUserName, self.users.add, name, "pw")
+
+    def test_resolve_address_in_local_domain(self):
+        self.users.add("dave", "pw")
+        self.users.add("erin@example.net", "pw")
+        self.assertEqual(self.users.resolve("Dave@Example.org", ["example.org"]), "dave")
+        self.assertIsNone(self.users.resolve("dave@elsewhere.com", ["example.org"]))
+        self.assertEqual(self.users.resolve("erin@example.net", ["example.org"]), "erin@example.net")
+        self.assertIsNone(self.users.resolve("../x", ["example.org"]))
+
+
+class CheckerTests(unittest.TestCase):
+    def setUp(self):
+        self.users = UserDatabase(self.mktemp())
+        self.addCleanup(self.users.close)
+        self.users.add("alice", "right")
+        self.checker = PasswordChecker(self.users, ["example.org"], hash_in_thread=False)
+
+    def test_right_password_gives_the_canonical_name(self):
+        d = self.checker.requestAvatarId(credentials.UsernamePassword(b"ALICE@example.org", b"right"))
+        d.addCallback(self.assertEqual, "alice")
+        return d
+
+    def test_wrong_password_and_unknown_user_fail_alike(self):
+        for creds in (credentials.UsernamePassword(b"alice", b"wrong"),
+                      credentials.UsernamePassword(b"mallory", b"right")):
+            self.failureResultOf(self.checker.requestAvatarId(creds), error.UnauthorizedLogin)
+
+
+class RealmTests(unittest.TestCase):
+    def test_login_gives_an_account_with_a_provisioned_tree(self):
+        context = make_context(self.mktemp(), server={"admins": "boss", "domains": "example.org"})
+        self.addCleanup(context.store.close)
+        add_user(context, "boss", "pw")
+        d = context.portal.login(credentials.UsernamePassword(b"boss", b"pw"), None, IAccount)
+
+        def check(result):
+            interface, account, logout = result
+            self.assertIs(interface, IAccount)
+            self.assertTrue(account.is_admin)
+            self.assertEqual(account.addresses, frozenset({"boss@example.org"}))
+            names = [listing.name for listing in account.mailboxes.list("*")]
+            self.assertEqual(names, ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"])
+
+        return d.addCallback(check)
+
+
+class ThrottleTests(unittest.TestCase):
+    def test_delay_grows_per_address_and_clears_on_success(self):
+        now = [0.0]
+        throttle = LoginThrottle(clock=lambda: now[0])
+        self.assertEqual([throttle.failed("1.2.3.4") for _ in range(3)], [1.0, 2.0, 3.0])
+        self.assertEqual(throttle.failed("5.6.7.8"), 1.0)
+        throttle.succeeded("1.2.3.4")
+        self.assertEqual(throttle.failed("1.2.3.4"), 1.0)
+        for _ in range(50):
+            delay = throttle.failed("9.9.9.9")
+        self.assertEqual(delay, throttle.maximum)
+        now[0] += 10_000
+        self.assertEqual(throttle.failed("9.9.9.9"), 1.0)

@@ -1,0 +1,125 @@
+"""The config file: every error refuses the start with one line naming file, section, key and problem."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+from twisted.trial import unittest
+
+from cyrusmail.config import ConfigError, load
+
+GOOD = """
+[server]
+data = {data}
+hostname = mail.example.org
+admins = root, Boss
+domains = example.org example.net
+"""
+
+
+class ConfigTests(unittest.TestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as out:
+            out.write(textwrap.dedent(text).format(data=self.data))
+        return path
+
+    def setUp(self):
+        self.data = os.path.abspath(self.mktemp())
+
+    def refused(self, text: str) -> str:
+        path = self.write(text)
+        with self.assertRaises(ConfigError) as caught:
+            load(path)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        self.assertTrue(message.startswith(path + ": "), message)
+        self.assertFalse(os.path.exists(self.data), "nothing may be created before validation")
+        return message
+
+    def test_good_config_has_defaults_for_everything_else(self):
+        config = load(self.write(GOOD))
+        self.assertEqual(config.admins, ["root", "boss"])
+        self.assertEqual(config.domains, ["example.org", "example.net"])
+        self.assertEqual(config["imap"]["listen"], ["tcp:1143:interface=127.0.0.1"])
+        self.assertEqual(config["lmtp"]["listen"], ["tcp:2003:interface=127.0.0.1"])
+        self.assertEqual(config["queue"]["give_up"], 5 * 86400)
+        self.assertEqual(config["server"]["max_message_size"], 50 * 1024 * 1024)
+        self.assertEqual(config.special_use_folders()["Sent"], "sent")
+        self.assertFalse(os.path.exists(self.data))
+
+    def test_sample_config_is_valid_and_loopback_only(self):
+        sample = os.path.join(os.path.dirname(__file__), "..", "etc", "cyrusmail.conf")
+        config = load(sample)
+        ports = {}
+        for service in ("imap", "imaps", "pop3", "pop3s", "submission", "submissions", "lmtp"):
+            (listen,) = config[service]["listen"]
+            self.assertIn("interface=127.0.0.1", listen)
+            ports[service] = int(listen.split(":")[1])
+        self.assertEqual(ports, {"imap": 1143, "imaps": 1993, "pop3": 1110, "pop3s": 1995,
+                                 "submission": 1587, "submissions": 1465, "lmtp": 2003})
+
+    def test_several_endpoints(self):
+        config = load(self.write(GOOD + "[lmtp]\nlisten = tcp:2003:interface=127.0.0.1\n  unix:var/lmtp.sock\n"))
+        self.assertEqual(config["lmtp"]["listen"], ["tcp:2003:interface=127.0.0.1", "unix:var/lmtp.sock"])
+
+    def test_unknown_section(self):
+        self.assertIn("[imap4]: unknown section", self.refused(GOOD + "[imap4]\nenabled = yes\n"))
+
+    def test_unknown_key(self):
+        self.assertIn("[server] datadir: unknown key", self.refused(GOOD + "datadir = x\n"))
+
+    def test_missing_required_key(self):
+        self.assertIn("[server] data: is required", self.refused("[server]\nhostname = x\n"))
+
+    def test_bad_boolean(self):
+        self.assertIn("[imap] enabled: expected yes or no", self.refused(GOOD + "[imap]\nenabled = maybe\n"))
+
+    def test_bad_endpoint_port(self):
+        self.assertIn("[pop3] listen: endpoint 'tcp:99999'", self.refused(GOOD + "[pop3]\nlisten = tcp:99999\n"))
+
+    def test_bad_endpoint_kind(self):
+        self.assertIn("[imaps] listen: endpoint 'ssl:993'", self.refused(GOOD + "[imaps]\nlisten = ssl:993\n"))
+
+    def test_bad_endpoint_option(self):
+        self.assertIn("[imap] listen:", self.refused(GOOD + "[imap]\nlisten = tcp:1143:colour=blue\n"))
+
+    def test_bad_size(self):
+        self.assertIn("[server] max_message_size: expected a size",
+                      self.refused(GOOD + "max_message_size = lots\n"))
+
+    def test_bad_duration(self):
+        self.assertIn("[queue] give_up: expected a duration", self.refused(GOOD + "[queue]\ngive_up = 5 weeks\n"))
+
+    def test_bad_smarthost(self):
+        self.assertIn("[queue] smarthost: expected host:port", self.refused(GOOD + "[queue]\nsmarthost = relay\n"))
+
+    def test_bad_tls_mode(self):
+        self.assertIn("[queue] smarthost_tls:", self.refused(GOOD + "[queue]\nsmarthost_tls = maybe\n"))
+
+    def test_certificate_without_key(self):
+        self.assertIn("[tls] key: certificate and key must be named together",
+                      self.refused(GOOD + "[tls]\ncertificate = /x.pem\n"))
+
+    def test_same_endpoint_twice(self):
+        message = self.refused(GOOD + "[pop3]\nlisten = tcp:1143:interface=127.0.0.1\n")
+        self.assertIn("also used by [imap]", message)
+
+    def test_bad_special_use(self):
+        self.assertIn("[server] special_use:", self.refused(GOOD + "special_use = Sent:outbox\n"))
+
+    def test_bad_user_in_admins_is_lowercased(self):
+        config = load(self.write(GOOD))
+        self.assertIn("boss", config.admins)
+
+    def test_unreadable_file(self):
+        with self.assertRaises(ConfigError) as caught:
+            load("/nonexistent/cyrusmail.conf")
+        self.assertIn("/nonexistent/cyrusmail.conf: cannot read", str(caught.exception))
+
+    def test_not_ini(self):
+        self.assertIn("File contains no section headers", self.refused("data = x\n"))
+
+    def test_duplicate_key(self):
+        self.assertIn("already exists", self.refused(GOOD + "hostname = y\n"))
