@@ -5,6 +5,7 @@ likes."""
 from __future__ import annotations
 
 import datetime
+import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.imap.wire import CommandParser, ContinuationNeeded, Event, ParseError
 
 S = SequenceSet.parse
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def feed_pieces(parser: CommandParser, pieces: list[bytes]) -> list[Event]:
@@ -27,14 +28,21 @@ def feed_pieces(parser: CommandParser, pieces: list[bytes]) -> list[Event]:
 
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({0, len(data), *(cut % (len(data) + 1) for cut in cuts)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 def commands_of(events: list[Event]) -> list[Event]:
     return [event for event in events if not isinstance(event, ContinuationNeeded)]
 
 
-def body(section: c.Section = c.Section(), peek: bool = False, partial: tuple[int, int] | None = None) -> c.FetchBody:
+WHOLE = c.Section()
+
+
+def body(
+    section: c.Section = WHOLE,
+    peek: bool = False,
+    partial: tuple[int, int] | None = None,
+) -> c.FetchBody:
     return c.FetchBody(section, peek, partial)
 
 
@@ -50,7 +58,10 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b"t]1 NOOP\r\n", c.Noop("t]1")),
     (b"a STARTTLS\r\n", c.StartTLS("a")),
     (b"a AUTHENTICATE plain\r\n", c.Authenticate("a", "PLAIN")),
-    (b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n", c.Authenticate("a", "PLAIN", b"AGFsaWNlAHNlY3JldA==")),
+    (
+        b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+        c.Authenticate("a", "PLAIN", b"AGFsaWNlAHNlY3JldA=="),
+    ),
     (b"a AUTHENTICATE PLAIN =\r\n", c.Authenticate("a", "PLAIN", b"=")),
     (b"a LOGIN alice secret\r\n", c.Login("a", b"alice", b"secret")),
     (b'a LOGIN "al ice" "p\\"w\\\\d"\r\n', c.Login("a", b"al ice", b'p"w\\d')),
@@ -67,7 +78,10 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b'a EXAMINE "Entw&APw-rfe"\r\n', c.Examine("a", "Entw&APw-rfe")),
     (b"a CREATE foo/bar\r\n", c.Create("a", "foo/bar")),
     (b"a CREATE Sent (USE (\\Sent))\r\n", c.Create("a", "Sent", ("\\Sent",))),
-    (b"a CREATE x (USE (\\Sent \\Archive))\r\n", c.Create("a", "x", ("\\Sent", "\\Archive"))),
+    (
+        b"a CREATE x (USE (\\Sent \\Archive))\r\n",
+        c.Create("a", "x", ("\\Sent", "\\Archive")),
+    ),
     (b"a DELETE foo\r\n", c.Delete("a", "foo")),
     (b"a RENAME foo {3}\r\nbar\r\n", c.Rename("a", "foo", "bar")),
     (b"a SUBSCRIBE #news.x\r\n", c.Subscribe("a", "#news.x")),
@@ -78,7 +92,9 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b'a LIST "" foo]*\r\n', c.List("a", "", ("foo]*",))),
     (
         b'a LIST (SUBSCRIBED RECURSIVEMATCH) "" ("INBOX" %) RETURN (CHILDREN)\r\n',
-        c.List("a", "", ("INBOX", "%"), ("SUBSCRIBED", "RECURSIVEMATCH"), ("CHILDREN",)),
+        c.List(
+            "a", "", ("INBOX", "%"), ("SUBSCRIBED", "RECURSIVEMATCH"), ("CHILDREN",)
+        ),
     ),
     (b'a LIST () "" %\r\n', c.List("a", "", ("%",))),
     (
@@ -102,7 +118,10 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b"a EXPUNGE\r\n", c.Expunge("a")),
     (b"a UID EXPUNGE 3000:3002\r\n", c.Expunge("a", True, S("3000:3002"))),
     (b"a IDLE\r\n", c.Idle("a")),
-    (b"a ENABLE CONDSTORE utf8=accept\r\n", c.Enable("a", ("CONDSTORE", "UTF8=ACCEPT"))),
+    (
+        b"a ENABLE CONDSTORE utf8=accept\r\n",
+        c.Enable("a", ("CONDSTORE", "UTF8=ACCEPT")),
+    ),
     (b"a ID NIL\r\n", c.Id("a", None)),
     (b"a ID ()\r\n", c.Id("a", None)),
     (
@@ -112,22 +131,52 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b'a GETQUOTA ""\r\n', c.GetQuota("a", "")),
     (b"a GETQUOTAROOT INBOX\r\n", c.GetQuotaRoot("a", "INBOX")),
     (b'a SETQUOTA "" (STORAGE 512)\r\n', c.SetQuota("a", "", (("STORAGE", 512),))),
-    (b"a SETQUOTA x (storage 1 MESSAGE 2)\r\n", c.SetQuota("a", "x", (("STORAGE", 1), ("MESSAGE", 2)))),
+    (
+        b"a SETQUOTA x (storage 1 MESSAGE 2)\r\n",
+        c.SetQuota("a", "x", (("STORAGE", 1), ("MESSAGE", 2))),
+    ),
     (b"a SETQUOTA x ()\r\n", c.SetQuota("a", "x", ())),
-    (b"a SETACL INBOX/Drafts john lrswicda\r\n", c.SetAcl("a", "INBOX/Drafts", "john", "lrswicda")),
+    (
+        b"a SETACL INBOX/Drafts john lrswicda\r\n",
+        c.SetAcl("a", "INBOX/Drafts", "john", "lrswicda"),
+    ),
     (b'a SETACL x "fred" -w\r\n', c.SetAcl("a", "x", "fred", "-w")),
     (b"a SETACL x fred +w\r\n", c.SetAcl("a", "x", "fred", "+w")),
     (b"a DELETEACL INBOX smith\r\n", c.DeleteAcl("a", "INBOX", "smith")),
     (b"a GETACL INBOX\r\n", c.GetAcl("a", "INBOX")),
-    (b"a LISTRIGHTS ~/Mail/saved smith\r\n", c.ListRights("a", "~/Mail/saved", "smith")),
+    (
+        b"a LISTRIGHTS ~/Mail/saved smith\r\n",
+        c.ListRights("a", "~/Mail/saved", "smith"),
+    ),
     (b"a MYRIGHTS INBOX\r\n", c.MyRights("a", "INBOX")),
     # FETCH
     (b"a FETCH 1 FLAGS\r\n", c.Fetch("a", False, S("1"), (A("FLAGS"),))),
-    (b"a FETCH 1:* ALL\r\n", c.Fetch("a", False, S("1:*"), tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"))))),
-    (b"a FETCH 2,4 fast\r\n", c.Fetch("a", False, S("2,4"), tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE"))))),
+    (
+        b"a FETCH 1:* ALL\r\n",
+        c.Fetch(
+            "a",
+            False,
+            S("1:*"),
+            tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"))),
+        ),
+    ),
+    (
+        b"a FETCH 2,4 fast\r\n",
+        c.Fetch(
+            "a",
+            False,
+            S("2,4"),
+            tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE"))),
+        ),
+    ),
     (
         b"a FETCH * FULL\r\n",
-        c.Fetch("a", False, S("*"), tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY")))),
+        c.Fetch(
+            "a",
+            False,
+            S("*"),
+            tuple(map(A, ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"))),
+        ),
     ),
     (
         b"a FETCH 1 (ENVELOPE FLAGS INTERNALDATE RFC822 RFC822.HEADER RFC822.SIZE RFC822.TEXT BODY BODYSTRUCTURE UID MODSEQ)\r\n",
@@ -138,31 +187,79 @@ TABLE: list[tuple[bytes, c.Command]] = [
             tuple(
                 map(
                     A,
-                    "ENVELOPE FLAGS INTERNALDATE RFC822 RFC822.HEADER RFC822.SIZE RFC822.TEXT "
-                    "BODY BODYSTRUCTURE UID MODSEQ".split(),
+                    [
+                        "ENVELOPE",
+                        "FLAGS",
+                        "INTERNALDATE",
+                        "RFC822",
+                        "RFC822.HEADER",
+                        "RFC822.SIZE",
+                        "RFC822.TEXT",
+                        "BODY",
+                        "BODYSTRUCTURE",
+                        "UID",
+                        "MODSEQ",
+                    ],
                 )
             ),
         ),
     ),
     (b"a FETCH 1 BODY[]\r\n", c.Fetch("a", False, S("1"), (body(),))),
-    (b"a FETCH 1 body.peek[]<0.1024>\r\n", c.Fetch("a", False, S("1"), (body(peek=True, partial=(0, 1024)),))),
-    (b"a FETCH 1 BODY[HEADER]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((), "HEADER")),))),
-    (b"a FETCH 1 BODY[TEXT]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((), "TEXT")),))),
+    (
+        b"a FETCH 1 body.peek[]<0.1024>\r\n",
+        c.Fetch("a", False, S("1"), (body(peek=True, partial=(0, 1024)),)),
+    ),
+    (
+        b"a FETCH 1 BODY[HEADER]\r\n",
+        c.Fetch("a", False, S("1"), (body(c.Section((), "HEADER")),)),
+    ),
+    (
+        b"a FETCH 1 BODY[TEXT]\r\n",
+        c.Fetch("a", False, S("1"), (body(c.Section((), "TEXT")),)),
+    ),
     (b"a FETCH 1 BODY[1]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((1,))),))),
-    (b"a FETCH 1 BODY[4.2.2.1.MIME]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((4, 2, 2, 1), "MIME")),))),
-    (b"a FETCH 1 BODY[3.HEADER]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((3,), "HEADER")),))),
-    (b"a FETCH 1 BODY[3.text]\r\n", c.Fetch("a", False, S("1"), (body(c.Section((3,), "TEXT")),))),
+    (
+        b"a FETCH 1 BODY[4.2.2.1.MIME]\r\n",
+        c.Fetch("a", False, S("1"), (body(c.Section((4, 2, 2, 1), "MIME")),)),
+    ),
+    (
+        b"a FETCH 1 BODY[3.HEADER]\r\n",
+        c.Fetch("a", False, S("1"), (body(c.Section((3,), "HEADER")),)),
+    ),
+    (
+        b"a FETCH 1 BODY[3.text]\r\n",
+        c.Fetch("a", False, S("1"), (body(c.Section((3,), "TEXT")),)),
+    ),
     (
         b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From To Message-ID)])\r\n",
-        c.Fetch("a", False, S("1"), (body(c.Section((), "HEADER.FIELDS", ("FROM", "TO", "MESSAGE-ID")), True),)),
+        c.Fetch(
+            "a",
+            False,
+            S("1"),
+            (body(c.Section((), "HEADER.FIELDS", ("FROM", "TO", "MESSAGE-ID")), True),),
+        ),
     ),
     (
         b'a FETCH 1 BODY[1.HEADER.FIELDS.NOT ("Received" {6}\r\nX-Spam)]\r\n',
-        c.Fetch("a", False, S("1"), (body(c.Section((1,), "HEADER.FIELDS.NOT", ("RECEIVED", "X-SPAM"))),)),
+        c.Fetch(
+            "a",
+            False,
+            S("1"),
+            (body(c.Section((1,), "HEADER.FIELDS.NOT", ("RECEIVED", "X-SPAM"))),),
+        ),
     ),
     (
         b"a FETCH 1 (BINARY[1.2] BINARY.PEEK[]<5.10> BINARY.SIZE[3])\r\n",
-        c.Fetch("a", False, S("1"), (c.FetchBinary((1, 2)), c.FetchBinary((), True, (5, 10)), c.FetchBinarySize((3,)))),
+        c.Fetch(
+            "a",
+            False,
+            S("1"),
+            (
+                c.FetchBinary((1, 2)),
+                c.FetchBinary((), True, (5, 10)),
+                c.FetchBinarySize((3,)),
+            ),
+        ),
     ),
     (
         b"a FETCH 1:* (FLAGS) (CHANGEDSINCE 12345)\r\n",
@@ -172,16 +269,28 @@ TABLE: list[tuple[bytes, c.Command]] = [
         b"a UID FETCH 300:500,1 (UID FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n",
         c.Fetch("a", True, S("1,300:500"), (A("UID"), A("FLAGS")), 1, True),
     ),
-    (b"a uid fetch 4294967295 UID\r\n", c.Fetch("a", True, S("4294967295"), (A("UID"),))),
+    (
+        b"a uid fetch 4294967295 UID\r\n",
+        c.Fetch("a", True, S("4294967295"), (A("UID"),)),
+    ),
     # STORE
-    (b"a STORE 2:4 +FLAGS (\\Deleted)\r\n", c.Store("a", False, S("2:4"), "add", False, ("\\Deleted",))),
+    (
+        b"a STORE 2:4 +FLAGS (\\Deleted)\r\n",
+        c.Store("a", False, S("2:4"), "add", False, ("\\Deleted",)),
+    ),
     (b"a STORE 1 FLAGS ()\r\n", c.Store("a", False, S("1"), "replace", False, ())),
-    (b"a STORE 1 -flags.silent \\SEEN $Junk\r\n", c.Store("a", False, S("1"), "remove", True, ("\\Seen", "$Junk"))),
+    (
+        b"a STORE 1 -flags.silent \\SEEN $Junk\r\n",
+        c.Store("a", False, S("1"), "remove", True, ("\\Seen", "$Junk")),
+    ),
     (
         b"a UID STORE 5 (UNCHANGEDSINCE 320162338) +FLAGS.SILENT (\\Deleted)\r\n",
         c.Store("a", True, S("5"), "add", True, ("\\Deleted",), 320162338),
     ),
-    (b"a STORE 1 +FLAGS (\\Custom)\r\n", c.Store("a", False, S("1"), "add", False, ("\\Custom",))),
+    (
+        b"a STORE 1 +FLAGS (\\Custom)\r\n",
+        c.Store("a", False, S("1"), "add", False, ("\\Custom",)),
+    ),
     # COPY / MOVE
     (b"a COPY 2:4 MEETING\r\n", c.Copy("a", False, S("2:4"), "MEETING")),
     (b'a UID COPY 1,3 "To do"\r\n', c.Copy("a", True, S("1,3"), "To do")),
@@ -204,7 +313,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
         ),
     ),
     (
-        b'a SEARCH CHARSET utf-8 TEXT {5}\r\n\xc3\xa9t\xc3\xa9\r\n',
+        b"a SEARCH CHARSET utf-8 TEXT {5}\r\n\xc3\xa9t\xc3\xa9\r\n",
         c.Search("a", False, c.SearchText("\xe9t\xe9".encode()), "UTF-8"),
     ),
     (
@@ -212,7 +321,9 @@ TABLE: list[tuple[bytes, c.Command]] = [
         c.Search(
             "a",
             True,
-            c.SearchOr(c.SearchAnd((SEEN, c.SearchSequence(S("1:5")))), c.SearchNot(SEEN)),
+            c.SearchOr(
+                c.SearchAnd((SEEN, c.SearchSequence(S("1:5")))), c.SearchNot(SEEN)
+            ),
         ),
     ),
     (
@@ -302,7 +413,10 @@ TABLE: list[tuple[bytes, c.Command]] = [
         c.Search("a", False, c.SearchModSeq(620162338, ("/flags/\\draft", "all"))),
     ),
     (b"a SEARCH MODSEQ 5\r\n", c.Search("a", False, c.SearchModSeq(5))),
-    (b"a SEARCH RETURN (MIN COUNT) UNSEEN\r\n", c.Search("a", False, c.SearchNot(SEEN), None, ("MIN", "COUNT"))),
+    (
+        b"a SEARCH RETURN (MIN COUNT) UNSEEN\r\n",
+        c.Search("a", False, c.SearchNot(SEEN), None, ("MIN", "COUNT")),
+    ),
     (b"a SEARCH RETURN () ALL\r\n", c.Search("a", False, c.SearchAll(), None, ())),
     (b"a SEARCH ((SEEN))\r\n", c.Search("a", False, SEEN)),
 ]
@@ -346,9 +460,9 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH OR SEEN\r\n", "a"),
     (b"a SEARCH RETURN (BOGUS) ALL\r\n", "a"),
     (b"a SEARCH UNRECENT\r\n", "a"),
-    (b"a LIST (BOGUS) \"\" %\r\n", "a"),
-    (b"a LIST (RECURSIVEMATCH) \"\" %\r\n", "a"),
-    (b"a LIST \"\" % RETURN (BOGUS)\r\n", "a"),
+    (b'a LIST (BOGUS) "" %\r\n', "a"),
+    (b'a LIST (RECURSIVEMATCH) "" %\r\n', "a"),
+    (b'a LIST "" % RETURN (BOGUS)\r\n', "a"),
     (b"a STATUS x (MESSAGES BOGUS)\r\n", "a"),
     (b"a STATUS x ()\r\n", "a"),
     (b"a CREATE x (FOO (\\Sent))\r\n", "a"),
@@ -393,7 +507,10 @@ class TableTests(TestCase):
     def test_bare_lf(self) -> None:
         """Bare LF is accepted as a line end (liberal; some scripts send it)."""
         parser = CommandParser()
-        self.assertEqual(commands_of(parser.feed(b"a LOGIN {1}\nx y\nb NOOP\n")), [c.Login("a", b"x", b"y"), c.Noop("b")])
+        self.assertEqual(
+            commands_of(parser.feed(b"a LOGIN {1}\nx y\nb NOOP\n")),
+            [c.Login("a", b"x", b"y"), c.Noop("b")],
+        )
 
     def test_empty_lines_ignored(self) -> None:
         self.assertEqual(CommandParser().feed(b"\r\n\r\na NOOP\r\n"), [c.Noop("a")])
@@ -419,7 +536,10 @@ class SplitTests(TestCase):
         self.assertEqual(events, [expected])
 
     @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.sampled_from(range(len(TABLE))), min_size=1, max_size=6), st.lists(st.integers(0, 2000), max_size=10))
+    @given(
+        st.lists(st.sampled_from(range(len(TABLE))), min_size=1, max_size=6),
+        st.lists(st.integers(0, 2000), max_size=10),
+    )
     def test_pipelined_any_split(self, rows: list[int], cuts: list[int]) -> None:
         stream = b"".join(TABLE[row][0] for row in rows)
         parser = CommandParser()
@@ -436,11 +556,16 @@ class ContinuationTests(TestCase):
         parser = CommandParser()
         self.assertEqual(parser.feed(b"a LOGIN {5}\r\n"), [ContinuationNeeded("a", 5)])
         self.assertEqual(parser.feed(b"alice {6}\r\n"), [ContinuationNeeded("a", 6)])
-        self.assertEqual(parser.feed(b"secret\r\n"), [c.Login("a", b"alice", b"secret")])
+        self.assertEqual(
+            parser.feed(b"secret\r\n"), [c.Login("a", b"alice", b"secret")]
+        )
 
     def test_non_sync_literal_needs_none(self) -> None:
         parser = CommandParser()
-        self.assertEqual(parser.feed(b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n"), [c.Login("a", b"alice", b"secret")])
+        self.assertEqual(
+            parser.feed(b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n"),
+            [c.Login("a", b"alice", b"secret")],
+        )
 
     def test_literal_may_hold_anything(self) -> None:
         parser = CommandParser()
@@ -468,15 +593,29 @@ class AppendTests(TestCase):
             c.Append(
                 "a",
                 "saved-messages",
-                (c.AppendMessage(("\\Seen",), datetime.datetime(1996, 7, 17, 2, 44, 25, tzinfo=zone), 11, None),),  # type: ignore[arg-type]
+                (
+                    c.AppendMessage(
+                        ("\\Seen",),
+                        datetime.datetime(1996, 7, 17, 2, 44, 25, tzinfo=zone),
+                        11,
+                        None,
+                    ),
+                ),  # type: ignore[arg-type]
             ),
         )
         self.assertEqual(append.messages[0].content.getvalue(), b"hello world")  # type: ignore[attr-defined]
 
     def test_date_day_fixed(self) -> None:
-        for wire in (b'" 7-Jul-1996 02:44:25 +0000"', b'"07-Jul-1996 02:44:25 +0000"', b'"7-Jul-1996 02:44:25 +0000"'):
+        for wire in (
+            b'" 7-Jul-1996 02:44:25 +0000"',
+            b'"07-Jul-1996 02:44:25 +0000"',
+            b'"7-Jul-1996 02:44:25 +0000"',
+        ):
             (append,) = CommandParser().feed(b"a APPEND x " + wire + b" {1+}\r\nm\r\n")
-            self.assertEqual(append.messages[0].internal_date, datetime.datetime(1996, 7, 7, 2, 44, 25, tzinfo=UTC))  # type: ignore[union-attr]
+            self.assertEqual(
+                append.messages[0].internal_date,
+                datetime.datetime(1996, 7, 7, 2, 44, 25, tzinfo=UTC),
+            )  # type: ignore[union-attr]
 
     def test_multiappend(self) -> None:
         """RFC 3502: several messages, each with optional flags and date."""
@@ -484,7 +623,13 @@ class AppendTests(TestCase):
         events = commands_of(
             feed_pieces(
                 parser,
-                [b"a APPEND {4}\r\n", b"Sent {3}\r\n", b"one (\\Draft) {3+}\r\n", b'two "01-Jan-2000 00:00:00 +0000" ~{3}\r\n', b"t\x00o\r\n"],
+                [
+                    b"a APPEND {4}\r\n",
+                    b"Sent {3}\r\n",
+                    b"one (\\Draft) {3+}\r\n",
+                    b'two "01-Jan-2000 00:00:00 +0000" ~{3}\r\n',
+                    b"t\x00o\r\n",
+                ],
             )
         )
         (append,) = events
@@ -492,7 +637,9 @@ class AppendTests(TestCase):
         self.assertEqual(append.mailbox, "Sent")
         self.assertEqual([m.flags for m in append.messages], [None, ("\\Draft",), None])
         self.assertEqual([m.binary for m in append.messages], [False, False, True])
-        self.assertEqual([m.content.getvalue() for m in append.messages], [b"one", b"two", b"t\x00o"])  # type: ignore[attr-defined]
+        self.assertEqual(
+            [m.content.getvalue() for m in append.messages], [b"one", b"two", b"t\x00o"]
+        )  # type: ignore[attr-defined]
 
     def test_sink_factory_receives_chunks(self) -> None:
         """The message literal goes to the sink piece by piece; the mailbox
@@ -513,7 +660,9 @@ class AppendTests(TestCase):
                 self.closed = True
 
         parser = CommandParser(sink_factory=Recorder)
-        events = feed_pieces(parser, [b"a APPEND {5}\r\nINBOX {10}\r\n", b"01234", b"567", b"89\r\n"])
+        events = feed_pieces(
+            parser, [b"a APPEND {5}\r\nINBOX {10}\r\n", b"01234", b"567", b"89\r\n"]
+        )
         self.assertEqual(made[0].chunks, [b"01234", b"567", b"89"])
         self.assertEqual(made[0].size, 10)
         self.assertEqual(events[-1].mailbox, "INBOX")  # type: ignore[union-attr]

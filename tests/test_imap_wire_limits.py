@@ -4,7 +4,9 @@ after it being parsed normally."""
 
 from __future__ import annotations
 
+import itertools
 import time
+from typing import ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,13 @@ from twisted.trial.unittest import TestCase
 from cyrusmail.imap import commands as c
 from cyrusmail.imap import responses
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.imap.wire import CommandParser, ContinuationNeeded, Line, LiteralRefused, ParseError
+from cyrusmail.imap.wire import (
+    CommandParser,
+    ContinuationNeeded,
+    Line,
+    LiteralRefused,
+    ParseError,
+)
 
 NOOP = b"z NOOP\r\n"
 
@@ -65,13 +73,17 @@ class LineLengthTests(TestCase):
         """The literal announced at the end of a too-long line is skipped too."""
         parser = CommandParser(max_line_length=50)
         events = parser.feed(b"a LOGIN " + b"x" * 60 + b" {5+}\r\nab\r\nc y\r\n" + NOOP)
-        self.assertEqual(events, [ParseError("a", "command line too long", "TOOBIG"), c.Noop("z")])
+        self.assertEqual(
+            events, [ParseError("a", "command line too long", "TOOBIG"), c.Noop("z")]
+        )
 
     def test_untagged_when_tag_unreadable(self) -> None:
         parser = CommandParser(max_line_length=20)
         (error,) = parser.feed(b"(" * 30)
         self.assertIsNone(error.tag)  # type: ignore[union-attr]
-        self.assertEqual(responses.parse_error(error), b"* BAD [TOOBIG] command line too long\r\n")  # type: ignore[arg-type]
+        self.assertEqual(
+            responses.parse_error(error), b"* BAD [TOOBIG] command line too long\r\n"
+        )  # type: ignore[arg-type]
 
 
 class LiteralLimitTests(TestCase):
@@ -86,20 +98,28 @@ class LiteralLimitTests(TestCase):
         parser = CommandParser()
         events = parser.feed(b"a LOGIN {70000+}\r\n")
         self.assertEqual(events, [ParseError("a", "literal too big", "TOOBIG")])
-        self.assertEqual(parser.feed(b"b NOOP\r\n" * 8750), [])  # exactly the 70000 literal bytes
-        self.assertEqual(parser.feed(b" rest of the line {3+}\r\nabc more\r\n" + NOOP), [c.Noop("z")])
+        self.assertEqual(
+            parser.feed(b"b NOOP\r\n" * 8750), []
+        )  # exactly the 70000 literal bytes
+        self.assertEqual(
+            parser.feed(b" rest of the line {3+}\r\nabc more\r\n" + NOOP), [c.Noop("z")]
+        )
 
     def test_message_too_big(self) -> None:
         parser = CommandParser(max_message_size=1000)
         (error,) = parser.feed(b"a APPEND INBOX {1001}\r\n")
         self.assertEqual(error, ParseError("a", "message too big", "TOOBIG", "NO"))
-        self.assertEqual(responses.parse_error(error), b"a NO [TOOBIG] message too big\r\n")  # type: ignore[arg-type]
+        self.assertEqual(
+            responses.parse_error(error), b"a NO [TOOBIG] message too big\r\n"
+        )  # type: ignore[arg-type]
         self.assertEqual(parser.feed(NOOP), [c.Noop("z")])
 
     def test_message_too_big_non_sync(self) -> None:
         parser = CommandParser(max_message_size=10)
         events = parser.feed(b"a APPEND INBOX {11+}\r\n0123456789a\r\n" + NOOP)
-        self.assertEqual(events, [ParseError("a", "message too big", "TOOBIG", "NO"), c.Noop("z")])
+        self.assertEqual(
+            events, [ParseError("a", "message too big", "TOOBIG", "NO"), c.Noop("z")]
+        )
 
     def test_message_may_exceed_string_limit(self) -> None:
         """APPEND data is not bound by the 64 KiB in-memory literal limit,
@@ -115,17 +135,24 @@ class LiteralLimitTests(TestCase):
     def test_command_memory_total(self) -> None:
         """Many small literals cannot add up past max_command_size."""
         parser = CommandParser(max_literal_size=100, max_command_size=250)
-        events = parser.feed(b"a SEARCH TEXT {100+}\r\n" + b"x" * 100 + b" TEXT {100+}\r\n" + b"y" * 100)
+        events = parser.feed(
+            b"a SEARCH TEXT {100+}\r\n" + b"x" * 100 + b" TEXT {100+}\r\n" + b"y" * 100
+        )
         self.assertEqual(events, [])
         events = parser.feed(b" TEXT {100+}\r\n" + b"z" * 100 + b"\r\n" + NOOP)
-        self.assertEqual(events, [ParseError("a", "literal too big", "TOOBIG"), c.Noop("z")])
+        self.assertEqual(
+            events, [ParseError("a", "literal too big", "TOOBIG"), c.Noop("z")]
+        )
 
     def test_literal_minus(self) -> None:
         """RFC 7888: with LITERAL-, non-sync literals over 4096 are refused
         (and skipped); sync ones of any acceptable size are fine."""
         parser = CommandParser(literal_minus=True)
         events = parser.feed(b"a LOGIN {4097+}\r\n" + b"x" * 4097 + b" y\r\n" + NOOP)
-        self.assertEqual(events[0], ParseError("a", "non-synchronizing literal over 4096 bytes", "TOOBIG"))
+        self.assertEqual(
+            events[0],
+            ParseError("a", "non-synchronizing literal over 4096 bytes", "TOOBIG"),
+        )
         self.assertEqual(events[1:], [c.Noop("z")])
         events = parser.feed(b"a LOGIN {4096+}\r\n" + b"x" * 4096 + b" y\r\n")
         self.assertEqual(events, [c.Login("a", b"x" * 4096, b"y")])
@@ -143,7 +170,10 @@ class LiteralLimitTests(TestCase):
 
     def test_literal_for_unknown_command_refused(self) -> None:
         parser = CommandParser()
-        self.assertEqual(parser.feed(b"a XYZZY {5}\r\n" + NOOP), [ParseError("a", "unknown command"), c.Noop("z")])
+        self.assertEqual(
+            parser.feed(b"a XYZZY {5}\r\n" + NOOP),
+            [ParseError("a", "unknown command"), c.Noop("z")],
+        )
 
     def test_literal8_only_for_append(self) -> None:
         parser = CommandParser()
@@ -165,7 +195,9 @@ class NestingTests(TestCase):
         self.assertIsInstance(parser.feed(ok)[0], c.Search)
         deep = b"a SEARCH " + b"(" * 101 + b"SEEN" + b")" * 101 + b"\r\n"
         (error, noop) = parser.feed(deep + NOOP)
-        self.assertEqual(error, ParseError("a", "too deeply nested (over 100 levels)", "LIMIT"))
+        self.assertEqual(
+            error, ParseError("a", "too deeply nested (over 100 levels)", "LIMIT")
+        )
         self.assertEqual(noop, c.Noop("z"))
 
     def test_not_chain(self) -> None:
@@ -206,7 +238,11 @@ class ClientControlledCostTests(TestCase):
 
     def test_huge_numbers(self) -> None:
         parser = CommandParser()
-        for wire in (b"a FETCH 99999999999999999999999999 FLAGS\r\n", b"a SEARCH LARGER 4294967296\r\n", b"a FETCH 1 BODY[]<0.4294967296>\r\n"):
+        for wire in (
+            b"a FETCH 99999999999999999999999999 FLAGS\r\n",
+            b"a SEARCH LARGER 4294967296\r\n",
+            b"a FETCH 1 BODY[]<0.4294967296>\r\n",
+        ):
             (error,) = parser.feed(wire)
             self.assertIsInstance(error, ParseError, wire)
 
@@ -221,7 +257,11 @@ class ClientControlledCostTests(TestCase):
         self.assertEqual([type(event) for event in events], [ParseError, c.Noop])
 
     def test_many_sequence_ranges(self) -> None:
-        wire = b"a FETCH " + b",".join(b"%d" % (n * 2) for n in range(1, 9000)) + b" UID\r\n"
+        wire = (
+            b"a FETCH "
+            + b",".join(b"%d" % (n * 2) for n in range(1, 9000))
+            + b" UID\r\n"
+        )
         (fetch,) = CommandParser().feed(wire)
         self.assertEqual(len(fetch.sequence_set.ranges), 8999)  # type: ignore[union-attr]
 
@@ -234,11 +274,17 @@ class PauseTests(TestCase):
         self.assertEqual(parser.feed(b"more"), [])
         self.assertEqual(parser.read_lines(), [Line(b"DONE")])
         self.assertEqual(parser.read_commands(), [c.Noop("b")])
-        self.assertEqual(parser.feed(b"\r\n"), [ParseError("more", "missing or invalid command name")])
+        self.assertEqual(
+            parser.feed(b"\r\n"),
+            [ParseError("more", "missing or invalid command name")],
+        )
 
     def test_authenticate_lines(self) -> None:
         parser = CommandParser()
-        self.assertEqual(parser.feed(b"a AUTHENTICATE CRAM-MD5\r\n"), [c.Authenticate("a", "CRAM-MD5")])
+        self.assertEqual(
+            parser.feed(b"a AUTHENTICATE CRAM-MD5\r\n"),
+            [c.Authenticate("a", "CRAM-MD5")],
+        )
         self.assertEqual(parser.read_lines(), [])
         self.assertEqual(feed_bytewise(parser, b"dGltIGY\r\n"), [Line(b"dGltIGY")])
         self.assertEqual(parser.read_lines(), [])
@@ -250,12 +296,16 @@ class PauseTests(TestCase):
         parser = CommandParser(max_line_length=10)
         parser.feed(b"a AUTHENTICATE PLAIN\r\n")
         parser.read_lines()
-        self.assertEqual(parser.feed(b"x" * 20), [ParseError(None, "line too long", "TOOBIG")])
+        self.assertEqual(
+            parser.feed(b"x" * 20), [ParseError(None, "line too long", "TOOBIG")]
+        )
         self.assertEqual(parser.feed(b"xx\r\nabc\r\n"), [Line(b"abc")])
 
     def test_starttls_discards_injected_commands(self) -> None:
         parser = CommandParser()
-        self.assertEqual(parser.feed(b"a STARTTLS\r\nb LOGIN evil x\r\n"), [c.StartTLS("a")])
+        self.assertEqual(
+            parser.feed(b"a STARTTLS\r\nb LOGIN evil x\r\n"), [c.StartTLS("a")]
+        )
         self.assertEqual(parser.discard_buffered(), len(b"b LOGIN evil x\r\n"))
         self.assertEqual(parser.read_commands(), [])
         self.assertEqual(parser.feed(NOOP), [c.Noop("z")])
@@ -264,7 +314,7 @@ class PauseTests(TestCase):
 class ResynchronisationTests(TestCase):
     """After any error, the next command parses; fed whole or split anywhere."""
 
-    BAD = [
+    BAD: ClassVar[list[bytes]] = [
         b"a FOO bar\r\n",
         b"a LOGIN {70000}\r\n",
         b"a LOGIN {70000+}\r\n" + b"x" * 70000 + b" y\r\n",
@@ -287,9 +337,11 @@ class ResynchronisationTests(TestCase):
         points = sorted({0, len(stream), *(cut % len(stream) for cut in cuts)})
         parser = CommandParser()
         events = []
-        for start, end in zip(points, points[1:]):
+        for start, end in itertools.pairwise(points):
             events += parser.feed(stream[start:end])
-        events = [event for event in events if not isinstance(event, ContinuationNeeded)]
+        events = [
+            event for event in events if not isinstance(event, ContinuationNeeded)
+        ]
         self.assertEqual(len(events), 2, events)
         self.assertIsInstance(events[0], ParseError)
         self.assertEqual(events[1], c.Noop("b"))
@@ -297,11 +349,16 @@ class ResynchronisationTests(TestCase):
 
 class ResponseTests(TestCase):
     def test_tagged(self) -> None:
-        self.assertEqual(responses.tagged("a1", "OK", "done", "UIDNEXT 5"), b"a1 OK [UIDNEXT 5] done\r\n")
+        self.assertEqual(
+            responses.tagged("a1", "OK", "done", "UIDNEXT 5"),
+            b"a1 OK [UIDNEXT 5] done\r\n",
+        )
         self.assertEqual(responses.tagged("a1", "NO", "nope"), b"a1 NO nope\r\n")
 
     def test_untagged(self) -> None:
-        self.assertEqual(responses.status(None, "OK", "hi", "ALERT"), b"* OK [ALERT] hi\r\n")
+        self.assertEqual(
+            responses.status(None, "OK", "hi", "ALERT"), b"* OK [ALERT] hi\r\n"
+        )
         self.assertEqual(responses.untagged(b"5 EXISTS"), b"* 5 EXISTS\r\n")
 
     def test_continuation(self) -> None:
@@ -313,4 +370,6 @@ class ResponseTests(TestCase):
         self.assertRaises(ValueError, responses.tagged, "a", "MAYBE", "x")
 
     def test_parse_error(self) -> None:
-        self.assertEqual(responses.parse_error(ParseError("a", "bad", None)), b"a BAD bad\r\n")
+        self.assertEqual(
+            responses.parse_error(ParseError("a", "bad", None)), b"a BAD bad\r\n"
+        )

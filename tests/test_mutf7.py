@@ -14,7 +14,10 @@ PAIRS = [
     ("&", "&-"),
     ("a&b&&", "a&-b&-&-"),
     ("Entwürfe", "Entw&APw-rfe"),
-    ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501's example
+    (
+        "~peter/mail/台北/日本語",
+        "~peter/mail/&U,BTFw-/&ZeVnLIqe-",
+    ),  # RFC 3501's example
     ("Ελληνικά", "&A5UDuwO7A7cDvQO5A7oDrA-"),
     ("😀", "&2D3eAA-"),
     ("a\x01b", "a&AAE-b"),

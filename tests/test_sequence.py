@@ -22,14 +22,31 @@ PARSED = [
     ("2,4:*", ((2, 2),), 4),
 ]
 
-INVALID = ["", "0", "0:5", "1:0", "-1", "1,", ",1", "1::2", "1:2:3", "a", "4294967296", "1 2", "01", "*:*:*"]
+INVALID = [
+    "",
+    "0",
+    "0:5",
+    "1:0",
+    "-1",
+    "1,",
+    ",1",
+    "1::2",
+    "1:2:3",
+    "a",
+    "4294967296",
+    "1 2",
+    "01",
+    "*:*:*",
+]
 
 
 class ParseTests(TestCase):
     def test_table(self) -> None:
         for text, ranges, star_from in PARSED:
             parsed = SequenceSet.parse(text)
-            self.assertEqual((parsed.ranges, parsed.star_from), (ranges, star_from), text)
+            self.assertEqual(
+                (parsed.ranges, parsed.star_from), (ranges, star_from), text
+            )
 
     def test_invalid(self) -> None:
         for text in INVALID:
@@ -76,29 +93,39 @@ class ResolveTests(TestCase):
 
     def test_contains(self) -> None:
         s = SequenceSet.parse("2:4,8,20:*")
-        self.assertEqual([n for n in range(1, 12) if s.contains(n, 11)], [2, 3, 4, 8, 11])
+        self.assertEqual(
+            [n for n in range(1, 12) if s.contains(n, 11)], [2, 3, 4, 8, 11]
+        )
         self.assertFalse(s.contains(12, 11))
 
     def test_members_bounded_by_mailbox(self) -> None:
         """1:4294967295 against 5 messages yields five numbers, at once."""
-        self.assertEqual(list(SequenceSet.parse("1:4294967295").members(5)), [1, 2, 3, 4, 5])
+        self.assertEqual(
+            list(SequenceSet.parse("1:4294967295").members(5)), [1, 2, 3, 4, 5]
+        )
 
     def test_select_existing_uids(self) -> None:
         s = SequenceSet.parse("1:4294967295")
         uids = [3, 90, 4000000000]
         self.assertEqual(list(s.select(uids)), uids)
-        self.assertEqual(list(SequenceSet.parse("4:100,*").select(uids)), [90, 4000000000])
+        self.assertEqual(
+            list(SequenceSet.parse("4:100,*").select(uids)), [90, 4000000000]
+        )
         self.assertEqual(list(SequenceSet.parse("*").select([])), [])
 
     @given(
-        st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=8),
+        st.lists(
+            st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=8
+        ),
         st.one_of(st.none(), st.integers(1, 60), st.just(STAR)),
         st.integers(0, 50),
     )
-    def test_matches_naive_model(self, pairs: list[tuple[int, int]], star: int | None, maximum: int) -> None:
-        parts = ["%d:%d" % pair for pair in pairs]
+    def test_matches_naive_model(
+        self, pairs: list[tuple[int, int]], star: int | None, maximum: int
+    ) -> None:
+        parts = [f"{low}:{high}" for low, high in pairs]
         if star is not None:
-            parts.append("*" if star == STAR else "%d:*" % star)
+            parts.append("*" if star == STAR else f"{star}:*")
         s = SequenceSet.parse(",".join(parts))
         expected = set()
         for low, high in pairs:
@@ -107,4 +134,4 @@ class ResolveTests(TestCase):
             expected |= set(range(min(star, maximum), maximum + 1))
         expected = {n for n in expected if 1 <= n <= maximum}
         self.assertEqual(list(s.members(maximum)), sorted(expected))
-        self.assertEqual({n for n in range(0, 62) if s.contains(n, maximum)}, expected)
+        self.assertEqual({n for n in range(62) if s.contains(n, maximum)}, expected)

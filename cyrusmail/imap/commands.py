@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol, Union
+from typing import ClassVar, Literal, Protocol
 
 from cyrusmail.imap.sequence import SequenceSet
 
@@ -40,7 +40,7 @@ class LiteralSink(Protocol):
 
 # -- generic values ---------------------------------------------------------
 
-ParameterValue = Union[str, bytes, int, None, tuple["ParameterValue", ...]]
+ParameterValue = str | bytes | int | None | tuple["ParameterValue", ...]
 """A value in an RFC 4466 parameter list: an atom (``str``), a string
 (``bytes``), a number, NIL, or a parenthesised list of those."""
 
@@ -397,7 +397,7 @@ class FetchBinarySize:
     part: tuple[int, ...]
 
 
-FetchItem = Union[FetchAttribute, FetchBody, FetchBinary, FetchBinarySize]
+FetchItem = FetchAttribute | FetchBody | FetchBinary | FetchBinarySize
 
 
 @dataclass(frozen=True)
@@ -534,20 +534,20 @@ class SearchModSeq:
     entry: tuple[str, str] | None = None
 
 
-SearchKey = Union[
-    SearchAll,
-    SearchAnd,
-    SearchOr,
-    SearchNot,
-    SearchFlag,
-    SearchHeader,
-    SearchBody,
-    SearchText,
-    SearchDate,
-    SearchSize,
-    SearchSequence,
-    SearchModSeq,
-]
+SearchKey = (
+    SearchAll
+    | SearchAnd
+    | SearchOr
+    | SearchNot
+    | SearchFlag
+    | SearchHeader
+    | SearchBody
+    | SearchText
+    | SearchDate
+    | SearchSize
+    | SearchSequence
+    | SearchModSeq
+)
 
 
 @dataclass(frozen=True)

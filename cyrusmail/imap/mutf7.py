@@ -50,27 +50,27 @@ def encode(name: str) -> str:
 
 def _decode_run(encoded: str, position: int) -> str:
     if not encoded:
-        raise MUTF7Error("empty shift sequence at %d" % position)
+        raise MUTF7Error(f"empty shift sequence at {position}")
     if not _BASE64_CHARS.fullmatch(encoded):
-        raise MUTF7Error("bad modified base64 at %d" % position)
+        raise MUTF7Error(f"bad modified base64 at {position}")
     if len(encoded) % 4 == 1:
-        raise MUTF7Error("truncated modified base64 at %d" % position)
+        raise MUTF7Error(f"truncated modified base64 at {position}")
     padded = encoded + "=" * (-len(encoded) % 4)
     try:
         data = base64.b64decode(padded, b"+,", validate=True)
     except binascii.Error as error:
-        raise MUTF7Error("bad modified base64 at %d" % position) from error
+        raise MUTF7Error(f"bad modified base64 at {position}") from error
     if len(data) % 2:
-        raise MUTF7Error("odd number of UTF-16 bytes at %d" % position)
+        raise MUTF7Error(f"odd number of UTF-16 bytes at {position}")
     # Leftover bits past the last whole byte must be zero (non-canonical else).
     if base64.b64encode(data, b"+,").decode("ascii").rstrip("=") != encoded:
-        raise MUTF7Error("non-zero padding bits at %d" % position)
+        raise MUTF7Error(f"non-zero padding bits at {position}")
     try:
         text = data.decode("utf-16-be")
     except UnicodeDecodeError as error:
-        raise MUTF7Error("unpaired UTF-16 surrogate at %d" % position) from error
+        raise MUTF7Error(f"unpaired UTF-16 surrogate at {position}") from error
     if any(_printable(char) for char in text):
-        raise MUTF7Error("printable ASCII encoded in base64 at %d" % position)
+        raise MUTF7Error(f"printable ASCII encoded in base64 at {position}")
     return text
 
 
@@ -95,13 +95,13 @@ def decode(wire: str | bytes) -> str:
         if char == "&":
             end = wire.find("-", position + 1)
             if end < 0:
-                raise MUTF7Error("unterminated shift sequence at %d" % position)
+                raise MUTF7Error(f"unterminated shift sequence at {position}")
             if end == position + 1:
                 out.append("&")
                 previous_was_run = False
             else:
                 if previous_was_run:
-                    raise MUTF7Error("adjacent shift sequences at %d" % position)
+                    raise MUTF7Error(f"adjacent shift sequences at {position}")
                 out.append(_decode_run(wire[position + 1 : end], position))
                 previous_was_run = True
             position = end + 1
@@ -110,5 +110,5 @@ def decode(wire: str | bytes) -> str:
             previous_was_run = False
             position += 1
         else:
-            raise MUTF7Error("character %r must be encoded (at %d)" % (char, position))
+            raise MUTF7Error(f"character {char!r} must be encoded (at {position})")
     return "".join(out)

@@ -25,13 +25,18 @@ def _text(value: bytes | str) -> bytes:
     return data
 
 
-def status(tag: str | None, state: str, text: bytes | str = b"", code: bytes | str | None = None) -> bytes:
+def status(
+    tag: str | None,
+    state: str,
+    text: bytes | str = b"",
+    code: bytes | str | None = None,
+) -> bytes:
     """``tag OK [code] text`` CRLF; ``tag`` None gives an untagged ``*``.
 
     ``code`` is the inside of the brackets, e.g. ``"UIDNEXT 5"``.
     """
     if state not in STATUSES:
-        raise ValueError("unknown status %r" % state)
+        raise ValueError(f"unknown status {state!r}")
     line = b"* " if tag is None else _text(tag) + b" "
     line += state.encode("ascii")
     if code is not None:
@@ -41,7 +46,9 @@ def status(tag: str | None, state: str, text: bytes | str = b"", code: bytes | s
     return line + b" " + (text or state.encode("ascii").capitalize()) + b"\r\n"
 
 
-def tagged(tag: str, state: str, text: bytes | str = b"", code: bytes | str | None = None) -> bytes:
+def tagged(
+    tag: str, state: str, text: bytes | str = b"", code: bytes | str | None = None
+) -> bytes:
     """``tag OK|NO|BAD [code] text`` CRLF."""
     return status(tag, state, text, code)
 

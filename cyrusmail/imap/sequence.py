@@ -78,7 +78,7 @@ class SequenceSet:
         for item in text.split(b","):
             ends = item.split(b":")
             if len(ends) > 2:
-                raise SequenceSetError("bad sequence range %r" % item)
+                raise SequenceSetError(f"bad sequence range {item!r}")
             numbers = [_number(end) for end in ends]
             if len(numbers) == 1:
                 numbers.append(numbers[0])
@@ -95,7 +95,7 @@ class SequenceSet:
         ranges = []
         for number in numbers:
             if not 1 <= number <= MAX_NUMBER:
-                raise SequenceSetError("%d is not an nz-number" % number)
+                raise SequenceSetError(f"{number} is not an nz-number")
             ranges.append((number, number))
         return cls(_merge(ranges))
 
@@ -111,7 +111,9 @@ class SequenceSet:
         """Merged ranges with ``*`` as ``maximum``, clipped to ``1..maximum``."""
         if maximum <= 0:
             return ()
-        ranges = [(low, min(high, maximum)) for low, high in self.ranges if low <= maximum]
+        ranges = [
+            (low, min(high, maximum)) for low, high in self.ranges if low <= maximum
+        ]
         if self.star_from is not None:
             ranges.append((min(self.star_from, maximum), maximum))
         return _merge(ranges)
@@ -135,7 +137,9 @@ class SequenceSet:
         for low, high in self.resolve(maximum):
             yield from range(low, high + 1)
 
-    def select(self, existing: Sequence[int], maximum: int | None = None) -> Iterator[int]:
+    def select(
+        self, existing: Sequence[int], maximum: int | None = None
+    ) -> Iterator[int]:
         """The members of the ascending ``existing`` (e.g. a mailbox's UIDs)
         that are in the set; ``maximum`` defaults to ``existing[-1]``.
 
@@ -153,11 +157,13 @@ class SequenceSet:
                 start += 1
 
     def __str__(self) -> str:
-        parts = ["%d" % low if low == high else "%d:%d" % (low, high) for low, high in self.ranges]
+        parts = [
+            f"{low}" if low == high else f"{low}:{high}" for low, high in self.ranges
+        ]
         if self.star_from == STAR:
             parts.append("*")
         elif self.star_from is not None:
-            parts.append("%d:*" % self.star_from)
+            parts.append(f"{self.star_from}:*")
         return ",".join(parts)
 
     def __bytes__(self) -> bytes:
@@ -168,8 +174,8 @@ def _number(text: bytes) -> int:
     if text == b"*":
         return STAR
     if not _NUMBER.fullmatch(text):
-        raise SequenceSetError("%r is not an nz-number" % text)
+        raise SequenceSetError(f"{text!r} is not an nz-number")
     value = int(text)
     if value > MAX_NUMBER:
-        raise SequenceSetError("%d is above 4294967295" % value)
+        raise SequenceSetError(f"{value} is above 4294967295")
     return value

@@ -62,7 +62,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, NoReturn, Union
+from typing import BinaryIO, ClassVar, NoReturn
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.sequence import SequenceSet, SequenceSetError
@@ -99,14 +99,16 @@ class Line:
     data: bytes
 
 
-Event = Union[c.Command, ContinuationNeeded, ParseError, Line]
+Event = c.Command | ContinuationNeeded | ParseError | Line
 
 
 class LiteralRefused(Exception):
     """Raised by a sink factory to refuse an APPEND literal before it is
     sent (e.g. ``NO [OVERQUOTA]``); becomes a :class:`ParseError`."""
 
-    def __init__(self, message: str, code: str | None = None, status: str = "NO") -> None:
+    def __init__(
+        self, message: str, code: str | None = None, status: str = "NO"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
@@ -159,12 +161,33 @@ _DATE_TIME = re.compile(
 _MONTHS = {
     name: number
     for number, name in enumerate(
-        [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"],
+        [
+            b"JAN",
+            b"FEB",
+            b"MAR",
+            b"APR",
+            b"MAY",
+            b"JUN",
+            b"JUL",
+            b"AUG",
+            b"SEP",
+            b"OCT",
+            b"NOV",
+            b"DEC",
+        ],
         1,
     )
 }
 _SYSTEM_FLAGS = {
-    flag.upper(): flag for flag in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+    flag.upper(): flag
+    for flag in (
+        "\\Answered",
+        "\\Flagged",
+        "\\Deleted",
+        "\\Seen",
+        "\\Draft",
+        "\\Recent",
+    )
 }
 _MAX_NUMBER = 4294967295
 _MAX_NUMBER64 = 9223372036854775807
@@ -220,7 +243,7 @@ class _Reader:
 
     def expect(self, data: bytes, what: str | None = None) -> None:
         if not self.text.startswith(data, self.pos):
-            self.fail("expected %s" % (what or data.decode()))
+            self.fail(f"expected {what or data.decode()}")
         self.pos += len(data)
 
     def sp(self) -> None:
@@ -233,13 +256,13 @@ class _Reader:
     def match(self, pattern: re.Pattern[bytes], what: str) -> bytes:
         found = pattern.match(self.text, self.pos)
         if found is None:
-            self.fail("expected %s" % what)
+            self.fail(f"expected {what}")
         self.pos = found.end()
         return found.group()
 
     def depth_check(self, depth: int) -> None:
         if depth > self.max_depth:
-            raise _Syntax("too deeply nested (over %d levels)" % self.max_depth, "LIMIT")
+            raise _Syntax(f"too deeply nested (over {self.max_depth} levels)", "LIMIT")
 
     # tokens
 
@@ -372,7 +395,9 @@ class _Reader:
         if found is None:
             self.fail("bad date-time")
         self.pos = found.end()
-        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = found.groups()
+        day, month, year, hour, minute, second, sign, zone_hours, zone_minutes = (
+            found.groups()
+        )
         offset = datetime.timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
         try:
             return datetime.datetime(
@@ -455,12 +480,16 @@ class _Reader:
         part, rest = self.section_part(spec)
         text = b".".join(rest).upper().decode("ascii") if rest else None
         fields: tuple[str, ...] = ()
-        allowed = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"} | ({"MIME"} if part else set())
+        allowed = {"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT"} | (
+            {"MIME"} if part else set()
+        )
         if text is not None and (text not in allowed or "" in rest):
             self.fail("bad section")
         if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
             self.sp()
-            fields = tuple(name.upper() for name in self.parenthesised(self.ascii_astring))
+            fields = tuple(
+                name.upper() for name in self.parenthesised(self.ascii_astring)
+            )
         self.expect(b"]")
         return c.Section(part, text, fields)
 
@@ -498,7 +527,7 @@ class _Reader:
             "MODSEQ",
         }
     )
-    _MACROS = {
+    _MACROS: ClassVar[dict[str, tuple[str, ...]]] = {
         "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
         "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
         "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
@@ -516,7 +545,7 @@ class _Reader:
             return c.FetchBinarySize(self.binary_part())
         if name in self._SIMPLE_FETCH:
             return c.FetchAttribute(name)
-        self.fail("unknown fetch item %s" % name)
+        self.fail(f"unknown fetch item {name}")
 
     def fetch_items(self) -> tuple[c.FetchItem, ...]:
         if self.peek(b"("):
@@ -529,7 +558,7 @@ class _Reader:
 
     # SEARCH
 
-    _FLAG_KEYS = {
+    _FLAG_KEYS: ClassVar[dict[str, str]] = {
         "ANSWERED": "\\Answered",
         "DELETED": "\\Deleted",
         "DRAFT": "\\Draft",
@@ -538,7 +567,7 @@ class _Reader:
         "SEEN": "\\Seen",
     }
     _HEADER_KEYS = frozenset({"BCC", "CC", "FROM", "SUBJECT", "TO"})
-    _DATE_KEYS = {
+    _DATE_KEYS: ClassVar[dict[str, tuple[str, bool]]] = {
         "BEFORE": ("before", False),
         "ON": ("on", False),
         "SINCE": ("since", False),
@@ -552,7 +581,10 @@ class _Reader:
         if self.peek(b"("):
             keys = self.parenthesised(lambda: self.search_key(depth + 1))
             return keys[0] if len(keys) == 1 else c.SearchAnd(keys)
-        if self.text[self.pos : self.pos + 1] in (b"*", b"$") or self.text[self.pos : self.pos + 1].isdigit():
+        if (
+            self.text[self.pos : self.pos + 1] in (b"*", b"$")
+            or self.text[self.pos : self.pos + 1].isdigit()
+        ):
             return c.SearchSequence(self.sequence_set())
         name = self.keyword()
         if name == "ALL":
@@ -562,7 +594,9 @@ class _Reader:
         if name.startswith("UN") and name[2:] in self._FLAG_KEYS and name != "UNRECENT":
             return c.SearchNot(c.SearchFlag(self._FLAG_KEYS[name[2:]]))
         if name == "NEW":
-            return c.SearchAnd((c.SearchFlag("\\Recent"), c.SearchNot(c.SearchFlag("\\Seen"))))
+            return c.SearchAnd(
+                (c.SearchFlag("\\Recent"), c.SearchNot(c.SearchFlag("\\Seen")))
+            )
         if name == "OLD":
             return c.SearchNot(c.SearchFlag("\\Recent"))
         if name in ("KEYWORD", "UNKEYWORD"):
@@ -613,7 +647,7 @@ class _Reader:
                 entry = (entry_name, entry_type)
                 self.sp()
             return c.SearchModSeq(self.number(_MAX_NUMBER64), entry)
-        self.fail("unknown search key %s" % name)
+        self.fail(f"unknown search key {name}")
 
     def search_keys(self) -> c.SearchKey:
         keys = [self.search_key(1)]
@@ -627,7 +661,9 @@ class _Reader:
 # -- commands ------------------------------------------------------------------
 
 
-def _no_arguments(command: type[c.Command]) -> Callable[[_Reader, str, bool], c.Command]:
+def _no_arguments(
+    command: type[c.Command],
+) -> Callable[[_Reader, str, bool], c.Command]:
     def parse(reader: _Reader, tag: str, uid: bool) -> c.Command:
         reader.end()
         return command(tag)
@@ -635,7 +671,9 @@ def _no_arguments(command: type[c.Command]) -> Callable[[_Reader, str, bool], c.
     return parse
 
 
-def _one_mailbox(command: Callable[..., c.Command]) -> Callable[[_Reader, str, bool], c.Command]:
+def _one_mailbox(
+    command: Callable[..., c.Command],
+) -> Callable[[_Reader, str, bool], c.Command]:
     def parse(reader: _Reader, tag: str, uid: bool) -> c.Command:
         reader.sp()
         mailbox = reader.mailbox()
@@ -651,7 +689,9 @@ def _authenticate(reader: _Reader, tag: str, uid: bool) -> c.Command:
     initial = None
     if not reader.at_end():
         reader.sp()
-        initial = reader.match(re.compile(rb"[A-Za-z0-9+/]*={0,2}"), "a base64 response")
+        initial = reader.match(
+            re.compile(rb"[A-Za-z0-9+/]*={0,2}"), "a base64 response"
+        )
         if not initial:
             reader.fail("expected a base64 response")
     reader.end()
@@ -667,7 +707,9 @@ def _login(reader: _Reader, tag: str, uid: bool) -> c.Command:
     return c.Login(tag, username, password)
 
 
-def _opening(command: type[c.Select] | type[c.Examine]) -> Callable[[_Reader, str, bool], c.Command]:
+def _opening(
+    command: type[c.Select | c.Examine],
+) -> Callable[[_Reader, str, bool], c.Command]:
     def parse(reader: _Reader, tag: str, uid: bool) -> c.Command:
         reader.sp()
         mailbox = reader.mailbox()
@@ -691,7 +733,7 @@ def _create(reader: _Reader, tag: str, uid: bool) -> c.Command:
         while True:
             label = reader.keyword()
             if label != "USE":
-                reader.fail("unknown CREATE parameter %s" % label)
+                reader.fail(f"unknown CREATE parameter {label}")
             reader.sp()
             special_use += reader.flag_list()
             if reader.peek(b")"):
@@ -719,7 +761,7 @@ def _status_items(reader: _Reader) -> tuple[str, ...]:
     items = reader.parenthesised(reader.keyword)
     for item in items:
         if item not in c.STATUS_ITEMS:
-            reader.fail("unknown status item %s" % item)
+            reader.fail(f"unknown status item {item}")
     return items
 
 
@@ -733,7 +775,7 @@ def _list(reader: _Reader, tag: str, uid: bool) -> c.Command:
             selection = reader.parenthesised(reader.keyword)
         for option in selection:
             if option not in _LIST_SELECTION:
-                reader.fail("unknown LIST selection option %s" % option)
+                reader.fail(f"unknown LIST selection option {option}")
         if selection == ("RECURSIVEMATCH",):
             reader.fail("RECURSIVEMATCH needs another selection option")
         reader.sp()
@@ -756,14 +798,16 @@ def _list(reader: _Reader, tag: str, uid: bool) -> c.Command:
                 reader.sp()
             option = reader.keyword()
             if option not in _LIST_RETURN:
-                reader.fail("unknown LIST return option %s" % option)
+                reader.fail(f"unknown LIST return option {option}")
             if option == "STATUS":
                 reader.sp()
                 return_status = _status_items(reader)
             return_options.append(option)
         reader.pos += 1
     reader.end()
-    return c.List(tag, reference, patterns, selection, tuple(return_options), return_status)
+    return c.List(
+        tag, reference, patterns, selection, tuple(return_options), return_status
+    )
 
 
 def _lsub(reader: _Reader, tag: str, uid: bool) -> c.Command:
@@ -803,7 +847,11 @@ def _append(reader: _Reader, tag: str, uid: bool) -> c.Command:
         content = reader.literal(allow_sink=True)
         if isinstance(content, bytes):
             reader.fail("expected a message literal")
-        messages.append(c.AppendMessage(flags, internal_date, reader.literal_sizes[index], content, binary))
+        messages.append(
+            c.AppendMessage(
+                flags, internal_date, reader.literal_sizes[index], content, binary
+            )
+        )
     return c.Append(tag, mailbox, tuple(messages))
 
 
@@ -817,12 +865,16 @@ def _fetch(reader: _Reader, tag: str, uid: bool) -> c.Command:
     if not reader.at_end():
         reader.sp()
         for label, value in reader.parameters():
-            if label == "CHANGEDSINCE" and isinstance(value, int) and value <= _MAX_NUMBER64:
+            if (
+                label == "CHANGEDSINCE"
+                and isinstance(value, int)
+                and value <= _MAX_NUMBER64
+            ):
                 changedsince = value
             elif label == "VANISHED" and value is None and uid:
                 vanished = True
             else:
-                reader.fail("bad FETCH modifier %s" % label)
+                reader.fail(f"bad FETCH modifier {label}")
         if vanished and changedsince is None:
             reader.fail("VANISHED needs CHANGEDSINCE")
     reader.end()
@@ -839,12 +891,19 @@ def _store(reader: _Reader, tag: str, uid: bool) -> c.Command:
     unchangedsince = None
     if reader.peek(b"("):
         for label, value in reader.parameters():
-            if label == "UNCHANGEDSINCE" and isinstance(value, int) and value <= _MAX_NUMBER64:
+            if (
+                label == "UNCHANGEDSINCE"
+                and isinstance(value, int)
+                and value <= _MAX_NUMBER64
+            ):
                 unchangedsince = value
             else:
-                reader.fail("bad STORE modifier %s" % label)
+                reader.fail(f"bad STORE modifier {label}")
         reader.sp()
-    found = reader.match(re.compile(rb"([+-]?)FLAGS(\.SILENT)?(?= )", re.IGNORECASE), "FLAGS, +FLAGS or -FLAGS")
+    found = reader.match(
+        re.compile(rb"([+-]?)FLAGS(\.SILENT)?(?= )", re.IGNORECASE),
+        "FLAGS, +FLAGS or -FLAGS",
+    )
     sign = found[:1].decode() if found[:1] in (b"+", b"-") else ""
     silent = found.upper().endswith(b".SILENT")
     reader.sp()
@@ -857,10 +916,14 @@ def _store(reader: _Reader, tag: str, uid: bool) -> c.Command:
             flags_list.append(reader.flag())
         flags = tuple(flags_list)
     reader.end()
-    return c.Store(tag, uid, sequence_set, _STORE_MODES[sign], silent, flags, unchangedsince)  # type: ignore[arg-type]
+    return c.Store(
+        tag, uid, sequence_set, _STORE_MODES[sign], silent, flags, unchangedsince
+    )  # type: ignore[arg-type]
 
 
-def _copy_or_move(command: type[c.Copy] | type[c.Move]) -> Callable[[_Reader, str, bool], c.Command]:
+def _copy_or_move(
+    command: type[c.Copy | c.Move],
+) -> Callable[[_Reader, str, bool], c.Command]:
     def parse(reader: _Reader, tag: str, uid: bool) -> c.Command:
         reader.sp()
         sequence_set = reader.sequence_set()
@@ -889,7 +952,7 @@ def _search(reader: _Reader, tag: str, uid: bool) -> c.Command:
             return_options = reader.parenthesised(reader.keyword)
             for option in return_options:
                 if option not in _SEARCH_RETURN:
-                    reader.fail("unknown SEARCH return option %s" % option)
+                    reader.fail(f"unknown SEARCH return option {option}")
         reader.sp()
     if reader.peek_upper(b"CHARSET"):
         reader.pos += 7
@@ -961,7 +1024,9 @@ def _setquota(reader: _Reader, tag: str, uid: bool) -> c.Command:
     return c.SetQuota(tag, root, tuple(limits))
 
 
-def _mailbox_identifier(command: Callable[..., c.Command], rights: bool = False) -> Callable[[_Reader, str, bool], c.Command]:
+def _mailbox_identifier(
+    command: Callable[..., c.Command], rights: bool = False
+) -> Callable[[_Reader, str, bool], c.Command]:
     def parse(reader: _Reader, tag: str, uid: bool) -> c.Command:
         reader.sp()
         mailbox = reader.mailbox()
@@ -1027,7 +1092,9 @@ UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"}
 PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS)
 """After these the parser pauses until told how to read on."""
 
-_HEAD = re.compile(rb"([^\x00-\x20\x7f-\xff(){%*\"\\+]+) ([A-Za-z]+)(?= |\Z)(?: ([A-Za-z]+)(?= |\Z))?")
+_HEAD = re.compile(
+    rb"([^\x00-\x20\x7f-\xff(){%*\"\\+]+) ([A-Za-z]+)(?= |\Z)(?: ([A-Za-z]+)(?= |\Z))?"
+)
 
 
 def _head(text: bytes) -> tuple[str | None, str | None, int]:
@@ -1200,7 +1267,9 @@ class CommandParser:
         if found and found.group(3):
             self._start_literal(int(found.group(2)), discard=True)
 
-    def _start_literal(self, size: int, *, discard: bool = False, sink: c.LiteralSink | None = None) -> None:
+    def _start_literal(
+        self, size: int, *, discard: bool = False, sink: c.LiteralSink | None = None
+    ) -> None:
         self._literal_left = size
         self._literal_discard = discard
         self._literal_sink = sink
@@ -1237,7 +1306,9 @@ class CommandParser:
         if not self._fragments and not line:
             return  # an empty line between commands
         if self._text_size + len(line) > self.max_line_length:
-            events.append(ParseError(self._current_tag(line), "command line too long", "TOOBIG"))
+            events.append(
+                ParseError(self._current_tag(line), "command line too long", "TOOBIG")
+            )
             self._abandon_command()
             self._end_skipped_line(line)
             return
@@ -1249,7 +1320,11 @@ class CommandParser:
             self._complete(events)
             return
         self._boundaries.append(self._text_size)
-        binary, size, sync = bool(found.group(1)), int(found.group(2)), not found.group(3)
+        binary, size, sync = (
+            bool(found.group(1)),
+            int(found.group(2)),
+            not found.group(3),
+        )
         refusal = self._refusal(size, binary, sync, found.group())
         if isinstance(refusal, ParseError):
             events.append(refusal)
@@ -1264,19 +1339,28 @@ class CommandParser:
             self._memory_size += size
         self._start_literal(size, sink=refusal)
 
-    def _refusal(self, size: int, binary: bool, sync: bool, announcement: bytes) -> ParseError | c.LiteralSink | None:
+    def _refusal(
+        self, size: int, binary: bool, sync: bool, announcement: bytes
+    ) -> ParseError | c.LiteralSink | None:
         """A ParseError to refuse the literal just announced, a sink for an
         APPEND message literal, or None for an in-memory literal."""
         tag, name, arguments_at = _head(self._fragments[0])
         if tag is None:
             return ParseError(None, "invalid tag")
-        if name is None or (name not in COMMANDS and name.removeprefix("UID ") not in UID_COMMANDS):
+        if name is None or (
+            name not in COMMANDS and name.removeprefix("UID ") not in UID_COMMANDS
+        ):
             return ParseError(tag, "unknown command")
         if not sync and self.literal_minus and size > _LITERAL_MINUS_LIMIT:
-            return ParseError(tag, "non-synchronizing literal over 4096 bytes", "TOOBIG")
+            return ParseError(
+                tag, "non-synchronizing literal over 4096 bytes", "TOOBIG"
+            )
         # In APPEND every literal but the mailbox name is message data: flags
         # are atoms and the date-time is quoted.
-        mailbox_position = len(self._fragments) == 1 and self._fragments[0][arguments_at:] == b" " + announcement
+        mailbox_position = (
+            len(self._fragments) == 1
+            and self._fragments[0][arguments_at:] == b" " + announcement
+        )
         if name == "APPEND" and not mailbox_position:
             if size > self.max_message_size:
                 return ParseError(tag, "message too big", "TOOBIG", "NO")
@@ -1286,7 +1370,10 @@ class CommandParser:
                 return ParseError(tag, refused.message, refused.code, refused.status)
         if binary:
             return ParseError(tag, "literal8 is allowed only for APPEND data")
-        if size > self.max_literal_size or self._memory_size + size > self.max_command_size:
+        if (
+            size > self.max_literal_size
+            or self._memory_size + size > self.max_command_size
+        ):
             return ParseError(tag, "literal too big", "TOOBIG")
         return None
 
@@ -1307,7 +1394,9 @@ class CommandParser:
         tag, name, arguments_at = _head(text)
         if tag is None:
             raise _Syntax("invalid tag")
-        reader = _Reader(text, self._boundaries, self._literals, self._literal_sizes, self.max_depth)
+        reader = _Reader(
+            text, self._boundaries, self._literals, self._literal_sizes, self.max_depth
+        )
         if name is None:
             raise _Syntax("missing or invalid command name")
         uid = name.startswith("UID ")
