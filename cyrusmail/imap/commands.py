@@ -1,0 +1,563 @@
+"""The typed IMAP commands that :mod:`cyrusmail.imap.wire` parses into.
+
+One frozen dataclass per command, each with the client's ``tag`` first.
+The values are as the client sent them, with the grammar checked but no
+policy applied:
+
+* mailbox names are ``str`` in their wire form (modified UTF-7, or UTF-8
+  if the client sent 8-bit); the session decodes them with
+  :func:`cyrusmail.imap.mutf7.decode` and applies its INBOX rules;
+* credentials and SEARCH strings are ``bytes`` (their charset is the
+  session's business);
+* atoms that are case-insensitive keywords (status items, capabilities,
+  return options) are upper-cased; system flags get their canonical case
+  (``\\seen`` -> ``\\Seen``), keywords are kept as sent;
+* sequence sets are :class:`~cyrusmail.imap.sequence.SequenceSet`.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
+
+from cyrusmail.imap.sequence import SequenceSet
+
+
+class LiteralSink(Protocol):
+    """Where the bytes of an APPEND message literal go as they arrive.
+
+    The parser calls :meth:`write` with each chunk, in order, and
+    :meth:`close` if the command is abandoned (a later syntax error).  On
+    success the sink is handed to the session inside
+    :class:`AppendMessage`, which then owns it (and closes it).
+    """
+
+    def write(self, data: bytes, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+# -- generic values ---------------------------------------------------------
+
+ParameterValue = str | bytes | int | None | tuple["ParameterValue", ...]
+"""A value in an RFC 4466 parameter list: an atom (``str``), a string
+(``bytes``), a number, NIL, or a parenthesised list of those."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """Base of every parsed command."""
+
+    tag: str
+    name: ClassVar[str] = ""
+
+
+# -- any state ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capability(Command):
+    name: ClassVar[str] = "CAPABILITY"
+
+
+@dataclass(frozen=True)
+class Noop(Command):
+    name: ClassVar[str] = "NOOP"
+
+
+@dataclass(frozen=True)
+class Logout(Command):
+    name: ClassVar[str] = "LOGOUT"
+
+
+@dataclass(frozen=True)
+class Id(Command):
+    """RFC 2971; ``parameters`` is None for ``ID NIL``."""
+
+    parameters: tuple[tuple[str, bytes | None], ...] | None
+    name: ClassVar[str] = "ID"
+
+
+@dataclass(frozen=True)
+class Enable(Command):
+    """RFC 5161; capability names upper-cased."""
+
+    capabilities: tuple[str, ...]
+    name: ClassVar[str] = "ENABLE"
+
+
+# -- not authenticated --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartTLS(Command):
+    name: ClassVar[str] = "STARTTLS"
+
+
+@dataclass(frozen=True)
+class Authenticate(Command):
+    """``mechanism`` upper-cased; ``initial_response`` is the RFC 4959
+    SASL-IR argument as sent (base64, or ``b"="`` for an empty one)."""
+
+    mechanism: str
+    initial_response: bytes | None = None
+    name: ClassVar[str] = "AUTHENTICATE"
+
+
+@dataclass(frozen=True)
+class Login(Command):
+    username: bytes
+    password: bytes
+    name: ClassVar[str] = "LOGIN"
+
+
+# -- authenticated ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Opening(Command):
+    """``parameters``: RFC 4466 select-params, names upper-cased, e.g.
+    ``(("CONDSTORE", None),)``."""
+
+    mailbox: str
+    parameters: tuple[tuple[str, ParameterValue], ...] = ()
+
+    @property
+    def condstore(self) -> bool:
+        return any(name == "CONDSTORE" for name, _ in self.parameters)
+
+
+@dataclass(frozen=True)
+class Select(_Opening):
+    name: ClassVar[str] = "SELECT"
+
+
+@dataclass(frozen=True)
+class Examine(_Opening):
+    """Like SELECT, read-only (not a subclass, so dispatch on type is exact)."""
+
+    name: ClassVar[str] = "EXAMINE"
+
+
+@dataclass(frozen=True)
+class Create(Command):
+    """``special_use``: the RFC 6154 ``USE`` attributes, e.g. ``("\\Sent",)``."""
+
+    mailbox: str
+    special_use: tuple[str, ...] = ()
+    name: ClassVar[str] = "CREATE"
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    mailbox: str
+    name: ClassVar[str] = "DELETE"
+
+
+@dataclass(frozen=True)
+class Rename(Command):
+    mailbox: str
+    new_name: str
+    name: ClassVar[str] = "RENAME"
+
+
+@dataclass(frozen=True)
+class Subscribe(Command):
+    mailbox: str
+    name: ClassVar[str] = "SUBSCRIBE"
+
+
+@dataclass(frozen=True)
+class Unsubscribe(Command):
+    mailbox: str
+    name: ClassVar[str] = "UNSUBSCRIBE"
+
+
+@dataclass(frozen=True)
+class List(Command):
+    """LIST with the RFC 5258 extensions.
+
+    ``selection``: selection options upper-cased (``SUBSCRIBED``,
+    ``REMOTE``, ``RECURSIVEMATCH``, ``SPECIAL-USE``); ``return_options``:
+    return options upper-cased (``SUBSCRIBED``, ``CHILDREN``,
+    ``SPECIAL-USE``, ``STATUS``); ``return_status``: the RFC 5819 status
+    items when ``STATUS`` is among them.  ``patterns`` has one element for
+    the RFC 3501 form.
+    """
+
+    reference: str
+    patterns: tuple[str, ...]
+    selection: tuple[str, ...] = ()
+    return_options: tuple[str, ...] = ()
+    return_status: tuple[str, ...] = ()
+    name: ClassVar[str] = "LIST"
+
+
+@dataclass(frozen=True)
+class Lsub(Command):
+    reference: str
+    pattern: str
+    name: ClassVar[str] = "LSUB"
+
+
+@dataclass(frozen=True)
+class Namespace(Command):
+    name: ClassVar[str] = "NAMESPACE"
+
+
+STATUS_ITEMS = frozenset(
+    {
+        "MESSAGES",
+        "RECENT",
+        "UIDNEXT",
+        "UIDVALIDITY",
+        "UNSEEN",
+        "HIGHESTMODSEQ",
+        "SIZE",
+        "DELETED",
+        "APPENDLIMIT",
+        "MAILBOXID",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Status(Command):
+    """``items`` upper-cased, from :data:`STATUS_ITEMS`."""
+
+    mailbox: str
+    items: tuple[str, ...]
+    name: ClassVar[str] = "STATUS"
+
+
+@dataclass(frozen=True)
+class AppendMessage:
+    """One message of an APPEND (several with RFC 3502 MULTIAPPEND).
+
+    ``flags`` is None when the client gave no flag list; ``internal_date``
+    is an aware datetime or None; ``content`` is the sink the literal was
+    written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.
+    """
+
+    flags: tuple[str, ...] | None
+    internal_date: datetime.datetime | None
+    size: int
+    content: LiteralSink = field(compare=False)
+    binary: bool = False
+
+
+@dataclass(frozen=True)
+class Append(Command):
+    mailbox: str
+    messages: tuple[AppendMessage, ...]
+    name: ClassVar[str] = "APPEND"
+
+
+@dataclass(frozen=True)
+class Idle(Command):
+    name: ClassVar[str] = "IDLE"
+
+
+@dataclass(frozen=True)
+class GetQuota(Command):
+    root: str
+    name: ClassVar[str] = "GETQUOTA"
+
+
+@dataclass(frozen=True)
+class GetQuotaRoot(Command):
+    mailbox: str
+    name: ClassVar[str] = "GETQUOTAROOT"
+
+
+@dataclass(frozen=True)
+class SetQuota(Command):
+    """``limits``: ``(resource upper-cased, limit)`` pairs."""
+
+    root: str
+    limits: tuple[tuple[str, int], ...]
+    name: ClassVar[str] = "SETQUOTA"
+
+
+@dataclass(frozen=True)
+class SetAcl(Command):
+    """``rights`` as sent, possibly starting with ``+`` or ``-`` (RFC 4314)."""
+
+    mailbox: str
+    identifier: str
+    rights: str
+    name: ClassVar[str] = "SETACL"
+
+
+@dataclass(frozen=True)
+class DeleteAcl(Command):
+    mailbox: str
+    identifier: str
+    name: ClassVar[str] = "DELETEACL"
+
+
+@dataclass(frozen=True)
+class GetAcl(Command):
+    mailbox: str
+    name: ClassVar[str] = "GETACL"
+
+
+@dataclass(frozen=True)
+class ListRights(Command):
+    mailbox: str
+    identifier: str
+    name: ClassVar[str] = "LISTRIGHTS"
+
+
+@dataclass(frozen=True)
+class MyRights(Command):
+    mailbox: str
+    name: ClassVar[str] = "MYRIGHTS"
+
+
+# -- selected -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check(Command):
+    name: ClassVar[str] = "CHECK"
+
+
+@dataclass(frozen=True)
+class Close(Command):
+    name: ClassVar[str] = "CLOSE"
+
+
+@dataclass(frozen=True)
+class Unselect(Command):
+    name: ClassVar[str] = "UNSELECT"
+
+
+@dataclass(frozen=True)
+class Expunge(Command):
+    """EXPUNGE, or UID EXPUNGE (RFC 4315) when ``uid`` is true."""
+
+    uid: bool = False
+    sequence_set: SequenceSet | None = None
+    name: ClassVar[str] = "EXPUNGE"
+
+
+@dataclass(frozen=True)
+class Section:
+    """A BODY[...] section (RFC 3501 ``section``).
+
+    :ivar part: the part path, e.g. ``(1, 2)`` for ``1.2``; ``()`` for the
+        whole message.
+    :ivar text: ``None``, ``"HEADER"``, ``"HEADER.FIELDS"``,
+        ``"HEADER.FIELDS.NOT"``, ``"TEXT"`` or ``"MIME"``.
+    :ivar fields: header field names (upper-cased) for the
+        ``HEADER.FIELDS`` kinds.
+    """
+
+    part: tuple[int, ...] = ()
+    text: str | None = None
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FetchAttribute:
+    """A plain fetch item: ENVELOPE, FLAGS, INTERNALDATE, RFC822,
+    RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID,
+    MODSEQ (upper-cased)."""
+
+    attribute: str
+
+
+@dataclass(frozen=True)
+class FetchBody:
+    """``BODY[section]<origin.length>`` or ``BODY.PEEK[...]``.
+
+    ``partial`` is ``(origin, length)`` or None.
+    """
+
+    section: Section
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class FetchBinary:
+    """RFC 3516 ``BINARY[part]<partial>`` / ``BINARY.PEEK[...]``."""
+
+    part: tuple[int, ...]
+    peek: bool = False
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class FetchBinarySize:
+    """RFC 3516 ``BINARY.SIZE[part]``."""
+
+    part: tuple[int, ...]
+
+
+FetchItem = FetchAttribute | FetchBody | FetchBinary | FetchBinarySize
+
+
+@dataclass(frozen=True)
+class Fetch(Command):
+    """FETCH / UID FETCH.  Macros (ALL, FAST, FULL) arrive expanded.
+
+    For UID FETCH the UID item is implied (RFC 3501 section 6.4.8) but not
+    added here; ``changedsince`` and ``vanished`` are the RFC 7162
+    modifiers.
+    """
+
+    uid: bool
+    sequence_set: SequenceSet
+    items: tuple[FetchItem, ...]
+    changedsince: int | None = None
+    vanished: bool = False
+    name: ClassVar[str] = "FETCH"
+
+
+StoreMode = Literal["replace", "add", "remove"]
+
+
+@dataclass(frozen=True)
+class Store(Command):
+    """STORE / UID STORE: ``FLAGS`` is ``replace``, ``+FLAGS`` ``add``,
+    ``-FLAGS`` ``remove``; ``silent`` for ``.SILENT``."""
+
+    uid: bool
+    sequence_set: SequenceSet
+    mode: StoreMode
+    silent: bool
+    flags: tuple[str, ...]
+    unchangedsince: int | None = None
+    name: ClassVar[str] = "STORE"
+
+
+@dataclass(frozen=True)
+class Copy(Command):
+    uid: bool
+    sequence_set: SequenceSet
+    mailbox: str
+    name: ClassVar[str] = "COPY"
+
+
+@dataclass(frozen=True)
+class Move(Command):
+    uid: bool
+    sequence_set: SequenceSet
+    mailbox: str
+    name: ClassVar[str] = "MOVE"
+
+
+# -- SEARCH keys -------------------------------------------------------------
+# The RFC 3501 keys map onto a small tree: UN-flags and UNKEYWORD are Not(Flag),
+# NEW is And(Flag(\Recent), Not(Flag(\Seen))), OLD is Not(Flag(\Recent)),
+# KEYWORD is Flag, BCC/CC/FROM/SUBJECT/TO are Header.
+
+
+@dataclass(frozen=True)
+class SearchAll:
+    pass
+
+
+@dataclass(frozen=True)
+class SearchAnd:
+    keys: tuple[SearchKey, ...]
+
+
+@dataclass(frozen=True)
+class SearchOr:
+    left: SearchKey
+    right: SearchKey
+
+
+@dataclass(frozen=True)
+class SearchNot:
+    key: SearchKey
+
+
+@dataclass(frozen=True)
+class SearchFlag:
+    """The message has ``flag`` (system flag canonical case, or keyword)."""
+
+    flag: str
+
+
+@dataclass(frozen=True)
+class SearchHeader:
+    """``field`` (upper-cased) contains ``value``; empty value: has the field."""
+
+    field: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SearchBody:
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SearchText:
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SearchDate:
+    """``sent`` false: internal date (BEFORE/ON/SINCE); true: the Date:
+    header (SENTBEFORE/SENTON/SENTSINCE)."""
+
+    relation: Literal["before", "on", "since"]
+    date: datetime.date
+    sent: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSize:
+    relation: Literal["larger", "smaller"]
+    size: int
+
+
+@dataclass(frozen=True)
+class SearchSequence:
+    """A bare sequence set (message numbers) or ``UID set``."""
+
+    sequence_set: SequenceSet
+    uid: bool = False
+
+
+@dataclass(frozen=True)
+class SearchModSeq:
+    """RFC 7162 ``MODSEQ [entry-name entry-type] n``."""
+
+    modseq: int
+    entry: tuple[str, str] | None = None
+
+
+SearchKey = (
+    SearchAll
+    | SearchAnd
+    | SearchOr
+    | SearchNot
+    | SearchFlag
+    | SearchHeader
+    | SearchBody
+    | SearchText
+    | SearchDate
+    | SearchSize
+    | SearchSequence
+    | SearchModSeq
+)
+
+
+@dataclass(frozen=True)
+class Search(Command):
+    """SEARCH / UID SEARCH.  ``charset`` upper-cased or None (the session
+    decides on BADCHARSET); ``return_options`` is None without RETURN,
+    else the RFC 4731 options upper-cased (``()`` means ALL)."""
+
+    uid: bool
+    criteria: SearchKey
+    charset: str | None = None
+    return_options: tuple[str, ...] | None = None
+    name: ClassVar[str] = "SEARCH"
