@@ -76,7 +76,7 @@ def open_context(config: Config, reactor=None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
     from cyrusmail import tls
     from cyrusmail.auth.userdb import UserDatabase
-    from cyrusmail.portal import MailRealm, make_portal
+    from cyrusmail.portal import make_portal
     from cyrusmail.store.maildir import MaildirStore
 
     config.data.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,58 @@
+"""IMAP flag names and the store's flag bits: the one mapping between them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cyrusmail.store.records import NO_FLAGS, Flag, MessageRecord
+
+SYSTEM_FLAGS: dict[str, Flag] = {
+    "\\Seen": Flag.SEEN,
+    "\\Answered": Flag.ANSWERED,
+    "\\Flagged": Flag.FLAGGED,
+    "\\Deleted": Flag.DELETED,
+    "\\Draft": Flag.DRAFT,
+}
+_BY_FOLDED = {name.lower(): (name, bit) for name, bit in SYSTEM_FLAGS.items()}
+RECENT = "\\Recent"
+
+#: What SELECT announces in FLAGS and PERMANENTFLAGS (the latter adds \*).
+FLAG_LIST = tuple(SYSTEM_FLAGS)
+
+
+class BadFlag(ValueError):
+    """A flag a client may not set (\\Recent, or an unknown \\-flag)."""
+
+
+def split_flags(names: Iterable[str]) -> tuple[Flag, list[str]]:
+    """Client flag names -> (system flag bits, keywords); BadFlag for \\Recent or \\Unknown."""
+    bits, keywords = NO_FLAGS, []
+    for name in names:
+        system = _BY_FOLDED.get(name.lower())
+        if system is not None:
+            bits |= system[1]
+        elif name.startswith("\\"):
+            raise BadFlag(f"{name} cannot be set")
+        else:
+            keywords.append(name)
+    return bits, keywords
+
+
+def flag_names(record: MessageRecord, recent: bool = False) -> list[str]:
+    """The flag list of a message as FETCH FLAGS shows it."""
+    names = [name for name, bit in SYSTEM_FLAGS.items() if record.flags & bit]
+    if recent:
+        names.append(RECENT)
+    names.extend(sorted(record.keywords))
+    return names
+
+
+def flags_wire(record: MessageRecord, recent: bool = False) -> bytes:
+    """``(\\Seen $Work)``: flag names are atoms, so no quoting is needed."""
+    return ("(" + " ".join(flag_names(record, recent)) + ")").encode("utf-8")
+
+
+def system_flag(name: str) -> Flag | None:
+    """The bit of a system flag name (any case), else None."""
+    found = _BY_FOLDED.get(name.lower())
+    return found[1] if found else None
