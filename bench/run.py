@@ -1,0 +1,31 @@
+"""``make bench``: run every benchmark script in this folder and print its figures.
+
+Each ``bench/*_bench.py`` is a standalone script that prints a few lines of
+figures (medians of several runs). Speed is shown here, never asserted by a
+test.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    scripts = sorted(HERE.glob("*_bench.py"))
+    if not scripts:
+        print("no benchmarks yet")
+        return 0
+    failed = 0
+    for script in scripts:
+        print(f"== {script.stem}", flush=True)
+        result = subprocess.run([sys.executable, str(script), *sys.argv[1:]], cwd=HERE.parent)
+        failed += result.returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
