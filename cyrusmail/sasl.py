@@ -172,7 +172,7 @@ class LoginMechanism:
 
 
 #: The mechanisms this server implements, by their (upper-case) SASL name.
-MECHANISMS: dict[str, type[PlainMechanism] | type[LoginMechanism]] = {
+MECHANISMS: dict[str, type[PlainMechanism | LoginMechanism]] = {
     "PLAIN": PlainMechanism,
     "LOGIN": LoginMechanism,
 }

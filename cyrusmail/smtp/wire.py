@@ -61,7 +61,7 @@ import ipaddress
 import re
 import string
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from cyrusmail import sasl
 from cyrusmail.smtp import codes
@@ -349,7 +349,15 @@ class AuthCancelled:
     """The client answered a 334 challenge with ``*``."""
 
 
-Event = Union[Command, CommandError, DataChunk, DataEnd, ChunkEnd, AuthResponse, AuthCancelled]
+Event = (
+    Command
+    | CommandError
+    | DataChunk
+    | DataEnd
+    | ChunkEnd
+    | AuthResponse
+    | AuthCancelled
+)
 
 
 # ---------------------------------------------------------------------------
@@ -547,7 +555,11 @@ def _mail_parameters(params: dict[str, str | None]) -> dict[str, object]:
     for keyword, value in params.items():
         if keyword == "SIZE":
             digits = _need_value(keyword, value)
-            if not digits.isdigit() or not digits.isascii() or len(digits) > _MAX_DIGITS:
+            if (
+                not digits.isdigit()
+                or not digits.isascii()
+                or len(digits) > _MAX_DIGITS
+            ):
                 raise _Refused(codes.PARAM_SYNTAX, f"bad SIZE value {value!r}")
             fields["size"] = int(digits)
         elif keyword == "BODY":
@@ -565,7 +577,9 @@ def _mail_parameters(params: dict[str, str | None]) -> dict[str, object]:
         elif keyword == "AUTH":
             fields["auth"] = _xtext(_need_value(keyword, value))
         else:
-            raise _Refused(codes.PARAM_UNRECOGNIZED, f"unknown MAIL parameter {keyword}")
+            raise _Refused(
+                codes.PARAM_UNRECOGNIZED, f"unknown MAIL parameter {keyword}"
+            )
     return fields
 
 
@@ -577,8 +591,12 @@ def _rcpt_parameters(params: dict[str, str | None]) -> dict[str, object]:
             try:
                 notify = frozenset(Notify(item) for item in items)
             except ValueError:
-                raise _Refused(codes.PARAM_SYNTAX, f"bad NOTIFY value {value!r}") from None
-            if len(notify) != len(items) or (Notify.NEVER in notify and len(notify) > 1):
+                raise _Refused(
+                    codes.PARAM_SYNTAX, f"bad NOTIFY value {value!r}"
+                ) from None
+            if len(notify) != len(items) or (
+                Notify.NEVER in notify and len(notify) > 1
+            ):
                 raise _Refused(codes.PARAM_SYNTAX, f"bad NOTIFY value {value!r}")
             fields["notify"] = notify
         elif keyword == "ORCPT":
@@ -590,7 +608,9 @@ def _rcpt_parameters(params: dict[str, str | None]) -> dict[str, object]:
                 raise _Refused(codes.PARAM_SYNTAX, "ORCPT address too long")
             fields["orcpt"] = OriginalRecipient(addr_type.lower(), address)
         else:
-            raise _Refused(codes.PARAM_UNRECOGNIZED, f"unknown RCPT parameter {keyword}")
+            raise _Refused(
+                codes.PARAM_UNRECOGNIZED, f"unknown RCPT parameter {keyword}"
+            )
     return fields
 
 
@@ -607,7 +627,7 @@ def _no_arguments(kind: type[Command]):
     return parse
 
 
-def _hello(kind: type[Helo] | type[Ehlo] | type[Lhlo]):
+def _hello(kind: type[Helo | Ehlo | Lhlo]):
     def parse(argument: str, utf8_allowed: bool) -> Command:
         if not argument or " " in argument:
             raise _Refused(codes.PARAM_SYNTAX, f"{kind.verb} needs one domain argument")
@@ -676,7 +696,9 @@ def _noop(argument: str, utf8_allowed: bool) -> Noop:
 def _auth(argument: str, utf8_allowed: bool) -> Auth:
     words = argument.split(" ")
     if not _SASL_MECH.fullmatch(words[0]) or len(words) > 2:
-        raise _Refused(codes.PARAM_SYNTAX, "expected AUTH <mechanism> [initial-response]")
+        raise _Refused(
+            codes.PARAM_SYNTAX, "expected AUTH <mechanism> [initial-response]"
+        )
     initial = None
     if len(words) == 2:
         try:
@@ -705,7 +727,9 @@ _COMMANDS = {
     "AUTH": _auth,
 }
 # Known verbs this server does not offer (RFC 5321 and old extensions).
-_NOT_IMPLEMENTED = frozenset({"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB"})
+_NOT_IMPLEMENTED = frozenset(
+    {"EXPN", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML", "VERB"}
+)
 # Commands after which the parser waits for the session to pick the next mode.
 _PAUSING = (Data, Bdat, Auth, Starttls)
 # Commands that end any BDAT message in progress.
@@ -883,7 +907,9 @@ class SMTPParser:
         After a refused BDAT the chunk is still read, and dropped unseen, as
         RFC 3030 requires.
         """
-        event = self._require_pause(Data, Bdat, Auth, Starttls, AuthResponse, AuthCancelled, CommandError)
+        event = self._require_pause(
+            Data, Bdat, Auth, Starttls, AuthResponse, AuthCancelled, CommandError
+        )
         if isinstance(event, Bdat):
             self._start_chunk(event, keep=False, max_size=None)
         else:
@@ -892,7 +918,9 @@ class SMTPParser:
     def _require_pause(self, *kinds: type) -> Event:
         event = self._paused_on
         if self._mode is not Mode.PAUSED or not isinstance(event, kinds):
-            raise RuntimeError(f"parser is not paused on {' or '.join(k.__name__ for k in kinds)}")
+            raise RuntimeError(
+                f"parser is not paused on {' or '.join(k.__name__ for k in kinds)}"
+            )
         self._paused_on = None
         return event
 
@@ -969,15 +997,17 @@ class SMTPParser:
         events.append(event)
         if isinstance(event, Mail):
             self._smtputf8 = event.smtputf8
-        elif isinstance(event, CommandError) and event.verb == "MAIL":
-            self._smtputf8 = False
-        elif isinstance(event, _ENDS_TRANSACTION):
+        elif isinstance(event, _ENDS_TRANSACTION) or (
+            isinstance(event, CommandError) and event.verb == "MAIL"
+        ):
             self._smtputf8 = False
         if isinstance(event, _ENDS_BDAT):
             self._bdat_check = None
         if isinstance(event, _PAUSING):
             self._pause(event)
-        elif isinstance(event, Quit) or (isinstance(event, CommandError) and event.fatal):
+        elif isinstance(event, Quit) or (
+            isinstance(event, CommandError) and event.fatal
+        ):
             self._mode = Mode.CLOSED
         return True
 
@@ -985,7 +1015,9 @@ class SMTPParser:
         if line == _OVERLONG:
             return CommandError(codes.LINE_TOO_LONG, None, "command line too long")
         if b"\r" in line or b"\n" in line:
-            return CommandError(codes.BARE_NEWLINE, None, "bare CR or LF in command line")
+            return CommandError(
+                codes.BARE_NEWLINE, None, "bare CR or LF in command line"
+            )
         if b"\x00" in line:
             return CommandError(codes.SYNTAX_ERROR, None, "NUL in command line")
         try:
@@ -998,21 +1030,36 @@ class SMTPParser:
             return CommandError(codes.SYNTAX_ERROR, None, "command unrecognized")
         parse = _COMMANDS.get(verb)
         if parse is None:
-            reply = codes.NOT_IMPLEMENTED if verb in _NOT_IMPLEMENTED else codes.SYNTAX_ERROR
+            reply = (
+                codes.NOT_IMPLEMENTED
+                if verb in _NOT_IMPLEMENTED
+                else codes.SYNTAX_ERROR
+            )
             return CommandError(reply, verb, f"{verb} not recognized")
         limits = self.limits
-        limit = {"AUTH": limits.auth_line, "MAIL": limits.mail_rcpt_line, "RCPT": limits.mail_rcpt_line}.get(
-            verb, limits.command_line
-        )
+        limit = {
+            "AUTH": limits.auth_line,
+            "MAIL": limits.mail_rcpt_line,
+            "RCPT": limits.mail_rcpt_line,
+        }.get(verb, limits.command_line)
         if len(line) + 2 > limit:
             reply = codes.AUTH_LINE_TOO_LONG if verb == "AUTH" else codes.LINE_TOO_LONG
             return CommandError(reply, verb, f"{verb} line longer than {limit} octets")
-        if not argument.isascii() and verb not in ("MAIL", "RCPT", "EHLO", "HELO", "LHLO", "VRFY"):
+        if not argument.isascii() and verb not in (
+            "MAIL",
+            "RCPT",
+            "EHLO",
+            "HELO",
+            "LHLO",
+            "VRFY",
+        ):
             return CommandError(codes.PARAM_SYNTAX, verb, "non-ASCII argument")
         try:
             return parse(argument.strip(" "), self._smtputf8)
         except _Refused as refusal:
-            return CommandError(refusal.reply, verb, refusal.detail, fatal=verb == "BDAT")
+            return CommandError(
+                refusal.reply, verb, refusal.detail, fatal=verb == "BDAT"
+            )
 
     def _auth_line(self, events: list[Event]) -> bool:
         line = self._line(self.limits.auth_line)
@@ -1020,7 +1067,9 @@ class SMTPParser:
             return False
         event: Event
         if line == _OVERLONG:
-            event = CommandError(codes.AUTH_LINE_TOO_LONG, "AUTH", "SASL response too long")
+            event = CommandError(
+                codes.AUTH_LINE_TOO_LONG, "AUTH", "SASL response too long"
+            )
         else:
             try:
                 event = AuthResponse(sasl.decode_response(line))
@@ -1051,7 +1100,11 @@ class SMTPParser:
         self._chunk = None
         self._mode = Mode.COMMAND
         if self._chunk_keep:
-            if chunk.last and self._bdat_check is not None and self._chunk_error is None:
+            if (
+                chunk.last
+                and self._bdat_check is not None
+                and self._chunk_error is None
+            ):
                 self._chunk_error = self._bdat_check.finish()
             events.append(ChunkEnd(chunk.size, chunk.last, self._chunk_error))
         if chunk.last:
@@ -1079,9 +1132,10 @@ class SMTPParser:
                         break
                     if len(head) < 3 and b".\r\n".startswith(head):
                         break  # wait: this may be the end of data
-                    # RFC 5321 4.5.2: a leading dot on any other line is dropped.
+                    # RFC 5321 4.5.2: a leading dot on any other line is dropped;
+                    # it does not count towards the line limit (4.5.3.1.6).
                     position += 1
-                    message.line_length = 1
+                    message.line_length = 0
                     message.at_line_start = False
                     continue
                 if position >= message.clean_from:
