@@ -738,6 +738,7 @@ _ENDS_BDAT = (Rset, Mail, Helo, Ehlo, Lhlo, Starttls, Data)
 _ENDS_TRANSACTION = (Rset, Helo, Ehlo, Lhlo, Starttls)
 # Returned by _line() for a line that was too long; a line never holds CRLF.
 _OVERLONG = b"\r\n"
+_VERB_PEEK = 16
 
 _CR = 0x0D
 _LF = 0x0A
@@ -832,6 +833,7 @@ class SMTPParser:
         self._paused_on: Event | None = None
         self._scan_from = 0  # where to resume looking for CRLF in the buffer
         self._discarding = False  # inside an over-long line
+        self._overlong_head = b""  # its first octets, to name its verb
         self._smtputf8 = False  # the latest MAIL had SMTPUTF8
         self._message: _DataMessage | None = None
         self._chunk: Bdat | None = None
@@ -976,6 +978,8 @@ class SMTPParser:
         end = buffer.find(b"\r\n", self._scan_from)
         if end < 0:
             if self._discarding or len(buffer) + 1 > limit:
+                if not self._discarding:
+                    self._overlong_head = bytes(buffer[:_VERB_PEEK])
                 self._discarding = True
                 keep = 1 if buffer.endswith(b"\r") else 0
                 del buffer[: len(buffer) - keep]
@@ -985,6 +989,8 @@ class SMTPParser:
         line = bytes(buffer[:end])
         del buffer[: end + 2]
         if self._discarding or end + 2 > limit:
+            if not self._discarding:
+                self._overlong_head = line[:_VERB_PEEK]
             self._discarding = False
             return _OVERLONG
         return line
@@ -1013,7 +1019,10 @@ class SMTPParser:
 
     def _parse_command(self, line: bytes) -> Event:
         if line == _OVERLONG:
-            return CommandError(codes.LINE_TOO_LONG, None, "command line too long")
+            word = self._overlong_head.partition(b" ")[0].upper().decode("latin-1")
+            verb = word if word in _COMMANDS else None
+            reply = codes.AUTH_LINE_TOO_LONG if verb == "AUTH" else codes.LINE_TOO_LONG
+            return CommandError(reply, verb, "command line too long")
         if b"\r" in line or b"\n" in line:
             return CommandError(
                 codes.BARE_NEWLINE, None, "bare CR or LF in command line"
