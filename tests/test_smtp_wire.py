@@ -85,7 +85,10 @@ COMMANDS: list[tuple[bytes, Event]] = [
     (b"MAIL FROM:<a@example.com> RET=full", Mail(A, ret=Ret.FULL)),
     (b"MAIL FROM:<a@example.com> ENVID=QQ+2B314159", Mail(A, envid="QQ+314159")),
     (b"MAIL FROM:<a@example.com> AUTH=<>", Mail(A, auth="<>")),
-    (b"MAIL FROM:<a@example.com> AUTH=e+3Dmc2@example.com", Mail(A, auth="e=mc2@example.com")),
+    (
+        b"MAIL FROM:<a@example.com> AUTH=e+3Dmc2@example.com",
+        Mail(A, auth="e=mc2@example.com"),
+    ),
     (
         b"MAIL FROM:<> SIZE=12 BODY=8BITMIME RET=FULL ENVID=x",
         Mail(None, size=12, body=BodyType.EIGHT_BIT_MIME, ret=Ret.FULL, envid="x"),
@@ -98,7 +101,10 @@ COMMANDS: list[tuple[bytes, Event]] = [
     (b"rcpt to: <b@example.org>", Rcpt(B)),
     (b"RCPT TO:<Postmaster>", Rcpt(Path("Postmaster", None))),
     (b"RCPT TO:<postmaster>", Rcpt(Path("postmaster", None))),
-    (b"RCPT TO:<b@example.org> NOTIFY=NEVER", Rcpt(B, notify=frozenset({Notify.NEVER}))),
+    (
+        b"RCPT TO:<b@example.org> NOTIFY=NEVER",
+        Rcpt(B, notify=frozenset({Notify.NEVER})),
+    ),
     (
         b"RCPT TO:<b@example.org> notify=success,Delay",
         Rcpt(B, notify=frozenset({Notify.SUCCESS, Notify.DELAY})),
@@ -215,7 +221,14 @@ ERRORS: list[tuple[bytes, codes.Reply, str | None]] = [
     (b"\n", codes.BARE_NEWLINE, None),
 ]
 
-BAD_BDAT = [b"BDAT", b"BDAT x", b"BDAT 10 NOW", b"BDAT -1", b"BDAT 1 LAST more", b"BDAT 1e3"]
+BAD_BDAT = [
+    b"BDAT",
+    b"BDAT x",
+    b"BDAT 10 NOW",
+    b"BDAT -1",
+    b"BDAT 1 LAST more",
+    b"BDAT 1e3",
+]
 
 
 class CommandTableTests(TestCase):
@@ -295,7 +308,9 @@ class PathTests(TestCase):
         self.assertTrue(parse_path('<"jö"@example.com>').utf8)
 
     def test_postmaster_only_for_rcpt(self) -> None:
-        self.assertEqual(parse_path("<Postmaster>", postmaster=True), Path("Postmaster", None))
+        self.assertEqual(
+            parse_path("<Postmaster>", postmaster=True), Path("Postmaster", None)
+        )
         with self.assertRaises(ValueError):
             parse_path("<Postmaster>")
 
@@ -346,7 +361,9 @@ class LineLimitTests(TestCase):
             with self.subTest(split=split):
                 data = b"y" * 20000 + b"\r\nQUIT\r\n"
                 parser = SMTPParser()
-                events = parser.feed(data[: 20000 + split - 1]) + parser.feed(data[20000 + split - 1 :])
+                events = parser.feed(data[: 20000 + split - 1]) + parser.feed(
+                    data[20000 + split - 1 :]
+                )
                 self.assertEqual([type(e) for e in events], [CommandError, Quit])
 
     def test_custom_limits(self) -> None:
@@ -413,7 +430,9 @@ class StarttlsTests(TestCase):
     def test_injected_commands_are_discarded(self) -> None:
         parser = SMTPParser()
         injected = b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.org>\r\n"
-        self.assertEqual(parser.feed(b"EHLO c\r\nSTARTTLS\r\n" + injected), [Ehlo("c"), Starttls()])
+        self.assertEqual(
+            parser.feed(b"EHLO c\r\nSTARTTLS\r\n" + injected), [Ehlo("c"), Starttls()]
+        )
         self.assertEqual(parser.discard_buffered(), len(injected))
         self.assertEqual(parser.feed(), [])
         self.assertEqual(parser.feed(b"EHLO c\r\n"), [Ehlo("c")])
