@@ -240,7 +240,7 @@ class DataTests(TestCase):
         for _ in range(1000):
             for event in parser.feed(b"y" * 98 + b"\r\n"):
                 streamed += len(event.data)  # type: ignore[union-attr]
-            self.assertLessEqual(parser.buffered, 2)
+            self.assertLessEqual(parser.buffered, 4)  # a possible split CRLF.CRLF
         self.assertLessEqual(streamed, 1000)
         self.assertEqual(
             parser.feed(b".\r\nQUIT\r\n"), [DataEnd(1000, codes.TOO_BIG), Quit()]

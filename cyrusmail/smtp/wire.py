@@ -1132,39 +1132,52 @@ class SMTPParser:
         ended = False
         max_content = message.max_content
         while position < size:
-            if message.at_line_start:
-                if buffer[position] == _DOT:
-                    head = bytes(buffer[position : position + 3])
-                    if head == b".\r\n":
-                        position += 3
-                        ended = True
-                        break
-                    if len(head) < 3 and b".\r\n".startswith(head):
-                        break  # wait: this may be the end of data
-                    # RFC 5321 4.5.2: a leading dot on any other line is dropped;
-                    # it does not count towards the line limit (4.5.3.1.6).
-                    position += 1
-                    message.line_length = 0
-                    message.at_line_start = False
-                    continue
-                if position >= message.clean_from:
-                    # Fast path: whole lines up to the next line that starts
-                    # with a dot, checked with a few scans of C code.
-                    dot = buffer.find(b"\r\n.", position)
-                    end = dot if dot >= 0 else buffer.rfind(b"\r\n", position)
-                    end = end + 2 if end >= 0 else position
-                    if end > position:
-                        region = bytes(buffer[position:end])
-                        crlf = region.count(b"\r\n")
-                        if (
-                            region.count(b"\r") == crlf
-                            and region.count(b"\n") == crlf
-                            and max(map(len, region.split(b"\r\n"))) <= max_content
-                        ):
-                            message.keep(out, region)
-                            position = end
-                            continue
-                        message.clean_from = end
+            if message.at_line_start and buffer[position] == _DOT:
+                head = bytes(buffer[position : position + 3])
+                if head == b".\r\n":
+                    position += 3
+                    ended = True
+                    break
+                if len(head) < 3 and b".\r\n".startswith(head):
+                    break  # wait: this may be the end of data
+                # RFC 5321 4.5.2: a leading dot on any other line is dropped;
+                # it does not count towards the line limit (4.5.3.1.6).
+                position += 1
+                message.line_length = 0
+                message.at_line_start = False
+                continue
+            if message.error is not None:
+                # A failed message is only skipped: find the real end fast.
+                found = buffer.find(b"\r\n.\r\n", position)
+                if found >= 0:
+                    position = found + 5
+                    ended = True
+                    break
+                cut = max(position, size - 4)  # the end may straddle reads
+                if cut > position:
+                    message.at_line_start = (
+                        cut >= 2 and buffer[cut - 2 : cut] == b"\r\n"
+                    )
+                    position = cut
+                break
+            if message.at_line_start and position >= message.clean_from:
+                # Fast path: whole lines up to the next line that starts
+                # with a dot, checked with a few scans of C code.
+                dot = buffer.find(b"\r\n.", position)
+                end = dot if dot >= 0 else buffer.rfind(b"\r\n", position)
+                end = end + 2 if end >= 0 else position
+                if end > position:
+                    region = bytes(buffer[position:end])
+                    crlf = region.count(b"\r\n")
+                    if (
+                        region.count(b"\r") == crlf
+                        and region.count(b"\n") == crlf
+                        and max(map(len, region.split(b"\r\n"))) <= max_content
+                    ):
+                        message.keep(out, region)
+                        position = end
+                        continue
+                    message.clean_from = end
             # Slow path: up to and including the next CR or LF.
             found = _CR_OR_LF.search(buffer, position)
             stop = size if found is None else found.start()
