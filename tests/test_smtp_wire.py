@@ -422,6 +422,8 @@ class PipeliningTests(TestCase):
         self.assertRaises(RuntimeError, parser.discard_buffered)
         self.assertRaises(RuntimeError, parser.start_auth)
         self.assertRaises(ValueError, parser.start_data, 10, binary=True)
+        parser.start_data(10)  # still paused on DATA after the refusal
+        self.assertEqual(parser.feed(b".\r\n"), [DataEnd(0)])
 
 
 class StarttlsTests(TestCase):

@@ -839,7 +839,6 @@ class SMTPParser:
         self._chunk: Bdat | None = None
         self._chunk_remaining = 0
         self._chunk_keep = False
-        self._chunk_max: int | None = None
         self._chunk_error: Reply | None = None
         self._bdat_check: _LineCheck | None = None
 
@@ -869,10 +868,10 @@ class SMTPParser:
         it (BDAT: the session passes what is left of its size limit).
         ``binary`` (BDAT with BODY=BINARYMIME only) turns off the line checks.
         """
+        if binary and isinstance(self._paused_on, Data):
+            raise ValueError("DATA cannot carry BINARYMIME")
         event = self._require_pause(Data, Bdat)
         if isinstance(event, Data):
-            if binary:
-                raise ValueError("DATA cannot carry BINARYMIME")
             self._message = _DataMessage(max_size, self.limits.data_line)
             self._mode = Mode.DATA
             return
