@@ -21,7 +21,7 @@ import datetime
 import struct
 from email.utils import parsedate_tz
 
-from cyrusmail.mime.bodystructure import part_wire
+from cyrusmail.mime.bodystructure import both_wires
 from cyrusmail.mime.headers import iter_fields, unfold
 from cyrusmail.mime.structure import LEAF, MESSAGE, MULTIPART, Part, scan
 from cyrusmail.mime.text import decode_header_value
@@ -68,8 +68,7 @@ def build_blob(data: bytes) -> bytes:
     """Scan ``data`` and pack everything FETCH and SEARCH need."""
     root = scan(data)
     envelope = root.envelope or b"NIL"
-    bodystructure = part_wire(root, True)
-    body = part_wire(root, False)
+    bodystructure, body = both_wires(root)
     header = data[root.header_start:root.body_start]
     nodes: list[bytes] = []
     _flatten(root, nodes)
