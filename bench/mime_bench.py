@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cyrusmail.mime import MessageInfo, parse  # noqa: E402
+from cyrusmail.mime import MessageInfo, parse
 
 
 def typical_messages(count: int, seed: int = 3) -> list[bytes]:

@@ -19,10 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_mime_sexp import normalise_body, read_sexp  # noqa: E402
+from test_mime_sexp import normalise_body, read_sexp
 
-from cyrusmail.mime import MessageInfo, header_fields, parse  # noqa: E402
-from cyrusmail.mime.headers import header_end  # noqa: E402
+from cyrusmail.mime import MessageInfo, header_fields, parse
+from cyrusmail.mime.headers import header_end
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 DIVERGENCES = Path(__file__).resolve().parent / "data" / "mime_divergences.json"

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_mime_sexp import read_sexp  # noqa: E402
+from test_mime_sexp import read_sexp
 
-from cyrusmail.mime import MessageInfo, body_text, parse  # noqa: E402
-from cyrusmail.mime.text import decode_transfer  # noqa: E402
+from cyrusmail.mime import MessageInfo, body_text, parse
+from cyrusmail.mime.text import decode_transfer
 
 POLICY = email.policy.compat32.clone(linesep="\r\n")
 _LINE = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 .,=-", min_size=0, max_size=40) \

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_mime_sexp import read_sexp  # noqa: E402
+from test_mime_sexp import read_sexp
 
-from cyrusmail.mime import MessageInfo, parse  # noqa: E402
-from cyrusmail.mime.structure import MAX_DEPTH  # noqa: E402
+from cyrusmail.mime import MessageInfo, parse
+from cyrusmail.mime.structure import MAX_DEPTH
 
 
 def structure(data: bytes) -> list:

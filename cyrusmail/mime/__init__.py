@@ -55,9 +55,7 @@ def parse(data: bytes | memoryview | mmap.mmap | bytearray) -> MessageInfo:
     message = _as_bytes(data)
     try:
         blob = build_blob(message)
-    except RecursionError:
-        blob = fallback_blob(message)
-    except Exception:  # noqa: BLE001 - a broken message must still be stored
+    except Exception:  # noqa: BLE001 - a message we cannot read must still be stored
         blob = fallback_blob(message)
     return MessageInfo(blob)
 

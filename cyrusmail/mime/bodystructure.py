@@ -15,7 +15,6 @@ from cyrusmail.imapform import nstring, string
 from cyrusmail.mime.params import Params
 from cyrusmail.mime.structure import MESSAGE, MULTIPART, Part
 
-
 # Types, subtypes, encodings and parameter names repeat from part to part.
 _token = lru_cache(maxsize=2048)(string)
 

@@ -94,8 +94,18 @@ def fallback_blob(data: bytes) -> bytes:
 class MessageInfo:
     """What FETCH and SEARCH need about one message, read from its blob."""
 
-    __slots__ = ("_blob", "size", "_env_end", "_bs_end", "_body_end", "_header_end",
-                 "_node_count", "_sent", "_nodes", "_children")
+    __slots__ = (
+        "_blob",
+        "_body_end",
+        "_bs_end",
+        "_children",
+        "_env_end",
+        "_header_end",
+        "_node_count",
+        "_nodes",
+        "_sent",
+        "size",
+    )
 
     def __init__(self, blob: bytes) -> None:
         magic, size, env_len, bs_len, body_len, header_len, node_count, sent = \

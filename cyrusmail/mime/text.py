@@ -35,7 +35,7 @@ def decode_bytes(raw: bytes, charset: str | bytes | None) -> str:
         if name == "utf-8":
             return raw.decode("latin-1")
         return raw.decode(name, "replace")
-    except Exception:  # some codecs raise other errors on odd input
+    except Exception:  # noqa: BLE001 - some codecs raise other errors on odd input
         return raw.decode("latin-1")
 
 
