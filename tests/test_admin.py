@@ -34,7 +34,7 @@ Reply.
 
 class AdminTests(unittest.TestCase):
     def setUp(self):
-        self.folder = Path(self.mktemp())
+        self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir()
         self.data = self.folder / "data"
         self.config = self.folder / "c.conf"
