@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from cyrusmail.store import names
@@ -41,6 +42,8 @@ from cyrusmail.store.records import (
     MailboxStatus,
     MessageRecord,
 )
+
+_log = Logger()
 
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
@@ -241,8 +244,12 @@ class MaildirStore:
             self._watchers.pop((user, mailbox_id), None)
 
     def notify(self, user: str, mailbox_id: int) -> None:
+        """Tell every watcher; the change is committed, so a failing one is only logged."""
         for listener in list(self._watchers.get((user, mailbox_id), ())):
-            listener()
+            try:
+                listener()
+            except Exception:
+                _log.failure("Mailbox watcher {listener!r} failed", listener=listener)
 
 
 @implementer(IMailboxList)
