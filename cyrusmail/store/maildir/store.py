@@ -561,6 +561,8 @@ class MaildirMailbox:
                     staged.finish()
                     staged_here.append(staged)
                     message = staged
+                else:  # its bytes must be durable and final before a mailbox links to them
+                    message.finish()
                 entries.append(
                     (message.path, message.size, flags or NO_FLAGS, _keywords_text(keywords),
                      time.time() if internal_date is None else internal_date, message.mime_cache())
