@@ -574,6 +574,8 @@ class MaildirMailbox:
 
     def _insert(self, entries: list[tuple]) -> list[int]:
         """Link files in and index them in one durable transaction; their UIDs."""
+        if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
+            return []
         linked: list[Path] = []
         try:
             with self.index.write() as db:
