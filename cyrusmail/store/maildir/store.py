@@ -7,7 +7,8 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.logger import Logger
@@ -489,16 +490,34 @@ class MaildirMailbox:
             size=size,
         )
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The index, in one read snapshot, once this handle's mailbox is known to be there.
+
+        A mailbox deleted and created again may keep its id; its new UIDs
+        must not be read through a handle holding the old UIDVALIDITY.
+        """
+        db = self.index.db
+        if db.in_transaction:
+            self._counts(db)
+            yield db
+        else:
+            with self.index.read() as db:
+                self._counts(db)
+                yield db
+
     def messages(self) -> list[MessageRecord]:
-        rows = self.index.db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
-        ).fetchall()
+        with self._snapshot() as db:
+            rows = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def record(self, uid: int) -> MessageRecord:
-        row = self.index.db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
-        ).fetchone()
+        with self._snapshot() as db:
+            row = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
+            ).fetchone()
         if row is None:
             raise NoSuchMessage(f"No message with UID {uid}")
         return _record(row)
@@ -506,12 +525,13 @@ class MaildirMailbox:
     def records(self, uids: Iterable[int]) -> list[MessageRecord]:
         """The records of those ``uids`` still present, ascending."""
         found = []
-        for batch in _chunks(uids):
-            marks = ",".join("?" * len(batch))
-            found += self.index.db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
-                (self.id, *batch),
-            ).fetchall()
+        with self._snapshot() as db:
+            for batch in _chunks(uids):
+                marks = ",".join("?" * len(batch))
+                found += db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
+                    (self.id, *batch),
+                ).fetchall()
         return sorted((_record(row) for row in found), key=lambda record: record.uid)
 
     def path(self, record: MessageRecord) -> Path:
@@ -527,9 +547,8 @@ class MaildirMailbox:
             return source.read() if end is None else source.read(max(0, end - start))
 
     def mime_cache(self, uid: int) -> bytes | None:
-        row = self.index.db.execute(
-            "SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
-        ).fetchone()
+        with self._snapshot() as db:
+            row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
         if row is not None:
             return row[0]
         analyser = self.store.analyser
