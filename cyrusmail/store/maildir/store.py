@@ -675,24 +675,31 @@ class MaildirMailbox:
         return pairs
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        if uids is None:
-            rows = self.index.db.execute(
-                "SELECT uid FROM messages WHERE mailbox_id = ? AND flags & ? ORDER BY uid",
-                (self.id, int(Flag.DELETED)),
-            ).fetchall()
-            doomed = [row[0] for row in rows]
-        else:
-            doomed = [record.uid for record in self.records(uids) if record.flags & Flag.DELETED]
-        return self._remove(doomed)
+        return self._remove(uids, deleted_only=True)
 
-    def _remove(self, uids: list[int]) -> list[int]:
-        if not uids:
+    def _remove(self, uids: Iterable[int] | None, deleted_only: bool = False) -> list[int]:
+        """Remove ``uids`` (every \\Deleted one if None) in one transaction; their UIDs.
+
+        With ``deleted_only`` the \\Deleted test is made inside the transaction,
+        so a flag cleared by another session just before is honoured.
+        """
+        uids = None if uids is None else list(uids)
+        if uids is not None and not uids:
             return []
         removed: list[MessageRecord] = []
         with self.index.write() as db:
             _, highestmodseq, *_ = self._counts(db)
             modseq = highestmodseq + 1
-            for record in self.records(uids):
+            if uids is None:
+                candidates = [_record(row) for row in db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND flags & ? ORDER BY uid",
+                    (self.id, int(Flag.DELETED)),
+                )]
+            else:
+                candidates = self.records(uids)
+            for record in candidates:
+                if deleted_only and not record.flags & Flag.DELETED:
+                    continue
                 db.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
                 db.execute("DELETE FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
                 db.execute("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",
