@@ -267,6 +267,34 @@ class StoreConformanceMixin:
         self.tree.create("Work")
         self.assertNotEqual(self.tree.status("Work").uid_validity, first)
 
+    def test_removed_and_provisioned_again_user_gets_new_uidvalidities(self):
+        self.store.provision("bob@example.org", {})
+        bob = self.store.mailboxes("bob@example.org")
+        bob.open("INBOX").append(MESSAGE)
+        first = bob.status("INBOX").uid_validity
+        self.store.remove_user("bob@example.org")
+        self.store.provision("bob@example.org", {})
+        self.assertNotEqual(self.store.mailboxes("bob@example.org").status("INBOX").uid_validity, first)
+
+    def test_user_names_are_case_insensitive(self):
+        self.assertEqual(self.store.mailboxes("Alice@Example.ORG").user, USER)
+        uid = self.store.mailboxes("ALICE@example.org").open("INBOX").append(MESSAGE)
+        self.assertEqual(self.inbox.read(uid), MESSAGE)
+
+    def test_rename_out_of_a_noselect_node_removes_the_empty_node(self):
+        self.tree.create("x/a")
+        self.tree.delete("x")
+        self.tree.rename("x/a", "y")
+        self.assertFalse(self.tree.exists("x"))
+        self.assertTrue(self.tree.exists("y"))
+
+    def test_rename_inbox_onto_existing_mailbox_is_refused_and_moves_nothing(self):
+        self.tree.create("Work")
+        uid = self.inbox.append(MESSAGE)
+        self.assertRaises(MailboxExists, self.tree.rename, "INBOX", "Work")
+        self.assertEqual(self.inbox.read(uid), MESSAGE)
+        self.assertEqual(self.tree.status("Work").messages, 0)
+
     def test_handle_of_deleted_mailbox_reports_MailboxNotFound(self):
         self.tree.create("a/b")
         stale = self.tree.open("a")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -194,7 +195,25 @@ class MaildirStore:
             folder = self.user_dir(user)
             (folder / "mail").mkdir(parents=True, exist_ok=True)
             index = self._indexes[user] = UserIndex(folder / "index.sqlite")
+            self._carry_uidvalidity(user, index)
         return index
+
+    def _uidvalidity_mark(self, user: str) -> Path:
+        """Where a removed user's last UIDVALIDITY is kept (user names never start with '.')."""
+        return self.users_dir / f".uidvalidity-{user}"
+
+    def _carry_uidvalidity(self, user: str, index: UserIndex) -> None:
+        """Start a re-created user's UIDVALIDITYs above those of the removed one."""
+        mark = self._uidvalidity_mark(user)
+        if not mark.exists():
+            return
+        floor = json.loads(mark.read_text(encoding="utf-8"))["uidvalidity"]
+        with index.write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (floor,),
+            )
 
     def mailboxes(self, user: str) -> MaildirMailboxList:
         return MaildirMailboxList(self, names.user_name(user))
@@ -211,6 +230,11 @@ class MaildirStore:
 
     def remove_user(self, user: str) -> None:
         user = names.user_name(user)
+        if self.user_dir(user).exists():
+            # A client may still cache the old mailboxes: their UIDVALIDITYs stay spent.
+            row = self.index(user).db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+            if row is not None:
+                write_json_atomically(self._uidvalidity_mark(user), {"uidvalidity": row[0]})
         index = self._indexes.pop(user, None)
         if index is not None:
             index.close()
