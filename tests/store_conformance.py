@@ -10,6 +10,7 @@ state machine that runs random operations against a simple model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,12 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from zope.interface.verify import verifyObject
 
 import cyrusmail
@@ -551,10 +557,8 @@ class StoreConformanceMixin:
         self.addCleanup(staged.discard)
         staged.write(MESSAGE)
         uid = self.inbox.append(staged)
-        try:
+        with contextlib.suppress(ValueError, OSError, StoreError):  # refusing is fine; changing is not
             staged.write(b"more bytes after the append")
-        except Exception:
-            pass
         self.assertEqual(self.inbox.read(uid), MESSAGE)
         self.assertEqual(self.inbox.record(uid).size, len(MESSAGE))
         self.assertEqual(self.inbox.status().size, len(MESSAGE))
@@ -841,7 +845,7 @@ class StoreConformanceMixin:
 
     def test_unwatched_listener_is_not_called(self):
         calls = []
-        listener = lambda: calls.append(1)  # noqa: E731
+        listener = lambda: calls.append(1)
         self.inbox.watch(listener)
         self.inbox.unwatch(listener)
         self.inbox.append(MESSAGE)
@@ -889,7 +893,7 @@ class StoreConformanceMixin:
         project = str(Path(cyrusmail.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([project, os.environ.get("PYTHONPATH", "")]))
         source = f"DATA = {str(self.data)!r}\nUSER = {USER!r}\n" + self.subprocess_store_code() + "\n" + code
-        result = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, timeout=120)
+        result = subprocess.run([sys.executable, "-c", source], env=env, capture_output=True, timeout=120, check=False)
         self.assertEqual(result.returncode, 0, result.stderr.decode(errors="replace"))
         return result.stdout.decode()
 
@@ -969,7 +973,7 @@ class StoreConformanceMixin:
         missing.discard()  # its file is gone
         before = self.inbox.status()
         calls = self.watcher(self.inbox)
-        with self.assertRaises(Exception):
+        with self.assertRaises((StoreError, OSError)):
             self.inbox.append_many([(message(1), None, (), None), (missing, None, (), None),
                                     (message(3), None, (), None)])
         self.assertEqual(self.inbox.messages(), [])

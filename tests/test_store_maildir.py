@@ -7,7 +7,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from pathlib import Path
 
 from twisted.trial import unittest
 

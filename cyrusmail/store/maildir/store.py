@@ -270,7 +270,7 @@ class MaildirStore:
         for listener in list(self._watchers.get((user, mailbox_id), ())):
             try:
                 listener()
-            except Exception:
+            except Exception:  # noqa: BLE001 - any listener's bug must stay its own
                 _log.failure("Mailbox watcher {listener!r} failed", listener=listener)
 
 
