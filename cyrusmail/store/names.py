@@ -58,8 +58,18 @@ def parent(name: str) -> str | None:
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for an IMAP LIST pattern: ``*`` any, ``%`` any but ``/``."""
-    pattern = canonical(pattern) if pattern[:5].upper() == INBOX else pattern
+    """A regex for an IMAP LIST pattern: ``*`` any, ``%`` any but ``/``.
+
+    A pattern starting with INBOX in any case also matches INBOX and its
+    inferiors (stored as ``INBOX``), so ``inbox*`` lists ``INBOX/Sub``.
+    """
+    alternatives = [_glob(pattern)]
+    if pattern[:5].upper() == INBOX:
+        alternatives.append(r"(?=INBOX(?:/|\Z))" + _glob(INBOX + pattern[5:]))
+    return re.compile("|".join(rf"(?:{regex}\Z)" for regex in alternatives), re.DOTALL)
+
+
+def _glob(pattern: str) -> str:
     out = []
     for ch in pattern:
         if ch == "*":
@@ -68,7 +78,7 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
             out.append("[^/]*")
         else:
             out.append(re.escape(ch))
-    return re.compile("".join(out) + r"\Z", re.DOTALL)
+    return "".join(out)
 
 
 def user_name(name: str) -> str:

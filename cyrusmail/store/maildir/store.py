@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import mmap
+import json
 import os
 import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from cyrusmail.store import names
@@ -41,6 +43,8 @@ from cyrusmail.store.records import (
     MailboxStatus,
     MessageRecord,
 )
+
+_log = Logger()
 
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
@@ -156,10 +160,8 @@ class StagedMessage:
 
 
 def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
-    if size == 0:
-        return analyser(b"")
-    with open(path, "rb") as source, mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return analyser(data)
+    """Run ``analyser`` over the message's bytes, as the Analyser type promises."""
+    return analyser(path.read_bytes())
 
 
 @implementer(IStore)
@@ -193,7 +195,25 @@ class MaildirStore:
             folder = self.user_dir(user)
             (folder / "mail").mkdir(parents=True, exist_ok=True)
             index = self._indexes[user] = UserIndex(folder / "index.sqlite")
+            self._carry_uidvalidity(user, index)
         return index
+
+    def _uidvalidity_mark(self, user: str) -> Path:
+        """Where a removed user's last UIDVALIDITY is kept (user names never start with '.')."""
+        return self.users_dir / f".uidvalidity-{user}"
+
+    def _carry_uidvalidity(self, user: str, index: UserIndex) -> None:
+        """Start a re-created user's UIDVALIDITYs above those of the removed one."""
+        mark = self._uidvalidity_mark(user)
+        if not mark.exists():
+            return
+        floor = json.loads(mark.read_text(encoding="utf-8"))["uidvalidity"]
+        with index.write() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('uidvalidity', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (floor,),
+            )
 
     def mailboxes(self, user: str) -> MaildirMailboxList:
         return MaildirMailboxList(self, names.user_name(user))
@@ -210,6 +230,11 @@ class MaildirStore:
 
     def remove_user(self, user: str) -> None:
         user = names.user_name(user)
+        if self.user_dir(user).exists():
+            # A client may still cache the old mailboxes: their UIDVALIDITYs stay spent.
+            row = self.index(user).db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
+            if row is not None:
+                write_json_atomically(self._uidvalidity_mark(user), {"uidvalidity": row[0]})
         index = self._indexes.pop(user, None)
         if index is not None:
             index.close()
@@ -241,8 +266,12 @@ class MaildirStore:
             self._watchers.pop((user, mailbox_id), None)
 
     def notify(self, user: str, mailbox_id: int) -> None:
+        """Tell every watcher; the change is committed, so a failing one is only logged."""
         for listener in list(self._watchers.get((user, mailbox_id), ())):
-            listener()
+            try:
+                listener()
+            except Exception:  # noqa: BLE001 - any listener's bug must stay its own
+                _log.failure("Mailbox watcher {listener!r} failed", listener=listener)
 
 
 @implementer(IMailboxList)
@@ -485,16 +514,34 @@ class MaildirMailbox:
             size=size,
         )
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The index, in one read snapshot, once this handle's mailbox is known to be there.
+
+        A mailbox deleted and created again may keep its id; its new UIDs
+        must not be read through a handle holding the old UIDVALIDITY.
+        """
+        db = self.index.db
+        if db.in_transaction:
+            self._counts(db)
+            yield db
+        else:
+            with self.index.read() as db:
+                self._counts(db)
+                yield db
+
     def messages(self) -> list[MessageRecord]:
-        rows = self.index.db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
-        ).fetchall()
+        with self._snapshot() as db:
+            rows = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
+            ).fetchall()
         return [_record(row) for row in rows]
 
     def record(self, uid: int) -> MessageRecord:
-        row = self.index.db.execute(
-            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
-        ).fetchone()
+        with self._snapshot() as db:
+            row = db.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
+            ).fetchone()
         if row is None:
             raise NoSuchMessage(f"No message with UID {uid}")
         return _record(row)
@@ -502,12 +549,13 @@ class MaildirMailbox:
     def records(self, uids: Iterable[int]) -> list[MessageRecord]:
         """The records of those ``uids`` still present, ascending."""
         found = []
-        for batch in _chunks(uids):
-            marks = ",".join("?" * len(batch))
-            found += self.index.db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
-                (self.id, *batch),
-            ).fetchall()
+        with self._snapshot() as db:
+            for batch in _chunks(uids):
+                marks = ",".join("?" * len(batch))
+                found += db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
+                    (self.id, *batch),
+                ).fetchall()
         return sorted((_record(row) for row in found), key=lambda record: record.uid)
 
     def path(self, record: MessageRecord) -> Path:
@@ -523,9 +571,8 @@ class MaildirMailbox:
             return source.read() if end is None else source.read(max(0, end - start))
 
     def mime_cache(self, uid: int) -> bytes | None:
-        row = self.index.db.execute(
-            "SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)
-        ).fetchone()
+        with self._snapshot() as db:
+            row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
         if row is not None:
             return row[0]
         analyser = self.store.analyser
@@ -557,6 +604,8 @@ class MaildirMailbox:
                     staged.finish()
                     staged_here.append(staged)
                     message = staged
+                else:  # its bytes must be durable and final before a mailbox links to them
+                    message.finish()
                 entries.append(
                     (message.path, message.size, flags or NO_FLAGS, _keywords_text(keywords),
                      time.time() if internal_date is None else internal_date, message.mime_cache())
@@ -568,6 +617,8 @@ class MaildirMailbox:
 
     def _insert(self, entries: list[tuple]) -> list[int]:
         """Link files in and index them in one durable transaction; their UIDs."""
+        if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
+            return []
         linked: list[Path] = []
         try:
             with self.index.write() as db:
@@ -648,24 +699,31 @@ class MaildirMailbox:
         return pairs
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
-        if uids is None:
-            rows = self.index.db.execute(
-                "SELECT uid FROM messages WHERE mailbox_id = ? AND flags & ? ORDER BY uid",
-                (self.id, int(Flag.DELETED)),
-            ).fetchall()
-            doomed = [row[0] for row in rows]
-        else:
-            doomed = [record.uid for record in self.records(uids) if record.flags & Flag.DELETED]
-        return self._remove(doomed)
+        return self._remove(uids, deleted_only=True)
 
-    def _remove(self, uids: list[int]) -> list[int]:
-        if not uids:
+    def _remove(self, uids: Iterable[int] | None, deleted_only: bool = False) -> list[int]:
+        """Remove ``uids`` (every \\Deleted one if None) in one transaction; their UIDs.
+
+        With ``deleted_only`` the \\Deleted test is made inside the transaction,
+        so a flag cleared by another session just before is honoured.
+        """
+        uids = None if uids is None else list(uids)
+        if uids is not None and not uids:
             return []
         removed: list[MessageRecord] = []
         with self.index.write() as db:
             _, highestmodseq, *_ = self._counts(db)
             modseq = highestmodseq + 1
-            for record in self.records(uids):
+            if uids is None:
+                candidates = [_record(row) for row in db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND flags & ? ORDER BY uid",
+                    (self.id, int(Flag.DELETED)),
+                )]
+            else:
+                candidates = self.records(uids)
+            for record in candidates:
+                if deleted_only and not record.flags & Flag.DELETED:
+                    continue
                 db.execute("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
                 db.execute("DELETE FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, record.uid))
                 db.execute("INSERT OR REPLACE INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?)",

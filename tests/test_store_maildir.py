@@ -1,0 +1,69 @@
+"""The store conformance suite bound to the embedded maildir+SQLite backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+
+from twisted.trial import unittest
+
+from cyrusmail.store.maildir import MaildirStore
+from tests.store_conformance import MESSAGE, USER, StoreConformanceMixin
+
+
+def summary_analyser(data: bytes) -> bytes:
+    """A stand-in for the MIME parser: the header block and a digest of the bytes."""
+    header, _, _ = data.partition(b"\r\n\r\n")
+    return header.upper() + b"|" + hashlib.sha1(data).hexdigest().encode()
+
+
+class _TempFolders:
+    """Folders outside the checkout, so that pytest runs leave it clean."""
+
+    def mktemp(self) -> str:
+        root = tempfile.mkdtemp(prefix="cyrusmail-store-")
+        self.addCleanup(shutil.rmtree, root, True)
+        return os.path.join(root, "folder")
+
+
+class MaildirStoreTests(_TempFolders, StoreConformanceMixin, unittest.TestCase):
+    """The conformance suite with no MIME analyser."""
+
+    def make_store(self, path: str) -> MaildirStore:
+        return MaildirStore(path, analyser=None)
+
+    def subprocess_store_code(self) -> str:
+        return "from cyrusmail.store.maildir import MaildirStore\nstore = MaildirStore(DATA)"
+
+    def test_append_returns_after_file_and_index_row_exist(self):
+        """Durability, as the backend lays it out: the file and its index row."""
+        uid = self.inbox.append(MESSAGE)
+        guid = self.inbox.record(uid).guid
+        index = self.data / "users" / USER / "index.sqlite"
+        reader = sqlite3.connect(index)
+        self.addCleanup(reader.close)
+        row = reader.execute(
+            "SELECT m.id, x.size FROM messages x JOIN mailboxes m ON m.id = x.mailbox_id"
+            " WHERE m.name = 'INBOX' AND x.uid = ? AND x.guid = ?", (uid, guid)
+        ).fetchone()
+        self.assertEqual(row[1], len(MESSAGE))
+        path = self.data / "users" / USER / "mail" / str(row[0]) / f"{uid}.{guid}"
+        self.assertEqual(path.read_bytes(), MESSAGE)
+
+    def test_staging_folder_is_left_empty(self):
+        self.inbox.append(MESSAGE)
+        self.inbox.append_many([(MESSAGE, None, (), None)] * 2)
+        self.assertEqual(list((self.data / "tmp").iterdir()), [])
+
+
+class MaildirStoreWithAnalyserTests(MaildirStoreTests):
+    """The conformance suite again, with a MIME analyser filling the cache slot."""
+
+    analyser = staticmethod(summary_analyser)
+    state_machine_examples = 10
+
+    def make_store(self, path: str) -> MaildirStore:
+        return MaildirStore(path, analyser=summary_analyser)
