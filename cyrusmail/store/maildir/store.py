@@ -71,17 +71,16 @@ def message_file_name(uid: int, guid: str) -> str:
     return f"{uid}.{guid}"
 
 
+_FLAG_VALUES = tuple(Flag(bits) for bits in range(int(Flag.SEEN | Flag.ANSWERED | Flag.FLAGGED
+                                                     | Flag.DELETED | Flag.DRAFT) + 1))
+_NO_KEYWORDS: frozenset[str] = frozenset()
+
+
 def _record(row: tuple) -> MessageRecord:
+    """An index row as a record (hot: SELECT builds one per message)."""
     uid, size, internaldate, flags, keywords, modseq, guid = row
-    return MessageRecord(
-        uid=uid,
-        size=size,
-        internal_date=internaldate,
-        flags=Flag(flags),
-        keywords=frozenset(keywords.split()) if keywords else frozenset(),
-        modseq=modseq,
-        guid=guid,
-    )
+    return MessageRecord(uid, size, internaldate, _FLAG_VALUES[flags],
+                         frozenset(keywords.split()) if keywords else _NO_KEYWORDS, modseq, guid)
 
 
 def _chunks(uids: Iterable[int]) -> Iterable[list[int]]:
