@@ -8,8 +8,9 @@ that a protocol's code is imported only when it is used.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
@@ -35,7 +36,7 @@ REGISTRY: dict[str, ProtocolSpec] = {
 }
 
 
-def builder_of(service: str) -> Callable[["ServerContext", str], IProtocolFactory] | None:
+def builder_of(service: str) -> Callable[[ServerContext, str], IProtocolFactory] | None:
     """The factory builder of ``service``, or None when this build lacks it."""
     module_name, _, function = REGISTRY[service].builder.partition(":")
     try:
@@ -70,6 +71,6 @@ def set_no_delay(transport) -> None:
         if set_nodelay is not None:
             try:
                 set_nodelay(True)
-            except Exception:  # not a TCP socket (unix socket)
-                pass
+            except OSError:  # not a TCP socket (unix socket)
+                return
             return

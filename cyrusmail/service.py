@@ -27,7 +27,7 @@ DEFAULT_CONFIG = "etc/cyrusmail.conf"
 class Options(usage.Options):
     synopsis = "[--config PATH]"
     longdesc = "Serve IMAP, POP3, submission and LMTP from one sealed mail store."
-    optParameters = [["config", "c", DEFAULT_CONFIG, "The configuration file (INI)."]]
+    optParameters = [["config", "c", DEFAULT_CONFIG, "The configuration file (INI)."]]  # noqa: RUF012
 
     def postOptions(self) -> None:
         try:

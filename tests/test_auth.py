@@ -94,7 +94,7 @@ class RealmTests(unittest.TestCase):
         d = context.portal.login(credentials.UsernamePassword(b"boss", b"pw"), None, IAccount)
 
         def check(result):
-            interface, account, logout = result
+            interface, account, _logout = result
             self.assertIs(interface, IAccount)
             self.assertTrue(account.is_admin)
             self.assertEqual(account.addresses, frozenset({"boss@example.org"}))

@@ -18,7 +18,7 @@ from zope.interface import Attribute, Interface
 class IStore(Interface):
     """Every user's mail under one data folder."""
 
-    def mailboxes(user: str) -> "IMailboxList":
+    def mailboxes(user: str) -> IMailboxList:
         """The mailbox tree of ``user`` (whose INBOX exists once provisioned)."""
 
     def provision(user: str, special_uses: dict) -> None:
@@ -27,7 +27,7 @@ class IStore(Interface):
     def remove_user(user: str) -> None:
         """Delete every mailbox and message of ``user``."""
 
-    def stage() -> "IStagedMessage":
+    def stage() -> IStagedMessage:
         """A writer for a new message, to be appended to one or more mailboxes."""
 
     def close() -> None:
@@ -73,7 +73,7 @@ class IMailboxList(Interface):
     def list(pattern: str) -> list:
         """MailboxListing for every name matching ``*``/``%`` pattern."""
 
-    def open(name: str) -> "IMailbox":
+    def open(name: str) -> IMailbox:
         """The mailbox ``name`` (MailboxNotFound, NotSelectable)."""
 
     def status(name: str):
@@ -125,10 +125,10 @@ class IMailbox(Interface):
     def set_flags(uids, change, flags, keywords=(), unchanged_since: int | None = None):
         """Change flags of the given UIDs; (changed records, UIDs refused by unchanged_since)."""
 
-    def copy(uids, target: "IMailbox") -> list:
+    def copy(uids, target: IMailbox) -> list:
         """Copy to ``target`` keeping flags and dates; [(old uid, new uid)]."""
 
-    def move(uids, target: "IMailbox") -> list:
+    def move(uids, target: IMailbox) -> list:
         """Copy then expunge here; [(old uid, new uid)]."""
 
     def expunge(uids=None) -> list:

@@ -125,7 +125,7 @@ class StagedMessage:
         self.path = path
         self.size = 0
         self._analyser = analyser
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 -- open until finish()
         self._finished = False
         self._mime: bytes | None = None
         self._analysed = False
