@@ -27,6 +27,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = No
     if cache is not None:
         try:
             return mime.MessageInfo.from_bytes(cache)
-        except ValueError:
+        except (ValueError, struct.error):
             pass  # not a blob this version reads: parse the message again
     if data is not None:
         return mime.parse(data())
