@@ -8,6 +8,8 @@ import datetime
 import sys
 import unittest
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
@@ -15,7 +17,7 @@ from cyrusmail.imap.search import BadCharset, check_charset, search
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.imap.wire import CommandParser
 from cyrusmail.store.maildir import MaildirStore
-from cyrusmail.store.records import Flag, FlagChange
+from cyrusmail.store.records import Flag, FlagChange, MessageRecord
 
 try:
     import cyrusmail.mime  # noqa: F401
@@ -389,3 +391,83 @@ class CharsetTests(TestCase):
             with self.subTest(charset=charset), self.assertRaises(BadCharset) as caught:
                 check_charset(charset)
             self.assertEqual(caught.exception.code, "BADCHARSET (UTF-8 US-ASCII)")
+
+
+# -- the evaluator against a plain recursive reading of RFC 3501 ---------------------
+
+RECORDS = [
+    MessageRecord(uid, 100 * uid, day(2024, 1, uid), Flag(uid % 32), frozenset({f"$K{uid % 3}"}), uid, "g")
+    for uid in (3, 5, 6, 9, 12, 13, 20)
+]
+SEQS = {record.uid: seq for seq, record in enumerate(RECORDS, 1)}
+FEW_RECENT = {5, 13}
+
+leaves = st.one_of(
+    st.just(c.SearchAll()),
+    st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent",
+                     "$K0", "$k1", "$K2", "\\Other"]).map(c.SearchFlag),
+    st.builds(lambda low, high, uid: c.SearchSequence(SequenceSet.parse(f"{low}:{high}"), uid),
+              st.integers(1, 25), st.one_of(st.integers(1, 25), st.just("*")), st.booleans()),
+    st.builds(c.SearchSize, st.sampled_from(["larger", "smaller"]), st.integers(0, 2100)),
+    st.builds(c.SearchDate, st.sampled_from(["before", "on", "since"]),
+              st.dates(datetime.date(2023, 12, 30), datetime.date(2024, 1, 22))),
+    st.builds(c.SearchModSeq, st.integers(0, 21)),
+)
+trees = st.recursive(
+    leaves,
+    lambda children: st.one_of(
+        st.builds(c.SearchNot, children),
+        st.builds(c.SearchOr, children, children),
+        st.lists(children, min_size=1, max_size=4).map(lambda keys: c.SearchAnd(tuple(keys))),
+    ),
+    max_leaves=20,
+)
+
+
+def naive(key: c.SearchKey, record: MessageRecord) -> bool:
+    """RFC 3501 6.4.4, read literally, for the index keys."""
+    if isinstance(key, c.SearchAll):
+        return True
+    if isinstance(key, c.SearchAnd):
+        return all(naive(operand, record) for operand in key.keys)
+    if isinstance(key, c.SearchOr):
+        return naive(key.left, record) or naive(key.right, record)
+    if isinstance(key, c.SearchNot):
+        return not naive(key.key, record)
+    if isinstance(key, c.SearchFlag):
+        names = {"\\Seen": Flag.SEEN, "\\Answered": Flag.ANSWERED, "\\Flagged": Flag.FLAGGED,
+                 "\\Deleted": Flag.DELETED, "\\Draft": Flag.DRAFT}
+        if key.flag in names:
+            return bool(record.flags & names[key.flag])
+        if key.flag == "\\Recent":
+            return record.uid in FEW_RECENT
+        return key.flag.lower() in {keyword.lower() for keyword in record.keywords}
+    if isinstance(key, c.SearchSequence):
+        if key.uid:
+            return record.uid in set(key.sequence_set.members(RECORDS[-1].uid))
+        return SEQS[record.uid] in set(key.sequence_set.members(len(RECORDS)))
+    if isinstance(key, c.SearchSize):
+        return record.size > key.size if key.relation == "larger" else record.size < key.size
+    if isinstance(key, c.SearchDate):
+        internal = datetime.datetime.fromtimestamp(record.internal_date, datetime.UTC).date()
+        return {"before": internal < key.date, "on": internal == key.date,
+                "since": internal >= key.date}[key.relation]
+    if isinstance(key, c.SearchModSeq):
+        return record.modseq >= key.modseq
+    raise AssertionError(key)
+
+
+class EvaluatorTests(TestCase):
+    @settings(max_examples=300, deadline=None)
+    @given(trees)
+    def test_same_as_recursive_reading(self, key: c.SearchKey) -> None:
+        expected = [record.uid for record in RECORDS if naive(key, record)]
+        found = search(key, NoFiles(), RECORDS, SEQS, FEW_RECENT)
+        self.assertEqual([record.uid for record in found], expected)
+
+
+class NoFiles:
+    """Index keys must not touch the mailbox at all."""
+
+    def __getattr__(self, name: str):
+        raise AssertionError(f"an index-only search called mailbox.{name}")
