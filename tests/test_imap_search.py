@@ -27,7 +27,8 @@ else:
     HAVE_MIME = True
 
 needs_mime = unittest.skipUnless(
-    HAVE_MIME, "cyrusmail.mime (branch mime) is not merged here: header, SENT* and body keys need it"
+    HAVE_MIME,
+    "cyrusmail.mime (branch mime) is not merged here: header, SENT* and body keys need it",
 )
 
 
@@ -39,27 +40,31 @@ def day(year: int, month: int, date: int, hour: int = 12) -> float:
 # a placeholder, is expunged: so sequence numbers are UID - 1.
 MESSAGES = [
     (
-        (b"From: Alice Example <alice@example.org>\r\n"
-        b"To: bob@example.org\r\n"
-        b"Subject: Hello world\r\n"
-        b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n"
-        b"Message-ID: <one@example.org>\r\n"
-        b"\r\n"
-        b"The quick brown fox\r\njumps over the lazy dog.\r\n"),
+        (
+            b"From: Alice Example <alice@example.org>\r\n"
+            b"To: bob@example.org\r\n"
+            b"Subject: Hello world\r\n"
+            b"Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n"
+            b"Message-ID: <one@example.org>\r\n"
+            b"\r\n"
+            b"The quick brown fox\r\njumps over the lazy dog.\r\n"
+        ),
         Flag.SEEN,
         (),
         day(2024, 1, 1),
     ),
     (
-        (b"From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.net>\r\n"
-        b"To: Bob <bob@example.org>\r\n"
-        b"Subject: =?UTF-8?B?w6l0w6k=?= plans\r\n"
-        b"Date: Mon, 15 Jan 2024 23:30:00 -0800\r\n"
-        b"MIME-Version: 1.0\r\n"
-        b"Content-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Transfer-Encoding: quoted-printable\r\n"
-        b"\r\n"
-        b"Un caf=C3=A9 cr=C3=A8me, s'il vous pla=C3=AEt. A soft=\r\nbreak.\r\n"),
+        (
+            b"From: =?UTF-8?Q?Ren=C3=A9e?= <renee@example.net>\r\n"
+            b"To: Bob <bob@example.org>\r\n"
+            b"Subject: =?UTF-8?B?w6l0w6k=?= plans\r\n"
+            b"Date: Mon, 15 Jan 2024 23:30:00 -0800\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n"
+            b"\r\n"
+            b"Un caf=C3=A9 cr=C3=A8me, s'il vous pla=C3=AEt. A soft=\r\nbreak.\r\n"
+        ),
         Flag.FLAGGED,
         ("$Work",),
         day(2024, 1, 16, 7),
@@ -89,26 +94,30 @@ MESSAGES = [
         day(2024, 2, 1),
     ),
     (
-        (b"From: dave@example.org\r\n"
-        b"Bcc: dave-archive@example.org\r\n"
-        b"Subject: Gruss\r\n"
-        b"Date: not a date at all\r\n"
-        b"X-Custom: Foo Bar\r\n"
-        b"MIME-Version: 1.0\r\n"
-        b"Content-Type: text/html; charset=iso-8859-1\r\n"
-        b"Content-Transfer-Encoding: 8bit\r\n"
-        b"\r\n"
-        b"<p>Gr\xfc\xdfe aus K\xf6ln</p>\r\n"),
+        (
+            b"From: dave@example.org\r\n"
+            b"Bcc: dave-archive@example.org\r\n"
+            b"Subject: Gruss\r\n"
+            b"Date: not a date at all\r\n"
+            b"X-Custom: Foo Bar\r\n"
+            b"MIME-Version: 1.0\r\n"
+            b"Content-Type: text/html; charset=iso-8859-1\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n"
+            b"\r\n"
+            b"<p>Gr\xfc\xdfe aus K\xf6ln</p>\r\n"
+        ),
         Flag.DELETED | Flag.ANSWERED,
         ("Junk",),
         day(2024, 2, 15),
     ),
     (
-        (b"From: Alice Example <alice@example.org>\r\n"
-        b"Subject: Re: Hello\r\n"
-        b"Date: Thu, 29 Feb 2024 08:00:00 +0100\r\n"
-        b"\r\n"
-        b"nothing to see\r\n"),
+        (
+            b"From: Alice Example <alice@example.org>\r\n"
+            b"Subject: Re: Hello\r\n"
+            b"Date: Thu, 29 Feb 2024 08:00:00 +0100\r\n"
+            b"\r\n"
+            b"nothing to see\r\n"
+        ),
         Flag.DRAFT,
         (),
         day(2024, 2, 29),
@@ -283,7 +292,9 @@ class SearchTests(TestCase):
         self.records = self.mailbox.messages()
         highest = max(record.modseq for record in self.records)
         self.assertEqual(self.found(c.SearchModSeq(highest)), [4])
-        self.assertEqual(self.found(c.SearchModSeq(highest, ("/flags/\\seen", "all"))), [4])
+        self.assertEqual(
+            self.found(c.SearchModSeq(highest, ("/flags/\\seen", "all"))), [4]
+        )
         self.assertEqual(self.found(c.SearchModSeq(highest + 1)), [])
 
     def test_empty_view(self) -> None:
@@ -308,8 +319,12 @@ class SearchTests(TestCase):
         self.assertEqual(self.found(criteria(b"NOT " * 99 + b"SEEN")), [3, 4, 5, 6])
 
     def test_sequence_sets_built_directly(self) -> None:
-        self.assertEqual(self.found(c.SearchSequence(SequenceSet.parse("2,4:5"))), [3, 5, 6])
-        self.assertEqual(self.found(c.SearchSequence(SequenceSet.parse("3:2"), uid=True)), [2, 3])
+        self.assertEqual(
+            self.found(c.SearchSequence(SequenceSet.parse("2,4:5"))), [3, 5, 6]
+        )
+        self.assertEqual(
+            self.found(c.SearchSequence(SequenceSet.parse("3:2"), uid=True)), [2, 3]
+        )
 
 
 class ReadingTests(TestCase):
@@ -331,14 +346,19 @@ class ReadingTests(TestCase):
         return [record.uid for record in result]
 
     def test_index_keys_read_nothing(self) -> None:
-        self.assertEqual(self.found(b"OR SEEN (LARGER 1000 SINCE 1-Feb-2024) UID 1:* NOT DRAFT"), [1, 3])
+        self.assertEqual(
+            self.found(b"OR SEEN (LARGER 1000 SINCE 1-Feb-2024) UID 1:* NOT DRAFT"),
+            [1, 3],
+        )
         self.assertEqual(self.counting.calls, [])
 
     @needs_mime
     def test_unseen_body_reads_only_unseen_files(self) -> None:
         self.assertEqual(self.found(b"BODY secret UNSEEN"), [3])
         unseen = [record.uid for record in self.records if not record.flags & Flag.SEEN]
-        self.assertEqual(sorted({uid for name, uid in self.counting.calls if name == "read"}), unseen)
+        self.assertEqual(
+            sorted({uid for name, uid in self.counting.calls if name == "read"}), unseen
+        )
 
     @needs_mime
     def test_header_keys_read_no_file(self) -> None:
@@ -347,7 +367,9 @@ class ReadingTests(TestCase):
 
     @needs_mime
     def test_each_file_read_once(self) -> None:
-        self.assertEqual(self.found(b"OR BODY zzz OR TEXT yyy OR BODY fox TEXT secret"), [1, 3])
+        self.assertEqual(
+            self.found(b"OR BODY zzz OR TEXT yyy OR BODY fox TEXT secret"), [1, 3]
+        )
         reads = [uid for name, uid in self.counting.calls if name == "read"]
         self.assertEqual(sorted(reads), [1, 2, 3, 4, 5])
 
@@ -356,7 +378,9 @@ class ReadingTests(TestCase):
         """An old index with no cache: the file is read once and parsed."""
         self.counting.no_cache = True
         self.assertEqual(self.found(b"OR SUBJECT plans BODY fox"), [1, 2])
-        reads = [uid for name, uid in self.counting.calls if name in ("read", "open_file")]
+        reads = [
+            uid for name, uid in self.counting.calls if name in ("read", "open_file")
+        ]
         self.assertEqual(sorted(reads), [1, 2, 3, 4, 5])
 
 
@@ -396,7 +420,15 @@ class CharsetTests(TestCase):
 # -- the evaluator against a plain recursive reading of RFC 3501 ---------------------
 
 RECORDS = [
-    MessageRecord(uid, 100 * uid, day(2024, 1, uid), Flag(uid % 32), frozenset({f"$K{uid % 3}"}), uid, "g")
+    MessageRecord(
+        uid,
+        100 * uid,
+        day(2024, 1, uid),
+        Flag(uid % 32),
+        frozenset({f"$K{uid % 3}"}),
+        uid,
+        "g",
+    )
     for uid in (3, 5, 6, 9, 12, 13, 20)
 ]
 SEQS = {record.uid: seq for seq, record in enumerate(RECORDS, 1)}
@@ -404,13 +436,36 @@ FEW_RECENT = {5, 13}
 
 leaves = st.one_of(
     st.just(c.SearchAll()),
-    st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent",
-                     "$K0", "$k1", "$K2", "\\Other"]).map(c.SearchFlag),
-    st.builds(lambda low, high, uid: c.SearchSequence(SequenceSet.parse(f"{low}:{high}"), uid),
-              st.integers(1, 25), st.one_of(st.integers(1, 25), st.just("*")), st.booleans()),
-    st.builds(c.SearchSize, st.sampled_from(["larger", "smaller"]), st.integers(0, 2100)),
-    st.builds(c.SearchDate, st.sampled_from(["before", "on", "since"]),
-              st.dates(datetime.date(2023, 12, 30), datetime.date(2024, 1, 22))),
+    st.sampled_from(
+        [
+            "\\Seen",
+            "\\Answered",
+            "\\Flagged",
+            "\\Deleted",
+            "\\Draft",
+            "\\Recent",
+            "$K0",
+            "$k1",
+            "$K2",
+            "\\Other",
+        ]
+    ).map(c.SearchFlag),
+    st.builds(
+        lambda low, high, uid: c.SearchSequence(
+            SequenceSet.parse(f"{low}:{high}"), uid
+        ),
+        st.integers(1, 25),
+        st.one_of(st.integers(1, 25), st.just("*")),
+        st.booleans(),
+    ),
+    st.builds(
+        c.SearchSize, st.sampled_from(["larger", "smaller"]), st.integers(0, 2100)
+    ),
+    st.builds(
+        c.SearchDate,
+        st.sampled_from(["before", "on", "since"]),
+        st.dates(datetime.date(2023, 12, 30), datetime.date(2024, 1, 22)),
+    ),
     st.builds(c.SearchModSeq, st.integers(0, 21)),
 )
 trees = st.recursive(
@@ -418,7 +473,9 @@ trees = st.recursive(
     lambda children: st.one_of(
         st.builds(c.SearchNot, children),
         st.builds(c.SearchOr, children, children),
-        st.lists(children, min_size=1, max_size=4).map(lambda keys: c.SearchAnd(tuple(keys))),
+        st.lists(children, min_size=1, max_size=4).map(
+            lambda keys: c.SearchAnd(tuple(keys))
+        ),
     ),
     max_leaves=20,
 )
@@ -435,8 +492,13 @@ def naive(key: c.SearchKey, record: MessageRecord) -> bool:
     if isinstance(key, c.SearchNot):
         return not naive(key.key, record)
     if isinstance(key, c.SearchFlag):
-        names = {"\\Seen": Flag.SEEN, "\\Answered": Flag.ANSWERED, "\\Flagged": Flag.FLAGGED,
-                 "\\Deleted": Flag.DELETED, "\\Draft": Flag.DRAFT}
+        names = {
+            "\\Seen": Flag.SEEN,
+            "\\Answered": Flag.ANSWERED,
+            "\\Flagged": Flag.FLAGGED,
+            "\\Deleted": Flag.DELETED,
+            "\\Draft": Flag.DRAFT,
+        }
         if key.flag in names:
             return bool(record.flags & names[key.flag])
         if key.flag == "\\Recent":
@@ -447,11 +509,20 @@ def naive(key: c.SearchKey, record: MessageRecord) -> bool:
             return record.uid in set(key.sequence_set.members(RECORDS[-1].uid))
         return SEQS[record.uid] in set(key.sequence_set.members(len(RECORDS)))
     if isinstance(key, c.SearchSize):
-        return record.size > key.size if key.relation == "larger" else record.size < key.size
+        return (
+            record.size > key.size
+            if key.relation == "larger"
+            else record.size < key.size
+        )
     if isinstance(key, c.SearchDate):
-        internal = datetime.datetime.fromtimestamp(record.internal_date, datetime.UTC).date()
-        return {"before": internal < key.date, "on": internal == key.date,
-                "since": internal >= key.date}[key.relation]
+        internal = datetime.datetime.fromtimestamp(
+            record.internal_date, datetime.UTC
+        ).date()
+        return {
+            "before": internal < key.date,
+            "on": internal == key.date,
+            "since": internal >= key.date,
+        }[key.relation]
     if isinstance(key, c.SearchModSeq):
         return record.modseq >= key.modseq
     raise AssertionError(key)

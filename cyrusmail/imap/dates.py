@@ -14,8 +14,20 @@ import datetime
 
 ZONE = datetime.UTC
 
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = (
+    "Jan",
+    "Feb",
+    "Mar",
+    "Apr",
+    "May",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Oct",
+    "Nov",
+    "Dec",
+)
 
 
 def internal_datetime(timestamp: float) -> datetime.datetime:
@@ -39,7 +51,9 @@ def date_time_wire(timestamp: float) -> bytes:
     minutes = int(offset.total_seconds()) // 60
     sign = "-" if minutes < 0 else "+"
     minutes = abs(minutes)
-    text = (f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
-            f'{when.hour:02d}:{when.minute:02d}:{when.second:02d} '
-            f'{sign}{minutes // 60:02d}{minutes % 60:02d}"')
+    text = (
+        f'"{when.day:2d}-{_MONTHS[when.month - 1]}-{when.year:04d} '
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} "
+        f'{sign}{minutes // 60:02d}{minutes % 60:02d}"'
+    )
     return text.encode("ascii")

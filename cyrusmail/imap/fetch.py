@@ -57,7 +57,9 @@ INLINE_LIMIT = 64 * 1024
 _UID = FetchAttribute("UID")
 _FLAGS = FetchAttribute("FLAGS")
 _SEEN_ATTRIBUTES = frozenset({"RFC822", "RFC822.TEXT"})
-_MIME_ATTRIBUTES = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"})
+_MIME_ATTRIBUTES = frozenset(
+    {"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"}
+)
 _FILE_ATTRIBUTES = frozenset({"RFC822", "RFC822.TEXT"})
 _FIELDS_TEXTS = frozenset({"HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 _PLAIN_ENCODINGS = frozenset({b"7bit", b"8bit", b"binary"})
@@ -133,8 +135,11 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
             sets_seen |= not item.peek
             needs_mime |= section != Section()
             # The top-level header is in the MIME cache itself.
-            needs_file |= not (section.part == () and section.text is not None
-                               and section.text.startswith("HEADER"))
+            needs_file |= not (
+                section.part == ()
+                and section.text is not None
+                and section.text.startswith("HEADER")
+            )
         elif isinstance(item, FetchBinary):
             sets_seen |= not item.peek
             needs_mime |= item.part != ()
@@ -169,7 +174,9 @@ def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = No
             return mime.parse(mapped)
 
 
-def render_fetch(plan: FetchPlan, view: MessageView, flags_changed: bool = False) -> list[bytes | FileSlice]:
+def render_fetch(
+    plan: FetchPlan, view: MessageView, flags_changed: bool = False
+) -> list[bytes | FileSlice]:
     """``* seq FETCH (...)`` CRLF for one message, as bytes and FileSlices.
 
     Each FileSlice follows a bytes piece ending in its literal's ``{n}``
@@ -221,7 +228,9 @@ class _Response:
                 self.pending += b"~"
             self.pending += imapform.literal(data)
 
-    def _range(self, name: bytes, span: tuple[int, int] | None, binary: bool = False) -> None:
+    def _range(
+        self, name: bytes, span: tuple[int, int] | None, binary: bool = False
+    ) -> None:
         """Literal data that is a byte range of the file: inline or streamed."""
         if span is None or span[1] <= span[0]:
             self._data(name, None)
@@ -309,7 +318,9 @@ class _Response:
             header = self._header(section.part)
             if header is not None:
                 names = [field.encode("ascii", "replace") for field in section.fields]
-                header = mime.header_fields(header, names, section.text.endswith(".NOT"))
+                header = mime.header_fields(
+                    header, names, section.text.endswith(".NOT")
+                )
             self._data(name, _cut(header, item.partial))
         elif section.text == "HEADER" and not section.part:
             self._data(name, _cut(self.info.header_bytes(), item.partial))
@@ -389,7 +400,9 @@ def section_spec(section: Section) -> bytes:
     return spec
 
 
-def _clip(span: tuple[int, int] | None, partial: tuple[int, int] | None) -> tuple[int, int] | None:
+def _clip(
+    span: tuple[int, int] | None, partial: tuple[int, int] | None
+) -> tuple[int, int] | None:
     """``<origin.length>`` applied to a file range."""
     if span is None or partial is None:
         return span
@@ -403,4 +416,4 @@ def _cut(data: bytes | None, partial: tuple[int, int] | None) -> bytes | None:
     if data is None or partial is None:
         return data
     origin, length = partial
-    return data[origin:origin + length]
+    return data[origin : origin + length]

@@ -123,11 +123,18 @@ def _compile(root: c.SearchKey, view: _View) -> _Node:
             child = compiled[id(key.key)]
             node = _Node(_NOT, child.cost, children=(child,))
         elif isinstance(key, (c.SearchAnd, c.SearchOr)):
-            children = tuple(sorted((compiled[id(operand)] for operand in operands),
-                                    key=lambda node: node.cost))
+            children = tuple(
+                sorted(
+                    (compiled[id(operand)] for operand in operands),
+                    key=lambda node: node.cost,
+                )
+            )
             op = _AND if isinstance(key, c.SearchAnd) else _OR
-            node = _Node(op, max((child.cost for child in children), default=INDEX),
-                         children=children)
+            node = _Node(
+                op,
+                max((child.cost for child in children), default=INDEX),
+                children=children,
+            )
         else:
             cost, test = _leaf(key, view)
             node = _Node(_LEAF, cost, test)
@@ -159,22 +166,33 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         compare = _DAY_RELATIONS[key.relation]
         day = key.date
         if key.sent:
+
             def sent(message: _Message) -> bool:
                 written = message.info().sent_date()
                 return written is not None and compare(written, day)
+
             return CACHE, sent
-        return INDEX, lambda message: compare(internal_day(message.record.internal_date), day)
+        return INDEX, lambda message: compare(
+            internal_day(message.record.internal_date), day
+        )
     if isinstance(key, c.SearchHeader):
         field, needle = key.field, _needle(key.value)
         if not needle:
             return CACHE, lambda message: bool(message.info().header(field))
-        return CACHE, lambda message: any(needle in value for value in message.header_values(field))
+        return CACHE, lambda message: any(
+            needle in value for value in message.header_values(field)
+        )
     if isinstance(key, c.SearchBody):
         needle = _needle(key.value)
         return FILE, lambda message: needle in message.body_text()
     if isinstance(key, c.SearchText):
         needle = _needle(key.value)
-        return FILE, lambda message: needle in message.header_text() or needle in message.body_text()
+        return (
+            FILE,
+            lambda message: (
+                needle in message.header_text() or needle in message.body_text()
+            ),
+        )
     raise TypeError(f"not a search key: {key!r}")
 
 
@@ -195,7 +213,9 @@ def _flag_test(flag: str, view: _View) -> Callable[[_Message], bool]:
     if flag.startswith("\\"):
         return lambda message: False  # no other system flag exists
     folded = flag.casefold()
-    return lambda message: any(keyword.casefold() == folded for keyword in message.record.keywords)
+    return lambda message: any(
+        keyword.casefold() == folded for keyword in message.record.keywords
+    )
 
 
 def _needle(value: bytes) -> str:
@@ -234,7 +254,8 @@ def _matches(root: _Node, message: _Message) -> bool:
                 frame[1] = 1
                 stack.append([node.children[0], 0])
         else:
-            decided = node.op == _OR  # the operand value that decides AND (False) / OR (True)
+            # The operand value that decides an AND (False) or an OR (True).
+            decided = node.op == _OR
             if frame[1] and value == decided:
                 stack.pop()  # value is already the answer
             elif frame[1] == len(node.children):
@@ -281,8 +302,9 @@ class _Message:
     def header_text(self) -> str:
         if self._header_text is None:
             header = _FOLDING.sub(b"", self.info().header_bytes())
-            self._header_text = (_text(header) + "\n"
-                                 + mime.text.decode_header_value(header)).casefold()
+            self._header_text = (
+                _text(header) + "\n" + mime.text.decode_header_value(header)
+            ).casefold()
         return self._header_text
 
     def body_text(self) -> str:
