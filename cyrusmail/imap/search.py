@@ -1,0 +1,313 @@
+"""SEARCH: which messages of the session's view match a criteria tree.
+
+The tree (:mod:`cyrusmail.imap.commands`, nested at most 100 deep by the
+parser) is compiled once: each key gets a cost, by what it must read,
+
+* the index record (flags, sequence numbers, UIDs, size, internal date,
+  modseq),
+* the MIME cache kept in the index (header keys, SENT* dates),
+* the message file (BODY, TEXT),
+
+and the operands of every AND, OR and NOT are ordered cheapest first.
+Each message is then tested with short-circuit evaluation on an explicit
+stack, so ``UNSEEN BODY x`` opens only the unseen messages' files, and a
+file is read at most once per message per search.
+
+Matching follows RFC 3501 section 6.4.4: strings match as case-insensitive
+substrings of the raw and of the decoded text (RFC 2047 words in headers;
+transfer encodings and charsets in bodies); BEFORE/ON/SINCE compare the
+internal date's day in :data:`cyrusmail.imap.dates.ZONE`, SENT* the day
+written in the Date: field (a message without a usable one matches none).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cyrusmail.imap import commands as c
+from cyrusmail.imap.dates import internal_day
+from cyrusmail.imap.fetch import load_info, mime
+from cyrusmail.imap.flags import RECENT, system_flag
+from cyrusmail.store.interfaces import IMailbox
+from cyrusmail.store.records import MessageRecord
+
+CHARSETS = ("UTF-8", "US-ASCII")
+
+
+class BadCharset(Exception):
+    """A SEARCH CHARSET other than :data:`CHARSETS`: ``NO [BADCHARSET (...)]``."""
+
+    code = "BADCHARSET (" + " ".join(CHARSETS) + ")"
+
+
+def check_charset(charset: str | None) -> None:
+    """Accept no charset, UTF-8 or US-ASCII in any case; else BadCharset."""
+    if charset is not None and charset.upper() not in CHARSETS:
+        raise BadCharset(f"unsupported charset {charset}")
+
+
+def search(
+    criteria: c.SearchKey,
+    mailbox: IMailbox,
+    records: list[MessageRecord],
+    seqs: dict[int, int],
+    recent: set[int],
+) -> list[MessageRecord]:
+    """The records, in their order, that match ``criteria``.
+
+    ``records`` is the session's view (ascending UID), ``seqs`` maps a UID
+    to its message sequence number and ``recent`` holds the UIDs recent in
+    this session.
+    """
+    view = _View(
+        mailbox=mailbox,
+        seqs=seqs,
+        recent=recent,
+        messages=len(records),
+        highest_uid=records[-1].uid if records else 0,
+    )
+    root = _compile(criteria, view)
+    return [record for record in records if _matches(root, _Message(view, record))]
+
+
+# -- compiling ------------------------------------------------------------------
+
+INDEX, CACHE, FILE = 0, 1, 2
+"""Costs: what a key reads."""
+
+_LEAF, _AND, _OR, _NOT = range(4)
+_FOLDING = re.compile(rb"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True)
+class _View:
+    mailbox: IMailbox
+    seqs: dict[int, int]
+    recent: set[int]
+    messages: int
+    highest_uid: int
+
+
+@dataclass(frozen=True)
+class _Node:
+    op: int
+    cost: int
+    test: Callable[[_Message], bool] | None = None
+    children: tuple[_Node, ...] = ()
+
+
+def _operands(key: c.SearchKey) -> tuple[c.SearchKey, ...]:
+    if isinstance(key, c.SearchAnd):
+        return key.keys
+    if isinstance(key, c.SearchOr):
+        return (key.left, key.right)
+    if isinstance(key, c.SearchNot):
+        return (key.key,)
+    return ()
+
+
+def _compile(root: c.SearchKey, view: _View) -> _Node:
+    """Post-order walk with an explicit stack: operands before operators."""
+    compiled: dict[int, _Node] = {}
+    stack: list[tuple[c.SearchKey, bool]] = [(root, False)]
+    while stack:
+        key, expanded = stack.pop()
+        operands = _operands(key)
+        if operands and not expanded:
+            stack.append((key, True))
+            stack.extend((operand, False) for operand in operands)
+            continue
+        if isinstance(key, c.SearchNot):
+            child = compiled[id(key.key)]
+            node = _Node(_NOT, child.cost, children=(child,))
+        elif isinstance(key, (c.SearchAnd, c.SearchOr)):
+            children = tuple(
+                sorted(
+                    (compiled[id(operand)] for operand in operands),
+                    key=lambda node: node.cost,
+                )
+            )
+            op = _AND if isinstance(key, c.SearchAnd) else _OR
+            node = _Node(
+                op,
+                max((child.cost for child in children), default=INDEX),
+                children=children,
+            )
+        else:
+            cost, test = _leaf(key, view)
+            node = _Node(_LEAF, cost, test)
+        compiled[id(key)] = node
+    return compiled[id(root)]
+
+
+def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool]]:
+    if isinstance(key, c.SearchAll):
+        return INDEX, lambda message: True
+    if isinstance(key, c.SearchFlag):
+        return INDEX, _flag_test(key.flag, view)
+    if isinstance(key, c.SearchSequence):
+        numbers = key.sequence_set
+        if key.uid:
+            highest = view.highest_uid
+            return INDEX, lambda message: numbers.contains(message.record.uid, highest)
+        count, seqs = view.messages, view.seqs
+        return INDEX, lambda message: numbers.contains(seqs[message.record.uid], count)
+    if isinstance(key, c.SearchSize):
+        size = key.size
+        if key.relation == "larger":
+            return INDEX, lambda message: message.record.size > size
+        return INDEX, lambda message: message.record.size < size
+    if isinstance(key, c.SearchModSeq):
+        modseq = key.modseq  # no per-flag modseqs: the entry is the message's
+        return INDEX, lambda message: message.record.modseq >= modseq
+    if isinstance(key, c.SearchDate):
+        compare = _DAY_RELATIONS[key.relation]
+        day = key.date
+        if key.sent:
+
+            def sent(message: _Message) -> bool:
+                written = message.info().sent_date()
+                return written is not None and compare(written, day)
+
+            return CACHE, sent
+        return INDEX, lambda message: compare(
+            internal_day(message.record.internal_date), day
+        )
+    if isinstance(key, c.SearchHeader):
+        field, needle = key.field, _needle(key.value)
+        if not needle:
+            return CACHE, lambda message: bool(message.info().header(field))
+        return CACHE, lambda message: any(
+            needle in value for value in message.header_values(field)
+        )
+    if isinstance(key, c.SearchBody):
+        needle = _needle(key.value)
+        return FILE, lambda message: needle in message.body_text()
+    if isinstance(key, c.SearchText):
+        needle = _needle(key.value)
+        return (
+            FILE,
+            lambda message: (
+                needle in message.header_text() or needle in message.body_text()
+            ),
+        )
+    raise TypeError(f"not a search key: {key!r}")
+
+
+_DAY_RELATIONS = {
+    "before": lambda day, wanted: day < wanted,
+    "on": lambda day, wanted: day == wanted,
+    "since": lambda day, wanted: day >= wanted,
+}
+
+
+def _flag_test(flag: str, view: _View) -> Callable[[_Message], bool]:
+    bit = system_flag(flag)
+    if bit is not None:
+        return lambda message: bool(message.record.flags & bit)
+    if flag.lower() == RECENT.lower():
+        recent = view.recent
+        return lambda message: message.record.uid in recent
+    if flag.startswith("\\"):
+        return lambda message: False  # no other system flag exists
+    folded = flag.casefold()
+    return lambda message: any(
+        keyword.casefold() == folded for keyword in message.record.keywords
+    )
+
+
+def _needle(value: bytes) -> str:
+    return value.decode("utf-8", "replace").casefold()
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+# -- evaluating -------------------------------------------------------------------
+
+
+def _matches(root: _Node, message: _Message) -> bool:
+    """Short-circuit evaluation without recursion.
+
+    Each stack entry is ``[node, operands tried]``; ``value`` carries the
+    result of the node just finished up to its parent.
+    """
+    value = False
+    stack: list[list] = [[root, 0]]
+    while stack:
+        frame = stack[-1]
+        node: _Node = frame[0]
+        if node.op == _LEAF:
+            value = node.test(message)  # type: ignore[misc]
+            stack.pop()
+        elif node.op == _NOT:
+            if frame[1]:
+                value = not value
+                stack.pop()
+            else:
+                frame[1] = 1
+                stack.append([node.children[0], 0])
+        else:
+            # The operand value that decides an AND (False) or an OR (True).
+            decided = node.op == _OR
+            if frame[1] and value == decided:
+                stack.pop()  # value is already the answer
+            elif frame[1] == len(node.children):
+                value = not decided
+                stack.pop()
+            else:
+                stack.append([node.children[frame[1]], 0])
+                frame[1] += 1
+    return value
+
+
+class _Message:
+    """One message during a search, reading each source at most once."""
+
+    __slots__ = ("_body_text", "_data", "_header_text", "_info", "record", "view")
+
+    def __init__(self, view: _View, record: MessageRecord) -> None:
+        self.view = view
+        self.record = record
+        self._data: bytes | None = None
+        self._info = None
+        self._header_text: str | None = None
+        self._body_text: str | None = None
+
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = self.view.mailbox.read(self.record.uid)
+        return self._data
+
+    def info(self):
+        if self._info is None:
+            # Without a MIME cache the file is read here, and kept for BODY.
+            self._info = load_info(self.view.mailbox, self.record.uid, self.data)
+        return self._info
+
+    def header_values(self, field: str) -> list[str]:
+        """Each value of ``field``, raw and RFC 2047 decoded, case-folded."""
+        values = []
+        for raw in self.info().header(field):
+            values.append(_text(raw).casefold())
+            values.append(mime.text.decode_header_value(raw).casefold())
+        return values
+
+    def header_text(self) -> str:
+        if self._header_text is None:
+            header = _FOLDING.sub(b"", self.info().header_bytes())
+            self._header_text = (
+                _text(header) + "\n" + mime.text.decode_header_value(header)
+            ).casefold()
+        return self._header_text
+
+    def body_text(self) -> str:
+        if self._body_text is None:
+            self._body_text = mime.body_text(self.data(), self.info()).casefold()
+        return self._body_text
