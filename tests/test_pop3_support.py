@@ -67,7 +67,7 @@ class Conversation:
             reply = self.command(line)
             expected = expected.encode() if isinstance(expected, str) else expected
             self.testcase.assertTrue(reply.startswith(expected),
-                                     f"C: {line!r}\nexpected S: {expected!r}...\ngot S: {reply!r}")
+                                     f"C: {line[:80]!r}\nexpected S: {expected!r}...\ngot S: {reply[:300]!r}")
 
     def login(self, user: str = "alice", password: str = "secret") -> bytes:
         self.command(f"USER {user}")

@@ -34,7 +34,7 @@ class Maildrop:
         self.retrieved: set[int] = set()
 
     @classmethod
-    def open(cls, account) -> "Maildrop":
+    def open(cls, account) -> Maildrop:
         """The INBOX of ``account``, numbered from the index (StoreError if it cannot be)."""
         mailbox = account.mailboxes.open(INBOX)
         return cls(mailbox, mailbox.messages())

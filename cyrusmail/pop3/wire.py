@@ -167,11 +167,11 @@ def parse_command(line: bytes) -> Command | BadCommand:
         return BadCommand("Unknown command")
     if not name:
         return BadCommand("Empty command line")
+    if len(line) + 2 > COMMAND_LINE_LIMIT and name != "AUTH":
+        return BadCommand(f"Line too long (at most {COMMAND_LINE_LIMIT} octets)")
     syntax = SYNTAX.get(name)
     if syntax is None:
         return BadCommand(f"Unknown command {name[:20]}" if name.isprintable() else "Unknown command")
-    if len(line) + 2 > COMMAND_LINE_LIMIT and name != "AUTH":
-        return BadCommand(f"Command line too long (at most {COMMAND_LINE_LIMIT} octets)")
     text = rest.decode("utf-8", "replace")
     if syntax.kinds == (REST,):
         args_text = [text] if text else []
