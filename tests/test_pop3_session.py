@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import sqlite3
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.trial.unittest import TestCase
@@ -502,3 +503,21 @@ class StreamingTests(TestCase):
         self.assertEqual(conversation.command("UIDL").count(b"\r\n"), 2002)
         self.assertTrue(conversation.command("STAT").startswith(b"+OK 2000 "))
         self.assertEqual(conversation.command("RETR 1"), b"-ERR Message 1 no longer exists\r\n")
+
+
+class StoreFailureTests(TestCase):
+    def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
+        server = Pop3Server(self)
+        server.deliver(message(1))
+        conversation = server.connect()
+        conversation.login()
+        server.context.store.close()  # every index handle goes: the next store call fails
+        conversation.check([
+            ("DELE 1", "+OK"),
+            ("STAT", "+OK 0 0"),
+            ("RSET", "+OK"),
+            ("DELE 1", "+OK"),
+            ("QUIT", "-ERR [SYS/TEMP] Some deleted messages not removed"),
+        ])
+        self.assertTrue(conversation.transport.disconnecting)
+        self.assertTrue(self.flushLoggedErrors(sqlite3.Error))

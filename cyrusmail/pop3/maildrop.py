@@ -11,13 +11,19 @@ deleting it again is a no-op.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import BinaryIO
 
-from cyrusmail.store.errors import NoSuchMessage
+from cyrusmail.store.errors import NoSuchMessage, StoreError
 from cyrusmail.store.interfaces import IMailbox
 from cyrusmail.store.records import Flag, FlagChange, MessageRecord
 
 INBOX = "INBOX"
+
+#: What the store can raise when it cannot do its work now: its own errors, a
+#: file it cannot read, or (until the backend maps them) an index busy beyond
+#: its timeout. The session answers these with ``-ERR [SYS/TEMP]`` and goes on.
+STORE_FAILURES = (StoreError, OSError, sqlite3.Error)
 
 
 class MaildropError(Exception):

@@ -34,10 +34,9 @@ from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
 from cyrusmail.pop3 import wire
 from cyrusmail.pop3.locks import MaildropLock, MaildropLocks
-from cyrusmail.pop3.maildrop import Maildrop, MaildropError
+from cyrusmail.pop3.maildrop import STORE_FAILURES, Maildrop, MaildropError
 from cyrusmail.pop3.sasl import MECHANISMS, Challenge, Credentials, password_exchange
 from cyrusmail.protocols import ServerContext, set_no_delay
-from cyrusmail.store.errors import StoreError
 
 #: RFC 1939 section 3: the autologout timer is at least 10 minutes.
 IDLE_TIMEOUT = 600.0
@@ -111,6 +110,8 @@ class MessageProducer:
 
     def resumeProducing(self) -> None:
         self.paused = False
+        if self.done:  # stopped (the connection went) before we began
+            return
         if self._producing:  # a write inside the loop resumed us: the loop goes on
             return
         self._producing = True
@@ -250,7 +251,10 @@ class POP3Session(Protocol):
         if type(self.state) not in spec.states:
             self.send(wire.err(f"{command.name} is not allowed in the {STATE_NAMES[type(self.state)]} state"))
             return
-        spec.handler(self, command)
+        try:
+            spec.handler(self, command)
+        except STORE_FAILURES:  # logged whole, answered, and the session goes on
+            self._unexpected(Failure())
 
     def _wait(self, work: defer.Deferred) -> None:
         """Hold further lines until ``work`` has answered."""
@@ -261,8 +265,8 @@ class POP3Session(Protocol):
             self._process()
             return result
 
-        work.addBoth(done)
         work.addErrback(self._unexpected)
+        work.addBoth(done)
 
     def _unexpected(self, failure: Failure) -> None:
         logs.log.failure("{service}: unexpected error", failure, service=self.service)
@@ -375,7 +379,7 @@ class POP3Session(Protocol):
             return
         try:
             maildrop = Maildrop.open(account)
-        except StoreError as error:
+        except STORE_FAILURES as error:
             lock.release()
             logout()
             logs.log.warn("{service}: cannot open the maildrop of {user}: {error}",
@@ -432,14 +436,14 @@ class POP3Session(Protocol):
             self.state = Update()
             try:
                 left = state.maildrop.commit()
-            except StoreError as error:
-                logs.log.warn("{service}: UPDATE failed for {user}: {error}",
-                              service=self.service, user=state.user, error=str(error))
+            except STORE_FAILURES:
+                logs.log.failure("{service}: UPDATE failed for {user}", service=self.service, user=state.user)
                 reply = wire.err("Some deleted messages not removed", wire.SYS_TEMP)
             else:
                 reply = wire.ok(f"Bye ({left} messages left)")
-            state.lock.release()
-            state.logout()
+            finally:
+                state.lock.release()
+                state.logout()
         else:
             self.state = Update()
             reply = wire.ok("Bye")
