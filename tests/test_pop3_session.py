@@ -460,6 +460,14 @@ class StreamingTests(TestCase):
         self.assertEqual(sent, content.replace(b"\r\n.", b"\r\n..").replace(b".line 0", b"..line 0", 1) + b".\r\n")
         self.assertTrue(source.closed)
 
+    def test_dot_line_at_every_offset_around_a_chunk_boundary(self) -> None:
+        chunk = pop3_session.CHUNK_SIZE
+        for offset in range(chunk - 4, chunk + 3):
+            content = b"a" * (offset - 2) + b"\r\n.\r\n.." + b"b" * 10 + b"\r\n.\r\nend"
+            sent: list[bytes] = []
+            MessageProducer(io.BytesIO(content), sent.append, lambda error: None).resumeProducing()
+            self.assertEqual(b"".join(sent), content.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n", offset)
+
     def test_top_reads_only_what_it_needs(self) -> None:
         content = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n" * 1 + b"y" * 10_000_000
         source = CountingFile(content)
