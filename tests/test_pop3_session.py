@@ -10,12 +10,15 @@ import base64
 import io
 import sqlite3
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
+from zope.interface import directlyProvides
 
 from cyrusmail.pop3 import session as pop3_session
 from cyrusmail.pop3.locks import MaildropLocks
-from cyrusmail.pop3.server import POP3Factory
+from cyrusmail.pop3.server import POP3Factory, make_factory
 from cyrusmail.pop3.session import IDLE_TIMEOUT, MessageProducer
 from cyrusmail.pop3.wire import TopFilter
 from cyrusmail.store.records import Flag, FlagChange
@@ -373,6 +376,17 @@ class MaildropLockTests(TestCase):
         ])
         first.check([("QUIT", "+OK")])
         second.check([("USER alice", "+OK"), ("PASS secret", "+OK alice has 1 messages")])
+
+    def test_pop3_and_pop3s_share_the_locks(self) -> None:
+        self.server.connect().login()
+        pop3s = make_factory(self.server.context, "pop3s")
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40995))
+        directlyProvides(transport, ISSLTransport)
+        session = pop3s.buildProtocol(transport.getPeer())
+        session.makeConnection(transport)
+        session.dataReceived(b"USER alice\r\nPASS secret\r\n")
+        self.assertTrue(transport.value().endswith(b"-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n"))
+        session.connectionLost(None)
 
     def test_lock_holds_across_processes(self) -> None:
         """A second server process on the same data folder: its own registry, the same lock file."""
