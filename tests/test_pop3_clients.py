@@ -9,6 +9,7 @@ installs them (``apt-get install -y fetchmail getmail6``).
 
 from __future__ import annotations
 
+import base64
 import os
 import poplib
 import shutil
@@ -99,20 +100,35 @@ class PoplibTests(TestCase):
 
         return threads.deferToThread(converse).addCallback(check)
 
-    def test_auth_plain_with_poplib(self):
-        def converse() -> tuple:
-            pop = self.client()
-            import base64
-            reply = pop._shortcmd("AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode())
-            stat = pop.stat()
-            pop.quit()
-            return reply, stat
+    def test_auth_plain_and_login_over_a_socket(self):
+        """poplib has no AUTH: the exchange is typed by hand, as RFC 5034 shows it."""
+        plain = base64.b64encode(b"\0alice\0secret")
+        exchanges = [
+            [b"AUTH PLAIN " + plain, b"STAT", b"QUIT"],
+            [b"AUTH LOGIN", base64.b64encode(b"alice"), base64.b64encode(b"secret"), b"STAT", b"QUIT"],
+        ]
 
-        def check(result: tuple) -> None:
-            self.assertTrue(result[0].startswith(b"+OK"))
-            self.assertEqual(result[1][0], 3)
+        def converse(lines: list[bytes]) -> list[bytes]:
+            with socket.create_connection(("127.0.0.1", self.listening.number), timeout=CLIENT_TIMEOUT) as raw:
+                reader = raw.makefile("rb")
+                replies = [reader.readline()]
+                for line in lines:
+                    raw.sendall(line + b"\r\n")
+                    replies.append(reader.readline())
+                return replies
 
-        return threads.deferToThread(converse).addCallback(check)
+        def check(replies: list[bytes]) -> None:
+            self.assertEqual([reply[:4] for reply in replies], [b"+OK ", b"+OK ", b"+OK ", b"+OK "])
+            self.assertEqual(replies[2], b"+OK 3 %d\r\n" % sum(len(m) for m in self.messages))
+
+        def check_login(replies: list[bytes]) -> None:
+            self.assertEqual(replies[1:3], [b"+ VXNlcm5hbWU6\r\n", b"+ UGFzc3dvcmQ6\r\n"])
+            self.assertTrue(replies[3].startswith(b"+OK alice has 3 messages"))
+            self.assertTrue(replies[4].startswith(b"+OK 3 "))
+
+        work = threads.deferToThread(converse, exchanges[0]).addCallback(check)
+        work.addCallback(lambda _: threads.deferToThread(converse, exchanges[1]))
+        return work.addCallback(check_login)
 
     def test_wrong_password_is_delayed_and_refused(self):
         def converse() -> bytes:
