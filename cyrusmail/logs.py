@@ -31,5 +31,6 @@ def login_succeeded(service: str, transport, user: str, mechanism: str) -> None:
 
 def login_failed(service: str, transport, user: str, mechanism: str) -> None:
     # The name is logged (admins need it to see attacks); the password never.
-    log.warning("{service}: failed login for {user!r} from {peer} ({mechanism})",
+    log.warn(  # noqa: G010 -- twisted.logger has warn(), not warning()
+        "{service}: failed login for {user!r} from {peer} ({mechanism})",
              service=service, user=user[:64], peer=peer_of(transport), mechanism=mechanism)

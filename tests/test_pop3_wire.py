@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.pop3 import wire
-from cyrusmail.pop3.sasl import Challenge, Credentials, Malformed, password_exchange
 from cyrusmail.pop3.wire import (
     BadCommand,
     Command,
@@ -214,21 +213,6 @@ class TopFilterTests(TestCase):
         self.assertEqual(self.top(b"\r\nbody\r\nmore\r\n", 1), (b"\r\nbody\r\n", True))
         self.assertEqual(self.top(b"Subject: x\r\n\r\nlast line, no CRLF", 5),
                          (b"Subject: x\r\n\r\nlast line, no CRLF", False))
-
-
-class SaslTests(TestCase):
-    def test_plain(self) -> None:
-        self.assertEqual(password_exchange("PLAIN", []), Challenge(b""))
-        self.assertEqual(password_exchange("PLAIN", [b"\0alice\0secret"]), Credentials("alice", "secret"))
-        self.assertEqual(password_exchange("PLAIN", [b"alice\0alice\0secret"]), Credentials("alice", "secret"))
-        self.assertIsInstance(password_exchange("PLAIN", [b"bob\0alice\0secret"]), Malformed)
-        self.assertIsInstance(password_exchange("PLAIN", [b"alice secret"]), Malformed)
-        self.assertIsInstance(password_exchange("PLAIN", [b"\0\xff\0x"]), Malformed)
-
-    def test_login(self) -> None:
-        self.assertEqual(password_exchange("LOGIN", []), Challenge(b"Username:"))
-        self.assertEqual(password_exchange("LOGIN", [b"alice"]), Challenge(b"Password:"))
-        self.assertEqual(password_exchange("LOGIN", [b"alice", b"pass word"]), Credentials("alice", "pass word"))
 
 
 class ReplyTests(TestCase):

@@ -16,10 +16,8 @@ client ends it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from twisted.cred.credentials import UsernamePassword
@@ -29,13 +27,12 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cyrusmail import logs
+from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
 from cyrusmail.pop3 import wire
 from cyrusmail.pop3.locks import MaildropLock, MaildropLocks
 from cyrusmail.pop3.maildrop import STORE_FAILURES, Maildrop, MaildropError
-from cyrusmail.pop3.sasl import MECHANISMS, Challenge, Credentials, password_exchange
 from cyrusmail.protocols import ServerContext, set_no_delay
 
 #: RFC 1939 section 3: the autologout timer is at least 10 minutes.
@@ -62,8 +59,7 @@ class Authorization:
 class Authenticating:
     """A SASL exchange (AUTH) waiting for the client's next response line."""
 
-    mechanism: str
-    responses: list[bytes] = field(default_factory=list)
+    mechanism: sasl.ServerMechanism
 
 
 @dataclass
@@ -301,61 +297,47 @@ class POP3Session(Protocol):
 
     def do_auth(self, command: wire.Command) -> None:
         if not command.args:
-            mechanisms = list(MECHANISMS) if self._plaintext_allowed() else []
+            mechanisms = list(sasl.MECHANISMS) if self._plaintext_allowed() else []
             self.send(wire.multiline("SASL mechanisms follow", mechanisms))
             return
         mechanism = command.args[0].upper()
-        if mechanism not in MECHANISMS:
+        if mechanism not in sasl.MECHANISMS:
             self.send(wire.err(f"Unsupported mechanism {mechanism[:20]}"))
             return
         if not self._plaintext_allowed():
             self._refuse_plaintext()
             return
-        exchange = Authenticating(mechanism)
-        if len(command.args) == 2:
-            response = self._decode_response(command.args[1].encode("ascii", "replace"))
-            if response is None:
-                self.send(wire.err("Invalid base64 in the initial response"))
-                return
-            exchange.responses.append(response)
+        exchange = Authenticating(sasl.start(mechanism))
         self.state = exchange
-        self._sasl_step(exchange)
-
-    @staticmethod
-    def _decode_response(text: bytes) -> bytes | None:
-        if text == b"=":  # RFC 5034: an empty initial response
-            return b""
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            return None
+        if len(command.args) == 2:  # RFC 5034 initial response
+            self._sasl_step(exchange, command.args[1].encode("ascii", "replace"))
+        else:
+            self._sasl_step(exchange, None)
 
     def _sasl_response(self, exchange: Authenticating, line: bytes | object) -> None:
-        self.state = Authorization()
         if line is wire.LINE_TOO_LONG:
+            self.state = Authorization()
             self.send(wire.err("SASL response too long"))
             return
-        if line.strip() == b"*":
+        self._sasl_step(exchange, line.strip())
+
+    def _sasl_step(self, exchange: Authenticating, line: bytes | None) -> None:
+        """Feed one client line (None: no initial response) to the mechanism."""
+        try:
+            outcome = exchange.mechanism.step(None if line is None else sasl.decode_response(line))
+        except sasl.SASLCancelled:
+            self.state = Authorization()
             self.send(wire.err("Authentication cancelled"))
             return
-        response = self._decode_response(line.strip())
-        if response is None:
-            self.send(wire.err("Invalid base64 in the SASL response"))
+        except sasl.SASLError as error:
+            self.state = Authorization()
+            self.send(wire.err(str(error), wire.AUTH))
             return
-        exchange.responses.append(response)
-        self.state = exchange
-        self._sasl_step(exchange)
-
-    def _sasl_step(self, exchange: Authenticating) -> None:
-        outcome = password_exchange(exchange.mechanism, exchange.responses)
-        if isinstance(outcome, Challenge):
-            self.send(wire.challenge(base64.b64encode(outcome.data)))
+        if isinstance(outcome, sasl.Challenge):
+            self.send(wire.challenge(sasl.encode_challenge(outcome.data)))
             return
         self.state = Authorization()
-        if isinstance(outcome, Credentials):
-            self._login(outcome.user, outcome.password, exchange.mechanism)
-        else:
-            self.send(wire.err(outcome.reason, wire.AUTH))
+        self._login(outcome.username, outcome.password, exchange.mechanism.name)
 
     def _login(self, user: str, password: str, mechanism: str) -> None:
         work = defer.maybeDeferred(
@@ -424,7 +406,7 @@ class POP3Session(Protocol):
         capabilities = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if not isinstance(self.state, Transaction):
             if self._plaintext_allowed():
-                capabilities += ["USER", "SASL " + " ".join(MECHANISMS)]
+                capabilities += ["USER", "SASL " + " ".join(sasl.MECHANISMS)]
             if self.context.tls is not None and not is_tls(self.transport):
                 capabilities.append("STLS")
         capabilities.append("IMPLEMENTATION cyrusmail")
