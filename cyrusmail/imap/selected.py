@@ -74,8 +74,9 @@ class SelectedMailbox:
             if not self.uids:
                 return []
             return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
-        highest = sequence_set.highest
-        if highest is not None and highest > len(self.uids):
+        # n:* is fine beyond the end (it means the last message); only an
+        # explicit number past the map is an error.
+        if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
             raise codes.bad("Invalid message sequence number")
         return [self.uids[seq - 1] for seq in sequence_set.members(len(self.uids))]
 

@@ -170,10 +170,10 @@ def copy(session, command: c.Copy) -> Reply:
     pairs = view.mailbox.copy(uids, target)
     if not pairs:
         return Reply(text="No messages copied")
-    return Reply(code=_copyuid(target, pairs), text="COPY completed")
+    return Reply(code=_copyuid(target, pairs))
 
 
-def move(session, command: c.Move) -> Reply:
+def move(session, command: c.Move) -> None:
     view = session.state.view
     writable(view)
     uids = view.resolve(command.sequence_set, command.uid)
@@ -183,7 +183,7 @@ def move(session, command: c.Move) -> Reply:
     if pairs:
         # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
         session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
-    return Reply(text="MOVE completed")
+    return None
 
 
 # -- SEARCH ----------------------------------------------------------------------
