@@ -87,8 +87,10 @@ class IMAPServer(Protocol):
         self._running: c.Command | None = None
         self._line_handler = None
         self._reading_paused = False
+        self._advancing = False
         self._timer = None
         self.closing = False
+        self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
 
     # -- connection ------------------------------------------------------------
@@ -108,6 +110,8 @@ class IMAPServer(Protocol):
         self._timer = None
         if self.out is not None:
             self.out.stopProducing()
+        for cleanup in list(self.cleanups):
+            cleanup()
         self.leave_mailbox()
         for event in self._pending:
             _close_sinks(event)
@@ -169,6 +173,19 @@ class IMAPServer(Protocol):
     # -- the command loop ----------------------------------------------------------
 
     def _advance(self) -> None:
+        """Run what can run now.  Re-entrant calls (a command that completed
+        synchronously) return at once: the outer loop carries on, so a
+        thousand pipelined commands do not nest a thousand frames."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            self._run_events()
+        finally:
+            self._advancing = False
+        self._flow_control()
+
+    def _run_events(self) -> None:
         while not isinstance(self.state, LoggedOut):
             if self._pending:
                 event = self._pending[0]
@@ -192,7 +209,6 @@ class IMAPServer(Protocol):
             if not events:
                 break
             self._pending.extend(events)
-        self._flow_control()
 
     def _flow_control(self) -> None:
         if self.transport is None:

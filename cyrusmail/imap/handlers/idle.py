@@ -28,6 +28,7 @@ class _Idling:
     def start(self) -> defer.Deferred:
         self.session.write(responses.continuation("idling"))
         self.session.expect_lines(self._line)
+        self.session.cleanups.append(self._stop)
         if self.mailbox is not None:
             self.mailbox.watch(self._changed)
             self._schedule_poll()
@@ -56,6 +57,8 @@ class _Idling:
                 self._stop()
 
     def _stop(self) -> None:
+        if self._stop in self.session.cleanups:
+            self.session.cleanups.remove(self._stop)
         self.session.stop_lines()
         if self.mailbox is not None:
             self.mailbox.unwatch(self._changed)
