@@ -72,6 +72,15 @@ def _fetch_module() -> types.ModuleType:
                     pieces.append(b'INTERNALDATE "' + stamp.encode() + b'"')
                 elif name == "MODSEQ":
                     pieces.append(b"MODSEQ (%d)" % record.modseq)
+                elif name in ("RFC822.HEADER", "RFC822.TEXT"):
+                    data = view.mailbox.read(record.uid)
+                    split = data.find(b"\r\n\r\n")
+                    split = len(data) if split < 0 else split + 4
+                    if name == "RFC822.HEADER":
+                        pieces.append(b"RFC822.HEADER {%d}\r\n" % split + data[:split])
+                    else:
+                        pieces += [b"RFC822.TEXT {%d}\r\n" % (len(data) - split),
+                                   FileSlice(record.uid, split, len(data))]
                 elif name in ("RFC822", "RFC822.PEEK"):
                     pieces += [b"RFC822 {%d}\r\n" % record.size, FileSlice(record.uid, 0, record.size)]
                 else:
@@ -84,6 +93,12 @@ def _fetch_module() -> types.ModuleType:
                     start, end = min(origin, record.size), min(origin + length, record.size)
                     label += b"<%d>" % origin
                 pieces += [label + b" {%d}\r\n" % (end - start), FileSlice(record.uid, start, end)]
+            elif isinstance(item, c.FetchBody) and item.section in (c.Section(text="HEADER"), c.Section(text="TEXT")):
+                data = view.mailbox.read(record.uid)
+                split = data.find(b"\r\n\r\n")
+                split = len(data) if split < 0 else split + 4
+                chosen = data[:split] if item.section.text == "HEADER" else data[split:]
+                pieces.append(b"BODY[%s] {%d}\r\n" % (item.section.text.encode(), len(chosen)) + chosen)
             else:
                 pieces.append(b"BODY[] NIL")
         pieces.append(b")\r\n")
