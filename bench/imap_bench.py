@@ -26,8 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november "
-         "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu"]
 
 
 def generate(count: int, seed: int = 7) -> list[bytes]:
@@ -74,7 +73,7 @@ def timed(label: str, function, results: dict):
 
 def run(count: int) -> None:
     data = Path(tempfile.mkdtemp(prefix="imapbench-"))
-    reactor, port, context = start_server(0, data)
+    reactor, port, _context = start_server(0, data)
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)
     thread.start()
     from tests.imap_standins import using_standins
@@ -94,7 +93,6 @@ def run(count: int) -> None:
 
     timed("append", append_all, results)
     timed("select", lambda: client.select("bench"), results)
-    typ, fetched = None, None
     fetched = timed("fetch_summary", lambda: client.fetch("1:*", "(FLAGS UID RFC822.SIZE ENVELOPE BODYSTRUCTURE)"), results)
     header_hits = timed("search_header", lambda: client.uid("SEARCH", "HEADER", "X-Bench-Tag", "tag7"), results)
     body_hits = timed("search_body", lambda: client.uid("SEARCH", "BODY", "needle-token-in-body"), results)

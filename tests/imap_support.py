@@ -67,7 +67,7 @@ def message(subject: str = "Hello", body: str = "Hi there.\r\n", sender: str = "
     ).encode()
 
 
-def deliver(context, user: str, mailbox: str, subject: str = "Hello", flags: Flag = Flag(0)) -> int:
+def deliver(context, user: str, mailbox: str, subject: str = "Hello", flags: Flag | None = None) -> int:
     box = context.store.mailboxes(user).open(mailbox)
     return box.append(message(subject), flags)
 

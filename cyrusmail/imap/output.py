@@ -112,7 +112,7 @@ class ResponseWriter:
                 self._streams.popleft()
                 done.callback(None)
                 continue
-            except Exception:
+            except Exception:  # noqa: BLE001 - a rendering bug fails this command, not the session
                 self._streams.popleft()
                 done.errback()
                 continue

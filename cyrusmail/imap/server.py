@@ -280,9 +280,7 @@ class IMAPServer(Protocol):
             return
         try:
             lines = state.view.poll(send_expunges)
-        except codes.CommandFailed:
-            raise
-        except Exception as error:  # the mailbox was deleted or renamed away
+        except StoreError as error:  # the mailbox was deleted under us
             log.info("IMAP: selected mailbox vanished: {error}", error=error)
             self.bye("Selected mailbox no longer exists")
             return
@@ -345,8 +343,8 @@ def _close_sinks(command) -> None:
     for message in getattr(command, "messages", ()) or ():
         try:
             message.content.close()
-        except Exception:
-            pass
+        except OSError as error:
+            log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
 
 
 class IMAPFactory(Factory):

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap import state as s
-from cyrusmail.imap.handlers import append, auth, general, idle, mailboxes, messages, select
+from cyrusmail.imap.handlers import (
+    append,
+    auth,
+    general,
+    idle,
+    mailboxes,
+    messages,
+    select,
+)
 
 
 @dataclass(frozen=True)

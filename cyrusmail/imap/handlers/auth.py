@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import ClassVar
 
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
@@ -83,7 +84,7 @@ def authenticate(session, command) -> defer.Deferred | Reply:
 class _SaslExchange:
     """The challenge/response lines of one AUTHENTICATE."""
 
-    PROMPTS = {"LOGIN": (b"Username:", b"Password:"), "PLAIN": (b"",)}
+    PROMPTS: ClassVar[dict[str, tuple[bytes, ...]]] = {"LOGIN": (b"Username:", b"Password:"), "PLAIN": (b"",)}
 
     def __init__(self, session, command) -> None:
         self.session = session

@@ -183,7 +183,6 @@ def move(session, command: c.Move) -> None:
     if pairs:
         # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
         session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
-    return None
 
 
 # -- SEARCH ----------------------------------------------------------------------
