@@ -373,3 +373,17 @@ class ResponseTests(TestCase):
         self.assertEqual(
             responses.parse_error(ParseError("a", "bad", None)), b"a BAD bad\r\n"
         )
+
+
+class PauseAfterCommandsTests(TestCase):
+    """``pause_after_commands``: one command out per feed or read_commands."""
+
+    def test_one_command_at_a_time(self) -> None:
+        parser = CommandParser(pause_after_commands=True)
+        events = parser.feed(b"a NOOP\r\nb NOOP\r\nc NOOP\r\n")
+        self.assertEqual([event.tag for event in events], ["a"])
+        self.assertTrue(parser.paused)
+        self.assertEqual([event.tag for event in parser.read_commands()], ["b"])
+        self.assertEqual([event.tag for event in parser.read_commands()], ["c"])
+        self.assertEqual(parser.read_commands(), [])
+        self.assertFalse(parser.paused)

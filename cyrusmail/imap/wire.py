@@ -38,7 +38,11 @@ Bounds, all constructor parameters:
 * with ``literal_minus`` (RFC 7888 LITERAL-), a non-synchronizing literal
   over 4096 bytes is ``BAD [TOOBIG]`` (the bytes are skipped).
 
-Pausing.  After emitting AUTHENTICATE, IDLE or STARTTLS the parser stops
+Pausing.  With ``pause_after_commands`` the parser stops after every
+command, so that a session parses no further ahead than it executes (an
+APPEND literal is then announced only once the commands before it have
+run, and the sink factory sees the session's current state).  After
+emitting AUTHENTICATE, IDLE or STARTTLS the parser always stops
 and keeps later input buffered (:attr:`CommandParser.paused`), so that a
 pipelined ``DONE`` or SASL response is not mistaken for a command and
 plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
@@ -1132,6 +1136,7 @@ class CommandParser:
         max_depth: int = 100,
         literal_minus: bool = False,
         sink_factory: SinkFactory = SpooledLiteral,
+        pause_after_commands: bool = False,
     ) -> None:
         self.max_line_length = max_line_length
         self.max_literal_size = max_literal_size
@@ -1140,6 +1145,7 @@ class CommandParser:
         self.max_depth = max_depth
         self.literal_minus = literal_minus
         self.sink_factory = sink_factory
+        self.pause_after_commands = pause_after_commands
         self._buffer = bytearray()
         self._scanned = 0  # how much of _buffer is known to hold no LF
         self._line_mode = False
@@ -1387,7 +1393,7 @@ class CommandParser:
             return
         self._reset_command()
         events.append(command)
-        if isinstance(command, PAUSING_COMMANDS):
+        if self.pause_after_commands or isinstance(command, PAUSING_COMMANDS):
             self._paused = True
 
     def _parse(self, text: bytes) -> c.Command:

@@ -1,0 +1,152 @@
+"""STARTTLS, LOGIN, AUTHENTICATE PLAIN / LOGIN with SASL-IR (RFC 4959).
+
+Whether a password may be sent at all is the policy module's decision
+(:func:`cyrusmail.auth.policy.plaintext_allowed`, asked through the
+session); how long a failure waits is the throttle's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import ClassVar
+
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.internet import defer
+
+from cyrusmail import logs
+from cyrusmail.account import IAccount
+from cyrusmail.auth.policy import address_of
+from cyrusmail.imap import codes, responses, wire
+from cyrusmail.imap.codes import CommandFailed, Reply
+
+MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def starttls(session, command) -> Reply:
+    if session.secure:
+        raise codes.bad("TLS is already active")
+    if session.context.tls is None:
+        raise CommandFailed("TLS is not available", codes.UNAVAILABLE)
+
+    def begin() -> None:
+        # Anything the client pipelined after STARTTLS came in plaintext and
+        # could have been injected: it is never executed inside TLS.
+        session.parser.discard_buffered()
+        session.transport.startTLS(session.context.tls)
+        session.tls_started = True
+
+    return Reply(text="Begin TLS negotiation now", after=begin)
+
+
+def _refuse_plaintext(session) -> None:
+    if not session.plaintext_allowed():
+        raise CommandFailed("Use TLS before sending a password", codes.PRIVACYREQUIRED)
+
+
+def login(session, command) -> defer.Deferred:
+    _refuse_plaintext(session)
+    return check_password(session, command.username, command.password, "LOGIN")
+
+
+def check_password(session, username: bytes, password: bytes, mechanism: str) -> defer.Deferred:
+    """Ask the portal; on success the session is authenticated."""
+    name = username.decode("utf-8", "replace")
+    attempt = session.context.portal.login(UsernamePassword(username, password), None, IAccount)
+
+    def succeeded(result) -> Reply:
+        _interface, account, _logout = result
+        session.authenticated(account, mechanism)
+        return Reply(text="Logged in", code=codes.CAPABILITY + " " + " ".join(session.capabilities()))
+
+    def failed(failure) -> defer.Deferred:
+        failure.trap(UnauthorizedLogin, UnhandledCredentials)
+        logs.login_failed(session.service, session.transport, name, mechanism)
+        delay = session.context.throttle.failed(address_of(session.transport))
+        answer: defer.Deferred = defer.Deferred()
+        session.reactor.callLater(
+            delay, answer.callback,
+            Reply("NO", "Authentication failed", codes.AUTHENTICATIONFAILED),
+        )
+        return answer
+
+    return attempt.addCallbacks(succeeded, failed)
+
+
+def authenticate(session, command) -> defer.Deferred | Reply:
+    if command.mechanism not in MECHANISMS:
+        raise CommandFailed(f"Unsupported mechanism {command.mechanism}", codes.CANNOT)
+    _refuse_plaintext(session)
+    return _SaslExchange(session, command).start()
+
+
+class _SaslExchange:
+    """The challenge/response lines of one AUTHENTICATE."""
+
+    PROMPTS: ClassVar[dict[str, tuple[bytes, ...]]] = {"LOGIN": (b"Username:", b"Password:"), "PLAIN": (b"",)}
+
+    def __init__(self, session, command) -> None:
+        self.session = session
+        self.mechanism = command.mechanism
+        self.initial = command.initial_response
+        self.answers: list[bytes] = []
+        self.done: defer.Deferred = defer.Deferred()
+
+    def start(self) -> defer.Deferred:
+        if self.initial is not None:
+            try:
+                self.answers.append(_decode(self.initial))
+            except ValueError:
+                return defer.fail(codes.bad("Invalid base64 in initial response"))
+        self._next()
+        return self.done
+
+    def _next(self) -> None:
+        prompts = self.PROMPTS[self.mechanism]
+        if len(self.answers) < len(prompts):
+            prompt = prompts[len(self.answers)]
+            self.session.write(responses.continuation(base64.b64encode(prompt) if prompt else b""))
+            self.session.expect_lines(self._line)
+            return
+        self.session.stop_lines()
+        credentials = self._credentials()
+        if credentials is None:
+            self.done.callback(Reply("NO", "Malformed credentials", codes.AUTHENTICATIONFAILED))
+            return
+        check_password(self.session, *credentials, self.mechanism).chainDeferred(self.done)
+
+    def _line(self, event) -> None:
+        self.session.stop_lines()
+        if isinstance(event, wire.ParseError):
+            self.done.errback(codes.bad("Authentication line too long"))
+            return
+        if event.data == b"*":
+            self.done.errback(codes.bad("Authentication cancelled"))
+            return
+        try:
+            self.answers.append(_decode(event.data))
+        except ValueError:
+            self.done.errback(codes.bad("Invalid base64"))
+            return
+        self._next()
+
+    def _credentials(self) -> tuple[bytes, bytes] | None:
+        if self.mechanism == "LOGIN":
+            return self.answers[0], self.answers[1]
+        parts = self.answers[0].split(b"\0")
+        if len(parts) != 3 or not parts[1]:
+            return None
+        authzid, authcid, password = parts
+        if authzid and authzid != authcid:
+            return None  # proxy authorisation is not offered
+        return authcid, password
+
+
+def _decode(data: bytes) -> bytes:
+    if data == b"=":
+        return b""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("bad base64") from error

@@ -1,0 +1,147 @@
+"""CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (RFC 5258/6154), LSUB, STATUS."""
+
+from __future__ import annotations
+
+from cyrusmail.imap import codes
+from cyrusmail.imap.codes import CommandFailed
+from cyrusmail.imap.naming import from_wire, pattern_from_wire, to_wire
+from cyrusmail.imap.state import Selected
+from cyrusmail.store import names
+from cyrusmail.store.errors import MailboxNotFound
+from cyrusmail.store.records import SPECIAL_USES, Flag, MailboxAttribute
+
+_ATTRIBUTES = {
+    MailboxAttribute.NOSELECT: "\\Noselect",
+    MailboxAttribute.HAS_CHILDREN: "\\HasChildren",
+    MailboxAttribute.HAS_NO_CHILDREN: "\\HasNoChildren",
+    MailboxAttribute.SUBSCRIBED: "\\Subscribed",
+}
+
+
+def _special_use_attribute(use: str | None) -> list[str]:
+    return [f"\\{use.capitalize()}"] if use else []
+
+
+def create(session, command) -> None:
+    name = from_wire(command.mailbox)
+    uses = [use.lstrip("\\").lower() for use in command.special_use]
+    if any(use not in SPECIAL_USES for use in uses) or len(uses) > 1:
+        raise CommandFailed("Unsupported special-use attribute", codes.USEATTR)
+    session.state.account.mailboxes.create(name, special_use=uses[0] if uses else None)
+
+
+def delete(session, command) -> None:
+    name = from_wire(command.mailbox)
+    session.state.account.mailboxes.delete(name)
+    state = session.state
+    if isinstance(state, Selected) and state.view.mailbox.name == name:
+        session.leave_mailbox()
+        session.untagged("OK [CLOSED] Selected mailbox deleted")
+
+
+def rename(session, command) -> None:
+    session.state.account.mailboxes.rename(from_wire(command.mailbox), from_wire(command.new_name))
+
+
+def subscribe(session, command) -> None:
+    name = from_wire(command.mailbox)
+    if not session.state.account.mailboxes.exists(name):
+        raise CommandFailed(f"Mailbox {name} does not exist", codes.NONEXISTENT)
+    session.state.account.mailboxes.subscribe(name)
+
+
+def unsubscribe(session, command) -> None:
+    session.state.account.mailboxes.unsubscribe(from_wire(command.mailbox))
+
+
+def _list_line(kind: str, attributes: list[str], name: str) -> bytes:
+    return b"%s (%s) \"/\" %s" % (kind.encode(), " ".join(attributes).encode(), to_wire(name))
+
+
+def list_(session, command) -> None:
+    mailboxes = session.state.account.mailboxes
+    reference = pattern_from_wire(command.reference)
+    if command.patterns == ("",) and not command.selection:
+        # RFC 3501 6.3.8: the hierarchy delimiter and the root of the reference.
+        root = reference.split(names.SEPARATOR, 1)[0] + names.SEPARATOR if names.SEPARATOR in reference else ""
+        session.untagged(b"LIST (\\Noselect) \"/\" " + to_wire(root) if root else b"LIST (\\Noselect) \"/\" \"\"")
+        return
+    subscribed_only = "SUBSCRIBED" in command.selection
+    special_only = "SPECIAL-USE" in command.selection
+    show_subscribed = subscribed_only or "SUBSCRIBED" in command.return_options
+    subscriptions = set(mailboxes.subscriptions()) if show_subscribed else set()
+    seen: set[str] = set()
+    for wire_pattern in command.patterns:
+        pattern = reference + pattern_from_wire(wire_pattern)
+        listings = {listing.name: listing for listing in mailboxes.list(pattern)}
+        if subscribed_only:  # subscribed names that no longer exist are listed too
+            matcher = names.pattern_regex(pattern)
+            found = [listings.get(name) or name for name in sorted(subscriptions) if matcher.match(name)]
+        else:
+            found = list(listings.values())
+        for listing in found:
+            name = listing if isinstance(listing, str) else listing.name
+            if name in seen:
+                continue
+            seen.add(name)
+            if isinstance(listing, str):
+                attributes = ["\\NonExistent", "\\Subscribed"]
+                use = None
+            else:
+                use = listing.special_use
+                if special_only and not use:
+                    continue
+                attributes = [
+                    text for flag, text in _ATTRIBUTES.items()
+                    if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
+                ]
+                attributes += _special_use_attribute(use)
+            session.untagged(_list_line("LIST", attributes, name))
+            if command.return_status and not isinstance(listing, str) \
+                    and MailboxAttribute.NOSELECT not in listing.attributes:
+                try:
+                    session.untagged(_status_line(session, name, command.return_status))
+                except MailboxNotFound:
+                    pass
+
+
+def lsub(session, command) -> None:
+    mailboxes = session.state.account.mailboxes
+    pattern = pattern_from_wire(command.reference) + pattern_from_wire(command.pattern)
+    if pattern == "":
+        session.untagged(b"LSUB (\\Noselect) \"/\" \"\"")
+        return
+    matcher = names.pattern_regex(pattern)
+    for name in mailboxes.subscriptions():
+        if matcher.match(name):
+            attributes = [] if mailboxes.exists(name) else ["\\Noselect"]
+            session.untagged(_list_line("LSUB", attributes, name))
+
+
+def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
+    mailbox = session.state.account.mailboxes.open(name)
+    counts = mailbox.status()
+    values = {
+        "MESSAGES": counts.messages,
+        "RECENT": counts.recent,
+        "UIDNEXT": counts.uid_next,
+        "UIDVALIDITY": counts.uid_validity,
+        "UNSEEN": counts.unseen,
+        "HIGHESTMODSEQ": counts.highest_modseq,
+        "SIZE": counts.size,
+        "APPENDLIMIT": session.context.config["server"]["max_message_size"],
+    }
+    out = []
+    for item in items:
+        if item == "DELETED":
+            value = sum(1 for record in mailbox.messages() if record.flags & Flag.DELETED)
+        elif item in values:
+            value = values[item]
+        else:
+            raise codes.bad(f"STATUS {item} is not supported")
+        out.append(f"{item} {value}".encode())
+    return b"STATUS " + to_wire(mailbox.name) + b" (" + b" ".join(out) + b")"
+
+
+def status(session, command) -> None:
+    session.untagged(_status_line(session, from_wire(command.mailbox), command.items))

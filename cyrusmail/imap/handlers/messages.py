@@ -1,0 +1,224 @@
+"""FETCH, STORE, COPY, MOVE (RFC 6851), SEARCH, in plain and UID forms.
+
+Rendering FETCH items and matching SEARCH keys are the business of
+:mod:`cyrusmail.imap.fetch` and :mod:`cyrusmail.imap.search`; this module
+resolves the message set against the session's map, asks the store, and
+streams the answer.  Messages another session expunged but this one has
+not been told about (ghosts) are answered per RFC 2180 4.1.2 / 4.2.1: the
+others are served and the tagged reply is ``NO [EXPUNGEISSUED]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from twisted.internet import defer
+
+from cyrusmail.imap import codes
+from cyrusmail.imap import commands as c
+from cyrusmail.imap.codes import CommandFailed, Reply
+from cyrusmail.imap.flags import BadFlag, split_flags
+from cyrusmail.imap.handlers.select import writable
+from cyrusmail.imap.naming import from_wire
+from cyrusmail.imap.output import FileRange
+from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.store.errors import MailboxNotFound, NoSuchMessage
+from cyrusmail.store.records import Flag, FlagChange
+
+BATCH = 200
+_EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
+
+
+def _batches(uids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(uids), BATCH):
+        yield uids[start:start + BATCH]
+
+
+# -- FETCH ---------------------------------------------------------------------
+
+
+def fetch(session, command: c.Fetch) -> defer.Deferred:
+    from cyrusmail.imap import fetch as rendering
+
+    view = session.state.view
+    uids = view.resolve(command.sequence_set, command.uid)
+    try:
+        plan = rendering.plan_fetch(command.items, command.uid)
+    except rendering.FetchError as error:
+        raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
+    if plan.sets_seen and not view.read_only and uids:
+        view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
+        # Not marked as reported: the completion's poll announces the new
+        # \Seen to the client unless the FETCH itself shows FLAGS.
+    if command.changedsince is not None:
+        session.enabled.add("CONDSTORE")
+        view.condstore = True
+    missing = [0]
+    failure: list[Exception] = []
+
+    def pieces() -> Iterator:
+        for batch in _batches(uids):
+            records = view.mailbox.records(batch)
+            if not command.uid:
+                missing[0] += len(batch) - len(records)
+            for record in records:
+                if command.changedsince is not None and record.modseq <= command.changedsince:
+                    continue
+                seq = view.seq_of(record.uid)
+                message = rendering.MessageView(seq, record, view.mailbox, view.is_recent(record.uid))
+                try:
+                    rendered = rendering.render_fetch(plan, message)
+                except rendering.FetchError as error:
+                    failure.append(error)
+                    continue
+                yield from _stream_message(view.mailbox, record.uid, rendered, missing)
+                if any(_shows_flags(item) for item in plan.items):
+                    view.reported([record])
+
+    def finished(_) -> Reply | None:
+        if failure:
+            error = failure[0]
+            return Reply("NO", str(error), getattr(error, "code", None) or codes.UNKNOWN_CTE)
+        return _EXPUNGED if missing[0] else None
+
+    return session.stream(pieces()).addCallback(finished)
+
+
+def _shows_flags(item) -> bool:
+    return isinstance(item, c.FetchAttribute) and item.attribute == "FLAGS"
+
+
+def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> Iterator:
+    """The pieces of one FETCH response; the file is opened before the first
+    byte goes out, so an expunge in between drops the whole message."""
+    if all(isinstance(piece, (bytes, bytearray)) for piece in rendered):
+        yield b"".join(rendered)
+        return
+    try:
+        source = mailbox.open_file(uid)
+    except (OSError, NoSuchMessage):
+        missing[0] += 1
+        return
+    with source:
+        for piece in rendered:
+            if isinstance(piece, (bytes, bytearray)):
+                yield piece
+            else:
+                yield FileRange(source, piece.start, piece.end)
+
+
+# -- STORE ---------------------------------------------------------------------
+
+
+def store(session, command: c.Store) -> Reply | None:
+    view = session.state.view
+    writable(view)
+    try:
+        bits, keywords = split_flags(command.flags)
+    except BadFlag as error:
+        raise codes.bad(str(error)) from None
+    uids = view.resolve(command.sequence_set, command.uid)
+    if command.unchangedsince is not None:
+        session.enabled.add("CONDSTORE")
+        view.condstore = True
+    live = [uid for uid in uids if uid not in view.ghosts]
+    _changed, refused = view.mailbox.set_flags(
+        live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
+    )
+    refused_set = set(refused)
+    records = view.mailbox.records(live)
+    view.reported(record for record in records if record.uid not in refused_set)
+    view.keywords.update(keywords)
+    if not command.silent or view.condstore:
+        for record in records:
+            if record.uid in refused_set:
+                continue
+            if command.silent and record.modseq <= (command.unchangedsince or 0):
+                continue
+            session.write(view.fetch_flags_line(record, view.seq_of(record.uid), with_uid=command.uid))
+    gone = len(uids) - len(records) if not command.uid else 0
+    if refused:
+        numbers = refused if command.uid else [view.seq_of(uid) for uid in refused]
+        return Reply(code=f"{codes.MODIFIED} {SequenceSet.from_numbers(numbers)}", text="Conditional STORE failed")
+    return _EXPUNGED if gone else None
+
+
+# -- COPY / MOVE -----------------------------------------------------------------
+
+
+def _target(session, wire_name: str):
+    try:
+        return session.state.account.mailboxes.open(from_wire(wire_name))
+    except MailboxNotFound:
+        raise CommandFailed("Mailbox does not exist", codes.TRYCREATE) from None
+
+
+def _copyuid(target, pairs: list[tuple[int, int]]) -> str:
+    sources = SequenceSet.from_numbers(old for old, _ in pairs)
+    # RFC 4315: the two sets correspond in order; both ascend here.
+    destinations = SequenceSet.from_numbers(new for _, new in pairs)
+    return f"{codes.COPYUID} {target.uid_validity} {sources} {destinations}"
+
+
+def copy(session, command: c.Copy) -> Reply:
+    view = session.state.view
+    uids = view.resolve(command.sequence_set, command.uid)
+    target = _target(session, command.mailbox)
+    if any(uid in view.ghosts for uid in uids):
+        return _EXPUNGED  # COPY is all or nothing (RFC 2180 4.4.1)
+    pairs = view.mailbox.copy(uids, target)
+    if not pairs:
+        return Reply(text="No messages copied")
+    return Reply(code=_copyuid(target, pairs))
+
+
+def move(session, command: c.Move) -> None:
+    view = session.state.view
+    writable(view)
+    uids = view.resolve(command.sequence_set, command.uid)
+    target = _target(session, command.mailbox)
+    live = [uid for uid in uids if uid not in view.ghosts]
+    pairs = view.mailbox.move(live, target)
+    if pairs:
+        # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
+        session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
+
+
+# -- SEARCH ----------------------------------------------------------------------
+
+
+def search(session, command: c.Search) -> Reply | None:
+    from cyrusmail.imap import search as matching
+
+    if command.return_options is not None:
+        raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
+    try:
+        matching.check_charset(command.charset)
+    except matching.BadCharset:
+        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+    view = session.state.view
+    seqs = view.seqs()
+    # Only what the client knows of: not messages it has not been told exist yet.
+    records = [record for record in view.mailbox.messages() if record.uid in seqs]
+    found = matching.search(command.criteria, view.mailbox, records, seqs, view.recent)
+    numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
+    line = "SEARCH" + "".join(f" {number}" for number in numbers)
+    if found and _uses_modseq(command.criteria):
+        line += f" (MODSEQ {max(record.modseq for record in found)})"
+        session.enabled.add("CONDSTORE")
+    session.untagged(line)
+    return None
+
+
+def _uses_modseq(key) -> bool:
+    if isinstance(key, c.SearchModSeq):
+        return True
+    children = ()
+    if isinstance(key, c.SearchAnd):
+        children = key.keys
+    elif isinstance(key, c.SearchOr):
+        children = (key.left, key.right)
+    elif isinstance(key, c.SearchNot):
+        children = (key.key,)
+    return any(_uses_modseq(child) for child in children)

@@ -1,0 +1,70 @@
+"""SELECT, EXAMINE, CLOSE, UNSELECT (RFC 3691), CHECK, EXPUNGE / UID EXPUNGE (RFC 4315)."""
+
+from __future__ import annotations
+
+from cyrusmail.imap import codes
+from cyrusmail.imap.codes import CommandFailed, Reply
+from cyrusmail.imap.flags import FLAG_LIST
+from cyrusmail.imap.naming import from_wire
+from cyrusmail.imap.selected import SelectedMailbox
+from cyrusmail.imap.state import Selected
+
+
+def _open(session, command, read_only: bool) -> Reply:
+    session.leave_mailbox()  # a failed SELECT leaves no mailbox selected either
+    mailbox = session.state.account.mailboxes.open(from_wire(command.mailbox))
+    if command.condstore:
+        session.enabled.add("CONDSTORE")
+    view = SelectedMailbox(mailbox, read_only, condstore="CONDSTORE" in session.enabled)
+    flags = " ".join([*FLAG_LIST, *sorted(view.keywords)])
+    session.untagged(f"FLAGS ({flags})")
+    session.untagged(f"{view.exists} EXISTS")
+    session.untagged(f"{view.recent_count()} RECENT")
+    if view.first_unseen is not None:
+        session.untagged(f"OK [{codes.UNSEEN} {view.first_unseen}] First unseen")
+    session.untagged(f"OK [{codes.UIDVALIDITY} {mailbox.uid_validity}] UIDs valid")
+    session.untagged(f"OK [{codes.UIDNEXT} {view.uid_next}] Predicted next UID")
+    session.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
+    permanent = "" if read_only else f"{flags} \\*"
+    session.untagged(f"OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted")
+    session.select(view)
+    access = codes.READ_ONLY if read_only else codes.READ_WRITE
+    return Reply(code=access, text=f"{command.name} completed")
+
+
+def select(session, command) -> Reply:
+    return _open(session, command, read_only=False)
+
+
+def examine(session, command) -> Reply:
+    return _open(session, command, read_only=True)
+
+
+def check(session, command) -> None:
+    """Every change is durable when made; CHECK only reports updates."""
+
+
+def close(session, command: Selected) -> None:
+    view = session.state.view
+    if not view.read_only:
+        view.mailbox.expunge()  # silently (RFC 3501 6.4.2)
+    session.leave_mailbox()
+
+
+def unselect(session, command) -> None:
+    session.leave_mailbox()
+
+
+def writable(view) -> None:
+    if view.read_only:
+        raise CommandFailed("Mailbox is read-only", codes.READ_ONLY)
+
+
+def expunge(session, command) -> None:
+    view = session.state.view
+    writable(view)
+    if command.uid:
+        view.mailbox.expunge(view.resolve(command.sequence_set, uid=True))
+    else:
+        view.mailbox.expunge()
+    # The EXPUNGE responses come from the completion's poll, with everyone else's.

@@ -1,0 +1,155 @@
+"""One session's view of its selected mailbox: the sequence-number map.
+
+Each session builds its own map at SELECT from ``mailbox.messages()`` and
+keeps it until it tells the client otherwise.  Changes made by anyone (other
+sessions, other processes, LMTP) are found with ``changes_since(modseq)``
+and turned into untagged responses by :meth:`SelectedMailbox.poll`:
+
+* new messages: appended to the map, ``* n EXISTS`` and ``* n RECENT``
+  (a read-write view claims them as recent with ``claim_recent()``, so
+  exactly one session sees each new message as \\Recent);
+* flag changes: ``* n FETCH (FLAGS (...))`` unless this session already
+  reported that modseq itself (STORE's own FETCH responses);
+* expunges: the UID stays in the map as a *ghost* until EXPUNGE responses
+  may be sent.  The session asks with ``send_expunges=False`` after FETCH,
+  STORE, SEARCH and COPY (and their UID forms), so sequence numbers never
+  shift under a command that uses them (RFC 3501 section 7.4.1; we also
+  hold them for the UID forms, which RFC 3501 would allow, because a
+  pipelined client may mix both).  Ghosts are answered per RFC 2180 4.1.2:
+  a FETCH or STORE naming one gets ``NO [EXPUNGEISSUED]`` after the other
+  messages are served.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from cyrusmail.imap import codes
+from cyrusmail.imap.flags import flags_wire
+from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.store.records import Flag, MessageRecord
+
+
+class SelectedMailbox:
+    """The message map of one session: seq -> UID, known modseqs, \\Recent."""
+
+    def __init__(self, mailbox, read_only: bool, condstore: bool = False) -> None:
+        self.mailbox = mailbox
+        self.read_only = read_only
+        self.condstore = condstore
+        status = mailbox.status()
+        self.highest_modseq = status.highest_modseq
+        self.uid_next = status.uid_next
+        records = mailbox.messages()
+        self.uids: list[int] = [record.uid for record in records]
+        self.modseqs: dict[int, int] = {record.uid: record.modseq for record in records}
+        self.ghosts: set[int] = set()
+        self.keywords: set[str] = set().union(*(record.keywords for record in records))
+        self.recent: set[int] = set() if read_only else set(mailbox.claim_recent())
+        if read_only:
+            # EXAMINE claims nothing; it shows as recent what nobody claimed yet.
+            self.recent = set(self.uids[len(self.uids) - status.recent:]) if status.recent else set()
+        self.first_unseen = next(
+            (seq for seq, record in enumerate(records, 1) if not record.flags & Flag.SEEN), None
+        )
+        self.uid_max = max(self.uids[-1] if self.uids else 0, 0)
+
+    # -- numbers ----------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq_of(self, uid: int) -> int | None:
+        position = bisect.bisect_left(self.uids, uid)
+        if position < len(self.uids) and self.uids[position] == uid:
+            return position + 1
+        return None
+
+    def resolve(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
+        """The UIDs (ascending) the set names; BAD for a message number
+        beyond the map (RFC 3501 9: such a reference is an error)."""
+        if uid:
+            if not self.uids:
+                return []
+            return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
+        # n:* is fine beyond the end (it means the last message); only an
+        # explicit number past the map is an error.
+        if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
+            raise codes.bad("Invalid message sequence number")
+        return [self.uids[seq - 1] for seq in sequence_set.members(len(self.uids))]
+
+    def seqs(self) -> dict[int, int]:
+        """UID -> message number, for SEARCH."""
+        return {uid: seq for seq, uid in enumerate(self.uids, 1)}
+
+    def is_recent(self, uid: int) -> bool:
+        return uid in self.recent
+
+    # -- what this session did itself ----------------------------------------
+
+    def reported(self, records: Iterable[MessageRecord]) -> None:
+        """This session has shown these records' flags (STORE, FETCH FLAGS)."""
+        for record in records:
+            if record.uid in self.modseqs:
+                self.modseqs[record.uid] = max(self.modseqs[record.uid], record.modseq)
+
+    def fetch_flags_line(self, record: MessageRecord, seq: int, with_uid: bool = False) -> bytes:
+        items = []
+        if with_uid:
+            items.append(b"UID %d" % record.uid)
+        items.append(b"FLAGS " + flags_wire(record, record.uid in self.recent))
+        if self.condstore:
+            items.append(b"MODSEQ (%d)" % record.modseq)
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
+
+    # -- other sessions' changes ---------------------------------------------
+
+    def poll(self, send_expunges: bool) -> list[bytes]:
+        """Untagged responses for everything that changed since the last poll."""
+        changes = self.mailbox.changes_since(self.highest_modseq)
+        lines: list[bytes] = []
+        for uid in changes.expunged:
+            if uid in self.modseqs:
+                self.ghosts.add(uid)
+        if send_expunges and self.ghosts:
+            lines += self._flush_expunges()
+        new: list[MessageRecord] = []
+        for record in changes.changed:
+            uid = record.uid
+            if uid in self.modseqs:
+                if uid in self.ghosts or record.modseq <= self.modseqs[uid]:
+                    continue
+                self.modseqs[uid] = record.modseq
+                lines.append(self.fetch_flags_line(record, self.seq_of(uid)))
+            elif uid > self.uid_max:
+                new.append(record)
+        self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
+        if new:
+            for record in new:
+                self.uids.append(record.uid)
+                self.modseqs[record.uid] = record.modseq
+            self.uid_max = self.uids[-1]
+            self.uid_next = max(self.uid_next, self.uid_max + 1)
+            if not self.read_only:
+                self.recent |= self.mailbox.claim_recent()
+            lines.append(b"* %d EXISTS\r\n" % len(self.uids))
+            lines.append(b"* %d RECENT\r\n" % self.recent_count())
+        return lines
+
+    def recent_count(self) -> int:
+        return sum(1 for uid in self.recent if uid in self.modseqs)
+
+    def _flush_expunges(self) -> list[bytes]:
+        """``* n EXPUNGE`` for every ghost, ascending, each number counted
+        after the ones before it are gone (as RFC 3501's example)."""
+        positions = sorted(bisect.bisect_left(self.uids, uid) for uid in self.ghosts)
+        lines = [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
+        gone = self.ghosts
+        self.uids = [uid for uid in self.uids if uid not in gone]
+        for uid in gone:
+            self.modseqs.pop(uid, None)
+            self.recent.discard(uid)
+        self.ghosts = set()
+        return lines

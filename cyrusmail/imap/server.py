@@ -1,0 +1,366 @@
+"""The IMAP4rev1 server protocol: bytes in, one command at a time, responses out.
+
+:class:`IMAPServer` owns the connection.  It feeds what arrives to the
+sans-IO :class:`~cyrusmail.imap.wire.CommandParser` (which pauses after
+every command, so nothing is parsed ahead of what has run), looks each
+command up in the one table (:data:`cyrusmail.imap.handlers.COMMANDS`),
+checks the state, runs the handler, and completes the command: untagged
+updates of the selected mailbox first (:meth:`SelectedMailbox.poll`), then
+the tagged reply.  Handlers return a :class:`~cyrusmail.imap.codes.Reply`,
+None (plain OK) or a Deferred of either, and raise
+:class:`~cyrusmail.imap.codes.CommandFailed` or store errors to refuse.
+
+Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`;
+reading from the transport stops while more than :attr:`IMAPServer.MAX_BUFFERED`
+bytes wait unparsed.  Timers: 30 minutes without input logs out an
+authenticated session (RFC 3501 5.4), :attr:`IMAPServer.PREAUTH_TIMEOUT` an
+unauthenticated one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cyrusmail import logs
+from cyrusmail.auth.policy import address_of, is_loopback, is_tls
+from cyrusmail.imap import codes, responses, wire
+from cyrusmail.imap import commands as c
+from cyrusmail.imap.output import ResponseWriter
+from cyrusmail.imap.state import Authenticated, LoggedOut, NotAuthenticated, Selected
+from cyrusmail.protocols import ServerContext, set_no_delay
+from cyrusmail.store.errors import StoreError
+
+log = Logger(namespace="cyrusmail.imap")
+
+BASE_CAPABILITIES = (
+    "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+    "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
+    "MULTIAPPEND", "CONDSTORE",
+)
+
+
+class _AppendSink:
+    """An APPEND literal written straight into a staged store message."""
+
+    def __init__(self, staged) -> None:
+        self.staged = staged
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.staged.write(data)
+        self.size += len(data)
+
+    def close(self) -> None:
+        self.staged.discard()
+
+
+class IMAPServer(Protocol):
+    AUTOLOGOUT = 30 * 60
+    PREAUTH_TIMEOUT = 3 * 60
+    IDLE_POLL = 5.0
+    MAX_BUFFERED = 256 * 1024
+
+    def __init__(self, context: ServerContext, service: str = "imap", reactor=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = context.reactor or default_reactor
+        self.context = context
+        self.service = service
+        self.reactor = reactor
+        self.state: Any = NotAuthenticated()
+        self.tls_started = False
+        self.enabled: set[str] = set()
+        self.client_id: dict[str, bytes | None] | None = None
+        self.parser = wire.CommandParser(
+            max_message_size=context.config["server"]["max_message_size"],
+            sink_factory=self._append_sink,
+            pause_after_commands=True,
+        )
+        self._pending: deque = deque()
+        self._running: c.Command | None = None
+        self._line_handler = None
+        self._reading_paused = False
+        self._advancing = False
+        self._timer = None
+        self.closing = False
+        self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
+        self.out: ResponseWriter | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        set_no_delay(self.transport)
+        self.out = ResponseWriter(self.transport, self.reactor)
+        logs.connection_opened(self.service, self.transport)
+        self._reset_timer()
+        self.write(responses.status(None, "OK", f"{self.context.config.hostname} cyrusmail IMAP4rev1 ready",
+                                    codes.CAPABILITY + " " + " ".join(self.capabilities())))
+
+    def connectionLost(self, reason=None) -> None:
+        self.closing = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.out is not None:
+            self.out.stopProducing()
+        for cleanup in list(self.cleanups):
+            cleanup()
+        self.leave_mailbox()
+        for event in self._pending:
+            _close_sinks(event)
+        self._pending.clear()
+        if not isinstance(self.state, LoggedOut):
+            self.state = LoggedOut()
+        logs.connection_closed(self.service, self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        if isinstance(self.state, LoggedOut):
+            return
+        self._reset_timer()
+        self._pending.extend(self.parser.feed(data))
+        self._advance()
+
+    # -- what the connection is --------------------------------------------------
+
+    @property
+    def secure(self) -> bool:
+        return self.tls_started or is_tls(self.transport)
+
+    def plaintext_allowed(self) -> bool:
+        allow = self.context.config["server"]["allow_plaintext_on_loopback"]
+        return self.secure or (allow and is_loopback(self.transport))
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
+        if isinstance(self.state, NotAuthenticated):
+            if not self.secure and self.context.tls is not None:
+                caps.append("STARTTLS")
+            if self.plaintext_allowed():
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")
+        return caps
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.out is not None:
+            self.out.write(data)
+
+    def untagged(self, data: bytes | str) -> None:
+        self.write(responses.untagged(data))
+
+    def stream(self, pieces) -> defer.Deferred:
+        assert self.out is not None
+        return self.out.stream(pieces)
+
+    def expect_lines(self, handler) -> None:
+        """Hand the following raw lines to ``handler(Line | ParseError)``
+        until :meth:`stop_lines` (AUTHENTICATE, IDLE)."""
+        self._line_handler = handler
+
+    def stop_lines(self) -> None:
+        self._line_handler = None
+
+    # -- the command loop ----------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Run what can run now.  Re-entrant calls (a command that completed
+        synchronously) return at once: the outer loop carries on, so a
+        thousand pipelined commands do not nest a thousand frames."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            self._run_events()
+        finally:
+            self._advancing = False
+        self._flow_control()
+
+    def _run_events(self) -> None:
+        while not isinstance(self.state, LoggedOut):
+            if self._pending:
+                event = self._pending[0]
+                if self._line_handler is not None and isinstance(event, (wire.Line, wire.ParseError)):
+                    self._pending.popleft()
+                    self._line_handler(event)
+                    continue
+                if self._running is not None:
+                    break
+                self._pending.popleft()
+                self._event(event)
+                continue
+            if not self.parser.paused:
+                break
+            if self._line_handler is not None:
+                events = self.parser.read_lines()
+            elif self._running is None:
+                events = self.parser.read_commands()
+            else:
+                break
+            if not events:
+                break
+            self._pending.extend(events)
+
+    def _flow_control(self) -> None:
+        if self.transport is None:
+            return
+        too_much = self.parser.buffered > self.MAX_BUFFERED
+        if too_much and not self._reading_paused:
+            self.transport.pauseProducing()
+            self._reading_paused = True
+        elif not too_much and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+
+    def _event(self, event) -> None:
+        if isinstance(event, wire.ContinuationNeeded):
+            self.write(responses.continuation("Ready for literal data"))
+        elif isinstance(event, wire.ParseError):
+            self.write(responses.parse_error(event))
+        elif isinstance(event, wire.Line):
+            self.write(responses.status(None, "BAD", "Unexpected line"))
+        else:
+            self._execute(event)
+
+    def _execute(self, command: c.Command) -> None:
+        from cyrusmail.imap.handlers import COMMANDS
+
+        spec = COMMANDS.get(type(command))
+        if spec is None:
+            _close_sinks(command)
+            self.write(responses.tagged(command.tag, "BAD", f"{command.name} is not supported"))
+            return
+        if type(self.state) not in spec.states:
+            _close_sinks(command)
+            self.write(responses.tagged(command.tag, "BAD",
+                                        f"{command.name} is not allowed in the {self.state.label} state"))
+            return
+        self._running = command
+        result = defer.maybeDeferred(spec.handler, self, command)
+        result.addErrback(self._failed, command)
+        result.addCallback(self._complete, command, spec)
+        result.addErrback(self._crashed)
+
+    def _failed(self, failure: Failure, command: c.Command) -> codes.Reply:
+        _close_sinks(command)
+        if not failure.check(codes.CommandFailed, StoreError):
+            log.failure("IMAP {command} failed", failure, command=command.name)
+        return codes.reply_for(failure.value)
+
+    def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> None:
+        reply = reply or codes.Reply()
+        if isinstance(self.state, Selected):
+            self.send_updates(spec.expunges)
+        if not self.closing:
+            text = reply.text or _done_text(command, reply)
+            self.write(responses.tagged(command.tag, reply.status, text, reply.code))
+        self._running = None
+        if reply.after is not None:
+            reply.after()
+        self._advance()
+
+    def _crashed(self, failure: Failure) -> None:
+        log.failure("IMAP session crashed", failure)
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def send_updates(self, send_expunges: bool) -> None:
+        """Untagged EXISTS/RECENT/EXPUNGE/FETCH for the selected mailbox."""
+        state = self.state
+        if not isinstance(state, Selected):
+            return
+        try:
+            lines = state.view.poll(send_expunges)
+        except StoreError as error:  # the mailbox was deleted under us
+            log.info("IMAP: selected mailbox vanished: {error}", error=error)
+            self.bye("Selected mailbox no longer exists")
+            return
+        for line in lines:
+            self.write(line)
+
+    # -- session changes -----------------------------------------------------------
+
+    def authenticated(self, account, mechanism: str) -> None:
+        self.state = Authenticated(account)
+        self.context.throttle.succeeded(address_of(self.transport))
+        logs.login_succeeded(self.service, self.transport, account.user, mechanism)
+        self._reset_timer()
+
+    def select(self, view) -> None:
+        self.leave_mailbox()
+        self.state = Selected(self.state.account, view)
+
+    def leave_mailbox(self) -> None:
+        if isinstance(self.state, Selected):
+            self.state = Authenticated(self.state.account)
+
+    def bye(self, text: str) -> None:
+        """``* BYE text`` and hang up, with no tagged reply to what runs."""
+        self.write(responses.status(None, "BYE", text))
+        self.closing = True
+        self.state = LoggedOut()
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    # -- timers ------------------------------------------------------------------
+
+    def _reset_timer(self) -> None:
+        timeout = self.PREAUTH_TIMEOUT if isinstance(self.state, NotAuthenticated) else self.AUTOLOGOUT
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(timeout)
+        else:
+            self._timer = self.reactor.callLater(timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self.bye("Autologout; idle for too long")
+
+    # -- APPEND literals ---------------------------------------------------------
+
+    def _append_sink(self, size: int):
+        if isinstance(self.state, NotAuthenticated):
+            raise wire.LiteralRefused("APPEND needs authentication", None, "BAD")
+        return _AppendSink(self.context.store.stage())
+
+
+def _done_text(command: c.Command, reply: codes.Reply) -> str:
+    name = command.name
+    if getattr(command, "uid", False) is True:
+        name = "UID " + name
+    return f"{name} completed" if reply.status == "OK" else f"{name} failed"
+
+
+def _close_sinks(command) -> None:
+    for message in getattr(command, "messages", ()) or ():
+        try:
+            message.content.close()
+        except OSError as error:
+            log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
+
+
+class IMAPFactory(Factory):
+    protocol = IMAPServer
+
+    def __init__(self, context: ServerContext, service: str = "imap", reactor=None) -> None:
+        self.context = context
+        self.service = service
+        self.reactor = reactor
+
+    def buildProtocol(self, addr):
+        protocol = IMAPServer(self.context, self.service, self.reactor)
+        protocol.factory = self
+        return protocol
+
+
+def make_factory(context: ServerContext, service: str = "imap") -> IMAPFactory:
+    """The REGISTRY builder for ``imap`` and ``imaps``."""
+    return IMAPFactory(context, service)
