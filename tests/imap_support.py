@@ -27,10 +27,7 @@ from zope.interface import directlyProvides
 
 from cyrusmail.imap.server import IMAPServer
 from cyrusmail.store.records import Flag
-from tests import imap_standins
 from tests.helpers import add_user, make_context
-
-imap_standins.install()
 
 TRANSCRIPTS = Path(__file__).parent / "imap_transcripts"
 LOOPBACK = IPv4Address("TCP", "127.0.0.1", 40000)

@@ -17,11 +17,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from cyrusmail.imap.server import make_factory
 from cyrusmail.store.records import MailboxAttribute
-from tests import imap_standins
 from tests.helpers import add_user, make_context
 from tests.imap_support import message
-
-imap_standins.install()
 
 
 class ClientTestCase(TestCase):
