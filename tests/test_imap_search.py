@@ -404,6 +404,11 @@ class CountingMailbox:
         self.calls.append(("mime_cache", uid))
         return None if self.no_cache else self.mailbox.mime_cache(uid)
 
+    def mime_caches(self, uids) -> dict[int, bytes]:
+        uids = list(uids)
+        self.calls.extend(("mime_cache", uid) for uid in uids)
+        return {} if self.no_cache else self.mailbox.mime_caches(uids)
+
 
 class CharsetTests(TestCase):
     def test_accepted(self) -> None:

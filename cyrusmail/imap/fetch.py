@@ -76,6 +76,7 @@ class MessageView:
     record: MessageRecord
     mailbox: IMailbox
     recent: bool
+    cache: bytes | None = None  # the MIME cache when the caller fetched it in bulk
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
     return FetchPlan(items, sets_seen, needs_mime, needs_file)
 
 
-def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = None):
+def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = None,
+              cache: bytes | None = None):
     """The ``MessageInfo`` of ``uid``: its MIME cache, or a parse of the file.
 
     The one place an old index without a cache (or a damaged cache) is
@@ -159,7 +161,8 @@ def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = No
     """
     if mime is None:
         raise RuntimeError("the MIME layer (cyrusmail.mime) is not installed")
-    cache = mailbox.mime_cache(uid)
+    if cache is None:
+        cache = mailbox.mime_cache(uid)
     if cache is not None:
         try:
             return mime.MessageInfo.from_bytes(cache)
@@ -253,7 +256,7 @@ class _Response:
     @property
     def info(self):
         if self._info is None:
-            self._info = load_info(self.view.mailbox, self.uid)
+            self._info = load_info(self.view.mailbox, self.uid, cache=self.view.cache)
         return self._info
 
     def _section_span(self, part: tuple[int, ...], text: str) -> tuple[int, int] | None:

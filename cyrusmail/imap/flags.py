@@ -38,9 +38,16 @@ def split_flags(names: Iterable[str]) -> tuple[Flag, list[str]]:
     return bits, keywords
 
 
+# The system-flag names of every bit combination, worked out once (FETCH FLAGS is hot).
+_NAMES_OF_BITS = tuple(
+    tuple(name for name, bit in SYSTEM_FLAGS.items() if bits & bit) for bits in range(1 << len(SYSTEM_FLAGS))
+)
+_WIRE_OF_BITS = tuple(" ".join(names).encode("ascii") for names in _NAMES_OF_BITS)
+
+
 def flag_names(record: MessageRecord, recent: bool = False) -> list[str]:
     """The flag list of a message as FETCH FLAGS shows it."""
-    names = [name for name, bit in SYSTEM_FLAGS.items() if record.flags & bit]
+    names = list(_NAMES_OF_BITS[int(record.flags)])
     if recent:
         names.append(RECENT)
     names.extend(sorted(record.keywords))
@@ -49,6 +56,8 @@ def flag_names(record: MessageRecord, recent: bool = False) -> list[str]:
 
 def flags_wire(record: MessageRecord, recent: bool = False) -> bytes:
     """``(\\Seen $Work)``: flag names are atoms, so no quoting is needed."""
+    if not recent and not record.keywords:
+        return b"(" + _WIRE_OF_BITS[int(record.flags)] + b")"
     return ("(" + " ".join(flag_names(record, recent)) + ")").encode("utf-8")
 
 

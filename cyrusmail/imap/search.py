@@ -67,6 +67,7 @@ def search(
         recent=recent,
         messages=len(records),
         highest_uid=records[-1].uid if records else 0,
+        caches=_CacheWindow(mailbox, records),
     )
     root = _compile(criteria, view)
     return [record for record in records if _matches(root, _Message(view, record))]
@@ -88,6 +89,32 @@ class _View:
     recent: set[int]
     messages: int
     highest_uid: int
+    caches: _CacheWindow
+
+
+class _CacheWindow:
+    """MIME caches read from the index a window at a time, as the search walks the records."""
+
+    WINDOW = 500
+
+    def __init__(self, mailbox: IMailbox, records: list[MessageRecord]) -> None:
+        self.mailbox = mailbox
+        self.records = records
+        self.position: dict[int, int] | None = None
+        self.fetched: set[int] = set()
+        self.caches: dict[int, bytes] = {}
+
+    def get(self, uid: int) -> bytes | None:
+        if uid not in self.fetched:
+            if self.position is None:
+                self.position = {record.uid: index for index, record in enumerate(self.records)}
+            start = self.position.get(uid)
+            if start is None:
+                return None
+            batch = [record.uid for record in self.records[start:start + self.WINDOW]]
+            self.caches = self.mailbox.mime_caches(batch)
+            self.fetched = set(batch)
+        return self.caches.get(uid)
 
 
 @dataclass(frozen=True)
@@ -179,7 +206,7 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         field, needle = key.field, _needle(key.value)
         if not needle:
             return CACHE, lambda message: bool(message.info().header(field))
-        return CACHE, lambda message: any(
+        return CACHE, lambda message: message.header_may_hold(needle) and any(
             needle in value for value in message.header_values(field)
         )
     if isinstance(key, c.SearchBody):
@@ -288,8 +315,19 @@ class _Message:
     def info(self):
         if self._info is None:
             # Without a MIME cache the file is read here, and kept for BODY.
-            self._info = load_info(self.view.mailbox, self.record.uid, self.data)
+            self._info = load_info(self.view.mailbox, self.record.uid, self.data,
+                                   cache=self.view.caches.get(self.record.uid))
         return self._info
+
+    def header_may_hold(self, needle: str) -> bool:
+        """A quick no for most messages: the unfolded raw header lacks an ASCII needle
+        and has no encoded words that could hide it."""
+        if not needle.isascii():
+            return True
+        header = self.info().header_bytes()
+        if b"=?" in header:
+            return True
+        return needle.encode("ascii") in _FOLDING.sub(b"", header).lower()
 
     def header_values(self, field: str) -> list[str]:
         """Each value of ``field``, raw and RFC 2047 decoded, case-folded."""

@@ -122,6 +122,9 @@ class IMailbox(Interface):
     def mime_cache(uid: int) -> bytes | None:
         """The parse result cached at delivery."""
 
+    def mime_caches(uids) -> dict:
+        """UID -> cached parse result, for those of ``uids`` that have one."""
+
     def set_flags(uids, change, flags, keywords=(), unchanged_since: int | None = None):
         """Change flags of the given UIDs; (changed records, UIDs refused by unchanged_since)."""
 

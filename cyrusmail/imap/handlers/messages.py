@@ -60,13 +60,15 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
     def pieces() -> Iterator:
         for batch in _batches(uids):
             records = view.mailbox.records(batch)
+            caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
                 if command.changedsince is not None and record.modseq <= command.changedsince:
                     continue
                 seq = view.seq_of(record.uid)
-                message = rendering.MessageView(seq, record, view.mailbox, view.is_recent(record.uid))
+                message = rendering.MessageView(seq, record, view.mailbox, view.is_recent(record.uid),
+                                                caches.get(record.uid))
                 try:
                     rendered = rendering.render_fetch(plan, message)
                 except rendering.FetchError as error:
@@ -82,7 +84,25 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
             return Reply("NO", str(error), getattr(error, "code", None) or codes.UNKNOWN_CTE)
         return _EXPUNGED if missing[0] else None
 
-    return session.stream(pieces()).addCallback(finished)
+    return session.stream(_coalesced(pieces())).addCallback(finished)
+
+
+def _coalesced(pieces: Iterator, limit: int = 64 * 1024) -> Iterator:
+    """Small responses joined into writes of up to ``limit`` bytes (one per message is costly)."""
+    buffer = bytearray()
+    for piece in pieces:
+        if isinstance(piece, (bytes, bytearray)):
+            buffer += piece
+            if len(buffer) >= limit:
+                yield bytes(buffer)
+                buffer.clear()
+            continue
+        if buffer:
+            yield bytes(buffer)
+            buffer.clear()
+        yield piece
+    if buffer:
+        yield bytes(buffer)
 
 
 def _shows_flags(item) -> bool:

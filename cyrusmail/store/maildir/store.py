@@ -569,6 +569,17 @@ class MaildirMailbox:
                 source.seek(start)
             return source.read() if end is None else source.read(max(0, end - start))
 
+    def mime_caches(self, uids: Iterable[int]) -> dict[int, bytes]:
+        """The cached parse results of many messages in one read (FETCH, SEARCH)."""
+        found: dict[int, bytes] = {}
+        with self._snapshot() as db:
+            for batch in _chunks(uids):
+                marks = ",".join("?" * len(batch))
+                found.update(db.execute(
+                    f"SELECT uid, cache FROM mime WHERE mailbox_id = ? AND uid IN ({marks})", (self.id, *batch)
+                ).fetchall())
+        return found
+
     def mime_cache(self, uid: int) -> bytes | None:
         with self._snapshot() as db:
             row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
