@@ -144,6 +144,22 @@ class StoreConformanceMixin:
 
     # -- the interfaces --------------------------------------------------------
 
+    def test_summary_matches_the_records(self):
+        from cyrusmail.store.records import Flag, FlagChange
+
+        empty = self.inbox.summary()
+        self.assertEqual((empty.uids, empty.modseqs, empty.keywords, empty.first_unseen_uid), ([], [], frozenset(), None))
+        first = self.inbox.append(b"Subject: a\r\n\r\n", Flag.SEEN, ["$Work"])
+        second = self.inbox.append(b"Subject: b\r\n\r\n", None, ["Later", "$work"])
+        third = self.inbox.append(b"Subject: c\r\n\r\n")
+        self.inbox.set_flags([second], FlagChange.ADD, Flag.SEEN)
+        summary = self.inbox.summary()
+        records = self.inbox.messages()
+        self.assertEqual(summary.uids, [first, second, third])
+        self.assertEqual(summary.modseqs, [record.modseq for record in records])
+        self.assertEqual({k.lower() for k in summary.keywords}, {"$work", "later"})
+        self.assertEqual(summary.first_unseen_uid, third)
+
     def test_store_provides_IStore(self):
         self.assertTrue(verifyObject(IStore, self.store))
 

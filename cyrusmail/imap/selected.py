@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from cyrusmail.imap import codes
 from cyrusmail.imap.flags import flags_wire
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.store.records import Flag, MessageRecord
+from cyrusmail.store.records import MessageRecord
 
 
 class SelectedMailbox:
@@ -41,18 +41,17 @@ class SelectedMailbox:
         status = mailbox.status()
         self.highest_modseq = status.highest_modseq
         self.uid_next = status.uid_next
-        records = mailbox.messages()
-        self.uids: list[int] = [record.uid for record in records]
-        self.modseqs: dict[int, int] = {record.uid: record.modseq for record in records}
+        summary = mailbox.summary()
+        self.uids: list[int] = summary.uids
+        self.modseqs: dict[int, int] = dict(zip(summary.uids, summary.modseqs))
         self.ghosts: set[int] = set()
-        self.keywords: set[str] = set().union(*(record.keywords for record in records))
+        self.keywords: set[str] = set(summary.keywords)
         self.recent: set[int] = set() if read_only else set(mailbox.claim_recent())
         if read_only:
             # EXAMINE claims nothing; it shows as recent what nobody claimed yet.
             self.recent = set(self.uids[len(self.uids) - status.recent:]) if status.recent else set()
-        self.first_unseen = next(
-            (seq for seq, record in enumerate(records, 1) if not record.flags & Flag.SEEN), None
-        )
+        first = summary.first_unseen_uid
+        self.first_unseen = None if first is None else self.seq_of(first)
         self.uid_max = max(self.uids[-1] if self.uids else 0, 0)
 
     # -- numbers ----------------------------------------------------------

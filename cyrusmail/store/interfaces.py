@@ -104,6 +104,9 @@ class IMailbox(Interface):
     def messages() -> list:
         """Every MessageRecord, ascending UID."""
 
+    def summary():
+        """MailboxSummary: UIDs, modseqs, keywords in use, first unseen UID."""
+
     def record(uid: int):
         """The MessageRecord of ``uid`` (NoSuchMessage)."""
 

@@ -70,6 +70,16 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class MailboxSummary:
+    """What opening a mailbox needs, straight from the index (no records built)."""
+
+    uids: list[int]  # ascending
+    modseqs: list[int]  # of each UID, same order
+    keywords: frozenset[str]  # every keyword in use
+    first_unseen_uid: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxListing:
     """One name found by a LIST-style pattern match."""
 

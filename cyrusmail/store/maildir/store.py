@@ -41,6 +41,7 @@ from cyrusmail.store.records import (
     MailboxAttribute,
     MailboxListing,
     MailboxStatus,
+    MailboxSummary,
     MessageRecord,
 )
 
@@ -535,6 +536,21 @@ class MaildirMailbox:
                 f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
             ).fetchall()
         return [_record(row) for row in rows]
+
+    def summary(self) -> MailboxSummary:
+        with self._snapshot() as db:
+            rows = db.execute(
+                "SELECT uid, modseq FROM messages WHERE mailbox_id = ? ORDER BY uid", (self.id,)
+            ).fetchall()
+            keywords = db.execute(
+                "SELECT DISTINCT keywords FROM messages WHERE mailbox_id = ? AND keywords != ''", (self.id,)
+            ).fetchall()
+            (first_unseen,) = db.execute(
+                "SELECT min(uid) FROM messages WHERE mailbox_id = ? AND flags & ? = 0", (self.id, int(Flag.SEEN))
+            ).fetchone()
+        uids, modseqs = (list(column) for column in zip(*rows)) if rows else ([], [])
+        in_use = frozenset(keyword for (text,) in keywords for keyword in text.split())
+        return MailboxSummary(uids, modseqs, in_use, first_unseen)
 
     def record(self, uid: int) -> MessageRecord:
         with self._snapshot() as db:
