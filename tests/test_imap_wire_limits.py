@@ -86,6 +86,15 @@ class LineLengthTests(TestCase):
         )  # type: ignore[arg-type]
 
 
+    def test_a_huge_first_word_is_not_echoed_as_a_tag(self) -> None:
+        parser = CommandParser()
+        (error,) = parser.feed(b"x" * 70000)
+        self.assertIsNone(error.tag)  # type: ignore[union-attr]
+        self.assertEqual(parser.feed(b"\r\n" + NOOP), [c.Noop("z")])
+        (error,) = parser.feed(b"t" * 65 + b" NOOP\r\n")
+        self.assertIsNone(error.tag)  # type: ignore[union-attr]
+
+
 class LiteralLimitTests(TestCase):
     def test_sync_literal_too_big_not_waited_for(self) -> None:
         """Refused at once, no continuation; the next line is a command."""

@@ -174,7 +174,8 @@ def _number(text: bytes) -> int:
     if text == b"*":
         return STAR
     if not _NUMBER.fullmatch(text):
-        raise SequenceSetError(f"{text!r} is not an nz-number")
+        shown = text[:20].decode("ascii", "replace")
+        raise SequenceSetError(f"{shown} is not an nz-number")
     value = int(text)
     if value > MAX_NUMBER:
         raise SequenceSetError(f"{value} is above 4294967295")

@@ -1101,11 +1101,17 @@ _HEAD = re.compile(
 )
 
 
+#: Longer tags are answered with ``*``: no real client sends one.
+MAX_TAG_LENGTH = 64
+
+
 def _head(text: bytes) -> tuple[str | None, str | None, int]:
     """Tag, command name (``UID FETCH`` for UID commands) and where the
     arguments start, from the beginning of a command."""
     found = _TAG.match(text)
     if found is None or found.end() < len(text) and text[found.end()] != 0x20:
+        return None, None, 0
+    if found.end() > MAX_TAG_LENGTH:  # never echo a client's megabyte back as a "tag"
         return None, None, 0
     tag = found.group().decode("ascii")
     found = _HEAD.match(text)
