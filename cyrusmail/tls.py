@@ -61,10 +61,8 @@ def fingerprint(cert_path: Path) -> str:
 
 def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
     """Server TLS options: TLS 1.2 or later, the certificate and its key."""
-    pem = cert_path.read_bytes() + b"\n" + key_path.read_bytes()
-    certificate = ssl.PrivateCertificate.loadPEM(pem)
     return ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
+        privateKey=serialization.load_pem_private_key(key_path.read_bytes(), password=None),
+        certificate=x509.load_pem_x509_certificate(cert_path.read_bytes()),
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
