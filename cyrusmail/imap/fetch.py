@@ -119,6 +119,8 @@ class FetchPlan:
     sets_seen: bool
     needs_mime: bool
     needs_file: bool
+    #: (name, renderer) for each item when all are small values, else None.
+    simple: tuple[tuple[bytes, Callable], ...] | None = None
 
 
 def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
@@ -148,7 +150,11 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
         elif isinstance(item, FetchBinarySize):
             needs_mime |= item.part != ()
             needs_file |= item.part != ()
-    return FetchPlan(items, sets_seen, needs_mime, needs_file)
+    simple = None
+    if all(isinstance(item, FetchAttribute) and item.attribute in _SIMPLE for item in items):
+        # Only small values (the mail-list FETCH): one line per message, no general builder.
+        simple = tuple((item.attribute.encode("ascii"), _SIMPLE[item.attribute]) for item in items)
+    return FetchPlan(items, sets_seen, needs_mime, needs_file, simple)
 
 
 def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = None,
@@ -186,6 +192,8 @@ def render_fetch(
     CRLF.  ``flags_changed`` (the session has just set ``\\Seen``) adds FLAGS
     when the client did not ask for it.  Raises :class:`FetchError`.
     """
+    if plan.simple is not None and not (flags_changed and _FLAGS not in plan.items):
+        return [_render_simple(plan.simple, view)]
     response = _Response(view)
     try:
         for item in plan.items:
@@ -195,6 +203,52 @@ def render_fetch(
     except (NoSuchMessage, FileNotFoundError) as error:
         raise FetchError("the message has been expunged", "EXPUNGEISSUED") from error
     return response.finish()
+
+
+def _envelope(view: MessageView) -> bytes:
+    return _info_of(view).envelope_wire()
+
+
+def _bodystructure(view: MessageView) -> bytes:
+    return _info_of(view).bodystructure_wire()
+
+
+def _body_structure(view: MessageView) -> bytes:
+    return _info_of(view).body_wire()
+
+
+def _info_of(view: MessageView):
+    try:
+        return load_info(view.mailbox, view.record.uid, cache=view.cache)
+    except (NoSuchMessage, FileNotFoundError) as error:
+        raise FetchError("the message has been expunged", "EXPUNGEISSUED") from error
+
+
+#: The small FETCH attributes, each a function of the message view.
+_SIMPLE: dict[str, Callable[[MessageView], bytes]] = {
+    "UID": lambda view: b"%d" % view.record.uid,
+    "FLAGS": lambda view: flags_wire(view.record, view.recent),
+    "INTERNALDATE": lambda view: date_time_wire(view.record.internal_date),
+    "RFC822.SIZE": lambda view: b"%d" % view.record.size,
+    "MODSEQ": lambda view: b"(%d)" % view.record.modseq,
+    "ENVELOPE": _envelope,
+    "BODYSTRUCTURE": _bodystructure,
+    "BODY": _body_structure,
+}
+
+
+def _render_simple(renderers: tuple[tuple[bytes, Callable], ...], view: MessageView) -> bytes:
+    info_cache: dict = {}
+    if view.cache is not None and any(name in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY") for name, _ in renderers):
+        # One parse of the cache blob serves ENVELOPE and BODYSTRUCTURE alike.
+        info = _info_of(view)
+        info_cache = {b"ENVELOPE": info.envelope_wire, b"BODYSTRUCTURE": info.bodystructure_wire,
+                      b"BODY": info.body_wire}
+    parts = []
+    for name, render in renderers:
+        value = info_cache[name]() if name in info_cache else render(view)
+        parts.append(name + b" " + value)
+    return b"* %d FETCH (" % view.seq + b" ".join(parts) + b")\r\n"
 
 
 class _Response:
