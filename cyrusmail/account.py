@@ -1,16 +1,61 @@
 """The account: what one logged-in user may do, for every protocol alike.
 
 The realm makes one ``Account`` per login. Protocols reach the store only
-through it; rights and quotas are decided here, once (DESIGN.md).
+through it; rights and quotas are decided here, once (DESIGN.md):
+
+- ``account.mailboxes`` is an :class:`AccountMailboxes`, an ``IMailboxList``
+  over three namespaces: the user's own mailboxes, ``Other Users/NAME/...``
+  (what other users share with them) and ``Shared Folders/...`` (the
+  prefixes come from the config's ``[namespaces]``). It maps each name to
+  (owner's tree, real name) and checks the RFC 4314 right of every call.
+- Each opened mailbox is a :class:`GuardedMailbox`, an ``IMailbox`` that
+  checks ``r`` to read, ``i`` to append, ``s``/``t``/``w`` per flag and
+  ``e`` to expunge before calling the store's, and keeps ``\\Seen`` per
+  reader on shared folders.
+- Quota is enforced by the store inside the inserting transaction
+  (OverQuota); the account reports roots, usage and warnings.
+
+A mailbox the user may neither list (``l``) nor read (``r``) is answered
+with MailboxNotFound, as if it did not exist (RFC 4314 section 6).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface, implementer
 
-from cyrusmail.store.interfaces import IMailboxList
+from cyrusmail import quota
+from cyrusmail.acl import rights as R
+from cyrusmail.acl.control import AccessControl
+from cyrusmail.store import names
+from cyrusmail.store.errors import (
+    InvalidName,
+    InvalidUserName,
+    MailboxExists,
+    MailboxNotFound,
+    NoSuchQuotaRoot,
+    NotSelectable,
+    PermissionDenied,
+    Refused,
+)
+from cyrusmail.store.interfaces import IMailbox, IMailboxList
+from cyrusmail.store.maildir.store import SHARED_OWNER
+from cyrusmail.store.records import (
+    NO_FLAGS,
+    Changes,
+    Flag,
+    FlagChange,
+    MailboxAttribute,
+    MailboxListing,
+    MailboxStatus,
+    MessageRecord,
+)
+
+SEPARATOR = names.SEPARATOR
+OTHER_USERS, SHARED_FOLDERS = "Other Users", "Shared Folders"
 
 
 class IAccount(Interface):
@@ -18,17 +63,602 @@ class IAccount(Interface):
 
     user = Attribute("The canonical user name (the avatar id).")
     is_admin = Attribute("True for the config's admins.")
-    mailboxes = Attribute("The IMailboxList this user works on.")
+    mailboxes = Attribute("The IMailboxList this user works on (rights checked on every call).")
     addresses = Attribute("The envelope addresses this user may send from (lower-case).")
 
 
-@implementer(IAccount)
+# -- names --------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
+class Location:
+    """Where a name the user gives lives: the owner's tree and the name there.
+
+    ``name`` is None for a namespace node (``Other Users``, ``Other Users/bob``,
+    ``Shared Folders``), which holds mailboxes but is none itself.
+    """
+
+    owner: str
+    name: str | None
+    display: str
+
+    @property
+    def is_node(self) -> bool:
+        return self.name is None
+
+
+def _flag_mask(rights: frozenset[str]) -> Flag:
+    """The system flags ``rights`` let a user set or clear (RFC 4314 section 4)."""
+    mask = NO_FLAGS
+    if "s" in rights:
+        mask |= Flag.SEEN
+    if "t" in rights:
+        mask |= Flag.DELETED
+    if "w" in rights:
+        mask |= Flag.ANSWERED | Flag.FLAGGED | Flag.DRAFT
+    return mask
+
+
+_ALL_FLAGS = Flag.SEEN | Flag.DELETED | Flag.ANSWERED | Flag.FLAGGED | Flag.DRAFT
+
+
+def _with_seen(record: MessageRecord, seen: bool) -> MessageRecord:
+    flags = (record.flags | Flag.SEEN) if seen else (record.flags & ~Flag.SEEN)
+    return record if flags == record.flags else dataclasses.replace(record, flags=flags)
+
+
+# -- the mailbox list -------------------------------------------------------------------
+
+
+@implementer(IMailboxList)
+class AccountMailboxes:
+    """One user's view of every mailbox they may reach, rights checked on each call."""
+
+    separator = SEPARATOR
+
+    def __init__(self, user: str, access: AccessControl, other_users: str = OTHER_USERS,
+                 shared: str = SHARED_FOLDERS):
+        self.user = user
+        self.access = access
+        self.personal = access.tree(user)
+        self.other_users = other_users.rstrip(SEPARATOR)
+        self.shared = shared.rstrip(SEPARATOR)
+
+    # -- names ---------------------------------------------------------------------
+
+    def resolve(self, display: str) -> Location:
+        """Map a name as the user gives it to (owner, real name); MailboxNotFound if it cannot be."""
+        try:
+            for prefix, shared in ((self.other_users, False), (self.shared, True)):
+                if display == prefix:
+                    return Location(SHARED_OWNER if shared else "", None, display)
+                if display.startswith(prefix + SEPARATOR):
+                    rest = display[len(prefix) + 1:]
+                    if shared:
+                        name = names.check(rest)
+                        return Location(SHARED_OWNER, name, f"{prefix}/{name}")
+                    owner_text, _, sub = rest.partition(SEPARATOR)
+                    owner = names.user_name(owner_text)
+                    if not sub:
+                        return Location(owner, None, f"{prefix}/{owner}")
+                    name = names.check(sub)
+                    return Location(owner, name, f"{prefix}/{owner}/{name}")
+            return Location(self.user, names.check(display), names.canonical(display))
+        except InvalidUserName:
+            raise MailboxNotFound(f"Mailbox {display} does not exist") from None
+
+    def display(self, owner: str, name: str) -> str:
+        if owner == self.user:
+            return name
+        if owner == SHARED_OWNER:
+            return f"{self.shared}/{name}"
+        return f"{self.other_users}/{owner}/{name}"
+
+    def tree(self, location: Location):
+        return self.personal if location.owner == self.user else self.access.tree(location.owner)
+
+    # -- the decision point ----------------------------------------------------------------
+
+    def _rights(self, location: Location) -> frozenset[str]:
+        if location.is_node:
+            raise MailboxNotFound(f"{location.display} is a namespace, not a mailbox")
+        return self.access.rights(self.user, location.owner, self.tree(location).acl(location.name))
+
+    def rights_of(self, display: str) -> frozenset[str]:
+        """The rights this user holds on ``display`` (MailboxNotFound if it does not exist)."""
+        return self._rights(self.resolve(display))
+
+    def require(self, display: str, right: str, location: Location | None = None) -> frozenset[str]:
+        """Every right held, once ``right`` is among them.
+
+        PermissionDenied when the mailbox is visible (``l`` or ``r``) but the
+        right is missing; MailboxNotFound when it is not, as if it did not exist.
+        """
+        location = location or self.resolve(display)
+        held = self._rights(location)
+        if right not in held:
+            if held & R.VISIBLE:
+                raise PermissionDenied(f"No {right!r} right on {location.display}")
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist")
+        return held
+
+    def _require_create(self, location: Location) -> str | None:
+        """Check ``k`` on the nearest existing superior of a new name; that superior (or None)."""
+        tree = self.tree(location)
+        for superior in reversed(names.superiors(location.name)):
+            if tree.exists(superior):
+                if "k" not in self.access.rights(self.user, location.owner, tree.acl(superior)):
+                    raise PermissionDenied(f"No 'k' right on {self.display(location.owner, superior)}")
+                return superior
+        if location.owner == self.user:
+            return None
+        if location.owner == SHARED_OWNER:
+            self.access.require_admin(self.user)
+            return None
+        # the top of another user's tree: their INBOX stands for it, as in Cyrus
+        if "k" not in self.access.rights(self.user, location.owner, tree.acl(names.INBOX)):
+            raise PermissionDenied(f"No 'k' right on {self.display(location.owner, names.INBOX)}")
+        return None
+
+    # -- IMailboxList ------------------------------------------------------------------------
+
+    def create(self, name: str, special_use: str | None = None) -> None:
+        location = self.resolve(name)
+        if location.is_node:
+            raise MailboxExists(f"{location.display} is a namespace and cannot be created")
+        parent = self._require_create(location)
+        tree = self.tree(location)
+        new = [superior for superior in names.superiors(location.name) if not tree.exists(superior)]
+        tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+        if parent is not None:
+            self.access.inherit(location.owner, parent, [*new, location.name])
+
+    def delete(self, name: str) -> None:
+        location = self.resolve(name)
+        self.require(name, "x", location)
+        self.tree(location).delete(location.name)
+
+    def rename(self, old: str, new: str) -> None:
+        source, target = self.resolve(old), self.resolve(new)
+        self.require(old, "x", source)
+        if target.is_node:
+            raise MailboxExists(f"{target.display} is a namespace")
+        if source.owner != target.owner:
+            raise Refused("A mailbox cannot be renamed into another user's or the shared namespace")
+        self._require_create(target)
+        self.tree(source).rename(source.name, target.name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            location = self.resolve(name)
+        except (MailboxNotFound, InvalidName):
+            return False
+        if location.is_node:
+            return any(self.list(location.display + SEPARATOR + "*"))
+        try:
+            return bool(self._rights(location) & R.VISIBLE)
+        except MailboxNotFound:
+            return False
+
+    def list(self, pattern: str) -> list[MailboxListing]:
+        matcher = names.pattern_regex(pattern)
+        own = [listing for listing in self.personal.list(pattern) if not self._reserved(listing.name)]
+        foreign = [listing for listing in self._foreign_listings(pattern) if matcher.match(listing.name)]
+        return own + foreign
+
+    def open(self, name: str) -> GuardedMailbox:
+        location = self.resolve(name)
+        if location.is_node:
+            if self.exists(name):
+                raise NotSelectable(f"{location.display} is not selectable")
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist")
+        held = self._rights(location)
+        if not held & (R.VISIBLE | {"i"}):
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist")
+        inner = self.tree(location).open(location.name)
+        return GuardedMailbox(self, location, inner)
+
+    def status(self, name: str) -> MailboxStatus:
+        return self.open(name).status()
+
+    def subscribe(self, name: str) -> None:
+        self.personal.subscribe(self.resolve(name).display)
+
+    def unsubscribe(self, name: str) -> None:
+        try:
+            name = self.resolve(name).display
+        except MailboxNotFound:
+            pass
+        self.personal.unsubscribe(name)
+
+    def subscriptions(self) -> list[str]:
+        return self.personal.subscriptions()
+
+    def special_use(self, name: str) -> str | None:
+        location = self.resolve(name)
+        if location.owner != self.user or location.is_node:
+            return None
+        return self.personal.special_use(location.name)
+
+    # -- the other namespaces -------------------------------------------------------------------
+
+    def _reserved(self, name: str) -> bool:
+        """A personal name hidden by a namespace prefix."""
+        return any(name == prefix or name.startswith(prefix + SEPARATOR)
+                   for prefix in (self.other_users, self.shared))
+
+    def _may_reach(self, pattern: str, prefix: str) -> bool:
+        """Whether ``pattern`` can match anything at or under ``prefix``."""
+        cut = min((i for i in (pattern.find("*"), pattern.find("%")) if i >= 0), default=len(pattern))
+        literal = pattern[:cut]
+        return (prefix + SEPARATOR).startswith(literal) or literal.startswith(prefix + SEPARATOR) \
+            or literal == prefix
+
+    def _foreign_listings(self, pattern: str) -> Iterable[MailboxListing]:
+        """The visible (``l``) mailboxes of other users and the shared tree, with namespace nodes."""
+        owners = []
+        if self._may_reach(pattern, self.other_users):
+            owners += self.access.owners_visible_to(self.user)
+        if self._may_reach(pattern, self.shared):
+            owners.append(SHARED_OWNER)
+        subscribed = set(self.personal.subscriptions()) if owners else set()
+        node = frozenset({MailboxAttribute.NOSELECT, MailboxAttribute.HAS_CHILDREN})
+        tops_shown: set[str] = set()
+        for owner in owners:
+            tree = self.access.tree(owner)
+            acls = tree.acls()
+            visible = [listing for listing in tree.list("*")
+                       if "l" in self.access.rights(self.user, owner, acls.get(listing.name))]
+            if not visible:
+                continue
+            top = self.shared if owner == SHARED_OWNER else self.other_users
+            if top not in tops_shown:
+                tops_shown.add(top)
+                yield MailboxListing(top, node)
+            if owner != SHARED_OWNER:
+                yield MailboxListing(f"{top}/{owner}", node)
+            shown = {listing.name for listing in visible}
+            parents = {names.parent(name) for name in shown}
+            for listing in visible:
+                display = self.display(owner, listing.name)
+                attributes = set(listing.attributes) - {
+                    MailboxAttribute.HAS_CHILDREN, MailboxAttribute.HAS_NO_CHILDREN, MailboxAttribute.SUBSCRIBED}
+                attributes.add(MailboxAttribute.HAS_CHILDREN if listing.name in parents
+                               else MailboxAttribute.HAS_NO_CHILDREN)
+                if display in subscribed:
+                    attributes.add(MailboxAttribute.SUBSCRIBED)
+                yield MailboxListing(display, frozenset(attributes))
+
+
+# -- one mailbox ----------------------------------------------------------------------------------
+
+
+@implementer(IMailbox)
+class GuardedMailbox:
+    """A store mailbox seen by one user: each call checks that user's rights first.
+
+    Rights are read afresh on every call, so a SETACL takes effect at once.
+    On shared folders ``\\Seen`` is the reader's own (kept in the reader's
+    index, as Cyrus keeps a seen state per user).
+    """
+
+    def __init__(self, view: AccountMailboxes, location: Location, inner):
+        self.view = view
+        self.location = location
+        self.inner = inner
+        self.name = location.display
+        self.uid_validity = inner.uid_validity
+        self.private_seen = location.owner == SHARED_OWNER
+
+    # -- rights ----------------------------------------------------------------------
+
+    @property
+    def rights(self) -> frozenset[str]:
+        """What the user holds on this mailbox now."""
+        return self.view.access.rights(self.view.user, self.location.owner, self.inner.acl())
+
+    @property
+    def read_only(self) -> bool:
+        """RFC 4314 5.2: SELECT answers READ-ONLY unless the user holds i, e, s, t or w."""
+        return not self.rights & R.WRITE
+
+    @property
+    def flag_mask(self) -> Flag:
+        """The system flags the user may change here (PERMANENTFLAGS); keywords need ``w``."""
+        return _flag_mask(self.rights)
+
+    def _require(self, *needed: str) -> frozenset[str]:
+        held = self.rights
+        missing = [right for right in needed if right not in held]
+        if missing:
+            raise PermissionDenied(f"No {''.join(missing)!r} right on {self.name}")
+        return held
+
+    # -- \Seen per reader ------------------------------------------------------------------
+
+    def _seen(self) -> frozenset[int] | None:
+        return self.view.personal.private_seen(self.inner) if self.private_seen else None
+
+    def _overlay(self, records: list[MessageRecord], seen: frozenset[int] | None = None) -> list[MessageRecord]:
+        if not self.private_seen:
+            return records
+        seen = self._seen() if seen is None else seen
+        return [_with_seen(record, record.uid in seen) for record in records]
+
+    # -- reading -----------------------------------------------------------------------
+
+    def status(self) -> MailboxStatus:
+        self._require("r")
+        status = self.inner.status()
+        if not self.private_seen:
+            return status
+        seen = self._seen()
+        present = sum(1 for record in self.inner.messages() if record.uid in seen) if seen else 0
+        return dataclasses.replace(status, unseen=status.messages - present)
+
+    def messages(self) -> list[MessageRecord]:
+        self._require("r")
+        return self._overlay(self.inner.messages())
+
+    def record(self, uid: int) -> MessageRecord:
+        self._require("r")
+        return self._overlay([self.inner.record(uid)])[0]
+
+    def records(self, uids: Iterable[int]) -> list[MessageRecord]:
+        self._require("r")
+        return self._overlay(self.inner.records(uids))
+
+    def read(self, uid: int, start: int = 0, end: int | None = None) -> bytes:
+        self._require("r")
+        return self.inner.read(uid, start, end)
+
+    def open_file(self, uid: int):
+        self._require("r")
+        return self.inner.open_file(uid)
+
+    def mime_cache(self, uid: int) -> bytes | None:
+        self._require("r")
+        return self.inner.mime_cache(uid)
+
+    def changes_since(self, modseq: int) -> Changes:
+        self._require("r")
+        changes = self.inner.changes_since(modseq)
+        if not self.private_seen:
+            return changes
+        return dataclasses.replace(changes, changed=self._overlay(changes.changed))
+
+    def claim_recent(self) -> frozenset[int]:
+        self._require("r")
+        return self.inner.claim_recent()
+
+    def watch(self, listener: Callable[[], None]) -> None:
+        self.inner.watch(listener)
+
+    def unwatch(self, listener: Callable[[], None]) -> None:
+        self.inner.unwatch(listener)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _admit(self, held: frozenset[str]) -> Callable[[Flag, Iterable[str]], tuple[Flag, frozenset[str]]]:
+        """RFC 4314 APPEND/COPY: keep only the flags the user may set; never fail for them."""
+        mask = _flag_mask(held)
+        keep_keywords = "w" in held
+
+        def admit(flags: Flag, keywords: Iterable[str]) -> tuple[Flag, frozenset[str]]:
+            return (flags or NO_FLAGS) & mask, frozenset(keywords) if keep_keywords else frozenset()
+        return admit
+
+    def append(self, message, flags: Flag | None = None, keywords: Iterable[str] = (),
+               internal_date: float | None = None) -> int:
+        (uid,) = self.append_many([(message, flags, keywords, internal_date)])
+        return uid
+
+    def append_many(self, items: list) -> list[int]:
+        admit = self._admit(self._require("i"))
+        admitted = []
+        seen_positions = []
+        for position, (message, flags, keywords, date) in enumerate(items):
+            flags, keywords = admit(flags, keywords)
+            if self.private_seen and flags & Flag.SEEN:
+                seen_positions.append(position)
+                flags &= ~Flag.SEEN
+            admitted.append((message, flags, keywords, date))
+        uids = self.inner.append_many(admitted)
+        if seen_positions:
+            self.view.personal.set_private_seen(self.inner, seen=[uids[i] for i in seen_positions])
+        return uids
+
+    def set_flags(self, uids, change: FlagChange, flags: Flag, keywords: Iterable[str] = (),
+                  unchanged_since: int | None = None):
+        """STORE, as far as the user's rights go (RFC 4314 section 4).
+
+        Flags the user may not change are left as they are; the call fails
+        (PermissionDenied) only when it asks to change nothing it may.
+        """
+        held = self.rights
+        mask = _flag_mask(held)
+        keywords = frozenset(keywords)
+        may_keywords = "w" in held
+        asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
+        if not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
+            raise PermissionDenied(f"No right to change those flags on {self.name}")
+        uids = list(uids)
+        store_mask = mask & ~Flag.SEEN if self.private_seen else mask
+        full = store_mask == _flag_mask(R.ALL) and may_keywords
+        changed: dict[int, MessageRecord] = {}
+        if full:
+            records, refused = self.inner.set_flags(uids, change, flags, keywords, unchanged_since)
+            changed.update((record.uid, record) for record in records)
+        else:
+            refused = self._set_some_flags(uids, change, flags, keywords, store_mask, may_keywords,
+                                           unchanged_since, changed)
+        if self.private_seen and "s" in held and (change is FlagChange.REPLACE or flags & Flag.SEEN):
+            self._set_private_seen(uids, change, flags, set(refused), changed)
+        return self._overlay(sorted(changed.values(), key=lambda record: record.uid)), refused
+
+    def _set_some_flags(self, uids, change, flags, keywords, store_mask, may_keywords, unchanged_since,
+                        changed) -> list[int]:
+        """Change only the flags in ``store_mask`` (and keywords if allowed), leaving the rest."""
+        if change is not FlagChange.REPLACE:
+            bits = flags & store_mask
+            words = keywords if may_keywords else frozenset()
+            if not bits and not words:
+                return []
+            records, refused = self.inner.set_flags(uids, change, bits, words, unchanged_since)
+            changed.update((record.uid, record) for record in records)
+            return refused
+        groups: dict[tuple[Flag, frozenset[str]], list[int]] = {}
+        for record in self.inner.records(uids):
+            target = (flags & store_mask) | (record.flags & ~store_mask)
+            groups.setdefault((target, keywords if may_keywords else record.keywords), []).append(record.uid)
+        refused: list[int] = []
+        for (target, words), group in groups.items():
+            records, group_refused = self.inner.set_flags(group, FlagChange.REPLACE, target, words, unchanged_since)
+            changed.update((record.uid, record) for record in records)
+            refused += group_refused
+        return sorted(refused)
+
+    def _set_private_seen(self, uids, change, flags, refused: set[int], changed) -> None:
+        before = self._seen()
+        wanted = change is FlagChange.ADD or (change is FlagChange.REPLACE and bool(flags & Flag.SEEN))
+        records = [record for record in self.inner.records(uids) if record.uid not in refused]
+        flipping = [record for record in records if (record.uid in before) != wanted]
+        if not flipping:
+            return
+        flipped = [record.uid for record in flipping]
+        if wanted:
+            self.view.personal.set_private_seen(self.inner, seen=flipped)
+        else:
+            self.view.personal.set_private_seen(self.inner, unseen=flipped)
+        for record in flipping:
+            changed.setdefault(record.uid, record)
+
+    def _transfer(self, uids, target: GuardedMailbox, moving: bool) -> list[tuple[int, int]]:
+        if not isinstance(target, GuardedMailbox):
+            raise TypeError("copy and move take a mailbox opened through the same account")
+        self._require("r", "t", "e") if moving else self._require("r")
+        admit = target._admit(target._require("i"))
+        source_seen = self._seen()
+        target_keeps_seen = target.private_seen and bool(_flag_mask(target.rights) & Flag.SEEN)
+        seen_in_target: set[int] = set()
+
+        def transform(record: MessageRecord) -> tuple[Flag, frozenset[str]]:
+            if source_seen is not None:
+                record = _with_seen(record, record.uid in source_seen)
+            flags, keywords = admit(record.flags, record.keywords)
+            if target.private_seen and flags & Flag.SEEN:
+                seen_in_target.add(record.uid)
+                flags &= ~Flag.SEEN
+            return flags, keywords
+
+        pairs = (self.inner.move if moving else self.inner.copy)(uids, target.inner, transform)
+        if target_keeps_seen and seen_in_target:
+            self.view.personal.set_private_seen(
+                target.inner, seen=[new for old, new in pairs if old in seen_in_target])
+        return pairs
+
+    def copy(self, uids, target: GuardedMailbox) -> list[tuple[int, int]]:
+        """COPY: ``r`` here, ``i`` there; flags the user may not set there are dropped."""
+        return self._transfer(uids, target, moving=False)
+
+    def move(self, uids, target: GuardedMailbox) -> list[tuple[int, int]]:
+        """MOVE (RFC 6851): as COPY, plus ``t`` and ``e`` here."""
+        return self._transfer(uids, target, moving=True)
+
+    def expunge(self, uids=None) -> list[int]:
+        self._require("e")
+        return self.inner.expunge(uids)
+
+
+# -- the account -----------------------------------------------------------------------------------
+
+
+@implementer(IAccount)
 class Account:
-    user: str
-    mailboxes: IMailboxList
-    is_admin: bool
-    addresses: frozenset[str]
+    """One logged-in user: their mailbox view, and the ACL and quota commands."""
+
+    def __init__(self, user: str, mailboxes: AccountMailboxes, is_admin: bool, addresses: frozenset[str],
+                 warning_percent: int = 90):
+        self.user = user
+        self.mailboxes = mailboxes
+        self.is_admin = is_admin
+        self.addresses = addresses
+        self.warning_percent = warning_percent
+
+    @property
+    def access(self) -> AccessControl:
+        return self.mailboxes.access
+
+    # -- RFC 4314 ----------------------------------------------------------------------
+
+    def rights(self, name: str) -> str:
+        """MYRIGHTS: the user's rights on ``name`` as text (needs any of l r i k x a)."""
+        held = self.mailboxes.rights_of(name)
+        if not held & R.ANY:
+            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        return R.text_of(held)
+
+    def namespaces(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+        """NAMESPACE (RFC 2342): (personal, other users, shared), each [(prefix, separator)]."""
+        view = self.mailboxes
+        return ([("", SEPARATOR)], [(view.other_users + SEPARATOR, SEPARATOR)],
+                [(view.shared + SEPARATOR, SEPARATOR)])
+
+    def _administered(self, name: str) -> Location:
+        location = self.mailboxes.resolve(name)
+        self.mailboxes.require(name, "a", location)
+        return location
+
+    def acl(self, name: str) -> list[tuple[str, str]]:
+        """GETACL: [(identifier, rights)] (needs ``a``)."""
+        location = self._administered(name)
+        return list(self.access.acl(location.owner, location.name).items())
+
+    def set_acl(self, name: str, identifier: str, rights: str) -> str:
+        """SETACL (``+rights`` adds, ``-rights`` removes, else replaces; needs ``a``); the result."""
+        location = self._administered(name)
+        return self.access.set_rights(location.owner, location.name, identifier, rights)
+
+    def delete_acl(self, name: str, identifier: str) -> None:
+        """DELETEACL (needs ``a``)."""
+        location = self._administered(name)
+        self.access.delete_identifier(location.owner, location.name, identifier)
+
+    def list_rights(self, name: str, identifier: str) -> tuple[str, list[str]]:
+        """LISTRIGHTS: (always granted, [each right that may be]) (needs ``a``)."""
+        location = self._administered(name)
+        return self.access.list_rights(location.owner, identifier)
+
+    # -- RFC 9208 -------------------------------------------------------------------------
+
+    def quota_roots(self, name: str) -> list[str]:
+        """GETQUOTAROOT: the roots of ``name`` ([] or one); needs ``r`` or ``l``."""
+        location = self.mailboxes.resolve(name)
+        if not self.mailboxes._rights(location) & R.VISIBLE:
+            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        return quota.roots_of(self.access.store, location.owner, location.name)
+
+    def quota(self, root: str) -> quota.QuotaReport:
+        """GETQUOTA: a root the user may see (their own, or one of a mailbox they can see)."""
+        owner, prefix = quota.parse_root(root)
+        if not self.is_admin and owner != self.user:
+            tree = self.access.tree(owner)
+            try:
+                visible = prefix and bool(self.access.rights(self.user, owner, tree.acl(prefix)) & R.VISIBLE)
+            except MailboxNotFound:
+                visible = False
+            if not visible:
+                raise NoSuchQuotaRoot(f"No quota root {root!r}")
+        return quota.report(self.access.store, root)
+
+    def set_quota(self, root: str, limits: dict[str, int]) -> None:
+        """SETQUOTA: replace the limits of ``root`` ({} removes it); admins only."""
+        self.access.require_admin(self.user)
+        quota.set_limits(self.access.store, root, limits)
+
+    def quota_warnings(self) -> list[str]:
+        """Lines for an IMAP ``[ALERT]`` at login when the user's root passes ``warning_percent``."""
+        return quota.warnings(self.access.store, self.user, self.warning_percent)
 
 
 def own_addresses(user: str, local_domains: list[str]) -> frozenset[str]:

@@ -5,32 +5,63 @@ from __future__ import annotations
 from twisted.cred.portal import IRealm, Portal
 from zope.interface import implementer
 
-from cyrusmail.account import Account, IAccount, own_addresses
+from cyrusmail.account import (
+    OTHER_USERS,
+    SHARED_FOLDERS,
+    Account,
+    AccountMailboxes,
+    IAccount,
+    own_addresses,
+)
+from cyrusmail.acl.control import AccessControl
+from cyrusmail.acl.delivery import delivery_target
+from cyrusmail.acl.registry import AccessRegistry
 from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
 from cyrusmail.store.interfaces import IStore
+from cyrusmail.store.maildir.store import SHARED_OWNER
+
+#: The registry of groups and ACL grants, beside the users in the data folder.
+ACCESS_REGISTRY = "access.sqlite"
 
 
 @implementer(IRealm)
 class MailRealm:
     """Turns an avatar id into the one Account object every protocol uses."""
 
+    #: Pass as ``recipient`` to :meth:`delivery_target` for a shared folder.
+    SHARED = SHARED_OWNER
+
     def __init__(self, store: IStore, admins: list[str], local_domains: list[str],
-                 special_use: dict[str, str]):
+                 special_use: dict[str, str], other_users: str = OTHER_USERS, shared: str = SHARED_FOLDERS,
+                 warning_percent: int = 90):
         self.store = store
         self.admins = frozenset(admins)
         self.local_domains = local_domains
         self.special_use = special_use
+        self.other_users, self.shared = other_users, shared
+        self.warning_percent = warning_percent
+        self.access = AccessControl(store, AccessRegistry(store.root / ACCESS_REGISTRY), self.admins)
 
     def account(self, user: str) -> Account:
         self.store.provision(user, self.special_use)
         return Account(
             user=user,
-            mailboxes=self.store.mailboxes(user),
+            mailboxes=AccountMailboxes(user, self.access, self.other_users, self.shared),
             is_admin=user in self.admins,
             addresses=own_addresses(user, self.local_domains),
+            warning_percent=self.warning_percent,
         )
+
+    def delivery_target(self, recipient: str, folder: str | None = None, poster: str | None = None):
+        """The mailbox a delivery to ``recipient`` (+``folder``) goes to; see cyrusmail.acl.delivery."""
+        if recipient != SHARED_OWNER:
+            self.store.provision(recipient, self.special_use)
+        return delivery_target(self.access, recipient, folder, poster)
+
+    def close(self) -> None:
+        self.access.registry.close()
 
     def requestAvatar(self, avatar_id, mind, *interfaces):
         if IAccount not in interfaces:
@@ -40,5 +71,8 @@ class MailRealm:
 
 
 def make_portal(config: Config, store: IStore, users: UserDatabase) -> Portal:
-    realm = MailRealm(store, config.admins, config.domains, config.special_use_folders())
+    namespaces = config["namespaces"]
+    realm = MailRealm(store, config.admins, config.domains, config.special_use_folders(),
+                      other_users=namespaces["other_users"], shared=namespaces["shared"],
+                      warning_percent=config["quota"]["warning_percent"])
     return Portal(realm, [PasswordChecker(users, config.domains)])

@@ -1,4 +1,8 @@
-"""``cyrusmail-admin --config PATH ...``: administer users and mailboxes.
+"""``cyrusmail-admin --config PATH ...``: administer users, mailboxes, ACLs and quotas.
+
+A mailbox is named ``USER/PATH``, or by the shared namespace of the config
+(``"Shared Folders/news"``, which no user name can start with) for a
+shared folder. Quota roots are ``user/NAME`` and ``shared/PATH``.
 
 It works on the same data folder as a running server (the indexes are
 SQLite in WAL mode, safe across processes). Every failure prints one line
@@ -32,7 +36,7 @@ class Admin:
     def __init__(self, config_path: str, out=sys.stdout, err=sys.stderr):
         self.config = load(config_path)
         self.out, self.err = out, err
-        self._store = self._users = None
+        self._store = self._users = self._access = None
 
     @property
     def store(self):
@@ -52,7 +56,21 @@ class Admin:
             self._users = UserDatabase(self.config.data / "users.sqlite")
         return self._users
 
+    @property
+    def access(self):
+        """Rights decisions and ACL changes, with no rights checked: the admin may do anything."""
+        if self._access is None:
+            from cyrusmail.acl.control import AccessControl
+            from cyrusmail.acl.registry import AccessRegistry
+            from cyrusmail.portal import ACCESS_REGISTRY
+
+            self._access = AccessControl(self.store, AccessRegistry(self.config.data / ACCESS_REGISTRY),
+                                         self.config.admins)
+        return self._access
+
     def close(self) -> None:
+        if self._access is not None:
+            self._access.registry.close()
         if self._store is not None:
             self._store.close()
         if self._users is not None:
@@ -70,10 +88,28 @@ class Admin:
         return user
 
     def user_and_mailbox(self, spec: str) -> tuple[str, str]:
+        """(owner, name) of ``USER/PATH`` or of a shared folder ``Shared Folders/PATH``."""
+        from cyrusmail.store.maildir.store import SHARED_OWNER
+
+        shared = self.config["namespaces"]["shared"].rstrip("/")
+        if spec.startswith(shared + "/") and spec != shared + "/":
+            return SHARED_OWNER, spec[len(shared) + 1:]
         user, sep, mailbox = spec.partition("/")
         if not sep or not mailbox:
-            raise AdminError(f"expected USER/MAILBOX, got {spec!r}")
+            raise AdminError(f"expected USER/MAILBOX or {shared}/PATH, got {spec!r}")
         return self.known_user(user), mailbox
+
+    def tree(self, owner: str):
+        from cyrusmail.store.maildir.store import SHARED_OWNER
+
+        return self.store.shared_mailboxes() if owner == SHARED_OWNER else self.store.mailboxes(owner)
+
+    def shown(self, owner: str, name: str) -> str:
+        from cyrusmail.store.maildir.store import SHARED_OWNER
+
+        if owner == SHARED_OWNER:
+            return f"{self.config['namespaces']['shared'].rstrip('/')}/{name}"
+        return f"{owner}/{name}"
 
     def provision(self, user: str) -> None:
         self.store.provision(user, self.config.special_use_folders())
@@ -132,31 +168,33 @@ def user_list(admin: Admin, args) -> None:
 
 
 def mailbox_create(admin: Admin, args) -> None:
-    user, name = admin.user_and_mailbox(args.mailbox)
-    admin.store.mailboxes(user).create(name, special_use=args.special_use)
-    admin.say(f"mailbox {user}/{name} created")
+    owner, name = admin.user_and_mailbox(args.mailbox)
+    admin.tree(owner).create(name, special_use=args.special_use)
+    admin.say(f"mailbox {admin.shown(owner, name)} created")
 
 
 def mailbox_delete(admin: Admin, args) -> None:
-    user, name = admin.user_and_mailbox(args.mailbox)
-    admin.store.mailboxes(user).delete(name)
-    admin.say(f"mailbox {user}/{name} deleted")
+    owner, name = admin.user_and_mailbox(args.mailbox)
+    admin.tree(owner).delete(name)
+    admin.say(f"mailbox {admin.shown(owner, name)} deleted")
 
 
 def mailbox_rename(admin: Admin, args) -> None:
-    user, old = admin.user_and_mailbox(args.old)
-    new_user, new = admin.user_and_mailbox(args.new)
-    if new_user != user:
+    owner, old = admin.user_and_mailbox(args.old)
+    new_owner, new = admin.user_and_mailbox(args.new)
+    if new_owner != owner:
         raise AdminError("a mailbox cannot be renamed into another user's tree")
-    admin.store.mailboxes(user).rename(old, new)
-    admin.say(f"mailbox {user}/{old} renamed to {user}/{new}")
+    admin.tree(owner).rename(old, new)
+    admin.say(f"mailbox {admin.shown(owner, old)} renamed to {admin.shown(owner, new)}")
 
 
 def mailbox_list(admin: Admin, args) -> None:
+    from cyrusmail.store.maildir.store import SHARED_OWNER
     from cyrusmail.store.records import MailboxAttribute
 
-    user = admin.known_user(args.user)
-    tree = admin.store.mailboxes(user)
+    shared = admin.config["namespaces"]["shared"].rstrip("/")
+    owner = SHARED_OWNER if args.user.rstrip("/") == shared else admin.known_user(args.user)
+    tree = admin.tree(owner)
     for listing in tree.list("*"):
         if MailboxAttribute.NOSELECT in listing.attributes:
             admin.say(f"{listing.name}\t(no messages: hierarchy only)")
@@ -168,7 +206,7 @@ def mailbox_list(admin: Admin, args) -> None:
 
 def import_mail(admin: Admin, args) -> None:
     user, name = admin.user_and_mailbox(args.mailbox)
-    tree = admin.store.mailboxes(user)
+    tree = admin.tree(user)
     mailbox = tree.open(name)
     source = Path(args.source)
     progress = Progress(admin.err if admin.err.isatty() else None)
@@ -186,7 +224,7 @@ def import_mail(admin: Admin, args) -> None:
         for message in staged:
             message.discard()
         progress.done()
-    admin.say(f"imported {len(uids)} messages into {user}/{mailbox.name}")
+    admin.say(f"imported {len(uids)} messages into {admin.shown(user, mailbox.name)}")
 
 
 def reconstruct(admin: Admin, args) -> None:
@@ -199,6 +237,126 @@ def reconstruct(admin: Admin, args) -> None:
     admin.provision(user)
     admin.say(f"reconstructed {user}: {report.mailboxes} mailboxes, {report.messages} messages, "
               f"{len(report.fixes)} fixes")
+
+
+def acl_set(admin: Admin, args) -> None:
+    owner, name = admin.user_and_mailbox(args.mailbox)
+    held = admin.access.set_rights(owner, name, args.identifier, args.rights)
+    admin.say(f"{args.identifier} now holds {held or 'no rights'} on {admin.shown(owner, name)}")
+
+
+def acl_delete(admin: Admin, args) -> None:
+    owner, name = admin.user_and_mailbox(args.mailbox)
+    admin.access.delete_identifier(owner, name, args.identifier)
+    admin.say(f"{args.identifier} removed from the ACL of {admin.shown(owner, name)}")
+
+
+def acl_list(admin: Admin, args) -> None:
+    owner, name = admin.user_and_mailbox(args.mailbox)
+    for identifier, rights in admin.access.acl(owner, name).items():
+        admin.say(f"{identifier}\t{rights}")
+
+
+def group_add(admin: Admin, args) -> None:
+    members = admin.access.add_to_group(args.name, args.members)
+    admin.say(f"group {args.name.lower()}: added {', '.join(members)}")
+
+
+def group_delete(admin: Admin, args) -> None:
+    from cyrusmail.acl.rights import group_name, identifier
+
+    group = group_name(args.name)
+    members = [identifier(member) for member in args.members] if args.members else None
+    removed = admin.access.registry.remove_members(group, members)
+    if not removed:
+        raise AdminError(f"no such group or member: {group}")
+    admin.say(f"group {group} deleted" if members is None else f"group {group}: removed {', '.join(members)}")
+
+
+def group_members(admin: Admin, args) -> None:
+    from cyrusmail.acl.rights import group_name
+
+    group = group_name(args.name)
+    members = admin.access.registry.members(group)
+    if not members:
+        raise AdminError(f"no such group: {group}")
+    for member in members:
+        admin.say(member)
+
+
+def group_list(admin: Admin, args) -> None:
+    for group in admin.access.registry.groups():
+        admin.say(group)
+
+
+def parse_limits(items: list[str]) -> dict[str, int | None]:
+    """``STORAGE=1024 MESSAGE=none`` -> {"STORAGE": 1024, "MESSAGE": None}."""
+    from cyrusmail.quota import RESOURCES
+
+    limits: dict[str, int | None] = {}
+    for item in items:
+        resource, sep, value = item.partition("=")
+        resource = resource.upper()
+        if not sep or resource not in RESOURCES:
+            raise AdminError(f"expected RESOURCE=LIMIT with RESOURCE one of {', '.join(RESOURCES)}, got {item!r}")
+        if value.lower() == "none":
+            limits[resource] = None
+        elif value.isdigit():
+            limits[resource] = int(value)
+        else:
+            raise AdminError(f"a limit is a whole number or 'none', got {item!r}")
+    return limits
+
+
+def quota_set(admin: Admin, args) -> None:
+    from cyrusmail import quota
+    from cyrusmail.store.errors import NoSuchQuotaRoot
+
+    changes = parse_limits(args.limits)
+    try:
+        current = {resource: limit for resource, (_, limit) in quota.report(admin.store, args.root).resources.items()}
+    except NoSuchQuotaRoot:
+        current = {}
+    for resource, limit in changes.items():
+        if limit is None:
+            current.pop(resource, None)
+        else:
+            current[resource] = limit
+    try:
+        quota.set_limits(admin.store, args.root, current)
+    except ValueError as error:
+        raise AdminError(str(error)) from None
+    shown = " ".join(f"{resource}={limit}" for resource, limit in sorted(current.items())) or "no limits"
+    admin.say(f"quota of {args.root}: {shown}")
+
+
+def _quota_lines(report) -> list[str]:
+    lines = []
+    for resource, (usage, limit) in report.resources.items():
+        unit = " KiB" if resource == "STORAGE" else ""
+        lines.append(f"{report.root}\t{resource}\t{usage}{unit} of {limit}{unit}\t{report.percent(resource)}%")
+    return lines
+
+
+def quota_get(admin: Admin, args) -> None:
+    from cyrusmail import quota
+
+    report = quota.report(admin.store, args.root)
+    for line in _quota_lines(report):
+        admin.say(line)
+    files = quota.recount(admin.store, args.root)
+    for resource, (usage, _) in report.resources.items():
+        if files.of(resource) != usage:
+            admin.say(f"drift: {resource} is {usage} by the index but {files.of(resource)} by the message files;"
+                      f" run cyrusmail-admin reconstruct")
+
+
+def quota_list(admin: Admin, args) -> None:
+    from cyrusmail import quota
+
+    for root in quota.all_roots(admin.store):
+        for line in _quota_lines(quota.report(admin.store, root)):
+            admin.say(line)
 
 
 class Progress:
@@ -251,7 +409,38 @@ def parser() -> argparse.ArgumentParser:
     sub = command(boxes, "rename", mailbox_rename, "rename USER/OLD to USER/NEW")
     sub.add_argument("old")
     sub.add_argument("new")
-    command(boxes, "list", mailbox_list, "list USER's mailboxes").add_argument("user")
+    command(boxes, "list", mailbox_list, "list USER's mailboxes (or the shared folders)").add_argument("user")
+
+    acls = commands.add_parser("acl", help="set, delete and list mailbox ACLs (RFC 4314)").add_subparsers(
+        dest="action", required=True)
+    sub = command(acls, "set", acl_set, "give IDENTIFIER RIGHTS on MAILBOX (+RIGHTS adds, -RIGHTS removes:"
+                  " put -- before a leading '-')")
+    sub.add_argument("mailbox", help="USER/PATH or 'Shared Folders/PATH'")
+    sub.add_argument("identifier", help="a user, group:NAME, anyone, or -one of those for negative rights")
+    sub.add_argument("rights", help="letters of lrswipkxtea (c = k, d = xte)")
+    sub = command(acls, "delete", acl_delete, "remove IDENTIFIER from MAILBOX's ACL")
+    sub.add_argument("mailbox")
+    sub.add_argument("identifier")
+    command(acls, "list", acl_list, "show MAILBOX's ACL").add_argument("mailbox")
+
+    groups = commands.add_parser("group", help="groups for ACLs (group:NAME)").add_subparsers(
+        dest="action", required=True)
+    sub = command(groups, "add", group_add, "add users to group NAME (made if new)")
+    sub.add_argument("name")
+    sub.add_argument("members", nargs="+")
+    sub = command(groups, "delete", group_delete, "remove users from group NAME, or the whole group")
+    sub.add_argument("name")
+    sub.add_argument("members", nargs="*")
+    command(groups, "members", group_members, "list the members of group NAME").add_argument("name")
+    command(groups, "list", group_list, "list groups")
+
+    quotas = commands.add_parser("quota", help="set and show quotas (roots user/NAME, shared/PATH)").add_subparsers(
+        dest="action", required=True)
+    sub = command(quotas, "set", quota_set, "set limits of ROOT: STORAGE=KiB MESSAGE=N MAILBOX=N, or =none")
+    sub.add_argument("root")
+    sub.add_argument("limits", nargs="+")
+    command(quotas, "get", quota_get, "usage, limits and drift of ROOT").add_argument("root")
+    command(quotas, "list", quota_list, "usage and limits of every root")
 
     sub = command(commands, "import", import_mail, "import an mbox file or maildir folder")
     sub.add_argument("source", help="an mbox file or a maildir folder")

@@ -60,3 +60,15 @@ class UserExists(StoreError):
 
 class InvalidUserName(StoreError):
     """A user name that is not ``local`` or ``local@domain``."""
+
+
+class InvalidRights(StoreError):
+    """A rights string with a letter RFC 4314 does not define (IMAP answers BAD)."""
+
+
+class InvalidIdentifier(StoreError):
+    """An ACL identifier that names no user, group or ``anyone`` (IMAP answers BAD)."""
+
+
+class NoSuchQuotaRoot(StoreError):
+    """No quota root of that name (or none the caller may see)."""

@@ -48,6 +48,27 @@ CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
 CREATE TABLE IF NOT EXISTS subscriptions (
     name  TEXT PRIMARY KEY
 );
+-- A mailbox's ACL (RFC 4314) as JSON {identifier: rights}; no row: the default ACL.
+CREATE TABLE IF NOT EXISTS acls (
+    mailbox_id  INTEGER PRIMARY KEY,
+    entries     TEXT NOT NULL
+);
+-- Quota limits (RFC 9208) of the roots in this index: '' is the whole tree,
+-- 'news' covers news and news/... (the deepest root covering a name wins).
+CREATE TABLE IF NOT EXISTS quota_limits (
+    root      TEXT NOT NULL,
+    resource  TEXT NOT NULL,
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (root, resource)
+);
+-- This user's own Seen flags on mailboxes of another tree (shared folders).
+CREATE TABLE IF NOT EXISTS private_seen (
+    owner        TEXT NOT NULL,
+    mailbox_id   INTEGER NOT NULL,
+    uidvalidity  INTEGER NOT NULL,
+    uid          INTEGER NOT NULL,
+    PRIMARY KEY (owner, mailbox_id, uid)
+);
 
 CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON messages BEGIN
     UPDATE mailboxes SET messages = messages + 1,

@@ -26,6 +26,7 @@ from cyrusmail.store.errors import (
     Refused,
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
+from cyrusmail.store.maildir import quota
 from cyrusmail.store.maildir.files import (
     fsync_dir,
     link_or_copy,
@@ -51,6 +52,12 @@ _log = Logger()
 Analyser = Callable[[bytes], bytes | None]
 
 _CHUNK = 500  # UIDs per SQL IN (...) clause
+
+#: The owner key of the shared-folder tree; no user name can take this form.
+SHARED_OWNER = ".shared"
+
+#: Turns a source message's record into the (flags, keywords) its copy gets.
+FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
 _RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid"
 
 
@@ -182,6 +189,8 @@ class MaildirStore:
 
     def user_dir(self, user: str) -> Path:
         """The folder of ``user``: a checked name, always inside ``users/``."""
+        if user == SHARED_OWNER:
+            return self.root / "shared"
         user = names.user_name(user)
         path = (self.users_dir / user).resolve()
         if path.parent != self.users_dir:
@@ -189,7 +198,9 @@ class MaildirStore:
         return path
 
     def index(self, user: str) -> UserIndex:
-        user = names.user_name(user)
+        """The index of ``user``, or of the shared tree for SHARED_OWNER."""
+        if user != SHARED_OWNER:
+            user = names.user_name(user)
         index = self._indexes.get(user)
         if index is None:
             folder = self.user_dir(user)
@@ -217,6 +228,10 @@ class MaildirStore:
 
     def mailboxes(self, user: str) -> MaildirMailboxList:
         return MaildirMailboxList(self, names.user_name(user))
+
+    def shared_mailboxes(self) -> MaildirMailboxList:
+        """The tree of shared folders (bulletin boards), owned by no user."""
+        return MaildirMailboxList(self, SHARED_OWNER)
 
     def provision(self, user: str, special_uses: dict[str, str] | None = None) -> None:
         tree = self.mailboxes(user)
@@ -329,6 +344,9 @@ class MaildirMailboxList:
             row = self._row(db, name)
             if row is not None and row[1]:
                 raise MailboxExists(f"Mailbox {name} already exists")
+            quota.check_new_mailboxes(
+                db, [superior for superior in names.superiors(name) if self._row(db, superior) is None] + [name]
+            )
             for superior in names.superiors(name):
                 if self._row(db, superior) is None:
                     self._make(db, superior, None)
@@ -362,6 +380,8 @@ class MaildirMailboxList:
                 self._prune_empty_nodes(db, name)
             for table in ("messages", "mime", "expunged"):
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
+            for table in ("acls",):
+                db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
         shutil.rmtree(self._folder(mailbox_id), ignore_errors=True)
         self.store.notify(self.user, mailbox_id)
 
@@ -382,6 +402,7 @@ class MaildirMailboxList:
             raise Refused("Cannot rename a mailbox to itself or below itself")
         renamed: list[tuple[int, str, int, str | None]] = []
         with self.index.write() as db:
+            roots_before = list(quota.limits(db))
             if self._row(db, old) is None:
                 raise MailboxNotFound(f"Mailbox {old} does not exist")
             if self._row(db, new) is not None:
@@ -398,9 +419,12 @@ class MaildirMailboxList:
                     raise MailboxExists(f"Mailbox {target} already exists")
                 db.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (target, mailbox_id))
                 renamed.append((mailbox_id, target, uidvalidity, special_use))
-            for superior in names.superiors(new):
-                if self._row(db, superior) is None:
-                    self._make(db, superior, None)
+            made = [superior for superior in names.superiors(new) if self._row(db, superior) is None]
+            quota.rename_roots(db, old, new)
+            quota.check_moved(db, [(name, new + name[len(old):]) for _, name, _, _ in rows], roots_before, old, new)
+            quota.check_new_mailboxes(db, made)  # before any folder is made for them
+            for superior in made:
+                self._make(db, superior, None)
             self._prune_empty_nodes(db, old)
         for mailbox_id, target, uidvalidity, special_use in renamed:
             self._write_header(mailbox_id, target, uidvalidity, special_use)
@@ -468,6 +492,85 @@ class MaildirMailboxList:
         row = self._row(self.index.db, names.check(name))
         return row[3] if row else None
 
+    # -- ACLs (IMailboxAccess) -----------------------------------------------------
+
+    def _mailbox_id(self, db: sqlite3.Connection, name: str) -> int:
+        row = self._row(db, names.check(name))
+        if row is None:
+            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        return row[0]
+
+    def acl(self, name: str) -> dict[str, str] | None:
+        """The ACL of ``name`` as {identifier: rights}, or None if it was never set."""
+        db = self.index.db
+        row = db.execute("SELECT entries FROM acls WHERE mailbox_id = ?", (self._mailbox_id(db, name),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_acl(self, name: str, entries: dict[str, str] | None) -> None:
+        """Replace the ACL of ``name`` (None: back to the default)."""
+        with self.index.write() as db:
+            mailbox_id = self._mailbox_id(db, name)
+            if entries is None:
+                db.execute("DELETE FROM acls WHERE mailbox_id = ?", (mailbox_id,))
+            else:
+                db.execute("INSERT OR REPLACE INTO acls (mailbox_id, entries) VALUES (?, ?)",
+                           (mailbox_id, json.dumps(entries, sort_keys=True)))
+
+    def acls(self) -> dict[str, dict[str, str] | None]:
+        """Every mailbox name (\\Noselect nodes too) with its ACL or None, in one read."""
+        rows = self.index.db.execute(
+            "SELECT m.name, a.entries FROM mailboxes m LEFT JOIN acls a ON a.mailbox_id = m.id"
+        ).fetchall()
+        return {name: None if entries is None else json.loads(entries) for name, entries in rows}
+
+    # -- quota (IMailboxAccess) ------------------------------------------------------
+
+    def quota_limits(self) -> dict[str, dict[str, int]]:
+        """Every quota root of this tree ('' is the whole tree) with its limits."""
+        return quota.limits(self.index.db)
+
+    def set_quota_limits(self, root: str, limits: dict[str, int]) -> None:
+        """Replace the limits of ``root`` ('' or a mailbox name); {} removes the root."""
+        if root:
+            root = names.check(root)
+        for resource, value in limits.items():
+            if resource not in quota.RESOURCES or value < 0:
+                raise ValueError(f"bad quota limit {resource}={value}")
+        with self.index.write() as db:
+            if root and self._row(db, root) is None:
+                raise MailboxNotFound(f"Mailbox {root} does not exist")
+            quota.set_limits(db, root, limits)
+
+    def quota_usage(self, root: str) -> quota.Usage:
+        """What ``root`` holds now, from the index's counters."""
+        with self.index.read() as db:
+            return quota.usage(db, root)
+
+    def quota_root_of(self, name: str) -> str | None:
+        """The root ``name`` counts towards, or None."""
+        return quota.root_of(names.check(name), self.quota_limits())
+
+    # -- private \Seen on other trees' mailboxes --------------------------------------
+
+    def private_seen(self, mailbox: MaildirMailbox) -> frozenset[int]:
+        """The UIDs of ``mailbox`` (another tree's) this user has seen."""
+        rows = self.index.db.execute(
+            "SELECT uid FROM private_seen WHERE owner = ? AND mailbox_id = ? AND uidvalidity = ?",
+            (mailbox.tree.user, mailbox.id, mailbox.uid_validity),
+        ).fetchall()
+        return frozenset(row[0] for row in rows)
+
+    def set_private_seen(self, mailbox: MaildirMailbox, seen: Iterable[int] = (), unseen: Iterable[int] = ()) -> None:
+        """Mark UIDs of ``mailbox`` seen or unseen for this user alone."""
+        key = (mailbox.tree.user, mailbox.id)
+        with self.index.write() as db:
+            db.execute("DELETE FROM private_seen WHERE owner = ? AND mailbox_id = ? AND uidvalidity != ?",
+                       (*key, mailbox.uid_validity))
+            db.executemany("INSERT OR IGNORE INTO private_seen (owner, mailbox_id, uidvalidity, uid)"
+                           " VALUES (?, ?, ?, ?)", [(*key, mailbox.uid_validity, uid) for uid in seen])
+            db.executemany("DELETE FROM private_seen WHERE owner = ? AND mailbox_id = ? AND uid = ?",
+                           [(*key, uid) for uid in unseen])
+
 
 def _sort_key(name: str) -> tuple[int, str]:
     return (0 if name == names.INBOX or name.startswith("INBOX/") else 1, name)
@@ -487,6 +590,12 @@ class MaildirMailbox:
         self.folder = tree._folder(mailbox_id)
 
     # -- reading -------------------------------------------------------------
+
+    def acl(self) -> dict[str, str] | None:
+        """This mailbox's ACL ({identifier: rights}), or None if never set; follows renames."""
+        self._counts(self.index.db)
+        row = self.index.db.execute("SELECT entries FROM acls WHERE mailbox_id = ?", (self.id,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def _counts(self, db: sqlite3.Connection) -> tuple:
         row = db.execute(
@@ -641,14 +750,19 @@ class MaildirMailbox:
             for staged in staged_here:
                 staged.discard()
 
-    def _insert(self, entries: list[tuple]) -> list[int]:
-        """Link files in and index them in one durable transaction; their UIDs."""
+    def _insert(self, entries: list[tuple], credit: tuple[int, list[int]] | None = None) -> list[int]:
+        """Link files in and index them in one durable transaction; their UIDs.
+
+        The quota limits are checked in that transaction (OverQuota), with
+        ``credit`` naming messages of this index a MOVE removes next.
+        """
         if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
             return []
         linked: list[Path] = []
         try:
             with self.index.write() as db:
                 uidnext, highestmodseq, *_ = self._counts(db)
+                quota.check_insert(db, self.id, [entry[1] for entry in entries], credit)
                 modseq = highestmodseq + 1
                 uids = []
                 for offset, (source, size, flags, keywords, date, cache) in enumerate(entries):
@@ -707,20 +821,28 @@ class MaildirMailbox:
             self.store.notify(self.tree.user, self.id)
         return changed, refused
 
-    def copy(self, uids: Iterable[int], target: MaildirMailbox) -> list[tuple[int, int]]:
+    def copy(self, uids: Iterable[int], target: MaildirMailbox,
+             transform: FlagTransform | None = None) -> list[tuple[int, int]]:
+        """Copy keeping dates, and flags (or what ``transform`` makes of each record)."""
+        return self._copy(uids, target, transform, moving=False)
+
+    def _copy(self, uids: Iterable[int], target: MaildirMailbox, transform: FlagTransform | None,
+              moving: bool) -> list[tuple[int, int]]:
         records = self.records(uids)
         if not records:
             return []
-        entries = [
-            (self.path(record), record.size, record.flags, " ".join(sorted(record.keywords)),
-             record.internal_date, self.mime_cache(record.uid))
-            for record in records
-        ]
-        new_uids = target._insert(entries)
+        entries = []
+        for record in records:
+            flags, keywords = (record.flags, record.keywords) if transform is None else transform(record)
+            entries.append((self.path(record), record.size, flags, _keywords_text(keywords),
+                            record.internal_date, self.mime_cache(record.uid)))
+        credit = (self.id, [record.uid for record in records]) if moving and target.index is self.index else None
+        new_uids = target._insert(entries, credit)
         return [(record.uid, uid) for record, uid in zip(records, new_uids)]
 
-    def move(self, uids: Iterable[int], target: MaildirMailbox) -> list[tuple[int, int]]:
-        pairs = self.copy(uids, target)
+    def move(self, uids: Iterable[int], target: MaildirMailbox,
+             transform: FlagTransform | None = None) -> list[tuple[int, int]]:
+        pairs = self._copy(uids, target, transform, moving=True)
         self._remove([old for old, _ in pairs])
         return pairs
 

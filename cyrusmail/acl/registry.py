@@ -1,0 +1,104 @@
+"""The global access registry: groups, and which owners grant rights to whom.
+
+Each mailbox's ACL lives in its owner's index (the truth, deleted with the
+mailbox, following renames). This small database beside the users answers
+the one question that would otherwise scan every user: "whose mailboxes
+might this user see?" It records, per owner, the identifiers any of their
+ACLs name; a stale row only costs a look at that owner's index. Writers
+add rows before changing an ACL and drop them after, so it never misses one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS groups (name TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (name, member))",
+    ("CREATE TABLE IF NOT EXISTS grants (owner TEXT NOT NULL, identifier TEXT NOT NULL,"
+     " PRIMARY KEY (owner, identifier))"),
+    "CREATE INDEX IF NOT EXISTS grants_identifier ON grants (identifier)",
+    "CREATE INDEX IF NOT EXISTS groups_member ON groups (member)",
+)
+
+
+class AccessRegistry:
+    """``access.sqlite`` in the data folder (WAL, safe across processes)."""
+
+    def __init__(self, path: Path | str):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        with self._write() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- groups ------------------------------------------------------------------
+
+    def groups_of(self, user: str) -> frozenset[str]:
+        rows = self.db.execute("SELECT name FROM groups WHERE member = ?", (user,)).fetchall()
+        return frozenset(row[0] for row in rows)
+
+    def members(self, group: str) -> list[str]:
+        rows = self.db.execute("SELECT member FROM groups WHERE name = ? ORDER BY member", (group,)).fetchall()
+        return [row[0] for row in rows]
+
+    def groups(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT name FROM groups ORDER BY name")]
+
+    def add_members(self, group: str, members: Iterable[str]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO groups (name, member) VALUES (?, ?)",
+                           [(group, member) for member in members])
+
+    def remove_members(self, group: str, members: Iterable[str] | None = None) -> int:
+        """Remove ``members`` (every one if None, which deletes the group); how many went."""
+        with self._write() as db:
+            if members is None:
+                return db.execute("DELETE FROM groups WHERE name = ?", (group,)).rowcount
+            return sum(db.execute("DELETE FROM groups WHERE name = ? AND member = ?", (group, member)).rowcount
+                       for member in members)
+
+    # -- grants ------------------------------------------------------------------
+
+    def add_grants(self, owner: str, identifiers: Iterable[str]) -> None:
+        with self._write() as db:
+            db.executemany("INSERT OR IGNORE INTO grants (owner, identifier) VALUES (?, ?)",
+                           [(owner, identifier) for identifier in identifiers])
+
+    def replace_grants(self, owner: str, identifiers: Iterable[str]) -> None:
+        """Set the identifiers ``owner``'s ACLs name, once an ACL change is durable."""
+        with self._write() as db:
+            db.execute("DELETE FROM grants WHERE owner = ?", (owner,))
+            db.executemany("INSERT OR IGNORE INTO grants (owner, identifier) VALUES (?, ?)",
+                           [(owner, identifier) for identifier in set(identifiers)])
+
+    def owners_granting(self, identifiers: Iterable[str]) -> list[str]:
+        """Owners with an ACL naming any of ``identifiers``, sorted."""
+        identifiers = list(identifiers)
+        marks = ",".join("?" * len(identifiers))
+        rows = self.db.execute(
+            f"SELECT DISTINCT owner FROM grants WHERE identifier IN ({marks}) ORDER BY owner", identifiers
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def forget_owner(self, owner: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM grants WHERE owner = ?", (owner,))
