@@ -51,6 +51,7 @@ from cyrusmail.store.records import (
     MailboxAttribute,
     MailboxListing,
     MailboxStatus,
+    MailboxSummary,
     MessageRecord,
 )
 
@@ -400,6 +401,15 @@ class GuardedMailbox:
         self._require("r")
         return self._overlay(self.inner.messages())
 
+    def summary(self) -> MailboxSummary:
+        self._require("r")
+        summary = self.inner.summary()
+        if not self.private_seen:
+            return summary
+        seen = self._seen()
+        first = next((uid for uid in summary.uids if uid not in seen), None)
+        return dataclasses.replace(summary, first_unseen_uid=first)
+
     def record(self, uid: int) -> MessageRecord:
         self._require("r")
         return self._overlay([self.inner.record(uid)])[0]
@@ -419,6 +429,10 @@ class GuardedMailbox:
     def mime_cache(self, uid: int) -> bytes | None:
         self._require("r")
         return self.inner.mime_cache(uid)
+
+    def mime_caches(self, uids) -> dict[int, bytes]:
+        self._require("r")
+        return self.inner.mime_caches(uids)
 
     def changes_since(self, modseq: int) -> Changes:
         self._require("r")
