@@ -66,6 +66,7 @@ class StoreService(service.Service):
         self.context.reactor.callFromThread(self.context.reactor.stop)
 
     def stopService(self):
+        self.context.realm.close()
         self.context.store.close()
         self.context.users.close()
         logs.log.info("cyrusmail: store and index closed")
