@@ -19,7 +19,14 @@ import threading
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from cyrusmail.delivery.queue import DELIVERED, FAILED, PENDING, DestinationError, Queue, QueueRunner
+from cyrusmail.delivery.queue import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    DestinationError,
+    Queue,
+    QueueRunner,
+)
 from cyrusmail.smtp import wire
 from tests.test_smtp_session_support import inbox_messages, make_server
 

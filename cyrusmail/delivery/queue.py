@@ -244,7 +244,7 @@ class Queue:
         self.on_change()
         return entry
 
-    def _save(self, entry: QueueEntry) -> bool:
+    def save(self, entry: QueueEntry) -> bool:
         """Record ``entry`` durably; False if the admin deleted it meanwhile."""
         json_path = self._paths(entry.id)[1]
         if not json_path.exists():
@@ -279,7 +279,7 @@ class Queue:
         now = self.clock.seconds()
         for entry in list(self.entries.values()):
             entry.next_attempt = now
-            self._save(entry)
+            self.save(entry)
         self.on_change()
 
     def due(self) -> list[QueueEntry]:
@@ -349,7 +349,7 @@ class Queue:
                     error = await self._deliver_remote(entry, destination, recipients, message)
                     if error:
                         errors.append(error)
-                if not self._save(entry):
+                if not self.save(entry):
                     return
         except Exception as error:  # noqa: BLE001 -- a bug or a full disk: retry later, never spin
             logs.log.failure("queue: attempt for {id} failed", id=entry.id)
@@ -472,7 +472,7 @@ class Queue:
         if pending:
             delay = min(self.retry_initial * 2 ** (entry.attempts - 1), self.retry_max)
             entry.next_attempt = min(now + delay, max(now, entry.arrival + self.give_up))
-            self._save(entry)
+            self.save(entry)
             logs.log.info("queue: {id}: {n} recipients deferred until the next attempt in {delay:.0f} s",
                           id=entry.id, n=len(pending), delay=entry.next_attempt - now)
             return
@@ -488,7 +488,7 @@ class Queue:
                 self._send_dsn(entry.sender, entry.arrival, entry.envid, recipients,
                                dsn.read_header(self.message_path(entry)))
             entry.dsn_sent = True
-            if not self._save(entry):
+            if not self.save(entry):
                 return
         elif failed and entry.is_bounce:
             logs.log.warn("queue: {id}: a DSN could not be delivered; not bounced", id=entry.id)
