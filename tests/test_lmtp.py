@@ -127,3 +127,20 @@ class LMTPTests(unittest.TestCase):
         talk.send("LHLO mx\r\nMAIL FROM:<>\r\n")
         self.assertEqual(talk.codes("RCPT TO:<Postmaster>\r\n"), expected(codes.RECIPIENT_OK))
         self.assertEqual(talk.codes("RCPT TO:<postmaster@example.org>\r\n"), expected(codes.RECIPIENT_OK))
+
+
+class LMTPUnixSocketTests(unittest.TestCase):
+    def test_unix_socket_peer(self) -> None:
+        from twisted.internet.address import UNIXAddress
+        from twisted.internet.testing import StringTransport
+
+        context, clock = make_server(self.mktemp())
+        session = lmtp_factory(context, clock).buildProtocol(None)
+        transport = StringTransport(peerAddress=UNIXAddress(None))
+        session.makeConnection(transport)
+        session.dataReceived(b"LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+                             + MESSAGE + b".\r\n")
+        self.assertTrue(transport.value().endswith(b"250 2.6.0 <alice@example.org> delivered, id "
+                                                   + transport.value().rsplit(b"id ", 1)[1]))
+        [stored] = inbox_messages(context, "alice")
+        self.assertIn(b"Received: from mx (local)\r\n", stored)

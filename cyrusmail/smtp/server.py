@@ -65,7 +65,10 @@ def tls_description(transport) -> str | None:
 def received_header(session: SMTPSession, transaction: Transaction, protocol: str) -> bytes:
     """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names."""
     peer = session.peer
-    literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
+    if peer == "local":  # a unix socket (LMTP from the local MTA)
+        literal = "local"
+    else:
+        literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
     lines = [f"Received: from {session.helo or 'unknown'} ({literal})",
              f"\tby {session.hostname} (cyrusmail) with {protocol} id {transaction.id}"]
     if session.tls:
