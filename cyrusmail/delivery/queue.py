@@ -576,7 +576,9 @@ class QueueRunner(service.Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        return defer.DeferredList(list(self.in_flight.values()), consumeErrors=True)
+        # Attempts under way are not waited for: every recipient's result is
+        # recorded as its destination answers, and what was not answered is
+        # simply tried again after the restart.
 
     def poll(self) -> None:
         """Pick up the admin's flush and deletions."""
