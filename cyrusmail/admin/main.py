@@ -446,6 +446,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("source", help="an mbox file or a maildir folder")
     sub.add_argument("mailbox", help="USER/MAILBOX")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
+
+    from cyrusmail.admin import queue as queue_admin
+
+    queue_admin.add_commands(commands, command)
     return top
 
 

@@ -1,0 +1,101 @@
+"""Local delivery: which recipients are ours, and putting a message in their mailbox.
+
+One :class:`LocalDelivery` serves LMTP, submission and the queue (which
+retries a local recipient whose mailbox was full, and delivers DSNs to local
+senders).  A recipient is local when its domain is one of the config's
+``domains``; it then must name a user (``context.users.resolve``), or it is
+refused at RCPT.  ``user+folder@domain`` goes into ``folder`` when that
+mailbox exists, else into INBOX.  ``postmaster`` (any local domain, or the
+bare ``<Postmaster>`` of RFC 5321 section 4.5.1) goes to the user of that
+name, else to the first admin.
+
+The message arrives as one finished (fsynced) staged message: its file is
+linked into each recipient's mailbox, and the store parses it only once.
+Every outcome is an SMTP reply from :mod:`cyrusmail.smtp.codes`, so LMTP can
+send one per recipient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cyrusmail import logs
+from cyrusmail.smtp import codes
+from cyrusmail.smtp.codes import Reply
+from cyrusmail.smtp.wire import Path
+from cyrusmail.store.errors import (
+    InvalidName,
+    MailboxNotFound,
+    NotSelectable,
+    OverQuota,
+    PermissionDenied,
+    StoreError,
+)
+
+INBOX = "INBOX"
+
+
+@dataclass(frozen=True)
+class LocalTarget:
+    """A resolved local recipient: the user, and the folder asked for (or INBOX)."""
+
+    user: str
+    folder: str = INBOX
+
+
+class LocalDelivery:
+    """Resolve local recipients and deliver staged messages to them."""
+
+    def __init__(self, context) -> None:
+        self.context = context
+        self.domains = [domain.lower() for domain in context.config.domains]
+
+    def is_local(self, path: Path) -> bool:
+        """Whether the address is in one of our domains (or a bare Postmaster)."""
+        return path.domain is None or path.domain.lower() in self.domains
+
+    def resolve(self, path: Path) -> LocalTarget | None:
+        """The local user ``path`` names, or None if there is no such user.
+
+        Only meaningful for a local address (:meth:`is_local`).
+        """
+        local = path.local_part
+        domain = (path.domain or self.domains[0]).lower()
+        user = self._user(local, domain)
+        if user is not None:
+            return LocalTarget(user)
+        base, plus, folder = local.partition("+")
+        if plus and base and folder:
+            user = self._user(base, domain)
+            if user is not None:
+                return LocalTarget(user, folder)
+        if local.lower() == "postmaster" and self.context.config.admins:
+            admin = self.context.users.resolve(self.context.config.admins[0], self.domains)
+            if admin is not None:
+                return LocalTarget(admin)
+        return None
+
+    def _user(self, local: str, domain: str) -> str | None:
+        return self.context.users.resolve(f"{local}@{domain}", self.domains)
+
+    def deliver(self, staged, target: LocalTarget) -> Reply:
+        """Append the finished ``staged`` message to the target's mailbox.
+
+        Returns :data:`codes.MESSAGE_ACCEPTED` once the file and index entry
+        are durable, or the reply that says why not.
+        """
+        try:
+            tree = self.context.realm.account(target.user).mailboxes
+            try:
+                mailbox = tree.open(target.folder)
+            except (MailboxNotFound, NotSelectable, InvalidName):
+                mailbox = tree.open(INBOX)
+            mailbox.append(staged)
+        except OverQuota as error:
+            return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
+        except PermissionDenied:
+            return codes.MAILBOX_DISABLED
+        except (StoreError, OSError) as error:
+            logs.log.failure("delivery to {user} failed", user=target.user)
+            return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
+        return codes.MESSAGE_ACCEPTED

@@ -1,0 +1,639 @@
+"""The outbound queue: a persistent spool, delivery attempts with backoff, bounces.
+
+Spool (``<data>/queue/``).  Each queued message is two files named by its
+id: ``ID.msg``, the message (hard-linked from the staged message when it
+can be, else copied and fsynced), and ``ID.json``, the envelope with each
+recipient's state (``pending``, ``delivered``, ``failed``), the next attempt
+time and the last error.  The JSON is always replaced whole (temp file,
+fsync, rename, fsync of the folder), and it is written *after* the message
+file, so an ``ID.json`` always has its ``ID.msg``; a ``.msg`` without
+``.json`` was never acknowledged and is removed when the spool is scanned.
+:meth:`Queue.enqueue` returns only once both are durable, before the 250.
+
+Attempts.  An attempt takes the pending recipients of one message and makes
+one connection per destination carrying all of its recipients: the
+smarthost when ``[queue] smarthost`` is set, else each domain's MX hosts in
+preference order (RFC 5321 section 5.1: the domain's own address when it
+has no MX; a null MX, RFC 7505, fails at once).  Recipients in local domains
+(a local mailbox that was full) are delivered into the store.  Each
+recipient's result is recorded durably as soon as its destination has
+answered, so a delivered recipient is never sent again, even after a crash.
+A 4xx or a failed connection leaves the recipient pending: the next attempt
+comes ``retry_initial`` seconds later, doubling up to ``retry_max``, until
+``give_up`` seconds after the message was queued.  A 5xx, or giving up,
+fails the recipient; once none is pending, the sender gets one RFC 3464 DSN
+for the failed ones (unless the message was itself a DSN, or NOTIFY says
+not to) and the files are removed.
+
+The :class:`QueueRunner` service starts attempts: at once for new mail, at
+the earliest retry time, and every ``poll_interval`` seconds it looks for
+the admin's ``flush`` file (``cyrusmail-admin queue flush``) and for entries
+the admin deleted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
+
+from cyrusmail import logs
+from cyrusmail.delivery import dsn
+from cyrusmail.delivery.local import LocalDelivery
+from cyrusmail.smtp import client as smtp_client
+from cyrusmail.smtp import wire
+from cyrusmail.smtp.client import ClientReply, ConnectionFailed, Envelope
+from cyrusmail.smtp.codes import Reply
+from cyrusmail.store.maildir.files import (
+    fsync_dir,
+    link_or_copy,
+    unlink_quietly,
+    write_json_atomically,
+)
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+FLUSH_FILE = "flush"
+POLL_INTERVAL = 5.0
+MAX_CONCURRENT = 10
+SMTP_PORT = 25
+
+
+# -- the spool's records ----------------------------------------------------------------
+
+
+@dataclass
+class QueuedRecipient:
+    address: str
+    state: str = PENDING
+    status: str = ""  # RFC 3463 code of the latest result
+    diagnostic: str = ""  # the latest reply or error, for the DSN and the admin
+    remote_mta: str = ""
+    notify: list[str] | None = None  # RFC 3461 NOTIFY values
+    orcpt: str | None = None  # "rfc822;addr"
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2].lower()
+
+
+@dataclass
+class QueueEntry:
+    id: str
+    sender: str | None  # None: the null reverse path <>
+    arrival: float
+    recipients: list[QueuedRecipient]
+    next_attempt: float
+    attempts: int = 0
+    last_error: str = ""
+    size: int = 0
+    body: str | None = None
+    smtputf8: bool = False
+    ret: str | None = None
+    envid: str | None = None
+    is_bounce: bool = False  # a DSN: never bounced
+    dsn_sent: bool = False
+
+    def pending(self) -> list[QueuedRecipient]:
+        return [r for r in self.recipients if r.state == PENDING]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict) -> QueueEntry:
+        value = dict(value)
+        value["recipients"] = [QueuedRecipient(**r) for r in value["recipients"]]
+        return cls(**value)
+
+
+def _rcpt_fields(rcpt: wire.Rcpt | str) -> QueuedRecipient:
+    if isinstance(rcpt, str):
+        return QueuedRecipient(rcpt)
+    notify = sorted(n.value for n in rcpt.notify) if rcpt.notify else None
+    orcpt = f"{rcpt.orcpt.addr_type};{rcpt.orcpt.address}" if rcpt.orcpt else None
+    return QueuedRecipient(rcpt.forward_path.address, notify=notify, orcpt=orcpt)
+
+
+# -- the queue ----------------------------------------------------------------------------
+
+
+class Queue:
+    """The spool, and delivery attempts over it.
+
+    ``resolver(domain)`` (a coroutine function or one returning a Deferred)
+    gives the hosts to try for a domain, raising :class:`DestinationError`;
+    the default asks DNS for MX records.  ``client_tls(host)`` gives the TLS
+    client options for a smarthost; the default verifies its certificate.
+    """
+
+    def __init__(self, context, *, clock=None, spool: Path | None = None, local: LocalDelivery | None = None,
+                 resolver=None, client_tls=None, timeouts: smtp_client.Timeouts | None = None) -> None:
+        self.context = context
+        self.config = context.config
+        settings = context.config["queue"]
+        self.smarthost: tuple[str, int] | None = settings["smarthost"]
+        self.smarthost_tls: str = settings["smarthost_tls"]
+        self.smarthost_user: str = settings["smarthost_user"]
+        self.smarthost_password: str = settings["smarthost_password"]
+        self.retry_initial: int = settings["retry_initial"]
+        self.retry_max: int = settings["retry_max"]
+        self.give_up: int = settings["give_up"]
+        if clock is None:
+            clock = context.reactor
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        self.reactor = context.reactor or clock
+        self.spool = spool or Path(context.config.data) / "queue"
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.local = local or LocalDelivery(context)
+        self.resolver = resolver or resolve_mx
+        self.client_tls = client_tls or (lambda host: optionsForClientTLS(host))
+        self.timeouts = timeouts or smtp_client.Timeouts()
+        self.entries: dict[str, QueueEntry] = {}
+        self.on_change = lambda: None  # the runner's wake-up
+
+    # -- the spool ---------------------------------------------------------------
+
+    def _paths(self, entry_id: str) -> tuple[Path, Path]:
+        return self.spool / f"{entry_id}.msg", self.spool / f"{entry_id}.json"
+
+    def message_path(self, entry: QueueEntry) -> Path:
+        return self._paths(entry.id)[0]
+
+    def load(self) -> list[QueueEntry]:
+        """Scan the spool: read every envelope, remove what was never acknowledged."""
+        seen = set()
+        for path in sorted(self.spool.iterdir()):
+            name = path.name
+            if name.endswith((".tmp", ".copying")):
+                unlink_quietly(path)
+            elif name.endswith(".json"):
+                entry_id = name[: -len(".json")]
+                seen.add(entry_id)
+                if entry_id in self.entries:
+                    continue
+                message = self.spool / f"{entry_id}.msg"
+                try:
+                    entry = QueueEntry.from_json(json.loads(path.read_text("utf-8")))
+                except (OSError, ValueError, TypeError, KeyError):
+                    logs.log.error("queue: unreadable envelope {name}; left in place", name=name)
+                    continue
+                if not message.exists():
+                    logs.log.error("queue: {id} has no message file; dropped", id=entry_id)
+                    unlink_quietly(path)
+                    continue
+                self.entries[entry_id] = entry
+        for path in self.spool.glob("*.msg"):
+            entry_id = path.name[: -len(".msg")]
+            if entry_id not in seen and entry_id not in self.entries:
+                unlink_quietly(path)  # written, but the envelope never was: not acknowledged
+        for entry_id in list(self.entries):
+            if entry_id not in seen and not self._paths(entry_id)[1].exists():
+                del self.entries[entry_id]  # deleted by the admin
+        return list(self.entries.values())
+
+    def _new_id(self) -> str:
+        return f"{int(self.clock.seconds() * 1000):012X}{secrets.token_hex(5).upper()}"
+
+    def enqueue(self, mail: wire.Mail | None, recipients: list, message, *, sender: str | None = None,
+                is_bounce: bool = False) -> QueueEntry:
+        """Put ``message`` (a finished staged message, or bytes) in the spool, durably.
+
+        ``mail`` gives the sender and its parameters; without it, ``sender``
+        (None for ``<>``).  ``recipients`` are wire.Rcpt or addresses.
+        """
+        entry_id = self._new_id()
+        msg_path, json_path = self._paths(entry_id)
+        if isinstance(message, (bytes, bytearray)):
+            tmp = msg_path.with_name(msg_path.name + ".tmp")
+            with open(tmp, "wb") as out:
+                out.write(message)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, msg_path)
+            size = len(message)
+        else:
+            link_or_copy(Path(message.path), msg_path)
+            size = message.size
+        now = self.clock.seconds()
+        if mail is not None:
+            sender = None if mail.reverse_path is None else mail.reverse_path.address
+        entry = QueueEntry(
+            id=entry_id, sender=sender, arrival=now, recipients=[_rcpt_fields(r) for r in recipients],
+            next_attempt=now, size=size, is_bounce=is_bounce or sender is None,
+            body=mail.body.value if mail is not None and mail.body else None,
+            smtputf8=bool(mail and mail.smtputf8), ret=mail.ret.value if mail and mail.ret else None,
+            envid=mail.envid if mail else None,
+        )
+        try:
+            write_json_atomically(json_path, entry.to_json())  # fsyncs the folder: both names durable
+        except BaseException:
+            unlink_quietly(msg_path)
+            raise
+        self.entries[entry_id] = entry
+        logs.log.info("queue: {id} queued from <{sender}> for {n} recipients",
+                      id=entry_id, sender=sender or "", n=len(entry.recipients))
+        self.on_change()
+        return entry
+
+    def save(self, entry: QueueEntry) -> bool:
+        """Record ``entry`` durably; False if the admin deleted it meanwhile."""
+        json_path = self._paths(entry.id)[1]
+        if not json_path.exists():
+            self._forget(entry)
+            return False
+        write_json_atomically(json_path, entry.to_json())
+        return True
+
+    def _forget(self, entry: QueueEntry) -> None:
+        self.entries.pop(entry.id, None)
+        msg_path, json_path = self._paths(entry.id)
+        unlink_quietly(json_path)  # the envelope first: a lone .msg is cleaned at the next scan
+        unlink_quietly(msg_path)
+        fsync_dir(self.spool)
+
+    def delete(self, entry_id: str) -> bool:
+        """Remove a queued message without delivering it (the admin's ``queue delete``)."""
+        msg_path, json_path = self._paths(entry_id)
+        if not json_path.exists() and entry_id not in self.entries:
+            return False
+        entry = self.entries.get(entry_id)
+        if entry is not None:
+            self._forget(entry)
+        else:
+            unlink_quietly(json_path)
+            unlink_quietly(msg_path)
+            fsync_dir(self.spool)
+        return True
+
+    def flush(self) -> None:
+        """Make every queued message due now."""
+        now = self.clock.seconds()
+        for entry in list(self.entries.values()):
+            entry.next_attempt = now
+            self.save(entry)
+        self.on_change()
+
+    def due(self) -> list[QueueEntry]:
+        now = self.clock.seconds()
+        return sorted((e for e in self.entries.values() if e.next_attempt <= now), key=lambda e: e.next_attempt)
+
+    def next_due(self) -> float | None:
+        return min((e.next_attempt for e in self.entries.values()), default=None)
+
+    # -- immediate bounces ---------------------------------------------------------
+
+    def bounce_now(self, mail: wire.Mail, failures: list[tuple[wire.Rcpt, Reply]], staged) -> None:
+        """Send the sender a DSN for recipients that failed for good during submission."""
+        if mail.reverse_path is None:
+            return
+        recipients = []
+        for rcpt, reply in failures:
+            queued = _rcpt_fields(rcpt)
+            if queued.notify is not None and "FAILURE" not in queued.notify:
+                continue
+            recipients.append(dsn.FailedRecipient(
+                queued.address, reply.enhanced or "5.0.0", f"{reply.code} {reply.enhanced or ''} {reply.text}",
+                original=queued.orcpt))
+        if recipients:
+            now = self.clock.seconds()
+            self._send_dsn(mail.reverse_path.address, now, mail.envid, recipients, dsn.header_of(staged.read()))
+
+    def _send_dsn(self, sender: str, arrival: float, envid: str | None,
+                  recipients: list[dsn.FailedRecipient], header: bytes) -> None:
+        report = dsn.build_dsn(reporting_mta=self.config.hostname, sender=sender, arrival=arrival,
+                               now=self.clock.seconds(), recipients=recipients, original_header=header,
+                               envid=envid)
+        path = wire.parse_path(f"<{sender}>")
+        if self.local.is_local(path):
+            target = self.local.resolve(path)
+            if target is None:
+                logs.log.warn("queue: DSN for unknown local sender <{sender}> dropped", sender=sender)
+                return
+            staged = self.context.store.stage()
+            try:
+                staged.write(report)
+                staged.finish()
+                reply = self.local.deliver(staged, target)
+            finally:
+                staged.discard()
+            if reply.is_positive:
+                logs.log.info("queue: DSN delivered to <{sender}>", sender=sender)
+                return
+        self.enqueue(None, [sender], report, sender=None, is_bounce=True)
+
+    # -- delivery attempts -----------------------------------------------------------
+
+    def attempt(self, entry: QueueEntry) -> defer.Deferred:
+        """One delivery attempt for ``entry``'s pending recipients."""
+        return defer.Deferred.fromCoroutine(self._attempt(entry))
+
+    async def _attempt(self, entry: QueueEntry) -> None:
+        message = self.message_path(entry)
+        errors = []
+        try:
+            for destination, recipients in self._destinations(entry).items():
+                if entry.id not in self.entries:
+                    return  # deleted meanwhile
+                if destination is None:
+                    self._deliver_local(entry, recipients, message)
+                else:
+                    error = await self._deliver_remote(entry, destination, recipients, message)
+                    if error:
+                        errors.append(error)
+                if not self.save(entry):
+                    return
+        except Exception as error:  # noqa: BLE001 -- a bug or a full disk: retry later, never spin
+            logs.log.failure("queue: attempt for {id} failed", id=entry.id)
+            errors.append(f"internal error: {type(error).__name__}")
+        if entry.id in self.entries:
+            self._after_attempt(entry, "; ".join(errors))
+
+    def _destinations(self, entry: QueueEntry) -> dict:
+        groups: dict = {}
+        for recipient in entry.pending():
+            path = _path_or_none(recipient.address)
+            if path is not None and self.local.is_local(path):
+                key = None
+            elif self.smarthost is not None:
+                key = ("smarthost",)
+            else:
+                key = ("domain", recipient.domain)
+            groups.setdefault(key, []).append(recipient)
+        return groups
+
+    def _deliver_local(self, entry: QueueEntry, recipients: list[QueuedRecipient], message: Path) -> None:
+        staged = self.context.store.stage()
+        try:
+            with open(message, "rb") as source:
+                while piece := source.read(1 << 20):
+                    staged.write(piece)
+            staged.finish()
+            for recipient in recipients:
+                path = _path_or_none(recipient.address)
+                target = self.local.resolve(path) if path is not None else None
+                if target is None:
+                    self._record(recipient, ClientReply(550, ("5.1.1 No such user",)), "")
+                    continue
+                reply = self.local.deliver(staged, target)
+                self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "")
+        finally:
+            staged.discard()
+
+    def _record(self, recipient: QueuedRecipient, reply: ClientReply, host: str) -> None:
+        recipient.status = reply.status()
+        recipient.diagnostic = str(reply)
+        recipient.remote_mta = host
+        if reply.is_positive:
+            recipient.state = DELIVERED
+        elif reply.is_permanent:
+            recipient.state = FAILED
+
+    async def _hosts(self, destination: tuple) -> list[tuple[str, int]]:
+        if destination[0] == "smarthost":
+            return [self.smarthost]
+        hosts = self.resolver(destination[1])
+        if inspect.isawaitable(hosts):
+            hosts = await hosts
+        return [(host, SMTP_PORT) if isinstance(host, str) else tuple(host) for host in hosts]
+
+    async def _deliver_remote(self, entry: QueueEntry, destination: tuple,
+                              recipients: list[QueuedRecipient], message: Path) -> str:
+        """Try the destination's hosts in turn; the error text if none answered."""
+        try:
+            hosts = await self._hosts(destination)
+        except DestinationError as error:
+            for recipient in recipients:
+                recipient.status, recipient.diagnostic = error.status, str(error)
+                if error.permanent:
+                    recipient.state = FAILED
+            return str(error)
+        smarthost = destination[0] == "smarthost"
+        envelope = Envelope(
+            sender=entry.sender, recipients=tuple(r.address for r in recipients), body=entry.body,
+            smtputf8=entry.smtputf8, size=entry.size, ret=entry.ret, envid=entry.envid,
+            notify={r.address: ",".join(r.notify) for r in recipients if r.notify},
+            orcpt={r.address: r.orcpt for r in recipients if r.orcpt},
+        )
+        problems = []
+        for host, port in hosts:
+            implicit = smarthost and self.smarthost_tls == "tls"
+            if smarthost:
+                tls_creator = self.client_tls(host) if self.smarthost_tls != "none" else None
+                starttls = "required" if self.smarthost_tls == "starttls" else "never"
+            else:
+                tls_creator = CertificateOptions()  # opportunistic, unauthenticated (RFC 7435)
+                starttls = "opportunistic"
+
+            def connect(host=host, port=port, implicit=implicit, tls_creator=tls_creator):
+                return smtp_client.connect_tcp(self.reactor, host, port, self.clock, self.timeouts.connect,
+                                               tls_creator if implicit else None)
+
+            try:
+                result = await smtp_client.send_message(
+                    connect, host=host, helo=self.config.hostname, envelope=envelope, message=message,
+                    starttls=starttls, tls_creator=tls_creator,
+                    username=self.smarthost_user if smarthost else "",
+                    password=self.smarthost_password if smarthost else "", timeouts=self.timeouts)
+            except ConnectionFailed as error:
+                problems.append(str(error))
+                continue
+            for recipient in recipients:
+                reply = result.replies.get(recipient.address)
+                if reply is not None:
+                    self._record(recipient, reply, host)
+            logs.log.info("queue: {id} to {host}: {summary}", id=entry.id, host=host,
+                          summary=", ".join(f"<{r.address}> {r.diagnostic}" for r in recipients))
+            transient = [r for r in recipients if r.state == PENDING]
+            return f"{host}: {transient[0].diagnostic}" if transient else ""
+        for recipient in recipients:
+            recipient.status, recipient.diagnostic = "4.4.1", "; ".join(problems)[:500]
+        return "; ".join(problems)[:500]
+
+    def _after_attempt(self, entry: QueueEntry, error: str) -> None:
+        now = self.clock.seconds()
+        entry.attempts += 1
+        entry.last_error = error
+        pending = entry.pending()
+        if pending and now - entry.arrival >= self.give_up:
+            for recipient in pending:
+                recipient.state = FAILED
+                recipient.status = "4.4.7"  # RFC 3463: delivery time expired
+            logs.log.warn("queue: {id}: gave up after {n} attempts", id=entry.id, n=entry.attempts)
+            pending = []
+        if pending:
+            delay = min(self.retry_initial * 2 ** (entry.attempts - 1), self.retry_max)
+            entry.next_attempt = min(now + delay, max(now, entry.arrival + self.give_up))
+            self.save(entry)
+            logs.log.info("queue: {id}: {n} recipients deferred until the next attempt in {delay:.0f} s",
+                          id=entry.id, n=len(pending), delay=entry.next_attempt - now)
+            return
+        self._finish(entry)
+
+    def _finish(self, entry: QueueEntry) -> None:
+        failed = [r for r in entry.recipients if r.state == FAILED]
+        if failed and not entry.dsn_sent and not entry.is_bounce and entry.sender is not None:
+            wanted = [r for r in failed if r.notify is None or "FAILURE" in r.notify]
+            if wanted:
+                recipients = [dsn.FailedRecipient(r.address, r.status or "5.0.0", r.diagnostic, r.remote_mta,
+                                                  r.orcpt) for r in wanted]
+                self._send_dsn(entry.sender, entry.arrival, entry.envid, recipients,
+                               dsn.read_header(self.message_path(entry)))
+            entry.dsn_sent = True
+            if not self.save(entry):
+                return
+        elif failed and entry.is_bounce:
+            logs.log.warn("queue: {id}: a DSN could not be delivered; not bounced", id=entry.id)
+        logs.log.info("queue: {id} done: {d} delivered, {f} failed", id=entry.id,
+                      d=sum(r.state == DELIVERED for r in entry.recipients), f=len(failed))
+        self._forget(entry)
+
+
+def _path_or_none(address: str) -> wire.Path | None:
+    try:
+        return wire.parse_path(f"<{address}>")
+    except ValueError:
+        return None
+
+
+# -- finding the hosts of a domain ---------------------------------------------------------------
+
+
+class DestinationError(Exception):
+    """The domain's hosts cannot be found: for now (DNS trouble) or for good."""
+
+    def __init__(self, message: str, *, permanent: bool, status: str) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+
+
+async def resolve_mx(domain: str) -> list[str]:
+    """The hosts to try for ``domain``, best first (RFC 5321 section 5.1)."""
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        return [literal[5:] if literal.upper().startswith("IPV6:") else literal]
+    from twisted.names import client as dns_client
+    from twisted.names import dns
+    from twisted.names import error as dns_error
+
+    try:
+        answers, _authority, _additional = await dns_client.lookupMailExchange(domain)
+    except dns_error.DNSNameError:
+        raise DestinationError(f"domain {domain} does not exist", permanent=True, status="5.1.2") from None
+    except Exception as error:  # noqa: BLE001 -- timeouts, SERVFAIL, refused: try later
+        raise DestinationError(f"DNS lookup of {domain} failed: {type(error).__name__}",
+                               permanent=False, status="4.4.3") from None
+    records = sorted((a.payload.preference, str(a.payload.name)) for a in answers if a.type == dns.MX)
+    if not records:
+        return [domain]  # the implicit MX: the domain's own address records
+    if len(records) == 1 and records[0][1] in ("", "."):
+        raise DestinationError(f"domain {domain} accepts no mail (null MX)", permanent=True, status="5.1.10")
+    return [name for _, name in records if name not in ("", ".")]
+
+
+# -- the runner service ------------------------------------------------------------------------
+
+
+class QueueRunner(service.Service):
+    """Starts delivery attempts when mail arrives, when retries fall due, and on flush."""
+
+    name = "queue runner"
+
+    def __init__(self, queue: Queue, *, poll_interval: float = POLL_INTERVAL,
+                 max_concurrent: int = MAX_CONCURRENT) -> None:
+        self.queue = queue
+        self.clock = queue.clock
+        self.poll_interval = poll_interval
+        self.max_concurrent = max_concurrent
+        self.in_flight: dict[str, defer.Deferred] = {}
+        self._timer = None
+        self._poller: task.LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.queue.load()
+        self.queue.on_change = self.wake
+        self._poller = task.LoopingCall(self.poll)
+        self._poller.clock = self.clock
+        self._poller.start(self.poll_interval, now=False)
+        logs.log.info("queue: {n} messages in the spool", n=len(self.queue.entries))
+        self.wake()
+
+    def stopService(self):
+        super().stopService()
+        self.queue.on_change = lambda: None
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        # Attempts under way are not waited for: every recipient's result is
+        # recorded as its destination answers, and what was not answered is
+        # simply tried again after the restart.
+
+    def poll(self) -> None:
+        """Pick up the admin's flush and deletions."""
+        flush = self.queue.spool / FLUSH_FILE
+        self.queue.load()
+        if flush.exists():
+            unlink_quietly(flush)
+            logs.log.info("queue: flush requested")
+            self.queue.flush()
+        self.wake()
+
+    def wake(self) -> None:
+        """Run what is due, soon (not inside the caller)."""
+        if not self.running:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = self.clock.callLater(0, self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        for entry in self.queue.due():
+            if len(self.in_flight) >= self.max_concurrent:
+                break
+            if entry.id in self.in_flight:
+                continue
+            attempt = self.queue.attempt(entry)
+            self.in_flight[entry.id] = attempt
+            attempt.addErrback(lambda failure, entry_id=entry.id: logs.log.failure(
+                "queue: attempt for {id} failed", failure, id=entry_id))
+            attempt.addBoth(self._attempt_done, entry.id)
+        self._schedule()
+
+    def _attempt_done(self, _: object, entry_id: str) -> None:
+        self.in_flight.pop(entry_id, None)
+        if self.running:
+            self.wake()
+
+    def _schedule(self) -> None:
+        if not self.running or (self._timer is not None and self._timer.active()):
+            return
+        waiting = [e.next_attempt for e in self.queue.entries.values() if e.id not in self.in_flight]
+        if not waiting:
+            return
+        delay = max(0.0, min(waiting) - self.clock.seconds())
+        if delay == 0 and len(self.in_flight) >= self.max_concurrent:
+            return  # an attempt finishing wakes us
+        self._timer = self.clock.callLater(delay, self._run)
+
+
+def queue_of(context) -> Queue:
+    """The server's one queue; made on first use, its runner added to the services."""
+    queue = context.extras.get("queue")
+    if queue is None:
+        queue = Queue(context)
+        context.extras["queue"] = queue
+        context.extras.setdefault("services", []).append(QueueRunner(queue))
+    return queue

@@ -1,0 +1,260 @@
+"""Submission and LMTP: the two sets of callbacks on the one session engine, and their factories.
+
+The registry names :func:`make_submission_factory` for ``submission``
+(STARTTLS) and ``submissions`` (implicit TLS, wrapped by the service
+builder), and :func:`make_lmtp_factory` for ``lmtp``.
+
+Submission (RFC 6409): MAIL needs a login, and the sender must be one of the
+account's addresses; local recipients are delivered into the store at once,
+remote ones go to the outbound queue (:mod:`cyrusmail.delivery.queue`),
+durably, before the 250.  Messages get a Received header, and a Message-ID
+and Date when they have none (RFC 6409 section 8).
+
+LMTP (RFC 2033): for an MTA in front, no AUTH; every recipient must be a
+local user; after the message, one reply per accepted recipient.  Messages
+get Return-Path and Received (final delivery, RFC 5321 section 4.4).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import secrets
+
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import ServerFactory
+
+from cyrusmail import logs
+from cyrusmail.delivery.local import LocalDelivery, LocalTarget
+from cyrusmail.protocols import REGISTRY, ServerContext
+from cyrusmail.smtp import codes, wire
+from cyrusmail.smtp.codes import Reply
+from cyrusmail.smtp.session import IDLE_TIMEOUT, SMTPSession, Transaction
+
+_HAS_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_HAS_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+class RemoteTarget:
+    """A submission recipient outside the local domains: it goes to the queue."""
+
+    def __repr__(self) -> str:
+        return "RemoteTarget()"
+
+
+REMOTE = RemoteTarget()
+
+
+def tls_description(transport) -> str | None:
+    """``TLSv1.3 with cipher TLS_AES_256_GCM_SHA384`` for a TLS connection, else None."""
+    for candidate in (transport, getattr(transport, "protocol", None)):
+        get_handle = getattr(candidate, "getHandle", None)
+        if get_handle is None:
+            continue
+        try:
+            handle = get_handle()
+        except (AttributeError, RuntimeError):  # not connected, or no handle
+            continue
+        if hasattr(handle, "get_cipher_name"):
+            version = handle.get_protocol_version_name() or "TLS"
+            cipher = handle.get_cipher_name()
+            return f"{version} with cipher {cipher}" if cipher else version
+    return None
+
+
+def received_header(session: SMTPSession, transaction: Transaction, protocol: str) -> bytes:
+    """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names."""
+    peer = session.peer
+    if peer == "local":  # a unix socket (LMTP from the local MTA)
+        literal = "local"
+    else:
+        literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
+    lines = [f"Received: from {session.helo or 'unknown'} ({literal})",
+             f"\tby {session.hostname} (cyrusmail) with {protocol} id {transaction.id}"]
+    if session.tls:
+        description = tls_description(session.transport)
+        lines.append(f"\t({description or 'TLS'})")
+    if session.authenticated_user:
+        lines.append(f"\t(authenticated user {session.authenticated_user})")
+    when = email.utils.formatdate(session.clock.seconds(), localtime=True)
+    if len(transaction.recipients) == 1:
+        lines.append(f"\tfor <{transaction.recipients[0].address}>; {when}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{when}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def with_name(base: str, session: SMTPSession) -> str:
+    """ESMTP, ESMTPS, ESMTPA, ESMTPSA, LMTP, LMTPS... (RFC 3848)."""
+    if base == "ESMTP" and not session.esmtp:
+        base = "SMTP"
+    return base + ("S" if session.tls else "") + ("A" if session.authenticated_user else "")
+
+
+def ehlo_keywords(session: SMTPSession) -> list[str]:
+    return ["PIPELINING", f"SIZE {session.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES",
+            "SMTPUTF8", "DSN", "CHUNKING"]
+
+
+class SubmissionCallbacks:
+    """Message submission (RFC 6409) for logged-in users."""
+
+    lmtp = False
+
+    def __init__(self, context: ServerContext, service: str, local: LocalDelivery) -> None:
+        self.context = context
+        self.service = service
+        self.local = local
+
+    @property
+    def queue(self):
+        from cyrusmail.delivery.queue import queue_of
+
+        return queue_of(self.context)
+
+    def ehlo_keywords(self, session: SMTPSession) -> list[str]:
+        keywords = ehlo_keywords(session)
+        if session.can_starttls():
+            keywords.append("STARTTLS")
+        if session.can_auth():
+            keywords.append("AUTH PLAIN LOGIN")
+        return keywords
+
+    def check_mail(self, session: SMTPSession, mail: wire.Mail) -> Reply:
+        if session.account is None:
+            if not session.can_auth() and session.can_starttls():
+                return codes.STARTTLS_REQUIRED
+            return codes.AUTH_REQUIRED
+        if mail.reverse_path is None:
+            return codes.SENDER_NOT_OWNED.with_text("The null sender is not allowed in submission")
+        if mail.reverse_path.address.lower() not in session.account.addresses:
+            return codes.SENDER_NOT_OWNED
+        return codes.SENDER_OK
+
+    def check_rcpt(self, session: SMTPSession, rcpt: wire.Rcpt) -> tuple[Reply, object]:
+        path = rcpt.forward_path
+        if self.local.is_local(path):
+            target = self.local.resolve(path)
+            if target is None:
+                return codes.NO_SUCH_USER, None
+            return codes.RECIPIENT_OK, target
+        return codes.RECIPIENT_OK, REMOTE
+
+    def trace_headers(self, session: SMTPSession, transaction: Transaction, header: bytes) -> bytes:
+        added = received_header(session, transaction, with_name("ESMTP", session))
+        if not _HAS_MESSAGE_ID.search(header):
+            token = secrets.token_hex(8)
+            added += f"Message-ID: <{int(session.clock.seconds())}.{token}@{session.hostname}>\r\n".encode()
+        if not _HAS_DATE.search(header):
+            added += f"Date: {email.utils.formatdate(session.clock.seconds(), localtime=True)}\r\n".encode()
+        return added
+
+    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
+        """Queue the remote recipients, then deliver the local ones; one reply.
+
+        Remote recipients are made durable in the queue first, so that a
+        failure there (answered 451) has delivered nothing.  A local
+        recipient that fails temporarily is queued for a retry; one that
+        fails for good gets a DSN.  If every recipient is local and all fail
+        alike, the client gets that failure instead.
+        """
+        remote = [r for r in transaction.recipients if r.target is REMOTE]
+        local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
+        queue = self.queue if remote or local else None
+        if remote:
+            queue.enqueue(transaction.mail, [r.rcpt for r in remote], staged)
+        results = [(r, self.local.deliver(staged, r.target)) for r in local]
+        failed = [(r, reply) for r, reply in results if not reply.is_positive]
+        if failed and len(failed) == len(transaction.recipients):
+            first = failed[0][1]
+            if all(reply.code // 100 == first.code // 100 for _, reply in failed):
+                return [first]
+        retry = [r.rcpt for r, reply in failed if reply.is_transient]
+        if retry:
+            queue.enqueue(transaction.mail, retry, staged)
+        bounced = [(r.rcpt, reply) for r, reply in failed if reply.is_permanent]
+        if bounced:
+            queue.bounce_now(transaction.mail, bounced, staged)
+        logs.log.info("{service}: {id} from <{sender}> by {user}: {n} recipients",
+                      service=self.service, id=transaction.id, sender=transaction.sender,
+                      user=session.authenticated_user, n=len(transaction.recipients))
+        return [codes.MESSAGE_ACCEPTED.with_text(f"Message accepted, id {transaction.id}")]
+
+
+class LMTPCallbacks:
+    """LMTP (RFC 2033): final delivery for an MTA, one reply per recipient."""
+
+    lmtp = True
+
+    def __init__(self, context: ServerContext, service: str, local: LocalDelivery) -> None:
+        self.context = context
+        self.service = service
+        self.local = local
+
+    def ehlo_keywords(self, session: SMTPSession) -> list[str]:
+        return ehlo_keywords(session)
+
+    def check_mail(self, session: SMTPSession, mail: wire.Mail) -> Reply:
+        return codes.SENDER_OK
+
+    def check_rcpt(self, session: SMTPSession, rcpt: wire.Rcpt) -> tuple[Reply, object]:
+        path = rcpt.forward_path
+        if not self.local.is_local(path):
+            return codes.NO_SUCH_USER.with_text("Not a local domain"), None
+        target = self.local.resolve(path)
+        if target is None:
+            return codes.NO_SUCH_USER, None
+        return codes.RECIPIENT_OK, target
+
+    def trace_headers(self, session: SMTPSession, transaction: Transaction, header: bytes) -> bytes:
+        return_path = f"Return-Path: <{transaction.sender or ''}>\r\n".encode()
+        return return_path + received_header(session, transaction, with_name("LMTP", session))
+
+    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
+        replies = []
+        for recipient in transaction.recipients:
+            reply = self.local.deliver(staged, recipient.target)
+            if reply.is_positive:
+                reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
+            replies.append(reply)
+        logs.log.info("{service}: {id} from <{sender}>: {ok} of {n} recipients delivered",
+                      service=self.service, id=transaction.id, sender=transaction.sender,
+                      ok=sum(r.is_positive for r in replies), n=len(replies))
+        return replies
+
+
+class SMTPFactory(ServerFactory):
+    """One :class:`SMTPSession` per connection, with this service's callbacks."""
+
+    def __init__(self, context: ServerContext, callbacks, *, implicit_tls: bool = False,
+                 clock=None, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.context = context
+        self.callbacks = callbacks
+        self.implicit_tls = implicit_tls
+        self.idle_timeout = idle_timeout
+        if clock is None:
+            clock = context.reactor
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+
+    def buildProtocol(self, addr) -> SMTPSession:
+        session = SMTPSession(self.context, self.callbacks, self.clock,
+                              implicit_tls=self.implicit_tls, idle_timeout=self.idle_timeout)
+        session.factory = self
+        return session
+
+
+def make_submission_factory(context: ServerContext, service: str) -> IProtocolFactory:
+    """The registry's builder for ``submission`` and ``submissions``."""
+    from cyrusmail.delivery.queue import queue_of
+
+    queue_of(context)  # the queue and its runner start with the server
+    callbacks = SubmissionCallbacks(context, service, LocalDelivery(context))
+    return SMTPFactory(context, callbacks, implicit_tls=REGISTRY[service].implicit_tls)
+
+
+def make_lmtp_factory(context: ServerContext, service: str) -> IProtocolFactory:
+    """The registry's builder for ``lmtp``."""
+    return SMTPFactory(context, LMTPCallbacks(context, service, LocalDelivery(context)))

@@ -1,0 +1,146 @@
+"""LMTP transcripts (RFC 2033): LHLO, no AUTH, one reply per accepted recipient."""
+
+from __future__ import annotations
+
+from twisted.trial import unittest
+
+from cyrusmail.delivery.local import LocalTarget
+from cyrusmail.smtp import codes
+from cyrusmail.store.errors import OverQuota
+from tests.test_smtp_session_support import (
+    Conversation,
+    expected,
+    inbox_messages,
+    lmtp_factory,
+    make_server,
+)
+
+MESSAGE = b"From: someone@remote.example\r\nSubject: for you\r\n\r\nHello.\r\n"
+
+
+class LMTPTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.context, self.clock = make_server(self.mktemp())
+        self.factory = lmtp_factory(self.context, self.clock)
+
+    def test_mixed_recipients_one_reply_each(self) -> None:
+        talk = Conversation(self.factory)
+        self.assertEqual(talk.greeting[0][0], 220)
+        [(code, _, lines)] = talk.send("LHLO mx.example.org\r\n")
+        self.assertEqual(code, 250)
+        self.assertNotIn("AUTH PLAIN LOGIN", lines)
+        self.assertNotIn("STARTTLS", lines)
+        replies = talk.codes(
+            b"MAIL FROM:<someone@remote.example>\r\n"
+            b"RCPT TO:<alice@example.org>\r\n"
+            b"RCPT TO:<nobody@example.org>\r\n"
+            b"RCPT TO:<carol@remote.example>\r\n"
+            b"RCPT TO:<bob+Sent@example.org>\r\n"
+            b"DATA\r\n" + MESSAGE + b".\r\n")
+        self.assertEqual(replies, expected(
+            codes.SENDER_OK, codes.RECIPIENT_OK, codes.NO_SUCH_USER, codes.NO_SUCH_USER, codes.RECIPIENT_OK,
+            codes.START_DATA, codes.MESSAGE_ACCEPTED, codes.MESSAGE_ACCEPTED))
+        [alice] = inbox_messages(self.context, "alice")
+        [bob] = inbox_messages(self.context, "bob", "Sent")
+        self.assertEqual(alice, bob)
+        self.assertTrue(alice.startswith(b"Return-Path: <someone@remote.example>\r\nReceived: from mx.example.org"))
+        self.assertTrue(alice.endswith(MESSAGE))
+        self.assertIn(b"with LMTP id", alice)
+
+    def test_one_staged_message_for_all_recipients(self) -> None:
+        staged = []
+        real_stage = self.context.store.stage
+        self.context.store.stage = lambda: staged.append(real_stage()) or staged[-1]
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+        talk.send(MESSAGE + b".\r\n")
+        self.assertEqual(len(staged), 1)
+
+    def test_per_recipient_failure_over_quota(self) -> None:
+        delivery = self.factory.callbacks.local
+        real = delivery.deliver
+
+        def deliver(staged, target):
+            if target.user == "bob":
+                return codes.MAILBOX_FULL
+            return real(staged, target)
+
+        delivery.deliver = deliver
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                  "RCPT TO:<bob@example.org>\r\nRCPT TO:<alice+Trash@example.org>\r\nDATA\r\n")
+        self.assertEqual(talk.codes(MESSAGE + b".\r\n"),
+                         expected(codes.MESSAGE_ACCEPTED, codes.MAILBOX_FULL, codes.MESSAGE_ACCEPTED))
+
+    def test_over_quota_maps_to_452_or_552(self) -> None:
+        class Full:
+            def __init__(self, permanent):
+                self.permanent = permanent
+
+            def open(self, name):
+                return self
+
+            def append(self, staged):
+                raise OverQuota(permanent=self.permanent)
+
+        delivery = self.factory.callbacks.local
+        for permanent, reply in ((False, codes.MAILBOX_FULL), (True, codes.QUOTA_EXCEEDED_PERM)):
+            realm = self.context.realm
+            account = type("A", (), {"mailboxes": Full(permanent)})()
+            self.context.realm = type("R", (), {"account": lambda self, user, account=account: account})()
+            self.assertEqual(delivery.deliver(None, LocalTarget("bob")), reply)
+            self.context.realm = realm
+
+    def test_bdat_last_replies_per_recipient(self) -> None:
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                  "RCPT TO:<bob@example.org>\r\n")
+        self.assertEqual(talk.codes(b"BDAT 10\r\n" + MESSAGE[:10]), expected(codes.CHUNK_OK))
+        rest = MESSAGE[10:]
+        self.assertEqual(talk.codes(b"BDAT %d LAST\r\n%s" % (len(rest), rest)),
+                         expected(codes.MESSAGE_ACCEPTED, codes.MESSAGE_ACCEPTED))
+
+    def test_failed_message_gets_one_error_per_recipient(self) -> None:
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                  "RCPT TO:<bob@example.org>\r\nDATA\r\n")
+        self.assertEqual(talk.codes(b"Subject: x\r\n\r\nbare\nnewline\r\n.\r\n"),
+                         expected(codes.BARE_NEWLINE, codes.BARE_NEWLINE))
+        self.assertEqual(inbox_messages(self.context, "alice"), [])
+
+    def test_no_auth_no_starttls_no_helo(self) -> None:
+        talk = Conversation(self.factory)
+        self.assertEqual(talk.codes("EHLO mx\r\n"), expected(codes.SYNTAX_ERROR))
+        self.assertEqual(talk.codes("HELO mx\r\n"), expected(codes.SYNTAX_ERROR))
+        talk.send("LHLO mx\r\n")
+        self.assertEqual(talk.codes("AUTH PLAIN\r\n"), expected(codes.NOT_IMPLEMENTED))
+        self.assertEqual(talk.codes("STARTTLS\r\n"), expected(codes.NOT_IMPLEMENTED))
+        self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
+
+    def test_mail_before_lhlo(self) -> None:
+        talk = Conversation(self.factory)
+        self.assertEqual(talk.codes("MAIL FROM:<>\r\n")[0][0], 503)
+
+    def test_postmaster_goes_to_admin(self) -> None:
+        context, clock = make_server(self.mktemp(), server={"admins": "alice"})
+        talk = Conversation(lmtp_factory(context, clock))
+        talk.send("LHLO mx\r\nMAIL FROM:<>\r\n")
+        self.assertEqual(talk.codes("RCPT TO:<Postmaster>\r\n"), expected(codes.RECIPIENT_OK))
+        self.assertEqual(talk.codes("RCPT TO:<postmaster@example.org>\r\n"), expected(codes.RECIPIENT_OK))
+
+
+class LMTPUnixSocketTests(unittest.TestCase):
+    def test_unix_socket_peer(self) -> None:
+        from twisted.internet.address import UNIXAddress
+        from twisted.internet.testing import StringTransport
+
+        context, clock = make_server(self.mktemp())
+        session = lmtp_factory(context, clock).buildProtocol(None)
+        transport = StringTransport(peerAddress=UNIXAddress(None))
+        session.makeConnection(transport)
+        session.dataReceived(b"LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+                             + MESSAGE + b".\r\n")
+        self.assertTrue(transport.value().endswith(b"250 2.6.0 <alice@example.org> delivered, id "
+                                                   + transport.value().rsplit(b"id ", 1)[1]))
+        [stored] = inbox_messages(context, "alice")
+        self.assertIn(b"Received: from mx (local)\r\n", stored)
