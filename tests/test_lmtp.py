@@ -24,6 +24,7 @@ class LMTPTests(unittest.TestCase):
         self.factory = lmtp_factory(self.context, self.clock)
 
     def test_mixed_recipients_one_reply_each(self) -> None:
+        self.context.realm.account("bob").set_acl("Sent", "anyone", "+p")  # LMTP posts as anyone
         talk = Conversation(self.factory)
         self.assertEqual(talk.greeting[0][0], 220)
         [(code, _, lines)] = talk.send("LHLO mx.example.org\r\n")
@@ -46,6 +47,34 @@ class LMTPTests(unittest.TestCase):
         self.assertTrue(alice.startswith(b"Return-Path: <someone@remote.example>\r\nReceived: from mx.example.org"))
         self.assertTrue(alice.endswith(MESSAGE))
         self.assertIn(b"with LMTP id", alice)
+
+    def test_plus_folder_without_post_right_goes_to_inbox(self) -> None:
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\n")
+        replies = talk.codes(b"MAIL FROM:<x@remote.example>\r\nRCPT TO:<bob+Sent@example.org>\r\n"
+                             b"DATA\r\n" + MESSAGE + b".\r\n")
+        self.assertEqual(replies, expected(codes.SENDER_OK, codes.RECIPIENT_OK, codes.START_DATA,
+                                           codes.MESSAGE_ACCEPTED))
+        self.assertEqual(len(inbox_messages(self.context, "bob")), 1)
+        self.assertEqual(inbox_messages(self.context, "bob", "Sent"), [])
+
+    def test_shared_folder_posting_address_needs_the_post_right(self) -> None:
+        self.context, self.clock = make_server(self.mktemp(), server={"admins": "alice"})
+        self.factory = lmtp_factory(self.context, self.clock)
+        admin = self.context.realm.account("alice")
+        admin.mailboxes.create("Shared Folders/news")
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\n")
+        refused = talk.codes(b"MAIL FROM:<x@remote.example>\r\nRCPT TO:<shared+news@example.org>\r\n")
+        self.assertEqual(refused, expected(codes.SENDER_OK, codes.NO_SUCH_USER))
+        admin.set_acl("Shared Folders/news", "anyone", "lrsp")
+        talk.send("RSET\r\n")
+        replies = talk.codes(b"MAIL FROM:<x@remote.example>\r\nRCPT TO:<shared+news@example.org>\r\n"
+                             b"DATA\r\n" + MESSAGE + b".\r\n")
+        self.assertEqual(replies, expected(codes.SENDER_OK, codes.RECIPIENT_OK, codes.START_DATA,
+                                           codes.MESSAGE_ACCEPTED))
+        news = self.context.realm.account("bob").mailboxes.open("Shared Folders/news")
+        self.assertEqual(len(news.messages()), 1)
 
     def test_one_staged_message_for_all_recipients(self) -> None:
         staged = []
@@ -86,8 +115,8 @@ class LMTPTests(unittest.TestCase):
         delivery = self.factory.callbacks.local
         for permanent, reply in ((False, codes.MAILBOX_FULL), (True, codes.QUOTA_EXCEEDED_PERM)):
             realm = self.context.realm
-            account = type("A", (), {"mailboxes": Full(permanent)})()
-            self.context.realm = type("R", (), {"account": lambda self, user, account=account: account})()
+            full = Full(permanent)
+            self.context.realm = type("R", (), {"delivery_target": lambda self, *args, box=full: box})()
             self.assertEqual(delivery.deliver(None, LocalTarget("bob")), reply)
             self.context.realm = realm
 

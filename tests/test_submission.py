@@ -62,13 +62,17 @@ class SubmissionTests(unittest.TestCase):
         self.assertEqual(stored.count(b"Date:"), 1)
         self.assertTrue(stored.endswith(message))
 
-    def test_plus_folder_delivery(self) -> None:
+    def test_plus_folder_delivery_needs_the_post_right(self) -> None:
         talk = self.login()
         talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob+Sent@example.org>\r\n"
                   b"RCPT TO:<bob+NoSuchFolder@example.org>\r\nDATA\r\n")
         self.assertEqual(talk.codes(MESSAGE + b".\r\n"), expected(codes.MESSAGE_ACCEPTED))
+        self.assertEqual(len(inbox_messages(self.context, "bob", "Sent")), 0)  # alice lacks p there
+        self.assertEqual(len(inbox_messages(self.context, "bob")), 2)
+        self.context.realm.account("bob").set_acl("Sent", "alice", "+p")
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob+Sent@example.org>\r\nDATA\r\n")
+        self.assertEqual(talk.codes(MESSAGE + b".\r\n"), expected(codes.MESSAGE_ACCEPTED))
         self.assertEqual(len(inbox_messages(self.context, "bob", "Sent")), 1)
-        self.assertEqual(len(inbox_messages(self.context, "bob")), 1)
 
     def test_mail_requires_authentication(self) -> None:
         talk = Conversation(self.factory)

@@ -5,7 +5,10 @@ retries a local recipient whose mailbox was full, and delivers DSNs to local
 senders).  A recipient is local when its domain is one of the config's
 ``domains``; it then must name a user (``context.users.resolve``), or it is
 refused at RCPT.  ``user+folder@domain`` goes into ``folder`` when that
-mailbox exists, else into INBOX.  ``postmaster`` (any local domain, or the
+mailbox exists and the poster holds ``p`` on it, else into INBOX;
+``shared+folder@domain`` posts to a shared folder (bulletin board), refused
+at RCPT unless it exists and the poster holds ``p`` there (the decision is
+the realm's ``delivery_target``, the same for every protocol).  ``postmaster`` (any local domain, or the
 bare ``<Postmaster>`` of RFC 5321 section 4.5.1) goes to the user of that
 name, else to the first admin.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cyrusmail import logs
+from cyrusmail.acl.delivery import shared_folder_of
 from cyrusmail.smtp import codes
 from cyrusmail.smtp.codes import Reply
 from cyrusmail.smtp.wire import Path
@@ -39,8 +43,9 @@ INBOX = "INBOX"
 class LocalTarget:
     """A resolved local recipient: the user, and the folder asked for (or INBOX)."""
 
-    user: str
+    user: str  # a user name, or the shared tree's owner
     folder: str = INBOX
+    poster: str | None = None  # the authenticated sender; None on LMTP
 
 
 class LocalDelivery:
@@ -54,8 +59,8 @@ class LocalDelivery:
         """Whether the address is in one of our domains (or a bare Postmaster)."""
         return path.domain is None or path.domain.lower() in self.domains
 
-    def resolve(self, path: Path) -> LocalTarget | None:
-        """The local user ``path`` names, or None if there is no such user.
+    def resolve(self, path: Path, poster: str | None = None) -> LocalTarget | None:
+        """The local user (or shared folder) ``path`` names, or None if there is none.
 
         Only meaningful for a local address (:meth:`is_local`).
         """
@@ -63,12 +68,20 @@ class LocalDelivery:
         domain = (path.domain or self.domains[0]).lower()
         user = self._user(local, domain)
         if user is not None:
-            return LocalTarget(user)
+            return LocalTarget(user, poster=poster)
+        shared = shared_folder_of(local)
+        if shared is not None:
+            target = LocalTarget(self.context.realm.SHARED, shared, poster)
+            try:
+                self.context.realm.delivery_target(target.user, target.folder, poster)
+            except (MailboxNotFound, NotSelectable, PermissionDenied, InvalidName):
+                return None
+            return target
         base, plus, folder = local.partition("+")
         if plus and base and folder:
             user = self._user(base, domain)
             if user is not None:
-                return LocalTarget(user, folder)
+                return LocalTarget(user, folder, poster)
         if local.lower() == "postmaster" and self.context.config.admins:
             admin = self.context.users.resolve(self.context.config.admins[0], self.domains)
             if admin is not None:
@@ -85,11 +98,7 @@ class LocalDelivery:
         are durable, or the reply that says why not.
         """
         try:
-            tree = self.context.realm.account(target.user).mailboxes
-            try:
-                mailbox = tree.open(target.folder)
-            except (MailboxNotFound, NotSelectable, InvalidName):
-                mailbox = tree.open(INBOX)
+            mailbox = self.context.realm.delivery_target(target.user, target.folder, target.poster)
             mailbox.append(staged)
         except OverQuota as error:
             return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL

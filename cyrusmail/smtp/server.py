@@ -135,7 +135,7 @@ class SubmissionCallbacks:
     def check_rcpt(self, session: SMTPSession, rcpt: wire.Rcpt) -> tuple[Reply, object]:
         path = rcpt.forward_path
         if self.local.is_local(path):
-            target = self.local.resolve(path)
+            target = self.local.resolve(path, poster=session.account.user if session.account else None)
             if target is None:
                 return codes.NO_SUCH_USER, None
             return codes.RECIPIENT_OK, target
