@@ -434,6 +434,10 @@ class GuardedMailbox:
         self._require("r")
         return self.inner.mime_caches(uids)
 
+    def cache_may_contain(self, words: list[bytes]) -> set[int]:
+        self._require("r")
+        return self.inner.cache_may_contain(words)
+
     def changes_since(self, modseq: int) -> Changes:
         self._require("r")
         changes = self.inner.changes_since(modseq)

@@ -363,9 +363,16 @@ class ReadingTests(TestCase):
     @needs_mime
     def test_header_keys_read_no_file(self) -> None:
         self.assertEqual(self.found(b"SUBJECT hello SENTSINCE 1-Jan-2024"), [1, 5])
-        self.assertEqual({name for name, _ in self.counting.calls}, {"mime_cache"})
+        self.assertEqual({name for name, _ in self.counting.calls}, {"mime_cache", "cache_may_contain"})
 
     @needs_mime
+    def test_header_prefilter_never_drops_a_match(self) -> None:
+        """Encoded words and folds cannot hide a match from the index prefilter."""
+        for criteria, expected in ((b"SUBJECT hello", [1, 5]), (b"HEADER Subject hello", [1, 5])):
+            with self.subTest(criteria=criteria):
+                self.assertEqual(self.found(criteria), expected)
+                self.assertEqual(self.found(b"ALL " + criteria), expected)
+
     def test_each_file_read_once(self) -> None:
         self.assertEqual(
             self.found(b"OR BODY zzz OR TEXT yyy OR BODY fox TEXT secret"), [1, 3]
@@ -403,6 +410,10 @@ class CountingMailbox:
     def mime_cache(self, uid: int) -> bytes | None:
         self.calls.append(("mime_cache", uid))
         return None if self.no_cache else self.mailbox.mime_cache(uid)
+
+    def cache_may_contain(self, words) -> set[int]:
+        self.calls.append(("cache_may_contain", 0))
+        return self.mailbox.cache_may_contain(words)
 
     def mime_caches(self, uids) -> dict[int, bytes]:
         uids = list(uids)

@@ -70,7 +70,28 @@ def search(
         caches=_CacheWindow(mailbox, records),
     )
     root = _compile(criteria, view)
+    candidates = _header_candidates(criteria, mailbox)
+    if candidates is not None:
+        records = [record for record in records if record.uid in candidates]
     return [record for record in records if _matches(root, _Message(view, record))]
+
+
+def _header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | None:
+    """Messages that may match the header keys every match needs, found by the index.
+
+    Each required HEADER/FROM/SUBJECT/... key with an ASCII value must have
+    its words (a fold only ever falls between words) in the cached header;
+    a header with encoded words may hide them, so those messages stay in.
+    None when no key qualifies (every message is a candidate).
+    """
+    keys = criteria.keys if isinstance(criteria, c.SearchAnd) else (criteria,)
+    words: list[bytes] = []
+    for key in keys:
+        if isinstance(key, c.SearchHeader) and key.value and key.value.isascii():
+            words += key.value.split()
+    if not words:
+        return None
+    return mailbox.cache_may_contain(words) | mailbox.cache_may_contain([b"=?"])
 
 
 # -- compiling ------------------------------------------------------------------

@@ -34,16 +34,27 @@ class UserIndex:
             )
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken at once so that UIDs are allocated in order."""
-        self.db.execute("BEGIN IMMEDIATE")
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken at once so that UIDs are allocated in order.
+
+        ``durable=False`` is for state whose loss in a power cut harms no one
+        (which messages were already reported \\Recent): the commit skips the
+        fsync, the index stays consistent either way.
+        """
+        if not durable:
+            self.db.execute("PRAGMA synchronous = NORMAL")
         try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+        finally:
+            if not durable:
+                self.db.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -705,6 +705,20 @@ class MaildirMailbox:
                 ).fetchall())
         return found
 
+    def cache_may_contain(self, words: list[bytes]) -> set[int]:
+        """UIDs whose MIME cache holds every one of ``words`` (ASCII, any case), or that have no cache.
+
+        A prefilter run inside SQLite: SEARCH then checks only these messages.
+        """
+        tests = " AND ".join("instr(lower(c.cache), ?) > 0" for _ in words) or "1"
+        with self._snapshot() as db:
+            rows = db.execute(
+                "SELECT m.uid FROM messages AS m LEFT JOIN mime AS c ON c.mailbox_id = m.mailbox_id"
+                f" AND c.uid = m.uid WHERE m.mailbox_id = ? AND (c.cache IS NULL OR ({tests}))",
+                (self.id, *(word.lower().decode("ascii") for word in words)),
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def mime_cache(self, uid: int) -> bytes | None:
         with self._snapshot() as db:
             row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
@@ -900,7 +914,7 @@ class MaildirMailbox:
         return Changes([_record(row) for row in changed], [row[0] for row in expunged], highestmodseq)
 
     def claim_recent(self) -> frozenset[int]:
-        with self.index.write() as db:
+        with self.index.write(durable=False) as db:
             uidnext, _, recent_uid, *_ = self._counts(db)
             rows = db.execute(
                 "SELECT uid FROM messages WHERE mailbox_id = ? AND uid > ?", (self.id, recent_uid)
