@@ -70,7 +70,7 @@ class MaildirStoreWithAnalyserTests(MaildirStoreTests):
 
     def test_cache_prefilter_finds_words_in_any_case_and_keeps_uncached_messages(self):
         first = self.inbox.append(b"Subject: Quarterly Report\r\n\r\nx\r\n")
-        second = self.inbox.append(b"Subject: lunch\r\n\r\nx\r\n")
+        self.inbox.append(b"Subject: lunch\r\n\r\nx\r\n")
         third = self.inbox.append(b"Subject: lunch again\r\n\r\nx\r\n")
         with self.inbox.index.write() as db:  # as in an index from before the MIME layer
             db.execute("DELETE FROM mime WHERE uid = ?", (third,))
