@@ -22,7 +22,7 @@ def main() -> int:
     failed = 0
     for script in scripts:
         print(f"== {script.stem}", flush=True)
-        result = subprocess.run([sys.executable, str(script), *sys.argv[1:]], cwd=HERE.parent, check=False)
+        result = subprocess.run([sys.executable, str(script)], cwd=HERE.parent, check=False)
         failed += result.returncode != 0
     return 1 if failed else 0
 

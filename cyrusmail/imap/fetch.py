@@ -119,8 +119,8 @@ class FetchPlan:
     sets_seen: bool
     needs_mime: bool
     needs_file: bool
-    #: (name, renderer) for each item when all are small values, else None.
-    simple: tuple[tuple[bytes, Callable], ...] | None = None
+    #: The attribute names, in order, when every item is a small value; else None.
+    simple: tuple[str, ...] | None = None
 
 
 def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
@@ -153,7 +153,7 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
     simple = None
     if all(isinstance(item, FetchAttribute) and item.attribute in _SIMPLE for item in items):
         # Only small values (the mail-list FETCH): one line per message, no general builder.
-        simple = tuple((item.attribute.encode("ascii"), _SIMPLE[item.attribute]) for item in items)
+        simple = tuple(item.attribute for item in items)
     return FetchPlan(items, sets_seen, needs_mime, needs_file, simple)
 
 
@@ -205,18 +205,6 @@ def render_fetch(
     return response.finish()
 
 
-def _envelope(view: MessageView) -> bytes:
-    return _info_of(view).envelope_wire()
-
-
-def _bodystructure(view: MessageView) -> bytes:
-    return _info_of(view).bodystructure_wire()
-
-
-def _body_structure(view: MessageView) -> bytes:
-    return _info_of(view).body_wire()
-
-
 def _info_of(view: MessageView):
     try:
         return load_info(view.mailbox, view.record.uid, cache=view.cache)
@@ -224,31 +212,34 @@ def _info_of(view: MessageView):
         raise FetchError("the message has been expunged", "EXPUNGEISSUED") from error
 
 
-#: The small FETCH attributes, each a function of the message view.
-_SIMPLE: dict[str, Callable[[MessageView], bytes]] = {
-    "UID": lambda view: b"%d" % view.record.uid,
-    "FLAGS": lambda view: flags_wire(view.record, view.recent),
-    "INTERNALDATE": lambda view: date_time_wire(view.record.internal_date),
-    "RFC822.SIZE": lambda view: b"%d" % view.record.size,
-    "MODSEQ": lambda view: b"(%d)" % view.record.modseq,
-    "ENVELOPE": _envelope,
-    "BODYSTRUCTURE": _bodystructure,
-    "BODY": _body_structure,
-}
+#: The small FETCH attributes, answered on the fast path (the mail-list FETCH).
+_SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
+_FROM_INFO = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
-def _render_simple(renderers: tuple[tuple[bytes, Callable], ...], view: MessageView) -> bytes:
-    info_cache: dict = {}
-    if view.cache is not None and any(name in (b"ENVELOPE", b"BODYSTRUCTURE", b"BODY") for name, _ in renderers):
-        # One parse of the cache blob serves ENVELOPE and BODYSTRUCTURE alike.
-        info = _info_of(view)
-        info_cache = {b"ENVELOPE": info.envelope_wire, b"BODYSTRUCTURE": info.bodystructure_wire,
-                      b"BODY": info.body_wire}
+def _render_simple(attributes: tuple[str, ...], view: MessageView) -> bytes:
+    """One message's response for small attributes only, without the general builder."""
+    record = view.record
+    info = _info_of(view) if not _FROM_INFO.isdisjoint(attributes) else None
     parts = []
-    for name, render in renderers:
-        value = info_cache[name]() if name in info_cache else render(view)
-        parts.append(name + b" " + value)
-    return b"* %d FETCH (" % view.seq + b" ".join(parts) + b")\r\n"
+    for name in attributes:
+        if name == "UID":
+            parts.append(b"UID %d" % record.uid)
+        elif name == "FLAGS":
+            parts.append(b"FLAGS " + flags_wire(record, view.recent))
+        elif name == "RFC822.SIZE":
+            parts.append(b"RFC822.SIZE %d" % record.size)
+        elif name == "ENVELOPE":
+            parts.append(b"ENVELOPE " + info.envelope_wire())
+        elif name == "BODYSTRUCTURE":
+            parts.append(b"BODYSTRUCTURE " + info.bodystructure_wire())
+        elif name == "BODY":
+            parts.append(b"BODY " + info.body_wire())
+        elif name == "INTERNALDATE":
+            parts.append(b"INTERNALDATE " + date_time_wire(record.internal_date))
+        else:  # MODSEQ
+            parts.append(b"MODSEQ (%d)" % record.modseq)
+    return b"* %d FETCH (%s)\r\n" % (view.seq, b" ".join(parts))
 
 
 class _Response:

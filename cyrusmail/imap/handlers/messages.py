@@ -57,6 +57,8 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
     missing = [0]
     failure: list[Exception] = []
 
+    shows_flags = any(_shows_flags(item) for item in plan.items)
+
     def pieces() -> Iterator:
         for batch in _batches(uids):
             records = view.mailbox.records(batch)
@@ -74,8 +76,11 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
                 except rendering.FetchError as error:
                     failure.append(error)
                     continue
-                yield from _stream_message(view.mailbox, record.uid, rendered, missing)
-                if any(_shows_flags(item) for item in plan.items):
+                if len(rendered) == 1 and isinstance(rendered[0], bytes):
+                    yield rendered[0]  # the common case: no literal to stream
+                else:
+                    yield from _stream_message(view.mailbox, record.uid, rendered, missing)
+                if shows_flags:
                     view.reported([record])
 
     def finished(_) -> Reply | None:

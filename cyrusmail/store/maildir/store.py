@@ -91,6 +91,22 @@ def _record(row: tuple) -> MessageRecord:
                          frozenset(keywords.split()) if keywords else _NO_KEYWORDS, modseq, guid)
 
 
+def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: Iterable[int]) -> list[tuple]:
+    """Rows of ``query`` (ending in ``WHERE mailbox_id = ? AND``) for those UIDs.
+
+    A run of consecutive UIDs (``FETCH 1:*``) is one range scan; anything
+    else goes in IN lists of at most 500.
+    """
+    rows: list[tuple] = []
+    for batch in _chunks(uids):
+        if batch[-1] - batch[0] + 1 == len(batch) and len(set(batch)) == len(batch):
+            rows += db.execute(f"{query} uid BETWEEN ? AND ?", (mailbox_id, batch[0], batch[-1])).fetchall()
+        else:
+            marks = ",".join("?" * len(batch))
+            rows += db.execute(f"{query} uid IN ({marks})", (mailbox_id, *batch)).fetchall()
+    return rows
+
+
 def _chunks(uids: Iterable[int]) -> Iterable[list[int]]:
     batch: list[int] = []
     for uid in uids:
@@ -672,14 +688,9 @@ class MaildirMailbox:
 
     def records(self, uids: Iterable[int]) -> list[MessageRecord]:
         """The records of those ``uids`` still present, ascending."""
-        found = []
         with self._snapshot() as db:
-            for batch in _chunks(uids):
-                marks = ",".join("?" * len(batch))
-                found += db.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND uid IN ({marks})",
-                    (self.id, *batch),
-                ).fetchall()
+            found = _select_by_uid(db, f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND",
+                                   self.id, uids)
         return sorted((_record(row) for row in found), key=lambda record: record.uid)
 
     def path(self, record: MessageRecord) -> Path:
@@ -696,14 +707,8 @@ class MaildirMailbox:
 
     def mime_caches(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The cached parse results of many messages in one read (FETCH, SEARCH)."""
-        found: dict[int, bytes] = {}
         with self._snapshot() as db:
-            for batch in _chunks(uids):
-                marks = ",".join("?" * len(batch))
-                found.update(db.execute(
-                    f"SELECT uid, cache FROM mime WHERE mailbox_id = ? AND uid IN ({marks})", (self.id, *batch)
-                ).fetchall())
-        return found
+            return dict(_select_by_uid(db, "SELECT uid, cache FROM mime WHERE mailbox_id = ? AND", self.id, uids))
 
     def cache_may_contain(self, words: list[bytes]) -> set[int]:
         """UIDs whose MIME cache holds every one of ``words`` (ASCII, any case), or that have no cache.
