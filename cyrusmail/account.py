@@ -214,6 +214,21 @@ class AccountMailboxes:
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
 
+    def may_create(self, name: str) -> bool:
+        """Whether ``name`` does not exist and CREATE would make it (IMAP's [TRYCREATE], as Cyrus).
+
+        False for a mailbox that exists but the user may not see, so the
+        answer is the same as for one they could not create.
+        """
+        try:
+            location = self.resolve(name)
+            if location.is_node or self.tree(location).exists(location.name):
+                return False
+            self._require_create(location)
+        except (MailboxNotFound, PermissionDenied, InvalidName):
+            return False
+        return True
+
     def delete(self, name: str) -> None:
         location = self.resolve(name)
         self.require(name, "x", location)
@@ -372,6 +387,8 @@ class GuardedMailbox:
         held = self.rights
         missing = [right for right in needed if right not in held]
         if missing:
+            if not held & R.VISIBLE:  # opened with "i" alone: still not to be seen (RFC 4314 6)
+                raise MailboxNotFound(f"Mailbox {self.name} does not exist")
             raise PermissionDenied(f"No {''.join(missing)!r} right on {self.name}")
         return held
 
