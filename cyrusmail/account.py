@@ -163,7 +163,12 @@ class AccountMailboxes:
     def _rights(self, location: Location) -> frozenset[str]:
         if location.is_node:
             raise MailboxNotFound(f"{location.display} is a namespace, not a mailbox")
-        return self.access.rights(self.user, location.owner, self.tree(location).acl(location.name))
+        try:
+            acl = self.tree(location).acl(location.name)
+        except MailboxNotFound:
+            # worded as for a mailbox that exists but may not be seen (RFC 4314 section 6)
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist") from None
+        return self.access.rights(self.user, location.owner, acl)
 
     def rights_of(self, display: str) -> frozenset[str]:
         """The rights this user holds on ``display`` (MailboxNotFound if it does not exist)."""
