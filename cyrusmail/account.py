@@ -163,7 +163,12 @@ class AccountMailboxes:
     def _rights(self, location: Location) -> frozenset[str]:
         if location.is_node:
             raise MailboxNotFound(f"{location.display} is a namespace, not a mailbox")
-        return self.access.rights(self.user, location.owner, self.tree(location).acl(location.name))
+        try:
+            acl = self.tree(location).acl(location.name)
+        except MailboxNotFound:
+            # worded as for a mailbox that exists but may not be seen (RFC 4314 section 6)
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist") from None
+        return self.access.rights(self.user, location.owner, acl)
 
     def rights_of(self, display: str) -> frozenset[str]:
         """The rights this user holds on ``display`` (MailboxNotFound if it does not exist)."""
@@ -213,6 +218,21 @@ class AccountMailboxes:
         tree.create(location.name, special_use=special_use if location.owner == self.user else None)
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
+
+    def may_create(self, name: str) -> bool:
+        """Whether ``name`` does not exist and CREATE would make it (IMAP's [TRYCREATE], as Cyrus).
+
+        False for a mailbox that exists but the user may not see, so the
+        answer is the same as for one they could not create.
+        """
+        try:
+            location = self.resolve(name)
+            if location.is_node or self.tree(location).exists(location.name):
+                return False
+            self._require_create(location)
+        except (MailboxNotFound, PermissionDenied, InvalidName):
+            return False
+        return True
 
     def delete(self, name: str) -> None:
         location = self.resolve(name)
@@ -372,6 +392,8 @@ class GuardedMailbox:
         held = self.rights
         missing = [right for right in needed if right not in held]
         if missing:
+            if not held & R.VISIBLE:  # opened with "i" alone: still not to be seen (RFC 4314 6)
+                raise MailboxNotFound(f"Mailbox {self.name} does not exist")
             raise PermissionDenied(f"No {''.join(missing)!r} right on {self.name}")
         return held
 

@@ -93,13 +93,18 @@ _STORE_ERRORS: tuple[tuple[type[Exception], str | None], ...] = (
     (errors.Refused, CANNOT),
     (errors.InvalidName, CANNOT),
     (errors.NoSuchMessage, EXPUNGEISSUED),
+    (errors.NoSuchQuotaRoot, NONEXISTENT),
 )
+#: Errors in what the client sent (RFC 4314: an undefined right or identifier is BAD).
+_CLIENT_ERRORS = (errors.InvalidRights, errors.InvalidIdentifier)
 
 
 def reply_for(error: Exception) -> Reply:
     """The tagged NO/BAD for a handler's exception (None code: not ours)."""
     if isinstance(error, CommandFailed):
         return Reply(error.status, error.text, error.code)
+    if isinstance(error, _CLIENT_ERRORS):
+        return Reply("BAD", str(error) or type(error).__name__)
     for kind, code in _STORE_ERRORS:
         if isinstance(error, kind):
             return Reply("NO", str(error) or kind.__name__, code)

@@ -1,10 +1,13 @@
-"""Mailbox names between the wire (modified UTF-7) and the store (Unicode)."""
+"""Mailbox names between the wire (modified UTF-7) and the store (Unicode), and other names on the wire."""
 
 from __future__ import annotations
+
+import re
 
 from cyrusmail.imap import codes, mutf7
 from cyrusmail.imapform import string
 from cyrusmail.store import names
+from cyrusmail.store.errors import MailboxNotFound
 
 
 def from_wire(wire_name: str) -> str:
@@ -22,6 +25,22 @@ def from_wire(wire_name: str) -> str:
     return names.canonical(name)
 
 
+def open_target(mailboxes, wire_name: str):
+    """The mailbox APPEND, COPY or MOVE put messages into.
+
+    When it cannot be opened as missing, ``NO [TRYCREATE]`` if CREATE would
+    make it, else ``NO [NONEXISTENT]`` (as Cyrus; a mailbox the user may not
+    see gets the same answer as a missing one they could not create).
+    """
+    name = from_wire(wire_name)
+    try:
+        return mailboxes.open(name)
+    except MailboxNotFound as error:
+        if mailboxes.may_create(name):
+            raise codes.CommandFailed("Mailbox does not exist", codes.TRYCREATE) from None
+        raise codes.CommandFailed(str(error), codes.NONEXISTENT) from None
+
+
 def pattern_from_wire(wire_pattern: str) -> str:
     try:
         return mutf7.decode(wire_pattern)
@@ -32,3 +51,28 @@ def pattern_from_wire(wire_pattern: str) -> str:
 def to_wire(name: str) -> bytes:
     """A store name as an IMAP string on the wire."""
     return string(mutf7.encode(name))
+
+
+# ASTRING-CHAR of RFC 3501: any CHAR but atom-specials, though "]" is allowed.
+_ASTRING_ATOM = re.compile(r'[^(){ %*"\\\x00-\x1f\x7f-\U0010ffff]+')
+
+
+def astring(value: str) -> bytes:
+    """``value`` as an IMAP astring: a bare atom when it may be (``alice``, ``lrs``), else a string.
+
+    For ACL identifiers and rights (RFC 4314) and quota roots (RFC 9208),
+    written as the RFCs' examples write them.
+    """
+    return value.encode("ascii") if _ASTRING_ATOM.fullmatch(value) else string(value)
+
+
+def root_from_wire(wire_root: str) -> str:
+    """A quota root as the account names it: roots follow mailbox names, so mUTF-7 too."""
+    try:
+        return mutf7.decode(wire_root)
+    except mutf7.MUTF7Error as error:
+        raise codes.bad(f"Invalid quota root: {error}") from None
+
+
+def root_to_wire(root: str) -> bytes:
+    return astring(mutf7.encode(root))

@@ -34,9 +34,12 @@ from cyrusmail.store.records import MessageRecord
 class SelectedMailbox:
     """The message map of one session: seq -> UID, known modseqs, \\Recent."""
 
-    def __init__(self, mailbox, read_only: bool, condstore: bool = False) -> None:
+    def __init__(self, mailbox, read_only: bool, condstore: bool = False, examined: bool = False) -> None:
         self.mailbox = mailbox
+        #: no changes through this view: EXAMINE, or rights that allow none (RFC 4314 5.2)
         self.read_only = read_only
+        #: the client asked for read-only (EXAMINE)
+        self.examined = examined
         self.condstore = condstore
         status = mailbox.status()
         self.highest_modseq = status.highest_modseq

@@ -34,14 +34,15 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
 from cyrusmail.imap.state import Authenticated, LoggedOut, NotAuthenticated, Selected
 from cyrusmail.protocols import ServerContext, set_no_delay
-from cyrusmail.store.errors import StoreError
+from cyrusmail.store.errors import PermissionDenied, StoreError
 
 log = Logger(namespace="cyrusmail.imap")
 
 BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
-    "MULTIAPPEND", "CONDSTORE",
+    "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+    "QUOTA=RES-MAILBOX", "QUOTASET",
 )
 
 
@@ -280,7 +281,11 @@ class IMAPServer(Protocol):
             return
         try:
             lines = state.view.poll(send_expunges)
-        except StoreError as error:  # the mailbox was deleted under us
+        except PermissionDenied:
+            # "r" was taken away while selected (a SETACL takes effect at once):
+            # no updates; each command now answers NO [NOPERM] until the client leaves.
+            return
+        except StoreError as error:  # the mailbox was deleted under us (or may no longer be seen)
             log.info("IMAP: selected mailbox vanished: {error}", error=error)
             self.bye("Selected mailbox no longer exists")
             return

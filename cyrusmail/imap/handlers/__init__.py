@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from cyrusmail.imap import commands as c
 from cyrusmail.imap import state as s
 from cyrusmail.imap.handlers import (
+    acl,
     append,
     auth,
     general,
     idle,
     mailboxes,
     messages,
+    quota,
     select,
 )
 
@@ -63,6 +65,14 @@ _TABLE = (
     (c.Lsub, CommandSpec("LSUB", s.AUTHENTICATED, mailboxes.lsub)),
     (c.Status, CommandSpec("STATUS", s.AUTHENTICATED, mailboxes.status)),
     (c.Append, CommandSpec("APPEND", s.AUTHENTICATED, append.append)),
+    (c.SetAcl, CommandSpec("SETACL", s.AUTHENTICATED, acl.setacl)),
+    (c.DeleteAcl, CommandSpec("DELETEACL", s.AUTHENTICATED, acl.deleteacl)),
+    (c.GetAcl, CommandSpec("GETACL", s.AUTHENTICATED, acl.getacl)),
+    (c.ListRights, CommandSpec("LISTRIGHTS", s.AUTHENTICATED, acl.listrights)),
+    (c.MyRights, CommandSpec("MYRIGHTS", s.AUTHENTICATED, acl.myrights)),
+    (c.GetQuota, CommandSpec("GETQUOTA", s.AUTHENTICATED, quota.getquota)),
+    (c.GetQuotaRoot, CommandSpec("GETQUOTAROOT", s.AUTHENTICATED, quota.getquotaroot)),
+    (c.SetQuota, CommandSpec("SETQUOTA", s.AUTHENTICATED, quota.setquota)),
     (c.Idle, CommandSpec("IDLE", s.AUTHENTICATED, idle.idle, pipelined=False)),
     (c.Check, CommandSpec("CHECK", s.SELECTED, select.check)),
     (c.Close, CommandSpec("CLOSE", s.SELECTED, select.close)),

@@ -8,19 +8,14 @@ appended in one ``append_many`` transaction.
 from __future__ import annotations
 
 from cyrusmail.imap import codes
-from cyrusmail.imap.codes import CommandFailed, Reply
+from cyrusmail.imap.codes import Reply
 from cyrusmail.imap.flags import RECENT, BadFlag, split_flags
-from cyrusmail.imap.naming import from_wire
+from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.store.errors import MailboxNotFound
 
 
 def append(session, command) -> Reply:
-    mailboxes = session.state.account.mailboxes
-    try:
-        target = mailboxes.open(from_wire(command.mailbox))
-    except MailboxNotFound:
-        raise CommandFailed("Mailbox does not exist", codes.TRYCREATE) from None
+    target = open_target(session.state.account.mailboxes, command.mailbox)
     items = []
     for message in command.messages:
         names = [name for name in message.flags or () if name.lower() != RECENT.lower()]

@@ -58,6 +58,8 @@ def check_password(session, username: bytes, password: bytes, mechanism: str) ->
     def succeeded(result) -> Reply:
         _interface, account, _logout = result
         session.authenticated(account, mechanism)
+        for warning in account.quota_warnings():  # RFC 3501 7.1: the user must see it
+            session.write(responses.status(None, "OK", warning, codes.ALERT))
         return Reply(text="Logged in", code=codes.CAPABILITY + " " + " ".join(session.capabilities()))
 
     def failed(failure) -> defer.Deferred:

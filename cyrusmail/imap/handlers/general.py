@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cyrusmail.imap import mutf7
 from cyrusmail.imap.codes import Reply
 from cyrusmail.imap.state import LoggedOut
 from cyrusmail.imapform import nstring, string
@@ -40,5 +41,17 @@ def enable(session, command) -> None:
 
 
 def namespace(session, command) -> None:
-    """Personal namespace only until ACLs give other users' and shared ones."""
-    session.untagged(b"NAMESPACE ((" + string("") + b" " + nstring("/") + b")) NIL NIL")
+    """``* NAMESPACE personal other shared`` from the account (RFC 2342).
+
+    Prefixes end in the separator, as RFC 2342's examples and Cyrus; LIST
+    shows the prefix without it (``Other Users``) as a \\Noselect node.
+    """
+    groups = [_namespace_group(group) for group in session.state.account.namespaces()]
+    session.untagged(b" ".join([b"NAMESPACE", *groups]))
+
+
+def _namespace_group(namespaces: list[tuple[str, str]]) -> bytes:
+    if not namespaces:
+        return b"NIL"
+    return b"(" + b"".join(b"(" + string(mutf7.encode(prefix)) + b" " + nstring(separator) + b")"
+                           for prefix, separator in namespaces) + b")"

@@ -7,7 +7,7 @@ from cyrusmail.imap.codes import CommandFailed
 from cyrusmail.imap.naming import from_wire, pattern_from_wire, to_wire
 from cyrusmail.imap.state import Selected
 from cyrusmail.store import names
-from cyrusmail.store.errors import MailboxNotFound
+from cyrusmail.store.errors import MailboxNotFound, PermissionDenied
 from cyrusmail.store.records import SPECIAL_USES, Flag, MailboxAttribute
 
 _ATTRIBUTES = {
@@ -101,8 +101,8 @@ def list_(session, command) -> None:
                     and MailboxAttribute.NOSELECT not in listing.attributes:
                 try:
                     session.untagged(_status_line(session, name, command.return_status))
-                except MailboxNotFound:
-                    pass
+                except (MailboxNotFound, PermissionDenied):
+                    pass  # listed (l) but not readable (r): no STATUS (RFC 5819)
 
 
 def lsub(session, command) -> None:

@@ -19,10 +19,10 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.flags import BadFlag, split_flags
 from cyrusmail.imap.handlers.select import writable
-from cyrusmail.imap.naming import from_wire
+from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.store.errors import MailboxNotFound, NoSuchMessage
+from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.records import Flag, FlagChange
 
 BATCH = 200
@@ -47,10 +47,10 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
         plan = rendering.plan_fetch(command.items, command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
-    if plan.sets_seen and not view.read_only and uids:
-        view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
-        # Not marked as reported: the completion's poll announces the new
-        # \Seen to the client unless the FETCH itself shows FLAGS.
+    newly_seen: list = []
+    if plan.sets_seen and not view.read_only and uids and view.mailbox.flag_mask & Flag.SEEN:
+        # Only with the "s" right; without it the message is read, unmarked (RFC 4314 4).
+        newly_seen, _ = view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
     if command.changedsince is not None:
         session.enabled.add("CONDSTORE")
         view.condstore = True
@@ -84,6 +84,15 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
                     view.reported([record])
 
     def finished(_) -> Reply | None:
+        if newly_seen and not any(_shows_flags(item) for item in plan.items):
+            # RFC 3501 6.4.5: the \Seen FETCH set is reported.  Said here, not
+            # left to the completion's poll, which cannot see a reader's own
+            # \Seen on a shared folder (kept outside the mailbox's modseq).
+            for record in newly_seen:
+                seq = view.seq_of(record.uid)
+                if seq is not None:
+                    session.write(view.fetch_flags_line(record, seq, with_uid=command.uid))
+            view.reported(newly_seen)
         if failure:
             error = failure[0]
             return Reply("NO", str(error), getattr(error, "code", None) or codes.UNKNOWN_CTE)
@@ -173,10 +182,7 @@ def store(session, command: c.Store) -> Reply | None:
 
 
 def _target(session, wire_name: str):
-    try:
-        return session.state.account.mailboxes.open(from_wire(wire_name))
-    except MailboxNotFound:
-        raise CommandFailed("Mailbox does not exist", codes.TRYCREATE) from None
+    return open_target(session.state.account.mailboxes, wire_name)
 
 
 def _copyuid(target, pairs: list[tuple[int, int]]) -> str:

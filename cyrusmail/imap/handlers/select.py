@@ -1,21 +1,29 @@
-"""SELECT, EXAMINE, CLOSE, UNSELECT (RFC 3691), CHECK, EXPUNGE / UID EXPUNGE (RFC 4315)."""
+"""SELECT, EXAMINE, CLOSE, UNSELECT (RFC 3691), CHECK, EXPUNGE / UID EXPUNGE (RFC 4315).
+
+A SELECT is answered READ-ONLY when the user's rights allow no change
+(RFC 4314 5.2), and PERMANENTFLAGS lists only the flags those rights let
+them change, ``\\*`` only with ``w``.  A write refused for want of a
+right is ``NO [NOPERM]``; ``NO [READ-ONLY]`` is kept for EXAMINE.
+"""
 
 from __future__ import annotations
 
 from cyrusmail.imap import codes
 from cyrusmail.imap.codes import CommandFailed, Reply
-from cyrusmail.imap.flags import FLAG_LIST
+from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS
 from cyrusmail.imap.naming import from_wire
 from cyrusmail.imap.selected import SelectedMailbox
 from cyrusmail.imap.state import Selected
+from cyrusmail.store.errors import PermissionDenied
 
 
-def _open(session, command, read_only: bool) -> Reply:
+def _open(session, command, examine: bool) -> Reply:
     session.leave_mailbox()  # a failed SELECT leaves no mailbox selected either
     mailbox = session.state.account.mailboxes.open(from_wire(command.mailbox))
     if command.condstore:
         session.enabled.add("CONDSTORE")
-    view = SelectedMailbox(mailbox, read_only, condstore="CONDSTORE" in session.enabled)
+    read_only = examine or mailbox.read_only
+    view = SelectedMailbox(mailbox, read_only, condstore="CONDSTORE" in session.enabled, examined=examine)
     flags = " ".join([*FLAG_LIST, *sorted(view.keywords)])
     session.untagged(f"FLAGS ({flags})")
     session.untagged(f"{view.exists} EXISTS")
@@ -25,19 +33,28 @@ def _open(session, command, read_only: bool) -> Reply:
     session.untagged(f"OK [{codes.UIDVALIDITY} {mailbox.uid_validity}] UIDs valid")
     session.untagged(f"OK [{codes.UIDNEXT} {view.uid_next}] Predicted next UID")
     session.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
-    permanent = "" if read_only else f"{flags} \\*"
+    permanent = "" if read_only else " ".join(_permanent_flags(mailbox, view.keywords))
     session.untagged(f"OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted")
     session.select(view)
     access = codes.READ_ONLY if read_only else codes.READ_WRITE
     return Reply(code=access, text=f"{command.name} completed")
 
 
+def _permanent_flags(mailbox, keywords) -> list[str]:
+    """The system flags the user may change, then keywords and ``\\*`` if they hold ``w``."""
+    mask = mailbox.flag_mask
+    names = [name for name in FLAG_LIST if SYSTEM_FLAGS[name] & mask]
+    if "w" in mailbox.rights:
+        names += [*sorted(keywords), "\\*"]
+    return names
+
+
 def select(session, command) -> Reply:
-    return _open(session, command, read_only=False)
+    return _open(session, command, examine=False)
 
 
 def examine(session, command) -> Reply:
-    return _open(session, command, read_only=True)
+    return _open(session, command, examine=True)
 
 
 def check(session, command) -> None:
@@ -47,7 +64,10 @@ def check(session, command) -> None:
 def close(session, command: Selected) -> None:
     view = session.state.view
     if not view.read_only:
-        view.mailbox.expunge()  # silently (RFC 3501 6.4.2)
+        try:
+            view.mailbox.expunge()  # silently (RFC 3501 6.4.2)
+        except PermissionDenied:
+            pass  # without "e" nothing is expunged, and CLOSE still succeeds (RFC 4314 4)
     session.leave_mailbox()
 
 
@@ -56,7 +76,8 @@ def unselect(session, command) -> None:
 
 
 def writable(view) -> None:
-    if view.read_only:
+    """EXAMINE'd mailboxes take no changes; otherwise the account checks the rights of each."""
+    if view.examined:
         raise CommandFailed("Mailbox is read-only", codes.READ_ONLY)
 
 
