@@ -76,3 +76,10 @@ class MaildirStoreWithAnalyserTests(MaildirStoreTests):
             db.execute("DELETE FROM mime WHERE uid = ?", (third,))
         found = self.inbox.cache_may_contain([b"QUARTERLY", b"report"])
         self.assertEqual(found, {first, third})
+
+    def test_records_of_unordered_uids_are_exactly_those(self):
+        uids = [self.inbox.append(b"Subject: %d\r\n\r\n" % n) for n in range(6)]
+        for asked in ([uids[0], uids[4], uids[2]], [uids[3], uids[1], uids[2]], uids[::-1], [uids[1], uids[1]]):
+            with self.subTest(asked=asked):
+                self.assertEqual([r.uid for r in self.inbox.records(asked)], sorted(set(asked)))
+                self.assertEqual(sorted(self.inbox.mime_caches(asked)), sorted(set(asked)))

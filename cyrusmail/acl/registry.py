@@ -10,10 +10,10 @@ add rows before changing an ACL and drop them after, so it never misses one.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
+
+from cyrusmail import sqlite
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS groups (name TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (name, member))",
@@ -28,24 +28,13 @@ class AccessRegistry:
     """``access.sqlite`` in the data folder (WAL, safe across processes)."""
 
     def __init__(self, path: Path | str):
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        self.db = sqlite.connect(path)
         with self._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
-            self.db.execute("COMMIT")
+    def _write(self):
+        return sqlite.write(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from cyrusmail import sqlite
 from cyrusmail.auth.passwords import DUMMY_HASH, hash_password, verify_password
 from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
 from cyrusmail.store.names import user_name
@@ -24,10 +25,7 @@ def check_against(password: str, stored: str | None) -> bool:
 class UserDatabase:
     def __init__(self, path: Path):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA busy_timeout = 30000")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        self.db = sqlite.connect(path)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password TEXT NOT NULL, created REAL NOT NULL)"
         )

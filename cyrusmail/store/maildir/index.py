@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cyrusmail import sqlite
 from cyrusmail.store.maildir.schema import SCHEMA, SCHEMA_VERSION
-
-BUSY_TIMEOUT_MS = 30_000
 
 
 class UserIndex:
@@ -22,10 +21,7 @@ class UserIndex:
 
     def __init__(self, path: Path):
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        self.db = sqlite.connect(path)
         with self.write():
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
@@ -33,28 +29,12 @@ class UserIndex:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
             )
 
-    @contextmanager
-    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken at once so that UIDs are allocated in order.
+    def write(self, durable: bool = True):
+        """A write transaction (see :func:`cyrusmail.sqlite.write`); UIDs are allocated in order.
 
-        ``durable=False`` is for state whose loss in a power cut harms no one
-        (which messages were already reported \\Recent): the commit skips the
-        fsync, the index stays consistent either way.
+        Claims of \\Recent use ``durable=False``: losing them harms no one.
         """
-        if not durable:
-            self.db.execute("PRAGMA synchronous = NORMAL")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
-                self.db.execute("COMMIT")
-        finally:
-            if not durable:
-                self.db.execute("PRAGMA synchronous = FULL")
+        return sqlite.write(self.db, durable)
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

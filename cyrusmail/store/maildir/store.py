@@ -99,8 +99,9 @@ def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: It
     """
     rows: list[tuple] = []
     for batch in _chunks(uids):
-        if batch[-1] - batch[0] + 1 == len(batch) and len(set(batch)) == len(batch):
-            rows += db.execute(f"{query} uid BETWEEN ? AND ?", (mailbox_id, batch[0], batch[-1])).fetchall()
+        low, high = min(batch), max(batch)
+        if high - low + 1 == len(batch) and len(set(batch)) == len(batch):  # exactly low..high
+            rows += db.execute(f"{query} uid BETWEEN ? AND ?", (mailbox_id, low, high)).fetchall()
         else:
             marks = ",".join("?" * len(batch))
             rows += db.execute(f"{query} uid IN ({marks})", (mailbox_id, *batch)).fetchall()

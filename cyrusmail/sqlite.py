@@ -1,0 +1,47 @@
+"""SQLite as cyrusmail uses it: one way to open a database, one way to write.
+
+Every database (user index, user database, access registry) is opened in
+WAL mode, so the server and ``cyrusmail-admin`` may use it at once, with
+``synchronous=FULL``, so that a COMMIT is durable when it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit (:func:`write`)."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    return db
+
+
+@contextmanager
+def write(db: sqlite3.Connection, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    """A write transaction, taken at once (BEGIN IMMEDIATE) so writers queue in order.
+
+    ``durable=False`` is for state whose loss in a power cut harms no one:
+    the commit skips the fsync; the database stays consistent either way.
+    """
+    if not durable:
+        db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+    finally:
+        if not durable:
+            db.execute("PRAGMA synchronous = FULL")
