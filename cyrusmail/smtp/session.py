@@ -480,7 +480,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         if transaction is None:
             return codes.BAD_SEQUENCE.with_text("Need MAIL before DATA")
         if not transaction.recipients:
-            return codes.NO_VALID_RECIPIENTS
+            if self.callbacks.lmtp:  # RFC 2033 section 4.2: MUST fail with 503
+                return codes.BAD_SEQUENCE.with_text("No valid recipients")
+            return codes.NO_VALID_RECIPIENTS  # RFC 5321 section 3.3 allows 503 or 554
         return None
 
     def _new_message(self, transaction: Transaction) -> MessageWriter:
