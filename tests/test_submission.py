@@ -85,6 +85,13 @@ class SubmissionTests(unittest.TestCase):
         self.assertEqual(talk.codes("MAIL FROM:<>\r\n"), expected(codes.SENDER_NOT_OWNED))
         self.assertEqual(talk.codes("MAIL FROM:<Alice@Example.org>\r\n"), expected(codes.SENDER_OK))
 
+    def test_binarymime_is_refused_with_a_code_mail_may_return(self) -> None:
+        """BODY=BINARYMIME is not offered: 555 (RFC 5321 section 4.3.2 lists no 504 for MAIL)."""
+        talk = self.login()
+        self.assertEqual(talk.codes("MAIL FROM:<alice@example.org> BODY=BINARYMIME\r\n"),
+                         expected(codes.PARAM_UNRECOGNIZED))
+        self.assertEqual(talk.codes("MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"), expected(codes.SENDER_OK))
+
     def test_unknown_local_recipient_refused_at_rcpt(self) -> None:
         talk = self.login()
         talk.send("MAIL FROM:<alice@example.org>\r\n")

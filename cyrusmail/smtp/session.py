@@ -454,7 +454,8 @@ class SMTPSession(Protocol, TimeoutMixin):
         elif command.size is not None and command.size > self.max_size:
             self.reply(codes.TOO_BIG.with_text(f"Message too big, the limit is {self.max_size} octets"))
         elif command.body is wire.BodyType.BINARY_MIME:
-            self.reply(codes.PARAM_NOT_IMPLEMENTED.with_text("BINARYMIME is not supported"))
+            # Not offered in EHLO; RFC 5321 section 4.3.2 allows no 504 for MAIL.
+            self.reply(codes.PARAM_UNRECOGNIZED.with_text("BODY=BINARYMIME is not supported"))
         else:
             reply = self.callbacks.check_mail(self, command)
             if reply.is_positive:
