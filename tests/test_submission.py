@@ -92,6 +92,14 @@ class SubmissionTests(unittest.TestCase):
                          expected(codes.PARAM_UNRECOGNIZED))
         self.assertEqual(talk.codes("MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"), expected(codes.SENDER_OK))
 
+    def test_unreadable_bdat_says_421_before_closing(self) -> None:
+        """RFC 5321 section 3.8: the server closes only after QUIT, a 421 or a timeout."""
+        for line in ("BDAT\r\n", "BDAT x\r\n", "BDAT 3 FOO\r\n"):
+            talk = self.login()
+            talk.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n")
+            self.assertEqual(talk.codes(line), expected(codes.PARAM_SYNTAX, codes.CLOSING_AFTER_BAD_BDAT))
+            self.assertTrue(talk.transport.disconnecting)
+
     def test_unknown_local_recipient_refused_at_rcpt(self) -> None:
         talk = self.login()
         talk.send("MAIL FROM:<alice@example.org>\r\n")

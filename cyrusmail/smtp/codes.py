@@ -121,6 +121,9 @@ START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 # Transient negative.
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing channel")
+CLOSING_AFTER_BAD_BDAT = Reply(
+    421, "4.5.0", "Cannot tell where the BDAT chunk ends, closing channel"
+)
 TEMP_FAIL = Reply(451, "4.3.0", "Local error in processing, try again later")
 MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")

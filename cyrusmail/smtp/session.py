@@ -293,7 +293,8 @@ class SMTPSession(Protocol, TimeoutMixin):
             self._sasl = None
             self.parser.resume()
         self.reply(error.reply)
-        if error.fatal:
+        if error.fatal:  # RFC 5321 section 3.8: close only after saying 421
+            self.reply(codes.CLOSING_AFTER_BAD_BDAT)
             self.close()
 
     # -- greeting and session commands ------------------------------------------------
