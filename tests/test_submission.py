@@ -52,6 +52,13 @@ class SubmissionTests(unittest.TestCase):
         self.assertIn(b"\r\nMessage-ID: <", added)
         self.assertIn(b"\r\nDate: ", added)
 
+    def test_accepted_message_reply_on_the_wire(self) -> None:
+        """Success is 250 2.0.0: a 2.6.x detail would announce a media conversion (RFC 3463 section 3.7)."""
+        talk = self.login()
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+        [(code, enhanced, lines)] = talk.send(MESSAGE + b".\r\n")
+        self.assertEqual((code, enhanced), (250, "2.0.0"))
+
     def test_existing_message_id_and_date_are_kept(self) -> None:
         talk = self.login()
         message = b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n" + MESSAGE
