@@ -238,6 +238,15 @@ POP3 = {
     "8bit": [b"USER \xc3\xa9\r\n", b"PASS \xff\r\n"],
     "rset-retrieved": [LOGIN, L("RETR 1"), L("RSET"), L("LIST 1")],
     "list-after-auth-fail": [L("USER user5"), L("PASS no"), L("STAT")],
+    "auth-pipelined-cont": [L("AUTH PLAIN", b64("\0user5\0pass"), "STAT", "QUIT")],
+    "auth-long-ir": [L("AUTH PLAIN " + b64("\0user5\0" + "p" * 400)), L("NOOP")],
+    "auth-login-pipelined": [L("AUTH LOGIN", b64("user5"), b64("pass"), "STAT")],
+    "auth-ir-for-login": [L("AUTH LOGIN " + b64("user5")), L(b64("wrong")), L("USER user5"), L("PASS pass")],
+    "auth-then-user": [L("AUTH PLAIN"), L("USER user5"), L("NOOP")],
+    "user-then-auth": [L("USER user5"), L("AUTH PLAIN " + b64("\0user5\0pass")), L("STAT")],
+    "quit-after-retr-list": [LOGIN, L("RETR 1"), L("QUIT")],
+    "top-deleted-and-noop": [LOGIN, L("DELE 3"), L("TOP 3 0"), L("NOOP"), L("LIST 3"), L("UIDL"), L("RSET")],
+    "capa-case-args": [L("capa"), L("CAPA x")],
 }
 
 LMTP_MSG = "Subject: difftest\r\nFrom: a@example.org\r\n\r\nhello\r\n"
@@ -379,6 +388,20 @@ SUBMISSION = {
     "utf8-addr": [SUB_EHLO, AUTH_OK, L("MAIL FROM:<user7@localhost>"), L("RCPT TO:<ü@localhost>"), L("RSET"),
                   L("MAIL FROM:<user7@localhost> SMTPUTF8"), L("RCPT TO:<ü@localhost>")],
     "empty-auth-line": [SUB_EHLO, L("AUTH PLAIN"), L(""), L("NOOP")],
+    "mail-auth-param": [SUB_EHLO, AUTH_OK, L("MAIL FROM:<user7@localhost> AUTH=<>"), L("RSET"),
+                        L("MAIL FROM:<user7@localhost> AUTH=user7@localhost"), L("RSET"),
+                        L("MAIL FROM:<user7@localhost> AUTH=bad+zz")],
+    "dup-params": [SUB_EHLO, AUTH_OK, L("MAIL FROM:<user7@localhost> SIZE=10 SIZE=20"), L("RSET"),
+                   L("MAIL FROM:<user7@localhost> size=10 body=8bitmime"), L("RCPT TO:<user8@localhost> notify=never")],
+    "pipelined-auth-cont": [SUB_EHLO, L("AUTH PLAIN", b64("\0user7\0pass"), "MAIL FROM:<user7@localhost>")],
+    "auth-login-ir-pass": [SUB_EHLO, L("AUTH LOGIN " + b64("user7")), L(b64("pass")), SF],
+    "rset-during-data-cmd": [SUB_EHLO, AUTH_OK, SF, L("RCPT TO:<user8@localhost>"), L("RSET"), L("RSET")],
+    "ehlo-twice-auth": [SUB_EHLO, AUTH_OK, SUB_EHLO, SF],
+    "data-too-big": [SUB_EHLO, AUTH_OK, L("MAIL FROM:<user7@localhost> SIZE=100"), L("RCPT TO:<user8@localhost>"),
+                     L("DATA"), L("Subject: x", "", "y" * 200, ".")],
+    "quit-during-auth": [SUB_EHLO, L("AUTH LOGIN"), L("QUIT")],
+    "helo-twice": [L("HELO a"), L("HELO b"), L("EHLO c")],
+    "ehlo-bad-domain": [L("EHLO [1.2.3.4]"), L("EHLO [IPv6:::1]"), L("EHLO -bad-"), L("EHLO a b")],
 }
 
 GROUPS = {"pop3": (POP3, norm_pop), "lmtp": (LMTP, norm_smtp), "submission": (SUBMISSION, norm_smtp)}
