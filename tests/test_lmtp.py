@@ -150,6 +150,16 @@ class LMTPTests(unittest.TestCase):
         talk = Conversation(self.factory)
         self.assertEqual(talk.codes("MAIL FROM:<>\r\n")[0][0], 503)
 
+    def test_data_without_a_valid_recipient_is_503(self) -> None:
+        """RFC 2033 section 4.2: with no successful RCPT, DATA MUST fail with 503."""
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\n")
+        self.assertEqual(talk.codes("DATA\r\n"), expected(codes.BAD_SEQUENCE))
+        self.assertEqual(talk.codes("RCPT TO:<nobody@example.org>\r\n"), expected(codes.NO_SUCH_USER))
+        self.assertEqual(talk.codes("DATA\r\n"), expected(codes.BAD_SEQUENCE))
+        self.assertEqual(talk.codes("BDAT 3 LAST\r\nabc"), expected(codes.BAD_SEQUENCE))
+        self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
+
     def test_postmaster_goes_to_admin(self) -> None:
         context, clock = make_server(self.mktemp(), server={"admins": "alice"})
         talk = Conversation(lmtp_factory(context, clock))
@@ -169,7 +179,7 @@ class LMTPUnixSocketTests(unittest.TestCase):
         session.makeConnection(transport)
         session.dataReceived(b"LHLO mx\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
                              + MESSAGE + b".\r\n")
-        self.assertTrue(transport.value().endswith(b"250 2.6.0 <alice@example.org> delivered, id "
+        self.assertTrue(transport.value().endswith(b"250 2.0.0 <alice@example.org> delivered, id "
                                                    + transport.value().rsplit(b"id ", 1)[1]))
         [stored] = inbox_messages(context, "alice")
         self.assertIn(b"Received: from mx (local)\r\n", stored)

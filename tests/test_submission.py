@@ -52,6 +52,13 @@ class SubmissionTests(unittest.TestCase):
         self.assertIn(b"\r\nMessage-ID: <", added)
         self.assertIn(b"\r\nDate: ", added)
 
+    def test_accepted_message_reply_on_the_wire(self) -> None:
+        """Success is 250 2.0.0: a 2.6.x detail would announce a media conversion (RFC 3463 section 3.7)."""
+        talk = self.login()
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+        [(code, enhanced, lines)] = talk.send(MESSAGE + b".\r\n")
+        self.assertEqual((code, enhanced), (250, "2.0.0"))
+
     def test_existing_message_id_and_date_are_kept(self) -> None:
         talk = self.login()
         message = b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <x@y>\r\n" + MESSAGE
@@ -84,6 +91,21 @@ class SubmissionTests(unittest.TestCase):
         self.assertEqual(talk.codes("MAIL FROM:<bob@example.org>\r\n"), expected(codes.SENDER_NOT_OWNED))
         self.assertEqual(talk.codes("MAIL FROM:<>\r\n"), expected(codes.SENDER_NOT_OWNED))
         self.assertEqual(talk.codes("MAIL FROM:<Alice@Example.org>\r\n"), expected(codes.SENDER_OK))
+
+    def test_binarymime_is_refused_with_a_code_mail_may_return(self) -> None:
+        """BODY=BINARYMIME is not offered: 555 (RFC 5321 section 4.3.2 lists no 504 for MAIL)."""
+        talk = self.login()
+        self.assertEqual(talk.codes("MAIL FROM:<alice@example.org> BODY=BINARYMIME\r\n"),
+                         expected(codes.PARAM_UNRECOGNIZED))
+        self.assertEqual(talk.codes("MAIL FROM:<alice@example.org> BODY=8BITMIME\r\n"), expected(codes.SENDER_OK))
+
+    def test_unreadable_bdat_says_421_before_closing(self) -> None:
+        """RFC 5321 section 3.8: the server closes only after QUIT, a 421 or a timeout."""
+        for line in ("BDAT\r\n", "BDAT x\r\n", "BDAT 3 FOO\r\n"):
+            talk = self.login()
+            talk.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n")
+            self.assertEqual(talk.codes(line), expected(codes.PARAM_SYNTAX, codes.CLOSING_AFTER_BAD_BDAT))
+            self.assertTrue(talk.transport.disconnecting)
 
     def test_unknown_local_recipient_refused_at_rcpt(self) -> None:
         talk = self.login()

@@ -107,7 +107,7 @@ OK = Reply(250, "2.0.0", "OK")
 HELLO = Reply(250, None, "Hello")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
-MESSAGE_ACCEPTED = Reply(250, "2.6.0", "Message accepted")
+MESSAGE_ACCEPTED = Reply(250, "2.0.0", "Message accepted")
 CHUNK_OK = Reply(250, "2.0.0", "Chunk received")
 HELP = Reply(214, "2.0.0", "See RFC 5321")
 CANNOT_VRFY = Reply(
@@ -121,6 +121,9 @@ START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 # Transient negative.
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing channel")
+CLOSING_AFTER_BAD_BDAT = Reply(
+    421, "4.5.0", "Cannot tell where the BDAT chunk ends, closing channel"
+)
 TEMP_FAIL = Reply(451, "4.3.0", "Local error in processing, try again later")
 MAILBOX_FULL = Reply(452, "4.2.2", "Mailbox full")
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage")

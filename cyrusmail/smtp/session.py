@@ -293,7 +293,8 @@ class SMTPSession(Protocol, TimeoutMixin):
             self._sasl = None
             self.parser.resume()
         self.reply(error.reply)
-        if error.fatal:
+        if error.fatal:  # RFC 5321 section 3.8: close only after saying 421
+            self.reply(codes.CLOSING_AFTER_BAD_BDAT)
             self.close()
 
     # -- greeting and session commands ------------------------------------------------
@@ -454,7 +455,8 @@ class SMTPSession(Protocol, TimeoutMixin):
         elif command.size is not None and command.size > self.max_size:
             self.reply(codes.TOO_BIG.with_text(f"Message too big, the limit is {self.max_size} octets"))
         elif command.body is wire.BodyType.BINARY_MIME:
-            self.reply(codes.PARAM_NOT_IMPLEMENTED.with_text("BINARYMIME is not supported"))
+            # Not offered in EHLO; RFC 5321 section 4.3.2 allows no 504 for MAIL.
+            self.reply(codes.PARAM_UNRECOGNIZED.with_text("BODY=BINARYMIME is not supported"))
         else:
             reply = self.callbacks.check_mail(self, command)
             if reply.is_positive:
@@ -480,7 +482,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         if transaction is None:
             return codes.BAD_SEQUENCE.with_text("Need MAIL before DATA")
         if not transaction.recipients:
-            return codes.NO_VALID_RECIPIENTS
+            if self.callbacks.lmtp:  # RFC 2033 section 4.2: MUST fail with 503
+                return codes.BAD_SEQUENCE.with_text("No valid recipients")
+            return codes.NO_VALID_RECIPIENTS  # RFC 5321 section 3.3 allows 503 or 554
         return None
 
     def _new_message(self, transaction: Transaction) -> MessageWriter:
