@@ -76,6 +76,16 @@ class LMTPTests(unittest.TestCase):
         news = self.context.realm.account("bob").mailboxes.open("Shared Folders/news")
         self.assertEqual(len(news.messages()), 1)
 
+    def test_dsn_is_left_to_the_mta_in_front(self) -> None:
+        talk = Conversation(self.factory)
+        [(code, _, lines)] = talk.send("LHLO mx\r\n")
+        self.assertNotIn("DSN", " ".join(lines))
+        self.assertEqual(talk.codes(b"MAIL FROM:<x@remote.example> RET=HDRS\r\n"),
+                         expected(codes.PARAM_UNRECOGNIZED))
+        self.assertEqual(talk.codes(b"MAIL FROM:<x@remote.example>\r\n"
+                                    b"RCPT TO:<alice@example.org> NOTIFY=SUCCESS\r\n"),
+                         expected(codes.SENDER_OK, codes.PARAM_UNRECOGNIZED))
+
     def test_one_staged_message_for_all_recipients(self) -> None:
         staged = []
         real_stage = self.context.store.stage

@@ -93,14 +93,17 @@ def with_name(base: str, session: SMTPSession) -> str:
 
 
 def ehlo_keywords(session: SMTPSession) -> list[str]:
-    return ["PIPELINING", f"SIZE {session.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES",
-            "SMTPUTF8", "DSN", "CHUNKING"]
+    keywords = ["PIPELINING", f"SIZE {session.max_size}", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+    if session.callbacks.dsn:
+        keywords.append("DSN")
+    return keywords + ["CHUNKING"]
 
 
 class SubmissionCallbacks:
     """Message submission (RFC 6409) for logged-in users."""
 
     lmtp = False
+    dsn = True  # RFC 3461: the queue reports delivery to the sender
 
     def __init__(self, context: ServerContext, service: str, local: LocalDelivery) -> None:
         self.context = context
@@ -186,6 +189,9 @@ class LMTPCallbacks:
     """LMTP (RFC 2033): final delivery for an MTA, one reply per recipient."""
 
     lmtp = True
+    # Final delivery for an MTA, which keeps the DSN duty itself (as with
+    # Dovecot's and Cyrus's LMTP): DSN is not offered, its parameters refused.
+    dsn = False
 
     def __init__(self, context: ServerContext, service: str, local: LocalDelivery) -> None:
         self.context = context

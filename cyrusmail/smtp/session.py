@@ -454,6 +454,8 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.BAD_SEQUENCE.with_text("Nested MAIL command"))
         elif command.size is not None and command.size > self.max_size:
             self.reply(codes.TOO_BIG.with_text(f"Message too big, the limit is {self.max_size} octets"))
+        elif not self.callbacks.dsn and (command.ret is not None or command.envid is not None):
+            self.reply(codes.PARAM_UNRECOGNIZED.with_text("DSN is not offered here (RET, ENVID)"))
         elif command.body is wire.BodyType.BINARY_MIME:
             # Not offered in EHLO; RFC 5321 section 4.3.2 allows no 504 for MAIL.
             self.reply(codes.PARAM_UNRECOGNIZED.with_text("BODY=BINARYMIME is not supported"))
@@ -471,6 +473,8 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.BAD_SEQUENCE.with_text("RCPT after BDAT"))
         elif len(transaction.recipients) >= MAX_RECIPIENTS:
             self.reply(codes.TOO_MANY_RECIPIENTS)
+        elif not self.callbacks.dsn and (command.notify is not None or command.orcpt is not None):
+            self.reply(codes.PARAM_UNRECOGNIZED.with_text("DSN is not offered here (NOTIFY, ORCPT)"))
         else:
             reply, target = self.callbacks.check_rcpt(self, command)
             if reply.is_positive:
