@@ -78,7 +78,7 @@ class LMTPTests(unittest.TestCase):
 
     def test_dsn_is_left_to_the_mta_in_front(self) -> None:
         talk = Conversation(self.factory)
-        [(code, _, lines)] = talk.send("LHLO mx\r\n")
+        [(_code, _, lines)] = talk.send("LHLO mx\r\n")
         self.assertNotIn("DSN", " ".join(lines))
         self.assertEqual(talk.codes(b"MAIL FROM:<x@remote.example> RET=HDRS\r\n"),
                          expected(codes.PARAM_UNRECOGNIZED))

@@ -7,7 +7,12 @@ from twisted.trial import unittest
 
 from tests.imap_support import Client, session_context
 from tests.test_pop3_support import Pop3Server
-from tests.test_smtp_session_support import Conversation, make_server, plain, submission_factory
+from tests.test_smtp_session_support import (
+    Conversation,
+    make_server,
+    plain,
+    submission_factory,
+)
 
 SECRET = "s3cret-horse-battery"
 

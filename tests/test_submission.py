@@ -56,7 +56,7 @@ class SubmissionTests(unittest.TestCase):
         """Success is 250 2.0.0: a 2.6.x detail would announce a media conversion (RFC 3463 section 3.7)."""
         talk = self.login()
         talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-        [(code, enhanced, lines)] = talk.send(MESSAGE + b".\r\n")
+        [(code, enhanced, _lines)] = talk.send(MESSAGE + b".\r\n")
         self.assertEqual((code, enhanced), (250, "2.0.0"))
 
     def test_existing_message_id_and_date_are_kept(self) -> None:

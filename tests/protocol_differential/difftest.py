@@ -33,7 +33,7 @@ import time
 
 HOST = "127.0.0.1"
 CYRUS_LMTP = os.environ.get("CYRUS_LMTP", "/srv/reference/cyrus/run/socket/lmtp")
-OURS = lambda var, default: ("tcp", HOST, int(os.environ.get(var, default)))  # noqa: E731
+OURS = lambda var, default: ("tcp", HOST, int(os.environ.get(var, default)))
 
 SERVERS = {
     "pop3": [("dovecot", ("tcp", HOST, 10110)), ("cyrus", ("tcp", HOST, 11110)),
@@ -70,7 +70,7 @@ def read_quiet(sock, first=FIRST, quiet=QUIET) -> bytes:
     while True:
         try:
             chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             return data
         except OSError as error:
             return data + f"<{type(error).__name__}>".encode()
@@ -178,7 +178,7 @@ def norm_smtp(raw: bytes) -> str:
 
 # -- scenarios --------------------------------------------------------------------------------
 
-L = lambda *lines: b"".join(x.encode() + b"\r\n" for x in lines)  # noqa: E731
+L = lambda *lines: b"".join(x.encode() + b"\r\n" for x in lines)
 LOGIN = ("login",)  # USER and PASS, as two steps
 
 POP3 = {

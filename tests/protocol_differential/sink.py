@@ -19,7 +19,7 @@ async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     try:
         while True:
             if chunk_left:
-                data = await reader.readexactly(chunk_left)
+                await reader.readexactly(chunk_left)
                 chunk_left = 0
                 writer.write(b"250 2.0.0 chunk\r\n")
                 continue
