@@ -39,8 +39,6 @@ class Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.readline()
-        while self.buf.startswith(b"* OK Waiting") or self.buf == b"":
-            break
         if user:
             self.cmd(f"login LOGIN {user} {password}")
 
@@ -48,7 +46,7 @@ class Conn:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(65536)
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return False
         if not data:
             raise EOFError
@@ -160,7 +158,7 @@ def reset(port: int, user: str) -> None:
     conn.close()
 
 
-_CODE_ONLY = re.compile(rb"^(\S+ (?:OK|NO|BAD|BYE|PREAUTH))(?: (\[[^\]]*(?:\([^)]*\))?[^\]]*\]))?.*$", re.S)
+_CODE_ONLY = re.compile(rb"^(\S+ (?:OK|NO|BAD|BYE|PREAUTH))(?: (\[[^\]]*(?:\([^)]*\))?[^\]]*\]))?.*$", re.DOTALL)
 _DROP_CODES = (b"MAILBOXID", b"URLMECH", b"ANNOTATIONS", b"CAPABILITY")
 
 
@@ -189,8 +187,6 @@ def normalise(line: bytes) -> bytes | None:
     line = re.sub(rb"((?:PERMANENTFLAGS |FLAGS )\(?)\(([^)]*)\)", _sort_flags, line)
     if re.match(rb"\* (LIST|LSUB|STATUS) ", line):
         line = re.sub(rb'"([A-Za-z0-9_./&-]+)"(?=$| \()', rb"\1", line)
-        line = re.sub(rb'\\(HasNoChildren|HasChildren|NonExistent|Noselect|NoInferiors|Subscribed|Marked|Unmarked)',
-                      lambda m: b"\\" + m.group(1), line, flags=re.I)
     return line
 
 

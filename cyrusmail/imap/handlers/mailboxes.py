@@ -106,16 +106,33 @@ def list_(session, command) -> None:
 
 
 def lsub(session, command) -> None:
+    """Subscribed names matching the pattern.  Where a ``%`` stops at a level
+    above a subscribed name, that level is listed as ``\\Noselect`` unless
+    itself subscribed (RFC 3501 6.3.9: ``foo/bar`` subscribed, ``LSUB "" %``
+    answers ``foo``)."""
     mailboxes = session.state.account.mailboxes
     pattern = pattern_from_wire(command.reference) + pattern_from_wire(command.pattern)
     if pattern == "":
-        session.untagged(b"LSUB (\\Noselect) \"/\" \"\"")
-        return
+        return  # only LIST answers an empty pattern with the delimiter
     matcher = names.pattern_regex(pattern)
-    for name in mailboxes.subscriptions():
+    through = names.pattern_regex(pattern.replace("%", "*")) if "%" in pattern else None
+    subscribed = mailboxes.subscriptions()
+    listed: set[str] = set()
+    for name in subscribed:
         if matcher.match(name):
             attributes = [] if mailboxes.exists(name) else ["\\Noselect"]
             session.untagged(_list_line("LSUB", attributes, name))
+            listed.add(name)
+    if through is None:
+        return
+    wanted = set(subscribed)
+    for name in subscribed:
+        if not through.match(name):
+            continue
+        for superior in names.superiors(name):
+            if superior not in wanted and superior not in listed and matcher.match(superior):
+                session.untagged(_list_line("LSUB", ["\\Noselect"], superior))
+                listed.add(superior)
 
 
 def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
