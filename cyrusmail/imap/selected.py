@@ -71,11 +71,14 @@ class SelectedMailbox:
 
     def resolve(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
         """The UIDs (ascending) the set names; BAD for a message number
-        beyond the map (RFC 3501 9: such a reference is an error)."""
+        beyond the map (RFC 3501 9: such a reference is an error), ``*``
+        included when the mailbox is empty."""
         if uid:
             if not self.uids:
                 return []
             return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
+        if not self.uids:
+            raise codes.bad("No messages: no message number is valid")
         # n:* is fine beyond the end (it means the last message); only an
         # explicit number past the map is an error.
         if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
