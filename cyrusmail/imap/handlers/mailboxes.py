@@ -140,7 +140,7 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
     counts = mailbox.status()
     values = {
         "MESSAGES": counts.messages,
-        "RECENT": counts.recent,
+        "RECENT": counts.recent + _recent_here(session, mailbox.name),
         "UIDNEXT": counts.uid_next,
         "UIDVALIDITY": counts.uid_validity,
         "UNSEEN": counts.unseen,
@@ -158,6 +158,15 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
             raise codes.bad(f"STATUS {item} is not supported")
         out.append(f"{item} {value}".encode())
     return b"STATUS " + to_wire(mailbox.name) + b" (" + b" ".join(out) + b")"
+
+
+def _recent_here(session, name: str) -> int:
+    """The messages this session holds as \\Recent in ``name`` if it is the
+    selected mailbox: the store counts only those nobody has claimed yet."""
+    state = session.state
+    if not isinstance(state, Selected) or state.view.mailbox.name != name or state.view.read_only:
+        return 0
+    return len(state.view.recent - state.view.ghosts)
 
 
 def status(session, command) -> None:
