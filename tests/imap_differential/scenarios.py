@@ -188,3 +188,12 @@ scenario("idle", three() + [
     ("other", "o8 STORE 1 +FLAGS (\\Deleted)"), ("other", "o9 EXPUNGE"), "n4 FETCH 1 FLAGS", "n5 STORE 1 +FLAGS (x)",
     "n6 SEARCH ALL", "n7 NOOP",
 ])
+
+scenario("recursivematch", [
+    "a CREATE s1/s2/s3", "b CREATE s1/t", "c SUBSCRIBE s1/s2/s3", "d SUBSCRIBE s1/t", "e CREATE v", "f SUBSCRIBE v",
+    "g CREATE v/w", "h SUBSCRIBE v/w",
+    'i LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"', 'j LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"',
+    'k LIST (SUBSCRIBED RECURSIVEMATCH) "" "s1/%"', 'l LIST (SUBSCRIBED RECURSIVEMATCH) "" "s1"',
+    'm LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)', 'n LIST (SUBSCRIBED) "" "%"',
+    'o LIST (SPECIAL-USE RECURSIVEMATCH) "" "%"', 'p LIST (SUBSCRIBED RECURSIVEMATCH) "" "s%"',
+])

@@ -74,9 +74,13 @@ def list_(session, command) -> None:
     for wire_pattern in command.patterns:
         pattern = reference + pattern_from_wire(wire_pattern)
         listings = {listing.name: listing for listing in mailboxes.list(pattern)}
+        parents: set[str] = set()  # RECURSIVEMATCH: names with subscribed descendants the pattern missed
         if subscribed_only:  # subscribed names that no longer exist are listed too
             matcher = names.pattern_regex(pattern)
-            found = [listings.get(name) or name for name in sorted(subscriptions) if matcher.match(name)]
+            if "RECURSIVEMATCH" in command.selection:
+                parents = _unmatched_parents(subscriptions, matcher)
+            wanted = {name for name in subscriptions if matcher.match(name)} | parents
+            found = [listings.get(name) or name for name in sorted(wanted)]
         else:
             found = list(listings.values())
         for listing in found:
@@ -85,7 +89,7 @@ def list_(session, command) -> None:
                 continue
             seen.add(name)
             if isinstance(listing, str):
-                attributes = ["\\NonExistent", "\\Subscribed"]
+                attributes = ["\\NonExistent"] + (["\\Subscribed"] if name in subscriptions else [])
                 use = None
             else:
                 use = listing.special_use
@@ -96,13 +100,26 @@ def list_(session, command) -> None:
                     if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
                 ]
                 attributes += _special_use_attribute(use)
-            session.untagged(_list_line("LIST", attributes, name))
+            line = _list_line("LIST", attributes, name)
+            if name in parents:
+                line += b' (CHILDINFO ("SUBSCRIBED"))'
+            session.untagged(line)
             if command.return_status and not isinstance(listing, str) \
                     and MailboxAttribute.NOSELECT not in listing.attributes:
                 try:
                     session.untagged(_status_line(session, name, command.return_status))
                 except (MailboxNotFound, PermissionDenied):
                     pass  # listed (l) but not readable (r): no STATUS (RFC 5819)
+
+
+def _unmatched_parents(subscriptions: set[str], matcher) -> set[str]:
+    """Superiors the pattern matches of subscribed names it does not (RFC 5258 3.5:
+    those get CHILDINFO; with ``*`` the descendants are listed themselves)."""
+    return {
+        superior
+        for name in subscriptions if not matcher.match(name)
+        for superior in names.superiors(name) if matcher.match(superior)
+    }
 
 
 def lsub(session, command) -> None:
