@@ -163,7 +163,9 @@ def store(session, command: c.Store) -> Reply | None:
     refused_set = set(refused)
     records = view.mailbox.records(live)
     view.reported(record for record in records if record.uid not in refused_set)
-    view.keywords.update(keywords)
+    if command.mode != "remove":
+        for line in view.new_keywords(keywords):
+            session.write(line)
     if not command.silent or view.condstore:
         for record in records:
             if record.uid in refused_set:
