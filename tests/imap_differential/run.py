@@ -182,6 +182,8 @@ def normalise(line: bytes) -> bytes | None:
         line = found.group(1) + (b" " + code if code else b"")
     elif line.startswith(b"* BYE"):
         line = b"* BYE"
+    if re.match(rb"\* \d+ FETCH \(.*(BODYSTRUCTURE|BODY \()", line):
+        line = line.upper()  # Dovecot writes types and parameter names in lower case
     line = re.sub(rb"(UIDVALIDITY|COPYUID|APPENDUID) \d+", rb"\1 <v>", line)
     line = re.sub(rb"(HIGHESTMODSEQ|MODSEQ) \(?\d+\)?", rb"\1 <m>", line)
     line = re.sub(rb"((?:PERMANENTFLAGS |FLAGS )\(?)\(([^)]*)\)", _sort_flags, line)

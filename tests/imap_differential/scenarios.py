@@ -197,3 +197,83 @@ scenario("recursivematch", [
     'm LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)', 'n LIST (SUBSCRIBED) "" "%"',
     'o LIST (SPECIAL-USE RECURSIVEMATCH) "" "%"', 'p LIST (SUBSCRIBED RECURSIVEMATCH) "" "s%"',
 ])
+
+
+def _corpus_steps(items: str) -> list:
+    import os
+
+    from run import CORPUS
+    files = sorted(os.listdir(CORPUS))
+    steps: list = ["c CREATE T"]
+    steps += [append(f"a{index}", "T", corpus(name), '"01-Jan-2020 00:00:00 +0000"') for index, name in enumerate(files, 1)]
+    steps.append("s SELECT T")
+    steps += [f"f{index} FETCH {index} {items}" for index in range(1, len(files) + 1)]
+    return steps
+
+
+scenario("corpus-bodystructure", _corpus_steps("(RFC822.SIZE BODYSTRUCTURE)"))
+scenario("corpus-envelope", _corpus_steps("(ENVELOPE)"))
+scenario("corpus-parts", _corpus_steps("(BODY.PEEK[1.MIME] BODY.PEEK[2.MIME] BODY.PEEK[1.1] BODY.PEEK[2.HEADER])"))
+
+scenario("selected-updates", three() + [
+    "s SELECT T", append("a4", "T", SIMPLE), "n1 NOOP", "e1 STORE 1:2 +FLAGS.SILENT (\\Deleted)", "e2 EXPUNGE",
+    "e3 FETCH 1:* (UID FLAGS)", "u1 UID SEARCH ALL", "st STATUS T (UIDNEXT MESSAGES UNSEEN)",
+    ("other", "o1 SELECT T"), ("other", "o2 STORE 1 +FLAGS (\\Seen)"), ("other", append("o3", "T", SECOND)),
+    ("other", "o4 STORE 2 +FLAGS (\\Deleted)"), ("other", "o5 EXPUNGE"),
+    "f1 FETCH 1 FLAGS", "f2 UID FETCH 1:* FLAGS", "n2 NOOP", "f3 FETCH 1:* UID", "c1 CHECK",
+    ("other", "o6 STORE 1 FLAGS (\\Answered)"), "x1 UID STORE 3 +FLAGS (\\Flagged)", "n3 NOOP",
+    ("other", "o7 UID EXPUNGE 3"), "x2 UID SEARCH ALL", "x3 UID FETCH 1:* UID", "x4 UID COPY 1:* INBOX", "n4 NOOP",
+    "cl CLOSE", "n5 NOOP", "ex EXAMINE T", "fx FETCH 1 BODY[]", "fy FETCH 1 FLAGS", "fz STORE 1 +FLAGS (\\Seen)",
+    "ux UNSELECT", "uy UNSELECT",
+])
+
+scenario("uidplus", [
+    "c CREATE T", "d CREATE D", append("a1", "T", SIMPLE), append("a2", "T", SECOND), append("a3", "T", THIRD),
+    append("a4", "T", SIMPLE), append("a5", "T", SECOND), "s SELECT T", "x1 COPY 1:3,5 D", "x2 UID COPY 5,3,1 D",
+    "x3 COPY 5,1 D", "st STORE 2,4 +FLAGS.SILENT (\\Deleted)", "x4 UID EXPUNGE 1:3", "f FETCH 1:* (UID FLAGS)",
+    "x5 UID EXPUNGE 4:*", "x6 MOVE 1:* D", "x7 STATUS D (MESSAGES UIDNEXT)", "x8 UID EXPUNGE 1", "x9 UID EXPUNGE abc",
+    b"x10 APPEND D (\\Seen) {5}\r\nhello {5}\r\nworld", "x11 COPY 1 D",
+])
+
+scenario("search-more", three() + [
+    "s SELECT T", "a SEARCH UID 1:2 NOT UID 2", "b SEARCH 2:1", "c SEARCH *:2", "d UID SEARCH *", "e SEARCH OR SEEN OR FLAGGED DELETED",
+    "f SEARCH NOT (OR 1 2)", "g SEARCH (SEEN) (NOT SEEN)", "h SEARCH HEADER SUBJECT Hello", "i SEARCH HEADER FROM \"\"",
+    "j SEARCH HEADER X-Missing \"\"", "k SEARCH SUBJECT \"world\" FROM \"alice\"", "l SEARCH TEXT \"inner body\"",
+    "m SEARCH BODY \"Hello Bob\"", "n SEARCH BODY Subject", "o SEARCH TEXT Subject", "p SEARCH SENTSINCE 1-Jan-1990 SENTBEFORE 9-Feb-1994",
+    "q SEARCH SINCE 1-Jan-2020", "r SEARCH BEFORE 1-Jan-2100", "t SEARCH UNSEEN UNDELETED", "u SEARCH LARGER 0 SMALLER 100000",
+    "v SEARCH UNKEYWORD nope", "w SEARCH KEYWORD \\Seen", "x SEARCH SUBJECT cafe", "y SEARCH FROM \"Alice <alice\"",
+    "z SEARCH TO \"carl c\"", "za SEARCH FROM ALICE@EXAMPLE.ORG", "zb SEARCH CHARSET UTF-8 ALL", "zc SEARCH CHARSET \"UTF-8\" ALL",
+    "zd SEARCH UID 4", "ze SEARCH UID 1:* 2", "zf SEARCH OR", "zg SEARCH NOT", "zh SEARCH SEEN)", "zi SEARCH (SEEN",
+    "zj SEARCH 1,,2", "zk SEARCH 0", "zl UID SEARCH UID 0:3",
+])
+
+scenario("errors", three() + [
+    "s SELECT T", "a FETCH 1 (UID", "b FETCH 1 BODY[HEADER.FIELDS]", "c FETCH 1 BODY[TEXT.FOO]", "d STORE 1 +FLAGS",
+    "e STORE 1 FLAGS.FOO (x)", "f COPY 1", "g COPY 1:2 \"\"", "h CREATE", "i RENAME a", "j STATUS T", "k LIST \"\"",
+    "l LSUB", "m SUBSCRIBE", "n EXAMINE", "o UID FETCH", "p UID FETCH 1", "q UID EXPUNGE", "r SELECT T extra",
+    "t FETCH 1 BODY[]<1>", "u FETCH 1 BODY[]<a.2>", "v FETCH 1 RFC822.PEEK", "w FETCH 1 (FLAGS FLAGS)", "x FETCH 1 ()",
+    "y FETCH 1:2:3 FLAGS", "z FETCH 1.5 FLAGS", "aa NOOP\tx", "ab LOGOUT extra", "ac FETCH 1 BODY.PEEK[HEADER.FIELDS (a b)",
+    "ad FETCH 1 BODY.PEEK[HEADER.FIELDS (\"\")]", "ae FETCH 1 BODY.PEEK[HEADER.FIELDS (a]b)]", "af FETCH 1 binary.peek[]",
+    "ag FETCH 1 BINARY.SIZE[1]", "ah FETCH 1 BODY[MIME]", "ai FETCH 1 BODY[1.2.MIME]",
+])
+
+scenario("logout", ["a LOGOUT", "b NOOP"])
+
+scenario("auth", [
+    ("nologin", ""), "a AUTHENTICATE PLAIN AHVzZXI3AHBhc3M=", "b LOGOUT",
+])
+scenario("auth2", [
+    ("nologin", ""), ("raw", b"a AUTHENTICATE PLAIN\r\n"), ("read", 0.5), ("raw", b"AHVzZXI3AHdyb25n\r\n"), ("read", 0.5),
+    ("raw", b"b AUTHENTICATE PLAIN\r\n"), ("read", 0.5), ("raw", b"*\r\n"), ("read", 0.5),
+    ("raw", b"c AUTHENTICATE PLAIN =\r\n"), ("read", 0.5), "d AUTHENTICATE PLAIN AHVzZXI3AHBhc3M", "e LOGIN {5+}\r\nuser7 {4+}\r\npass",
+    "f ENABLE CONDSTORE", "g ID (\"a\" NIL)", "h ID (\"a\")", "i ID ()", "j NAMESPACE", "k ENABLE",
+])
+scenario("idle2", [
+    ("raw", b"i IDLE\r\n"), ("read", 0.5), ("raw", b"done\r\n"), ("read", 0.5), "c1 CREATE T", "s SELECT T",
+    ("raw", b"j IDLE\r\n"), ("read", 0.5), ("other", append("o1", "T", SIMPLE)), ("read", 1.5), ("raw", b"DONE\r\n"), ("read", 0.5),
+    ("raw", b"k IDLE\r\n"), ("read", 0.5), ("raw", b"NOOP\r\n"), ("read", 0.5), "l NOOP",
+])
+scenario("pipeline", [
+    "c1 CREATE T", ("raw", b"p1 SELECT T\r\np2 APPEND T {5+}\r\nhello\r\np3 FETCH 1:* (FLAGS UID)\r\np4 STORE 1 +FLAGS (\\Seen)\r\np5 NOOP\r\n"),
+    ("read", 1.5),
+])
