@@ -285,3 +285,10 @@ scenario("mailboxes2", [
     "t CREATE ~x", "u CREATE {2}\r\nab", 'v LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN))', "w RENAME INBOX/x y",
     "x CREATE INBOX/x", "y RENAME INBOX/x y", 'z LIST "" "*"', "za CREATE Inbox/z", 'zb LIST "" "inbox*"',
 ])
+
+scenario("condstore", three() + [
+    "e ENABLE CONDSTORE", "s SELECT T", "a FETCH 1:* (MODSEQ)", "b STORE 1 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)",
+    "c STORE 1:3 (UNCHANGEDSINCE 99999) +FLAGS.SILENT (\\Answered)", "d FETCH 1:* (FLAGS) (CHANGEDSINCE 1)",
+    "f UID FETCH 1:* (FLAGS) (CHANGEDSINCE 99999)", "g SEARCH MODSEQ 99999", "h STORE 1 (UNCHANGEDSINCE 0) +FLAGS (\\Seen)",
+    "i STATUS INBOX (HIGHESTMODSEQ)", "j FETCH 1 (MODSEQ) (FOO)", "k UID STORE 1,2 (UNCHANGEDSINCE 1) FLAGS (x)",
+])

@@ -27,6 +27,7 @@ from cyrusmail.store.records import Flag, FlagChange
 
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_MODSEQ = c.FetchAttribute("MODSEQ")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
 
 
@@ -43,8 +44,11 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
 
     view = session.state.view
     uids = view.resolve(command.sequence_set, command.uid)
+    items = command.items
+    if command.changedsince is not None:
+        items += (_MODSEQ,)  # CHANGEDSINCE implies it (RFC 7162 3.1.4.1); a repeat is dropped
     try:
-        plan = rendering.plan_fetch(command.items, command.uid)
+        plan = rendering.plan_fetch(items, command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
     newly_seen: list = []
