@@ -161,10 +161,11 @@ def store(session, command: c.Store) -> Reply | None:
         session.enabled.add("CONDSTORE")
         view.condstore = True
     live = [uid for uid in uids if uid not in view.ghosts]
-    _changed, refused = view.mailbox.set_flags(
+    changed, refused = view.mailbox.set_flags(
         live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
     )
     refused_set = set(refused)
+    changed_uids = {record.uid for record in changed}
     records = view.mailbox.records(live)
     view.reported(record for record in records if record.uid not in refused_set)
     if command.mode != "remove":
@@ -174,8 +175,8 @@ def store(session, command: c.Store) -> Reply | None:
         for record in records:
             if record.uid in refused_set:
                 continue
-            if command.silent and record.modseq <= (command.unchangedsince or 0):
-                continue
+            if command.silent and record.uid not in changed_uids:
+                continue  # .SILENT under CONDSTORE: only what changed, for its MODSEQ (RFC 7162 3.1.3)
             session.write(view.fetch_flags_line(record, view.seq_of(record.uid), with_uid=command.uid))
     gone = len(uids) - len(records) if not command.uid else 0
     if refused:
