@@ -124,7 +124,10 @@ class FetchPlan:
 
 
 def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
-    """Look at the items once per command rather than once per message."""
+    """Look at the items once per command rather than once per message.
+
+    An item asked for twice is answered once."""
+    items = tuple(dict.fromkeys(items))
     if uid_command and _UID not in items:
         items = (_UID, *items)
     sets_seen = needs_mime = needs_file = False

@@ -26,7 +26,7 @@ import bisect
 from collections.abc import Iterable
 
 from cyrusmail.imap import codes
-from cyrusmail.imap.flags import flags_wire
+from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS, flags_wire
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.store.records import MessageRecord
 
@@ -71,11 +71,14 @@ class SelectedMailbox:
 
     def resolve(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
         """The UIDs (ascending) the set names; BAD for a message number
-        beyond the map (RFC 3501 9: such a reference is an error)."""
+        beyond the map (RFC 3501 9: such a reference is an error), ``*``
+        included when the mailbox is empty."""
         if uid:
             if not self.uids:
                 return []
             return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
+        if not self.uids:
+            raise codes.bad("No messages: no message number is valid")
         # n:* is fine beyond the end (it means the last message); only an
         # explicit number past the map is an error.
         if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
@@ -106,6 +109,28 @@ class SelectedMailbox:
             items.append(b"MODSEQ (%d)" % record.modseq)
         return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
 
+    # -- keywords ------------------------------------------------------------
+
+    def flags_lines(self) -> list[bytes]:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS]`` for the keywords known now."""
+        flags = " ".join([*FLAG_LIST, *sorted(self.keywords)])
+        permanent = "" if self.read_only else " ".join(permanent_flags(self.mailbox, self.keywords))
+        return [
+            f"* FLAGS ({flags})\r\n".encode(),
+            f"* OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted\r\n".encode(),
+        ]
+
+    def new_keywords(self, keywords: Iterable[str]) -> list[bytes]:
+        """:meth:`flags_lines` if ``keywords`` holds one the client was not
+        told of yet (a keyword is told as it first appears, as Dovecot and
+        Cyrus do, so that clients know it may be used); else nothing."""
+        known = {keyword.casefold() for keyword in self.keywords}
+        fresh = {keyword for keyword in keywords if keyword.casefold() not in known}
+        if not fresh:
+            return []
+        self.keywords |= fresh
+        return self.flags_lines()
+
     # -- other sessions' changes ---------------------------------------------
 
     def poll(self, send_expunges: bool) -> list[bytes]:
@@ -117,6 +142,7 @@ class SelectedMailbox:
                 self.ghosts.add(uid)
         if send_expunges and self.ghosts:
             lines += self._flush_expunges()
+        lines += self.new_keywords(keyword for record in changes.changed for keyword in record.keywords)
         new: list[MessageRecord] = []
         for record in changes.changed:
             uid = record.uid
@@ -155,3 +181,13 @@ class SelectedMailbox:
             self.recent.discard(uid)
         self.ghosts = set()
         return lines
+
+
+
+def permanent_flags(mailbox, keywords) -> list[str]:
+    """The system flags the user may change, then keywords and ``\\*`` if they hold ``w``."""
+    mask = mailbox.flag_mask
+    names = [name for name in FLAG_LIST if SYSTEM_FLAGS[name] & mask]
+    if "w" in mailbox.rights:
+        names += [*sorted(keywords), "\\*"]
+    return names

@@ -74,9 +74,13 @@ def list_(session, command) -> None:
     for wire_pattern in command.patterns:
         pattern = reference + pattern_from_wire(wire_pattern)
         listings = {listing.name: listing for listing in mailboxes.list(pattern)}
+        parents: set[str] = set()  # RECURSIVEMATCH: names with subscribed descendants the pattern missed
         if subscribed_only:  # subscribed names that no longer exist are listed too
             matcher = names.pattern_regex(pattern)
-            found = [listings.get(name) or name for name in sorted(subscriptions) if matcher.match(name)]
+            if "RECURSIVEMATCH" in command.selection:
+                parents = _unmatched_parents(subscriptions, matcher)
+            wanted = {name for name in subscriptions if matcher.match(name)} | parents
+            found = [listings.get(name) or name for name in sorted(wanted)]
         else:
             found = list(listings.values())
         for listing in found:
@@ -85,7 +89,7 @@ def list_(session, command) -> None:
                 continue
             seen.add(name)
             if isinstance(listing, str):
-                attributes = ["\\NonExistent", "\\Subscribed"]
+                attributes = ["\\NonExistent"] + (["\\Subscribed"] if name in subscriptions else [])
                 use = None
             else:
                 use = listing.special_use
@@ -96,7 +100,10 @@ def list_(session, command) -> None:
                     if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
                 ]
                 attributes += _special_use_attribute(use)
-            session.untagged(_list_line("LIST", attributes, name))
+            line = _list_line("LIST", attributes, name)
+            if name in parents:
+                line += b' (CHILDINFO ("SUBSCRIBED"))'
+            session.untagged(line)
             if command.return_status and not isinstance(listing, str) \
                     and MailboxAttribute.NOSELECT not in listing.attributes:
                 try:
@@ -105,17 +112,44 @@ def list_(session, command) -> None:
                     pass  # listed (l) but not readable (r): no STATUS (RFC 5819)
 
 
+def _unmatched_parents(subscriptions: set[str], matcher) -> set[str]:
+    """Superiors the pattern matches of subscribed names it does not (RFC 5258 3.5:
+    those get CHILDINFO; with ``*`` the descendants are listed themselves)."""
+    return {
+        superior
+        for name in subscriptions if not matcher.match(name)
+        for superior in names.superiors(name) if matcher.match(superior)
+    }
+
+
 def lsub(session, command) -> None:
+    """Subscribed names matching the pattern.  Where a ``%`` stops at a level
+    above a subscribed name, that level is listed as ``\\Noselect`` unless
+    itself subscribed (RFC 3501 6.3.9: ``foo/bar`` subscribed, ``LSUB "" %``
+    answers ``foo``)."""
     mailboxes = session.state.account.mailboxes
     pattern = pattern_from_wire(command.reference) + pattern_from_wire(command.pattern)
     if pattern == "":
-        session.untagged(b"LSUB (\\Noselect) \"/\" \"\"")
-        return
+        return  # only LIST answers an empty pattern with the delimiter
     matcher = names.pattern_regex(pattern)
-    for name in mailboxes.subscriptions():
+    through = names.pattern_regex(pattern.replace("%", "*")) if "%" in pattern else None
+    subscribed = mailboxes.subscriptions()
+    listed: set[str] = set()
+    for name in subscribed:
         if matcher.match(name):
             attributes = [] if mailboxes.exists(name) else ["\\Noselect"]
             session.untagged(_list_line("LSUB", attributes, name))
+            listed.add(name)
+    if through is None:
+        return
+    wanted = set(subscribed)
+    for name in subscribed:
+        if not through.match(name):
+            continue
+        for superior in names.superiors(name):
+            if superior not in wanted and superior not in listed and matcher.match(superior):
+                session.untagged(_list_line("LSUB", ["\\Noselect"], superior))
+                listed.add(superior)
 
 
 def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
@@ -123,7 +157,7 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
     counts = mailbox.status()
     values = {
         "MESSAGES": counts.messages,
-        "RECENT": counts.recent,
+        "RECENT": counts.recent + _recent_here(session, mailbox.name),
         "UIDNEXT": counts.uid_next,
         "UIDVALIDITY": counts.uid_validity,
         "UNSEEN": counts.unseen,
@@ -141,6 +175,15 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
             raise codes.bad(f"STATUS {item} is not supported")
         out.append(f"{item} {value}".encode())
     return b"STATUS " + to_wire(mailbox.name) + b" (" + b" ".join(out) + b")"
+
+
+def _recent_here(session, name: str) -> int:
+    """The messages this session holds as \\Recent in ``name`` if it is the
+    selected mailbox: the store counts only those nobody has claimed yet."""
+    state = session.state
+    if not isinstance(state, Selected) or state.view.mailbox.name != name or state.view.read_only:
+        return 0
+    return len(state.view.recent - state.view.ghosts)
 
 
 def status(session, command) -> None:

@@ -27,6 +27,7 @@ from cyrusmail.store.records import Flag, FlagChange
 
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_MODSEQ = c.FetchAttribute("MODSEQ")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
 
 
@@ -43,8 +44,11 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
 
     view = session.state.view
     uids = view.resolve(command.sequence_set, command.uid)
+    items = command.items
+    if command.changedsince is not None:
+        items += (_MODSEQ,)  # CHANGEDSINCE implies it (RFC 7162 3.1.4.1); a repeat is dropped
     try:
-        plan = rendering.plan_fetch(command.items, command.uid)
+        plan = rendering.plan_fetch(items, command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
     newly_seen: list = []
@@ -157,19 +161,22 @@ def store(session, command: c.Store) -> Reply | None:
         session.enabled.add("CONDSTORE")
         view.condstore = True
     live = [uid for uid in uids if uid not in view.ghosts]
-    _changed, refused = view.mailbox.set_flags(
+    changed, refused = view.mailbox.set_flags(
         live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
     )
     refused_set = set(refused)
+    changed_uids = {record.uid for record in changed}
     records = view.mailbox.records(live)
     view.reported(record for record in records if record.uid not in refused_set)
-    view.keywords.update(keywords)
+    if command.mode != "remove":
+        for line in view.new_keywords(keywords):
+            session.write(line)
     if not command.silent or view.condstore:
         for record in records:
             if record.uid in refused_set:
                 continue
-            if command.silent and record.modseq <= (command.unchangedsince or 0):
-                continue
+            if command.silent and record.uid not in changed_uids:
+                continue  # .SILENT under CONDSTORE: only what changed, for its MODSEQ (RFC 7162 3.1.3)
             session.write(view.fetch_flags_line(record, view.seq_of(record.uid), with_uid=command.uid))
     gone = len(uids) - len(records) if not command.uid else 0
     if refused:

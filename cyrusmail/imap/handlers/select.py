@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from cyrusmail.imap import codes
 from cyrusmail.imap.codes import CommandFailed, Reply
-from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS
+from cyrusmail.imap.flags import FLAG_LIST
 from cyrusmail.imap.naming import from_wire
-from cyrusmail.imap.selected import SelectedMailbox
+from cyrusmail.imap.selected import SelectedMailbox, permanent_flags
 from cyrusmail.imap.state import Selected
 from cyrusmail.store.errors import PermissionDenied
 
@@ -33,20 +33,11 @@ def _open(session, command, examine: bool) -> Reply:
     session.untagged(f"OK [{codes.UIDVALIDITY} {mailbox.uid_validity}] UIDs valid")
     session.untagged(f"OK [{codes.UIDNEXT} {view.uid_next}] Predicted next UID")
     session.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
-    permanent = "" if read_only else " ".join(_permanent_flags(mailbox, view.keywords))
+    permanent = "" if read_only else " ".join(permanent_flags(mailbox, view.keywords))
     session.untagged(f"OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted")
     session.select(view)
     access = codes.READ_ONLY if read_only else codes.READ_WRITE
     return Reply(code=access, text=f"{command.name} completed")
-
-
-def _permanent_flags(mailbox, keywords) -> list[str]:
-    """The system flags the user may change, then keywords and ``\\*`` if they hold ``w``."""
-    mask = mailbox.flag_mask
-    names = [name for name in FLAG_LIST if SYSTEM_FLAGS[name] & mask]
-    if "w" in mailbox.rights:
-        names += [*sorted(keywords), "\\*"]
-    return names
 
 
 def select(session, command) -> Reply:
