@@ -21,9 +21,19 @@ answered, so a delivered recipient is never sent again, even after a crash.
 A 4xx or a failed connection leaves the recipient pending: the next attempt
 comes ``retry_initial`` seconds later, doubling up to ``retry_max``, until
 ``give_up`` seconds after the message was queued.  A 5xx, or giving up,
-fails the recipient; once none is pending, the sender gets one RFC 3464 DSN
-for the failed ones (unless the message was itself a DSN, or NOTIFY says
-not to) and the files are removed.
+fails the recipient; once none is pending the files are removed.
+
+Reports (RFC 3461 DSN, in the RFC 3464 format of :mod:`cyrusmail.delivery.dsn`).
+After each attempt the sender gets one DSN for the recipients that owe one
+now, each recipient reported once (a flag in the envelope): "failed" for a
+failed recipient (NOTIFY absent or with FAILURE); "delivered" for one put in
+a local mailbox, "relayed" for one handed to a next hop that does not
+advertise DSN (NOTIFY=SUCCESS; a next hop that does advertise it is given
+NOTIFY, ORCPT, RET and ENVID and reports itself); one "delayed" for a
+recipient still pending :data:`DELAY_NOTICE_AFTER` (4 hours) after arrival
+(NOTIFY=DELAY).  NOTIFY=NEVER gets nothing.  Failure reports carry the whole
+message on RET=FULL, else its header.  A DSN goes out with the null sender
+and is never itself reported on.
 
 The :class:`QueueRunner` service starts attempts: at once for new mail, at
 the earliest retry time, and every ``poll_interval`` seconds it looks for
@@ -37,7 +47,7 @@ import inspect
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from twisted.application import service
@@ -60,6 +70,9 @@ from cyrusmail.store.maildir.files import (
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 FLUSH_FILE = "flush"
+# NOTIFY=DELAY (RFC 3461): a recipient that asked for it gets one "delayed"
+# DSN once its message has waited this long and is still being retried.
+DELAY_NOTICE_AFTER = 4 * 3600
 POLL_INTERVAL = 5.0
 MAX_CONCURRENT = 10
 SMTP_PORT = 25
@@ -77,6 +90,18 @@ class QueuedRecipient:
     remote_mta: str = ""
     notify: list[str] | None = None  # RFC 3461 NOTIFY values
     orcpt: str | None = None  # "rfc822;addr"
+    # How a delivery is reported on NOTIFY=SUCCESS: "delivered" (local),
+    # "relayed" (a next hop without DSN), "" (a next hop with DSN reports).
+    success_action: str = ""
+    last_attempt: float = 0.0
+    reported: bool = False  # the final state has been reported (or needed no report)
+    delay_reported: bool = False  # the one NOTIFY=DELAY report has been sent
+
+    def wants(self, kind: str) -> bool:
+        """Whether NOTIFY asks for ``kind`` (SUCCESS, FAILURE, DELAY); default: FAILURE only."""
+        if self.notify is None:
+            return kind == "FAILURE"
+        return kind in self.notify
 
     @property
     def domain(self) -> str:
@@ -98,7 +123,7 @@ class QueueEntry:
     ret: str | None = None
     envid: str | None = None
     is_bounce: bool = False  # a DSN: never bounced
-    dsn_sent: bool = False
+    dsn_sent: bool = False  # from spools before per-recipient reports: its failures were reported
 
     def pending(self) -> list[QueuedRecipient]:
         return [r for r in self.recipients if r.state == PENDING]
@@ -108,8 +133,12 @@ class QueueEntry:
 
     @classmethod
     def from_json(cls, value: dict) -> QueueEntry:
-        value = dict(value)
-        value["recipients"] = [QueuedRecipient(**r) for r in value["recipients"]]
+        """The entry saved as ``value``; fields this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        known_rcpt = {f.name for f in fields(QueuedRecipient)}
+        value = {k: v for k, v in value.items() if k in known}
+        value["recipients"] = [QueuedRecipient(**{k: v for k, v in r.items() if k in known_rcpt})
+                               for r in value["recipients"]]
         return cls(**value)
 
 
@@ -145,6 +174,7 @@ class Queue:
         self.retry_initial: int = settings["retry_initial"]
         self.retry_max: int = settings["retry_max"]
         self.give_up: int = settings["give_up"]
+        self.delay_notice_after: float = DELAY_NOTICE_AFTER
         if clock is None:
             clock = context.reactor
         if clock is None:
@@ -204,11 +234,12 @@ class Queue:
         return f"{int(self.clock.seconds() * 1000):012X}{secrets.token_hex(5).upper()}"
 
     def enqueue(self, mail: wire.Mail | None, recipients: list, message, *, sender: str | None = None,
-                is_bounce: bool = False) -> QueueEntry:
+                is_bounce: bool = False, body: str | None = None, smtputf8: bool = False) -> QueueEntry:
         """Put ``message`` (a finished staged message, or bytes) in the spool, durably.
 
         ``mail`` gives the sender and its parameters; without it, ``sender``
-        (None for ``<>``).  ``recipients`` are wire.Rcpt or addresses.
+        (None for ``<>``), ``body`` and ``smtputf8``.  ``recipients`` are
+        wire.Rcpt or addresses.
         """
         entry_id = self._new_id()
         msg_path, json_path = self._paths(entry_id)
@@ -229,8 +260,8 @@ class Queue:
         entry = QueueEntry(
             id=entry_id, sender=sender, arrival=now, recipients=[_rcpt_fields(r) for r in recipients],
             next_attempt=now, size=size, is_bounce=is_bounce or sender is None,
-            body=mail.body.value if mail is not None and mail.body else None,
-            smtputf8=bool(mail and mail.smtputf8), ret=mail.ret.value if mail and mail.ret else None,
+            body=(mail.body.value if mail.body else None) if mail is not None else body,
+            smtputf8=bool(mail.smtputf8) if mail is not None else smtputf8, ret=mail.ret.value if mail and mail.ret else None,
             envid=mail.envid if mail else None,
         )
         try:
@@ -289,46 +320,116 @@ class Queue:
     def next_due(self) -> float | None:
         return min((e.next_attempt for e in self.entries.values()), default=None)
 
-    # -- immediate bounces ---------------------------------------------------------
+    # -- delivery status notifications (RFC 3461, RFC 3464) -------------------------
+
+    def report_now(self, mail: wire.Mail, results: list[tuple[wire.Rcpt, Reply]], staged) -> None:
+        """Report the final results of recipients delivered locally during submission.
+
+        A recipient delivered (positive reply) gets a "delivered" DSN if its
+        NOTIFY asked for SUCCESS; one that failed for good (5xx) a "failed"
+        DSN unless its NOTIFY left FAILURE out.  Transient failures are the
+        queue's business, not reported here.
+        """
+        if mail.reverse_path is None:
+            return
+        now = self.clock.seconds()
+        recipients = []
+        for rcpt, reply in results:
+            queued = _rcpt_fields(rcpt)
+            diagnostic = f"{reply.code} {reply.enhanced or ''} {reply.text}".replace("  ", " ")
+            if reply.is_positive and queued.wants("SUCCESS"):
+                recipients.append(dsn.ReportRecipient(
+                    queued.address, reply.enhanced or "2.0.0", diagnostic, original=queued.orcpt,
+                    action=dsn.DELIVERED, last_attempt=now))
+            elif reply.is_permanent and queued.wants("FAILURE"):
+                recipients.append(dsn.ReportRecipient(
+                    queued.address, reply.enhanced or "5.0.0", diagnostic, original=queued.orcpt,
+                    action=dsn.FAILED, last_attempt=now))
+        if recipients:
+            self._send_dsn(mail.reverse_path.address, now, mail.envid, recipients, Path(staged.path),
+                           ret=mail.ret.value if mail.ret else None, size=staged.size,
+                           body=mail.body.value if mail.body else None, smtputf8=mail.smtputf8)
 
     def bounce_now(self, mail: wire.Mail, failures: list[tuple[wire.Rcpt, Reply]], staged) -> None:
         """Send the sender a DSN for recipients that failed for good during submission."""
-        if mail.reverse_path is None:
-            return
-        recipients = []
-        for rcpt, reply in failures:
-            queued = _rcpt_fields(rcpt)
-            if queued.notify is not None and "FAILURE" not in queued.notify:
-                continue
-            recipients.append(dsn.FailedRecipient(
-                queued.address, reply.enhanced or "5.0.0", f"{reply.code} {reply.enhanced or ''} {reply.text}",
-                original=queued.orcpt))
-        if recipients:
-            now = self.clock.seconds()
-            self._send_dsn(mail.reverse_path.address, now, mail.envid, recipients, dsn.header_of(staged.read()))
+        self.report_now(mail, [(rcpt, reply) for rcpt, reply in failures if reply.is_permanent], staged)
 
     def _send_dsn(self, sender: str, arrival: float, envid: str | None,
-                  recipients: list[dsn.FailedRecipient], header: bytes) -> None:
-        report = dsn.build_dsn(reporting_mta=self.config.hostname, sender=sender, arrival=arrival,
-                               now=self.clock.seconds(), recipients=recipients, original_header=header,
-                               envid=envid)
-        path = wire.parse_path(f"<{sender}>")
-        if self.local.is_local(path):
-            target = self.local.resolve(path)
-            if target is None:
-                logs.log.warn("queue: DSN for unknown local sender <{sender}> dropped", sender=sender)
-                return
-            staged = self.context.store.stage()
-            try:
-                staged.write(report)
-                staged.finish()
+                  recipients: list[dsn.ReportRecipient], message: Path, *, ret: str | None = None,
+                  size: int = 0, body: str | None = None, smtputf8: bool = False) -> None:
+        """Make the DSN (streaming the original from ``message``) and send it with ``<>``.
+
+        A local sender gets it in the store at once (queued if that fails
+        for now); a remote one through the queue, as a message that is
+        never reported on itself.
+        """
+        full = dsn.returns_full(recipients, ret, size) and body != "BINARYMIME"
+        path = _path_or_none(sender)
+        local = path is not None and self.local.is_local(path)
+        staged = self.context.store.stage()
+        try:
+            if local:
+                staged.write(b"Return-Path: <>\r\n")  # final delivery here (RFC 5321 section 4.4)
+            dsn.write_dsn(staged, message, full=full, reporting_mta=self.config.hostname, sender=sender,
+                          arrival=arrival, now=self.clock.seconds(), recipients=recipients, envid=envid)
+            staged.finish()
+            if local:
+                target = self.local.resolve(path)
+                if target is None:
+                    logs.log.warn("queue: DSN for unknown local sender <{sender}> dropped", sender=sender)
+                    return
                 reply = self.local.deliver(staged, target)
-            finally:
-                staged.discard()
-            if reply.is_positive:
-                logs.log.info("queue: DSN delivered to <{sender}>", sender=sender)
-                return
-        self.enqueue(None, [sender], report, sender=None, is_bounce=True)
+                if reply.is_positive:
+                    logs.log.info("queue: DSN ({actions}) delivered to <{sender}>", sender=sender,
+                                  actions=",".join(sorted({r.action for r in recipients})))
+                    return
+            eight_bit = "8BITMIME" if body in ("8BITMIME", "BINARYMIME") or smtputf8 else None
+            self.enqueue(None, [sender], staged, sender=None, is_bounce=True, body=eight_bit,
+                         smtputf8=smtputf8)
+        finally:
+            staged.discard()
+
+    def _report(self, entry: QueueEntry) -> None:
+        """Send the DSNs this entry's recipients are owed now; recorded once sent.
+
+        Failed recipients get "failed" (NOTIFY default or FAILURE); delivered
+        ones "delivered" or "relayed" (NOTIFY=SUCCESS; nothing when the next
+        hop took the NOTIFY over); pending ones, once the message is older
+        than ``delay_notice_after``, one "delayed" (NOTIFY=DELAY).  A DSN is
+        never reported on.  It is sent before the entry records it: a crash
+        in between sends it twice rather than never.
+        """
+        now = self.clock.seconds()
+        done, delayed, report = [], [], []
+        silent = entry.is_bounce or entry.sender is None
+        for r in entry.recipients:
+            if r.state in (DELIVERED, FAILED) and not r.reported:
+                done.append(r)
+                if silent or (r.state == FAILED and entry.dsn_sent):
+                    continue
+                if r.state == FAILED and r.wants("FAILURE"):
+                    report.append(dsn.ReportRecipient(
+                        r.address, r.status or "5.0.0", r.diagnostic, r.remote_mta, r.orcpt, dsn.FAILED,
+                        r.last_attempt or None))
+                elif r.state == DELIVERED and r.success_action and r.wants("SUCCESS"):
+                    report.append(dsn.ReportRecipient(
+                        r.address, r.status if r.status.startswith("2") else "2.0.0", r.diagnostic,
+                        r.remote_mta, r.orcpt, r.success_action, r.last_attempt or None))
+            elif (r.state == PENDING and not r.delay_reported
+                  and now - entry.arrival >= self.delay_notice_after and r.wants("DELAY") and not silent):
+                delayed.append(r)
+                report.append(dsn.ReportRecipient(
+                    r.address, r.status if r.status.startswith("4") else "4.0.0", r.diagnostic, r.remote_mta,
+                    r.orcpt, dsn.DELAYED, r.last_attempt or None, entry.arrival + self.give_up))
+        if report:
+            self._send_dsn(entry.sender, entry.arrival, entry.envid, report, self.message_path(entry),
+                           ret=entry.ret, size=entry.size, body=entry.body, smtputf8=entry.smtputf8)
+        for r in done:
+            r.reported = True
+        for r in delayed:
+            r.delay_reported = True
+        if done or delayed:
+            self.save(entry)
 
     # -- delivery attempts -----------------------------------------------------------
 
@@ -384,16 +485,20 @@ class Queue:
                     self._record(recipient, ClientReply(550, ("5.1.1 No such user",)), "")
                     continue
                 reply = self.local.deliver(staged, target)
-                self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "")
+                self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "",
+                             success_action=dsn.DELIVERED)
         finally:
             staged.discard()
 
-    def _record(self, recipient: QueuedRecipient, reply: ClientReply, host: str) -> None:
+    def _record(self, recipient: QueuedRecipient, reply: ClientReply, host: str, *,
+                success_action: str = "") -> None:
         recipient.status = reply.status()
         recipient.diagnostic = str(reply)
         recipient.remote_mta = host
+        recipient.last_attempt = self.clock.seconds()
         if reply.is_positive:
             recipient.state = DELIVERED
+            recipient.success_action = success_action
         elif reply.is_permanent:
             recipient.state = FAILED
 
@@ -413,6 +518,7 @@ class Queue:
         except DestinationError as error:
             for recipient in recipients:
                 recipient.status, recipient.diagnostic = error.status, str(error)
+                recipient.last_attempt = self.clock.seconds()
                 if error.permanent:
                     recipient.state = FAILED
             return str(error)
@@ -446,16 +552,20 @@ class Queue:
             except ConnectionFailed as error:
                 problems.append(str(error))
                 continue
+            # A next hop that speaks DSN was given the NOTIFY and reports
+            # itself; one that does not leaves us a "relayed" to report.
+            relayed = "" if result.dsn else dsn.RELAYED
             for recipient in recipients:
                 reply = result.replies.get(recipient.address)
                 if reply is not None:
-                    self._record(recipient, reply, host)
+                    self._record(recipient, reply, host, success_action=relayed)
             logs.log.info("queue: {id} to {host}: {summary}", id=entry.id, host=host,
                           summary=", ".join(f"<{r.address}> {r.diagnostic}" for r in recipients))
             transient = [r for r in recipients if r.state == PENDING]
             return f"{host}: {transient[0].diagnostic}" if transient else ""
         for recipient in recipients:
             recipient.status, recipient.diagnostic = "4.4.1", "; ".join(problems)[:500]
+            recipient.last_attempt = self.clock.seconds()
         return "; ".join(problems)[:500]
 
     def _after_attempt(self, entry: QueueEntry, error: str) -> None:
@@ -472,7 +582,14 @@ class Queue:
         if pending:
             delay = min(self.retry_initial * 2 ** (entry.attempts - 1), self.retry_max)
             entry.next_attempt = min(now + delay, max(now, entry.arrival + self.give_up))
-            self.save(entry)
+        else:
+            entry.next_attempt = now + self.retry_initial  # if finishing fails (a full disk): not at once
+        # next_attempt is set in memory before anything that can fail, so a
+        # failing save or report is retried later, never in a tight loop.
+        if not self.save(entry):
+            return
+        self._report(entry)
+        if pending:
             logs.log.info("queue: {id}: {n} recipients deferred until the next attempt in {delay:.0f} s",
                           id=entry.id, n=len(pending), delay=entry.next_attempt - now)
             return
@@ -480,18 +597,8 @@ class Queue:
 
     def _finish(self, entry: QueueEntry) -> None:
         failed = [r for r in entry.recipients if r.state == FAILED]
-        if failed and not entry.dsn_sent and not entry.is_bounce and entry.sender is not None:
-            wanted = [r for r in failed if r.notify is None or "FAILURE" in r.notify]
-            if wanted:
-                recipients = [dsn.FailedRecipient(r.address, r.status or "5.0.0", r.diagnostic, r.remote_mta,
-                                                  r.orcpt) for r in wanted]
-                self._send_dsn(entry.sender, entry.arrival, entry.envid, recipients,
-                               dsn.read_header(self.message_path(entry)))
-            entry.dsn_sent = True
-            if not self.save(entry):
-                return
-        elif failed and entry.is_bounce:
-            logs.log.warn("queue: {id}: a DSN could not be delivered; not bounced", id=entry.id)
+        if failed and entry.is_bounce:
+            logs.log.warn("queue: {id}: a DSN could not be delivered; not reported", id=entry.id)
         logs.log.info("queue: {id} done: {d} delivered, {f} failed", id=entry.id,
                       d=sum(r.state == DELIVERED for r in entry.recipients), f=len(failed))
         self._forget(entry)

@@ -98,6 +98,7 @@ class DeliveryResult:
 
     host: str
     replies: dict[str, ClientReply] = field(default_factory=dict)
+    dsn: bool = False  # the server advertised DSN: it was given NOTIFY, ORCPT, RET, ENVID
 
 
 class SMTPClientProtocol(Protocol):
@@ -293,6 +294,7 @@ async def send_message(
                 return everyone(reply)
         elif starttls == "required":
             return everyone(ClientReply(451, ("4.7.5 server does not offer STARTTLS",)))
+        result.dsn = "DSN" in keywords
         if username:
             reply = await _authenticate(client, keywords, username, password, timeouts)
             if not reply.is_positive:
