@@ -21,11 +21,15 @@ from twisted.trial import unittest
 
 from cyrusmail.delivery import dsn
 from cyrusmail.delivery.queue import DELIVERED, FAILED, PENDING, Queue
-from cyrusmail.smtp import wire
+from cyrusmail.smtp import codes, wire
 from tests.test_queue import MESSAGE, QueueTestsBase, async_test
 from tests.test_smtp_session_support import (
+    Conversation,
+    expected,
     inbox_messages,
     make_server,
+    plain,
+    submission_factory,
 )
 
 
@@ -293,3 +297,26 @@ class PassOnTests(unittest.TestCase):
         self.assertEqual(self.sink.messages, [MESSAGE])
         self.assertEqual(inbox_messages(self.context, "alice"), [])  # the next hop reports
 
+
+class SubmissionReportTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.context, self.clock = make_server(self.mktemp())
+        self.factory = submission_factory(self.context, self.clock)
+
+    def test_success_notify_on_local_delivery_reports_delivered(self) -> None:
+        talk = Conversation(self.factory)
+        talk.send("EHLO client.example\r\n")
+        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice") + b"\r\n"), expected(codes.AUTH_OK))
+        talk.send(b"MAIL FROM:<alice@example.org> ENVID=sub-1\r\n"
+                  b"RCPT TO:<bob@example.org> NOTIFY=SUCCESS ORCPT=rfc822;bob@example.org\r\n"
+                  b"RCPT TO:<bob+Sent@example.org>\r\nDATA\r\n")
+        self.assertEqual(talk.codes(MESSAGE + b".\r\n"), expected(codes.MESSAGE_ACCEPTED))
+        self.assertEqual(len(inbox_messages(self.context, "bob")), 2)
+        [raw] = inbox_messages(self.context, "alice")
+        self.assertIn(b"Return-Path: <>", raw)
+        _, per_message, [fields], returned = parse_report(self, raw)
+        self.assertEqual(per_message["Original-Envelope-Id"], "sub-1")
+        self.assertEqual(fields["Final-Recipient"], "rfc822; bob@example.org")
+        self.assertEqual(fields["Original-Recipient"], "rfc822;bob@example.org")
+        self.assertEqual((fields["Action"], fields["Status"][0]), ("delivered", "2"))
+        self.assertEqual(returned.get_content_type(), "text/rfc822-headers")

@@ -173,9 +173,9 @@ class SubmissionCallbacks:
         retry = [r.rcpt for r, reply in failed if reply.is_transient]
         if retry:
             queue.enqueue(transaction.mail, retry, staged)
-        bounced = [(r.rcpt, reply) for r, reply in failed if reply.is_permanent]
-        if bounced:
-            queue.bounce_now(transaction.mail, bounced, staged)
+        reports = [(r.rcpt, reply) for r, reply in results if not reply.is_transient]
+        if reports:
+            queue.report_now(transaction.mail, reports, staged)  # NOTIFY=SUCCESS, bounces
         logs.log.info("{service}: {id} from <{sender}> by {user}: {n} recipients",
                       service=self.service, id=transaction.id, sender=transaction.sender,
                       user=session.authenticated_user, n=len(transaction.recipients))
