@@ -11,17 +11,36 @@ file, so an ``ID.json`` always has its ``ID.msg``; a ``.msg`` without
 :meth:`Queue.enqueue` returns only once both are durable, before the 250.
 
 Attempts.  An attempt takes the pending recipients of one message and makes
-one connection per destination carrying all of its recipients: the
+one connection per destination carrying all of its recipients (domains
+compared without case), up to :data:`PARALLEL_DESTINATIONS` at once: the
 smarthost when ``[queue] smarthost`` is set, else each domain's MX hosts in
-preference order (RFC 5321 section 5.1: the domain's own address when it
-has no MX; a null MX, RFC 7505, fails at once).  Recipients in local domains
-(a local mailbox that was full) are delivered into the store.  Each
-recipient's result is recorded durably as soon as its destination has
-answered, so a delivered recipient is never sent again, even after a crash.
-A 4xx or a failed connection leaves the recipient pending: the next attempt
-comes ``retry_initial`` seconds later, doubling up to ``retry_max``, until
-``give_up`` seconds after the message was queued.  A 5xx, or giving up,
-fails the recipient; once none is pending the files are removed.
+preference order (:func:`resolve_mx`: NXDOMAIN, no MX and no address, and a
+null MX, RFC 7505, fail at once; other DNS trouble is temporary).
+Recipients in local domains (a local mailbox that was full) are delivered
+into the store.  A 4xx, a failed connection (refused, timed out, every MX
+tried) or DNS trouble leaves the recipient pending: the next attempt comes
+``retry_initial`` seconds later, doubling up to ``retry_max``, until
+``give_up`` seconds after the message was queued, when every recipient
+still pending fails (4.4.7, with its last error).  A 5xx fails the
+recipient at once; once none is pending the files are removed.
+
+Crash safety.  Each recipient's result is written durably (whole envelope:
+temp file, fsync, rename, fsync of the folder) as soon as every recipient
+of a connection has its reply, before QUIT is even sent, so a delivered
+recipient is not sent again after a crash or restart.  One window cannot
+be closed: a crash between the server's 250 to the end of data and that
+write (or a connection lost while waiting for the 250) sends the message
+again at the next attempt.  RFC 5321 section 6.1 prefers that duplicate to
+a loss.  Likewise a DSN is made durable before the envelope records it as
+sent: a crash in between sends it twice, never not at all.
+
+TLS.  To MX hosts: STARTTLS when offered, unauthenticated (opportunistic,
+RFC 7435; a plaintext reply injected after the 220 aborts the connection).
+To the smarthost, ``smarthost_tls``: ``tls`` (implicit TLS) and
+``starttls`` (required) verify the certificate against the system's trust
+roots and the smarthost's name (``client_tls``, by default Twisted's
+``optionsForClientTLS``); ``none`` uses no TLS at all, and sends
+``smarthost_user``'s password in the clear (a warning is logged).
 
 Reports (RFC 3461 DSN, in the RFC 3464 format of :mod:`cyrusmail.delivery.dsn`).
 After each attempt the sender gets one DSN for the recipients that owe one
@@ -74,7 +93,8 @@ FLUSH_FILE = "flush"
 # DSN once its message has waited this long and is still being retried.
 DELAY_NOTICE_AFTER = 4 * 3600
 POLL_INTERVAL = 5.0
-MAX_CONCURRENT = 10
+MAX_CONCURRENT = 10  # messages in attempts at once
+PARALLEL_DESTINATIONS = 5  # connections at once for one message's domains
 SMTP_PORT = 25
 
 
@@ -175,6 +195,8 @@ class Queue:
         self.retry_max: int = settings["retry_max"]
         self.give_up: int = settings["give_up"]
         self.delay_notice_after: float = DELAY_NOTICE_AFTER
+        if self.smarthost is not None and self.smarthost_user and self.smarthost_tls == "none":
+            logs.log.warn("queue: smarthost_tls is none: the smarthost password is sent in the clear")
         if clock is None:
             clock = context.reactor
         if clock is None:
@@ -441,22 +463,39 @@ class Queue:
         message = self.message_path(entry)
         errors = []
         try:
-            for destination, recipients in self._destinations(entry).items():
-                if entry.id not in self.entries:
-                    return  # deleted meanwhile
-                if destination is None:
-                    self._deliver_local(entry, recipients, message)
-                else:
-                    error = await self._deliver_remote(entry, destination, recipients, message)
-                    if error:
-                        errors.append(error)
+            groups = self._destinations(entry)
+            local = groups.pop(None, None)
+            if local:
+                self._deliver_local(entry, local, message)
                 if not self.save(entry):
                     return
+            # Each remote destination (a domain, or the smarthost) on its own
+            # connection, up to PARALLEL_DESTINATIONS at once: a dead domain
+            # does not hold the others back.  Each records its own results.
+            limit = defer.DeferredSemaphore(PARALLEL_DESTINATIONS)
+            results = await defer.gatherResults([
+                limit.run(lambda d=destination, r=recipients: defer.Deferred.fromCoroutine(
+                    self._deliver_remote_safely(entry, d, r, message)))
+                for destination, recipients in groups.items()])
+            errors += [error for error in results if error]
+            if entry.id not in self.entries or not self.save(entry):
+                return
         except Exception as error:  # noqa: BLE001 -- a bug or a full disk: retry later, never spin
             logs.log.failure("queue: attempt for {id} failed", id=entry.id)
             errors.append(f"internal error: {type(error).__name__}")
         if entry.id in self.entries:
             self._after_attempt(entry, "; ".join(errors))
+
+    async def _deliver_remote_safely(self, entry: QueueEntry, destination: tuple,
+                                     recipients: list[QueuedRecipient], message: Path) -> str:
+        if entry.id not in self.entries:
+            return ""  # deleted meanwhile
+        try:
+            return await self._deliver_remote(entry, destination, recipients, message)
+        except Exception as error:  # noqa: BLE001 -- one destination's bug leaves the others be
+            logs.log.failure("queue: delivery of {id} to {destination} failed", id=entry.id,
+                             destination=destination[-1])
+            return f"internal error: {type(error).__name__}"
 
     def _destinations(self, entry: QueueEntry) -> dict:
         groups: dict = {}
@@ -543,22 +582,33 @@ class Queue:
                 return smtp_client.connect_tcp(self.reactor, host, port, self.clock, self.timeouts.connect,
                                                tls_creator if implicit else None)
 
+            recorded = []
+
+            def record(result: smtp_client.DeliveryResult, host=host, recorded=recorded) -> None:
+                """Record and save every recipient's reply: called before QUIT is even sent."""
+                if recorded:
+                    return
+                recorded.append(True)
+                # A next hop that speaks DSN was given the NOTIFY and reports
+                # itself; one that does not leaves us a "relayed" to report.
+                relayed = "" if result.dsn else dsn.RELAYED
+                for recipient in recipients:
+                    reply = result.replies.get(recipient.address)
+                    if reply is not None:
+                        self._record(recipient, reply, host, success_action=relayed)
+                self.save(entry)
+
             try:
                 result = await smtp_client.send_message(
                     connect, host=host, helo=self.config.hostname, envelope=envelope, message=message,
                     starttls=starttls, tls_creator=tls_creator,
                     username=self.smarthost_user if smarthost else "",
-                    password=self.smarthost_password if smarthost else "", timeouts=self.timeouts)
+                    password=self.smarthost_password if smarthost else "", timeouts=self.timeouts,
+                    on_result=record)
             except ConnectionFailed as error:
                 problems.append(str(error))
                 continue
-            # A next hop that speaks DSN was given the NOTIFY and reports
-            # itself; one that does not leaves us a "relayed" to report.
-            relayed = "" if result.dsn else dsn.RELAYED
-            for recipient in recipients:
-                reply = result.replies.get(recipient.address)
-                if reply is not None:
-                    self._record(recipient, reply, host, success_action=relayed)
+            record(result)
             logs.log.info("queue: {id} to {host}: {summary}", id=entry.id, host=host,
                           summary=", ".join(f"<{r.address}> {r.diagnostic}" for r in recipients))
             transient = [r for r in recipients if r.state == PENDING]
@@ -623,28 +673,55 @@ class DestinationError(Exception):
         self.status = status
 
 
-async def resolve_mx(domain: str) -> list[str]:
-    """The hosts to try for ``domain``, best first (RFC 5321 section 5.1)."""
+async def resolve_mx(domain: str, lookup=None) -> list[str]:
+    """The hosts to try for ``domain``, best first (RFC 5321 section 5.1).
+
+    ``lookup`` answers DNS queries like :mod:`twisted.names.client` (the
+    default).  A domain that does not exist (NXDOMAIN) fails for good
+    (5.1.2); so does one without MX records and without address records of
+    its own, and one with a null MX (RFC 7505, 5.1.10).  Any other DNS
+    trouble (timeout, SERVFAIL, refusal) is temporary (4.4.3): the message
+    waits for the next attempt, and fails only when the queue gives up.
+    Hosts of equal preference are tried in random order (section 5.1).
+    """
     if domain.startswith("[") and domain.endswith("]"):
         literal = domain[1:-1]
         return [literal[5:] if literal.upper().startswith("IPV6:") else literal]
-    from twisted.names import client as dns_client
     from twisted.names import dns
     from twisted.names import error as dns_error
 
+    if lookup is None:
+        from twisted.names import client as lookup
+
+    def trouble(error: Exception) -> DestinationError:
+        return DestinationError(f"DNS lookup of {domain} failed: {type(error).__name__}",
+                                permanent=False, status="4.4.3")
+
     try:
-        answers, _authority, _additional = await dns_client.lookupMailExchange(domain)
+        answers, _authority, _additional = await lookup.lookupMailExchange(domain)
     except dns_error.DNSNameError:
         raise DestinationError(f"domain {domain} does not exist", permanent=True, status="5.1.2") from None
     except Exception as error:  # noqa: BLE001 -- timeouts, SERVFAIL, refused: try later
-        raise DestinationError(f"DNS lookup of {domain} failed: {type(error).__name__}",
-                               permanent=False, status="4.4.3") from None
-    records = sorted((a.payload.preference, str(a.payload.name)) for a in answers if a.type == dns.MX)
+        raise trouble(error) from None
+    records = [(a.payload.preference, str(a.payload.name).rstrip(".")) for a in answers if a.type == dns.MX]
     if not records:
-        return [domain]  # the implicit MX: the domain's own address records
-    if len(records) == 1 and records[0][1] in ("", "."):
+        # The implicit MX: the domain's own address records, if it has any.
+        for query, kind in ((lookup.lookupAddress, dns.A), (lookup.lookupIPV6Address, dns.AAAA)):
+            try:
+                found, _authority, _additional = await query(domain)
+            except dns_error.DNSNameError:
+                found = []
+            except Exception as error:  # noqa: BLE001 -- as above
+                raise trouble(error) from None
+            if any(a.type == kind for a in found):
+                return [domain]
+        raise DestinationError(f"domain {domain} has no MX and no address records", permanent=True,
+                               status="5.1.2")
+    hosts = [(preference, name) for preference, name in records if name]
+    if not hosts:  # only the null MX "0 ." (RFC 7505); next to real MX records it is ignored
         raise DestinationError(f"domain {domain} accepts no mail (null MX)", permanent=True, status="5.1.10")
-    return [name for _, name in records if name not in ("", ".")]
+    rng = secrets.SystemRandom()
+    return [name for _, _, name in sorted((preference, rng.random(), name) for preference, name in hosts)]
 
 
 # -- the runner service ------------------------------------------------------------------------

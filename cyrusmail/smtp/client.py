@@ -188,6 +188,10 @@ class SMTPClientProtocol(Protocol):
         self._lost = Failure(ConnectionFailed(f"no reply within {timeout:g} seconds"))
         self.transport.abortConnection()
 
+    def has_pending_input(self) -> bool:
+        """Whether anything was received beyond the replies read so far."""
+        return bool(self._buffer or self._lines or self._replies)
+
     def send_line(self, line: str) -> None:
         self.transport.write(line.encode("utf-8") + b"\r\n")
 
@@ -259,8 +263,15 @@ async def send_message(
     username: str = "",
     password: str = "",
     timeouts: Timeouts = Timeouts(),
+    on_result: Callable[[DeliveryResult], None] | None = None,
 ) -> DeliveryResult:
-    """Deliver ``message`` (a CRLF file) to ``envelope.recipients`` over one connection."""
+    """Deliver ``message`` (a CRLF file) to ``envelope.recipients`` over one connection.
+
+    ``on_result`` is called with the result as soon as every recipient has
+    its reply, before QUIT: the caller can record it durably without
+    waiting for the server's goodbye, which narrows the window in which a
+    crash would send a message again (RFC 5321 section 6.1).
+    """
     try:
         client: SMTPClientProtocol = await connect()
     except (net_error.ConnectError, net_error.DNSLookupError, OSError, ConnectionFailed) as error:
@@ -284,6 +295,11 @@ async def send_message(
         if "STARTTLS" in keywords and starttls != "never" and tls_creator is not None:
             reply = await client.command("STARTTLS", timeouts.command)
             if reply.code == 220:
+                if client.has_pending_input():
+                    # Plaintext after the 220 would be read as if it came over
+                    # TLS: a man in the middle's injection (CVE-2011-0411's kind).
+                    client.transport.abortConnection()
+                    raise ConnectionFailed(f"{host} sent data after its STARTTLS reply")
                 client.transport.startTLS(tls_creator)
                 keywords = await _hello(client, helo, timeouts)
                 if keywords is None:
@@ -308,6 +324,8 @@ async def send_message(
             else:
                 result.replies[address] = reply
         if not accepted:
+            if on_result is not None:
+                on_result(result)
             await _quit(client, timeouts)
             return result
         reply = await client.command("DATA", timeouts.data_start)
@@ -317,6 +335,8 @@ async def send_message(
         reply = await client.read_reply(timeouts.data_end)
         for address in accepted:
             result.replies[address] = reply
+        if on_result is not None:
+            on_result(result)
         await _quit(client, timeouts)
         return result
     except ConnectionFailed:
