@@ -11,19 +11,48 @@ file, so an ``ID.json`` always has its ``ID.msg``; a ``.msg`` without
 :meth:`Queue.enqueue` returns only once both are durable, before the 250.
 
 Attempts.  An attempt takes the pending recipients of one message and makes
-one connection per destination carrying all of its recipients: the
+one connection per destination carrying all of its recipients (domains
+compared without case), up to :data:`PARALLEL_DESTINATIONS` at once: the
 smarthost when ``[queue] smarthost`` is set, else each domain's MX hosts in
-preference order (RFC 5321 section 5.1: the domain's own address when it
-has no MX; a null MX, RFC 7505, fails at once).  Recipients in local domains
-(a local mailbox that was full) are delivered into the store.  Each
-recipient's result is recorded durably as soon as its destination has
-answered, so a delivered recipient is never sent again, even after a crash.
-A 4xx or a failed connection leaves the recipient pending: the next attempt
-comes ``retry_initial`` seconds later, doubling up to ``retry_max``, until
-``give_up`` seconds after the message was queued.  A 5xx, or giving up,
-fails the recipient; once none is pending, the sender gets one RFC 3464 DSN
-for the failed ones (unless the message was itself a DSN, or NOTIFY says
-not to) and the files are removed.
+preference order (:func:`resolve_mx`: NXDOMAIN, no MX and no address, and a
+null MX, RFC 7505, fail at once; other DNS trouble is temporary).
+Recipients in local domains (a local mailbox that was full) are delivered
+into the store.  A 4xx, a failed connection (refused, timed out, every MX
+tried) or DNS trouble leaves the recipient pending: the next attempt comes
+``retry_initial`` seconds later, doubling up to ``retry_max``, until
+``give_up`` seconds after the message was queued, when every recipient
+still pending fails (4.4.7, with its last error).  A 5xx fails the
+recipient at once; once none is pending the files are removed.
+
+Crash safety.  Each recipient's result is written durably (whole envelope:
+temp file, fsync, rename, fsync of the folder) as soon as every recipient
+of a connection has its reply, before QUIT is even sent, so a delivered
+recipient is not sent again after a crash or restart.  One window cannot
+be closed: a crash between the server's 250 to the end of data and that
+write (or a connection lost while waiting for the 250) sends the message
+again at the next attempt.  RFC 5321 section 6.1 prefers that duplicate to
+a loss.  Likewise a DSN is made durable before the envelope records it as
+sent: a crash in between sends it twice, never not at all.
+
+TLS.  To MX hosts: STARTTLS when offered, unauthenticated (opportunistic,
+RFC 7435; a plaintext reply injected after the 220 aborts the connection).
+To the smarthost, ``smarthost_tls``: ``tls`` (implicit TLS) and
+``starttls`` (required) verify the certificate against the system's trust
+roots and the smarthost's name (``client_tls``, by default Twisted's
+``optionsForClientTLS``); ``none`` uses no TLS at all, and sends
+``smarthost_user``'s password in the clear (a warning is logged).
+
+Reports (RFC 3461 DSN, in the RFC 3464 format of :mod:`cyrusmail.delivery.dsn`).
+After each attempt the sender gets one DSN for the recipients that owe one
+now, each recipient reported once (a flag in the envelope): "failed" for a
+failed recipient (NOTIFY absent or with FAILURE); "delivered" for one put in
+a local mailbox, "relayed" for one handed to a next hop that does not
+advertise DSN (NOTIFY=SUCCESS; a next hop that does advertise it is given
+NOTIFY, ORCPT, RET and ENVID and reports itself); one "delayed" for a
+recipient still pending :data:`DELAY_NOTICE_AFTER` (4 hours) after arrival
+(NOTIFY=DELAY).  NOTIFY=NEVER gets nothing.  Failure reports carry the whole
+message on RET=FULL, else its header.  A DSN goes out with the null sender
+and is never itself reported on.
 
 The :class:`QueueRunner` service starts attempts: at once for new mail, at
 the earliest retry time, and every ``poll_interval`` seconds it looks for
@@ -37,7 +66,7 @@ import inspect
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from twisted.application import service
@@ -60,8 +89,12 @@ from cyrusmail.store.maildir.files import (
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 FLUSH_FILE = "flush"
+# NOTIFY=DELAY (RFC 3461): a recipient that asked for it gets one "delayed"
+# DSN once its message has waited this long and is still being retried.
+DELAY_NOTICE_AFTER = 4 * 3600
 POLL_INTERVAL = 5.0
-MAX_CONCURRENT = 10
+MAX_CONCURRENT = 10  # messages in attempts at once
+PARALLEL_DESTINATIONS = 5  # connections at once for one message's domains
 SMTP_PORT = 25
 
 
@@ -77,6 +110,18 @@ class QueuedRecipient:
     remote_mta: str = ""
     notify: list[str] | None = None  # RFC 3461 NOTIFY values
     orcpt: str | None = None  # "rfc822;addr"
+    # How a delivery is reported on NOTIFY=SUCCESS: "delivered" (local),
+    # "relayed" (a next hop without DSN), "" (a next hop with DSN reports).
+    success_action: str = ""
+    last_attempt: float = 0.0
+    reported: bool = False  # the final state has been reported (or needed no report)
+    delay_reported: bool = False  # the one NOTIFY=DELAY report has been sent
+
+    def wants(self, kind: str) -> bool:
+        """Whether NOTIFY asks for ``kind`` (SUCCESS, FAILURE, DELAY); default: FAILURE only."""
+        if self.notify is None:
+            return kind == "FAILURE"
+        return kind in self.notify
 
     @property
     def domain(self) -> str:
@@ -98,7 +143,7 @@ class QueueEntry:
     ret: str | None = None
     envid: str | None = None
     is_bounce: bool = False  # a DSN: never bounced
-    dsn_sent: bool = False
+    dsn_sent: bool = False  # from spools before per-recipient reports: its failures were reported
 
     def pending(self) -> list[QueuedRecipient]:
         return [r for r in self.recipients if r.state == PENDING]
@@ -108,8 +153,12 @@ class QueueEntry:
 
     @classmethod
     def from_json(cls, value: dict) -> QueueEntry:
-        value = dict(value)
-        value["recipients"] = [QueuedRecipient(**r) for r in value["recipients"]]
+        """The entry saved as ``value``; fields this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        known_rcpt = {f.name for f in fields(QueuedRecipient)}
+        value = {k: v for k, v in value.items() if k in known}
+        value["recipients"] = [QueuedRecipient(**{k: v for k, v in r.items() if k in known_rcpt})
+                               for r in value["recipients"]]
         return cls(**value)
 
 
@@ -145,6 +194,9 @@ class Queue:
         self.retry_initial: int = settings["retry_initial"]
         self.retry_max: int = settings["retry_max"]
         self.give_up: int = settings["give_up"]
+        self.delay_notice_after: float = DELAY_NOTICE_AFTER
+        if self.smarthost is not None and self.smarthost_user and self.smarthost_tls == "none":
+            logs.log.warn("queue: smarthost_tls is none: the smarthost password is sent in the clear")
         if clock is None:
             clock = context.reactor
         if clock is None:
@@ -204,11 +256,12 @@ class Queue:
         return f"{int(self.clock.seconds() * 1000):012X}{secrets.token_hex(5).upper()}"
 
     def enqueue(self, mail: wire.Mail | None, recipients: list, message, *, sender: str | None = None,
-                is_bounce: bool = False) -> QueueEntry:
+                is_bounce: bool = False, body: str | None = None, smtputf8: bool = False) -> QueueEntry:
         """Put ``message`` (a finished staged message, or bytes) in the spool, durably.
 
         ``mail`` gives the sender and its parameters; without it, ``sender``
-        (None for ``<>``).  ``recipients`` are wire.Rcpt or addresses.
+        (None for ``<>``), ``body`` and ``smtputf8``.  ``recipients`` are
+        wire.Rcpt or addresses.
         """
         entry_id = self._new_id()
         msg_path, json_path = self._paths(entry_id)
@@ -229,8 +282,8 @@ class Queue:
         entry = QueueEntry(
             id=entry_id, sender=sender, arrival=now, recipients=[_rcpt_fields(r) for r in recipients],
             next_attempt=now, size=size, is_bounce=is_bounce or sender is None,
-            body=mail.body.value if mail is not None and mail.body else None,
-            smtputf8=bool(mail and mail.smtputf8), ret=mail.ret.value if mail and mail.ret else None,
+            body=(mail.body.value if mail.body else None) if mail is not None else body,
+            smtputf8=bool(mail.smtputf8) if mail is not None else smtputf8, ret=mail.ret.value if mail and mail.ret else None,
             envid=mail.envid if mail else None,
         )
         try:
@@ -289,46 +342,116 @@ class Queue:
     def next_due(self) -> float | None:
         return min((e.next_attempt for e in self.entries.values()), default=None)
 
-    # -- immediate bounces ---------------------------------------------------------
+    # -- delivery status notifications (RFC 3461, RFC 3464) -------------------------
+
+    def report_now(self, mail: wire.Mail, results: list[tuple[wire.Rcpt, Reply]], staged) -> None:
+        """Report the final results of recipients delivered locally during submission.
+
+        A recipient delivered (positive reply) gets a "delivered" DSN if its
+        NOTIFY asked for SUCCESS; one that failed for good (5xx) a "failed"
+        DSN unless its NOTIFY left FAILURE out.  Transient failures are the
+        queue's business, not reported here.
+        """
+        if mail.reverse_path is None:
+            return
+        now = self.clock.seconds()
+        recipients = []
+        for rcpt, reply in results:
+            queued = _rcpt_fields(rcpt)
+            diagnostic = f"{reply.code} {reply.enhanced or ''} {reply.text}".replace("  ", " ")
+            if reply.is_positive and queued.wants("SUCCESS"):
+                recipients.append(dsn.ReportRecipient(
+                    queued.address, reply.enhanced or "2.0.0", diagnostic, original=queued.orcpt,
+                    action=dsn.DELIVERED, last_attempt=now))
+            elif reply.is_permanent and queued.wants("FAILURE"):
+                recipients.append(dsn.ReportRecipient(
+                    queued.address, reply.enhanced or "5.0.0", diagnostic, original=queued.orcpt,
+                    action=dsn.FAILED, last_attempt=now))
+        if recipients:
+            self._send_dsn(mail.reverse_path.address, now, mail.envid, recipients, Path(staged.path),
+                           ret=mail.ret.value if mail.ret else None, size=staged.size,
+                           body=mail.body.value if mail.body else None, smtputf8=mail.smtputf8)
 
     def bounce_now(self, mail: wire.Mail, failures: list[tuple[wire.Rcpt, Reply]], staged) -> None:
         """Send the sender a DSN for recipients that failed for good during submission."""
-        if mail.reverse_path is None:
-            return
-        recipients = []
-        for rcpt, reply in failures:
-            queued = _rcpt_fields(rcpt)
-            if queued.notify is not None and "FAILURE" not in queued.notify:
-                continue
-            recipients.append(dsn.FailedRecipient(
-                queued.address, reply.enhanced or "5.0.0", f"{reply.code} {reply.enhanced or ''} {reply.text}",
-                original=queued.orcpt))
-        if recipients:
-            now = self.clock.seconds()
-            self._send_dsn(mail.reverse_path.address, now, mail.envid, recipients, dsn.header_of(staged.read()))
+        self.report_now(mail, [(rcpt, reply) for rcpt, reply in failures if reply.is_permanent], staged)
 
     def _send_dsn(self, sender: str, arrival: float, envid: str | None,
-                  recipients: list[dsn.FailedRecipient], header: bytes) -> None:
-        report = dsn.build_dsn(reporting_mta=self.config.hostname, sender=sender, arrival=arrival,
-                               now=self.clock.seconds(), recipients=recipients, original_header=header,
-                               envid=envid)
-        path = wire.parse_path(f"<{sender}>")
-        if self.local.is_local(path):
-            target = self.local.resolve(path)
-            if target is None:
-                logs.log.warn("queue: DSN for unknown local sender <{sender}> dropped", sender=sender)
-                return
-            staged = self.context.store.stage()
-            try:
-                staged.write(report)
-                staged.finish()
+                  recipients: list[dsn.ReportRecipient], message: Path, *, ret: str | None = None,
+                  size: int = 0, body: str | None = None, smtputf8: bool = False) -> None:
+        """Make the DSN (streaming the original from ``message``) and send it with ``<>``.
+
+        A local sender gets it in the store at once (queued if that fails
+        for now); a remote one through the queue, as a message that is
+        never reported on itself.
+        """
+        full = dsn.returns_full(recipients, ret, size) and body != "BINARYMIME"
+        path = _path_or_none(sender)
+        local = path is not None and self.local.is_local(path)
+        staged = self.context.store.stage()
+        try:
+            if local:
+                staged.write(b"Return-Path: <>\r\n")  # final delivery here (RFC 5321 section 4.4)
+            dsn.write_dsn(staged, message, full=full, reporting_mta=self.config.hostname, sender=sender,
+                          arrival=arrival, now=self.clock.seconds(), recipients=recipients, envid=envid)
+            staged.finish()
+            if local:
+                target = self.local.resolve(path)
+                if target is None:
+                    logs.log.warn("queue: DSN for unknown local sender <{sender}> dropped", sender=sender)
+                    return
                 reply = self.local.deliver(staged, target)
-            finally:
-                staged.discard()
-            if reply.is_positive:
-                logs.log.info("queue: DSN delivered to <{sender}>", sender=sender)
-                return
-        self.enqueue(None, [sender], report, sender=None, is_bounce=True)
+                if reply.is_positive:
+                    logs.log.info("queue: DSN ({actions}) delivered to <{sender}>", sender=sender,
+                                  actions=",".join(sorted({r.action for r in recipients})))
+                    return
+            eight_bit = "8BITMIME" if body in ("8BITMIME", "BINARYMIME") or smtputf8 else None
+            self.enqueue(None, [sender], staged, sender=None, is_bounce=True, body=eight_bit,
+                         smtputf8=smtputf8)
+        finally:
+            staged.discard()
+
+    def _report(self, entry: QueueEntry) -> None:
+        """Send the DSNs this entry's recipients are owed now; recorded once sent.
+
+        Failed recipients get "failed" (NOTIFY default or FAILURE); delivered
+        ones "delivered" or "relayed" (NOTIFY=SUCCESS; nothing when the next
+        hop took the NOTIFY over); pending ones, once the message is older
+        than ``delay_notice_after``, one "delayed" (NOTIFY=DELAY).  A DSN is
+        never reported on.  It is sent before the entry records it: a crash
+        in between sends it twice rather than never.
+        """
+        now = self.clock.seconds()
+        done, delayed, report = [], [], []
+        silent = entry.is_bounce or entry.sender is None
+        for r in entry.recipients:
+            if r.state in (DELIVERED, FAILED) and not r.reported:
+                done.append(r)
+                if silent or (r.state == FAILED and entry.dsn_sent):
+                    continue
+                if r.state == FAILED and r.wants("FAILURE"):
+                    report.append(dsn.ReportRecipient(
+                        r.address, r.status or "5.0.0", r.diagnostic, r.remote_mta, r.orcpt, dsn.FAILED,
+                        r.last_attempt or None))
+                elif r.state == DELIVERED and r.success_action and r.wants("SUCCESS"):
+                    report.append(dsn.ReportRecipient(
+                        r.address, r.status if r.status.startswith("2") else "2.0.0", r.diagnostic,
+                        r.remote_mta, r.orcpt, r.success_action, r.last_attempt or None))
+            elif (r.state == PENDING and not r.delay_reported
+                  and now - entry.arrival >= self.delay_notice_after and r.wants("DELAY") and not silent):
+                delayed.append(r)
+                report.append(dsn.ReportRecipient(
+                    r.address, r.status if r.status.startswith("4") else "4.0.0", r.diagnostic, r.remote_mta,
+                    r.orcpt, dsn.DELAYED, r.last_attempt or None, entry.arrival + self.give_up))
+        if report:
+            self._send_dsn(entry.sender, entry.arrival, entry.envid, report, self.message_path(entry),
+                           ret=entry.ret, size=entry.size, body=entry.body, smtputf8=entry.smtputf8)
+        for r in done:
+            r.reported = True
+        for r in delayed:
+            r.delay_reported = True
+        if done or delayed:
+            self.save(entry)
 
     # -- delivery attempts -----------------------------------------------------------
 
@@ -340,22 +463,39 @@ class Queue:
         message = self.message_path(entry)
         errors = []
         try:
-            for destination, recipients in self._destinations(entry).items():
-                if entry.id not in self.entries:
-                    return  # deleted meanwhile
-                if destination is None:
-                    self._deliver_local(entry, recipients, message)
-                else:
-                    error = await self._deliver_remote(entry, destination, recipients, message)
-                    if error:
-                        errors.append(error)
+            groups = self._destinations(entry)
+            local = groups.pop(None, None)
+            if local:
+                self._deliver_local(entry, local, message)
                 if not self.save(entry):
                     return
+            # Each remote destination (a domain, or the smarthost) on its own
+            # connection, up to PARALLEL_DESTINATIONS at once: a dead domain
+            # does not hold the others back.  Each records its own results.
+            limit = defer.DeferredSemaphore(PARALLEL_DESTINATIONS)
+            results = await defer.gatherResults([
+                limit.run(lambda d=destination, r=recipients: defer.Deferred.fromCoroutine(
+                    self._deliver_remote_safely(entry, d, r, message)))
+                for destination, recipients in groups.items()])
+            errors += [error for error in results if error]
+            if entry.id not in self.entries or not self.save(entry):
+                return
         except Exception as error:  # noqa: BLE001 -- a bug or a full disk: retry later, never spin
             logs.log.failure("queue: attempt for {id} failed", id=entry.id)
             errors.append(f"internal error: {type(error).__name__}")
         if entry.id in self.entries:
             self._after_attempt(entry, "; ".join(errors))
+
+    async def _deliver_remote_safely(self, entry: QueueEntry, destination: tuple,
+                                     recipients: list[QueuedRecipient], message: Path) -> str:
+        if entry.id not in self.entries:
+            return ""  # deleted meanwhile
+        try:
+            return await self._deliver_remote(entry, destination, recipients, message)
+        except Exception as error:  # noqa: BLE001 -- one destination's bug leaves the others be
+            logs.log.failure("queue: delivery of {id} to {destination} failed", id=entry.id,
+                             destination=destination[-1])
+            return f"internal error: {type(error).__name__}"
 
     def _destinations(self, entry: QueueEntry) -> dict:
         groups: dict = {}
@@ -384,16 +524,20 @@ class Queue:
                     self._record(recipient, ClientReply(550, ("5.1.1 No such user",)), "")
                     continue
                 reply = self.local.deliver(staged, target)
-                self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "")
+                self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "",
+                             success_action=dsn.DELIVERED)
         finally:
             staged.discard()
 
-    def _record(self, recipient: QueuedRecipient, reply: ClientReply, host: str) -> None:
+    def _record(self, recipient: QueuedRecipient, reply: ClientReply, host: str, *,
+                success_action: str = "") -> None:
         recipient.status = reply.status()
         recipient.diagnostic = str(reply)
         recipient.remote_mta = host
+        recipient.last_attempt = self.clock.seconds()
         if reply.is_positive:
             recipient.state = DELIVERED
+            recipient.success_action = success_action
         elif reply.is_permanent:
             recipient.state = FAILED
 
@@ -413,6 +557,7 @@ class Queue:
         except DestinationError as error:
             for recipient in recipients:
                 recipient.status, recipient.diagnostic = error.status, str(error)
+                recipient.last_attempt = self.clock.seconds()
                 if error.permanent:
                     recipient.state = FAILED
             return str(error)
@@ -437,25 +582,40 @@ class Queue:
                 return smtp_client.connect_tcp(self.reactor, host, port, self.clock, self.timeouts.connect,
                                                tls_creator if implicit else None)
 
+            recorded = []
+
+            def record(result: smtp_client.DeliveryResult, host=host, recorded=recorded) -> None:
+                """Record and save every recipient's reply: called before QUIT is even sent."""
+                if recorded:
+                    return
+                recorded.append(True)
+                # A next hop that speaks DSN was given the NOTIFY and reports
+                # itself; one that does not leaves us a "relayed" to report.
+                relayed = "" if result.dsn else dsn.RELAYED
+                for recipient in recipients:
+                    reply = result.replies.get(recipient.address)
+                    if reply is not None:
+                        self._record(recipient, reply, host, success_action=relayed)
+                self.save(entry)
+
             try:
                 result = await smtp_client.send_message(
                     connect, host=host, helo=self.config.hostname, envelope=envelope, message=message,
                     starttls=starttls, tls_creator=tls_creator,
                     username=self.smarthost_user if smarthost else "",
-                    password=self.smarthost_password if smarthost else "", timeouts=self.timeouts)
+                    password=self.smarthost_password if smarthost else "", timeouts=self.timeouts,
+                    on_result=record)
             except ConnectionFailed as error:
                 problems.append(str(error))
                 continue
-            for recipient in recipients:
-                reply = result.replies.get(recipient.address)
-                if reply is not None:
-                    self._record(recipient, reply, host)
+            record(result)
             logs.log.info("queue: {id} to {host}: {summary}", id=entry.id, host=host,
                           summary=", ".join(f"<{r.address}> {r.diagnostic}" for r in recipients))
             transient = [r for r in recipients if r.state == PENDING]
             return f"{host}: {transient[0].diagnostic}" if transient else ""
         for recipient in recipients:
             recipient.status, recipient.diagnostic = "4.4.1", "; ".join(problems)[:500]
+            recipient.last_attempt = self.clock.seconds()
         return "; ".join(problems)[:500]
 
     def _after_attempt(self, entry: QueueEntry, error: str) -> None:
@@ -472,7 +632,14 @@ class Queue:
         if pending:
             delay = min(self.retry_initial * 2 ** (entry.attempts - 1), self.retry_max)
             entry.next_attempt = min(now + delay, max(now, entry.arrival + self.give_up))
-            self.save(entry)
+        else:
+            entry.next_attempt = now + self.retry_initial  # if finishing fails (a full disk): not at once
+        # next_attempt is set in memory before anything that can fail, so a
+        # failing save or report is retried later, never in a tight loop.
+        if not self.save(entry):
+            return
+        self._report(entry)
+        if pending:
             logs.log.info("queue: {id}: {n} recipients deferred until the next attempt in {delay:.0f} s",
                           id=entry.id, n=len(pending), delay=entry.next_attempt - now)
             return
@@ -480,18 +647,8 @@ class Queue:
 
     def _finish(self, entry: QueueEntry) -> None:
         failed = [r for r in entry.recipients if r.state == FAILED]
-        if failed and not entry.dsn_sent and not entry.is_bounce and entry.sender is not None:
-            wanted = [r for r in failed if r.notify is None or "FAILURE" in r.notify]
-            if wanted:
-                recipients = [dsn.FailedRecipient(r.address, r.status or "5.0.0", r.diagnostic, r.remote_mta,
-                                                  r.orcpt) for r in wanted]
-                self._send_dsn(entry.sender, entry.arrival, entry.envid, recipients,
-                               dsn.read_header(self.message_path(entry)))
-            entry.dsn_sent = True
-            if not self.save(entry):
-                return
-        elif failed and entry.is_bounce:
-            logs.log.warn("queue: {id}: a DSN could not be delivered; not bounced", id=entry.id)
+        if failed and entry.is_bounce:
+            logs.log.warn("queue: {id}: a DSN could not be delivered; not reported", id=entry.id)
         logs.log.info("queue: {id} done: {d} delivered, {f} failed", id=entry.id,
                       d=sum(r.state == DELIVERED for r in entry.recipients), f=len(failed))
         self._forget(entry)
@@ -516,28 +673,55 @@ class DestinationError(Exception):
         self.status = status
 
 
-async def resolve_mx(domain: str) -> list[str]:
-    """The hosts to try for ``domain``, best first (RFC 5321 section 5.1)."""
+async def resolve_mx(domain: str, lookup=None) -> list[str]:
+    """The hosts to try for ``domain``, best first (RFC 5321 section 5.1).
+
+    ``lookup`` answers DNS queries like :mod:`twisted.names.client` (the
+    default).  A domain that does not exist (NXDOMAIN) fails for good
+    (5.1.2); so does one without MX records and without address records of
+    its own, and one with a null MX (RFC 7505, 5.1.10).  Any other DNS
+    trouble (timeout, SERVFAIL, refusal) is temporary (4.4.3): the message
+    waits for the next attempt, and fails only when the queue gives up.
+    Hosts of equal preference are tried in random order (section 5.1).
+    """
     if domain.startswith("[") and domain.endswith("]"):
         literal = domain[1:-1]
         return [literal[5:] if literal.upper().startswith("IPV6:") else literal]
-    from twisted.names import client as dns_client
     from twisted.names import dns
     from twisted.names import error as dns_error
 
+    if lookup is None:
+        from twisted.names import client as lookup
+
+    def trouble(error: Exception) -> DestinationError:
+        return DestinationError(f"DNS lookup of {domain} failed: {type(error).__name__}",
+                                permanent=False, status="4.4.3")
+
     try:
-        answers, _authority, _additional = await dns_client.lookupMailExchange(domain)
+        answers, _authority, _additional = await lookup.lookupMailExchange(domain)
     except dns_error.DNSNameError:
         raise DestinationError(f"domain {domain} does not exist", permanent=True, status="5.1.2") from None
     except Exception as error:  # noqa: BLE001 -- timeouts, SERVFAIL, refused: try later
-        raise DestinationError(f"DNS lookup of {domain} failed: {type(error).__name__}",
-                               permanent=False, status="4.4.3") from None
-    records = sorted((a.payload.preference, str(a.payload.name)) for a in answers if a.type == dns.MX)
+        raise trouble(error) from None
+    records = [(a.payload.preference, str(a.payload.name).rstrip(".")) for a in answers if a.type == dns.MX]
     if not records:
-        return [domain]  # the implicit MX: the domain's own address records
-    if len(records) == 1 and records[0][1] in ("", "."):
+        # The implicit MX: the domain's own address records, if it has any.
+        for query, kind in ((lookup.lookupAddress, dns.A), (lookup.lookupIPV6Address, dns.AAAA)):
+            try:
+                found, _authority, _additional = await query(domain)
+            except dns_error.DNSNameError:
+                found = []
+            except Exception as error:  # noqa: BLE001 -- as above
+                raise trouble(error) from None
+            if any(a.type == kind for a in found):
+                return [domain]
+        raise DestinationError(f"domain {domain} has no MX and no address records", permanent=True,
+                               status="5.1.2")
+    hosts = [(preference, name) for preference, name in records if name]
+    if not hosts:  # only the null MX "0 ." (RFC 7505); next to real MX records it is ignored
         raise DestinationError(f"domain {domain} accepts no mail (null MX)", permanent=True, status="5.1.10")
-    return [name for _, name in records if name not in ("", ".")]
+    rng = secrets.SystemRandom()
+    return [name for _, _, name in sorted((preference, rng.random(), name) for preference, name in hosts)]
 
 
 # -- the runner service ------------------------------------------------------------------------

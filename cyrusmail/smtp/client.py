@@ -5,8 +5,10 @@ A small client of our own on a Twisted protocol (not ``twisted.mail.smtp``):
 command lines, each wait bounded by a timeout that aborts the connection;
 :func:`send_message` runs one transaction over it: greeting, EHLO (HELO if
 EHLO is refused), optional STARTTLS (and EHLO again), optional AUTH PLAIN or
-LOGIN, MAIL, one RCPT per recipient, DATA with the message file dot-stuffed
-and sent in pieces, QUIT.
+LOGIN, MAIL, one RCPT per recipient, DATA with the message file streamed by
+a :class:`MessageSender` (a pull producer: one piece read, dot-stuffed and
+written each time the transport's buffer has drained, so a large message is
+never held in memory), QUIT.
 
 What :func:`send_message` returns is a :class:`DeliveryResult`: one
 :class:`ClientReply` per recipient (the RCPT reply if it refused, else the
@@ -15,9 +17,9 @@ reply to the end of data).  A failure that concerns the whole transaction
 talk at all (refused connection, timeout, lost connection) raises
 :class:`ConnectionFailed`, so the caller can try the next MX host.
 
-Timeouts follow RFC 5321 section 4.5.3.2: 5 minutes for the greeting, MAIL,
-RCPT and each data block, 2 for DATA's 354, 10 for the reply after the end
-of data.
+Timeouts follow RFC 5321 section 4.5.3.2: 5 minutes for the greeting, MAIL
+and RCPT, 2 for DATA's 354, 3 for the server to take each piece of the
+message, 10 for the reply after the end of data.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from pathlib import Path
 
 from twisted.internet import defer, endpoints
 from twisted.internet import error as net_error
+from twisted.internet.interfaces import IPullProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 MAX_REPLY_LINE = 2048
@@ -48,6 +52,7 @@ class Timeouts:
     greeting: float = 300.0
     command: float = 300.0
     data_start: float = 120.0
+    data_block: float = 180.0  # the server reading on: each piece of the message taken
     data_end: float = 600.0
 
 
@@ -98,6 +103,7 @@ class DeliveryResult:
 
     host: str
     replies: dict[str, ClientReply] = field(default_factory=dict)
+    dsn: bool = False  # the server advertised DSN: it was given NOTIFY, ORCPT, RET, ENVID
 
 
 class SMTPClientProtocol(Protocol):
@@ -111,6 +117,7 @@ class SMTPClientProtocol(Protocol):
         self._waiting: deque[defer.Deferred] = deque()
         self._lost: Failure | None = None
         self.connected_deferred: defer.Deferred = defer.Deferred()
+        self.sender: MessageSender | None = None  # the message being streamed, if any
 
     def connectionMade(self) -> None:
         set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
@@ -157,6 +164,8 @@ class SMTPClientProtocol(Protocol):
             self._lost = Failure(ConnectionFailed(f"connection lost: {reason.getErrorMessage() if reason else ''}"))
         while self._waiting:
             self._waiting.popleft().errback(self._lost)
+        if self.sender is not None:
+            self.sender.stopProducing()
 
     def read_reply(self, timeout: float) -> defer.Deferred:
         """The next reply, or ConnectionFailed after ``timeout`` seconds."""
@@ -179,6 +188,10 @@ class SMTPClientProtocol(Protocol):
         self._lost = Failure(ConnectionFailed(f"no reply within {timeout:g} seconds"))
         self.transport.abortConnection()
 
+    def has_pending_input(self) -> bool:
+        """Whether anything was received beyond the replies read so far."""
+        return bool(self._buffer or self._lines or self._replies)
+
     def send_line(self, line: str) -> None:
         self.transport.write(line.encode("utf-8") + b"\r\n")
 
@@ -187,27 +200,17 @@ class SMTPClientProtocol(Protocol):
         return self.read_reply(timeout)
 
 
-def dot_stuff(data: bytes, at_line_start: bool) -> tuple[bytes, bool]:
-    """Double every dot that starts a line (RFC 5321 section 4.5.2)."""
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if at_line_start and stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    # A piece ending in CR LF leaves the next piece at a line start; one
-    # ending in CR leaves a CR LF "." split across pieces, handled here too.
-    return stuffed, data.endswith(b"\r\n")
+def dot_stuff(piece: bytes, before: bytes) -> tuple[bytes, bytes]:
+    """Double every dot that starts a line (RFC 5321 section 4.5.2), one piece at a time.
 
-
-def _split_cr(data: bytes, carry: bytes) -> tuple[bytes, bytes]:
-    """Keep a trailing CR (or CR LF) back so that CR LF "." is never split."""
-    data = carry + data
-    keep = 0
-    if data.endswith(b"\r\n"):
-        keep = 2
-    elif data.endswith(b"\r"):
-        keep = 1
-    if keep and len(data) > keep:
-        return data[:-keep], data[-keep:]
-    return data, b""
+    ``before`` is the last two bytes of what came before the piece
+    (``b"\\r\\n"`` at the start: the message starts a line), so a CR LF "."
+    split across pieces is seen whole.  Returns the stuffed piece and the
+    ``before`` for the next one.  An inserted dot always follows a whole
+    CR LF, so it is never inside the ``before`` bytes stripped off again.
+    """
+    joined = before + piece
+    return joined.replace(b"\r\n.", b"\r\n..")[len(before):], joined[-2:]
 
 
 def ehlo_keywords(reply: ClientReply) -> dict[str, str]:
@@ -260,8 +263,15 @@ async def send_message(
     username: str = "",
     password: str = "",
     timeouts: Timeouts = Timeouts(),
+    on_result: Callable[[DeliveryResult], None] | None = None,
 ) -> DeliveryResult:
-    """Deliver ``message`` (a CRLF file) to ``envelope.recipients`` over one connection."""
+    """Deliver ``message`` (a CRLF file) to ``envelope.recipients`` over one connection.
+
+    ``on_result`` is called with the result as soon as every recipient has
+    its reply, before QUIT: the caller can record it durably without
+    waiting for the server's goodbye, which narrows the window in which a
+    crash would send a message again (RFC 5321 section 6.1).
+    """
     try:
         client: SMTPClientProtocol = await connect()
     except (net_error.ConnectError, net_error.DNSLookupError, OSError, ConnectionFailed) as error:
@@ -285,6 +295,11 @@ async def send_message(
         if "STARTTLS" in keywords and starttls != "never" and tls_creator is not None:
             reply = await client.command("STARTTLS", timeouts.command)
             if reply.code == 220:
+                if client.has_pending_input():
+                    # Plaintext after the 220 would be read as if it came over
+                    # TLS: a man in the middle's injection (CVE-2011-0411's kind).
+                    client.transport.abortConnection()
+                    raise ConnectionFailed(f"{host} sent data after its STARTTLS reply")
                 client.transport.startTLS(tls_creator)
                 keywords = await _hello(client, helo, timeouts)
                 if keywords is None:
@@ -293,6 +308,7 @@ async def send_message(
                 return everyone(reply)
         elif starttls == "required":
             return everyone(ClientReply(451, ("4.7.5 server does not offer STARTTLS",)))
+        result.dsn = "DSN" in keywords
         if username:
             reply = await _authenticate(client, keywords, username, password, timeouts)
             if not reply.is_positive:
@@ -308,15 +324,19 @@ async def send_message(
             else:
                 result.replies[address] = reply
         if not accepted:
+            if on_result is not None:
+                on_result(result)
             await _quit(client, timeouts)
             return result
         reply = await client.command("DATA", timeouts.data_start)
         if reply.code != 354:
             return everyone(reply)
-        await _send_data(client, message)
+        await _send_data(client, message, timeouts)
         reply = await client.read_reply(timeouts.data_end)
         for address in accepted:
             result.replies[address] = reply
+        if on_result is not None:
+            on_result(result)
         await _quit(client, timeouts)
         return result
     except ConnectionFailed:
@@ -377,21 +397,90 @@ def _rcpt_line(envelope: Envelope, address: str, keywords: dict[str, str]) -> st
     return line
 
 
-async def _send_data(client: SMTPClientProtocol, message: Path) -> None:
-    at_line_start = True
-    carry = b""
-    last = b""
-    with open(message, "rb") as source:  # noqa: ASYNC230 -- local file, read in pieces
-        while piece := source.read(CHUNK):
-            piece, carry = _split_cr(piece, carry)
-            stuffed, at_line_start = dot_stuff(piece, at_line_start)
-            client.transport.write(stuffed)
-            last = piece
-    if carry:
-        stuffed, at_line_start = dot_stuff(carry, at_line_start)
-        client.transport.write(stuffed)
-        last = carry
-    client.transport.write(b".\r\n" if last.endswith(b"\r\n") or not last else b"\r\n.\r\n")
+@implementer(IPullProducer)
+class MessageSender:
+    """Streams a message file into a transport, dot-stuffed, ending with CR LF "." CR LF.
+
+    A pull producer: each ``resumeProducing`` (the transport's buffer has
+    drained) reads one :data:`CHUNK` of the file, so memory stays at a
+    piece or two however large the message.  The last two bytes of each
+    piece are kept, so a line-starting dot is stuffed even when CR LF "."
+    falls across pieces (:func:`dot_stuff`).  If the server takes no piece
+    for ``block_timeout`` seconds the connection is aborted.  ``deferred``
+    fires once all is written, or fails with :class:`ConnectionFailed`.
+    """
+
+    def __init__(self, source, consumer, clock=None, block_timeout: float = 180.0,
+                 on_timeout: Callable[[], None] | None = None) -> None:
+        self.source = source
+        self.consumer = consumer
+        self.clock = clock
+        self.block_timeout = block_timeout
+        self.on_timeout = on_timeout
+        self.deferred: defer.Deferred = defer.Deferred()
+        self.sent = 0  # bytes written, stuffing included
+        self._before = b"\r\n"  # the last two bytes of the message sent so far
+        self._timer = None
+
+    def begin(self) -> defer.Deferred:
+        self.consumer.registerProducer(self, False)
+        self._arm()
+        return self.deferred
+
+    def _arm(self) -> None:
+        if self.clock is None or self.on_timeout is None:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.block_timeout)
+        else:
+            self._timer = self.clock.callLater(self.block_timeout, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(ConnectionFailed(f"the server took no data for {self.block_timeout:g} seconds"))
+        self.on_timeout()
+
+    def resumeProducing(self) -> None:
+        if self.deferred.called:
+            return
+        piece = self.source.read(CHUNK)
+        if piece:
+            stuffed, self._before = dot_stuff(piece, self._before)
+            self._write(stuffed)
+            self._arm()
+            return
+        self._write(b".\r\n" if self._before == b"\r\n" else b"\r\n.\r\n")
+        self._disarm()
+        self.consumer.unregisterProducer()
+        self.deferred.callback(self.sent)
+
+    def _write(self, data: bytes) -> None:
+        self.sent += len(data)
+        self.consumer.write(data)
+
+    def stopProducing(self) -> None:
+        self._fail(ConnectionFailed("connection lost while sending the message"))
+
+    def _fail(self, error: Exception) -> None:
+        self._disarm()
+        if not self.deferred.called:
+            self.deferred.errback(Failure(error))
+
+
+async def _send_data(client: SMTPClientProtocol, message: Path, timeouts: Timeouts = Timeouts()) -> None:
+    with open(message, "rb") as source:  # noqa: ASYNC230 -- local file, read a piece at a time
+        sender = MessageSender(source, client.transport, client.clock, timeouts.data_block,
+                               on_timeout=client.transport.abortConnection)
+        client.sender = sender
+        try:
+            await sender.begin()
+        finally:
+            client.sender = None
 
 
 async def _quit(client: SMTPClientProtocol, timeouts: Timeouts) -> None:

@@ -176,9 +176,9 @@ class SubmissionCallbacks:
         retry = [r.rcpt for r, reply in failed if reply.is_transient]
         if retry:
             queue.enqueue(transaction.mail, retry, staged)
-        bounced = [(r.rcpt, reply) for r, reply in failed if reply.is_permanent]
-        if bounced:
-            queue.bounce_now(transaction.mail, bounced, staged)
+        reports = [(r.rcpt, reply) for r, reply in results if not reply.is_transient]
+        if reports:
+            queue.report_now(transaction.mail, reports, staged)  # NOTIFY=SUCCESS, bounces
         logs.log.info("{service}: {id} from <{sender}> by {user}: {n} recipients",
                       service=self.service, id=transaction.id, sender=transaction.sender,
                       user=session.authenticated_user, n=len(transaction.recipients))
@@ -224,6 +224,11 @@ class LMTPCallbacks:
             if reply.is_positive:
                 reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
             replies.append(reply)
+        delivered = [(r.rcpt, reply) for r, reply in zip(transaction.recipients, replies) if reply.is_positive]
+        if delivered:  # final delivery: NOTIFY=SUCCESS gets its "delivered" DSN here (RFC 3461)
+            from cyrusmail.delivery.queue import queue_of
+
+            queue_of(self.context).report_now(transaction.mail, delivered, staged)
         logs.log.info("{service}: {id} from <{sender}>: {ok} of {n} recipients delivered",
                       service=self.service, id=transaction.id, sender=transaction.sender,
                       ok=sum(r.is_positive for r in replies), n=len(replies))
