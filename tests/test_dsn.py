@@ -27,7 +27,6 @@ from tests.test_smtp_session_support import (
     Conversation,
     expected,
     inbox_messages,
-    lmtp_factory,
     make_server,
     plain,
     submission_factory,
@@ -322,18 +321,3 @@ class SubmissionReportTests(unittest.TestCase):
         self.assertEqual((fields["Action"], fields["Status"][0]), ("delivered", "2"))
         self.assertEqual(returned.get_content_type(), "text/rfc822-headers")
 
-    def test_success_notify_over_lmtp_reports_delivered(self) -> None:
-        talk = Conversation(lmtp_factory(self.context, self.clock))
-        talk.send("LHLO mta.example\r\n")
-        talk.send(b"MAIL FROM:<erin@elsewhere.example> ENVID=lmtp-1\r\n"
-                  b"RCPT TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
-        self.assertEqual([code for code, _ in talk.codes(MESSAGE + b".\r\n")], [250, 250])
-        from cyrusmail.delivery.queue import queue_of
-
-        [report] = queue_of(self.context).entries.values()  # to a remote sender: through the queue, with <>
-        self.assertIsNone(report.sender)
-        self.assertEqual([r.address for r in report.recipients], ["erin@elsewhere.example"])
-        raw = queue_of(self.context).message_path(report).read_bytes()
-        _, per_message, [fields], _ = parse_report(self, raw)
-        self.assertEqual(per_message["Original-Envelope-Id"], "lmtp-1")
-        self.assertEqual((fields["Final-Recipient"], fields["Action"]), ("rfc822; bob@example.org", "delivered"))

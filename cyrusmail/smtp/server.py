@@ -224,11 +224,6 @@ class LMTPCallbacks:
             if reply.is_positive:
                 reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
             replies.append(reply)
-        delivered = [(r.rcpt, reply) for r, reply in zip(transaction.recipients, replies) if reply.is_positive]
-        if delivered:  # final delivery: NOTIFY=SUCCESS gets its "delivered" DSN here (RFC 3461)
-            from cyrusmail.delivery.queue import queue_of
-
-            queue_of(self.context).report_now(transaction.mail, delivered, staged)
         logs.log.info("{service}: {id} from <{sender}>: {ok} of {n} recipients delivered",
                       service=self.service, id=transaction.id, sender=transaction.sender,
                       ok=sum(r.is_positive for r in replies), n=len(replies))
