@@ -456,9 +456,9 @@ class GuardedMailbox:
         self._require("r")
         return self.inner.mime_caches(uids)
 
-    def cache_may_contain(self, words: list[bytes]) -> set[int]:
+    def cache_may_contain(self, all_of: list[bytes], any_of: list[bytes] = ()) -> set[int]:
         self._require("r")
-        return self.inner.cache_may_contain(words)
+        return self.inner.cache_may_contain(all_of, any_of)
 
     def changes_since(self, modseq: int) -> Changes:
         self._require("r")

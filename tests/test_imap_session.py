@@ -160,3 +160,25 @@ class BoundsAndFlowTests(TestCase):
         client, _ = self._selected(1)
         self.assertEqual(client.command("a SELECT Nope"), ["a NO [NONEXISTENT] Mailbox Nope does not exist"])
         self.assertEqual(client.command("b FETCH 1 UID"), ["b BAD FETCH is not allowed in the authenticated state"])
+
+
+class SearchPrefilterTests(TestCase):
+    """The index prefilter for header keys never hides a match over the wire."""
+
+    def test_folded_and_encoded_headers_still_match(self) -> None:
+        context = session_context(self)
+        inbox = context.store.mailboxes("alice").open("INBOX")
+        folded = inbox.append(b"From: a@example.org\r\nSubject: Quarterly\r\n Report\r\n\r\nx\r\n")
+        encoded = inbox.append(b"From: a@example.org\r\nSubject: =?utf-8?q?Caf=C3=A9_Quarterly_Report?=\r\n\r\nx\r\n")
+        inbox.append(b"From: a@example.org\r\nSubject: lunch\r\n\r\nx\r\n")
+        client = Client(context, Clock())
+        client.login()
+        client.command("s SELECT INBOX")
+        for criteria, expected in ((b'SUBJECT "quarterly report"', [folded, encoded]),
+                                   (b'HEADER Subject "QUARTERLY"', [folded, encoded]),
+                                   (b"CHARSET UTF-8 SUBJECT {5+}\r\ncaf\xc3\xa9", [encoded]),
+                                   (b"SUBJECT nothing-like-this", [])):
+            with self.subTest(criteria=criteria):
+                answer = client.command((b"u UID SEARCH " + criteria).decode("utf-8"))
+                self.assertEqual(answer[0], "* SEARCH" + "".join(f" {uid}" for uid in expected))
+                self.assertTrue(answer[-1].startswith("u OK"))

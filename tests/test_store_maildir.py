@@ -70,12 +70,15 @@ class MaildirStoreWithAnalyserTests(MaildirStoreTests):
 
     def test_cache_prefilter_finds_words_in_any_case_and_keeps_uncached_messages(self):
         first = self.inbox.append(b"Subject: Quarterly Report\r\n\r\nx\r\n")
-        self.inbox.append(b"Subject: lunch\r\n\r\nx\r\n")
+        second = self.inbox.append(b"Subject: lunch\r\n\r\nx\r\n")
         third = self.inbox.append(b"Subject: lunch again\r\n\r\nx\r\n")
         with self.inbox.index.write() as db:  # as in an index from before the MIME layer
             db.execute("DELETE FROM mime WHERE uid = ?", (third,))
         found = self.inbox.cache_may_contain([b"QUARTERLY", b"report"])
         self.assertEqual(found, {first, third})
+        self.assertEqual(self.inbox.cache_may_contain([b"quarterly"], any_of=[b"LUNCH"]), set(found) | {second})
+        self.assertEqual(self.inbox.cache_may_contain([b"quarterly_report"]), {third})  # no wildcards
+        self.assertEqual(self.inbox.cache_may_contain([b"quarterly%report"]), {third})
 
     def test_records_of_unordered_uids_are_exactly_those(self):
         uids = [self.inbox.append(b"Subject: %d\r\n\r\n" % n) for n in range(6)]

@@ -54,29 +54,31 @@ def search(
     records: list[MessageRecord],
     seqs: dict[int, int],
     recent: set[int],
+    highest_uid: int | None = None,
 ) -> list[MessageRecord]:
     """The records, in their order, that match ``criteria``.
 
-    ``records`` is the session's view (ascending UID), ``seqs`` maps a UID
-    to its message sequence number and ``recent`` holds the UIDs recent in
-    this session.
+    ``records`` is the session's view (ascending UID) or the part of it
+    :func:`header_candidates` left; ``seqs`` maps every UID of the view to
+    its message sequence number (so ``*`` means ``len(seqs)``), and
+    ``recent`` holds the UIDs recent in this session. ``highest_uid`` is the
+    view's highest UID (``*`` in UID sets) when ``records`` is only a part.
     """
+    if highest_uid is None:
+        highest_uid = records[-1].uid if records else 0
     view = _View(
         mailbox=mailbox,
         seqs=seqs,
         recent=recent,
-        messages=len(records),
-        highest_uid=records[-1].uid if records else 0,
+        messages=len(seqs),
+        highest_uid=highest_uid,
         caches=_CacheWindow(mailbox, records),
     )
     root = _compile(criteria, view)
-    candidates = _header_candidates(criteria, mailbox)
-    if candidates is not None:
-        records = [record for record in records if record.uid in candidates]
     return [record for record in records if _matches(root, _Message(view, record))]
 
 
-def _header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | None:
+def header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | None:
     """Messages that may match the header keys every match needs, found by the index.
 
     Each required HEADER/FROM/SUBJECT/... key with an ASCII value must have
@@ -91,7 +93,7 @@ def _header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | N
             words += key.value.split()
     if not words:
         return None
-    return mailbox.cache_may_contain(words) | mailbox.cache_may_contain([b"=?"])
+    return mailbox.cache_may_contain(words, any_of=[b"=?"])
 
 
 # -- compiling ------------------------------------------------------------------

@@ -128,8 +128,9 @@ class IMailbox(Interface):
     def mime_caches(uids) -> dict:
         """UID -> cached parse result, for those of ``uids`` that have one."""
 
-    def cache_may_contain(words: list) -> set:
-        """UIDs whose cache holds all ASCII ``words`` (any case), or that have no cache."""
+    def cache_may_contain(all_of: list, any_of: list = ()) -> set:
+        """UIDs whose cache holds all of ``all_of`` or any of ``any_of`` (ASCII, any case),
+        or that have no cache."""
 
     def set_flags(uids, change, flags, keywords=(), unchanged_since: int | None = None):
         """Change flags of the given UIDs; (changed records, UIDs refused by unchanged_since)."""

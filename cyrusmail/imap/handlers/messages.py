@@ -238,8 +238,13 @@ def search(session, command: c.Search) -> Reply | None:
     view = session.state.view
     seqs = view.seqs()
     # Only what the client knows of: not messages it has not been told exist yet.
-    records = [record for record in view.mailbox.messages() if record.uid in seqs]
-    found = matching.search(command.criteria, view.mailbox, records, seqs, view.recent)
+    candidates = matching.header_candidates(command.criteria, view.mailbox)
+    if candidates is None:
+        records = [record for record in view.mailbox.messages() if record.uid in seqs]
+    else:  # the index already ruled most messages out: read only the rest
+        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
+    found = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
+                            highest_uid=view.uids[-1] if view.uids else 0)
     numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
     line = "SEARCH" + "".join(f" {number}" for number in numbers)
     if found and _uses_modseq(command.criteria):

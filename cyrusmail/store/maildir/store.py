@@ -711,17 +711,20 @@ class MaildirMailbox:
         with self._snapshot() as db:
             return dict(_select_by_uid(db, "SELECT uid, cache FROM mime WHERE mailbox_id = ? AND", self.id, uids))
 
-    def cache_may_contain(self, words: list[bytes]) -> set[int]:
-        """UIDs whose MIME cache holds every one of ``words`` (ASCII, any case), or that have no cache.
+    def cache_may_contain(self, all_of: list[bytes], any_of: list[bytes] = ()) -> set[int]:
+        """UIDs whose MIME cache holds every one of ``all_of`` (ASCII, any case) or any of
+        ``any_of`` (as given), or that have no cache.
 
         A prefilter run inside SQLite: SEARCH then checks only these messages.
+        ``instr`` works on the whole blob (LIKE would stop at its first NUL).
         """
-        tests = " AND ".join("instr(lower(c.cache), ?) > 0" for _ in words) or "1"
+        every = " AND ".join("instr(lower(c.cache), ?) > 0" for _ in all_of) or "1"
+        some = "".join(" OR instr(c.cache, ?) > 0" for _ in any_of)
         with self._snapshot() as db:
             rows = db.execute(
                 "SELECT m.uid FROM messages AS m LEFT JOIN mime AS c ON c.mailbox_id = m.mailbox_id"
-                f" AND c.uid = m.uid WHERE m.mailbox_id = ? AND (c.cache IS NULL OR ({tests}))",
-                (self.id, *(word.lower().decode("ascii") for word in words)),
+                f" AND c.uid = m.uid WHERE m.mailbox_id = ? AND (c.cache IS NULL OR ({every}){some})",
+                (self.id, *(word.lower().decode("ascii") for word in all_of), *any_of),
             ).fetchall()
         return {row[0] for row in rows}
 
