@@ -47,7 +47,8 @@ and keeps later input buffered (:attr:`CommandParser.paused`), so that a
 pipelined ``DONE`` or SASL response is not mistaken for a command and
 plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
 The session then calls :meth:`read_lines` (each following line comes out as
-one :class:`Line`, the parser pausing again after each) or
+one :class:`Line`, or a ``TOOBIG`` :class:`ParseError` if over the line
+limit, the parser pausing again after each) or
 :meth:`read_commands`.  While paused the protocol should stop reading from
 the transport (``pauseProducing``); :attr:`buffered` says how much is held.
 
@@ -1248,7 +1249,7 @@ class CommandParser:
                     events.append(ParseError(None, "line too long", "TOOBIG"))
                 else:
                     events.append(Line(line))
-                    self._paused = True
+                self._paused = True  # line mode hands out one line (or its error) at a time
             else:
                 self._command_line(line, events)
         return events
@@ -1267,6 +1268,8 @@ class CommandParser:
         message = "line too long" if self._line_mode else "command line too long"
         events.append(ParseError(tag, message, "TOOBIG"))
         self._abandon_command()
+        if self._line_mode:
+            self._paused = True  # the session decides how to read on, as after a Line
         self._skipping = True
         self._skip_tail = bytes(buffer[-32:])
         buffer.clear()
