@@ -5,8 +5,14 @@ session goes on."""
 from __future__ import annotations
 
 import base64
+import re
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
+from cyrusmail.store.names import pattern_regex
 from tests.imap_support import run_transcript
 
 TOO_LONG_RESPONSE = base64.b64encode(b"x" * 60000).decode()  # over 64 KiB once encoded
@@ -37,3 +43,37 @@ C: a2 NOOP
 S: a2 OK NOOP completed
 """)
 
+
+def _reference_regex(pattern: str) -> re.Pattern[str]:
+    """The LIST pattern as the regular expression it used to be compiled to."""
+    def glob(text: str) -> str:
+        return "".join(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch) for ch in text)
+
+    alternatives = [glob(pattern)]
+    if pattern[:5].upper() == "INBOX":
+        alternatives.append(r"(?=INBOX(?:/|\Z))" + glob("INBOX" + pattern[5:]))
+    return re.compile("|".join(rf"(?:{regex}\Z)" for regex in alternatives), re.DOTALL)
+
+
+class ListPatternTests(TestCase):
+    def test_backtracking_pattern_answers_at_once(self) -> None:
+        """``LIST "" *a*a...*ab`` against a mailbox named with forty ``a``
+        once took minutes of CPU (a backtracking regular expression)."""
+        started = time.monotonic()
+        run_transcript(self, f"""
+C: L LOGIN alice secret
+S~ L OK .*
+C: a1 CREATE {"a" * 40}
+S: a1 OK CREATE completed
+C: a2 LIST "" {"*a" * 16}b
+S: a2 OK LIST completed
+C: a3 LIST "" {"*a" * 16}
+S: * LIST (\\HasNoChildren) "/" "{"a" * 40}"
+S: a3 OK LIST completed
+""")
+        self.assertLess(time.monotonic() - started, 5)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text("aIN/BOXb*%", max_size=10), st.text("aIN/BOXb", max_size=12))
+    def test_same_as_the_regular_expression(self, pattern: str, name: str) -> None:
+        self.assertEqual(pattern_regex(pattern).match(name), bool(_reference_regex(pattern).match(name)))
