@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
+from cyrusmail.imap import commands as c
+from cyrusmail.imap.wire import CommandParser, ParseError
 from cyrusmail.store.names import pattern_regex
 from tests.imap_support import run_transcript
 
@@ -42,6 +44,17 @@ S: a1 BAD Expected DONE
 C: a2 NOOP
 S: a2 OK NOOP completed
 """)
+
+
+    def test_refused_command_with_literal_plus_split_between_cr_and_lf(self) -> None:
+        """A refused command's later non-synchronizing literal is skipped
+        wherever the input is cut, even between the CR and the LF after
+        its announcement (its content was once run as commands)."""
+        data = b"t1 MYRIGHTS{2+}\r\n\x00\x00~{20+}\r\nSubject: x\r\n\r\nbody\r\n INBOX\r\nz NOOP\r\n"
+        for cut in range(1, len(data)):
+            parser = CommandParser()
+            events = parser.feed(data[:cut]) + parser.feed(data[cut:])
+            self.assertEqual(events, [ParseError("t1", "unknown command"), c.Noop("z")], f"cut at {cut}")
 
 
 def _reference_regex(pattern: str) -> re.Pattern[str]:

@@ -1240,10 +1240,13 @@ class CommandParser:
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
             self._scanned = 0
+            if self._skipping:
+                # The line's CR may have come in an earlier read, in _skip_tail.
+                line = self._skip_tail + line
             if line.endswith(b"\r"):
                 line = line[:-1]
             if self._skipping:
-                self._end_skipped_line(self._skip_tail + line)
+                self._end_skipped_line(line)
             elif self._line_mode:
                 if len(line) > self.max_line_length:
                     events.append(ParseError(None, "line too long", "TOOBIG"))
