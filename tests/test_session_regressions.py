@@ -57,6 +57,37 @@ S: a2 OK NOOP completed
             self.assertEqual(events, [ParseError("t1", "unknown command"), c.Noop("z")], f"cut at {cut}")
 
 
+    def test_append_date_time_beyond_the_year_9999_in_utc(self) -> None:
+        """An internal date the index cannot turn back into a date once
+        made every later FETCH INTERNALDATE of the message a SERVERBUG."""
+        run_transcript(self, """
+C: L LOGIN alice secret
+S~ L OK .*
+C: a1 APPEND INBOX "31-Dec-9999 23:59:59 -2359" {2+}
+C: x
+S: a1 BAD date-time out of range
+C: a2 APPEND INBOX " 1-Jan-0001 00:00:00 +0100" {2+}
+C: x
+S: a2 BAD date-time out of range
+C: a3 APPEND INBOX "31-Dec-9999 23:59:59 +0000" {2+}
+C: x
+S~ a3 OK \\[APPENDUID [0-9]+ 1\\] APPEND completed
+C: a4 EXAMINE INBOX
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ a4 OK .*
+C: a5 FETCH 1 INTERNALDATE
+S: * 1 FETCH (INTERNALDATE "31-Dec-9999 23:59:59 +0000")
+S: a5 OK FETCH completed
+""")
+
+
 def _reference_regex(pattern: str) -> re.Pattern[str]:
     """The LIST pattern as the regular expression it used to be compiled to."""
     def glob(text: str) -> str:

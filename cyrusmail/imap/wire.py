@@ -405,7 +405,7 @@ class _Reader:
         )
         offset = datetime.timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
         try:
-            return datetime.datetime(
+            value = datetime.datetime(
                 int(year),
                 _MONTHS[month.upper()],
                 int(day),
@@ -416,6 +416,11 @@ class _Reader:
             )
         except (KeyError, ValueError):
             self.fail("bad date-time")
+        try:  # 31-Dec-9999 23:59:59 -2359 is in the year 10000 in UTC, as the index keeps it
+            value.astimezone(datetime.UTC)
+        except OverflowError:
+            self.fail("date-time out of range")
+        return value
 
     def parenthesised(self, item: Callable[[], object]) -> tuple:
         """``"(" item *(SP item) ")"``, one or more items."""
