@@ -88,6 +88,35 @@ S: a5 OK FETCH completed
 """)
 
 
+    def test_overlong_keyword_refused(self) -> None:
+        """A 60 KB keyword was stored and then sent in every FLAGS response."""
+        long_keyword = "k" * 251
+        run_transcript(self, f"""
+C: L LOGIN alice secret
+S~ L OK .*
+C: a1 APPEND INBOX ({long_keyword}) {{2+}}
+C: x
+S: a1 BAD keyword longer than 250 characters
+C: a2 APPEND INBOX ({"k" * 250}) {{2+}}
+C: x
+S~ a2 OK .*
+C: a3 SELECT INBOX
+S~ \\* FLAGS .*
+S~ \\* 1 EXISTS
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ a3 OK .*
+C: a4 STORE 1 +FLAGS ({long_keyword})
+S: a4 BAD keyword longer than 250 characters
+C: a5 STORE 1 FLAGS (\\{long_keyword})
+S: a5 BAD \\{"k" * 249} cannot be set
+""")
+
+
 def _reference_regex(pattern: str) -> re.Pattern[str]:
     """The LIST pattern as the regular expression it used to be compiled to."""
     def glob(text: str) -> str:
