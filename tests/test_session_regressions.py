@@ -117,6 +117,33 @@ S: a5 BAD \\{"k" * 249} cannot be set
 """)
 
 
+    def test_search_with_thousands_of_header_keys(self) -> None:
+        """Each SUBJECT word went into one SQL prefilter expression, past
+        SQLite's depth limit: NO [SERVERBUG] and a logged traceback."""
+        keys = " ".join(f"SUBJECT w{number}" for number in range(3000))
+        run_transcript(self, f"""
+@append INBOX w1 w2
+C: L LOGIN alice secret
+S~ L OK .*
+C: a1 EXAMINE INBOX
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ \\* .*
+S~ a1 OK .*
+C: a2 SEARCH {keys}
+S: * SEARCH
+S: a2 OK SEARCH completed
+C: a3 SEARCH SUBJECT w1 SUBJECT w2 {" ".join(["SUBJECT w"] * 2000)}
+S: * SEARCH 1
+S: a3 OK SEARCH completed
+""")
+
+
 def _reference_regex(pattern: str) -> re.Pattern[str]:
     """The LIST pattern as the regular expression it used to be compiled to."""
     def glob(text: str) -> str:

@@ -82,6 +82,9 @@ def message_file_name(uid: int, guid: str) -> str:
 _FLAG_VALUES = tuple(Flag(bits) for bits in range(int(Flag.SEEN | Flag.ANSWERED | Flag.FLAGGED
                                                      | Flag.DELETED | Flag.DRAFT) + 1))
 _NO_KEYWORDS: frozenset[str] = frozenset()
+#: Words :meth:`MaildirMailbox.cache_may_contain` tests at most (SQLite allows
+#: an expression 1000 deep).
+_MAX_PREFILTER_WORDS = 64
 
 
 def _record(row: tuple) -> MessageRecord:
@@ -714,7 +717,11 @@ class MaildirMailbox:
         """UIDs whose MIME cache holds every one of ``words`` (ASCII, any case), or that have no cache.
 
         A prefilter run inside SQLite: SEARCH then checks only these messages.
+        Only the first :data:`_MAX_PREFILTER_WORDS` distinct words are tested
+        (fewer words give more candidates, never fewer): a SEARCH of thousands
+        of SUBJECT keys would otherwise pass SQLite's expression depth limit.
         """
+        words = list(dict.fromkeys(word.lower() for word in words))[:_MAX_PREFILTER_WORDS]
         tests = " AND ".join("instr(lower(c.cache), ?) > 0" for _ in words) or "1"
         with self._snapshot() as db:
             rows = db.execute(
