@@ -10,12 +10,13 @@ import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.wire import CommandParser, ParseError
 from cyrusmail.store.names import pattern_regex
-from tests.imap_support import run_transcript
+from tests.imap_support import Client, run_transcript, session_context
 
 TOO_LONG_RESPONSE = base64.b64encode(b"x" * 60000).decode()  # over 64 KiB once encoded
 
@@ -142,6 +143,18 @@ C: a3 SEARCH SUBJECT w1 SUBJECT w2 {" ".join(["SUBJECT w"] * 2000)}
 S: * SEARCH 1
 S: a3 OK SEARCH completed
 """)
+
+
+    def test_logout_while_reading_is_paused(self) -> None:
+        """Input over the buffer bound behind a pipelined LOGOUT: reading
+        was paused, and once LOGOUT had hung up the session resumed it
+        (RuntimeError from the transport, logged as a crash)."""
+        clock = Clock()
+        client = Client(session_context(self), clock)
+        client.send(b"a1 AUTHENTICATE PLAIN\r\n" * 2 + b"a2 LOGOUT\r\n" + b"x" * 300_000)
+        output = client.take()
+        self.assertTrue(client.transport.disconnecting)
+        self.assertIn(b"* BYE Logging out\r\na2 OK LOGOUT completed\r\n", output)
 
 
 def _reference_regex(pattern: str) -> re.Pattern[str]:
