@@ -17,15 +17,24 @@ pipelined bursts, commands in every state, disconnects.  After every step:
   pipelined or not);
 * a refused command changed nothing in the store.
 
+:class:`HugeInputTests` sends the biggest single things a client can
+(a 10 MB line, a million-number sequence set, 5,000 nested NOTs, a
+10,000-part section, 100,000 keywords, a 4 GiB literal, a 1 MB SASL
+response, TOP with a 20-digit count, 100,000 RCPTs, a 100 KB sender) and
+checks each is answered at once, in bounded memory.
+
 Example counts are small so that the file runs in well under a minute;
 raise ``FUZZ_EXAMPLES`` in the environment to hunt for longer.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import os
 import re
+import time
+import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -488,3 +497,95 @@ class SMTPFuzzTests(TestCase):
             self.clock.advance(1)
         self.assertEqual(self.errors.take(), [], f"logged an error after {stream[:300]!r}")
         self.assertEqual(list(self.context.store.tmp_dir.iterdir()), [], "a staged message was left behind")
+
+
+# -- targeted: the biggest things a client can send in one go --------------------------
+
+
+class HugeInputTests(TestCase):
+    """Each answers at once with an error, holding no more than a few
+    times the input in memory, and the session goes on."""
+
+    def setUp(self) -> None:
+        self.errors = LoggedErrors(self)
+
+    def measure(self, send):
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            output = send()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(time.monotonic() - started, 20)
+        self.assertEqual(self.errors.take(), [])
+        return output, peak
+
+    def imap(self, selected: bool = True) -> Client:
+        context = session_context(self)
+        deliver(context, "alice", "INBOX")
+        client = Client(context, Clock())
+        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
+        client.login()
+        if selected:
+            client.command("s SELECT INBOX")
+        return client
+
+    def test_imap(self) -> None:
+        client = self.imap()
+        cases = [
+            (b"a1 NOOP " + b"x" * 10_000_000 + b"\r\n", b"a1 BAD [TOOBIG]"),
+            (b"a2 FETCH " + b",".join(b"%d" % n for n in range(1, 1_000_001)) + b" FLAGS\r\n", b"a2 BAD [TOOBIG]"),
+            (b"a3 SEARCH " + b"NOT " * 5000 + b"ALL\r\n", b"a3 BAD [LIMIT]"),
+            (b"a4 FETCH 1 BODY[" + b".".join([b"2"] * 10_000) + b"]\r\n", b"a4 OK"),
+            (b"a5 STORE 1 +FLAGS (" + b" ".join(b"k%d" % n for n in range(100_000)) + b")\r\n", b"a5 BAD [TOOBIG]"),
+            (b"a6 APPEND INBOX {4294967296}\r\n", b"a6 NO [TOOBIG]"),
+            (b"a7 SEARCH " + b" ".join(b"SUBJECT w%d" % n for n in range(3000)) + b"\r\n", b"a7 OK"),
+            (b"a8 LIST \"\" " + b"*a" * 5000 + b"\r\n", b"a8 OK"),
+        ]
+        for data, answer in cases:
+            output, peak = self.measure(lambda data=data: (client.send(data), client.take())[1])
+            self.assertIn(b"\r\n" + answer, b"\r\n" + output, data[:60])
+            self.assertLess(peak, 4 * len(data) + 16_000_000, data[:60])
+            self.assertFalse(client.transport.disconnecting)
+            self.assertLessEqual(client.server.parser.buffered, client.server.MAX_BUFFERED)
+        self.assertEqual(client.command("z NOOP"), ["z OK NOOP completed"])
+
+    def test_imap_authenticate_with_a_megabyte(self) -> None:
+        client = Client(session_context(self), Clock())
+        self.addCleanup(client.server.connectionLost, None)
+        response = base64.b64encode(b"\0alice\0" + b"x" * 750_000)
+        output, _ = self.measure(lambda: (client.send(b"a1 AUTHENTICATE PLAIN\r\n" + response + b"\r\n"),
+                                          client.take())[1])
+        self.assertTrue(output.endswith(b"a1 BAD Authentication line too long\r\n"), output)
+        output, _ = self.measure(lambda: (client.send(b"a2 AUTHENTICATE PLAIN " + response + b"\r\n"),
+                                          client.take())[1])
+        self.assertEqual(output, b"a2 BAD [TOOBIG] command line too long\r\n")
+        self.assertEqual(client.command("z NOOP"), ["z OK NOOP completed"])
+
+    def test_pop3_top_with_a_huge_count(self) -> None:
+        server = Pop3Server(self)
+        server.deliver(message(1))
+        conversation = server.connect()
+        conversation.login()
+        output, _ = self.measure(lambda: conversation.command("TOP 1 99999999999999999999"))
+        self.assertEqual(output, b"-ERR TOP: invalid line count\r\n")
+        output, _ = self.measure(lambda: conversation.send(b"NOOP " + b"x" * 10_000_000 + b"\r\n"))
+        self.assertEqual(output, b"-ERR Line too long (at most 255 octets)\r\n")
+        self.assertEqual(conversation.command("NOOP"), b"+OK\r\n")
+
+    def test_smtp_hundred_thousand_recipients_and_a_long_sender(self) -> None:
+        context, clock = make_server(self.mktemp(), submission={"enabled": "yes", "listen": "tcp:0"})
+        conversation = Conversation(submission_factory(context, clock))
+        self.addCleanup(conversation.session.connectionLost, None)
+        conversation.send(b"EHLO client.example.org\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+        output, _ = self.measure(lambda: conversation.send(b"MAIL FROM:<" + b"a" * 100_000 + b"@example.org>\r\n"))
+        self.assertEqual([code for code, _, _ in output], [500])
+        conversation.send(b"MAIL FROM:<alice@example.org>\r\n")
+        started = time.monotonic()
+        replies = conversation.send(b"RCPT TO:<bob@example.org>\r\n" * 100_000)
+        self.assertLess(time.monotonic() - started, 30)
+        self.assertEqual(len(replies), 100_000)
+        self.assertEqual({code for code, _, _ in replies[1000:]}, {452})
+        self.assertEqual(self.errors.take(), [])
+        self.assertEqual([code for code, _, _ in conversation.send(b"RSET\r\n")], [250])
