@@ -308,7 +308,13 @@ class PauseTests(TestCase):
         self.assertEqual(
             parser.feed(b"x" * 20), [ParseError(None, "line too long", "TOOBIG")]
         )
-        self.assertEqual(parser.feed(b"xx\r\nabc\r\n"), [Line(b"abc")])
+        # The error ends the line like a Line would: the parser pauses, and
+        # the session says whether what follows is one more line or a command.
+        self.assertTrue(parser.paused)
+        self.assertEqual(parser.feed(b"xx\r\nabc\r\n"), [])
+        self.assertEqual(parser.read_lines(), [Line(b"abc")])
+        self.assertEqual(parser.read_commands(), [])
+        self.assertEqual(parser.feed(NOOP), [c.Noop("z")])
 
     def test_starttls_discards_injected_commands(self) -> None:
         parser = CommandParser()

@@ -19,20 +19,28 @@ RECENT = "\\Recent"
 #: What SELECT announces in FLAGS and PERMANENTFLAGS (the latter adds \*).
 FLAG_LIST = tuple(SYSTEM_FLAGS)
 
+#: The longest keyword a client may set.  A keyword is repeated in every
+#: FLAGS response of every message that has it and in SELECT's FLAGS, so a
+#: 60 KB one would be paid for on every FETCH; no real client uses more
+#: than a few dozen characters.
+MAX_KEYWORD_LENGTH = 250
+
 
 class BadFlag(ValueError):
-    """A flag a client may not set (\\Recent, or an unknown \\-flag)."""
+    """A flag a client may not set (\\Recent, an unknown \\-flag, an over-long keyword)."""
 
 
 def split_flags(names: Iterable[str]) -> tuple[Flag, list[str]]:
-    """Client flag names -> (system flag bits, keywords); BadFlag for \\Recent or \\Unknown."""
+    """Client flag names -> (system flag bits, keywords); BadFlag for \\Recent, \\Unknown or a too long keyword."""
     bits, keywords = NO_FLAGS, []
     for name in names:
         system = _BY_FOLDED.get(name.lower())
         if system is not None:
             bits |= system[1]
         elif name.startswith("\\"):
-            raise BadFlag(f"{name} cannot be set")
+            raise BadFlag(f"{name[:MAX_KEYWORD_LENGTH]} cannot be set")
+        elif len(name) > MAX_KEYWORD_LENGTH:
+            raise BadFlag(f"keyword longer than {MAX_KEYWORD_LENGTH} characters")
         else:
             keywords.append(name)
     return bits, keywords

@@ -212,8 +212,8 @@ class IMAPServer(Protocol):
             self._pending.extend(events)
 
     def _flow_control(self) -> None:
-        if self.transport is None:
-            return
+        if self.transport is None or isinstance(self.state, LoggedOut):
+            return  # hanging up: nothing more is read, so nothing to resume
         too_much = self.parser.buffered > self.MAX_BUFFERED
         if too_much and not self._reading_paused:
             self.transport.pauseProducing()

@@ -47,7 +47,8 @@ and keeps later input buffered (:attr:`CommandParser.paused`), so that a
 pipelined ``DONE`` or SASL response is not mistaken for a command and
 plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
 The session then calls :meth:`read_lines` (each following line comes out as
-one :class:`Line`, the parser pausing again after each) or
+one :class:`Line`, or a ``TOOBIG`` :class:`ParseError` if over the line
+limit, the parser pausing again after each) or
 :meth:`read_commands`.  While paused the protocol should stop reading from
 the transport (``pauseProducing``); :attr:`buffered` says how much is held.
 
@@ -404,7 +405,7 @@ class _Reader:
         )
         offset = datetime.timedelta(hours=int(zone_hours), minutes=int(zone_minutes))
         try:
-            return datetime.datetime(
+            value = datetime.datetime(
                 int(year),
                 _MONTHS[month.upper()],
                 int(day),
@@ -415,6 +416,11 @@ class _Reader:
             )
         except (KeyError, ValueError):
             self.fail("bad date-time")
+        try:  # 31-Dec-9999 23:59:59 -2359 is in the year 10000 in UTC, as the index keeps it
+            value.astimezone(datetime.UTC)
+        except OverflowError:
+            self.fail("date-time out of range")
+        return value
 
     def parenthesised(self, item: Callable[[], object]) -> tuple:
         """``"(" item *(SP item) ")"``, one or more items."""
@@ -1239,16 +1245,19 @@ class CommandParser:
             line = bytes(buffer[:newline])
             del buffer[: newline + 1]
             self._scanned = 0
+            if self._skipping:
+                # The line's CR may have come in an earlier read, in _skip_tail.
+                line = self._skip_tail + line
             if line.endswith(b"\r"):
                 line = line[:-1]
             if self._skipping:
-                self._end_skipped_line(self._skip_tail + line)
+                self._end_skipped_line(line)
             elif self._line_mode:
                 if len(line) > self.max_line_length:
                     events.append(ParseError(None, "line too long", "TOOBIG"))
                 else:
                     events.append(Line(line))
-                    self._paused = True
+                self._paused = True  # line mode hands out one line (or its error) at a time
             else:
                 self._command_line(line, events)
         return events
@@ -1267,6 +1276,8 @@ class CommandParser:
         message = "line too long" if self._line_mode else "command line too long"
         events.append(ParseError(tag, message, "TOOBIG"))
         self._abandon_command()
+        if self._line_mode:
+            self._paused = True  # the session decides how to read on, as after a Line
         self._skipping = True
         self._skip_tail = bytes(buffer[-32:])
         buffer.clear()

@@ -82,6 +82,9 @@ def message_file_name(uid: int, guid: str) -> str:
 _FLAG_VALUES = tuple(Flag(bits) for bits in range(int(Flag.SEEN | Flag.ANSWERED | Flag.FLAGGED
                                                      | Flag.DELETED | Flag.DRAFT) + 1))
 _NO_KEYWORDS: frozenset[str] = frozenset()
+#: Words :meth:`MaildirMailbox.cache_may_contain` tests at most (SQLite allows
+#: an expression 1000 deep).
+_MAX_PREFILTER_WORDS = 64
 
 
 def _record(row: tuple) -> MessageRecord:
@@ -717,7 +720,11 @@ class MaildirMailbox:
 
         A prefilter run inside SQLite: SEARCH then checks only these messages.
         ``instr`` works on the whole blob (LIKE would stop at its first NUL).
+        Only the first :data:`_MAX_PREFILTER_WORDS` distinct words of ``all_of``
+        are tested (fewer words give more candidates, never fewer): a SEARCH of
+        thousands of SUBJECT keys would otherwise pass SQLite's expression depth limit.
         """
+        all_of = list(dict.fromkeys(word.lower() for word in all_of))[:_MAX_PREFILTER_WORDS]
         every = " AND ".join("instr(lower(c.cache), ?) > 0" for _ in all_of) or "1"
         some = "".join(" OR instr(c.cache, ?) > 0" for _ in any_of)
         with self._snapshot() as db:
