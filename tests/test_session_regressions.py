@@ -190,3 +190,20 @@ S: a3 OK LIST completed
     @given(st.text("aIN/BOXb*%", max_size=10), st.text("aIN/BOXb", max_size=12))
     def test_same_as_the_regular_expression(self, pattern: str, name: str) -> None:
         self.assertEqual(pattern_regex(pattern).match(name), bool(_reference_regex(pattern).match(name)))
+
+
+class EhloEchoTests(TestCase):
+    def test_an_unprintable_ehlo_name_is_not_echoed_raw(self):
+        from tests.test_smtp_session_support import (
+            Conversation,
+            make_server,
+            submission_factory,
+        )
+
+        context, clock = make_server(self.mktemp())
+        talk = Conversation(submission_factory(context, clock))
+        [(code, _, lines)] = talk.send(b"EHLO \x7fclient\r\n")
+        self.assertEqual(code, 250)
+        self.assertIn("Hello ?client", lines[0])
+        [(code, _, lines)] = talk.send(b"HELO \x7fclient\r\n")
+        self.assertEqual((code, lines[0].endswith("Hello ?client")), (250, True))

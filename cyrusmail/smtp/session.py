@@ -318,9 +318,9 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.esmtp = not isinstance(command, wire.Helo)
         if self.esmtp:
             keywords = self.callbacks.ehlo_keywords(self)
-            self.reply(codes.ehlo_reply(f"{self.hostname} Hello {command.domain}", keywords))
+            self.reply(codes.ehlo_reply(f"{self.hostname} Hello {_shown(command.domain)}", keywords))
         else:
-            self.reply(codes.HELLO.with_text(f"{self.hostname} Hello {command.domain}"))
+            self.reply(codes.HELLO.with_text(f"{self.hostname} Hello {_shown(command.domain)}"))
 
     def do_rset(self, command: wire.Rset) -> None:
         self._end_transaction()
@@ -584,3 +584,8 @@ COMMANDS: dict[type, Callable[[SMTPSession, Any], Any]] = {
     wire.Starttls: SMTPSession.do_starttls,
     wire.Auth: SMTPSession.do_auth,
 }
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """A client's word as it may appear in a reply: printable (no CR, LF, DEL) and short."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
