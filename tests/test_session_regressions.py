@@ -207,3 +207,22 @@ class EhloEchoTests(TestCase):
         self.assertIn("Hello ?client", lines[0])
         [(code, _, lines)] = talk.send(b"HELO \x7fclient\r\n")
         self.assertEqual((code, lines[0].endswith("Hello ?client")), (250, True))
+
+
+class AbsurdChunkTests(TestCase):
+    def test_a_chunk_far_over_the_limit_is_refused_and_the_session_closed(self):
+        from cyrusmail.smtp import codes
+        from tests.test_smtp_session_support import (
+            Conversation,
+            expected,
+            lmtp_factory,
+            make_server,
+        )
+
+        context, clock = make_server(self.mktemp())
+        talk = Conversation(lmtp_factory(context, clock))
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n")
+        self.assertEqual(talk.codes("BDAT 99999999999999999999 LAST\r\nRSET\r\n"),
+                         expected(codes.TOO_BIG, codes.CLOSING_AFTER_BAD_BDAT))
+        self.assertTrue(talk.transport.disconnecting)
+        self.assertEqual(context.store.mailboxes("alice").open("INBOX").status().messages, 0)

@@ -510,6 +510,14 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.reply(codes.START_DATA)
 
     def do_bdat(self, command: wire.Bdat) -> None:
+        if command.size > 2 * self.max_size:
+            # RFC 3030 wants a refused chunk read to stay in step; one this far
+            # past the size limit is not worth reading: say why, then close.
+            self.reply(codes.TOO_BIG.with_text(f"Chunk of {command.size} octets is over the limit of "
+                                               f"{self.max_size}"))
+            self.reply(codes.CLOSING_AFTER_BAD_BDAT.with_text("Not reading a chunk that large, closing channel"))
+            self.close()
+            return
         refusal = self._data_refusal()
         if refusal is not None:
             self.parser.resume()  # the chunk is still read, and dropped
