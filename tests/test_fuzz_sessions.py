@@ -517,7 +517,7 @@ class HugeInputTests(TestCase):
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        self.assertLess(time.monotonic() - started, 20)
+        self.assertLess(time.monotonic() - started, 60)  # a hang, not a speed, check
         self.assertEqual(self.errors.take(), [])
         return output, peak
 
@@ -584,7 +584,7 @@ class HugeInputTests(TestCase):
         conversation.send(b"MAIL FROM:<alice@example.org>\r\n")
         started = time.monotonic()
         replies = conversation.send(b"RCPT TO:<bob@example.org>\r\n" * 100_000)
-        self.assertLess(time.monotonic() - started, 30)
+        self.assertLess(time.monotonic() - started, 90)  # a hang, not a speed, check
         self.assertEqual(len(replies), 100_000)
         self.assertEqual({code for code, _, _ in replies[1000:]}, {452})
         self.assertEqual(self.errors.take(), [])

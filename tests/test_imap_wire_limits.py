@@ -66,7 +66,7 @@ class LineLengthTests(TestCase):
         parser = CommandParser()
         started = time.monotonic()
         events = feed_bytewise(parser, b"a NOOP " + b"x" * 65000 + b"\r\n")
-        self.assertLess(time.monotonic() - started, 5)
+        self.assertLess(time.monotonic() - started, 30)  # a hang, not a speed, check
         self.assertEqual(len(events), 1)
 
     def test_skipped_line_ending_in_non_sync_literal(self) -> None:
@@ -227,7 +227,7 @@ class NestingTests(TestCase):
         flat = b"b SEARCH " + b"OR SEEN DRAFT " * 3000
         (search,) = parser.feed(flat.rstrip() + b"\r\n")
         self.assertEqual(len(search.criteria.keys), 3000)  # type: ignore[union-attr]
-        self.assertLess(time.monotonic() - started, 5)
+        self.assertLess(time.monotonic() - started, 30)  # a hang, not a speed, check
 
     def test_parameter_lists(self) -> None:
         parser = CommandParser()

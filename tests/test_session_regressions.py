@@ -184,7 +184,7 @@ C: a3 LIST "" {"*a" * 16}
 S: * LIST (\\HasNoChildren) "/" "{"a" * 40}"
 S: a3 OK LIST completed
 """)
-        self.assertLess(time.monotonic() - started, 5)
+        self.assertLess(time.monotonic() - started, 60)  # a hang, not a speed, check
 
     @settings(max_examples=300, deadline=None)
     @given(st.text("aIN/BOXb*%", max_size=10), st.text("aIN/BOXb", max_size=12))
