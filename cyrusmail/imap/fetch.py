@@ -220,28 +220,30 @@ _SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "E
 _FROM_INFO = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
+def _small_value(name: str, view: MessageView, info) -> bytes:
+    """The value of a small FETCH attribute (one of :data:`_SIMPLE`); ``info()`` gives the MIME info."""
+    record = view.record
+    if name == "UID":
+        return b"%d" % record.uid
+    if name == "FLAGS":
+        return flags_wire(record, view.recent)
+    if name == "RFC822.SIZE":
+        return b"%d" % record.size
+    if name == "INTERNALDATE":
+        return date_time_wire(record.internal_date)
+    if name == "MODSEQ":
+        return b"(%d)" % record.modseq
+    if name == "ENVELOPE":
+        return info().envelope_wire()
+    if name == "BODYSTRUCTURE":
+        return info().bodystructure_wire()
+    return info().body_wire()  # BODY
+
+
 def _render_simple(attributes: tuple[str, ...], view: MessageView) -> bytes:
     """One message's response for small attributes only, without the general builder."""
-    record = view.record
     info = _info_of(view) if not _FROM_INFO.isdisjoint(attributes) else None
-    parts = []
-    for name in attributes:
-        if name == "UID":
-            parts.append(b"UID %d" % record.uid)
-        elif name == "FLAGS":
-            parts.append(b"FLAGS " + flags_wire(record, view.recent))
-        elif name == "RFC822.SIZE":
-            parts.append(b"RFC822.SIZE %d" % record.size)
-        elif name == "ENVELOPE":
-            parts.append(b"ENVELOPE " + info.envelope_wire())
-        elif name == "BODYSTRUCTURE":
-            parts.append(b"BODYSTRUCTURE " + info.bodystructure_wire())
-        elif name == "BODY":
-            parts.append(b"BODY " + info.body_wire())
-        elif name == "INTERNALDATE":
-            parts.append(b"INTERNALDATE " + date_time_wire(record.internal_date))
-        else:  # MODSEQ
-            parts.append(b"MODSEQ (%d)" % record.modseq)
+    parts = [name.encode("ascii") + b" " + _small_value(name, view, lambda: info) for name in attributes]
     return b"* %d FETCH (%s)\r\n" % (view.seq, b" ".join(parts))
 
 
@@ -333,26 +335,11 @@ class _Response:
             raise TypeError(f"not a fetch item: {item!r}")
 
     def _attribute(self, name: str) -> None:
-        record = self.view.record
         wire = name.encode("ascii")
-        if name == "UID":
-            self._value(wire, b"%d" % record.uid)
-        elif name == "FLAGS":
-            self._value(wire, flags_wire(record, self.view.recent))
-        elif name == "INTERNALDATE":
-            self._value(wire, date_time_wire(record.internal_date))
-        elif name == "RFC822.SIZE":
-            self._value(wire, b"%d" % record.size)
-        elif name == "MODSEQ":
-            self._value(wire, b"(%d)" % record.modseq)
-        elif name == "ENVELOPE":
-            self._value(wire, self.info.envelope_wire())
-        elif name == "BODYSTRUCTURE":
-            self._value(wire, self.info.bodystructure_wire())
-        elif name == "BODY":
-            self._value(wire, self.info.body_wire())
+        if name in _SIMPLE:
+            self._value(wire, _small_value(name, self.view, lambda: self.info))
         elif name == "RFC822":
-            self._range(wire, (0, record.size))
+            self._range(wire, (0, self.view.record.size))
         elif name == "RFC822.HEADER":
             self._data(wire, self.info.header_bytes())
         elif name == "RFC822.TEXT":
