@@ -226,3 +226,22 @@ class AbsurdChunkTests(TestCase):
                          expected(codes.TOO_BIG, codes.CLOSING_AFTER_BAD_BDAT))
         self.assertTrue(talk.transport.disconnecting)
         self.assertEqual(context.store.mailboxes("alice").open("INBOX").status().messages, 0)
+
+
+class KeywordLimitTests(TestCase):
+    def test_a_mailbox_holds_a_bounded_number_of_distinct_keywords(self):
+        from cyrusmail.imap.selected import MAX_KEYWORDS
+
+        context = session_context(self)
+        context.store.mailboxes("alice").open("INBOX").append(b"Subject: x\r\n\r\nx\r\n")
+        client = Client(context, Clock())
+        client.login()
+        client.command("s SELECT INBOX")
+        batch = 200
+        for start in range(0, MAX_KEYWORDS, batch):
+            words = " ".join(f"k{n}" for n in range(start, start + batch))
+            self.assertTrue(client.command(f"a STORE 1 +FLAGS.SILENT ({words})")[-1].startswith("a OK"))
+        self.assertEqual(client.command("b STORE 1 +FLAGS (one-too-many)")[-1],
+                         "b NO [LIMIT] Too many distinct keywords in this mailbox")
+        self.assertTrue(client.command("c STORE 1 +FLAGS (k5 \\Seen)")[-1].startswith("c OK"))  # known ones are fine
+        self.assertTrue(client.command("d STORE 1 -FLAGS (k5)")[-1].startswith("d OK"))

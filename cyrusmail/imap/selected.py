@@ -30,6 +30,9 @@ from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS, flags_wire
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.store.records import MessageRecord
 
+#: Distinct keywords a mailbox may hold (Cyrus allows 128 user flags; we are more generous).
+MAX_KEYWORDS = 1000
+
 
 class SelectedMailbox:
     """The message map of one session: seq -> UID, known modseqs, \\Recent."""
@@ -119,6 +122,13 @@ class SelectedMailbox:
             f"* FLAGS ({flags})\r\n".encode(),
             f"* OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted\r\n".encode(),
         ]
+
+    def keyword_room(self, keywords: Iterable[str]) -> bool:
+        """Whether adding ``keywords`` keeps the mailbox within :data:`MAX_KEYWORDS`
+        distinct keywords (every FLAGS response lists them all, so a client must
+        not be able to grow the list without end)."""
+        known = {keyword.casefold() for keyword in self.keywords}
+        return len(known | {keyword.casefold() for keyword in keywords}) <= MAX_KEYWORDS
 
     def new_keywords(self, keywords: Iterable[str]) -> list[bytes]:
         """:meth:`flags_lines` if ``keywords`` holds one the client was not

@@ -156,6 +156,8 @@ def store(session, command: c.Store) -> Reply | None:
         bits, keywords = split_flags(command.flags)
     except BadFlag as error:
         raise codes.bad(str(error)) from None
+    if command.mode != "remove" and not view.keyword_room(keywords):
+        raise CommandFailed("Too many distinct keywords in this mailbox", codes.LIMIT)
     uids = view.resolve(command.sequence_set, command.uid)
     if command.unchangedsince is not None:
         session.enabled.add("CONDSTORE")
