@@ -16,6 +16,7 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.search import BadCharset, check_charset, search
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.imap.wire import CommandParser
+from cyrusmail.slices import run_all
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange, MessageRecord
 
@@ -251,7 +252,7 @@ class SearchTests(TestCase):
         self.seqs = {record.uid: seq for seq, record in enumerate(self.records, 1)}
 
     def found(self, key: c.SearchKey, mailbox=None) -> list[int]:
-        result = search(key, mailbox or self.mailbox, self.records, self.seqs, RECENT)
+        result = run_all(search(key, mailbox or self.mailbox, self.records, self.seqs, RECENT))
         return [record.uid for record in result]
 
     def check_table(self, table: list[tuple[bytes, list[int]]]) -> None:
@@ -342,7 +343,7 @@ class ReadingTests(TestCase):
         self.counting = CountingMailbox(self.mailbox)
 
     def found(self, text: bytes) -> list[int]:
-        result = search(criteria(text), self.counting, self.records, self.seqs, set())
+        result = run_all(search(criteria(text), self.counting, self.records, self.seqs, set()))
         return [record.uid for record in result]
 
     def test_index_keys_read_nothing(self) -> None:
@@ -549,7 +550,7 @@ class EvaluatorTests(TestCase):
     @given(trees)
     def test_same_as_recursive_reading(self, key: c.SearchKey) -> None:
         expected = [record.uid for record in RECORDS if naive(key, record)]
-        found = search(key, NoFiles(), RECORDS, SEQS, FEW_RECENT)
+        found = run_all(search(key, NoFiles(), RECORDS, SEQS, FEW_RECENT))
         self.assertEqual([record.uid for record in found], expected)
 
 

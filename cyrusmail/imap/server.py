@@ -10,6 +10,10 @@ the tagged reply.  Handlers return a :class:`~cyrusmail.imap.codes.Reply`,
 None (plain OK) or a Deferred of either, and raise
 :class:`~cyrusmail.imap.codes.CommandFailed` or store errors to refuse.
 
+Long work (SEARCH) runs in slices on the reactor thread
+(:meth:`IMAPServer.run_in_slices`), so other sessions are served between
+them; the next command waits for it, and a lost connection stops it.
+
 Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`;
 reading from the transport stops while more than :attr:`IMAPServer.MAX_BUFFERED`
 bytes wait unparsed.  Timers: 30 minutes without input logs out an
@@ -27,7 +31,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cyrusmail import logs
+from cyrusmail import logs, slices
 from cyrusmail.auth.policy import address_of, is_loopback, is_tls
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap import commands as c
@@ -66,6 +70,8 @@ class IMAPServer(Protocol):
     PREAUTH_TIMEOUT = 3 * 60
     IDLE_POLL = 5.0
     MAX_BUFFERED = 256 * 1024
+    #: the cost of long work (see :mod:`cyrusmail.slices`) done per reactor turn; about 10 ms
+    WORK_SLICE = 10_000_000
 
     def __init__(self, context: ServerContext, service: str = "imap", reactor=None) -> None:
         if reactor is None:
@@ -90,6 +96,7 @@ class IMAPServer(Protocol):
         self._reading_paused = False
         self._advancing = False
         self._timer = None
+        self._work: defer.Deferred | None = None
         self.closing = False
         self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
@@ -119,6 +126,7 @@ class IMAPServer(Protocol):
         self._pending.clear()
         if not isinstance(self.state, LoggedOut):
             self.state = LoggedOut()
+        self._stop_work()
         logs.connection_closed(self.service, self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -162,6 +170,24 @@ class IMAPServer(Protocol):
     def stream(self, pieces) -> defer.Deferred:
         assert self.out is not None
         return self.out.stream(pieces)
+
+    def run_in_slices(self, steps: slices.Steps) -> defer.Deferred:
+        """Run a handler's long work in slices of :attr:`WORK_SLICE` (see
+        :mod:`cyrusmail.slices`); the work stops when the session ends."""
+        work = slices.run_in_slices(self.reactor, steps, self.WORK_SLICE)
+        if not work.called:
+            self._work = work
+
+            def finished(result):
+                self._work = None
+                return result
+
+            work.addBoth(finished)
+        return work
+
+    def _stop_work(self) -> None:
+        if self._work is not None:
+            self._work.cancel()
 
     def expect_lines(self, handler) -> None:
         """Hand the following raw lines to ``handler(Line | ParseError)``
@@ -253,7 +279,9 @@ class IMAPServer(Protocol):
 
     def _failed(self, failure: Failure, command: c.Command) -> codes.Reply:
         _close_sinks(command)
-        if not failure.check(codes.CommandFailed, StoreError):
+        # A command's work cancelled because the session ended has nobody to answer.
+        stopped = self.closing and failure.check(defer.CancelledError)
+        if not stopped and not failure.check(codes.CommandFailed, StoreError):
             log.failure("IMAP {command} failed", failure, command=command.name)
         return codes.reply_for(failure.value)
 
@@ -313,6 +341,7 @@ class IMAPServer(Protocol):
         self.write(responses.status(None, "BYE", text))
         self.closing = True
         self.state = LoggedOut()
+        self._stop_work()
         if self.transport is not None:
             self.transport.loseConnection()
 

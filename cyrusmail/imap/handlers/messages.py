@@ -228,7 +228,11 @@ def move(session, command: c.Move) -> None:
 # -- SEARCH ----------------------------------------------------------------------
 
 
-def search(session, command: c.Search) -> Reply | None:
+def search(session, command: c.Search) -> defer.Deferred:
+    """The matches are found in slices (:meth:`IMAPServer.run_in_slices`): other
+    sessions are served while the message files are read.  A message expunged
+    meanwhile is not reported, though the client is told of the expunge only
+    by a later command (never an EXPUNGE during SEARCH)."""
     from cyrusmail.imap import search as matching
 
     if command.return_options is not None:
@@ -245,15 +249,21 @@ def search(session, command: c.Search) -> Reply | None:
         records = [record for record in view.mailbox.messages() if record.uid in seqs]
     else:  # the index already ruled most messages out: read only the rest
         records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
-    found = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
+    steps = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
                             highest_uid=view.uids[-1] if view.uids else 0)
-    numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
-    line = "SEARCH" + "".join(f" {number}" for number in numbers)
-    if found and _uses_modseq(command.criteria):
-        line += f" (MODSEQ {max(record.modseq for record in found)})"
-        session.enabled.add("CONDSTORE")
-    session.untagged(line)
-    return None
+
+    def report(found: list) -> None:
+        gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
+        if gone:
+            found = [record for record in found if record.uid not in gone]
+        numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
+        line = "SEARCH" + "".join(f" {number}" for number in numbers)
+        if found and _uses_modseq(command.criteria):
+            line += f" (MODSEQ {max(record.modseq for record in found)})"
+            session.enabled.add("CONDSTORE")
+        session.untagged(line)
+
+    return session.run_in_slices(steps).addCallback(report)
 
 
 def _uses_modseq(key) -> bool:
