@@ -540,7 +540,8 @@ class HugeInputTests(TestCase):
             (b"a4 FETCH 1 BODY[" + b".".join([b"2"] * 10_000) + b"]\r\n", b"a4 OK"),
             (b"a5 STORE 1 +FLAGS (" + b" ".join(b"k%d" % n for n in range(100_000)) + b")\r\n", b"a5 BAD [TOOBIG]"),
             (b"a6 APPEND INBOX {4294967296}\r\n", b"a6 NO [TOOBIG]"),
-            (b"a7 SEARCH " + b" ".join(b"SUBJECT w%d" % n for n in range(3000)) + b"\r\n", b"a7 OK"),
+            (b"a7 SEARCH " + b" ".join(b"SUBJECT w%d" % n for n in range(1000)) + b"\r\n", b"a7 OK"),
+            (b"a9 SEARCH " + b" ".join(b"SUBJECT w%d" % n for n in range(1001)) + b"\r\n", b"a9 BAD [LIMIT]"),
             (b"a8 LIST \"\" " + b"*a" * 5000 + b"\r\n", b"a8 OK"),
         ]
         for data, answer in cases:

@@ -215,7 +215,7 @@ class NestingTests(TestCase):
         self.assertEqual(error.code, "LIMIT")  # type: ignore[union-attr]
 
     def test_ten_thousand_ors_bounded(self) -> None:
-        """10,000 nested ORs: refused quickly; 3,000 flat ORs: parsed quickly.
+        """10,000 nested ORs: refused quickly; 333 flat ORs (999 keys): parsed quickly.
 
         The line limit is raised so that the nesting limit is what stops it.
         """
@@ -224,10 +224,41 @@ class NestingTests(TestCase):
         nested = b"a SEARCH " + b"OR " * 10000 + b"SEEN " * 10001
         (error,) = parser.feed(nested.rstrip() + b"\r\n")
         self.assertEqual(error.code, "LIMIT")  # type: ignore[union-attr]
-        flat = b"b SEARCH " + b"OR SEEN DRAFT " * 3000
+        flat = b"b SEARCH " + b"OR SEEN DRAFT " * 333
         (search,) = parser.feed(flat.rstrip() + b"\r\n")
-        self.assertEqual(len(search.criteria.keys), 3000)  # type: ignore[union-attr]
+        self.assertEqual(len(search.criteria.keys), 333)  # type: ignore[union-attr]
         self.assertLess(time.monotonic() - started, 30)  # a hang, not a speed, check
+
+    def test_search_keys_bounded(self) -> None:
+        """At most 1,000 keys, NOT, OR and parenthesised lists counting one each:
+        ``BAD [LIMIT]`` beyond, and the next command is parsed as usual."""
+        parser = CommandParser(max_line_length=1 << 20)
+        at_limit = [
+            b" ".join([b"SEEN"] * 1000),
+            b"NOT BODY x " * 498 + b"(SEEN DRAFT DELETED)",
+            b"OR SEEN DRAFT " * 333 + b"ALL",
+            b"UNSEEN " * 999 + b"1:*,7",
+        ]
+        for keys in at_limit:
+            with self.subTest(keys=keys[:30]):
+                (search,) = parser.feed(b"a SEARCH " + keys + b"\r\n")
+                self.assertIsInstance(search, c.Search)
+        over = [
+            b" ".join([b"SEEN"] * 1001),
+            b"NOT BODY x " * 500 + b"SEEN",
+            b"CHARSET UTF-8 (" + b"SEEN " * 1000 + b")",
+            b"OR SEEN DRAFT " * 3000 + b"ALL",
+        ]
+        for keys in over:
+            with self.subTest(keys=keys[:30]):
+                (error, noop) = parser.feed(b"a UID SEARCH " + keys.rstrip() + b"\r\n" + NOOP)
+                self.assertEqual(error, ParseError("a", "too many search keys (over 1000)", "LIMIT"))
+                self.assertEqual(noop, c.Noop("z"))
+
+    def test_search_keys_configurable(self) -> None:
+        parser = CommandParser(max_search_keys=3)
+        self.assertIsInstance(parser.feed(b"a SEARCH NOT (SEEN)\r\n")[0], c.Search)
+        self.assertIsInstance(parser.feed(b"a SEARCH NOT (SEEN DRAFT)\r\n")[0], ParseError)
 
     def test_parameter_lists(self) -> None:
         parser = CommandParser()

@@ -35,6 +35,9 @@ Bounds, all constructor parameters:
   :class:`SpooledLiteral`: memory, then a temporary file) and never held
   as one growing bytes object; over it: ``NO [TOOBIG]``;
 * ``max_depth`` (100): parenthesis / NOT / OR nesting; over it: BAD;
+* ``max_search_keys`` (1000): the keys of one SEARCH, each NOT, OR and
+  parenthesised list counting one; over it: ``BAD [LIMIT]`` (each key may
+  cost a scan of every message, so their number bounds a search's work);
 * with ``literal_minus`` (RFC 7888 LITERAL-), a non-synchronizing literal
   over 4096 bytes is ``BAD [TOOBIG]`` (the bytes are skipped).
 
@@ -219,6 +222,7 @@ class _Reader:
         literals: list[bytes | c.LiteralSink],
         literal_sizes: list[int],
         max_depth: int,
+        max_search_keys: int = 1000,
     ) -> None:
         self.text = text
         self.pos = 0
@@ -227,6 +231,8 @@ class _Reader:
         self.literal_sizes = literal_sizes
         self.next_literal = 0
         self.max_depth = max_depth
+        self.search_keys_left = max_search_keys
+        self.max_search_keys = max_search_keys
 
     # low level
 
@@ -588,6 +594,9 @@ class _Reader:
 
     def search_key(self, depth: int) -> c.SearchKey:
         self.depth_check(depth)
+        self.search_keys_left -= 1
+        if self.search_keys_left < 0:
+            raise _Syntax(f"too many search keys (over {self.max_search_keys})", "LIMIT")
         if self.peek(b"("):
             keys = self.parenthesised(lambda: self.search_key(depth + 1))
             return keys[0] if len(keys) == 1 else c.SearchAnd(keys)
@@ -1146,6 +1155,7 @@ class CommandParser:
         max_command_size: int = 1024 * 1024,
         max_message_size: int = 50 * 1024 * 1024,
         max_depth: int = 100,
+        max_search_keys: int = 1000,
         literal_minus: bool = False,
         sink_factory: SinkFactory = SpooledLiteral,
         pause_after_commands: bool = False,
@@ -1155,6 +1165,7 @@ class CommandParser:
         self.max_command_size = max_command_size
         self.max_message_size = max_message_size
         self.max_depth = max_depth
+        self.max_search_keys = max_search_keys
         self.literal_minus = literal_minus
         self.sink_factory = sink_factory
         self.pause_after_commands = pause_after_commands
@@ -1418,7 +1429,8 @@ class CommandParser:
         if tag is None:
             raise _Syntax("invalid tag")
         reader = _Reader(
-            text, self._boundaries, self._literals, self._literal_sizes, self.max_depth
+            text, self._boundaries, self._literals, self._literal_sizes, self.max_depth,
+            self.max_search_keys,
         )
         if name is None:
             raise _Syntax("missing or invalid command name")
