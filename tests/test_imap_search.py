@@ -382,6 +382,29 @@ class ReadingTests(TestCase):
         self.assertEqual(sorted(reads), [1, 2, 3, 4, 5])
 
     @needs_mime
+    def test_each_source_decoded_once_for_many_keys(self) -> None:
+        """Sixty keys on the same header or body decode it once per message, not once per key."""
+        from cyrusmail.imap import search as matching
+
+        calls: list[str] = []
+        decode_header_value, body_text = matching.mime.text.decode_header_value, matching.mime.body_text
+
+        def counted(name, function):
+            def call(*args, **kwargs):
+                calls.append(name)
+                return function(*args, **kwargs)
+            return call
+
+        self.patch(matching.mime.text, "decode_header_value", counted("header", decode_header_value))
+        self.patch(matching.mime, "body_text", counted("body", body_text))
+        # "example" is in every header, so each key goes on to the Subject's values.
+        self.assertEqual(self.found(b"NOT SUBJECT example " * 60 + b"NOT BODY nowhere " * 60 + b"ALL"),
+                         [1, 2, 3, 4, 5])
+        subjects = len(self.records)  # one Subject field each
+        self.assertEqual(calls.count("header"), subjects)
+        self.assertEqual(calls.count("body"), len(self.records))
+
+    @needs_mime
     def test_without_mime_cache(self) -> None:
         """An old index with no cache: the file is read once and parsed."""
         self.counting.no_cache = True

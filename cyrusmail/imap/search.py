@@ -354,9 +354,11 @@ class _Gone(Exception):
 
 
 class _Message:
-    """One message during a search, reading each source at most once."""
+    """One message during a search, reading and decoding each source at most
+    once, however many keys test it."""
 
-    __slots__ = ("_body_text", "_data", "_header_text", "_info", "cost", "record", "view")
+    __slots__ = ("_body_text", "_data", "_header_text", "_header_values", "_info", "_plain_header",
+                 "cost", "record", "view")
 
     def __init__(self, view: _View, record: MessageRecord) -> None:
         self.view = view
@@ -364,6 +366,8 @@ class _Message:
         self.cost = MESSAGE_COST
         self._data: bytes | None = None
         self._info = None
+        self._plain_header: bytes | None = None
+        self._header_values: dict[str, list[str]] = {}
         self._header_text: str | None = None
         self._body_text: str | None = None
 
@@ -399,17 +403,21 @@ class _Message:
         and has no encoded words that could hide it."""
         if not needle.isascii():
             return True
-        header = self.info().header_bytes()
-        if b"=?" in header:
-            return True
-        return needle.encode("ascii") in _FOLDING.sub(b"", header).lower()
+        if self._plain_header is None:
+            header = self.info().header_bytes()
+            # Encoded words may hide any needle: "=?" stands for the whole header then.
+            self._plain_header = b"=?" if b"=?" in header else _FOLDING.sub(b"", header).lower()
+        return self._plain_header == b"=?" or needle.encode("ascii") in self._plain_header
 
     def header_values(self, field: str) -> list[str]:
         """Each value of ``field``, raw and RFC 2047 decoded, case-folded."""
-        values = []
-        for raw in self.info().header(field):
-            values.append(_text(raw).casefold())
-            values.append(mime.text.decode_header_value(raw).casefold())
+        values = self._header_values.get(field)
+        if values is None:
+            values = []
+            for raw in self.info().header(field):
+                values.append(_text(raw).casefold())
+                values.append(mime.text.decode_header_value(raw).casefold())
+            self._header_values[field] = values
         return values
 
     def header_text(self) -> str:
