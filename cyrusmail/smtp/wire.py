@@ -49,7 +49,12 @@ kin): no byte sequence can mean "end of message" to one hop and "more
 message" to another, and a stored message is always in canonical CRLF form.
 Legitimate clients never send bare newlines in SMTP.
 
-A failed message (bare CR/LF, over-long line, over ``max_size``) is still
+NUL.  A message holding a NUL octet fails with :data:`codes.NUL_IN_MESSAGE`
+(554 5.6.0), in DATA and in BDAT alike: RFC 5322 text excludes it, IMAP
+cannot send it in a literal (RFC 3501 CHAR8), and the MIME layer and many
+clients treat it as the end of a string.  Cyrus refuses such messages too.
+
+A failed message (bare CR/LF, NUL, over-long line, over ``max_size``) is still
 consumed to its end, but no more of it is handed out as :class:`DataChunk`;
 the session drops what it had and sends the reply in :attr:`DataEnd.error`.
 """
@@ -811,6 +816,9 @@ class _DataMessage:
         if self.max_size is not None and self.size + len(data) > self.max_size:
             self.fail(codes.TOO_BIG)
             return
+        if b"\x00" in data:
+            self.fail(codes.NUL_IN_MESSAGE)
+            return
         self.size += len(data)
         out.append(data)
 
@@ -1099,6 +1107,9 @@ class SMTPParser:
             if self._chunk_keep and self._chunk_error is None:
                 if self._bdat_check is not None:
                     self._chunk_error = self._bdat_check.feed(piece)
+                if self._chunk_error is None and b"\x00" in piece:
+                    # Even BINARYMIME: the store serves IMAP, whose literals carry no NUL.
+                    self._chunk_error = codes.NUL_IN_MESSAGE
                 if self._chunk_error is None:
                     events.append(DataChunk(piece))
         if self._chunk_remaining:
