@@ -70,3 +70,56 @@ class AppendTests(TestCase):
         self.client.send(b"a APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
         self.assertRegex(self.client.lines()[0], rf"^a NO \[{codes.UNKNOWN_CTE}\]")
         self.assertEqual(self.stored(), [])
+
+
+STORED = (b"From: carol@example.org\r\nSubject: a\x00b\r\nX-Odd: \x00\r\n\r\n"
+          b"line one\x00\r\n\x00\x00 line two\r\n")
+
+
+class FetchTests(TestCase):
+    """A message stored with NULs (put in behind delivery's back, as an old store may hold)."""
+
+    def setUp(self) -> None:
+        self.context = session_context(self)
+        self.box = self.context.store.mailboxes("alice").open("INBOX")
+        self.client = Client(self.context, Clock())
+        self.client.login()
+        self.addCleanup(self.client.server.connectionLost, None)
+
+    def fetch(self, message: bytes, items: str) -> bytes:
+        self.box.append(message)
+        self.client.command("s SELECT INBOX")
+        self.client.send(f"f FETCH * {items}\r\n")
+        answer = self.client.take()
+        self.assertTrue(answer.endswith(b"f OK FETCH completed\r\n"), answer[-200:])
+        return answer
+
+    def test_no_nul_in_any_literal(self) -> None:
+        items = ("(BODY.PEEK[] BODY.PEEK[TEXT] BODY.PEEK[HEADER] BODY.PEEK[HEADER.FIELDS (SUBJECT X-ODD)] "
+                 "BODY.PEEK[1] BODY.PEEK[]<5.40> RFC822.HEADER ENVELOPE BODYSTRUCTURE)")
+        answer = self.fetch(STORED, items)
+        self.assertNotIn(b"\x00", answer)
+        # Same length: each NUL is one 0x80.
+        stand_in = STORED.replace(b"\x00", b"\x80")
+        self.assertIn(b"BODY[] {%d}\r\n%s" % (len(STORED), stand_in), answer)
+        self.assertIn(b"BODY[]<5> {40}\r\n" + stand_in[5:45], answer)
+        self.assertIn(b"(SUBJECT X-ODD)] {26}\r\nSubject: a\x80b\r\nX-Odd: \x80\r\n\r\n", answer)
+        self.assertIn(b"ENVELOPE (NIL {3}\r\na\x80b (", answer)
+
+    def test_rfc822_and_fast_path_envelope(self) -> None:
+        for items in ("RFC822", "ENVELOPE", "(UID ENVELOPE BODYSTRUCTURE)", "RFC822.TEXT"):
+            with self.subTest(items=items):
+                self.assertNotIn(b"\x00", self.fetch(STORED, items))
+
+    def test_streamed_literal_is_nul_free_and_keeps_its_length(self) -> None:
+        from cyrusmail.imap.fetch import INLINE_LIMIT
+
+        big = STORED + (b"padding \x00 padding\r\n" * (2 * INLINE_LIMIT // 20))
+        answer = self.fetch(big, "BODY.PEEK[]")
+        self.assertNotIn(b"\x00", answer)
+        self.assertIn(b"BODY[] {%d}\r\n" % len(big) + big.replace(b"\x00", b"\x80") + b")\r\n", answer)
+
+    def test_binary_keeps_its_nul_in_a_literal8(self) -> None:
+        """RFC 3516: literal8 may carry NUL, so BINARY[] sends the stored bytes."""
+        answer = self.fetch(STORED, "BINARY.PEEK[]")
+        self.assertIn(b"BINARY[] ~{%d}\r\n%s" % (len(STORED), STORED), answer)
