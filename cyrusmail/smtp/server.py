@@ -18,6 +18,7 @@ get Return-Path and Received (final delivery, RFC 5321 section 4.4).
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import re
 import secrets
 
@@ -63,26 +64,54 @@ def tls_description(transport) -> str | None:
 
 
 def received_header(session: SMTPSession, transaction: Transaction, protocol: str) -> bytes:
-    """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names."""
-    peer = session.peer
-    if peer == "local":  # a unix socket (LMTP from the local MTA)
-        literal = "local"
-    else:
-        literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
-    lines = [f"Received: from {session.helo or 'unknown'} ({literal})",
+    """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names.
+
+    Nothing a client chose goes in unchecked: the greeting's name only if it
+    is a domain or an IP literal (:func:`~cyrusmail.smtp.wire.hello_domain`,
+    else ``unknown``), the peer only as a parsed IP address, comment text
+    (the user name, the TLS description) without parentheses, backslashes
+    or control characters, and the ``for`` clause only for an address with
+    nothing in it that could end the clause.
+    """
+    lines = [f"Received: from {wire.hello_domain(session.helo or '') or 'unknown'} ({_peer_literal(session.peer)})",
              f"\tby {session.hostname} (cyrusmail) with {protocol} id {transaction.id}"]
     if session.tls:
         description = tls_description(session.transport)
-        lines.append(f"\t({description or 'TLS'})")
+        lines.append(f"\t({_comment_text(description or 'TLS')})")
     if session.authenticated_user:
-        lines.append(f"\t(authenticated user {session.authenticated_user})")
+        lines.append(f"\t(authenticated user {_comment_text(session.authenticated_user)})")
     when = email.utils.formatdate(session.clock.seconds(), localtime=True)
-    if len(transaction.recipients) == 1:
-        lines.append(f"\tfor <{transaction.recipients[0].address}>; {when}")
+    recipient = transaction.recipients[0].address if len(transaction.recipients) == 1 else None
+    if recipient is not None and _clause_safe(recipient, transaction.mail.smtputf8):
+        lines.append(f"\tfor <{recipient}>; {when}")
     else:
         lines[-1] += ";"
         lines.append(f"\t{when}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _peer_literal(peer: str) -> str:
+    """``[192.0.2.1]``, ``[IPv6:2001:db8::1]``, ``local`` for a unix socket (LMTP from the MTA)."""
+    if peer == "local":
+        return "local"
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return "unknown"
+    return f"[IPv6:{address.compressed}]" if address.version == 6 else f"[{address}]"
+
+
+def _comment_text(text: str) -> str:
+    """``text`` as it may stand in a header comment: printable ASCII, no ``(``, ``)`` or ``\\``."""
+    return "".join(ch if " " <= ch <= "~" and ch not in "()\\" else "?" for ch in text[:200])
+
+
+def _clause_safe(address: str, utf8: bool) -> bool:
+    """Whether ``for <address>`` can be written as is (non-ASCII only in an SMTPUTF8 transaction)."""
+    return len(address) <= 320 and all(
+        ch.isprintable() and not ch.isspace() and ch not in '<>();\\"' and (utf8 or ch.isascii())
+        for ch in address
+    )
 
 
 def with_name(base: str, session: SMTPSession) -> str:

@@ -103,6 +103,7 @@ __all__ = [
     "SMTPParser",
     "Starttls",
     "Vrfy",
+    "hello_domain",
     "parse_path",
 ]
 
@@ -421,6 +422,37 @@ def _domain(text: str) -> str:
     if not _DOMAIN.fullmatch(text):
         raise ValueError(f"bad domain {text!r}")
     return text
+
+
+_ASCII_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def hello_domain(text: str) -> str | None:
+    """The HELO/EHLO/LHLO argument if it is a domain or an IP address literal, else None.
+
+    RFC 5321 sections 4.1.4 and 4.1.3: an ASCII host name (labels of letters,
+    digits and inner hyphens, at most 63 octets each, 255 in all) or
+    ``[IPv4]`` / ``[IPv6:...]``.  The session accepts any one-word greeting,
+    as Postfix and Dovecot do (clients send names such as ``my_pc``); only a
+    name that passes this check is written into a Received header, so no
+    client bytes can add header content there (no CR, LF, parentheses,
+    semicolons or non-ASCII).  General address literals are not taken: their
+    content may hold such characters, and no client uses them.
+    """
+    if len(text) > 255:
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        try:
+            if inner[:5].upper() == "IPV6:":
+                return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+            return f"[{ipaddress.IPv4Address(inner)}]"
+        except ValueError:
+            return None
+    labels = text.split(".")
+    if all(_ASCII_LABEL.fullmatch(label) for label in labels):
+        return text
+    return None
 
 
 def _quoted_local_part(text: str) -> tuple[str, int]:
