@@ -5,10 +5,13 @@ The registry names :func:`make_submission_factory` for ``submission``
 builder), and :func:`make_lmtp_factory` for ``lmtp``.
 
 Submission (RFC 6409): MAIL needs a login, and the sender must be one of the
-account's addresses; local recipients are delivered into the store at once,
-remote ones go to the outbound queue (:mod:`cyrusmail.delivery.queue`),
-durably, before the 250.  Messages get a Received header, and a Message-ID
-and Date when they have none (RFC 6409 section 8).
+account's addresses; so must every address of the header's From: and Sender:
+(:mod:`cyrusmail.smtp.authorship`; ``[server] check_header_from``), else
+nothing is delivered or queued.  Local recipients are delivered into the
+store at once, remote ones go to the outbound queue
+(:mod:`cyrusmail.delivery.queue`), durably, before the 250.  Messages get a
+Received header, and a Message-ID, Date and From (the envelope sender) when
+they have none (RFC 6409 section 8, RFC 5322 section 3.6).
 
 LMTP (RFC 2033): for an MTA in front, no AUTH; every recipient must be a
 local user; after the message, one reply per accepted recipient.  Messages
@@ -29,11 +32,18 @@ from cyrusmail import logs
 from cyrusmail.delivery.local import LocalDelivery, LocalTarget
 from cyrusmail.protocols import REGISTRY, ServerContext
 from cyrusmail.smtp import codes, wire
+from cyrusmail.smtp.authorship import check_authorship
 from cyrusmail.smtp.codes import Reply
-from cyrusmail.smtp.session import IDLE_TIMEOUT, SMTPSession, Transaction
+from cyrusmail.smtp.session import (
+    IDLE_TIMEOUT,
+    MAX_HEADER_SCAN,
+    SMTPSession,
+    Transaction,
+)
 
 _HAS_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _HAS_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_HAS_FROM = re.compile(rb"^from[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 class RemoteTarget:
@@ -180,7 +190,19 @@ class SubmissionCallbacks:
             added += f"Message-ID: <{int(session.clock.seconds())}.{token}@{session.hostname}>\r\n".encode()
         if not _HAS_DATE.search(header):
             added += f"Date: {email.utils.formatdate(session.clock.seconds(), localtime=True)}\r\n".encode()
+        if not _HAS_FROM.search(header) and transaction.message.header_complete and transaction.sender:
+            added += f"From: <{transaction.sender}>\r\n".encode()  # MAIL FROM: owned by the user
         return added
+
+    def authorship_refusal(self, session: SMTPSession, transaction: Transaction) -> Reply | None:
+        """Why the header's From:/Sender: may not be sent by this user, or None (see the module docstring)."""
+        if not self.context.config["server"]["check_header_from"]:
+            return None
+        message = transaction.message
+        if not message.header_complete:
+            return codes.HEADER_FROM_UNREADABLE.with_text(
+                f"Header block over {MAX_HEADER_SCAN} octets; cannot check its From: address")
+        return check_authorship(message.header, session.account.addresses)
 
     def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
         """Queue the remote recipients, then deliver the local ones; one reply.
@@ -189,8 +211,14 @@ class SubmissionCallbacks:
         failure there (answered 451) has delivered nothing.  A local
         recipient that fails temporarily is queued for a retry; one that
         fails for good gets a DSN.  If every recipient is local and all fail
-        alike, the client gets that failure instead.
+        alike, the client gets that failure instead.  A message whose
+        From: or Sender: the user does not own goes nowhere.
         """
+        refusal = self.authorship_refusal(session, transaction)
+        if refusal is not None:
+            logs.log.info("{service}: {id} by {user} refused: {reason}", service=self.service,
+                          id=transaction.id, user=session.authenticated_user, reason=refusal.text)
+            return [refusal]
         remote = [r for r in transaction.recipients if r.target is REMOTE]
         local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
         queue = self.queue if remote or local else None
