@@ -7,7 +7,9 @@ against a listening server.
 
 from __future__ import annotations
 
+import shutil
 import smtplib
+import subprocess
 
 from twisted.internet import threads
 from twisted.trial import unittest
@@ -245,5 +247,24 @@ class RealClientTests(unittest.TestCase):
             self.assertEqual(len(self.server.inbox("bob")), delivered)
             self.assertEqual(await self.send(service, with_from(b"From: Alice <alice@example.org>")), {})
         self.assertEqual(len(self.server.inbox("bob")), 2)
+
+    def swaks(self, from_field: bytes):
+        argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.server.ports["submission"]), "--tls",
+                "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "secret",
+                "--from", "alice@example.org", "--to", "bob@example.org", "--data", "-"]
+        return threads.deferToThread(subprocess.run, argv, input=with_from(from_field), capture_output=True,
+                                     timeout=30, check=False)
+
+    @async_test
+    async def test_swaks_spoofed_from_is_refused(self) -> None:
+        if shutil.which("swaks") is None:
+            raise unittest.SkipTest("swaks is not installed (apt-get install swaks)")
+        result = await self.swaks(b"From: bob@example.org")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"550 5.7.1 From: header address <bob@example.org> not owned", result.stdout)
+        self.assertEqual(self.server.inbox("bob"), [])
+        result = await self.swaks(b"From: Alice <alice@example.org>")
+        self.assertEqual(result.returncode, 0, result.stdout.decode(errors="replace")[-2000:])
+        self.assertEqual(len(self.server.inbox("bob")), 1)
 
 
