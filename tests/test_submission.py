@@ -204,6 +204,23 @@ class SubmissionTests(unittest.TestCase):
         self.assertEqual(inbox_messages(self.context, "bob"), [])
         self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
 
+    def test_nul_octet_refused_with_554_nothing_stored(self) -> None:
+        """DATA and BDAT alike: 554 5.6.0, nothing delivered or queued, nothing left in tmp/."""
+        talk = self.login()
+        poisoned = MESSAGE.replace(b"Hello", b"Hel\x00lo")
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+                  b"RCPT TO:<carol@remote.example>\r\nDATA\r\n")
+        [(code, enhanced, lines)] = talk.send(poisoned + b".\r\n")
+        self.assertEqual((code, enhanced), (554, "5.6.0"))
+        self.assertIn("NUL", lines[0])
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n")
+        self.assertEqual(talk.codes(b"BDAT %d LAST\r\n%s" % (len(poisoned), poisoned)),
+                         expected(codes.NUL_IN_MESSAGE))
+        self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
+        self.assertEqual(inbox_messages(self.context, "bob"), [])
+        self.assertEqual(list(self.context.store.tmp_dir.iterdir()), [])
+        self.assertEqual(list((self.context.config.data / "queue").glob("**/*.msg")), [])
+
     def test_smuggling_never_makes_two_messages(self) -> None:
         for ending in (b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"):
             talk = self.login()

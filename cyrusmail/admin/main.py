@@ -211,8 +211,10 @@ def import_mail(admin: Admin, args) -> None:
     source = Path(args.source)
     progress = Progress(admin.err if admin.err.isatty() else None)
     staged, items = [], []
+    cleaned = 0
     try:
         for item in importer.read_source(source):
+            cleaned += item.nul_removed > 0
             message = admin.store.stage()
             staged.append(message)
             message.write(item.data)
@@ -225,6 +227,8 @@ def import_mail(admin: Admin, args) -> None:
             message.discard()
         progress.done()
     admin.say(f"imported {len(uids)} messages into {admin.shown(user, mailbox.name)}")
+    if cleaned:
+        admin.say(f"removed NUL octets from {cleaned} of them (no mail protocol may carry them)")
 
 
 def reconstruct(admin: Admin, args) -> None:

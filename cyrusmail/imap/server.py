@@ -51,15 +51,28 @@ BASE_CAPABILITIES = (
 
 
 class _AppendSink:
-    """An APPEND literal written straight into a staged store message."""
+    """An APPEND literal written straight into a staged store message.
+
+    A NUL octet (which RFC 3501's CHAR8 excludes from literals) is noticed
+    as it streams in: the staged file is thrown away at once, the rest of
+    the literal is read and dropped, and ``has_nul`` tells the handler to
+    refuse the APPEND.
+    """
 
     def __init__(self, staged) -> None:
         self.staged = staged
         self.size = 0
+        self.has_nul = False
 
     def write(self, data: bytes) -> None:
-        self.staged.write(data)
         self.size += len(data)
+        if self.has_nul:
+            return
+        if b"\x00" in data:
+            self.has_nul = True
+            self.staged.discard()
+            return
+        self.staged.write(data)
 
     def close(self) -> None:
         self.staged.discard()

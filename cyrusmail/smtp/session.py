@@ -115,7 +115,9 @@ class MessageWriter:
     The first octets are kept until the end of the header block is seen (or
     :data:`MAX_HEADER_SCAN` octets, or the end of the message), so that the
     callbacks can look at the header (is there a Message-ID?) before the
-    headers they add are written in front of it.
+    headers they add are written in front of it.  Once written, the client's
+    header block stays in :attr:`header` for checks after the end of data;
+    :attr:`header_complete` is False when it was longer than the scan.
     """
 
     def __init__(self, staged, prefix: Callable[[bytes], bytes]) -> None:
@@ -123,6 +125,8 @@ class MessageWriter:
         self._prefix = prefix
         self._head: bytearray | None = bytearray()
         self.received = 0  # octets of the client's message
+        self.header = b""
+        self.header_complete = False
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
@@ -132,23 +136,26 @@ class MessageWriter:
             return
         head += data
         if head.startswith(b"\r\n") or b"\r\n\r\n" in head or len(head) > MAX_HEADER_SCAN:
-            self._flush()
+            self._flush(at_end=False)
 
-    def _flush(self) -> None:
+    def _flush(self, at_end: bool) -> None:
         head = bytes(self._head or b"")
         self._head = None
+        end = head.find(b"\r\n\r\n")
         if head.startswith(b"\r\n"):
-            header = b""
-        else:
-            end = head.find(b"\r\n\r\n")
-            header = head[: end + 2] if end >= 0 else head
+            header, complete = b"", True
+        elif end >= 0:
+            header, complete = head[: end + 2], True
+        else:  # no empty line: all header if the message ended, else cut short
+            header, complete = head, at_end
+        self.header, self.header_complete = header, complete
         self.staged.write(self._prefix(header))
         self.staged.write(head)
 
     def finish(self) -> None:
         """Write what is held back and make the message durable (fsync)."""
         if self._head is not None:
-            self._flush()
+            self._flush(at_end=True)
         self.staged.finish()
 
     def discard(self) -> None:
