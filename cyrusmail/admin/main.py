@@ -159,8 +159,10 @@ def user_delete(admin: Admin, args) -> None:
     if not args.yes:
         raise AdminError(f"deleting {user} removes all their mail; add --yes to confirm")
     with admin.store.user_lock():  # a login at this moment cannot make the tree again
-        admin.users.delete(user)
+        # rights, groups and the tree first: a failure leaves the user there to delete again
+        admin.access.forget_user(user)
         doomed = admin.store.retire_user(user)
+        admin.users.delete(user)
     if doomed is not None:
         shutil.rmtree(doomed, ignore_errors=True)
     admin.say(f"user {user} deleted")
