@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from zope.interface import implementer
 
@@ -86,7 +87,11 @@ class MailRealm:
         if IAccount not in interfaces:
             raise NotImplementedError("cyrusmail only hands out IAccount avatars")
         user = avatar_id.decode("utf-8") if isinstance(avatar_id, bytes) else avatar_id
-        return IAccount, self.account(user, recheck=True), lambda: None
+        try:
+            account = self.account(user, recheck=True)
+        except UnknownUser:  # deleted since its password was checked: a failed login
+            raise UnauthorizedLogin(f"No user {user}") from None
+        return IAccount, account, lambda: None
 
 
 def make_portal(config: Config, store: IStore, users: UserDatabase) -> Portal:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+
+from twisted.cred.error import UnauthorizedLogin
 from twisted.trial import unittest
 
+from cyrusmail.account import IAccount
+from cyrusmail.delivery.local import LocalDelivery, LocalTarget
 from cyrusmail.portal import MailRealm
+from cyrusmail.smtp import codes
 from cyrusmail.store.errors import MailboxNotFound, NoSuchQuotaRoot
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
 from tests import test_admin
+from tests.imap_support import session_context
 
 MESSAGE = b"From: carol@example.org\r\nSubject: news\r\n\r\nHello.\r\n"
 
@@ -88,3 +95,28 @@ class UserDeleteTests(unittest.TestCase):
         self.assertFalse((self.data / "users" / "alice").exists())  # not made again by looking
         self.ok("user", "add", "alice", "--password", "new")
         self.assertEqual(server.account("alice").mailboxes.status("INBOX").messages, 0)
+
+
+class DeletedWhileLoggingInTests(unittest.TestCase):
+    """A login or delivery that checked the user just before ``user delete`` makes no tree."""
+
+    def setUp(self):
+        self.context = session_context(self)
+        self.context.users.delete("bob")  # as user delete does, after the password was checked
+
+    def test_login_is_refused_and_makes_nothing(self):
+        tree = self.context.store.users_dir / "bob"
+        shutil.rmtree(tree)
+        with self.assertRaises(UnauthorizedLogin):
+            self.context.realm.requestAvatar("bob", None, IAccount)
+        self.assertFalse(tree.exists())
+
+    def test_delivery_answers_no_such_user_and_makes_nothing(self):
+        tree = self.context.store.users_dir / "bob"
+        shutil.rmtree(tree)
+        staged = self.context.store.stage()
+        staged.write(MESSAGE)
+        staged.finish()
+        self.addCleanup(staged.discard)
+        self.assertEqual(LocalDelivery(self.context).deliver(staged, LocalTarget("bob")), codes.NO_SUCH_USER)
+        self.assertFalse(tree.exists())
