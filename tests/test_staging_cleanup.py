@@ -16,7 +16,13 @@ from twisted.trial.unittest import TestCase
 from tests.helpers import make_context
 from tests.imap_support import Client, session_context
 from tests.test_logging import LogCapture
-from tests.test_smtp_session_support import Conversation, lmtp_factory, make_server, plain, submission_factory
+from tests.test_smtp_session_support import (
+    Conversation,
+    lmtp_factory,
+    make_server,
+    plain,
+    submission_factory,
+)
 
 
 def tmp_files(context) -> list[str]:

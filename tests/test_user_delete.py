@@ -9,10 +9,8 @@ from twisted.trial import unittest
 
 from cyrusmail.account import IAccount
 from cyrusmail.delivery.local import LocalDelivery, LocalTarget
-from cyrusmail.portal import MailRealm
 from cyrusmail.smtp import codes
 from cyrusmail.store.errors import MailboxNotFound, NoSuchQuotaRoot
-from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
 from tests import test_admin
 from tests.imap_support import session_context
@@ -20,21 +18,9 @@ from tests.imap_support import session_context
 MESSAGE = b"From: carol@example.org\r\nSubject: news\r\n\r\nHello.\r\n"
 
 
-class UserDeleteTests(unittest.TestCase):
-    setUp = test_admin.AdminTests.setUp
-    admin = test_admin.AdminTests.admin
-    ok = test_admin.AdminTests.ok
-    refused = test_admin.AdminTests.refused
-
-    def realm(self) -> MailRealm:
-        store = MaildirStore(self.data, analyser=None)
-        realm = MailRealm(store, ["root"], ["example.org"], {})
-        self.addCleanup(store.close)
-        self.addCleanup(realm.close)
-        return realm
-
+class UserDeleteTests(test_admin.AdminCommands, unittest.TestCase):
     def give_alice_everything(self) -> None:
-        for name in ("alice", "bob", "root"):
+        for name in ("alice", "bob"):
             self.ok("user", "add", name, "--password", "pw")
         self.ok("mailbox", "create", "bob/Project")
         self.ok("mailbox", "create", "bob/Team")
