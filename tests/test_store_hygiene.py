@@ -11,8 +11,10 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, TestCase
+from zope.interface.verify import verifyObject
 
 from cyrusmail.store.errors import UnknownUser
+from cyrusmail.store.interfaces import IMailboxList
 from cyrusmail.store.maildir import MaildirStore
 from tests.imap_support import Client, deliver, session_context
 
@@ -103,6 +105,7 @@ class IndexCacheTests(TestCase):
         with self.assertRaises(UnknownUser):
             self.store.index("user1")
         self.assertFalse((self.store.users_dir / "user1").exists())
+        self.assertTrue(verifyObject(IMailboxList, self.store.mailboxes("user1")))
         self.store.provision("user1", {})  # a new account of that name starts empty
         self.assertEqual(self.store.mailboxes("user1").status("INBOX").messages, 0)
 

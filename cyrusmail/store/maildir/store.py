@@ -69,7 +69,6 @@ DEFAULT_INDEX_CACHE = 64
 #: writes to its file as the bytes arrive).
 STALE_TMP_AGE = 3600
 
-
 #: Turns a source message's record into the (flags, keywords) its copy gets.
 FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
 _RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid"
