@@ -81,7 +81,10 @@ def open_context(config: Config, reactor=None) -> ServerContext:
     from cyrusmail.store.maildir import MaildirStore
 
     config.data.mkdir(parents=True, exist_ok=True)
-    store = MaildirStore(config.data)
+    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"])
+    files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
+    logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
+                  files=files, tmp=str(store.tmp_dir), trees=trees)
     users = UserDatabase(config.data / "users.sqlite")
     cert, key = config["tls"]["certificate"], config["tls"]["key"]
     if cert is None:

@@ -15,9 +15,17 @@ from pathlib import Path
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection in autocommit mode; transactions are explicit (:func:`write`)."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def connect(path: Path | str, create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit (:func:`write`).
+
+    With ``create`` False a missing file is an error (sqlite3.OperationalError),
+    never a new empty database.
+    """
+    if create:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    else:
+        uri = Path(path).resolve().as_uri() + "?mode=rw"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")

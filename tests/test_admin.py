@@ -11,6 +11,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from cyrusmail.admin.main import main
+from cyrusmail.portal import MailRealm
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag
 
@@ -32,7 +33,9 @@ Reply.
 """
 
 
-class AdminTests(unittest.TestCase):
+class AdminCommands:
+    """A mixin: a config over a temporary data folder, and ``cyrusmail-admin`` run in-process."""
+
     def setUp(self):
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir()
@@ -66,6 +69,16 @@ class AdminTests(unittest.TestCase):
         self.addCleanup(store.close)
         return store
 
+    def realm(self) -> MailRealm:
+        """The accounts a server over this data folder would hand out."""
+        store = MaildirStore(self.data, analyser=None)
+        realm = MailRealm(store, [], ["example.org"], {})
+        self.addCleanup(store.close)
+        self.addCleanup(realm.close)
+        return realm
+
+
+class AdminTests(AdminCommands, unittest.TestCase):
     def test_user_lifecycle(self):
         self.assertIn("user alice added", self.ok("user", "add", "Alice", stdin="pw\n"))
         self.assertIn("already exists", self.refused("user", "add", "alice", "--password", "x"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -157,8 +158,13 @@ def user_delete(admin: Admin, args) -> None:
     user = admin.known_user(args.name)
     if not args.yes:
         raise AdminError(f"deleting {user} removes all their mail; add --yes to confirm")
-    admin.users.delete(user)
-    admin.store.remove_user(user)
+    with admin.store.user_lock():  # a login at this moment cannot make the tree again
+        # rights, groups and the tree first: a failure leaves the user there to delete again
+        admin.access.forget_user(user)
+        doomed = admin.store.retire_user(user)
+        admin.users.delete(user)
+    if doomed is not None:
+        shutil.rmtree(doomed, ignore_errors=True)
     admin.say(f"user {user} deleted")
 
 

@@ -137,6 +137,7 @@ class IMAPServer(Protocol):
         for event in self._pending:
             _close_sinks(event)
         self._pending.clear()
+        self.parser.close()  # an APPEND cut off mid-literal leaves no file in tmp/
         if not isinstance(self.state, LoggedOut):
             self.state = LoggedOut()
         self._stop_work()

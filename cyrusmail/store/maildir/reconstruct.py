@@ -58,7 +58,7 @@ def _open_index(store: MaildirStore, user: str, report: Report):
             report.fix(f"index was unreadable; set aside as {aside.name} and rebuilt")
     elif (store.user_dir(user) / "mail").exists():
         report.fix("index was missing; rebuilt from the message files")
-    return store.index(user)
+    return store.index(user, create=True)
 
 
 def reconstruct(store: MaildirStore, user: str) -> Report:
