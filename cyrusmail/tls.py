@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -54,8 +55,43 @@ def make_self_signed(hostname: str, cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
 
-def fingerprint(cert_path: Path) -> str:
-    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+class TLSFileError(ValueError):
+    """A certificate or key that cannot serve; ``which`` is ``certificate`` or ``key``."""
+
+    def __init__(self, which: str, problem: str):
+        super().__init__(problem)
+        self.which = which
+
+
+def _read(which: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TLSFileError(which, f"cannot read {path}: {error.strerror}") from None
+
+
+def load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
+    """The certificate and its key, checked: readable, PEM, unencrypted, and one the other's."""
+    cert_pem, key_pem = _read("certificate", cert_path), _read("key", key_path)
+    try:
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        raise TLSFileError("certificate", f"{cert_path} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):  # TypeError: the key is encrypted
+        raise TLSFileError("key", f"{key_path} is not an unencrypted PEM private key") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+        raise TLSFileError("key", f"{key_path} is not the key of the certificate {cert_path}")
+    return certificate, key
+
+
+def fingerprint(options: ssl.CertificateOptions) -> str:
+    """The SHA-256 fingerprint of the certificate ``options`` serves, as clients show it."""
+    certificate = options.certificate
+    if not isinstance(certificate, x509.Certificate):  # older Twisted keeps pyOpenSSL's X509
+        certificate = certificate.to_cryptography()
     digest = certificate.fingerprint(hashes.SHA256())
     return ":".join(f"{byte:02X}" for byte in digest)
 
@@ -85,10 +121,14 @@ class ServerTLSOptions(ssl.CertificateOptions):
 
 
 def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
-    """Server TLS options: Mozilla "intermediate" (TLS 1.2 or later), the certificate and its key."""
+    """Server TLS options: Mozilla "intermediate" (TLS 1.2 or later), the certificate and its key.
+
+    TLSFileError when either file cannot serve (see :func:`load_pair`).
+    """
+    certificate, key = load_pair(cert_path, key_path)
     return ServerTLSOptions(
-        privateKey=serialization.load_pem_private_key(key_path.read_bytes(), password=None),
-        certificate=x509.load_pem_x509_certificate(cert_path.read_bytes()),
+        privateKey=key,
+        certificate=certificate,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(INTERMEDIATE_CIPHERS),
     )
