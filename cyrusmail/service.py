@@ -20,9 +20,15 @@ from twisted.internet import ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
-from cyrusmail import logs, startup
+# Imported here, not when the service starts: after twistd -u/-g the
+# server's user may not be able to read the Python installation.
+from cyrusmail import logs, startup, tls
+from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config, ConfigError, load
+from cyrusmail.portal import make_portal
+from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
+from cyrusmail.store.maildir import MaildirStore
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
 
@@ -56,8 +62,6 @@ def named_tls(config: Config) -> ssl.CertificateOptions | None:
 
     None when the config names none: the self-signed one lives in the data folder.
     """
-    from cyrusmail import tls
-
     if config["tls"]["certificate"] is None:
         return None
     try:
@@ -68,8 +72,6 @@ def named_tls(config: Config) -> ssl.CertificateOptions | None:
 
 def server_tls(config: Config) -> ssl.CertificateOptions:
     """The config's certificate, else the self-signed one in ``DATA/tls/``, made on first start."""
-    from cyrusmail import tls
-
     cert, key = config["tls"]["certificate"], config["tls"]["key"]
     if cert is None:
         cert, key = tls.self_signed_paths(config.data)
@@ -112,11 +114,7 @@ class StoreService(service.Service):
 
 def open_context(config: Config, reactor=None, tls_options: ssl.CertificateOptions | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
-    from cyrusmail.auth.userdb import UserDatabase
-    from cyrusmail.portal import make_portal
-    from cyrusmail.store.maildir import MaildirStore
-
-    startup.make_private_folder(config.data)
+    make_private_folder(config.data)
     store = MaildirStore(config.data)
     users = UserDatabase(config.data / "users.sqlite")
     if tls_options is None:
@@ -138,9 +136,8 @@ class ServerService(service.MultiService):
 
     def startService(self):
         try:
-            os.umask(startup.PRIVATE_UMASK)
-            startup.make_private_folder(self.config.data)
-            self.lock_fd = startup.hold_lock(self.config.data)  # held until the process exits
+            os.umask(PRIVATE_UMASK)
+            self.lock_fd = startup.take_data_folder(self.config.data)  # held until the process exits
             context = open_context(self.config, self.reactor, self.tls_options)
             factories = {name: self.factory(context, name) for name in self.config.enabled_services()}
         except Exception as error:  # noqa: BLE001 -- every start-up failure is one line; the log has the traceback

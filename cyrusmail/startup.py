@@ -37,10 +37,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from cyrusmail.config import Config, ConfigError
+from cyrusmail.private_files import PRIVATE_FILE, make_private_folder
 
-#: Files 0600, folders 0700, whatever the shell's umask.
-PRIVATE_UMASK = 0o077
-PRIVATE_FOLDER = 0o700
 LOCK_FILE = "server.lock"
 EXIT_START_FAILED = 2
 
@@ -177,11 +175,13 @@ def close_all(bound) -> None:
 # -- step 3: the data folder, private and locked ------------------------------------
 
 
-def make_private_folder(path: Path) -> None:
-    """Make ``path`` (0700), or take group and other rights away from the one there."""
-    path.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(PRIVATE_FOLDER)
+def take_data_folder(data: Path) -> int:
+    """Make the data folder private (0700) and lock it; the lock's descriptor, never to be closed."""
+    try:
+        make_private_folder(data)
+    except OSError as problem:
+        raise StartupError(f"cannot make the data folder {data} private: {one_line(problem)}") from None
+    return hold_lock(data)
 
 
 def hold_lock(data: Path) -> int:
@@ -190,7 +190,7 @@ def hold_lock(data: Path) -> int:
     The returned descriptor is never closed: the lock goes with the process.
     """
     lock_path = data / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -6,6 +6,7 @@ import imaplib
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from twisted.trial import unittest
 
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
+from tests.helpers import modes_not_private
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -213,9 +215,9 @@ class RunningServerTests(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.folder, True)
         self.data = self.folder / "data"
 
-    def config(self, name: str, listen: dict[str, str]) -> Path:
+    def config(self, name: str, listen: dict[str, str], extra: str = "") -> Path:
         path = self.folder / f"{name}.conf"
-        path.write_text(config_text(self.data, listen))
+        path.write_text(config_text(self.data, listen, extra))
         return path
 
     def serve(self, config: Path, port: int, umask: int = -1) -> subprocess.Popen:
@@ -266,6 +268,29 @@ class DataLockTests(RunningServerTests):
 
         # The lock went with the first server: the second starts now.
         self.stop(self.serve(second_config, second_port))
+
+
+class FileModeTests(RunningServerTests):
+    def test_everything_under_data_is_private_under_a_permissive_umask(self):
+        imap, submission, lmtp, nobody = free_ports(4)
+        self.data.mkdir()
+        self.data.chmod(0o777)  # a folder made open before is closed at start
+        config = self.config("server", {"imap": f"tcp:{imap}:interface=127.0.0.1",
+                                        "submission": f"tcp:{submission}:interface=127.0.0.1",
+                                        "lmtp": f"tcp:{lmtp}:interface=127.0.0.1"},
+                             f"[queue]\nsmarthost = 127.0.0.1:{nobody}\n")  # refused: the message waits
+        process = self.serve(config, imap, umask=0)
+        self.admin(config, "user", "add", "alice", "--password", "secret", umask=0)
+        with smtplib.LMTP("127.0.0.1", lmtp) as client:
+            client.sendmail("bob@example.net", ["alice@example.org"], b"Subject: in\r\n\r\nHello.\r\n")
+        with smtplib.SMTP("127.0.0.1", submission) as client:
+            client.login("alice", "secret")
+            client.sendmail("alice@example.org", ["carol@remote.invalid"],
+                            b"From: alice@example.org\r\nSubject: out\r\n\r\nBye.\r\n")
+        self.stop(process)
+        self.assertTrue(list(self.data.glob("users/alice/mail/*/*.*")), "the message was delivered")
+        self.assertTrue(list(self.data.glob("queue/*.json")), "the outbound message waits in the queue")
+        self.assertEqual(modes_not_private(self.data), {})
 
 
 class PluginTests(unittest.TestCase):

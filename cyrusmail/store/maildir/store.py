@@ -15,6 +15,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import (
     HasChildren,
@@ -153,7 +154,7 @@ class StagedMessage:
         self.path = path
         self.size = 0
         self._analyser = analyser
-        self._file = open(path, "wb")  # noqa: SIM115 -- open until finish()
+        self._file = create_private(path)  # open until finish()
         self._finished = False
         self._mime: bytes | None = None
         self._analysed = False
@@ -199,8 +200,8 @@ class MaildirStore:
         self.root = Path(data).resolve()
         self.users_dir = self.root / "users"
         self.tmp_dir = self.root / "tmp"
-        self.users_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
         self._indexes: dict[str, UserIndex] = {}
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
@@ -224,7 +225,8 @@ class MaildirStore:
         index = self._indexes.get(user)
         if index is None:
             folder = self.user_dir(user)
-            (folder / "mail").mkdir(parents=True, exist_ok=True)
+            for made in (folder, folder / "mail"):
+                made.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
             index = self._indexes[user] = UserIndex(folder / "index.sqlite")
             self._carry_uidvalidity(user, index)
         return index
@@ -353,7 +355,7 @@ class MaildirMailboxList:
             (name, uidvalidity, special_use),
         )
         mailbox_id = cursor.lastrowid
-        self._folder(mailbox_id).mkdir(parents=True, exist_ok=True)
+        self._folder(mailbox_id).mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self._write_header(mailbox_id, name, uidvalidity, special_use)
 
     # -- IMailboxList --------------------------------------------------------
@@ -376,7 +378,7 @@ class MaildirMailboxList:
                     "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
                     (uidvalidity, special_use, row[0]),
                 )
-                self._folder(row[0]).mkdir(parents=True, exist_ok=True)
+                self._folder(row[0]).mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
                 self._write_header(row[0], name, uidvalidity, special_use)
             else:
                 self._make(db, name, special_use)
