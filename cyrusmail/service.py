@@ -130,9 +130,10 @@ class ServerService(service.MultiService):
     """The whole server: its ports are bound when it is made, its data opened when it starts."""
 
     def __init__(self, config: Config, reactor, bound: dict[tuple[str, str], startup.BoundEndpoint],
-                 tls_options: ssl.CertificateOptions | None):
+                 tls_options: ssl.CertificateOptions | None, daemon: bool = False):
         super().__init__()
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
+        self.daemon = daemon
 
     def startService(self):
         try:
@@ -146,6 +147,8 @@ class ServerService(service.MultiService):
             else:
                 logs.log.failure("cyrusmail: the start failed")
             startup.close_all(self.bound.values())
+            if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
+                raise startup.StartupError(startup.one_line(error)) from None
             # twistd has made sys.stderr a log file by now; the person starting it reads the real one.
             startup.refuse(startup.one_line(error), sys.__stderr__)
         StoreService(context).setServiceParent(self)
@@ -174,4 +177,5 @@ def makeService(options: Options) -> service.MultiService:
         bound = startup.bind_all(reactor, options.config)
     except startup.StartupError as error:
         startup.refuse(str(error))
-    return ServerService(options.config, reactor, bound, options.tls)
+    twistd = getattr(options, "parent", None) or {}
+    return ServerService(options.config, reactor, bound, options.tls, daemon=not twistd.get("nodaemon", True))

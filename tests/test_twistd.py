@@ -293,6 +293,22 @@ class FileModeTests(RunningServerTests):
         self.assertEqual(modes_not_private(self.data), {})
 
 
+    def test_a_second_daemon_says_why_and_leaves_no_pid_file(self):
+        first_port, second_port = free_ports(2)
+        first = self.serve(self.config("first", {"imap": f"tcp:{first_port}:interface=127.0.0.1"}), first_port)
+        pid_file = self.folder / "second.pid"
+        second = subprocess.run(
+            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={self.folder / 'second.log'}", "cyrusmail",
+             "--config", str(self.config("second", {"imap": f"tcp:{second_port}:interface=127.0.0.1"}))],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual(second.returncode, 1, second.stderr)  # twistd's own status for a daemon that failed
+        self.assertIn("another cyrusmail server", second.stderr)
+        self.assertIn(f"another cyrusmail server (process {first.pid}) is using {self.data}",
+                      (self.folder / "second.log").read_text())
+        self.assertFalse(pid_file.exists())
+        self.stop(first)
+
+
 class PluginTests(unittest.TestCase):
     def test_plugin_is_found(self):
         from twisted.application.service import IServiceMaker
