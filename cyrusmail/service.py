@@ -130,10 +130,10 @@ class ServerService(service.MultiService):
     """The whole server: its ports are bound when it is made, its data opened when it starts."""
 
     def __init__(self, config: Config, reactor, bound: dict[tuple[str, str], startup.BoundEndpoint],
-                 tls_options: ssl.CertificateOptions | None, daemon: bool = False):
+                 tls_options: ssl.CertificateOptions | None, daemon: bool = False, pid_file: str | None = None):
         super().__init__()
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
-        self.daemon = daemon
+        self.daemon, self.pid_file = daemon, pid_file
 
     def startService(self):
         try:
@@ -149,6 +149,7 @@ class ServerService(service.MultiService):
             startup.close_all(self.bound.values())
             if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
                 raise startup.StartupError(startup.one_line(error)) from None
+            startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
             # twistd has made sys.stderr a log file by now; the person starting it reads the real one.
             startup.refuse(startup.one_line(error), sys.__stderr__)
         StoreService(context).setServiceParent(self)
@@ -178,4 +179,5 @@ def makeService(options: Options) -> service.MultiService:
     except startup.StartupError as error:
         startup.refuse(str(error))
     twistd = getattr(options, "parent", None) or {}
-    return ServerService(options.config, reactor, bound, options.tls, daemon=not twistd.get("nodaemon", True))
+    return ServerService(options.config, reactor, bound, options.tls,
+                         daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))

@@ -167,6 +167,18 @@ def drop_unix_lock(description: str) -> None:
         pass  # no lock, or another process's
 
 
+def remove_own_pid_file(path: str | None) -> None:
+    """Remove twistd's pid file if it names this process."""
+    if not path:
+        return
+    try:
+        with open(path, "rb") as source:
+            if source.read().strip() == str(os.getpid()).encode("ascii"):
+                os.unlink(path)
+    except OSError:
+        pass  # none, or not ours to remove
+
+
 def close_all(bound) -> None:
     for endpoint in bound:
         endpoint.close_now()

@@ -250,9 +250,11 @@ class DataLockTests(RunningServerTests):
         second_config = self.config("second", {"imap": f"tcp:{second_port}:interface=127.0.0.1"})
         first = self.serve(first_config, first_port)
 
-        second = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(second_config)],
+        pid_file = self.folder / "second.pid"
+        second = subprocess.run([*TWISTD, f"--pidfile={pid_file}", "-n", "cyrusmail", "--config", str(second_config)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
         self.assertEqual(second.returncode, 2, second.stderr + second.stdout)
+        self.assertFalse(pid_file.exists())
         lock = self.data / "server.lock"
         self.assertEqual(second.stderr, f"cyrusmail: another cyrusmail server (process {first.pid})"
                                         f" is using {self.data}: it holds {lock}\n")
@@ -268,6 +270,22 @@ class DataLockTests(RunningServerTests):
 
         # The lock went with the first server: the second starts now.
         self.stop(self.serve(second_config, second_port))
+
+
+    def test_a_second_daemon_says_why_and_leaves_no_pid_file(self):
+        first_port, second_port = free_ports(2)
+        first = self.serve(self.config("first", {"imap": f"tcp:{first_port}:interface=127.0.0.1"}), first_port)
+        pid_file = self.folder / "second.pid"
+        second = subprocess.run(
+            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={self.folder / 'second.log'}", "cyrusmail",
+             "--config", str(self.config("second", {"imap": f"tcp:{second_port}:interface=127.0.0.1"}))],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+        self.assertEqual(second.returncode, 1, second.stderr)  # twistd's own status for a daemon that failed
+        self.assertIn("another cyrusmail server", second.stderr)
+        self.assertIn(f"another cyrusmail server (process {first.pid}) is using {self.data}",
+                      (self.folder / "second.log").read_text())
+        self.assertFalse(pid_file.exists())
+        self.stop(first)
 
 
 class FileModeTests(RunningServerTests):
@@ -291,22 +309,6 @@ class FileModeTests(RunningServerTests):
         self.assertTrue(list(self.data.glob("users/alice/mail/*/*.*")), "the message was delivered")
         self.assertTrue(list(self.data.glob("queue/*.json")), "the outbound message waits in the queue")
         self.assertEqual(modes_not_private(self.data), {})
-
-
-    def test_a_second_daemon_says_why_and_leaves_no_pid_file(self):
-        first_port, second_port = free_ports(2)
-        first = self.serve(self.config("first", {"imap": f"tcp:{first_port}:interface=127.0.0.1"}), first_port)
-        pid_file = self.folder / "second.pid"
-        second = subprocess.run(
-            [*TWISTD, f"--pidfile={pid_file}", f"--logfile={self.folder / 'second.log'}", "cyrusmail",
-             "--config", str(self.config("second", {"imap": f"tcp:{second_port}:interface=127.0.0.1"}))],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
-        self.assertEqual(second.returncode, 1, second.stderr)  # twistd's own status for a daemon that failed
-        self.assertIn("another cyrusmail server", second.stderr)
-        self.assertIn(f"another cyrusmail server (process {first.pid}) is using {self.data}",
-                      (self.folder / "second.log").read_text())
-        self.assertFalse(pid_file.exists())
-        self.stop(first)
 
 
 class PluginTests(unittest.TestCase):
