@@ -4,9 +4,10 @@ Starting follows :mod:`cyrusmail.startup`: the config, the named
 certificate and the data folder are checked while options are parsed,
 every port is bound in ``makeService``, and the data folder is locked and
 opened when the service starts (after ``twistd -u/-g`` has switched user).
-Any failure on the way is one line on standard error and exit status 2,
-with nothing left on disk. Then there is one listening service per endpoint
-of every enabled protocol in the registry.
+Any failure on the way is one line on standard error and exit status 2;
+one found before the data folder is made leaves nothing on disk. Then there
+is one listening service per endpoint of every enabled protocol in the
+registry.
 """
 
 from __future__ import annotations
