@@ -7,10 +7,13 @@ WAL mode, so the server and ``cyrusmail-admin`` may use it at once, with
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from cyrusmail.private_files import PRIVATE_FILE
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -18,10 +21,13 @@ BUSY_TIMEOUT_MS = 30_000
 def connect(path: Path | str, create: bool = True) -> sqlite3.Connection:
     """A connection in autocommit mode; transactions are explicit (:func:`write`).
 
-    With ``create`` False a missing file is an error (sqlite3.OperationalError),
-    never a new empty database.
+    A new database file is made 0600; SQLite gives its -wal and -shm files the
+    same mode.  With ``create`` False a missing file is an error
+    (sqlite3.OperationalError), never a new empty database.
     """
     if create:
+        if path != ":memory:":
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     else:
         uri = Path(path).resolve().as_uri() + "?mode=rw"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from cyrusmail.admin import importer
 from cyrusmail.config import ConfigError, load
+from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.store.errors import StoreError
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
@@ -44,7 +46,7 @@ class Admin:
         if self._store is None:
             from cyrusmail.store.maildir import MaildirStore
 
-            self.config.data.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self.config.data)
             self._store = MaildirStore(self.config.data)
         return self._store
 
@@ -53,7 +55,7 @@ class Admin:
         if self._users is None:
             from cyrusmail.auth.userdb import UserDatabase
 
-            self.config.data.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self.config.data)
             self._users = UserDatabase(self.config.data / "users.sqlite")
         return self._users
 
@@ -465,6 +467,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     args = parser().parse_args(argv)
+    previous = os.umask(PRIVATE_UMASK)  # what it makes in the data folder is the server's alone
+    try:
+        return run(args, out, err)
+    finally:
+        os.umask(previous)
+
+
+def run(args: argparse.Namespace, out, err) -> int:
     try:
         admin = Admin(args.config, out, err)
     except ConfigError as error:

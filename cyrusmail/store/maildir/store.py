@@ -18,6 +18,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import (
     HasChildren,
@@ -166,7 +167,7 @@ class StagedMessage:
         self.path = path
         self.size = 0
         self._analyser = analyser
-        self._file = open(path, "wb")  # noqa: SIM115 -- open until finish()
+        self._file = create_private(path)  # open until finish()
         self._finished = False
         self._mime: bytes | None = None
         self._analysed = False
@@ -213,8 +214,8 @@ class MaildirStore:
         self.root = Path(data).resolve()
         self.users_dir = self.root / "users"
         self.tmp_dir = self.root / "tmp"
-        self.users_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
         self.index_cache = index_cache
         # Every open index, found again while anything uses it (a session's
@@ -257,7 +258,8 @@ class MaildirStore:
             folder = self.user_dir(key)
             path = folder / "index.sqlite"
             if create or key == SHARED_OWNER:
-                (folder / "mail").mkdir(parents=True, exist_ok=True)
+                for made in (folder, folder / "mail"):
+                    made.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
             elif not path.exists():
                 raise UnknownUser(f"No user {key}")
             try:
@@ -466,7 +468,7 @@ class MaildirMailboxList:
         )
         mailbox_id = cursor.lastrowid
         # never parents=True: a tree moved away (user deleted) must not come back as a stray folder
-        self._folder(mailbox_id).mkdir(exist_ok=True)
+        self._folder(mailbox_id).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
         self._write_header(mailbox_id, name, uidvalidity, special_use)
 
     # -- IMailboxList --------------------------------------------------------
@@ -489,7 +491,7 @@ class MaildirMailboxList:
                     "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
                     (uidvalidity, special_use, row[0]),
                 )
-                self._folder(row[0]).mkdir(exist_ok=True)
+                self._folder(row[0]).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
                 self._write_header(row[0], name, uidvalidity, special_use)
             else:
                 self._make(db, name, special_use)
