@@ -194,6 +194,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_message_size": Key(parse_size, 50 * 1024**2),
         "special_use": Key(parse_special_use, "Drafts:drafts Sent:sent Trash:trash Junk:junk Archive:archive"),
         "allow_plaintext_on_loopback": Key(parse_bool, True),
+        "login_delay_max": Key(parse_duration, 15),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

@@ -92,7 +92,7 @@ def open_context(config: Config, reactor=None) -> ServerContext:
                           host=config.hostname, path=str(cert))
     logs.log.info("cyrusmail: TLS certificate {path}, SHA-256 fingerprint {fp}",
                   path=str(cert), fp=tls.fingerprint(cert))
-    portal = make_portal(config, store, users)
+    portal = make_portal(config, store, users, reactor)
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
         tls=tls.context_factory(cert, key), reactor=reactor,
