@@ -18,8 +18,9 @@ connections they come from, so guesses per second against one account, or
 from one address, are bounded. An account key lets one verification run at a
 time even without failures; an address key lets ``address_parallel`` run
 while it has no recent failures (many users behind one NAT). At most
-``queue_limit`` attempts may wait per key; more are refused at once as a
-failed login, without a verification.
+``queue_limit`` attempts may wait per key; more are refused as a failed
+login without a verification, answered after the key's current delay (so
+that a refused client cannot spin).
 
 A correct password waits its turn like any other: answering it sooner would
 tell an attacker it was right. A success clears the account's failures, not
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -156,14 +157,14 @@ class LoginThrottle:
     def attempt(self, client: str, account: str, verify: Callable[[], defer.Deferred]) -> defer.Deferred:
         """Run ``verify`` (which fails with UnauthorizedLogin on a wrong password) when its turn comes.
 
-        Fails at once with UnauthorizedLogin, without calling ``verify``, when
-        too many attempts already wait for the address or the account.
+        When too many attempts already wait for the address or the account,
+        fails with UnauthorizedLogin without calling ``verify``.
         """
         address = address_key(client)
         lane = (account, address) if (account, address) in self._known else (account,)
         keys = (self._addresses.get(address, self.address_parallel), self._accounts.get(lane, 1))
         if any(key.waiting >= self.queue_limit for key in keys):
-            return defer.fail(UnauthorizedLogin("Too many login attempts waiting"))
+            return self._refuse(keys)
         attempt = _Attempt(keys, account, address, verify, defer.Deferred())
         for key in keys:
             key.waiting += 1
@@ -198,6 +199,23 @@ class LoginThrottle:
         finally:
             self._pumping = False
         self._wake_later()
+
+    def _refuse(self, keys: tuple[_Key, _Key]) -> defer.Deferred:
+        """Refused without a check; the answer still waits the keys' current delay.
+
+        Nothing waits in the queue for it, but a refused client cannot spin:
+        otherwise each connection could loop on instant refusals, a log line each.
+        """
+        now = self.clock.seconds()
+        delay = max(self._delay(key.recent_failures(now, self.forget)) for key in keys)
+
+        def refused() -> None:
+            raise UnauthorizedLogin("Too many login attempts waiting")
+
+        return task.deferLater(self.clock, max(delay, self.base), refused)
+
+    def _delay(self, failures: float) -> float:
+        return min(self.base * failures, self.maximum)
 
     def _wake_later(self) -> None:
         now = self.clock.seconds()
@@ -237,7 +255,7 @@ class LoginThrottle:
     def _failed(self, key: _Key, now: float) -> None:
         key.failures = key.recent_failures(now, self.forget) + 1
         key.updated = now
-        key.ready_at = max(key.ready_at, now + min(self.base * key.failures, self.maximum))
+        key.ready_at = max(key.ready_at, now + self._delay(key.failures))
 
     def _succeeded(self, attempt: _Attempt, now: float) -> None:
         account_lane = attempt.keys[1]
