@@ -201,8 +201,20 @@ class Guesser:
         self.start()
         self.transport.clear()
 
+    FAILED: bytes  # in the failure reply
+    SUCCEEDED: bytes  # in the success reply
+
     def start(self) -> None:
         """Whatever the protocol needs before the first attempt."""
+
+    def request(self) -> bytes:
+        raise NotImplementedError
+
+    def answer(self, output: bytes) -> bool | None:
+        """True: logged in; False: failed; None: no answer yet."""
+        if self.FAILED in output:
+            return False
+        return True if self.SUCCEEDED in output else None
 
     def poll(self) -> None:
         if self.pending:
@@ -218,36 +230,27 @@ class Guesser:
 
 
 class IMAPGuesser(Guesser):
+    FAILED, SUCCEEDED = b"t NO [AUTHENTICATIONFAILED]", b"t OK"
+
     def request(self) -> bytes:
         return f"t LOGIN {self.user} {self.password}\r\n".encode()
 
-    def answer(self, output: bytes) -> bool | None:
-        if b"t NO [AUTHENTICATIONFAILED]" in output:
-            return False
-        return True if b"t OK" in output else None
-
 
 class POP3Guesser(Guesser):
+    FAILED, SUCCEEDED = b"-ERR [AUTH] Authentication failed", b" messages ("
+
     def request(self) -> bytes:
         return f"USER {self.user}\r\nPASS {self.password}\r\n".encode()
 
-    def answer(self, output: bytes) -> bool | None:
-        if b"-ERR [AUTH] Authentication failed" in output:
-            return False
-        return True if b" messages (" in output else None
-
 
 class SubmissionGuesser(Guesser):
+    FAILED, SUCCEEDED = b"535 5.7.8", b"235 "
+
     def start(self) -> None:
         self.protocol.dataReceived(b"EHLO client.example\r\n")
 
     def request(self) -> bytes:
         return b"AUTH PLAIN " + plain(self.user, self.password) + b"\r\n"
-
-    def answer(self, output: bytes) -> bool | None:
-        if b"535 5.7.8" in output:
-            return False
-        return True if b"235 " in output else None
 
 
 def rotating(n: int) -> str:
