@@ -13,9 +13,9 @@ Every attempt through the portal is counted under two keys:
 A key with recent failures lets one verification run at a time, and the next
 may start no earlier than the last failure plus a delay of ``base`` seconds
 per recent failure, up to ``maximum``; a failure is forgotten every
-``forget`` seconds. Attempts wait their turn in arrival order, however many
-connections they come from, so guesses per second against one account, or
-from one address, are bounded. An account key lets one verification run at a
+``forget`` seconds. Waiting attempts start oldest first as their keys allow,
+however many connections they come from, so guesses per second against one
+account, or from one address, are bounded. An account key lets one verification run at a
 time even without failures; an address key lets ``address_parallel`` run
 while it has no recent failures (many users behind one NAT). At most
 ``queue_limit`` attempts may wait per key; more are refused as a failed
