@@ -224,6 +224,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allow_plaintext_on_loopback": Key(parse_bool, True),
         "check_header_from": Key(parse_bool, True),
         "index_cache": Key(parse_positive_int, 64),
+        "login_delay_max": Key(parse_duration, 15),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twisted.cred.error import UnauthorizedLogin
-from twisted.cred.portal import IRealm, Portal
+from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
 from cyrusmail.account import (
@@ -18,6 +18,7 @@ from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
 from cyrusmail.acl.registry import AccessRegistry
 from cyrusmail.auth.checkers import PasswordChecker
+from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
 from cyrusmail.store.errors import UnknownUser
@@ -94,9 +95,14 @@ class MailRealm:
         return IAccount, account, lambda: None
 
 
-def make_portal(config: Config, store: IStore, users: UserDatabase) -> Portal:
+def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None) -> ThrottledPortal:
+    """The portal every protocol logs in through, throttled on ``reactor``'s clock."""
+    if reactor is None:
+        from twisted.internet import reactor
     namespaces = config["namespaces"]
     realm = MailRealm(store, config.admins, config.domains, config.special_use_folders(),
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
                       warning_percent=config["quota"]["warning_percent"], users=users)
-    return Portal(realm, [PasswordChecker(users, config.domains)])
+    throttle = LoginThrottle(reactor, maximum=config["server"]["login_delay_max"])
+    return ThrottledPortal(realm, [PasswordChecker(users, config.domains)], throttle,
+                           lambda login: account_key(users, config.domains, login))

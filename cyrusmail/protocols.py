@@ -14,8 +14,6 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from cyrusmail.auth.policy import LoginThrottle
-
 
 @dataclass(frozen=True)
 class ProtocolSpec:
@@ -58,7 +56,6 @@ class ServerContext:
     portal: Any  # twisted.cred Portal handing out IAccount
     realm: Any  # MailRealm, for delivery to users by name
     tls: Any = None  # twisted.internet.ssl.CertificateOptions
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     reactor: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the outbound queue
 

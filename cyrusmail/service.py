@@ -123,7 +123,7 @@ def open_context(config: Config, reactor=None, tls_options: ssl.CertificateOptio
     users = UserDatabase(config.data / "users.sqlite")
     if tls_options is None:
         tls_options = server_tls(config)
-    portal = make_portal(config, store, users)
+    portal = make_portal(config, store, users, reactor)
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
         tls=tls_options, reactor=reactor,

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyrusmail import logs, slices
-from cyrusmail.auth.policy import address_of, is_loopback, is_tls
+from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
@@ -338,7 +338,6 @@ class IMAPServer(Protocol):
 
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
-        self.context.throttle.succeeded(address_of(self.transport))
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         self._reset_timer()
 
