@@ -9,6 +9,7 @@ file, section, key and problem on one line.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import re
 import socket
 from collections.abc import Callable
@@ -152,6 +153,17 @@ def check_endpoint(description: str) -> None:
         raise ValueError(f"endpoint {description!r}: a socket path is required")
 
 
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``127.0.0.0/8 ::1 192.0.2.10`` -> networks (a bare address is a network of one)."""
+    networks = []
+    for item in parse_list(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"expected addresses or networks such as 127.0.0.0/8 or ::1, got {item!r}") from None
+    return networks
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -194,6 +206,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_message_size": Key(parse_size, 50 * 1024**2),
         "special_use": Key(parse_special_use, "Drafts:drafts Sent:sent Trash:trash Junk:junk Archive:archive"),
         "allow_plaintext_on_loopback": Key(parse_bool, True),
+        # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.
+        "max_connections": Key(parse_positive_int, 1000),
+        "max_connections_per_address": Key(parse_positive_int, 100),
+        "max_unauthenticated": Key(parse_positive_int, 500),
+        "max_unauthenticated_per_address": Key(parse_positive_int, 20),
+        "limit_exempt": Key(parse_networks, parse_networks("127.0.0.0/8 ::1")),
+        "listen_backlog": Key(parse_positive_int, 511),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

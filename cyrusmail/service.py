@@ -9,6 +9,7 @@ service per endpoint of every enabled protocol in the registry.
 
 from __future__ import annotations
 
+import resource
 import signal
 import sys
 
@@ -20,8 +21,13 @@ from twisted.python import usage
 from cyrusmail import logs
 from cyrusmail.config import Config, ConfigError, load
 from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
+from cyrusmail.sessions import AdmissionFactory, Limits, SessionRegistry
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
+#: Open files one session may need: its socket, and its user's index (database, WAL, shared memory).
+FILES_PER_SESSION = 4
+#: Open files for everything else: listeners, the user and ACL databases, the queue, logs.
+FILES_RESERVED = 256
 
 
 class Options(usage.Options):
@@ -66,11 +72,20 @@ class StoreService(service.Service):
         self.context.reactor.callFromThread(self.context.reactor.stop)
 
     def stopService(self):
+        """Say goodbye to every session (the listeners are already closing), then close the store."""
+        super().stopService()
+        sessions = self.context.sessions
+        if len(sessions):
+            logs.log.info("cyrusmail: ending {n} sessions", n=len(sessions))
+        drained = sessions.end_all("Server shutting down")
+        drained.addCallback(lambda _: self._close())
+        return drained
+
+    def _close(self) -> None:
         self.context.realm.close()
         self.context.store.close()
         self.context.users.close()
         logs.log.info("cyrusmail: store and index closed")
-        return super().stopService()
 
 
 def open_context(config: Config, reactor=None) -> ServerContext:
@@ -96,23 +111,65 @@ def open_context(config: Config, reactor=None) -> ServerContext:
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
         tls=tls.context_factory(cert, key), reactor=reactor,
+        sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
     )
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """The endpoint ``description`` with ``backlog=N`` added, unless it names its own."""
+    if ":backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
-    config: Config = options.config
+    ensure_file_limit(options.config)
+    return build_service(options.config, reactor)
+
+
+def ensure_file_limit(config: Config) -> None:
+    """Raise the soft limit on open files to what ``max_connections`` needs, as far as the hard limit allows.
+
+    ``ulimit -n`` is often 1024; past it every new connection would fail.
+    """
+    wanted = FILES_PER_SESSION * config["server"]["max_connections"] + FILES_RESERVED
+    before, after = raise_file_limit(wanted)
+    if after != before:
+        logs.log.info("cyrusmail: open file limit raised from {before} to {after}", before=before, after=after)
+    if after < wanted:
+        logs.log.warn(
+            "cyrusmail: max_connections = {n} may need {wanted} open files but the limit is {limit};"
+            " raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections",
+            n=config["server"]["max_connections"], wanted=wanted, limit=after)
+
+
+def raise_file_limit(wanted: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted``, never past the hard limit: (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return soft, target
+    return soft, soft
+
+
+def build_service(config: Config, reactor) -> service.MultiService:
+    """The store and one listener per endpoint of each enabled service."""
     context = open_context(config, reactor)
     top = service.MultiService()
     StoreService(context).setServiceParent(top)
+    backlog = config["server"]["listen_backlog"]
     for name in config.enabled_services():
-        factory = builder_of(name)(context, name)
+        factory = AdmissionFactory(builder_of(name)(context, name), context.sessions, name)
         if REGISTRY[name].implicit_tls:
             factory = TLSMemoryBIOFactory(context.tls, False, factory)
         for description in config[name]["listen"]:
             listener = internet.StreamServerEndpointService(
-                endpoints.serverFromString(reactor, description), factory
+                endpoints.serverFromString(reactor, with_backlog(description, backlog)), factory
             )
             listener._raiseSynchronously = True  # a port in use stops the start, loudly
             listener.setName(f"{name} {description}")

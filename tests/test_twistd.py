@@ -1,17 +1,23 @@
-"""The real ``twistd -n cyrusmail`` process: it listens on every configured port and stops on SIGTERM."""
+"""The real ``twistd -n cyrusmail`` process: it listens on every configured port, and stops on SIGTERM
+with a goodbye to every session."""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from twisted.trial import unittest
 
+from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
 
@@ -107,3 +113,112 @@ class PluginTests(unittest.TestCase):
         self.assertFalse((ROOT / "twisted" / "__init__.py").exists())
         self.assertFalse((ROOT / "twisted" / "plugins" / "__init__.py").exists())
         self.assertTrue(os.path.exists(ROOT / "twisted" / "plugins" / "cyrusmail_plugin.py"))
+
+
+class Line:
+    """A plain client socket read line by line (loopback: passwords in the clear are allowed)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.reader = self.sock.makefile("rb")
+        self.greeting = self.read()
+
+    def read(self) -> str:
+        return self.reader.readline().decode("utf-8", "replace")
+
+    def send(self, line: str) -> str:
+        """Send ``line``; the reply's last line (multi-line SMTP replies are read to their end)."""
+        self.sock.sendall(line.encode() + b"\r\n")
+        while True:
+            reply = self.read()
+            if not (len(reply) > 3 and reply[:3].isdigit() and reply[3] == "-"):
+                return reply
+
+    def rest(self) -> list[str]:
+        """Every line until the server closes."""
+        lines = []
+        while line := self.read():
+            lines.append(line)
+        return lines
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode()
+LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"],
+          "submission": ["EHLO client.example.org", PLAIN], "lmtp": ["LHLO mta.example.org"]}
+
+
+class LiveSessionTests(unittest.TestCase):
+    """Goodbyes at SIGTERM, in the real twistd process."""
+
+    SERVICES = ("imap", "imaps", "pop3", "submission", "lmtp")
+
+    def setUp(self):
+        self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+        self.addCleanup(shutil.rmtree, self.data, True)
+        self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
+        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"]
+        for name in SERVICES:
+            if name in self.ports:
+                lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
+            else:
+                lines.append(f"[{name}]\nenabled = no\n")
+        self.config = self.data / "cyrusmail.conf"
+        self.config.write_text("\n".join(lines))
+        self.admin("user", "add", "alice", "--password", "secret")
+        self.admin("user", "add", "bob", "--password", "secret")
+
+    def admin(self, *argv: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(self.config), *argv], out, err)
+        self.assertEqual(code, 0, err.getvalue())
+        return out.getvalue()
+
+    def start(self, *twistd_options: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [*TWISTD, "--pidfile=", "-n", *twistd_options, "cyrusmail", "--config", str(self.config)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 60
+        waiting = set(self.ports.values())
+        while waiting and time.monotonic() < deadline:
+            self.assertIsNone(process.poll(), "twistd exited early")
+            waiting = {port for port in waiting if not listening(port)}
+            time.sleep(0.1)
+        self.assertEqual(waiting, set())
+        return process
+
+    def session(self, service: str, user: str = "alice") -> Line:
+        client = Line(self.ports[service])
+        self.addCleanup(client.close)
+        for line in LOGINS[service]:
+            reply = client.send(line.replace("alice", user))
+        self.assertRegex(reply, r"^(a OK|\+OK|250 |235 )", reply)
+        return client
+
+    def stop(self, process: subprocess.Popen) -> str:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode("utf-8", "replace")
+        self.assertEqual(process.returncode, 0, output)
+        return output
+
+    def test_sigterm_says_goodbye_to_every_session_then_exits_0(self):
+        process = self.start()
+        clients = {name: self.session(name) for name in ("imap", "pop3", "submission", "lmtp")}
+        waiting = Line(self.ports["imap"])  # not logged in
+        self.addCleanup(waiting.close)
+        process.send_signal(signal.SIGTERM)
+        said = {name: client.rest() for name, client in clients.items()}
+        self.assertEqual(said["imap"], ["* BYE Server shutting down\r\n"])
+        self.assertEqual(said["pop3"], ["-ERR [SYS/TEMP] Server shutting down\r\n"])
+        self.assertEqual(said["submission"], ["421 4.3.2 mail.example.org Server shutting down\r\n"])
+        self.assertEqual(said["lmtp"], ["421 4.3.2 mail.example.org Server shutting down\r\n"])
+        self.assertEqual(waiting.rest(), ["* BYE Server shutting down\r\n"])
+        output = process.communicate(timeout=60)[0].decode("utf-8", "replace")
+        self.assertEqual(process.returncode, 0, output)
+        self.assertIn("ending 5 sessions", output)
+        self.assertIn("store and index closed", output)
