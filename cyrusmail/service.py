@@ -13,8 +13,10 @@ import resource
 import signal
 import sys
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
 from twisted.internet import endpoints
+from twisted.internet.error import ReactorNotRunning
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
@@ -62,14 +64,58 @@ class StoreService(service.Service):
         super().startService()
         reactor = self.context.reactor
         if reactor is not None:
-            # twistd re-raises SIGTERM after a clean stop (exit 143); an
-            # orderly shutdown on request is a success, so stop plainly.
-            # The reactor installs its own handlers during startup; ours goes after.
-            reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop_on_request)
+            # The reactor and twistd install their handlers during startup; ours go after.
+            reactor.callWhenRunning(self._install_signal_handlers)
 
-    def _stop_on_request(self, signum, frame) -> None:
-        logs.log.info("cyrusmail: SIGTERM received, shutting down")
-        self.context.reactor.callFromThread(self.context.reactor.stop)
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM stops cleanly, SIGHUP reloads, SIGUSR1 is ignored.
+
+        twistd re-raises SIGTERM after a clean stop (exit 143); an orderly
+        shutdown on request is a success, so ours stops plainly (exit 0).
+        SIGHUP and SIGUSR1 would end the process silently by default.  With
+        ``--logfile`` twistd has already taken SIGUSR1 to rotate its log
+        file itself; that is left as it is.
+        """
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.context.reactor.callFromThread(self._signalled, signum)  # nothing more in a signal handler
+
+    def _signalled(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            logs.log.info("cyrusmail: SIGTERM received, shutting down")
+            try:
+                self.context.reactor.stop()
+            except ReactorNotRunning:  # a second SIGTERM while stopping
+                pass
+        elif signum == signal.SIGHUP:
+            self.reload()
+        else:
+            logs.log.info("cyrusmail: SIGUSR1 ignored (it rotates the log file when twistd runs with --logfile)")
+
+    def reload(self) -> None:
+        """SIGHUP: reopen twistd's log file (after an outside rotation) and re-read the TLS files.
+
+        Nothing else is reloaded: other config changes need a restart.
+        """
+        try:
+            reopened = logs.reopen_log_files()
+        except OSError as error:
+            logs.log.error("cyrusmail: SIGHUP: cannot reopen the log file: {error}", error=str(error))
+        else:
+            logs.log.info("cyrusmail: SIGHUP received, reopened {n} log files", n=reopened)
+        reload_tls = getattr(self.context.tls, "reload", None)
+        if reload_tls is None:
+            return
+        try:
+            fingerprint = reload_tls()
+        except (OSError, ValueError, TypeError, SSLError) as error:
+            logs.log.error("cyrusmail: SIGHUP: kept the old TLS certificate: {error}", error=str(error) or repr(error))
+        else:
+            logs.log.info("cyrusmail: TLS certificate reloaded, SHA-256 fingerprint {fp}", fp=fingerprint)
 
     def stopService(self):
         """Say goodbye to every session (the listeners are already closing), then close the store."""
@@ -110,7 +156,7 @@ def open_context(config: Config, reactor=None) -> ServerContext:
     portal = make_portal(config, store, users)
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
-        tls=tls.context_factory(cert, key), reactor=reactor,
+        tls=tls.ReloadableTLS(cert, key), reactor=reactor,
         sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
     )
 

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 
 def self_signed_paths(data: Path) -> tuple[Path, Path]:
@@ -66,3 +68,31 @@ def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
         certificate=x509.load_pem_x509_certificate(cert_path.read_bytes()),
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableTLS:
+    """The server's TLS settings, re-read from the certificate and key files on request (SIGHUP).
+
+    Implicit-TLS listeners and STARTTLS ask :meth:`getContext` at each new
+    connection, so a renewed certificate serves the next handshake on; open
+    connections keep the one they began with.
+    """
+
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
+        self.cert_path, self.key_path = cert_path, key_path
+        self._options = context_factory(cert_path, key_path)
+
+    def getContext(self):
+        return self._options.getContext()
+
+    def reload(self) -> str:
+        """Read the files again; the new certificate's fingerprint.
+
+        A missing or bad file, or a key that does not match the certificate,
+        raises (OSError, ValueError, OpenSSL's Error) and the old settings stay.
+        """
+        options = context_factory(self.cert_path, self.key_path)
+        options.getContext()  # a key that does not match the certificate fails here, not at a handshake
+        self._options = options
+        return fingerprint(self.cert_path)

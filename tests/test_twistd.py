@@ -1,5 +1,5 @@
-"""The real ``twistd -n cyrusmail`` process: it listens on every configured port, and stops on SIGTERM
-with a goodbye to every session."""
+"""The real ``twistd -n cyrusmail`` process: it listens on every configured port, stops on SIGTERM
+with a goodbye to every session, and survives SIGHUP and SIGUSR1."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
+from cyrusmail import tls
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
@@ -152,7 +154,7 @@ LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"
 
 
 class LiveSessionTests(unittest.TestCase):
-    """Goodbyes at SIGTERM, in the real twistd process."""
+    """Goodbyes at SIGTERM, SIGHUP and SIGUSR1, in the real twistd process."""
 
     SERVICES = ("imap", "imaps", "pop3", "submission", "lmtp")
 
@@ -222,3 +224,48 @@ class LiveSessionTests(unittest.TestCase):
         self.assertEqual(process.returncode, 0, output)
         self.assertIn("ending 5 sessions", output)
         self.assertIn("store and index closed", output)
+
+    def test_sighup_and_sigusr1_do_not_stop_the_server(self):
+        process = self.start()
+        client = self.session("imap")
+        for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGHUP):
+            process.send_signal(signum)
+            self.assertEqual(client.send("b NOOP"), "b OK NOOP completed\r\n")
+        self.assertIsNone(process.poll())
+        output = self.stop(process)
+        self.assertEqual(output.count("SIGHUP received, reopened 0 log files"), 2, output)
+        self.assertIn("SIGUSR1 ignored", output)
+
+    def test_sighup_reopens_the_log_file_and_reloads_the_certificate(self):
+        log = self.data / "twistd.log"
+        process = self.start(f"--logfile={log}")
+        before = served_certificate(self.ports["imaps"])
+        log.rename(self.data / "twistd.log.1")  # as logrotate does
+        cert, key = tls.self_signed_paths(self.data)
+        tls.make_self_signed("mail.example.org", cert, key)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "TLS certificate reloaded" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("SIGHUP received, reopened 1 log files", log.read_text())
+        after = served_certificate(self.ports["imaps"])
+        self.assertNotEqual(before, after)
+        self.assertIn(tls.fingerprint(cert), log.read_text())
+        # A broken certificate is refused and the one in use stays.
+        cert.write_text("not a certificate\n")
+        process.send_signal(signal.SIGHUP)
+        while "kept the old TLS certificate" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("kept the old TLS certificate", log.read_text())
+        self.assertEqual(served_certificate(self.ports["imaps"]), after)
+        self.stop(process)
+        self.assertIn("store and index closed", log.read_text())
+
+
+def served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            context.wrap_socket(raw) as wrapped:
+        return wrapped.getpeercert(binary_form=True)
