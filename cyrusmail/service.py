@@ -204,7 +204,9 @@ def raise_file_limit(wanted: int) -> tuple[int, int]:
 
 
 def build_service(config: Config, reactor) -> service.MultiService:
-    """The store and one listener per endpoint of each enabled service."""
+    """The store, one listener per endpoint of each enabled service, and the control socket."""
+    from cyrusmail.control import ControlService
+
     context = open_context(config, reactor)
     top = service.MultiService()
     StoreService(context).setServiceParent(top)
@@ -221,6 +223,7 @@ def build_service(config: Config, reactor) -> service.MultiService:
             listener.setName(f"{name} {description}")
             listener.setServiceParent(top)
             logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
+    ControlService(config.data, context.sessions, reactor).setServiceParent(top)
     for starter in context.extras.get("services", []):
         starter.setServiceParent(top)
     return top

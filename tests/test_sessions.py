@@ -1,4 +1,4 @@
-"""The live-session registry: goodbyes, kicks and connection caps.
+"""The live-session registry: goodbyes, kicks, connection caps and the control socket's protocol.
 
 Every protocol's factory is wrapped as the service builder wraps it
 (:class:`~cyrusmail.sessions.AdmissionFactory`), over a real store, with a
@@ -7,8 +7,12 @@ Clock as the reactor and StringTransports as connections.
 
 from __future__ import annotations
 
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import ISSLTransport
@@ -19,6 +23,7 @@ from twisted.trial import unittest
 from zope.interface import directlyProvides
 
 from cyrusmail.config import ConfigError
+from cyrusmail.control import ControlProtocol, ControlService, ask
 from cyrusmail.imap.server import IMAPFactory
 from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.sessions import (
@@ -26,6 +31,7 @@ from cyrusmail.sessions import (
     REFUSAL_LOG_INTERVAL,
     AdmissionFactory,
     Limits,
+    SessionRegistry,
 )
 from cyrusmail.smtp.server import make_lmtp_factory, make_submission_factory
 from tests.helpers import add_user, make_config, make_context
@@ -361,6 +367,53 @@ class ListenerTests(unittest.TestCase):
         first.connectionLost(None)
 
 
+class UnixStringTransport(StringTransport):
+    """A StringTransport whose handle is a real unix socket of this process (for SO_PEERCRED)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handle, self.other_end = socket.socketpair(socket.AF_UNIX)
+
+    def getHandle(self):
+        return self.handle
+
+    def close(self) -> None:
+        self.handle.close()
+        self.other_end.close()
+
+
+class ControlProtocolTests(unittest.TestCase):
+    def control(self, server: Server):
+        protocol = ControlProtocol(server.registry)
+        transport = UnixStringTransport()
+        self.addCleanup(transport.close)
+        protocol.makeConnection(transport)
+
+        def ask(line: str) -> list[str]:
+            protocol.dataReceived(line.encode() + b"\n")
+            answer = transport.value().decode().splitlines()
+            transport.clear()
+            return answer
+
+        return ask
+
+    def test_kick_who_and_errors(self):
+        server = Server(self)
+        imap = server.logged_in("imap")
+        server.connect("pop3", "192.0.2.7")
+        ask = self.control(server)
+        who = ask("who")
+        self.assertEqual(len(who), 3)
+        self.assertRegex(who[0], r"^\* 1 imap 127\.0\.0\.1:40000 alice \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertRegex(who[1], r"^\* 2 pop3 192\.0\.2\.7:40000 - ")
+        self.assertEqual(who[2], "ok 2")
+        self.assertEqual(ask("kick alice"), ["ok 1"])
+        self.assertEqual(imap.take(), "* BYE Account removed\r\n")
+        self.assertEqual(ask("kick nobody"), ["ok 0"])
+        self.assertEqual(ask("kick"), ["error usage: kick USER"])
+        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who)"])
+
+
 class FileLimitTests(unittest.TestCase):
     def run_with_limits(self, soft: int, hard: int, wanted: int) -> str:
         code = ("import resource; from cyrusmail.service import raise_file_limit; "
@@ -398,3 +451,38 @@ class LimitConfigTests(unittest.TestCase):
             with self.assertRaises(ConfigError) as caught:
                 make_config(self.mktemp(), server={key: value})
             self.assertEqual(str(caught.exception), f"test.conf: [server] {key}: {problem}")
+
+
+class ControlServiceTests(unittest.TestCase):
+    def setUp(self):
+        self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))  # a unix socket path is short
+        self.addCleanup(shutil.rmtree, self.data, True)
+        self.path = self.data / "control.sock"
+
+    def leave_socket(self, listen: bool) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(self.path))
+        if listen:
+            sock.listen(1)
+            self.addCleanup(sock.close)
+        else:
+            sock.close()  # the file stays, nobody answers: what a killed server leaves
+        return sock
+
+    def test_listens_private_and_replaces_a_stale_socket(self):
+        self.leave_socket(listen=False)
+        reactor = MemoryReactorClock()
+        ControlService(self.data, SessionRegistry(), reactor).startService()
+        self.assertFalse(self.path.exists())
+        self.assertEqual([(path, mode) for path, _factory, _backlog, mode, _pid in reactor.unixServers],
+                         [(str(self.path), 0o600)])
+
+    def test_refuses_to_take_the_socket_of_a_running_server(self):
+        self.leave_socket(listen=True)
+        with self.assertRaises(RuntimeError):
+            ControlService(self.data, SessionRegistry(), MemoryReactorClock()).startService()
+
+    def test_ask_without_a_server(self):
+        self.assertIsNone(ask(self.data, "who"))
+        self.leave_socket(listen=False)
+        self.assertIsNone(ask(self.data, "who"))

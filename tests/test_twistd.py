@@ -1,5 +1,5 @@
 """The real ``twistd -n cyrusmail`` process: it listens on every configured port, stops on SIGTERM
-with a goodbye to every session, and survives SIGHUP and SIGUSR1."""
+with a goodbye to every session, survives SIGHUP and SIGUSR1, and ends a deleted user's sessions."""
 
 from __future__ import annotations
 
@@ -154,11 +154,12 @@ LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"
 
 
 class LiveSessionTests(unittest.TestCase):
-    """Goodbyes at SIGTERM, SIGHUP and SIGUSR1, in the real twistd process."""
+    """Goodbyes at SIGTERM and at user deletion, SIGHUP and SIGUSR1, in the real twistd process."""
 
     SERVICES = ("imap", "imaps", "pop3", "submission", "lmtp")
 
     def setUp(self):
+        # A short data path: a unix socket's path holds at most 107 bytes.
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
         self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
@@ -187,7 +188,7 @@ class LiveSessionTests(unittest.TestCase):
         self.addCleanup(lambda: process.poll() is None and process.kill())
         deadline = time.monotonic() + 60
         waiting = set(self.ports.values())
-        while waiting and time.monotonic() < deadline:
+        while (waiting or not (self.data / "control.sock").exists()) and time.monotonic() < deadline:
             self.assertIsNone(process.poll(), "twistd exited early")
             waiting = {port for port in waiting if not listening(port)}
             time.sleep(0.1)
@@ -224,6 +225,22 @@ class LiveSessionTests(unittest.TestCase):
         self.assertEqual(process.returncode, 0, output)
         self.assertIn("ending 5 sessions", output)
         self.assertIn("store and index closed", output)
+
+    def test_user_delete_ends_that_users_live_sessions(self):
+        process = self.start()
+        alice = {name: self.session(name) for name in ("imap", "pop3", "submission")}
+        bob = self.session("imap", "bob")
+        self.assertEqual(self.admin("user", "delete", "alice", "--yes"),
+                         "user alice deleted; 3 live sessions ended\n")
+        said = {name: client.rest() for name, client in alice.items()}
+        self.assertEqual(said, {"imap": ["* BYE Account removed\r\n"],
+                                "pop3": ["-ERR [SYS/TEMP] Account removed\r\n"],
+                                "submission": ["421 4.3.2 mail.example.org Account removed\r\n"]})
+        self.assertEqual(bob.send("b NOOP"), "b OK NOOP completed\r\n")
+        refused = Line(self.ports["imap"])
+        self.addCleanup(refused.close)
+        self.assertRegex(refused.send("c LOGIN alice secret"), "^c NO ")
+        self.stop(process)
 
     def test_sighup_and_sigusr1_do_not_stop_the_server(self):
         process = self.start()
