@@ -215,7 +215,7 @@ class SmarthostRelayTests(unittest.TestCase):
         self.addCleanup(port.stopListening)
         refused = await threads.deferToThread(self.submit_remote, port.getHost().port)
         self.assertEqual(refused, {})
-        for _ in range(100):  # delivered there, then the queue's record of it removed here
+        for _ in range(100):  # the queue removes its copy only after the smarthost's 250 and QUIT's 221
             if smarthost.inbox("bob") and not list(queue.spool.iterdir()):
                 break
             await task.deferLater(reactor, 0.1, lambda: None)
