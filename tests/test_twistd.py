@@ -481,7 +481,7 @@ class LiveSessionTests(unittest.TestCase):
         self.assertIn("SIGHUP received, reopened 1 log files", log.read_text())
         after = served_certificate(self.ports["imaps"])
         self.assertNotEqual(before, after)
-        self.assertIn(tls.fingerprint(cert), log.read_text())
+        self.assertIn(tls.fingerprint(tls.context_factory(cert, key)), log.read_text())
         # A broken certificate is refused and the one in use stays.
         cert.write_text("not a certificate\n")
         process.send_signal(signal.SIGHUP)
