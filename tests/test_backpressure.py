@@ -41,7 +41,7 @@ from tests.test_queue import async_test
 
 #: Octets of answers each flood asks for: several times what the kernel's
 #: socket buffers can hold (the server's send buffer grows to 4 MiB).
-ANSWERS = 24 * 1024 * 1024
+ANSWERS = 16 * 1024 * 1024
 #: What the server may hold while the client is not reading.  Without
 #: backpressure it holds nearly all of ANSWERS.
 BOUND = 8 * 1024 * 1024
