@@ -5,12 +5,16 @@ and LMTP, over plain TCP, implicit TLS and STARTTLS/STLS: a client sends
 tens of thousands of pipelined commands (megabytes of answers) and reads
 nothing.  The memory the server process holds meanwhile (tracemalloc's peak)
 stays within a bound, and once the client reads it gets every answer,
-byte for byte.  The client's receive buffer is kept small so that the kernel
-cannot swallow the answers in its stead.
+byte for byte, and the server closes after its goodbye.  The client's
+receive buffer is kept small so that the kernel cannot swallow the answers
+in its stead.  A client that never reads, or never even completes the TLS
+handshake, is cut off at the idle timeout.
 
-Then the idle timers, on a Clock: input that arrives while output is blocked
-does not count as activity, and a timeout while output is blocked aborts the
-connection (a goodbye could never be delivered).
+Then, over StringTransports: pipelined LISTs run one at a time as the
+output drains; the idle timers on a Clock (input that arrives while output
+is blocked does not count as activity, and a timeout while output is
+blocked aborts the connection: a goodbye could never be delivered); and
+the OutputFlow itself.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from twisted.trial import unittest
 from cyrusmail.flow import OutputFlow
 from cyrusmail.imap.server import IMAPServer
 from cyrusmail.imap.server import make_factory as make_imap_factory
+from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.pop3.server import make_factory as make_pop3_factory
 from cyrusmail.pop3.session import IDLE_TIMEOUT as POP3_TIMEOUT
 from cyrusmail.smtp.server import make_lmtp_factory, make_submission_factory
@@ -274,6 +279,87 @@ class FloodTests(unittest.TestCase):
         await client
         self.assertTrue(is_closed, "the server still holds the connection of a client that never reads")
 
+
+    def never_handshaking(self, factory) -> bool:
+        """Connect over implicit TLS, never send a ClientHello, and wait for
+        the server's timeout to close: whether it did (a hang check of 60 s)."""
+        port = self.listen(factory, implicit_tls=True)
+
+        def wait_for_the_close() -> bool:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.settimeout(60)  # a hang check only
+                try:
+                    while sock.recv(65536):
+                        pass
+                except TimeoutError:
+                    return False
+                except ConnectionResetError:
+                    pass  # aborted: closed as well
+                return True
+
+        return threads.deferToThread(wait_for_the_close)
+
+    @async_test
+    async def test_imaps_client_that_never_handshakes_is_closed_at_the_timeout(self) -> None:
+        """The greeting waits for the handshake in the TLS layer; the BYE
+        after it could never go, so the autologout aborts the connection
+        (with the TLS layer holding unsent output it never closed)."""
+        factory = make_imap_factory(self.context, "imaps")
+        build = factory.buildProtocol
+
+        def build_with_short_timeout(addr):
+            session = build(addr)
+            session.PREAUTH_TIMEOUT = 1.0
+            return session
+
+        factory.buildProtocol = build_with_short_timeout
+        self.assertTrue(await self.never_handshaking(factory), "the connection is still open")
+
+    @async_test
+    async def test_pop3s_client_that_never_handshakes_is_closed_at_the_timeout(self) -> None:
+        factory = POP3Factory(self.context, "pop3s", idle_timeout=1.0)
+        self.assertTrue(await self.never_handshaking(factory), "the connection is still open")
+
+    @async_test
+    async def test_submissions_client_that_never_handshakes_is_closed_at_the_timeout(self) -> None:
+        factory = make_submission_factory(self.context, "submissions")
+        factory.idle_timeout = 1.0
+        self.assertTrue(await self.never_handshaking(factory), "the connection is still open")
+
+
+class PipelinedListTests(unittest.TestCase):
+    def test_pipelined_lists_wait_while_the_output_does_not_drain(self) -> None:
+        """The issue's second case on a small scale: 300 pipelined LIST "" "*"
+        to a client that reads nothing run one at a time, each only after the
+        previous answer has gone, and all are answered in the end."""
+        context = imap_support.session_context(self)
+        mailboxes = context.store.mailboxes("alice")
+        for number in range(100):
+            mailboxes.create(f"folder{number}")
+        client = imap_support.Client(context, Clock())
+        client.login()
+        transport = client.transport
+        flow = transport.producer
+
+        def write(data, original=transport.write):
+            original(data)
+            if len(transport.value()) > 4096:  # a socket whose buffer is full
+                flow.pauseProducing()
+
+        transport.write = write
+        client.send(b'l LIST "" "*"\r\n' * 300)
+        received = client.take()
+        self.assertEqual(received.count(b"l OK LIST completed"), 1, "ran on while the output was blocked")
+        rounds = 0
+        while received.count(b"l OK LIST completed") < 300:
+            flow.resumeProducing()  # the client read it all
+            received += client.take()
+            rounds += 1
+            self.assertLess(rounds, 1000)
+        answers = received.split(b"l OK LIST completed\r\n")
+        self.assertEqual(answers[-1], b"")
+        self.assertEqual(set(answers[:-1]), {answers[0]})
+        self.assertEqual(answers[0].count(b"* LIST "), 100 + len(context.config.special_use_folders()) + 1)
 
 # -- the idle timers, on a Clock ------------------------------------------------------
 
