@@ -15,10 +15,10 @@ attached to the connection's :class:`~cyrusmail.flow.OutputFlow`; while more
 than the transport's high-water mark (64 KiB) of output waits unsent, no further
 command runs, and reading from the transport stops while more than
 :attr:`IMAPServer.MAX_BUFFERED` bytes wait unparsed.  Timers: 30 minutes
-without input (or, while output is blocked, without output draining) logs out
-an authenticated session (RFC 3501 5.4), :attr:`IMAPServer.PREAUTH_TIMEOUT`
-an unauthenticated one; when output is blocked the BYE could never arrive,
-and the connection is aborted instead.
+without activity (input while output flows, or output draining) logs out an
+authenticated session (RFC 3501 5.4), :attr:`IMAPServer.PREAUTH_TIMEOUT` an
+unauthenticated one; when output is blocked the BYE could never arrive, and
+the connection is aborted instead.
 """
 
 from __future__ import annotations
