@@ -14,11 +14,15 @@ Long work (SEARCH) runs in slices on the reactor thread
 (:meth:`IMAPServer.run_in_slices`), so other sessions are served between
 them; the next command waits for it, and a lost connection stops it.
 
-Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`;
-reading from the transport stops while more than :attr:`IMAPServer.MAX_BUFFERED`
-bytes wait unparsed.  Timers: 30 minutes without input logs out an
+Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`,
+attached to the connection's :class:`~cyrusmail.flow.OutputFlow`; while more
+than the transport's high-water mark (64 KiB) of output waits unsent, no further
+command runs, and reading from the transport stops while more than
+:attr:`IMAPServer.MAX_BUFFERED` bytes wait unparsed.  Timers: 30 minutes
+without activity (input while output flows, or output draining) logs out an
 authenticated session (RFC 3501 5.4), :attr:`IMAPServer.PREAUTH_TIMEOUT` an
-unauthenticated one.
+unauthenticated one; when output is blocked the BYE could never arrive, and
+the connection is aborted instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
+from cyrusmail.flow import OutputFlow
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
@@ -113,12 +118,15 @@ class IMAPServer(Protocol):
         self.closing = False
         self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
+        self.flow: OutputFlow | None = None
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
+        self.flow = OutputFlow(self.transport, self.reactor, self._output_drained)
         self.out = ResponseWriter(self.transport, self.reactor)
+        self.flow.attach(self.out)
         logs.connection_opened(self.service, self.transport)
         self.context.sessions.opened(self, self.service, self.transport)
         self._reset_timer()
@@ -130,8 +138,8 @@ class IMAPServer(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self.out is not None:
-            self.out.stopProducing()
+        if self.flow is not None:
+            self.flow.stopProducing()  # and the ResponseWriter's queued answers with it
         for cleanup in list(self.cleanups):
             cleanup()
         self.leave_mailbox()
@@ -148,7 +156,8 @@ class IMAPServer(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if isinstance(self.state, LoggedOut):
             return
-        self._reset_timer()
+        if not self.flow.blocked:  # a client that sends but does not read is not active
+            self._reset_timer()
         self._pending.extend(self.parser.feed(data))
         self._advance()
 
@@ -229,7 +238,7 @@ class IMAPServer(Protocol):
         self._flow_control()
 
     def _run_events(self) -> None:
-        while not isinstance(self.state, LoggedOut):
+        while not isinstance(self.state, LoggedOut) and not self.flow.blocked:
             if self._pending:
                 event = self._pending[0]
                 if self._line_handler is not None and isinstance(event, (wire.Line, wire.ParseError)):
@@ -252,6 +261,13 @@ class IMAPServer(Protocol):
             if not events:
                 break
             self._pending.extend(events)
+
+    def _output_drained(self) -> None:
+        """The client has taken all the output: it is active, and what waited runs."""
+        if isinstance(self.state, LoggedOut):
+            return
+        self._reset_timer()
+        self._advance()
 
     def _flow_control(self) -> None:
         if self.transport is None or isinstance(self.state, LoggedOut):
@@ -316,7 +332,7 @@ class IMAPServer(Protocol):
     def _crashed(self, failure: Failure) -> None:
         log.failure("IMAP session crashed", failure)
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.flow.close()
 
     def send_updates(self, send_expunges: bool) -> None:
         """Untagged EXISTS/RECENT/EXPUNGE/FETCH for the selected mailbox."""
@@ -359,7 +375,7 @@ class IMAPServer(Protocol):
         self.state = LoggedOut()
         self._stop_work()
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.flow.close()
 
     def goodbye(self, text: str) -> None:
         """The registry's farewell (shutdown, user removed): ``* BYE``, once."""
@@ -377,6 +393,15 @@ class IMAPServer(Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
+        if self.flow.blocked:
+            # Output has not drained for the whole timeout: the client is not
+            # reading, and a BYE would never reach it.
+            log.info("IMAP: {peer} took no output for too long; connection aborted",
+                     peer=logs.peer_of(self.transport))
+            self.closing = True
+            self.state = LoggedOut()
+            self.flow.abort()
+            return
         self.bye("Autologout; idle for too long")
 
     # -- APPEND literals ---------------------------------------------------------

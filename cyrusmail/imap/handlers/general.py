@@ -21,7 +21,7 @@ def noop(session, command) -> None:
 def logout(session, command) -> Reply:
     session.untagged("BYE Logging out")
     session.state = LoggedOut()
-    return Reply(text="LOGOUT completed", after=session.transport.loseConnection)
+    return Reply(text="LOGOUT completed", after=session.flow.close)
 
 
 def id_(session, command) -> None:
