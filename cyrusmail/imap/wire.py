@@ -31,7 +31,8 @@ Bounds, all constructor parameters:
   literal except APPEND message data); ``max_command_size`` (1 MiB) caps
   text plus in-memory literals of one command;
 * ``max_message_size``: an APPEND message literal, which is written chunk
-  by chunk into a sink from ``sink_factory`` (default
+  by chunk into a sink from ``sink_factory`` (called with ``binary=True``
+  for a ``literal8``; default
   :class:`SpooledLiteral`: memory, then a temporary file) and never held
   as one growing bytes object; over it: ``NO [TOOBIG]``;
 * ``max_depth`` (100): parenthesis / NOT / OR nesting; over it: BAD;
@@ -127,8 +128,9 @@ class SpooledLiteral:
     """The default APPEND sink: in memory up to ``threshold``, then a
     temporary file.  :meth:`open` rewinds and returns the file."""
 
-    def __init__(self, size: int, threshold: int = 1 << 20) -> None:
+    def __init__(self, size: int, threshold: int = 1 << 20, *, binary: bool = False) -> None:
         self.size = size
+        self.binary = binary
         self._file: BinaryIO = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115
 
     def write(self, data: bytes) -> int:
@@ -146,7 +148,8 @@ class SpooledLiteral:
         return self.open().read()
 
 
-SinkFactory = Callable[[int], c.LiteralSink]
+SinkFactory = Callable[..., c.LiteralSink]
+"""``factory(size)`` for a literal, ``factory(size, binary=True)`` for a ``literal8``."""
 
 # -- character classes (RFC 3501 section 9) -----------------------------------
 
@@ -1411,7 +1414,7 @@ class CommandParser:
             if size > self.max_message_size:
                 return ParseError(tag, "message too big", "TOOBIG", "NO")
             try:
-                return self.sink_factory(size)
+                return self.sink_factory(size, binary=True) if binary else self.sink_factory(size)
             except LiteralRefused as refused:
                 return ParseError(tag, refused.message, refused.code, refused.status)
         if binary:
