@@ -232,19 +232,46 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
+class CatenateText:
+    """An RFC 4469 ``TEXT`` part: a literal's bytes, in the sink they went to."""
+
+    size: int
+    content: LiteralSink = field(compare=False)
+
+
+@dataclass(frozen=True)
+class CatenateUrl:
+    """An RFC 4469 ``URL`` part, as sent (an RFC 5092 IMAP URL, checked by the session)."""
+
+    url: str
+
+
+CatenatePart = CatenateText | CatenateUrl
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND (several with RFC 3502 MULTIAPPEND).
 
     ``flags`` is None when the client gave no flag list; ``internal_date``
     is an aware datetime or None; ``content`` is the sink the literal was
-    written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.
+    written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.  An
+    RFC 4469 ``CATENATE`` message has its ``parts`` instead (``content``
+    None, ``size`` 0).
     """
 
     flags: tuple[str, ...] | None
     internal_date: datetime.datetime | None
     size: int
-    content: LiteralSink = field(compare=False)
+    content: LiteralSink | None = field(compare=False)
     binary: bool = False
+    parts: tuple[CatenatePart, ...] | None = None
+
+    def sinks(self) -> list[LiteralSink]:
+        """Every sink this message's literals went to."""
+        found = [] if self.content is None else [self.content]
+        found += [part.content for part in self.parts or () if isinstance(part, CatenateText)]
+        return found
 
 
 @dataclass(frozen=True)

@@ -343,6 +343,16 @@ def render_fetch(
     return response.finish()
 
 
+def body_source(view: MessageView, section: Section,
+                partial: tuple[int, int] | None = None) -> bytes | tuple[int, int] | None:
+    """The data ``BODY.PEEK[section]<partial>`` of ``view`` sends (as bytes, a range
+    of the file, or None for ``""``), for CATENATE's URLs; NUL octets not yet replaced."""
+    try:
+        return _Response(view).body_source(section, partial)
+    except (NoSuchMessage, FileNotFoundError) as error:
+        raise FetchError("the message has been expunged", "EXPUNGEISSUED") from error
+
+
 def _info_of(view: MessageView):
     try:
         return load_info(view.mailbox, view.record.uid, cache=view.cache)
@@ -486,10 +496,17 @@ class _Response:
             raise ValueError(f"unknown fetch attribute {name}")
 
     def _body(self, item: FetchBody) -> None:
-        section = item.section
-        name = b"BODY[" + section_spec(section) + b"]"
+        name = b"BODY[" + section_spec(item.section) + b"]"
         if item.partial is not None:
             name += b"<%d>" % item.partial[0]
+        source = self.body_source(item.section, item.partial)
+        if isinstance(source, tuple):
+            self._range(name, source)
+        else:
+            self._data(name, source)
+
+    def body_source(self, section: Section, partial: tuple[int, int] | None) -> bytes | tuple[int, int] | None:
+        """What ``BODY[section]<partial>`` sends: bytes, a file range, or None (``""``)."""
         if section.text in _FIELDS_TEXTS:
             header = self._header(section.part)
             if header is not None:
@@ -497,12 +514,10 @@ class _Response:
                 header = mime.header_fields(
                     header, names, section.text.endswith(".NOT")
                 )
-            self._data(name, _cut(header, item.partial))
-        elif section.text == "HEADER" and not section.part:
-            self._data(name, _cut(self.info.header_bytes(), item.partial))
-        else:
-            span = self._section_span(section.part, section.text or "")
-            self._range(name, _clip(span, item.partial))
+            return _cut(header, partial)
+        if section.text == "HEADER" and not section.part:
+            return _cut(self.info.header_bytes(), partial)
+        return _clip(self._section_span(section.part, section.text or ""), partial)
 
     def _decoded(self, part: tuple[int, ...]) -> bytes | _BigPart | None:
         """BINARY[part]: the decoded bytes, or a :class:`_BigPart` to stream."""

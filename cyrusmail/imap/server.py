@@ -46,7 +46,7 @@ BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
     "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY",
+    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE",
 )
 
 
@@ -392,10 +392,11 @@ def _done_text(command: c.Command, reply: codes.Reply) -> str:
 
 def _close_sinks(command) -> None:
     for message in getattr(command, "messages", ()) or ():
-        try:
-            message.content.close()
-        except OSError as error:
-            log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
+        for sink in message.sinks():
+            try:
+                sink.close()
+            except OSError as error:
+                log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
 
 
 class IMAPFactory(Factory):

@@ -481,6 +481,32 @@ class _Reader:
         self.pos += 1
         return tuple(result)
 
+    # APPEND
+
+    def message_literal(self) -> tuple[int, c.LiteralSink]:
+        """An APPEND literal (or literal8): its size and the sink it went to."""
+        index = self.next_literal
+        if not (self.peek(b"{") or self.peek(b"~{")):
+            self.fail("expected a message literal")
+        content = self.literal(allow_sink=True)
+        if isinstance(content, bytes):
+            self.fail("expected a message literal")
+        return self.literal_sizes[index], content
+
+    def cat_part(self) -> c.CatenatePart:
+        """RFC 4469 ``TEXT literal`` or ``URL astring``."""
+        kind = self.keyword()
+        self.sp()
+        if kind == "TEXT":
+            if self.peek(b"~"):
+                self.fail("CATENATE TEXT takes a literal, not a literal8")
+            return c.CatenateText(*self.message_literal())
+        if kind == "URL":
+            if self.peek(b"{"):
+                self.fail("a CATENATE URL must be an atom or a quoted string")
+            return c.CatenateUrl(self.ascii_astring())
+        self.fail(f"unknown CATENATE part {kind}")
+
     # FETCH
 
     def section_part(self, spec: bytes) -> tuple[tuple[int, ...], list[bytes]]:
@@ -680,6 +706,18 @@ class _Reader:
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
 
 
+def parse_section(spec: bytes) -> c.Section:
+    """The inside of ``BODY[...]`` (as an RFC 5092 URL's ``;SECTION=`` carries
+    it) as a Section; ValueError if it is not one."""
+    reader = _Reader(b"[" + spec + b"]", [], [], [], 10)
+    try:
+        section = reader.section()
+        reader.end()
+    except _Syntax as error:
+        raise ValueError(error.message) from None
+    return section
+
+
 # -- commands ------------------------------------------------------------------
 
 
@@ -864,16 +902,15 @@ def _append(reader: _Reader, tag: str, uid: bool) -> c.Command:
         if reader.peek(b'"'):
             internal_date = reader.date_time()
             reader.sp()
+        if reader.peek_upper(b"CATENATE"):
+            reader.pos += len(b"CATENATE")
+            reader.sp()
+            parts = reader.parenthesised(reader.cat_part)
+            messages.append(c.AppendMessage(flags, internal_date, 0, None, parts=parts))
+            continue
         binary = reader.peek(b"~")
-        index = reader.next_literal
-        content = reader.literal(allow_sink=True)
-        if isinstance(content, bytes):
-            reader.fail("expected a message literal")
-        messages.append(
-            c.AppendMessage(
-                flags, internal_date, reader.literal_sizes[index], content, binary
-            )
-        )
+        size, content = reader.message_literal()
+        messages.append(c.AppendMessage(flags, internal_date, size, content, binary))
     return c.Append(tag, mailbox, tuple(messages))
 
 
