@@ -200,6 +200,31 @@ class BinaryClientTests(ClientTestCase):
         return threads.deferToThread(talk).addCallback(check)
 
 
+class Utf8ClientTests(ClientTestCase):
+    def test_imaplib_utf8_accept(self):
+        """Python's imaplib switches to UTF-8 commands once ENABLE UTF8=ACCEPT succeeds."""
+
+        def talk():
+            client = imaplib.IMAP4("127.0.0.1", self.port_number)
+            client.login("alice", "secret")
+            results = {"enable": client.enable("UTF8=ACCEPT"), "utf8": client.utf8_enabled}
+            results["create"] = client.create('"Café"')
+            results["list"] = client.list('""', '"Caf*"')
+            results["search"] = (client.select('"Café"'), client.search(None, "SUBJECT", '"é"'))
+            client.logout()
+            return results
+
+        def check(results):
+            self.assertEqual(results["enable"][0], "OK")
+            self.assertTrue(results["utf8"])
+            self.assertEqual(results["create"][0], "OK")
+            self.assertEqual(results["list"], ("OK", ['(\\HasNoChildren) "/" "Café"'.encode()]))
+            self.assertEqual(results["search"][1], ("OK", [b""]))
+            self.assertTrue(self.context.store.mailboxes("alice").exists("Café"))
+
+        return threads.deferToThread(talk).addCallback(check)
+
+
 class MbsyncTests(ClientTestCase):
     """mbsync (isync) syncing a tree of folders both ways."""
 

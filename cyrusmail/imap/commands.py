@@ -257,7 +257,7 @@ class AppendMessage:
     is an aware datetime or None; ``content`` is the sink the literal was
     written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.  An
     RFC 4469 ``CATENATE`` message has its ``parts`` instead (``content``
-    None, ``size`` 0).
+    None, ``size`` 0); ``utf8`` marks RFC 6855 ``UTF8 (literal8)`` data.
     """
 
     flags: tuple[str, ...] | None
@@ -266,6 +266,7 @@ class AppendMessage:
     content: LiteralSink | None = field(compare=False)
     binary: bool = False
     parts: tuple[CatenatePart, ...] | None = None
+    utf8: bool = False  # RFC 6855 UTF8 data item
 
     def sinks(self) -> list[LiteralSink]:
         """Every sink this message's literals went to."""

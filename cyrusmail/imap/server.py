@@ -46,7 +46,7 @@ BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
     "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE",
+    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
 )
 
 
@@ -155,6 +155,11 @@ class IMAPServer(Protocol):
         self._advance()
 
     # -- what the connection is --------------------------------------------------
+
+    @property
+    def utf8(self) -> bool:
+        """RFC 6855 UTF8=ACCEPT is enabled: mailbox names go out in UTF-8."""
+        return "UTF8=ACCEPT" in self.enabled
 
     @property
     def secure(self) -> bool:

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, NoReturn
 
 from cyrusmail.imap import commands as c
+from cyrusmail.imap import mutf7
 from cyrusmail.imap.sequence import SequenceSet, SequenceSetError
 
 # -- events -------------------------------------------------------------------
@@ -226,6 +227,7 @@ class _Reader:
         literal_sizes: list[int],
         max_depth: int,
         max_search_keys: int = 1000,
+        utf8: bool = False,
     ) -> None:
         self.text = text
         self.pos = 0
@@ -236,6 +238,7 @@ class _Reader:
         self.max_depth = max_depth
         self.search_keys_left = max_search_keys
         self.max_search_keys = max_search_keys
+        self.utf8 = utf8
 
     # low level
 
@@ -350,7 +353,8 @@ class _Reader:
             self.fail("invalid UTF-8")
 
     def mailbox(self) -> str:
-        return self.text_of(self.astring())
+        name = self.text_of(self.astring())
+        return mutf7.encode(name) if self.utf8 else name
 
     def ascii_astring(self) -> str:
         value = self.astring()
@@ -361,8 +365,10 @@ class _Reader:
 
     def list_mailbox(self) -> str:
         if self.peek(b'"') or self.peek(b"{"):
-            return self.text_of(self.string())
-        return self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+            pattern = self.text_of(self.string())
+        else:
+            pattern = self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+        return mutf7.encode(pattern) if self.utf8 else pattern
 
     def flag(self) -> str:
         if self.peek(b"\\"):
@@ -493,8 +499,23 @@ class _Reader:
             self.fail("expected a message literal")
         return self.literal_sizes[index], content
 
+    def utf8_literal(self) -> tuple[int, c.LiteralSink]:
+        """RFC 6855 ``UTF8 (literal8)``, only once UTF8=ACCEPT is enabled."""
+        self.pos += len(b"UTF8")
+        if not self.utf8:
+            self.fail("UTF8 data needs ENABLE UTF8=ACCEPT")
+        self.sp()
+        self.expect(b"(")
+        if not self.peek(b"~"):
+            self.fail("UTF8 data is a literal8")
+        found = self.message_literal()
+        self.expect(b")")
+        return found
+
     def cat_part(self) -> c.CatenatePart:
-        """RFC 4469 ``TEXT literal`` or ``URL astring``."""
+        """RFC 4469 ``TEXT literal`` or ``URL astring``; RFC 6855 ``UTF8 (literal8)``."""
+        if self.peek_upper(b"UTF8"):
+            return c.CatenateText(*self.utf8_literal())
         kind = self.keyword()
         self.sp()
         if kind == "TEXT":
@@ -908,6 +929,10 @@ def _append(reader: _Reader, tag: str, uid: bool) -> c.Command:
             parts = reader.parenthesised(reader.cat_part)
             messages.append(c.AppendMessage(flags, internal_date, 0, None, parts=parts))
             continue
+        if reader.peek_upper(b"UTF8"):
+            size, content = reader.utf8_literal()
+            messages.append(c.AppendMessage(flags, internal_date, size, content, True, utf8=True))
+            continue
         binary = reader.peek(b"~")
         size, content = reader.message_literal()
         messages.append(c.AppendMessage(flags, internal_date, size, content, binary))
@@ -1209,6 +1234,9 @@ class CommandParser:
         self.literal_minus = literal_minus
         self.sink_factory = sink_factory
         self.pause_after_commands = pause_after_commands
+        #: RFC 6855 UTF8=ACCEPT is enabled: mailbox names are UTF-8 (``&`` is just
+        #: ``&``) and come out in modified UTF-7, as without it; APPEND takes UTF8 data.
+        self.utf8 = False
         self._buffer = bytearray()
         self._scanned = 0  # how much of _buffer is known to hold no LF
         self._line_mode = False
@@ -1482,7 +1510,7 @@ class CommandParser:
             raise _Syntax("invalid tag")
         reader = _Reader(
             text, self._boundaries, self._literals, self._literal_sizes, self.max_depth,
-            self.max_search_keys,
+            self.max_search_keys, self.utf8,
         )
         if name is None:
             raise _Syntax("missing or invalid command name")

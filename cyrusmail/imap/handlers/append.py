@@ -142,6 +142,8 @@ def _catenate(session, parts: tuple[c.CatenatePart, ...], staged) -> None:
         raise CommandFailed(f"The message would be {total} octets, over the limit of {limit}", codes.TOOBIG)
     for source in sources:
         if isinstance(source, c.CatenateText):
+            if getattr(source.content, "has_nul", False):  # a UTF8 (literal8) part
+                raise CommandFailed("A CATENATE part contains a NUL octet", codes.CANNOT)
             text = source.content.staged
             text.finish()
             staged.write(text.read())

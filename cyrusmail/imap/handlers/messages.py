@@ -243,6 +243,9 @@ def search(session, command: c.Search) -> defer.Deferred:
 
     if command.return_options is not None:
         raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
+    if command.charset is not None and session.utf8:
+        # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
+        raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
     try:
         matching.check_charset(command.charset)
     except matching.BadCharset:
