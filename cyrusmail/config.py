@@ -180,6 +180,17 @@ def is_loopback_endpoint(description: str) -> bool:
     return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``127.0.0.0/8 ::1 192.0.2.10`` -> networks (a bare address is a network of one)."""
+    networks = []
+    for item in parse_list(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"expected addresses or networks such as 127.0.0.0/8 or ::1, got {item!r}") from None
+    return networks
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -225,6 +236,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "check_header_from": Key(parse_bool, True),
         "index_cache": Key(parse_positive_int, 64),
         "login_delay_max": Key(parse_duration, 15),
+        # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.
+        "max_connections": Key(parse_positive_int, 1000),
+        "max_connections_per_address": Key(parse_positive_int, 100),
+        "max_unauthenticated": Key(parse_positive_int, 500),
+        "max_unauthenticated_per_address": Key(parse_positive_int, 20),
+        "limit_exempt": Key(parse_networks, parse_networks("127.0.0.0/8 ::1")),
+        "listen_backlog": Key(parse_positive_int, 511),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

@@ -13,11 +13,13 @@ registry.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import sys
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
-from twisted.internet import ssl
+from twisted.internet.error import ReactorNotRunning
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
@@ -26,12 +28,18 @@ from twisted.python import usage
 from cyrusmail import logs, startup, tls
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config, ConfigError, load
+from cyrusmail.control import ControlService
 from cyrusmail.portal import make_portal
 from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
+from cyrusmail.sessions import AdmissionFactory, Limits, SessionRegistry
 from cyrusmail.store.maildir import MaildirStore
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
+#: Open files one session may need: its socket, and its user's index (database, WAL, shared memory).
+FILES_PER_SESSION = 4
+#: Open files for everything else: listeners, the user and ACL databases, the queue, logs.
+FILES_RESERVED = 256
 
 
 class Options(usage.Options):
@@ -58,7 +66,7 @@ def check_available(config: Config) -> None:
             raise ConfigError(config.path, name, "enabled", f"this build of cyrusmail has no {name} server yet")
 
 
-def named_tls(config: Config) -> ssl.CertificateOptions | None:
+def named_tls(config: Config) -> tls.ReloadableTLS | None:
     """The certificate and key the config names, loaded now (``twistd -u`` may not read the key later).
 
     None when the config names none: the self-signed one lives in the data folder.
@@ -71,7 +79,7 @@ def named_tls(config: Config) -> ssl.CertificateOptions | None:
         raise ConfigError(config.path, "tls", error.which, str(error)) from None
 
 
-def server_tls(config: Config) -> ssl.CertificateOptions:
+def server_tls(config: Config) -> tls.ReloadableTLS:
     """The config's certificate, else the self-signed one in ``DATA/tls/``, made on first start."""
     cert, key = config["tls"]["certificate"], config["tls"]["key"]
     if cert is None:
@@ -80,7 +88,7 @@ def server_tls(config: Config) -> ssl.CertificateOptions:
             tls.make_self_signed(config.hostname, cert, key)
             logs.log.info("cyrusmail: made a self-signed certificate for {host} in {path}",
                           host=config.hostname, path=str(cert))
-    options = tls.context_factory(cert, key)
+    options = tls.ReloadableTLS(cert, key)
     logs.log.info("cyrusmail: TLS certificate {path}, SHA-256 fingerprint {fp}",
                   path=str(cert), fp=tls.fingerprint(options))
     return options
@@ -96,24 +104,77 @@ class StoreService(service.Service):
         super().startService()
         reactor = self.context.reactor
         if reactor is not None:
-            # twistd re-raises SIGTERM after a clean stop (exit 143); an
-            # orderly shutdown on request is a success, so stop plainly.
-            # The reactor installs its own handlers during startup; ours goes after.
-            reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop_on_request)
+            # The reactor and twistd install their handlers during startup; ours go after.
+            reactor.callWhenRunning(self._install_signal_handlers)
 
-    def _stop_on_request(self, signum, frame) -> None:
-        logs.log.info("cyrusmail: SIGTERM received, shutting down")
-        self.context.reactor.callFromThread(self.context.reactor.stop)
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM stops cleanly, SIGHUP reloads, SIGUSR1 is ignored.
+
+        twistd re-raises SIGTERM after a clean stop (exit 143); an orderly
+        shutdown on request is a success, so ours stops plainly (exit 0).
+        SIGHUP and SIGUSR1 would end the process silently by default.  With
+        ``--logfile`` twistd has already taken SIGUSR1 to rotate its log
+        file itself; that is left as it is.
+        """
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.context.reactor.callFromThread(self._signalled, signum)  # nothing more in a signal handler
+
+    def _signalled(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            logs.log.info("cyrusmail: SIGTERM received, shutting down")
+            try:
+                self.context.reactor.stop()
+            except ReactorNotRunning:  # a second SIGTERM while stopping
+                pass
+        elif signum == signal.SIGHUP:
+            self.reload()
+        else:
+            logs.log.info("cyrusmail: SIGUSR1 ignored (it rotates the log file when twistd runs with --logfile)")
+
+    def reload(self) -> None:
+        """SIGHUP: reopen twistd's log file (after an outside rotation) and re-read the TLS files.
+
+        Nothing else is reloaded: other config changes need a restart.
+        """
+        try:
+            reopened = logs.reopen_log_files()
+        except OSError as error:
+            logs.log.error("cyrusmail: SIGHUP: cannot reopen the log file: {error}", error=str(error))
+        else:
+            logs.log.info("cyrusmail: SIGHUP received, reopened {n} log files", n=reopened)
+        reload_tls = getattr(self.context.tls, "reload", None)
+        if reload_tls is None:
+            return
+        try:
+            fingerprint = reload_tls()
+        except (OSError, ValueError, TypeError, SSLError) as error:
+            logs.log.error("cyrusmail: SIGHUP: kept the old TLS certificate: {error}", error=str(error) or repr(error))
+        else:
+            logs.log.info("cyrusmail: TLS certificate reloaded, SHA-256 fingerprint {fp}", fp=fingerprint)
 
     def stopService(self):
+        """Say goodbye to every session (the listeners are already closing), then close the store."""
+        super().stopService()
+        sessions = self.context.sessions
+        if len(sessions):
+            logs.log.info("cyrusmail: ending {n} sessions", n=len(sessions))
+        drained = sessions.end_all("Server shutting down")
+        drained.addCallback(lambda _: self._close())
+        return drained
+
+    def _close(self) -> None:
         self.context.realm.close()
         self.context.store.close()
         self.context.users.close()
         logs.log.info("cyrusmail: store and index closed")
-        return super().stopService()
 
 
-def open_context(config: Config, reactor=None, tls_options: ssl.CertificateOptions | None = None) -> ServerContext:
+def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
     make_private_folder(config.data)
     store = MaildirStore(config.data, index_cache=config["server"]["index_cache"])
@@ -127,6 +188,7 @@ def open_context(config: Config, reactor=None, tls_options: ssl.CertificateOptio
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
         tls=tls_options, reactor=reactor,
+        sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
     )
 
 
@@ -134,7 +196,7 @@ class ServerService(service.MultiService):
     """The whole server: its ports are bound when it is made, its data opened when it starts."""
 
     def __init__(self, config: Config, reactor, bound: dict[tuple[str, str], startup.BoundEndpoint],
-                 tls_options: ssl.CertificateOptions | None, daemon: bool = False, pid_file: str | None = None):
+                 tls_options: tls.ReloadableTLS | None, daemon: bool = False, pid_file: str | None = None):
         super().__init__()
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
         self.daemon, self.pid_file = daemon, pid_file
@@ -163,13 +225,14 @@ class ServerService(service.MultiService):
                 listener.setName(f"{name} {description}")
                 listener.setServiceParent(self)
                 logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
+        ControlService(self.config.data, context.sessions, self.reactor).setServiceParent(self)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
         super().startService()
 
     @staticmethod
     def factory(context: ServerContext, name: str):
-        factory = builder_of(name)(context, name)
+        factory = AdmissionFactory(builder_of(name)(context, name), context.sessions, name)
         if REGISTRY[name].implicit_tls:
             factory = TLSMemoryBIOFactory(context.tls, False, factory)
         return factory
@@ -178,6 +241,7 @@ class ServerService(service.MultiService):
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
+    ensure_file_limit(options.config)
     try:
         bound = startup.bind_all(reactor, options.config)
     except startup.StartupError as error:
@@ -185,3 +249,32 @@ def makeService(options: Options) -> service.MultiService:
     twistd = getattr(options, "parent", None) or {}
     return ServerService(options.config, reactor, bound, options.tls,
                          daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+
+
+def ensure_file_limit(config: Config) -> None:
+    """Raise the soft limit on open files to what ``max_connections`` needs, as far as the hard limit allows.
+
+    ``ulimit -n`` is often 1024; past it every new connection would fail.
+    """
+    wanted = FILES_PER_SESSION * config["server"]["max_connections"] + FILES_RESERVED
+    before, after = raise_file_limit(wanted)
+    if after != before:
+        logs.log.info("cyrusmail: open file limit raised from {before} to {after}", before=before, after=after)
+    if after < wanted:
+        logs.log.warn(
+            "cyrusmail: max_connections = {n} may need {wanted} open files but the limit is {limit};"
+            " raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections",
+            n=config["server"]["max_connections"], wanted=wanted, limit=after)
+
+
+def raise_file_limit(wanted: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted``, never past the hard limit: (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return soft, target
+    return soft, soft
+

@@ -133,11 +133,13 @@ class BoundEndpoint:
 def bind_all(reactor, config: Config) -> dict[tuple[str, str], BoundEndpoint]:
     """Bind every endpoint of every enabled service, or StartupError having bound none."""
     bound: dict[tuple[str, str], BoundEndpoint] = {}
+    backlog = config["server"]["listen_backlog"]
     for name in config.enabled_services():
         for description in config[name]["listen"]:
             stand_in = StandInFactory(name)
             outcome: list = []
-            endpoints.serverFromString(reactor, description).listen(stand_in).addBoth(outcome.append)
+            endpoint = endpoints.serverFromString(reactor, with_backlog(description, backlog))
+            endpoint.listen(stand_in).addBoth(outcome.append)
             if not outcome or isinstance(outcome[0], Failure):
                 close_all(bound.values())
                 drop_unix_lock(description)
@@ -145,6 +147,13 @@ def bind_all(reactor, config: Config) -> dict[tuple[str, str], BoundEndpoint]:
                 raise StartupError(f"[{name}] listen {description}: cannot listen: {listen_problem(reason)}")
             bound[name, description] = BoundEndpoint(outcome[0], stand_in)
     return bound
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """The endpoint ``description`` with ``backlog=N`` added, unless it names its own."""
+    if ":backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def listen_problem(problem) -> str:

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 
@@ -88,7 +90,7 @@ def load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Privat
     return certificate, key
 
 
-def fingerprint(options: ssl.CertificateOptions) -> str:
+def fingerprint(options: ssl.CertificateOptions | ReloadableTLS) -> str:
     """The SHA-256 fingerprint of the certificate ``options`` serves, as clients show it."""
     certificate = options.certificate
     if not isinstance(certificate, x509.Certificate):  # older Twisted keeps pyOpenSSL's X509
@@ -133,3 +135,36 @@ def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(INTERMEDIATE_CIPHERS),
     )
+
+
+@implementer(IOpenSSLContextFactory)
+class ReloadableTLS:
+    """The server's TLS settings, re-read from the certificate and key files on request (SIGHUP).
+
+    Implicit-TLS listeners and STARTTLS ask :meth:`getContext` at each new
+    connection, so a renewed certificate serves the next handshake on; open
+    connections keep the one they began with.
+    """
+
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
+        self.cert_path, self.key_path = cert_path, key_path
+        self._options = context_factory(cert_path, key_path)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The certificate now served (for :func:`fingerprint`)."""
+        return self._options.certificate
+
+    def getContext(self):
+        return self._options.getContext()
+
+    def reload(self) -> str:
+        """Read the files again; the new certificate's fingerprint.
+
+        A missing or bad file, or a key that does not match the certificate,
+        raises (OSError, ValueError, OpenSSL's Error) and the old settings stay.
+        """
+        options = context_factory(self.cert_path, self.key_path)
+        options.getContext()  # a key that does not match the certificate fails here, not at a handshake
+        self._options = options
+        return fingerprint(options)

@@ -165,9 +165,25 @@ def user_delete(admin: Admin, args) -> None:
         admin.access.forget_user(user)
         doomed = admin.store.retire_user(user)
         admin.users.delete(user)
+    ended = end_live_sessions(admin, user)
     if doomed is not None:
         shutil.rmtree(doomed, ignore_errors=True)
-    admin.say(f"user {user} deleted")
+    admin.say(f"user {user} deleted{ended}")
+
+
+def end_live_sessions(admin: Admin, user: str) -> str:
+    """Have the running server, if one runs, end ``user``'s sessions; what to add to the report."""
+    from cyrusmail import control
+
+    try:
+        answer = control.ask(admin.config.data, f"kick {user}")
+    except (OSError, control.ControlError) as error:
+        print(f"cyrusmail-admin: warning: the running server was not reached ({error});"
+              f" live sessions of {user} were not ended", file=admin.err)
+        return ""
+    if answer is None:  # no server runs
+        return ""
+    return f"; {answer[-1].split()[-1]} live sessions ended"
 
 
 def user_list(admin: Admin, args) -> None:

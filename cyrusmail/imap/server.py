@@ -124,6 +124,7 @@ class IMAPServer(Protocol):
         set_no_delay(self.transport)
         self.out = ResponseWriter(self.transport, self.reactor)
         logs.connection_opened(self.service, self.transport)
+        self.context.sessions.opened(self, self.service, self.transport)
         self._reset_timer()
         self.write(responses.status(None, "OK", f"{self.context.config.hostname} cyrusmail IMAP4rev1 ready",
                                     codes.CAPABILITY + " " + " ".join(self.capabilities())))
@@ -145,6 +146,7 @@ class IMAPServer(Protocol):
         if not isinstance(self.state, LoggedOut):
             self.state = LoggedOut()
         self._stop_work()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.service, self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -349,6 +351,7 @@ class IMAPServer(Protocol):
         self.state = Authenticated(account)
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         self._reset_timer()
+        self.context.sessions.logged_in(self, account.user)
 
     def select(self, view) -> None:
         self.leave_mailbox()
@@ -366,6 +369,11 @@ class IMAPServer(Protocol):
         self._stop_work()
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell (shutdown, user removed): ``* BYE``, once."""
+        if not self.closing:
+            self.bye(text)
 
     # -- timers ------------------------------------------------------------------
 
@@ -416,6 +424,10 @@ class IMAPFactory(Factory):
         protocol = IMAPServer(self.context, self.service, self.reactor)
         protocol.factory = self
         return protocol
+
+    def refusal(self, text: str) -> bytes:
+        """The greeting of a connection over a cap (RFC 3501 7.1.5, RFC 5530)."""
+        return responses.status(None, "BYE", text, codes.UNAVAILABLE)
 
 
 def make_factory(context: ServerContext, service: str = "imap") -> IMAPFactory:

@@ -165,11 +165,13 @@ class POP3Session(Protocol):
         self._reading_paused = False
         self._closed = False
         self._idle = None
+        self._streaming: MessageProducer | None = None  # a RETR/TOP answer going out
 
     # -- connection ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
         logs.connection_opened(self.service, self.transport)
+        self.context.sessions.opened(self, self.service, self.transport)
         set_no_delay(self.transport)
         self._idle = self.reactor.callLater(self.idle_timeout, self._idle_out)
         self.send(wire.ok(GREETING))
@@ -179,6 +181,7 @@ class POP3Session(Protocol):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._end_transaction()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.service, self.transport)
 
     def _end_transaction(self) -> None:
@@ -187,6 +190,21 @@ class POP3Session(Protocol):
             state.lock.release()
             state.logout()
             self.state = Update()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell: ``-ERR [SYS/TEMP] text``, then close without UPDATE.
+
+        Nothing marked with DELE is removed (RFC 1939 6).  In the middle of
+        a RETR or TOP answer no reply can be told from the message, so the
+        connection is only closed.
+        """
+        if self._closed or isinstance(self.state, Update):
+            return
+        if self._streaming is None:
+            self.send(wire.err(text, wire.SYS_TEMP))
+        self._end_transaction()
+        self._closed = True
+        self.transport.loseConnection()
 
     def _idle_out(self) -> None:
         """RFC 1939: close without a reply and without entering UPDATE."""
@@ -369,6 +387,7 @@ class POP3Session(Protocol):
         self.state = Transaction(account.user, maildrop, lock, logout)
         count, octets = maildrop.stat()
         self.send(wire.ok(f"{account.user} has {count} messages ({octets} octets)"))
+        self.context.sessions.logged_in(self, account.user)
 
     def _login_failed(self, failure: Failure, user: str, mechanism: str) -> None:
         if not failure.check(UnauthorizedLogin, UnhandledCredentials):
@@ -491,6 +510,7 @@ class POP3Session(Protocol):
         streamed: defer.Deferred = defer.Deferred()
 
         def finished(error: BaseException | None) -> None:
+            self._streaming = None
             self.transport.unregisterProducer()
             if error is not None:  # the reply cannot be ended honestly: drop the connection
                 logs.log.error("{service}: reading message {uid} failed: {error}",
@@ -501,6 +521,7 @@ class POP3Session(Protocol):
         producer = MessageProducer(source, self._write_chunk, finished,
                                    None if top_lines is None else wire.TopFilter(top_lines))
         self._wait(streamed)
+        self._streaming = producer
         self.transport.registerProducer(producer, True)
         producer.resumeProducing()
 

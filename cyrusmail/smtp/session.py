@@ -198,6 +198,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         set_no_delay(self.transport)
         self.tls = self.implicit_tls or is_tls(self.transport)
         logs.connection_opened(self.callbacks.service, self.transport)
+        self.context.sessions.opened(self, self.callbacks.service, self.transport)
         self.setTimeout(self.idle_timeout)
         greeting = f"{self.hostname} {'LMTP' if self.callbacks.lmtp else 'ESMTP'} cyrusmail ready"
         self.reply(codes.READY.with_text(greeting))
@@ -206,11 +207,22 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._closed = True
         self.setTimeout(None)
         self._end_transaction()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.callbacks.service, self.transport)
 
     def timeoutConnection(self) -> None:
         self.reply(codes.TIMEOUT)
         self.close()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell: ``421 4.3.2`` (RFC 5321 3.8), then close.
+
+        A message being received is dropped, never delivered: the client
+        was not told it was accepted, so it sends it again later.
+        """
+        if not self._closed:
+            self.reply(codes.SERVICE_UNAVAILABLE.with_text(f"{self.hostname} {text}"))
+            self.close()
 
     def close(self) -> None:
         self._closed = True
@@ -435,6 +447,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
+        self.context.sessions.logged_in(self, account.user)
 
     def _auth_failed(self, user: str, mechanism: str) -> None:
         self._sasl = None
