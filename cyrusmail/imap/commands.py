@@ -5,7 +5,8 @@ The values are as the client sent them, with the grammar checked but no
 policy applied:
 
 * mailbox names are ``str`` in their wire form (modified UTF-7, or UTF-8
-  if the client sent 8-bit); the session decodes them with
+  if the client sent 8-bit; after ENABLE UTF8=ACCEPT the parser turns the
+  UTF-8 names into modified UTF-7); the session decodes them with
   :func:`cyrusmail.imap.mutf7.decode` and applies its INBOX rules;
 * credentials and SEARCH strings are ``bytes`` (their charset is the
   session's business);

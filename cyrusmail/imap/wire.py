@@ -42,6 +42,11 @@ Bounds, all constructor parameters:
 * with ``literal_minus`` (RFC 7888 LITERAL-), a non-synchronizing literal
   over 4096 bytes is ``BAD [TOOBIG]`` (the bytes are skipped).
 
+UTF-8.  Once the session sets :attr:`CommandParser.utf8` (RFC 6855
+UTF8=ACCEPT enabled), mailbox names and patterns are read as UTF-8 and
+handed on in modified UTF-7 (so ``&`` is an ordinary character), and APPEND
+takes ``UTF8 (literal8)`` data; without it ``UTF8`` is BAD.
+
 Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
 APPEND literal is then announced only once the commands before it have
