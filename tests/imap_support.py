@@ -44,9 +44,11 @@ class TLSStringTransport(StringTransport):
         directlyProvides(self, ISSLTransport)
 
 
-def session_context(test, **imap):
+def session_context(test, server: dict[str, str] | None = None, **imap):
     """A real store in the test's temporary folder, users alice and bob."""
-    context = make_context(test.mktemp(), imap={"enabled": "yes", "listen": "tcp:0:interface=127.0.0.1", **imap})
+    sections = {"server": server} if server else {}
+    context = make_context(test.mktemp(), imap={"enabled": "yes", "listen": "tcp:0:interface=127.0.0.1", **imap},
+                           **sections)
     from twisted.cred.credentials import IUsernamePassword
 
     context.portal.checkers[IUsernamePassword].hash_in_thread = False

@@ -3,6 +3,7 @@ Python's imaplib and imapclient, mbsync (isync) and fetchmail."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import os
 import shutil
@@ -156,6 +157,70 @@ class IMAPClientTests(ClientTestCase):
             self.assertIn("Sent", results["special"])
             self.assertEqual(results["ns"].personal, (("", "/"),))
             self.assertEqual(self.mailbox("Archive").status().messages, 1)
+
+        return threads.deferToThread(talk).addCallback(check)
+
+
+class BinaryClientTests(ClientTestCase):
+    """RFC 3516 through real clients: imapclient's FETCH BINARY, imaplib's literal8."""
+
+    def test_fetch_binary(self):
+        try:
+            import imapclient
+        except ImportError:
+            raise SkipTest("imapclient is not installed") from None
+        payload = bytes(range(256))
+        self.mailbox().append(
+            b"From: carol@example.org\r\nSubject: attachment\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"caf=C3=A9\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(payload).replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+        def talk():
+            client = imapclient.IMAPClient("127.0.0.1", port=self.port_number, ssl=False)
+            client.login("alice", "secret")
+            results = {"caps": client.capabilities()}
+            client.select_folder("INBOX")
+            results["fetch"] = client.fetch([1], ["BINARY.PEEK[1]", "BINARY.SIZE[2]"])
+            client.logout()
+            # imapclient 4.1 does not read a literal8 (it gives b"~{256}"); imaplib frames it.
+            plain = imaplib.IMAP4("127.0.0.1", self.port_number)
+            plain.login("alice", "secret")
+            plain.select("INBOX")
+            results["literal8"] = plain.fetch("1", "(BINARY.PEEK[2])")[1]
+            plain.logout()
+            return results
+
+        def check(results):
+            self.assertIn(b"BINARY", results["caps"])
+            self.assertEqual(results["fetch"][1][b"BINARY[1]"], "café".encode())
+            self.assertEqual(results["fetch"][1][b"BINARY.SIZE[2]"], 256)
+            self.assertEqual(results["literal8"][0], (b"1 (BINARY[2] ~{256}", payload))
+
+        return threads.deferToThread(talk).addCallback(check)
+
+
+class Utf8ClientTests(ClientTestCase):
+    def test_imaplib_utf8_accept(self):
+        """Python's imaplib switches to UTF-8 commands once ENABLE UTF8=ACCEPT succeeds."""
+
+        def talk():
+            client = imaplib.IMAP4("127.0.0.1", self.port_number)
+            client.login("alice", "secret")
+            results = {"enable": client.enable("UTF8=ACCEPT"), "utf8": client.utf8_enabled}
+            results["create"] = client.create('"Café"')
+            results["list"] = client.list('""', '"Caf*"')
+            results["search"] = (client.select('"Café"'), client.search(None, "SUBJECT", '"é"'))
+            client.logout()
+            return results
+
+        def check(results):
+            self.assertEqual(results["enable"][0], "OK")
+            self.assertTrue(results["utf8"])
+            self.assertEqual(results["create"][0], "OK")
+            self.assertEqual(results["list"], ("OK", ['(\\HasNoChildren) "/" "Café"'.encode()]))
+            self.assertEqual(results["search"][1], ("OK", [b""]))
+            self.assertTrue(self.context.store.mailboxes("alice").exists("Café"))
 
         return threads.deferToThread(talk).addCallback(check)
 

@@ -13,7 +13,13 @@ from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.imap.wire import CommandParser, ContinuationNeeded, Event, ParseError
+from cyrusmail.imap.wire import (
+    CommandParser,
+    ContinuationNeeded,
+    Event,
+    ParseError,
+    SpooledLiteral,
+)
 
 S = SequenceSet.parse
 UTC = datetime.UTC
@@ -640,6 +646,46 @@ class AppendTests(TestCase):
         self.assertEqual(
             [m.content.getvalue() for m in append.messages], [b"one", b"two", b"t\x00o"]
         )  # type: ignore[attr-defined]
+
+    def test_catenate(self) -> None:
+        """RFC 4469: TEXT literals and URLs, in MULTIAPPEND too, whole or a byte at a time."""
+        wire = (b'a APPEND Drafts (\\Seen) CATENATE (URL "/INBOX;UIDVALIDITY=9/;UID=3/;SECTION=HEADER" '
+                b"TEXT {8}\r\n\r\nbody\r\n url /INBOX/;UID=4/;SECTION=1) CATENATE (text {2+}\r\nhi) {3+}\r\nraw\r\n")
+        for pieces in ([wire], [wire[i:i + 1] for i in range(len(wire))]):
+            (append,) = commands_of(feed_pieces(CommandParser(), pieces))
+            assert isinstance(append, c.Append)
+            first, second, third = append.messages
+            self.assertEqual(first.flags, ("\\Seen",))
+            self.assertIsNone(first.content)
+            self.assertEqual([type(part) for part in first.parts], [c.CatenateUrl, c.CatenateText, c.CatenateUrl])
+            self.assertEqual(first.parts[0], c.CatenateUrl("/INBOX;UIDVALIDITY=9/;UID=3/;SECTION=HEADER"))
+            self.assertEqual(first.parts[1].size, 8)
+            self.assertEqual(first.parts[1].content.getvalue(), b"\r\nbody\r\n")  # type: ignore[union-attr]
+            self.assertEqual(first.parts[2], c.CatenateUrl("/INBOX/;UID=4/;SECTION=1"))
+            self.assertEqual(second.parts[0].content.getvalue(), b"hi")  # type: ignore[union-attr]
+            self.assertEqual(third.content.getvalue(), b"raw")  # type: ignore[union-attr]
+            self.assertEqual(len(first.sinks() + second.sinks() + third.sinks()), 3)
+
+    def test_bad_catenate_closes_its_sinks(self) -> None:
+        made = []
+
+        def factory(size: int, binary: bool = False) -> SpooledLiteral:
+            made.append(SpooledLiteral(size))
+            return made[-1]
+
+        for wire in (
+            b"a APPEND x CATENATE ()\r\n",
+            b"a APPEND x CATENATE (TEXT {1+}\r\nm BOGUS x)\r\n",
+            b"a APPEND x CATENATE (TEXT ~{1+}\r\nm)\r\n",
+            b"a APPEND x CATENATE (URL {1+}\r\nm)\r\n",
+            b"a APPEND x CATENATE (TEXT {1+}\r\nm\r\n",
+            b"a APPEND x CATENATE (TEXT x)\r\n",
+            b"a APPEND x CATENATE TEXT {1+}\r\nm\r\n",
+        ):
+            with self.subTest(wire=wire):
+                (error,) = CommandParser(sink_factory=factory).feed(wire)
+                self.assertIsInstance(error, ParseError)
+        self.assertTrue(made and all(sink._file.closed for sink in made))
 
     def test_sink_factory_receives_chunks(self) -> None:
         """The message literal goes to the sink piece by piece; the mailbox

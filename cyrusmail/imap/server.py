@@ -51,7 +51,7 @@ BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
     "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-    "QUOTA=RES-MAILBOX", "QUOTASET",
+    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
 )
 
 
@@ -59,24 +59,28 @@ class _AppendSink:
     """An APPEND literal written straight into a staged store message.
 
     A NUL octet (which RFC 3501's CHAR8 excludes from literals) is noticed
-    as it streams in: the staged file is thrown away at once, the rest of
-    the literal is read and dropped, and ``has_nul`` tells the handler to
-    refuse the APPEND.
+    as it streams in.  In a literal the staged file is thrown away at once,
+    the rest of the literal is read and dropped, and ``has_nul`` tells the
+    handler to refuse the APPEND; a ``literal8`` (``binary``, RFC 3516) is
+    kept whole, for the handler to re-encode its NUL parts
+    (:mod:`cyrusmail.mime.binary`).
     """
 
-    def __init__(self, staged) -> None:
+    def __init__(self, staged, binary: bool = False) -> None:
         self.staged = staged
+        self.binary = binary
         self.size = 0
         self.has_nul = False
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
-        if self.has_nul:
+        if self.has_nul and not self.binary:
             return
         if b"\x00" in data:
             self.has_nul = True
-            self.staged.discard()
-            return
+            if not self.binary:
+                self.staged.discard()
+                return
         self.staged.write(data)
 
     def close(self) -> None:
@@ -162,6 +166,11 @@ class IMAPServer(Protocol):
         self._advance()
 
     # -- what the connection is --------------------------------------------------
+
+    @property
+    def utf8(self) -> bool:
+        """RFC 6855 UTF8=ACCEPT is enabled: mailbox names go out in UTF-8."""
+        return "UTF8=ACCEPT" in self.enabled
 
     @property
     def secure(self) -> bool:
@@ -406,10 +415,10 @@ class IMAPServer(Protocol):
 
     # -- APPEND literals ---------------------------------------------------------
 
-    def _append_sink(self, size: int):
+    def _append_sink(self, size: int, binary: bool = False):
         if isinstance(self.state, NotAuthenticated):
             raise wire.LiteralRefused("APPEND needs authentication", None, "BAD")
-        return _AppendSink(self.context.store.stage())
+        return _AppendSink(self.context.store.stage(), binary)
 
 
 def _done_text(command: c.Command, reply: codes.Reply) -> str:
@@ -421,10 +430,11 @@ def _done_text(command: c.Command, reply: codes.Reply) -> str:
 
 def _close_sinks(command) -> None:
     for message in getattr(command, "messages", ()) or ():
-        try:
-            message.content.close()
-        except OSError as error:
-            log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
+        for sink in message.sinks():
+            try:
+                sink.close()
+            except OSError as error:
+                log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
 
 
 class IMAPFactory(Factory):

@@ -31,7 +31,8 @@ Bounds, all constructor parameters:
   literal except APPEND message data); ``max_command_size`` (1 MiB) caps
   text plus in-memory literals of one command;
 * ``max_message_size``: an APPEND message literal, which is written chunk
-  by chunk into a sink from ``sink_factory`` (default
+  by chunk into a sink from ``sink_factory`` (called with ``binary=True``
+  for a ``literal8``; default
   :class:`SpooledLiteral`: memory, then a temporary file) and never held
   as one growing bytes object; over it: ``NO [TOOBIG]``;
 * ``max_depth`` (100): parenthesis / NOT / OR nesting; over it: BAD;
@@ -40,6 +41,11 @@ Bounds, all constructor parameters:
   cost a scan of every message, so their number bounds a search's work);
 * with ``literal_minus`` (RFC 7888 LITERAL-), a non-synchronizing literal
   over 4096 bytes is ``BAD [TOOBIG]`` (the bytes are skipped).
+
+UTF-8.  Once the session sets :attr:`CommandParser.utf8` (RFC 6855
+UTF8=ACCEPT enabled), mailbox names and patterns are read as UTF-8 and
+handed on in modified UTF-7 (so ``&`` is an ordinary character), and APPEND
+takes ``UTF8 (literal8)`` data; without it ``UTF8`` is BAD.
 
 Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
@@ -73,6 +79,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, NoReturn
 
 from cyrusmail.imap import commands as c
+from cyrusmail.imap import mutf7
 from cyrusmail.imap.sequence import SequenceSet, SequenceSetError
 
 # -- events -------------------------------------------------------------------
@@ -127,8 +134,9 @@ class SpooledLiteral:
     """The default APPEND sink: in memory up to ``threshold``, then a
     temporary file.  :meth:`open` rewinds and returns the file."""
 
-    def __init__(self, size: int, threshold: int = 1 << 20) -> None:
+    def __init__(self, size: int, threshold: int = 1 << 20, *, binary: bool = False) -> None:
         self.size = size
+        self.binary = binary
         self._file: BinaryIO = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115
 
     def write(self, data: bytes) -> int:
@@ -146,7 +154,8 @@ class SpooledLiteral:
         return self.open().read()
 
 
-SinkFactory = Callable[[int], c.LiteralSink]
+SinkFactory = Callable[..., c.LiteralSink]
+"""``factory(size)`` for a literal, ``factory(size, binary=True)`` for a ``literal8``."""
 
 # -- character classes (RFC 3501 section 9) -----------------------------------
 
@@ -223,6 +232,7 @@ class _Reader:
         literal_sizes: list[int],
         max_depth: int,
         max_search_keys: int = 1000,
+        utf8: bool = False,
     ) -> None:
         self.text = text
         self.pos = 0
@@ -233,6 +243,7 @@ class _Reader:
         self.max_depth = max_depth
         self.search_keys_left = max_search_keys
         self.max_search_keys = max_search_keys
+        self.utf8 = utf8
 
     # low level
 
@@ -347,7 +358,8 @@ class _Reader:
             self.fail("invalid UTF-8")
 
     def mailbox(self) -> str:
-        return self.text_of(self.astring())
+        name = self.text_of(self.astring())
+        return mutf7.encode(name) if self.utf8 else name
 
     def ascii_astring(self) -> str:
         value = self.astring()
@@ -358,8 +370,10 @@ class _Reader:
 
     def list_mailbox(self) -> str:
         if self.peek(b'"') or self.peek(b"{"):
-            return self.text_of(self.string())
-        return self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+            pattern = self.text_of(self.string())
+        else:
+            pattern = self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+        return mutf7.encode(pattern) if self.utf8 else pattern
 
     def flag(self) -> str:
         if self.peek(b"\\"):
@@ -477,6 +491,47 @@ class _Reader:
             self.sp()
         self.pos += 1
         return tuple(result)
+
+    # APPEND
+
+    def message_literal(self) -> tuple[int, c.LiteralSink]:
+        """An APPEND literal (or literal8): its size and the sink it went to."""
+        index = self.next_literal
+        if not (self.peek(b"{") or self.peek(b"~{")):
+            self.fail("expected a message literal")
+        content = self.literal(allow_sink=True)
+        if isinstance(content, bytes):
+            self.fail("expected a message literal")
+        return self.literal_sizes[index], content
+
+    def utf8_literal(self) -> tuple[int, c.LiteralSink]:
+        """RFC 6855 ``UTF8 (literal8)``, only once UTF8=ACCEPT is enabled."""
+        self.pos += len(b"UTF8")
+        if not self.utf8:
+            self.fail("UTF8 data needs ENABLE UTF8=ACCEPT")
+        self.sp()
+        self.expect(b"(")
+        if not self.peek(b"~"):
+            self.fail("UTF8 data is a literal8")
+        found = self.message_literal()
+        self.expect(b")")
+        return found
+
+    def cat_part(self) -> c.CatenatePart:
+        """RFC 4469 ``TEXT literal`` or ``URL astring``; RFC 6855 ``UTF8 (literal8)``."""
+        if self.peek_upper(b"UTF8"):
+            return c.CatenateText(*self.utf8_literal())
+        kind = self.keyword()
+        self.sp()
+        if kind == "TEXT":
+            if self.peek(b"~"):
+                self.fail("CATENATE TEXT takes a literal, not a literal8")
+            return c.CatenateText(*self.message_literal())
+        if kind == "URL":
+            if self.peek(b"{"):
+                self.fail("a CATENATE URL must be an atom or a quoted string")
+            return c.CatenateUrl(self.ascii_astring())
+        self.fail(f"unknown CATENATE part {kind}")
 
     # FETCH
 
@@ -677,6 +732,18 @@ class _Reader:
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
 
 
+def parse_section(spec: bytes) -> c.Section:
+    """The inside of ``BODY[...]`` (as an RFC 5092 URL's ``;SECTION=`` carries
+    it) as a Section; ValueError if it is not one."""
+    reader = _Reader(b"[" + spec + b"]", [], [], [], 10)
+    try:
+        section = reader.section()
+        reader.end()
+    except _Syntax as error:
+        raise ValueError(error.message) from None
+    return section
+
+
 # -- commands ------------------------------------------------------------------
 
 
@@ -861,16 +928,19 @@ def _append(reader: _Reader, tag: str, uid: bool) -> c.Command:
         if reader.peek(b'"'):
             internal_date = reader.date_time()
             reader.sp()
+        if reader.peek_upper(b"CATENATE"):
+            reader.pos += len(b"CATENATE")
+            reader.sp()
+            parts = reader.parenthesised(reader.cat_part)
+            messages.append(c.AppendMessage(flags, internal_date, 0, None, parts=parts))
+            continue
+        if reader.peek_upper(b"UTF8"):
+            size, content = reader.utf8_literal()
+            messages.append(c.AppendMessage(flags, internal_date, size, content, True, utf8=True))
+            continue
         binary = reader.peek(b"~")
-        index = reader.next_literal
-        content = reader.literal(allow_sink=True)
-        if isinstance(content, bytes):
-            reader.fail("expected a message literal")
-        messages.append(
-            c.AppendMessage(
-                flags, internal_date, reader.literal_sizes[index], content, binary
-            )
-        )
+        size, content = reader.message_literal()
+        messages.append(c.AppendMessage(flags, internal_date, size, content, binary))
     return c.Append(tag, mailbox, tuple(messages))
 
 
@@ -1169,6 +1239,9 @@ class CommandParser:
         self.literal_minus = literal_minus
         self.sink_factory = sink_factory
         self.pause_after_commands = pause_after_commands
+        #: RFC 6855 UTF8=ACCEPT is enabled: mailbox names are UTF-8 (``&`` is just
+        #: ``&``) and come out in modified UTF-7, as without it; APPEND takes UTF8 data.
+        self.utf8 = False
         self._buffer = bytearray()
         self._scanned = 0  # how much of _buffer is known to hold no LF
         self._line_mode = False
@@ -1411,7 +1484,7 @@ class CommandParser:
             if size > self.max_message_size:
                 return ParseError(tag, "message too big", "TOOBIG", "NO")
             try:
-                return self.sink_factory(size)
+                return self.sink_factory(size, binary=True) if binary else self.sink_factory(size)
             except LiteralRefused as refused:
                 return ParseError(tag, refused.message, refused.code, refused.status)
         if binary:
@@ -1442,7 +1515,7 @@ class CommandParser:
             raise _Syntax("invalid tag")
         reader = _Reader(
             text, self._boundaries, self._literals, self._literal_sizes, self.max_depth,
-            self.max_search_keys,
+            self.max_search_keys, self.utf8,
         )
         if name is None:
             raise _Syntax("missing or invalid command name")

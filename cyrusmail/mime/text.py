@@ -14,6 +14,8 @@ import codecs
 import quopri
 import re
 
+from cyrusmail.mime import transfer
+
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 
@@ -75,12 +77,4 @@ def decode_header_value(raw: bytes) -> str:
 
 def decode_transfer(raw: bytes, encoding: bytes) -> bytes:
     """Undo a Content-Transfer-Encoding; unknown encodings pass through."""
-    encoding = encoding.strip().lower()
-    if encoding == b"base64":
-        try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", raw) + b"==", validate=False)
-        except (binascii.Error, ValueError):
-            return raw
-    if encoding == b"quoted-printable":
-        return quopri.decodestring(raw)
-    return raw
+    return transfer.decode(raw, encoding)

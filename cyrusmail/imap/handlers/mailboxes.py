@@ -54,8 +54,8 @@ def unsubscribe(session, command) -> None:
     session.state.account.mailboxes.unsubscribe(from_wire(command.mailbox))
 
 
-def _list_line(kind: str, attributes: list[str], name: str) -> bytes:
-    return b"%s (%s) \"/\" %s" % (kind.encode(), " ".join(attributes).encode(), to_wire(name))
+def _list_line(kind: str, attributes: list[str], name: str, utf8: bool = False) -> bytes:
+    return b"%s (%s) \"/\" %s" % (kind.encode(), " ".join(attributes).encode(), to_wire(name, utf8))
 
 
 def list_(session, command) -> None:
@@ -64,7 +64,7 @@ def list_(session, command) -> None:
     if command.patterns == ("",) and not command.selection:
         # RFC 3501 6.3.8: the hierarchy delimiter and the root of the reference.
         root = reference.split(names.SEPARATOR, 1)[0] + names.SEPARATOR if names.SEPARATOR in reference else ""
-        session.untagged(b"LIST (\\Noselect) \"/\" " + to_wire(root) if root else b"LIST (\\Noselect) \"/\" \"\"")
+        session.untagged(b"LIST (\\Noselect) \"/\" " + to_wire(root, session.utf8) if root else b"LIST (\\Noselect) \"/\" \"\"")
         return
     subscribed_only = "SUBSCRIBED" in command.selection
     special_only = "SPECIAL-USE" in command.selection
@@ -100,7 +100,7 @@ def list_(session, command) -> None:
                     if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
                 ]
                 attributes += _special_use_attribute(use)
-            line = _list_line("LIST", attributes, name)
+            line = _list_line("LIST", attributes, name, session.utf8)
             if name in parents:
                 line += b' (CHILDINFO ("SUBSCRIBED"))'
             session.untagged(line)
@@ -138,7 +138,7 @@ def lsub(session, command) -> None:
     for name in subscribed:
         if matcher.match(name):
             attributes = [] if mailboxes.exists(name) else ["\\Noselect"]
-            session.untagged(_list_line("LSUB", attributes, name))
+            session.untagged(_list_line("LSUB", attributes, name, session.utf8))
             listed.add(name)
     if through is None:
         return
@@ -148,7 +148,7 @@ def lsub(session, command) -> None:
             continue
         for superior in names.superiors(name):
             if superior not in wanted and superior not in listed and matcher.match(superior):
-                session.untagged(_list_line("LSUB", ["\\Noselect"], superior))
+                session.untagged(_list_line("LSUB", ["\\Noselect"], superior, session.utf8))
                 listed.add(superior)
 
 
@@ -174,7 +174,7 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
         else:
             raise codes.bad(f"STATUS {item} is not supported")
         out.append(f"{item} {value}".encode())
-    return b"STATUS " + to_wire(mailbox.name) + b" (" + b" ".join(out) + b")"
+    return b"STATUS " + to_wire(mailbox.name, session.utf8) + b" (" + b" ".join(out) + b")"
 
 
 def _recent_here(session, name: str) -> int:

@@ -130,8 +130,9 @@ def _shows_flags(item) -> bool:
 def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> Iterator:
     """The pieces of one FETCH response; the file is opened before the first
     byte goes out, so an expunge in between drops the whole message.  Only a
-    literal8 may carry a NUL octet; every other file range is read NUL-free."""
-    from cyrusmail.imap.fetch import NulFree
+    literal8 may carry a NUL octet; every other file range is read NUL-free.
+    A BINARY part is decoded chunk by chunk as the client reads it."""
+    from cyrusmail.imap.fetch import DecodedSlice, NulFree, stream_decoded
 
     if all(isinstance(piece, (bytes, bytearray)) for piece in rendered):
         yield b"".join(rendered)
@@ -145,6 +146,8 @@ def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> It
         for piece in rendered:
             if isinstance(piece, (bytes, bytearray)):
                 yield piece
+            elif isinstance(piece, DecodedSlice):
+                yield from stream_decoded(source, piece)
             else:
                 yield FileRange(source if piece.binary else NulFree(source), piece.start, piece.end)
 
@@ -240,6 +243,9 @@ def search(session, command: c.Search) -> defer.Deferred:
 
     if command.return_options is not None:
         raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
+    if command.charset is not None and session.utf8:
+        # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
+        raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
     try:
         matching.check_charset(command.charset)
     except matching.BadCharset:
