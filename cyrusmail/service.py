@@ -81,7 +81,7 @@ def open_context(config: Config, reactor=None) -> ServerContext:
     from cyrusmail.store.maildir import MaildirStore
 
     config.data.mkdir(parents=True, exist_ok=True)
-    store = MaildirStore(config.data)
+    store = MaildirStore(config.data, expunged_history=config["server"]["expunged_history"])
     users = UserDatabase(config.data / "users.sqlite")
     cert, key = config["tls"]["certificate"], config["tls"]["key"]
     if cert is None:

@@ -44,7 +44,7 @@ class Admin:
             from cyrusmail.store.maildir import MaildirStore
 
             self.config.data.mkdir(parents=True, exist_ok=True)
-            self._store = MaildirStore(self.config.data)
+            self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
         return self._store
 
     @property
