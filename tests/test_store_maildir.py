@@ -84,7 +84,7 @@ class ExpungeHistoryTests(_TempFolders, unittest.TestCase):
         self.assertTrue(self.inbox.changes_since(before).complete)
 
     def test_past_the_bound_older_modseqs_are_answered_none(self):
-        first, before_first = self.expunge(2)
+        _, before_first = self.expunge(2)
         second, before_second = self.expunge(2)  # four kept would pass the bound: the first expunge goes
         self.assertIsNone(self.inbox.expunged_since(before_first))
         changes = self.inbox.changes_since(before_first)

@@ -335,6 +335,25 @@ class IMAPServer(Protocol):
 
     # -- session changes -----------------------------------------------------------
 
+    def enable(self, *extensions: str) -> list[str]:
+        """Turn CONDSTORE or QRESYNC on for the rest of the connection (RFC 5161,
+        RFC 7162); the ones that were not on yet.
+
+        QRESYNC implies CONDSTORE.  A CONDSTORE enabling command given while a
+        mailbox is selected gets ``* OK [HIGHESTMODSEQ n]`` for it (RFC 7162 3.1).
+        """
+        fresh = [name for name in extensions if name not in self.enabled]
+        self.enabled.update(fresh)
+        if "QRESYNC" in self.enabled:
+            self.enabled.add("CONDSTORE")
+        if isinstance(self.state, Selected):
+            view = self.state.view
+            if "CONDSTORE" in self.enabled and not view.condstore:
+                view.condstore = True
+                self.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
+            view.qresync = "QRESYNC" in self.enabled
+        return fresh
+
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
         self.context.throttle.succeeded(address_of(self.transport))

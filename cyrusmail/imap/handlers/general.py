@@ -7,7 +7,7 @@ from cyrusmail.imap.codes import Reply
 from cyrusmail.imap.state import LoggedOut
 from cyrusmail.imapform import nstring, string
 
-ENABLEABLE = frozenset({"CONDSTORE"})
+ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC"})
 
 
 def capability(session, command) -> None:
@@ -32,12 +32,9 @@ def id_(session, command) -> None:
 
 
 def enable(session, command) -> None:
-    turned_on = [name for name in command.capabilities if name in ENABLEABLE and name not in session.enabled]
-    session.enabled.update(turned_on)
+    """RFC 5161: ``* ENABLED`` lists what this command turned on of what it named."""
+    turned_on = session.enable(*(name for name in dict.fromkeys(command.capabilities) if name in ENABLEABLE))
     session.untagged(" ".join(["ENABLED", *turned_on]))
-    view = getattr(session.state, "view", None)
-    if view is not None and "CONDSTORE" in session.enabled:
-        view.condstore = True
 
 
 def namespace(session, command) -> None:
