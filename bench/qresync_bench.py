@@ -3,7 +3,7 @@
 
 A mailbox of 10,000 small messages.  Each run: a client syncs (SELECT,
 remembering UIDVALIDITY and HIGHESTMODSEQ) and logs out; another session
-sets \\Flagged on 500 messages and expunges 500 others; the first client
+sets a keyword on 500 messages and expunges 500 others; the first client
 comes back with ``SELECT box (QRESYNC (uidvalidity modseq known-uids))``,
 which is timed (from the command to its tagged OK: 500 FETCH responses and
 a VANISHED (EARLIER) of 500 UIDs), and so, for comparison, is what a client
@@ -95,7 +95,7 @@ def uid_set(numbers: list[int]) -> str:
     return ",".join(str(number) for number in numbers)
 
 
-def one_run(port: int, user: str, password: str, next_number: int) -> dict:
+def one_run(port: int, user: str, password: str, next_number: int, run: int) -> dict:
     other = connect(port, user, password)
     check(other.select(BOX), "SELECT")
     present = uids(other)
@@ -114,7 +114,7 @@ def one_run(port: int, user: str, password: str, next_number: int) -> dict:
     client.logout()
 
     flagged, doomed = present[1::20][:CHANGED], present[2::20][:EXPUNGED]
-    check(other.uid("STORE", uid_set(flagged), "+FLAGS.SILENT", "(\\Flagged)"), "STORE")
+    check(other.uid("STORE", uid_set(flagged), "+FLAGS.SILENT", f"($Run{run})"), "STORE")  # new to each
     check(other.uid("STORE", uid_set(doomed), "+FLAGS.SILENT", "(\\Deleted)"), "STORE")
     check(other.expunge(), "EXPUNGE")
     other.logout()
@@ -146,12 +146,12 @@ def bench(name: str, port: int, user: str, password: str, runs: int) -> None:
     start = time.perf_counter()
     fill(port, user, password, 0, 10_000)
     filled = time.perf_counter() - start
-    results = [one_run(port, user, password, 10_000 + run * EXPUNGED) for run in range(runs)]
+    results = [one_run(port, user, password, 10_000 + run * EXPUNGED, run) for run in range(runs)]
     qresync = statistics.median(result["qresync"] for result in results)
     full = statistics.median(result["full"] for result in results)
     last = results[-1]
     vanished_ranges = sum(part.count(b",") + 1 for part in last["vanished"])
-    print(f"  {name}: 10,000 messages (MULTIAPPEND in {filled:.1f} s); {CHANGED} flagged + {EXPUNGED} expunged by"
+    print(f"  {name}: 10,000 messages (MULTIAPPEND in {filled:.1f} s); {CHANGED} flag changes + {EXPUNGED} expunges by"
           f" another session; medians of {runs}")
     print(f"    SELECT (QRESYNC ...)          {qresync * 1000:8.1f} ms  ({last['fetched']} FETCH,"
           f" VANISHED (EARLIER) in {len(last['vanished'])} line(s), {vanished_ranges} ranges)")
