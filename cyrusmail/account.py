@@ -11,7 +11,8 @@ through it; rights and quotas are decided here, once (DESIGN.md):
 - Each opened mailbox is a :class:`GuardedMailbox`, an ``IMailbox`` that
   checks ``r`` to read, ``i`` to append, ``s``/``t``/``w`` per flag and
   ``e`` to expunge before calling the store's, and keeps ``\\Seen`` per
-  reader on shared folders.
+  reader on shared folders (a change of it gives the message a new modseq,
+  so CONDSTORE and QRESYNC clients learn of it).
 - Quota is enforced by the store inside the inserting transaction
   (OverQuota); the account reports roots, usage and warnings.
 
@@ -494,6 +495,10 @@ class GuardedMailbox:
             return changes
         return dataclasses.replace(changes, changed=self._overlay(changes.changed))
 
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        self._require("r")
+        return self.inner.expunged_since(modseq)
+
     def claim_recent(self) -> frozenset[int]:
         self._require("r")
         return self.inner.claim_recent()
@@ -597,8 +602,10 @@ class GuardedMailbox:
             self.view.personal.set_private_seen(self.inner, seen=flipped)
         else:
             self.view.personal.set_private_seen(self.inner, unseen=flipped)
-        for record in flipping:
-            changed.setdefault(record.uid, record)
+        # A new modseq for each, so that CONDSTORE clients of this reader (in other
+        # sessions too) see the change; other readers see only the modseq move.
+        for record in self.inner.touch(flipped):
+            changed[record.uid] = record
 
     def _transfer(self, uids, target: GuardedMailbox, moving: bool) -> list[tuple[int, int]]:
         if not isinstance(target, GuardedMailbox):

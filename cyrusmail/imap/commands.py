@@ -117,12 +117,27 @@ class Login(Command):
 
 
 @dataclass(frozen=True)
+class QresyncParameters:
+    """RFC 7162 ``(QRESYNC (uidvalidity modseq [known-uids [seq-match-data]]))``.
+
+    ``seq_match``: (message numbers, UIDs), the same count in each.
+    """
+
+    uid_validity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True)
 class _Opening(Command):
     """``parameters``: RFC 4466 select-params, names upper-cased, e.g.
-    ``(("CONDSTORE", None),)``."""
+    ``(("CONDSTORE", None),)``; only CONDSTORE and QRESYNC are accepted,
+    the latter's value checked into ``qresync``."""
 
     mailbox: str
     parameters: tuple[tuple[str, ParameterValue], ...] = ()
+    qresync: QresyncParameters | None = None
 
     @property
     def condstore(self) -> bool:

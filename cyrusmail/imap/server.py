@@ -50,7 +50,7 @@ log = Logger(namespace="cyrusmail.imap")
 BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
-    "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+    "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
 )
 
@@ -362,6 +362,25 @@ class IMAPServer(Protocol):
             self.write(line)
 
     # -- session changes -----------------------------------------------------------
+
+    def enable(self, *extensions: str) -> list[str]:
+        """Turn CONDSTORE or QRESYNC on for the rest of the connection (RFC 5161,
+        RFC 7162); the ones that were not on yet.
+
+        QRESYNC implies CONDSTORE.  A CONDSTORE enabling command given while a
+        mailbox is selected gets ``* OK [HIGHESTMODSEQ n]`` for it (RFC 7162 3.1).
+        """
+        fresh = [name for name in extensions if name not in self.enabled]
+        self.enabled.update(fresh)
+        if "QRESYNC" in self.enabled:
+            self.enabled.add("CONDSTORE")
+        if isinstance(self.state, Selected):
+            view = self.state.view
+            if "CONDSTORE" in self.enabled and not view.condstore:
+                view.condstore = True
+                self.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
+            view.qresync = "QRESYNC" in self.enabled
+        return fresh
 
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)

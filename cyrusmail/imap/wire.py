@@ -800,13 +800,57 @@ def _opening(
         reader.sp()
         mailbox = reader.mailbox()
         parameters: tuple[tuple[str, c.ParameterValue], ...] = ()
+        qresync = None
         if not reader.at_end():
             reader.sp()
             parameters = reader.parameters()
+        for label, value in parameters:
+            if label == "QRESYNC":
+                qresync = _qresync_parameters(reader, value)
+            elif label != "CONDSTORE" or value is not None:
+                reader.fail(f"bad {command.name} parameter {label}")
         reader.end()
-        return command(tag, mailbox, parameters)
+        return command(tag, mailbox, parameters, qresync)
 
     return parse
+
+
+def _qresync_parameters(reader: _Reader, value: c.ParameterValue) -> c.QresyncParameters:
+    """RFC 7162 ``qresync-param``'s value: ``(uidvalidity modseq [known-uids] [seq-match-data])``."""
+    if not isinstance(value, tuple) or not 2 <= len(value) <= 4:
+        reader.fail("QRESYNC needs (uidvalidity modseq [known-uids [seq-match-data]])")
+    uid_validity, modseq, *rest = value
+    if not (isinstance(uid_validity, int) and 0 < uid_validity <= _MAX_NUMBER):
+        reader.fail("bad QRESYNC UIDVALIDITY")
+    if not (isinstance(modseq, int) and 0 < modseq <= _MAX_NUMBER64):
+        reader.fail("bad QRESYNC mod-sequence")
+    known_uids = seq_match = None
+    if rest and not isinstance(rest[0], tuple):
+        known_uids = _explicit_set(reader, rest.pop(0))
+    if rest:
+        pair = rest.pop(0)
+        if rest or not isinstance(pair, tuple) or len(pair) != 2:
+            reader.fail("bad QRESYNC seq-match-data")
+        numbers, uids = (_explicit_set(reader, item) for item in pair)
+        if _size(numbers) != _size(uids):
+            reader.fail("QRESYNC seq-match-data sets differ in size")
+        seq_match = (numbers, uids)
+    return c.QresyncParameters(uid_validity, modseq, known_uids, seq_match)
+
+
+def _explicit_set(reader: _Reader, value: c.ParameterValue) -> SequenceSet:
+    """A sequence set without ``*`` (RFC 7162 known-uids and seq-match-data)."""
+    try:
+        numbers = SequenceSet.parse(str(value)) if isinstance(value, (int, str)) else None
+    except SequenceSetError:
+        numbers = None
+    if numbers is None or numbers.star_from is not None:
+        reader.fail("bad QRESYNC set")
+    return numbers
+
+
+def _size(numbers: SequenceSet) -> int:
+    return sum(high - low + 1 for low, high in numbers.ranges)
 
 
 def _create(reader: _Reader, tag: str, uid: bool) -> c.Command:

@@ -151,6 +151,10 @@ class IMailbox(Interface):
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
 
+    def expunged_since(modseq: int):
+        """UIDs expunged after ``modseq`` (ascending), or None if the store's
+        history of expunges no longer reaches back that far."""
+
     def claim_recent() -> frozenset:
         """UIDs that are recent for the caller: each new UID is claimed once."""
 

@@ -95,3 +95,6 @@ class Changes:
     changed: list[MessageRecord] = field(default_factory=list)  # new or flag-changed, by UID
     expunged: list[int] = field(default_factory=list)  # UIDs, ascending
     highest_modseq: int = 0
+    #: False when the expunge history no longer reaches back to the modseq asked
+    #: about: ``expunged`` then lacks some, and the caller must compare UID lists
+    complete: bool = True

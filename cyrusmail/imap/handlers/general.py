@@ -10,7 +10,7 @@ from cyrusmail.imapform import nstring, string
 
 UTF8_ACCEPT = "UTF8=ACCEPT"
 
-ENABLEABLE = frozenset({"CONDSTORE", UTF8_ACCEPT})
+ENABLEABLE = frozenset({"CONDSTORE", "QRESYNC", UTF8_ACCEPT})
 
 
 def capability(session, command) -> None:
@@ -35,16 +35,14 @@ def id_(session, command) -> None:
 
 
 def enable(session, command) -> None:
-    turned_on = [name for name in command.capabilities if name in ENABLEABLE and name not in session.enabled]
-    if UTF8_ACCEPT in turned_on and isinstance(session.state, Selected):
+    """RFC 5161: ``* ENABLED`` lists what this command turned on of what it named."""
+    asked = [name for name in dict.fromkeys(command.capabilities) if name in ENABLEABLE]
+    if UTF8_ACCEPT in asked and UTF8_ACCEPT not in session.enabled and isinstance(session.state, Selected):
         raise codes.bad("UTF8=ACCEPT may be enabled only before a mailbox is selected (RFC 6855 3)")
-    session.enabled.update(turned_on)
+    turned_on = session.enable(*asked)
     if UTF8_ACCEPT in turned_on:
         session.parser.utf8 = True  # the next command's mailbox names are UTF-8
     session.untagged(" ".join(["ENABLED", *turned_on]))
-    view = getattr(session.state, "view", None)
-    if view is not None and "CONDSTORE" in session.enabled:
-        view.condstore = True
 
 
 def namespace(session, command) -> None:

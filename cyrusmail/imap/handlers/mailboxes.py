@@ -154,6 +154,8 @@ def lsub(session, command) -> None:
 
 def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
     mailbox = session.state.account.mailboxes.open(name)
+    if "HIGHESTMODSEQ" in items:
+        session.enable("CONDSTORE")  # a CONDSTORE enabling command (RFC 7162 3.1)
     counts = mailbox.status()
     values = {
         "MESSAGES": counts.messages,

@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+-- How far back a mailbox's expunged table reaches (QRESYNC, RFC 7162 3.2.5):
+-- rows of modseq <= floor were purged, so it answers exactly "what was expunged
+-- after modseq m" only for m >= floor; rows counts what is kept.
+CREATE TABLE IF NOT EXISTS expunged_floor (
+    mailbox_id  INTEGER PRIMARY KEY,
+    floor       INTEGER NOT NULL,
+    rows        INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     name  TEXT PRIMARY KEY
 );

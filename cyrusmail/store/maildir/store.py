@@ -53,6 +53,9 @@ from cyrusmail.store.records import (
 
 _log = Logger()
 
+#: Expunged UIDs remembered per mailbox for QRESYNC by default (see :meth:`MaildirMailbox.expunged_since`).
+EXPUNGED_HISTORY = 100_000
+
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
 
@@ -210,8 +213,11 @@ class MaildirStore:
     """Every user's mail under one data folder."""
 
     def __init__(self, data: Path | str, analyser: Analyser | None = None,
-                 index_cache: int = DEFAULT_INDEX_CACHE):
+                 index_cache: int = DEFAULT_INDEX_CACHE,
+                 expunged_history: int = EXPUNGED_HISTORY):
         self.root = Path(data).resolve()
+        #: how many expunged UIDs each mailbox remembers (with their modseqs)
+        self.expunged_history = expunged_history
         self.users_dir = self.root / "users"
         self.tmp_dir = self.root / "tmp"
         self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
@@ -513,7 +519,7 @@ class MaildirMailboxList:
             else:
                 db.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
                 self._prune_empty_nodes(db, name)
-            for table in ("messages", "mime", "expunged"):
+            for table in ("messages", "mime", "expunged", "expunged_floor"):
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
             for table in ("acls",):
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
@@ -1095,11 +1101,65 @@ class MaildirMailbox:
                 removed.append(record)
             if removed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+                self._bound_history(db, len(removed))
         for record in removed:
             unlink_quietly(self.path(record))
         if removed:
             self.store.notify(self.tree.user, self.id)
         return [record.uid for record in removed]
+
+    def touch(self, uids: Iterable[int]) -> list[MessageRecord]:
+        """Give these messages a new modseq without changing them (a reader's
+        own \\Seen on a shared folder changed: see GuardedMailbox); their records."""
+        uids = list(uids)
+        if not uids:
+            return []
+        with self.index.write() as db:
+            _, highestmodseq, *_ = self._counts(db)
+            modseq = highestmodseq + 1
+            for batch in _chunks(uids):
+                db.execute(f"UPDATE messages SET modseq = ? WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(batch))})",
+                           (modseq, self.id, *batch))
+            db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+            records = self.records(uids)
+        if records:
+            self.store.notify(self.tree.user, self.id)
+        return records
+
+    # -- the expunge history (QRESYNC) ------------------------------------------
+
+    def _bound_history(self, db: sqlite3.Connection, added: int) -> None:
+        """Count ``added`` new rows of ``expunged``; past the store's
+        ``expunged_history`` drop the oldest whole modseqs and raise the floor."""
+        row = db.execute("SELECT floor, rows FROM expunged_floor WHERE mailbox_id = ?", (self.id,)).fetchone()
+        if row is None:  # first expunge since this table came (or an index from before it): count once
+            (kept,) = db.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?", (self.id,)).fetchone()
+            floor = 0
+        else:
+            floor, kept = row[0], row[1] + added
+        excess = kept - self.store.expunged_history
+        if excess > 0:
+            (cut,) = db.execute(
+                "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 OFFSET ?",
+                (self.id, excess - 1),
+            ).fetchone()
+            kept -= db.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?", (self.id, cut)).rowcount
+            floor = max(floor, cut)
+        db.execute("INSERT OR REPLACE INTO expunged_floor (mailbox_id, floor, rows) VALUES (?, ?, ?)",
+                   (self.id, floor, kept))
+
+    def _expunged_after(self, db: sqlite3.Connection, modseq: int) -> list[int] | None:
+        row = db.execute("SELECT floor FROM expunged_floor WHERE mailbox_id = ?", (self.id,)).fetchone()
+        if row is not None and modseq < row[0]:
+            return None
+        return [uid for (uid,) in db.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (self.id, modseq))]
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        """The UIDs expunged after ``modseq``, ascending; None when the history
+        no longer reaches back that far (more than ``expunged_history`` were expunged since)."""
+        with self._snapshot() as db:
+            return self._expunged_after(db, modseq)
 
     # -- watching ------------------------------------------------------------
 
@@ -1110,10 +1170,9 @@ class MaildirMailbox:
                 f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                 (self.id, modseq),
             ).fetchall()
-            expunged = db.execute(
-                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (self.id, modseq)
-            ).fetchall()
-        return Changes([_record(row) for row in changed], [row[0] for row in expunged], highestmodseq)
+            expunged = self._expunged_after(db, modseq)
+        complete = expunged is not None
+        return Changes([_record(row) for row in changed], expunged or [], highestmodseq, complete)
 
     def claim_recent(self) -> frozenset[int]:
         with self.index.write(durable=False) as db:
