@@ -462,6 +462,8 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH UNRECENT\r\n", "a"),
     (b'a LIST (BOGUS) "" %\r\n', "a"),
     (b'a LIST (RECURSIVEMATCH) "" %\r\n', "a"),
+    (b'a LIST (RECURSIVEMATCH REMOTE) "" ""\r\n', "a"),
+    (b'a LIST (REMOTE RECURSIVEMATCH) "" %\r\n', "a"),
     (b'a LIST "" % RETURN (BOGUS)\r\n', "a"),
     (b"a STATUS x (MESSAGES BOGUS)\r\n", "a"),
     (b"a STATUS x ()\r\n", "a"),

@@ -795,8 +795,9 @@ def _list(reader: _Reader, tag: str, uid: bool) -> c.Command:
         for option in selection:
             if option not in _LIST_SELECTION:
                 reader.fail(f"unknown LIST selection option {option}")
-        if selection == ("RECURSIVEMATCH",):
-            reader.fail("RECURSIVEMATCH needs another selection option")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 3: never alone, nor with only REMOTE (which selects nothing by itself)
+            reader.fail("RECURSIVEMATCH needs another selection option than REMOTE")
         reader.sp()
     reference = reader.mailbox()
     reader.sp()

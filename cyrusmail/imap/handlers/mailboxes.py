@@ -61,25 +61,27 @@ def _list_line(kind: str, attributes: list[str], name: str) -> bytes:
 def list_(session, command) -> None:
     mailboxes = session.state.account.mailboxes
     reference = pattern_from_wire(command.reference)
+    if reference is None:
+        return  # not modified UTF-7: no name is under it, an empty OK
     if command.patterns == ("",) and not command.selection:
         # RFC 3501 6.3.8: the hierarchy delimiter and the root of the reference.
         root = reference.split(names.SEPARATOR, 1)[0] + names.SEPARATOR if names.SEPARATOR in reference else ""
         session.untagged(b"LIST (\\Noselect) \"/\" " + to_wire(root) if root else b"LIST (\\Noselect) \"/\" \"\"")
         return
+    patterns = [reference + pattern for pattern in map(pattern_from_wire, command.patterns) if pattern is not None]
     subscribed_only = "SUBSCRIBED" in command.selection
     special_only = "SPECIAL-USE" in command.selection
     show_subscribed = subscribed_only or "SUBSCRIBED" in command.return_options
     subscriptions = set(mailboxes.subscriptions()) if show_subscribed else set()
+    parents: set[str] = set()  # RECURSIVEMATCH: names with subscribed descendants no pattern lists
+    if subscribed_only and "RECURSIVEMATCH" in command.selection:
+        parents = _unmatched_parents(subscriptions, [names.pattern_regex(pattern) for pattern in patterns])
     seen: set[str] = set()
-    for wire_pattern in command.patterns:
-        pattern = reference + pattern_from_wire(wire_pattern)
+    for pattern in patterns:
         listings = {listing.name: listing for listing in mailboxes.list(pattern)}
-        parents: set[str] = set()  # RECURSIVEMATCH: names with subscribed descendants the pattern missed
         if subscribed_only:  # subscribed names that no longer exist are listed too
             matcher = names.pattern_regex(pattern)
-            if "RECURSIVEMATCH" in command.selection:
-                parents = _unmatched_parents(subscriptions, matcher)
-            wanted = {name for name in subscriptions if matcher.match(name)} | parents
+            wanted = {name for name in subscriptions | parents if matcher.match(name)}
             found = [listings.get(name) or name for name in sorted(wanted)]
         else:
             found = list(listings.values())
@@ -112,13 +114,20 @@ def list_(session, command) -> None:
                     pass  # listed (l) but not readable (r): no STATUS (RFC 5819)
 
 
-def _unmatched_parents(subscriptions: set[str], matcher) -> set[str]:
-    """Superiors the pattern matches of subscribed names it does not (RFC 5258 3.5:
-    those get CHILDINFO; with ``*`` the descendants are listed themselves)."""
+def _unmatched_parents(subscriptions: set[str], matchers: list) -> set[str]:
+    """Superiors some pattern matches of subscribed names no pattern matches.
+
+    RFC 5258 3.5: those get CHILDINFO. A superior whose matching
+    descendants are all listed themselves (``*`` patterns, or a second
+    pattern naming the child) gets none: it would only repeat them.
+    """
+    def listed(name: str) -> bool:
+        return any(matcher.match(name) for matcher in matchers)
+
     return {
         superior
-        for name in subscriptions if not matcher.match(name)
-        for superior in names.superiors(name) if matcher.match(superior)
+        for name in subscriptions if not listed(name)
+        for superior in names.superiors(name) if listed(superior)
     }
 
 
@@ -128,7 +137,10 @@ def lsub(session, command) -> None:
     itself subscribed (RFC 3501 6.3.9: ``foo/bar`` subscribed, ``LSUB "" %``
     answers ``foo``)."""
     mailboxes = session.state.account.mailboxes
-    pattern = pattern_from_wire(command.reference) + pattern_from_wire(command.pattern)
+    reference, pattern = pattern_from_wire(command.reference), pattern_from_wire(command.pattern)
+    if reference is None or pattern is None:
+        return  # not modified UTF-7: it matches no name
+    pattern = reference + pattern
     if pattern == "":
         return  # only LIST answers an empty pattern with the delimiter
     matcher = names.pattern_regex(pattern)
