@@ -229,7 +229,8 @@ class AccountMailboxes:
 
     # -- IMailboxList ------------------------------------------------------------------------
 
-    def create(self, name: str, special_use: str | None = None) -> None:
+    def create(self, name: str, special_use: str | None = None) -> str:
+        """Make ``name`` if the user may; its MAILBOXID."""
         location = self.resolve(name)
         if location.is_node:
             raise MailboxExists(f"{location.display} is a namespace and cannot be created")
@@ -237,11 +238,12 @@ class AccountMailboxes:
         tree = self.tree(location)
         new = [superior for superior in names.superiors(location.name) if not tree.exists(superior)]
         try:
-            tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+            object_id = tree.create(location.name, special_use=special_use if location.owner == self.user else None)
         except MailboxExists as error:
             raise self._exists_error(location, error) from None
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
+        return object_id
 
     def may_create(self, name: str) -> bool:
         """Whether ``name`` does not exist and CREATE would make it (IMAP's [TRYCREATE], as Cyrus).
@@ -396,6 +398,7 @@ class GuardedMailbox:
         self.inner = inner
         self.name = location.display
         self.uid_validity = inner.uid_validity
+        self.object_id = inner.object_id
         self.private_seen = location.owner == SHARED_OWNER
 
     # -- rights ----------------------------------------------------------------------
@@ -482,6 +485,10 @@ class GuardedMailbox:
     def mime_caches(self, uids) -> dict[int, bytes]:
         self._require("r")
         return self.inner.mime_caches(uids)
+
+    def previews(self, uids) -> dict[int, str]:
+        self._require("r")
+        return self.inner.previews(uids)
 
     def cache_may_contain(self, all_of: list[bytes], any_of: list[bytes] = ()) -> set[int]:
         self._require("r")
