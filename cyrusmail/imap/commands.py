@@ -364,7 +364,9 @@ class Section:
 class FetchAttribute:
     """A plain fetch item: ENVELOPE, FLAGS, INTERNALDATE, RFC822,
     RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID,
-    MODSEQ (upper-cased)."""
+    MODSEQ, SAVEDATE (RFC 8514), EMAILID, THREADID (RFC 8474), PREVIEW
+    (RFC 8970; its LAZY modifier changes nothing here, since every preview is
+    made once and kept) (upper-cased)."""
 
     attribute: str
 
@@ -513,6 +515,22 @@ class SearchDate:
 
 
 @dataclass(frozen=True)
+class SearchSaveDate:
+    """RFC 8514 SAVEDBEFORE/SAVEDON/SAVEDSINCE: the day the message was saved here."""
+
+    relation: Literal["before", "on", "since"]
+    date: datetime.date
+
+
+@dataclass(frozen=True)
+class SearchObjectId:
+    """RFC 8474 ``EMAILID id`` or ``THREADID id``; ``kind`` is the key, upper-cased."""
+
+    kind: Literal["EMAILID", "THREADID"]
+    object_id: str
+
+
+@dataclass(frozen=True)
 class SearchSize:
     relation: Literal["larger", "smaller"]
     size: int
@@ -544,6 +562,8 @@ SearchKey = (
     | SearchBody
     | SearchText
     | SearchDate
+    | SearchSaveDate
+    | SearchObjectId
     | SearchSize
     | SearchSequence
     | SearchModSeq

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cyrusmail.imap import codes
-from cyrusmail.imap.codes import CommandFailed
+from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.naming import from_wire, pattern_from_wire, to_wire
 from cyrusmail.imap.state import Selected
 from cyrusmail.store import names
@@ -22,12 +22,13 @@ def _special_use_attribute(use: str | None) -> list[str]:
     return [f"\\{use.capitalize()}"] if use else []
 
 
-def create(session, command) -> None:
+def create(session, command) -> Reply:
     name = from_wire(command.mailbox)
     uses = [use.lstrip("\\").lower() for use in command.special_use]
     if any(use not in SPECIAL_USES for use in uses) or len(uses) > 1:
         raise CommandFailed("Unsupported special-use attribute", codes.USEATTR)
-    session.state.account.mailboxes.create(name, special_use=uses[0] if uses else None)
+    object_id = session.state.account.mailboxes.create(name, special_use=uses[0] if uses else None)
+    return Reply(code=f"{codes.MAILBOXID} ({object_id})", text="CREATE completed")
 
 
 def delete(session, command) -> None:
@@ -176,6 +177,7 @@ def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
         "HIGHESTMODSEQ": counts.highest_modseq,
         "SIZE": counts.size,
         "APPENDLIMIT": session.context.config["server"]["max_message_size"],
+        "MAILBOXID": f"({mailbox.object_id})",
     }
     out = []
     for item in items:
