@@ -311,6 +311,43 @@ class AccountMailboxes:
     def status(self, name: str) -> MailboxStatus:
         return self.open(name).status()
 
+    def statuses(self, wanted: Iterable[str], deleted: bool = False) -> dict[str, MailboxStatus]:
+        """The status of those of ``wanted`` the user may read (``r``), for LIST-STATUS.
+
+        One read of each owner's ACLs and one of their counts, however many
+        names; on a shared folder the unseen count is the reader's own, so
+        each of those is read as STATUS reads it.
+        """
+        by_owner: dict[str, list[Location]] = {}
+        for display in wanted:
+            try:
+                location = self.resolve(display)
+            except (MailboxNotFound, InvalidName):
+                continue
+            if not location.is_node:
+                by_owner.setdefault(location.owner, []).append(location)
+        found: dict[str, MailboxStatus] = {}
+        for owner, locations in by_owner.items():
+            tree = self.tree(Location(owner, None, ""))
+            acls = tree.acls()
+            readable = [location for location in locations if location.name in acls
+                        and "r" in self.access.rights(self.user, owner, acls[location.name])]
+            if owner == SHARED_OWNER:  # \Seen is per reader here
+                for location in readable:
+                    try:
+                        mailbox = self.open(location.display)
+                        found[location.display] = dataclasses.replace(
+                            mailbox.status(), object_id=mailbox.object_id,
+                            deleted=sum(1 for record in mailbox.messages() if record.flags & Flag.DELETED)
+                            if deleted else None)
+                    except StoreError:
+                        continue
+                continue
+            counts = tree.statuses([location.name for location in readable], deleted)
+            found.update((location.display, counts[location.name])
+                         for location in readable if location.name in counts)
+        return found
+
     def subscribe(self, name: str) -> None:
         self.personal.subscribe(self.resolve(name).display)
 

@@ -83,6 +83,10 @@ class IMailboxList(Interface):
     def status(name: str):
         """MailboxStatus of ``name`` from the index alone."""
 
+    def statuses(names, deleted: bool = False) -> dict:
+        """name -> MailboxStatus (with object_id) of those ``names`` that are selectable
+        mailboxes, in one read; ``deleted`` counts \\Deleted messages too."""
+
     def subscribe(name: str) -> None:
         """Add ``name`` to the subscriptions (it need not exist)."""
 

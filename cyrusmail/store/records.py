@@ -69,6 +69,8 @@ class MailboxStatus:
     unseen: int
     highest_modseq: int
     size: int
+    object_id: str | None = None  # MAILBOXID, when read in a batch (IMailboxList.statuses)
+    deleted: int | None = None  # messages flagged \Deleted, when asked for
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from cyrusmail.imap import codes
 from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.naming import from_wire, pattern_from_wire, to_wire
 from cyrusmail.imap.state import Selected
 from cyrusmail.store import names
-from cyrusmail.store.errors import MailboxNotFound, PermissionDenied
 from cyrusmail.store.records import SPECIAL_USES, Flag, MailboxAttribute
 
 _ATTRIBUTES = {
@@ -78,6 +79,7 @@ def list_(session, command) -> None:
     if subscribed_only and "RECURSIVEMATCH" in command.selection:
         parents = _unmatched_parents(subscriptions, [names.pattern_regex(pattern) for pattern in patterns])
     seen: set[str] = set()
+    lines: list[tuple[bytes, str | None]] = []  # each LIST line, with the name to give a STATUS for
     for pattern in patterns:
         listings = {listing.name: listing for listing in mailboxes.list(pattern)}
         if subscribed_only:  # subscribed names that no longer exist are listed too
@@ -106,13 +108,16 @@ def list_(session, command) -> None:
             line = _list_line("LIST", attributes, name)
             if name in parents:
                 line += b' (CHILDINFO ("SUBSCRIBED"))'
-            session.untagged(line)
-            if command.return_status and not isinstance(listing, str) \
-                    and MailboxAttribute.NOSELECT not in listing.attributes:
-                try:
-                    session.untagged(_status_line(session, name, command.return_status))
-                except (MailboxNotFound, PermissionDenied):
-                    pass  # listed (l) but not readable (r): no STATUS (RFC 5819)
+            selectable = not isinstance(listing, str) and MailboxAttribute.NOSELECT not in listing.attributes
+            lines.append((line, name if selectable else None))
+    # RFC 5819: a STATUS after the LIST line of each selectable mailbox the user may read (r),
+    # all read from the index at once.
+    counts = mailboxes.statuses([name for _, name in lines if name is not None], "DELETED" in command.return_status) \
+        if command.return_status else {}
+    for line, name in lines:
+        session.untagged(line)
+        if name in counts:
+            session.untagged(_status_response(session, name, counts[name], command.return_status))
 
 
 def _unmatched_parents(subscriptions: set[str], matchers: list) -> set[str]:
@@ -165,30 +170,27 @@ def lsub(session, command) -> None:
                 listed.add(superior)
 
 
-def _status_line(session, name: str, items: tuple[str, ...]) -> bytes:
-    mailbox = session.state.account.mailboxes.open(name)
-    counts = mailbox.status()
+def _status_response(session, name: str, counts, items: tuple[str, ...]) -> bytes:
+    """``STATUS name (item value ...)`` from a MailboxStatus (with its object_id, and
+    deleted when DELETED is asked)."""
     values = {
         "MESSAGES": counts.messages,
-        "RECENT": counts.recent + _recent_here(session, mailbox.name),
+        "RECENT": counts.recent + _recent_here(session, name),
         "UIDNEXT": counts.uid_next,
         "UIDVALIDITY": counts.uid_validity,
         "UNSEEN": counts.unseen,
         "HIGHESTMODSEQ": counts.highest_modseq,
         "SIZE": counts.size,
+        "DELETED": counts.deleted,
         "APPENDLIMIT": session.context.config["server"]["max_message_size"],
-        "MAILBOXID": f"({mailbox.object_id})",
+        "MAILBOXID": f"({counts.object_id})",
     }
     out = []
     for item in items:
-        if item == "DELETED":
-            value = sum(1 for record in mailbox.messages() if record.flags & Flag.DELETED)
-        elif item in values:
-            value = values[item]
-        else:
+        if values.get(item) is None:
             raise codes.bad(f"STATUS {item} is not supported")
-        out.append(f"{item} {value}".encode())
-    return b"STATUS " + to_wire(mailbox.name) + b" (" + b" ".join(out) + b")"
+        out.append(f"{item} {values[item]}".encode())
+    return b"STATUS " + to_wire(name) + b" (" + b" ".join(out) + b")"
 
 
 def _recent_here(session, name: str) -> int:
@@ -201,4 +203,9 @@ def _recent_here(session, name: str) -> int:
 
 
 def status(session, command) -> None:
-    session.untagged(_status_line(session, from_wire(command.mailbox), command.items))
+    mailbox = session.state.account.mailboxes.open(from_wire(command.mailbox))
+    counts = dataclasses.replace(mailbox.status(), object_id=mailbox.object_id)
+    if "DELETED" in command.items:
+        counts = dataclasses.replace(counts, deleted=sum(1 for record in mailbox.messages()
+                                                         if record.flags & Flag.DELETED))
+    session.untagged(_status_response(session, mailbox.name, counts, command.items))
