@@ -64,6 +64,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a AUTHENTICATE PLAIN =\r\n", c.Authenticate("a", "PLAIN", b"=")),
     (b"a LOGIN alice secret\r\n", c.Login("a", b"alice", b"secret")),
+    (b"a unauthenticate\r\n", c.Unauthenticate("a")),
     (b'a LOGIN "al ice" "p\\"w\\\\d"\r\n', c.Login("a", b"al ice", b'p"w\\d')),
     (b"a LOGIN {5}\r\nalice {6}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),
     (b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),

@@ -116,6 +116,14 @@ class Login(Command):
 
 
 @dataclass(frozen=True)
+class Unauthenticate(Command):
+    """RFC 8437: back to the not-authenticated state on the same connection."""
+
+    name: ClassVar[str] = "UNAUTHENTICATE"
+
+
+
+@dataclass(frozen=True)
 class _Opening(Command):
     """``parameters``: RFC 4466 select-params, names upper-cased, e.g.
     ``(("CONDSTORE", None),)``."""

@@ -49,6 +49,8 @@ BASE_CAPABILITIES = (
     "QUOTA=RES-MAILBOX", "QUOTASET",
     "OBJECTID", "SAVEDATE", "PREVIEW", "LIST-STATUS", "STATUS=SIZE",
 )
+#: Offered once logged in: there is nothing to leave before.
+AUTHENTICATED_CAPABILITIES = ("UNAUTHENTICATE",)
 
 
 class _AppendSink:
@@ -171,6 +173,8 @@ class IMAPServer(Protocol):
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
             else:
                 caps.append("LOGINDISABLED")
+        else:
+            caps += AUTHENTICATED_CAPABILITIES
         return caps
 
     # -- writing -----------------------------------------------------------------
@@ -340,6 +344,15 @@ class IMAPServer(Protocol):
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
+        self._reset_timer()
+
+    def unauthenticated(self, how: str) -> None:
+        """Back to the not-authenticated state (RFC 8437), as on a new connection."""
+        user = self.state.account.user
+        self.leave_mailbox()
+        self.state = NotAuthenticated()
+        self.enabled.clear()
+        logs.logged_out(self.service, self.transport, user, how)
         self._reset_timer()
 
     def select(self, view) -> None:

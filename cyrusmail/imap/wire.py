@@ -1088,6 +1088,7 @@ COMMANDS: dict[str, _Grammar] = {
     "NOOP": _no_arguments(c.Noop),
     "LOGOUT": _no_arguments(c.Logout),
     "STARTTLS": _no_arguments(c.StartTLS),
+    "UNAUTHENTICATE": _no_arguments(c.Unauthenticate),
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "SELECT": _opening(c.Select),
