@@ -211,3 +211,20 @@ class CommentNameTests(unittest.TestCase):
         for value, expected in self.ROWS:
             with self.subTest(value=value):
                 self.assertEqual(parse_address_list(value), expected)
+
+
+class PreviewTextTests(unittest.TestCase):
+    def test_a_character_cut_at_the_read_limit_does_not_garble_the_rest(self) -> None:
+        from cyrusmail.mime.preview import PREVIEW_LENGTH, RAW_LIMIT, preview
+
+        body = "a" + "\u00e9" * RAW_LIMIT  # the read limit falls inside an é
+        data = b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body.encode("utf-8")
+        self.assertEqual(preview(data, parse(data)), body[:PREVIEW_LENGTH])
+
+    def test_base64_cut_mid_quantum_and_attachments_skipped(self) -> None:
+        from cyrusmail.mime.preview import preview
+
+        data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n"
+                b"Content-Disposition: attachment\r\n\r\nnot me\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Transfer-Encoding: base64\r\n\r\nY2Fmw6kgbmHDr3Zl\r\n--b--\r\n")
+        self.assertEqual(preview(data, parse(data)), "caf\u00e9 na\u00efve")

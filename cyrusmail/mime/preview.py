@@ -24,6 +24,7 @@ from html.parser import HTMLParser
 from cyrusmail.mime.headers import iter_fields
 from cyrusmail.mime.info import MessageInfo
 from cyrusmail.mime.params import param, parse_content_type
+from cyrusmail.mime.text import decode_bytes
 
 PREVIEW_LENGTH = 256
 """Characters at most (RFC 8970 section 3: no more than 256)."""
@@ -83,22 +84,7 @@ def _decode(raw: bytes, encoding: bytes, charset: bytes | None) -> str:
         raw = _base64(raw)
     elif encoding == b"quoted-printable":
         raw = codecs.decode(raw[:raw.rfind(b"=")] if b"=" in raw[-2:] else raw, "quopri")
-    name = (charset or b"utf-8").decode("ascii", "replace").strip().strip('"').lower()
-    if name in ("us-ascii", "ascii", ""):
-        name = "utf-8"  # 8-bit text labelled us-ascii is nearly always UTF-8
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        name = "latin-1"
-    try:
-        # final=False: a character cut at the end is left out, not garbled
-        return codecs.getincrementaldecoder(name)().decode(raw, final=False)
-    except UnicodeDecodeError:
-        if name == "utf-8":
-            return raw.decode("latin-1")  # as SEARCH reads unlabelled 8-bit text
-        return codecs.getincrementaldecoder(name)("replace").decode(raw, final=False)
-    except Exception:  # noqa: BLE001 - some codecs raise other errors on odd input
-        return raw.decode("latin-1")
+    return decode_bytes(raw, charset, cut=True)
 
 
 def _base64(raw: bytes) -> bytes:
