@@ -230,7 +230,8 @@ class AccountMailboxes:
 
     # -- IMailboxList ------------------------------------------------------------------------
 
-    def create(self, name: str, special_use: str | None = None) -> None:
+    def create(self, name: str, special_use: str | None = None) -> str:
+        """Make ``name`` if the user may; its MAILBOXID."""
         location = self.resolve(name)
         if location.is_node:
             raise MailboxExists(f"{location.display} is a namespace and cannot be created")
@@ -238,11 +239,12 @@ class AccountMailboxes:
         tree = self.tree(location)
         new = [superior for superior in names.superiors(location.name) if not tree.exists(superior)]
         try:
-            tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+            object_id = tree.create(location.name, special_use=special_use if location.owner == self.user else None)
         except MailboxExists as error:
             raise self._exists_error(location, error) from None
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
+        return object_id
 
     def may_create(self, name: str) -> bool:
         """Whether ``name`` does not exist and CREATE would make it (IMAP's [TRYCREATE], as Cyrus).
@@ -309,6 +311,43 @@ class AccountMailboxes:
 
     def status(self, name: str) -> MailboxStatus:
         return self.open(name).status()
+
+    def statuses(self, wanted: Iterable[str], deleted: bool = False) -> dict[str, MailboxStatus]:
+        """The status of those of ``wanted`` the user may read (``r``), for LIST-STATUS.
+
+        One read of each owner's ACLs and one of their counts, however many
+        names; on a shared folder the unseen count is the reader's own, so
+        each of those is read as STATUS reads it.
+        """
+        by_owner: dict[str, list[Location]] = {}
+        for display in wanted:
+            try:
+                location = self.resolve(display)
+            except (MailboxNotFound, InvalidName):
+                continue
+            if not location.is_node:
+                by_owner.setdefault(location.owner, []).append(location)
+        found: dict[str, MailboxStatus] = {}
+        for owner, locations in by_owner.items():
+            tree = self.tree(Location(owner, None, ""))
+            acls = tree.acls()
+            readable = [location for location in locations if location.name in acls
+                        and "r" in self.access.rights(self.user, owner, acls[location.name])]
+            if owner == SHARED_OWNER:  # \Seen is per reader here
+                for location in readable:
+                    try:
+                        mailbox = self.open(location.display)
+                        found[location.display] = dataclasses.replace(
+                            mailbox.status(), object_id=mailbox.object_id,
+                            deleted=sum(1 for record in mailbox.messages() if record.flags & Flag.DELETED)
+                            if deleted else None)
+                    except StoreError:
+                        continue
+                continue
+            counts = tree.statuses([location.name for location in readable], deleted)
+            found.update((location.display, counts[location.name])
+                         for location in readable if location.name in counts)
+        return found
 
     def subscribe(self, name: str) -> None:
         self.personal.subscribe(self.resolve(name).display)
@@ -397,6 +436,7 @@ class GuardedMailbox:
         self.inner = inner
         self.name = location.display
         self.uid_validity = inner.uid_validity
+        self.object_id = inner.object_id
         self.private_seen = location.owner == SHARED_OWNER
 
     # -- rights ----------------------------------------------------------------------
@@ -483,6 +523,10 @@ class GuardedMailbox:
     def mime_caches(self, uids) -> dict[int, bytes]:
         self._require("r")
         return self.inner.mime_caches(uids)
+
+    def previews(self, uids) -> dict[int, str]:
+        self._require("r")
+        return self.inner.previews(uids)
 
     def cache_may_contain(self, all_of: list[bytes], any_of: list[bytes] = ()) -> set[int]:
         self._require("r")

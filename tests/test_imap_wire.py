@@ -73,6 +73,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a AUTHENTICATE PLAIN =\r\n", c.Authenticate("a", "PLAIN", b"=")),
     (b"a LOGIN alice secret\r\n", c.Login("a", b"alice", b"secret")),
+    (b"a unauthenticate\r\n", c.Unauthenticate("a")),
     (b'a LOGIN "al ice" "p\\"w\\\\d"\r\n', c.Login("a", b"al ice", b'p"w\\d')),
     (b"a LOGIN {5}\r\nalice {6}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),
     (b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),
@@ -440,6 +441,32 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a SEARCH RETURN () ALL\r\n", c.Search("a", False, c.SearchAll(), None, ())),
     (b"a SEARCH ((SEEN))\r\n", c.Search("a", False, SEEN)),
+    (
+        b"a SEARCH SAVEDBEFORE 1-Feb-2020 SAVEDON 2-Feb-2020 SAVEDSINCE 3-Feb-2020\r\n",
+        c.Search("a", False, c.SearchAnd((
+            c.SearchSaveDate("before", datetime.date(2020, 2, 1)),
+            c.SearchSaveDate("on", datetime.date(2020, 2, 2)),
+            c.SearchSaveDate("since", datetime.date(2020, 2, 3)),
+        ))),
+    ),
+    (b"a SEARCH SAVEDATESUPPORTED\r\n", c.Search("a", False, c.SearchAll())),
+    (
+        b"a UID SEARCH EMAILID M6d99ac3275bb4e THREADID T64b478a75b7ea9\r\n",
+        c.Search("a", True, c.SearchAnd((
+            c.SearchObjectId("EMAILID", "M6d99ac3275bb4e"),
+            c.SearchObjectId("THREADID", "T64b478a75b7ea9"),
+        ))),
+    ),
+    (
+        b"a FETCH 1 (SAVEDATE EMAILID threadid PREVIEW (LAZY))\r\n",
+        c.Fetch("a", False, S("1"), tuple(c.FetchAttribute(name) for name in
+                                          ("SAVEDATE", "EMAILID", "THREADID", "PREVIEW"))),
+    ),
+    (b"a FETCH 1 PREVIEW\r\n", c.Fetch("a", False, S("1"), (c.FetchAttribute("PREVIEW"),))),
+    (
+        b"a STATUS x (MAILBOXID SIZE)\r\n",
+        c.Status("a", "x", ("MAILBOXID", "SIZE")),
+    ),
 ]
 
 ERRORS: list[tuple[bytes, str | None]] = [
@@ -497,9 +524,17 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH UNRECENT\r\n", "a"),
     (b'a LIST (BOGUS) "" %\r\n', "a"),
     (b'a LIST (RECURSIVEMATCH) "" %\r\n', "a"),
+    (b'a LIST (RECURSIVEMATCH REMOTE) "" ""\r\n', "a"),
+    (b'a LIST (REMOTE RECURSIVEMATCH) "" %\r\n', "a"),
     (b'a LIST "" % RETURN (BOGUS)\r\n', "a"),
     (b"a STATUS x (MESSAGES BOGUS)\r\n", "a"),
     (b"a STATUS x ()\r\n", "a"),
+    (b"a FETCH 1 (PREVIEW (EAGER))\r\n", "a"),
+    (b"a FETCH 1 (PREVIEW ())\r\n", "a"),
+    (b"a SEARCH EMAILID\r\n", "a"),
+    (b"a SEARCH EMAILID M.1\r\n", "a"),
+    (b"a SEARCH THREADID " + b"T" * 256 + b"\r\n", "a"),
+    (b"a SEARCH SAVEDON 31-Feb-2020\r\n", "a"),
     (b"a CREATE x (FOO (\\Sent))\r\n", "a"),
     (b"a APPEND INBOX\r\n", "a"),
     (b'a APPEND INBOX "bad date" {1+}\r\nx\r\n', "a"),

@@ -138,6 +138,14 @@ class QresyncParameters:
 
 
 @dataclass(frozen=True)
+class Unauthenticate(Command):
+    """RFC 8437: back to the not-authenticated state on the same connection."""
+
+    name: ClassVar[str] = "UNAUTHENTICATE"
+
+
+
+@dataclass(frozen=True)
 class _Opening(Command):
     """``parameters``: RFC 4466 select-params, names upper-cased, e.g.
     ``(("CONDSTORE", None),)``; only CONDSTORE and QRESYNC are accepted,
@@ -416,7 +424,9 @@ class Section:
 class FetchAttribute:
     """A plain fetch item: ENVELOPE, FLAGS, INTERNALDATE, RFC822,
     RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID,
-    MODSEQ (upper-cased)."""
+    MODSEQ, SAVEDATE (RFC 8514), EMAILID, THREADID (RFC 8474), PREVIEW
+    (RFC 8970; its LAZY modifier changes nothing here, since every preview is
+    made once and kept) (upper-cased)."""
 
     attribute: str
 
@@ -565,6 +575,22 @@ class SearchDate:
 
 
 @dataclass(frozen=True)
+class SearchSaveDate:
+    """RFC 8514 SAVEDBEFORE/SAVEDON/SAVEDSINCE: the day the message was saved here."""
+
+    relation: Literal["before", "on", "since"]
+    date: datetime.date
+
+
+@dataclass(frozen=True)
+class SearchObjectId:
+    """RFC 8474 ``EMAILID id`` or ``THREADID id``; ``kind`` is the key, upper-cased."""
+
+    kind: Literal["EMAILID", "THREADID"]
+    object_id: str
+
+
+@dataclass(frozen=True)
 class SearchSize:
     relation: Literal["larger", "smaller"]
     size: int
@@ -596,6 +622,8 @@ SearchKey = (
     | SearchBody
     | SearchText
     | SearchDate
+    | SearchSaveDate
+    | SearchObjectId
     | SearchSize
     | SearchSequence
     | SearchModSeq

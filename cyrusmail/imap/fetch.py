@@ -90,6 +90,7 @@ class MessageView:
     mailbox: IMailbox
     recent: bool
     cache: bytes | None = None  # the MIME cache when the caller fetched it in bulk
+    preview: str | None = None  # the RFC 8970 preview, fetched in bulk when PREVIEW is asked
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ class FetchPlan:
         ``\\Seen`` on each message before rendering it.
     :ivar needs_mime: some item reads the MIME cache.
     :ivar needs_file: some item reads the message file.
+    :ivar needs_preview: PREVIEW is asked: the caller fetches previews in bulk.
     """
 
     items: tuple[FetchItem, ...]
@@ -256,6 +258,7 @@ class FetchPlan:
     needs_file: bool
     #: The attribute names, in order, when every item is a small value; else None.
     simple: tuple[str, ...] | None = None
+    needs_preview: bool = False
 
 
 def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
@@ -292,7 +295,8 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
     if all(isinstance(item, FetchAttribute) and item.attribute in _SIMPLE for item in items):
         # Only small values (the mail-list FETCH): one line per message, no general builder.
         simple = tuple(item.attribute for item in items)
-    return FetchPlan(items, sets_seen, needs_mime, needs_file, simple)
+    return FetchPlan(items, sets_seen, needs_mime, needs_file, simple,
+                     needs_preview=FetchAttribute("PREVIEW") in items)
 
 
 def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = None,
@@ -361,7 +365,8 @@ def _info_of(view: MessageView):
 
 
 #: The small FETCH attributes, answered on the fast path (the mail-list FETCH).
-_SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
+_SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                     "SAVEDATE", "EMAILID", "THREADID", "PREVIEW"})
 _FROM_INFO = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
@@ -378,12 +383,25 @@ def _small_value(name: str, view: MessageView, info) -> bytes:
         return date_time_wire(record.internal_date)
     if name == "MODSEQ":
         return b"(%d)" % record.modseq
+    if name == "SAVEDATE":  # RFC 8514: NIL only where the mailbox keeps no save dates
+        return b"NIL" if record.save_date is None else date_time_wire(record.save_date)
+    if name == "EMAILID":
+        return b"(%s)" % email_id(record).encode("ascii")
+    if name == "THREADID":
+        return b"NIL"  # no thread ids are kept: RFC 8474 5.2 says NIL then
+    if name == "PREVIEW":
+        return imapform.nstring(view.preview)
     # A NUL in a header is inside a literal of the cached value: made 0x80 here.
     if name == "ENVELOPE":
         return without_nul(info().envelope_wire())
     if name == "BODYSTRUCTURE":
         return without_nul(info().bodystructure_wire())
     return without_nul(info().body_wire())  # BODY
+
+
+def email_id(record: MessageRecord) -> str:
+    """The RFC 8474 EMAILID of a message: ``M`` and its content's id, which copies share."""
+    return "M" + (record.email_id or record.guid)
 
 
 def _render_simple(attributes: tuple[str, ...], view: MessageView) -> bytes:

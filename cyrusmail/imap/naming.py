@@ -17,15 +17,17 @@ from cyrusmail.store.errors import MailboxNotFound
 
 
 def from_wire(wire_name: str) -> str:
-    """The store name for a client's mailbox argument; BAD if not mUTF-7.
+    """The store name for a client's mailbox argument.
 
     INBOX is matched case-insensitively; a trailing ``/`` is dropped (RFC
-    3501 6.3.3: ``CREATE foo/`` creates ``foo``).
+    3501 6.3.3: ``CREATE foo/`` creates ``foo``).  A name that is not valid
+    modified UTF-7 is well-formed IMAP but names no mailbox that can exist:
+    ``NO [CANNOT]``, not BAD (as Dovecot and Cyrus answer it).
     """
     try:
         name = mutf7.decode(wire_name)
     except mutf7.MUTF7Error as error:
-        raise codes.bad(f"Invalid mailbox name: {error}") from None
+        raise codes.CommandFailed(f"Mailbox name is not valid modified UTF-7: {error}", codes.CANNOT) from None
     if len(name) > 1 and name.endswith(names.SEPARATOR):
         name = name[:-1]
     return names.canonical(name)
@@ -47,11 +49,14 @@ def open_target(mailboxes, wire_name: str):
         raise codes.CommandFailed(str(error), codes.NONEXISTENT) from None
 
 
-def pattern_from_wire(wire_pattern: str) -> str:
+def pattern_from_wire(wire_pattern: str) -> str | None:
+    """A LIST/LSUB reference or pattern as a store pattern; None when it is not
+    valid modified UTF-7, so that no name can match it (the command answers an
+    empty OK, as Dovecot and Cyrus do)."""
     try:
         return mutf7.decode(wire_pattern)
-    except mutf7.MUTF7Error as error:
-        raise codes.bad(f"Invalid mailbox pattern: {error}") from None
+    except mutf7.MUTF7Error:
+        return None
 
 
 def to_wire(name: str, utf8: bool = False) -> bytes:

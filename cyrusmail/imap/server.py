@@ -53,7 +53,11 @@ BASE_CAPABILITIES = (
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
     "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
+    "OBJECTID", "SAVEDATE", "PREVIEW", "LIST-STATUS", "STATUS=SIZE",
 )
+#: Offered once logged in: there is nothing to leave before, and RFC 4978
+#: makes COMPRESS a command of the authenticated state.
+AUTHENTICATED_CAPABILITIES = ("COMPRESS=DEFLATE", "UNAUTHENTICATE")
 
 
 class _AppendSink:
@@ -203,8 +207,6 @@ class IMAPServer(Protocol):
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
-        if not isinstance(self.state, NotAuthenticated):
-            caps.append("COMPRESS=DEFLATE")  # RFC 4978: a command of the authenticated state
         caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
         if isinstance(self.state, NotAuthenticated):
             if not self.secure and self.context.tls is not None:
@@ -213,6 +215,8 @@ class IMAPServer(Protocol):
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
             else:
                 caps.append("LOGINDISABLED")
+        else:
+            caps += AUTHENTICATED_CAPABILITIES
         return caps
 
     # -- writing -----------------------------------------------------------------
@@ -453,6 +457,17 @@ class IMAPServer(Protocol):
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         self._reset_timer()
         self.context.sessions.logged_in(self, account.user)
+
+    def unauthenticated(self, how: str) -> None:
+        """Back to the not-authenticated state (RFC 8437), as on a new connection."""
+        user = self.state.account.user
+        self.leave_mailbox()
+        self.state = NotAuthenticated()
+        self.enabled.clear()
+        self.parser.utf8 = False  # names are modified UTF-7 again until UTF8=ACCEPT is enabled anew
+        self.context.sessions.logged_out(self)
+        logs.logged_out(self.service, self.transport, user, how)
+        self._reset_timer()
 
     def select(self, view) -> None:
         self.leave_mailbox()

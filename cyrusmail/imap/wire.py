@@ -172,6 +172,7 @@ _SEQUENCE = re.compile(rb"[0-9:*,]+")
 _LITERAL = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}")
 _LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}\Z")
 _FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
+_OBJECT_ID = re.compile(rb"[A-Za-z0-9_-]{1,255}(?![^ )])")  # RFC 8474 objectid
 _SECTION_SPEC = re.compile(rb"[A-Za-z0-9.]*")
 _DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME = re.compile(
@@ -598,6 +599,9 @@ class _Reader:
             "BODYSTRUCTURE",
             "UID",
             "MODSEQ",
+            "SAVEDATE",
+            "EMAILID",
+            "THREADID",
         }
     )
     _MACROS: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -616,6 +620,13 @@ class _Reader:
             return c.FetchBinary(part, name == "BINARY.PEEK", self.partial())
         if name == "BINARY.SIZE":
             return c.FetchBinarySize(self.binary_part())
+        if name == "PREVIEW":
+            if self.peek(b" ("):  # RFC 8970 modifiers: only LAZY is defined
+                self.pos += 1
+                for modifier in self.parenthesised(self.keyword):
+                    if modifier != "LAZY":
+                        self.fail(f"unknown PREVIEW modifier {modifier}")
+            return c.FetchAttribute(name)
         if name in self._SIMPLE_FETCH:
             return c.FetchAttribute(name)
         self.fail(f"unknown fetch item {name}")
@@ -697,6 +708,14 @@ class _Reader:
             relation, sent = self._DATE_KEYS[name]
             self.sp()
             return c.SearchDate(relation, self.date(), sent)  # type: ignore[arg-type]
+        if name in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):
+            self.sp()
+            return c.SearchSaveDate(name[5:].lower(), self.date())  # type: ignore[arg-type]
+        if name == "SAVEDATESUPPORTED":
+            return c.SearchAll()  # every mailbox here keeps save dates (RFC 8514)
+        if name in ("EMAILID", "THREADID"):
+            self.sp()
+            return c.SearchObjectId(name, self.match(_OBJECT_ID, "an object id").decode("ascii"))  # type: ignore[arg-type]
         if name in ("LARGER", "SMALLER"):
             self.sp()
             return c.SearchSize(name.lower(), self.number())  # type: ignore[arg-type]
@@ -908,8 +927,9 @@ def _list(reader: _Reader, tag: str, uid: bool) -> c.Command:
         for option in selection:
             if option not in _LIST_SELECTION:
                 reader.fail(f"unknown LIST selection option {option}")
-        if selection == ("RECURSIVEMATCH",):
-            reader.fail("RECURSIVEMATCH needs another selection option")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 3: never alone, nor with only REMOTE (which selects nothing by itself)
+            reader.fail("RECURSIVEMATCH needs another selection option than REMOTE")
         reader.sp()
     reference = reader.mailbox()
     reader.sp()
@@ -1191,6 +1211,7 @@ COMMANDS: dict[str, _Grammar] = {
     "NOOP": _no_arguments(c.Noop),
     "LOGOUT": _no_arguments(c.Logout),
     "STARTTLS": _no_arguments(c.StartTLS),
+    "UNAUTHENTICATE": _no_arguments(c.Unauthenticate),
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "SELECT": _opening(c.Select),

@@ -20,8 +20,12 @@ _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 
 
-def decode_bytes(raw: bytes, charset: str | bytes | None) -> str:
-    """``raw`` in ``charset``; unknown charsets read as latin-1, bad bytes replaced."""
+def decode_bytes(raw: bytes, charset: str | bytes | None, cut: bool = False) -> str:
+    """``raw`` in ``charset``; unknown charsets read as latin-1, bad bytes replaced.
+
+    ``cut``: ``raw`` is the start of a longer text, so a character cut short
+    at its end is left out rather than read as a bad byte.
+    """
     if isinstance(charset, bytes):
         charset = charset.decode("ascii", "replace")
     name = (charset or "us-ascii").strip().strip('"').lower()
@@ -32,11 +36,11 @@ def decode_bytes(raw: bytes, charset: str | bytes | None) -> str:
     except LookupError:
         name = "latin-1"
     try:
-        return raw.decode(name)
+        return codecs.getincrementaldecoder(name)().decode(raw, final=not cut)
     except UnicodeDecodeError:
         if name == "utf-8":
             return raw.decode("latin-1")
-        return raw.decode(name, "replace")
+        return codecs.getincrementaldecoder(name)("replace").decode(raw, final=not cut)
     except Exception:  # noqa: BLE001 - some codecs raise other errors on odd input
         return raw.decode("latin-1")
 

@@ -54,6 +54,8 @@ class MessageRecord:
     keywords: frozenset[str]
     modseq: int
     guid: str  # unique for ever; POP3 UIDL and reconstruct lean on it
+    save_date: float | None = None  # when it was saved in this mailbox (RFC 8514 SAVEDATE)
+    email_id: str | None = None  # its content's id (RFC 8474 EMAILID base): shared by copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class MailboxStatus:
     unseen: int
     highest_modseq: int
     size: int
+    object_id: str | None = None  # MAILBOXID, when read in a batch (IMailboxList.statuses)
+    deleted: int | None = None  # messages flagged \Deleted, when asked for
 
 
 @dataclass(frozen=True, slots=True)

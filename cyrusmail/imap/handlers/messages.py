@@ -77,6 +77,7 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
         for batch in _batches(uids):
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
+            previews = view.mailbox.previews(batch) if plan.needs_preview else {}
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
@@ -84,7 +85,7 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
                     continue
                 seq = view.seq_of(record.uid)
                 message = rendering.MessageView(seq, record, view.mailbox, view.is_recent(record.uid),
-                                                caches.get(record.uid))
+                                                caches.get(record.uid), previews.get(record.uid))
                 try:
                     rendered = rendering.render_fetch(plan, message)
                 except rendering.FetchError as error:

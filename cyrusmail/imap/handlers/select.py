@@ -48,6 +48,7 @@ def _open(session, command, examine: bool) -> Reply | defer.Deferred:
     session.untagged(f"OK [{codes.UIDVALIDITY} {mailbox.uid_validity}] UIDs valid")
     session.untagged(f"OK [{codes.UIDNEXT} {view.uid_next}] Predicted next UID")
     session.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
+    session.untagged(f"OK [{codes.MAILBOXID} ({mailbox.object_id})] Ok")
     permanent = "" if read_only else " ".join(permanent_flags(mailbox, view.keywords))
     session.untagged(f"OK [{codes.PERMANENTFLAGS} ({permanent})] Flags permitted")
     session.select(view)
