@@ -129,6 +129,23 @@ class CompressSessionTests(unittest.TestCase):
                          "t BAD STARTTLS is not allowed in the authenticated state\r\n")
         self.assertFalse(self.client.transport.tls_started)
 
+    def test_unauthenticate_leaves_compression_on_and_starttls_refused(self) -> None:
+        """RFC 8437 leaves the connection's layers as they are: after
+        UNAUTHENTICATE the session is still compressed, STARTTLS (which would
+        have to go below the compression) is neither offered nor accepted,
+        and a second login cannot compress twice."""
+        self.compress()
+        self.assertTrue(self.send(b"u UNAUTHENTICATE\r\n").startswith("u OK "))
+        capability = self.send(b"c CAPABILITY\r\n").split("\r\n")[0].split()
+        self.assertNotIn("STARTTLS", capability)
+        self.assertNotIn("COMPRESS=DEFLATE", capability)
+        self.assertEqual(self.send(b"t STARTTLS\r\nn NOOP\r\n"),
+                         "t BAD STARTTLS is not allowed after COMPRESS\r\nn OK NOOP completed\r\n")
+        self.assertFalse(self.client.transport.tls_started)
+        self.assertTrue(self.send(b"L LOGIN alice secret\r\n").startswith("L OK "))
+        self.assertEqual(self.send(b"y COMPRESS DEFLATE\r\n"),
+                         f"y NO [{codes.COMPRESSIONACTIVE}] DEFLATE is already active\r\n")
+
     def test_a_burst_of_responses_is_flushed_once(self) -> None:
         """Not a flush (nor a write) per response line: one per burst."""
         mailboxes = self.context.store.mailboxes("alice")

@@ -209,7 +209,7 @@ class IMAPServer(Protocol):
         caps = list(BASE_CAPABILITIES)
         caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
         if isinstance(self.state, NotAuthenticated):
-            if not self.secure and self.context.tls is not None:
+            if not self.secure and not self.compressed and self.context.tls is not None:
                 caps.append("STARTTLS")
             if self.plaintext_allowed():
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]

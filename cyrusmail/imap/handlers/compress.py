@@ -2,7 +2,9 @@
 
 Valid in the authenticated and selected states (the RFC's grammar makes it
 a ``command-auth``, as Dovecot and Cyrus do), so STARTTLS, a command of the
-not-authenticated state, can never follow it.  TLS compression is never
+not-authenticated state, can follow it only after UNAUTHENTICATE (RFC
+8437), which leaves compression on, as it leaves TLS: STARTTLS is then
+refused and not offered.  TLS compression is never
 negotiated (Twisted's TLS options turn it off), so the only layer that can
 already compress is an earlier COMPRESS.
 """
