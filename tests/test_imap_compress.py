@@ -177,6 +177,19 @@ class CompressSessionTests(unittest.TestCase):
         self.assertIn("* 1 EXISTS\r\n", self.deflate.unpack(self.client.take()).decode())
         self.assertEqual(self.send(b"DONE\r\n"), "i OK IDLE terminated\r\n")
 
+    def test_append_literal_through_the_compressor(self) -> None:
+        """The continuation request goes out (flushed) while the client waits
+        for it; the literal, inflated, is streamed into the store."""
+        self.compress()
+        message = big_message(600 * 1024)
+        self.assertEqual(self.send(b"a APPEND INBOX {%d}\r\n" % len(message)), "+ Ready for literal data\r\n")
+        self.assertTrue(self.send(message + b"\r\n").startswith("a OK [APPENDUID "))
+        inbox = self.context.store.mailboxes("alice").open("INBOX")
+        self.assertEqual(inbox.status().messages, 1)
+        answer = self.send(b"s SELECT INBOX\r\nf FETCH 1 BODY.PEEK[]\r\n")
+        self.assertIn(f"* 1 FETCH (BODY[] {{{len(message)}}}\r\n".encode() + message + b")\r\nf OK",
+                      answer.encode())
+
     def test_logout_flushes_then_closes(self) -> None:
         self.compress()
         self.client.send(self.deflate.pack(b"l LOGOUT\r\n"))
