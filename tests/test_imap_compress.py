@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import random
 import socket
-import threading
 import tracemalloc
 import zlib
 
@@ -32,7 +31,7 @@ from cyrusmail.imap import codes
 from cyrusmail.imap.compress import Inflater
 from cyrusmail.imap.server import IMAPServer, make_factory
 from tests import imap_support
-from tests.test_backpressure import BOUND, settle, unverified_tls, wait_for
+from tests.test_backpressure import BOUND, held_while_flooded, unverified_tls
 from tests.test_queue import async_test
 
 SYNC_MARK = b"\x00\x00\xff\xff"  # how every Z_SYNC_FLUSH ends
@@ -429,10 +428,9 @@ class CompressOverSocketsTests(unittest.TestCase):
         message = big_message(512 * 1024)
         self.inbox.append(message)
         port = self.listen()
-        ready, go, sent, measured = (threading.Event() for _ in range(4))
         count = 64  # 32 MiB of answers, some 24 MiB compressed
 
-        def flood() -> int:
+        def flood(ready, go, sent, measured) -> int:
             client = connect(port, receive_buffer=64 * 1024)  # no room to hide answers in
             try:
                 client.send(b"L LOGIN alice secret\r\n")
@@ -459,23 +457,6 @@ class CompressOverSocketsTests(unittest.TestCase):
                 sent.set()
                 client.sock.close()
 
-        result = threads.deferToThread(flood)
-        failures = []
-        result.addErrback(failures.append)
-        await wait_for(ready)
-        tracemalloc.start()
-        try:
-            baseline = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            go.set()
-            await wait_for(sent)
-            await settle()
-            grown = tracemalloc.get_traced_memory()[1] - baseline
-        finally:
-            tracemalloc.stop()
-            measured.set()
-        size = await result
-        if failures:
-            failures[0].raiseException()
+        size, grown = await held_while_flooded(flood)
         self.assertGreater(size, len(message))
         self.assertLess(grown, BOUND, f"the server held {grown / 2**20:.1f} MiB for a client not reading")
