@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.flow import OutputFlow
-from cyrusmail.imap import codes, responses, wire
+from cyrusmail.imap import codes, compress, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.compress import CompressionError, DeflateTransport, Inflater
 from cyrusmail.imap.output import ResponseWriter
@@ -352,9 +352,8 @@ class IMAPServer(Protocol):
         has gone uncompressed (commands run one at a time, and a streamed
         answer completes its command only once written); what the client
         pipelined after COMPRESS is compressed already, and is inflated first."""
-        assert not self.out.busy
         self._deflater = DeflateTransport(self.transport, self.reactor)
-        self.out.transport = self._deflater
+        self.out.write_through(self._deflater, compress.TURN_BYTES)
         self.flow.transport = self._deflater  # a close flushes what is compressed first
         self.inflater = Inflater()
         self.inflater.feed(self.parser.take_buffered())
