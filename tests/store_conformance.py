@@ -40,7 +40,13 @@ from cyrusmail.store.errors import (
     StoreError,
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
-from cyrusmail.store.records import Flag, FlagChange, MailboxAttribute
+from cyrusmail.store.records import (
+    NO_SORT_DATA,
+    Flag,
+    FlagChange,
+    MailboxAttribute,
+    SortData,
+)
 
 USER = "alice@example.org"
 SPECIAL_USES = {"Sent": "sent", "Trash": "trash"}
@@ -1031,6 +1037,25 @@ class StoreConformanceMixin:
         staged.write(message(7))
         staged.finish()
         self.assertEqual(work.mime_cache(work.append(staged)), self.analyser(message(7)))
+
+    def test_sort_data_of_present_messages(self):
+        """SORT and THREAD keys of the messages still there (with the MIME layer's
+        analyser, made from the header; with another, the empty keys)."""
+        self.tree.create("Work")
+        work = self.tree.open("Work")
+        uid = self.inbox.append(MESSAGE)
+        gone = self.inbox.append(message(2))
+        [(_, copied)] = self.inbox.copy([uid], work)
+        self.inbox.set_flags([gone], FlagChange.ADD, Flag.DELETED)
+        self.inbox.expunge()
+        keys = self.inbox.sort_data([uid, gone, 999])
+        self.assertEqual(set(keys), {uid})
+        self.assertIsInstance(keys[uid], SortData)
+        self.assertEqual(work.sort_data([copied]), {copied: keys[uid]})
+        if self.analyser is None:
+            self.assertEqual((keys[uid].subject, keys[uid].from_, keys[uid].to), ("HELLO", "BOB", "ALICE"))
+        else:
+            self.assertEqual(keys[uid], NO_SORT_DATA)
 
 
 # -- the random walk ----------------------------------------------------------------------------

@@ -128,6 +128,9 @@ class IMailbox(Interface):
     def mime_caches(uids) -> dict:
         """UID -> cached parse result, for those of ``uids`` that have one."""
 
+    def sort_data(uids) -> dict:
+        """UID -> SortData (SORT and THREAD keys) for those of ``uids`` still present."""
+
     def cache_may_contain(all_of: list, any_of: list = ()) -> set:
         """UIDs whose cache holds all of ``all_of`` or any of ``any_of`` (ASCII, any case),
         or that have no cache."""

@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from cyrusmail.store.maildir.files import (
 from cyrusmail.store.maildir.index import UserIndex
 from cyrusmail.store.records import (
     NO_FLAGS,
+    NO_SORT_DATA,
     Changes,
     Flag,
     FlagChange,
@@ -44,12 +46,15 @@ from cyrusmail.store.records import (
     MailboxStatus,
     MailboxSummary,
     MessageRecord,
+    SortData,
 )
 
 _log = Logger()
 
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
+#: Turns a MIME cache into the message's SORT and THREAD keys (None: it cannot).
+SortKeyer = Callable[[bytes], SortData | None]
 
 _CHUNK = 500  # UIDs per SQL IN (...) clause
 
@@ -68,6 +73,39 @@ def default_analyser() -> Analyser | None:
     except ImportError:
         return None
     return lambda data: parse(data).to_bytes()
+
+
+def default_sort_keyer() -> SortKeyer | None:
+    """The MIME layer's maker of SORT and THREAD keys, when it is installed."""
+    try:
+        from cyrusmail.mime import MessageInfo
+        from cyrusmail.mime.sortkeys import sort_data
+    except ImportError:
+        return None
+
+    def keys(cache: bytes) -> SortData | None:
+        try:
+            header = MessageInfo(cache).header_bytes()
+        except (ValueError, struct.error):
+            return None  # not a blob this version reads
+        return sort_data(header)
+
+    return keys
+
+
+_SORT_COLUMNS = ("sent, subject, reply, from_key, to_key, cc_key, display_from, display_to,"
+                 " message_id, refs")
+
+
+def _sort_row(data: SortData) -> tuple:
+    return (data.sent, data.subject, int(data.reply), data.from_, data.to, data.cc,
+            data.display_from, data.display_to, data.message_id, " ".join(data.references))
+
+
+def _sort_data(row: tuple) -> SortData:
+    sent, subject, reply, from_, to, cc, display_from, display_to, message_id, refs = row
+    return SortData(sent, subject, bool(reply), from_, to, cc, display_from, display_to, message_id,
+                    tuple(refs.split()) if refs else ())
 
 
 def new_guid() -> str:
@@ -202,6 +240,7 @@ class MaildirStore:
         self.users_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
+        self.sort_keyer = default_sort_keyer()
         self._indexes: dict[str, UserIndex] = {}
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
 
@@ -735,6 +774,44 @@ class MaildirMailbox:
             ).fetchall()
         return {row[0] for row in rows}
 
+    def sort_data(self, uids: Iterable[int]) -> dict[int, SortData]:
+        """The SORT and THREAD keys of those ``uids`` still present.
+
+        A message without keys in the index (delivered before they existed, or
+        with their rules changed since) gets them now, from its MIME cache
+        (parsed from the file once if it has none either), and they are kept.
+        """
+        uids = list(uids)
+        with self._snapshot() as db:
+            rows = _select_by_uid(db, f"SELECT uid, {_SORT_COLUMNS} FROM sortdata WHERE mailbox_id = ? AND",
+                                  self.id, uids)
+        found = {row[0]: _sort_data(row[1:]) for row in rows}
+        if len(found) < len(uids):
+            found.update(self._make_sort_data([uid for uid in uids if uid not in found]))
+        return found
+
+    def _make_sort_data(self, uids: list[int]) -> dict[int, SortData]:
+        keyer = self.store.sort_keyer
+        caches = self.mime_caches(uids)
+        made: dict[int, SortData] = {}
+        for record in self.records(uids):
+            cache = caches.get(record.uid)
+            if cache is None:
+                try:
+                    cache = self.mime_cache(record.uid)
+                except (NoSuchMessage, OSError):
+                    continue  # expunged meanwhile
+            data = keyer(cache) if keyer is not None and cache is not None else None
+            made[record.uid] = NO_SORT_DATA if data is None else data
+        rows = [(self.id, uid, *_sort_row(data)) for uid, data in made.items() if data is not NO_SORT_DATA]
+        if rows:
+            with self.index.write(durable=False) as db:  # made again if a crash loses them
+                db.executemany(
+                    f"INSERT OR IGNORE INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS"
+                    " (SELECT 1 FROM messages WHERE mailbox_id = ?1 AND uid = ?2)", rows)
+        return made
+
     def mime_cache(self, uid: int) -> bytes | None:
         with self._snapshot() as db:
             row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
@@ -788,6 +865,8 @@ class MaildirMailbox:
         """
         if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
             return []
+        keyer = self.store.sort_keyer
+        sort_rows = [None if keyer is None or entry[5] is None else keyer(entry[5]) for entry in entries]
         linked: list[Path] = []
         try:
             with self.index.write() as db:
@@ -808,6 +887,10 @@ class MaildirMailbox:
                     if cache is not None:
                         db.execute("INSERT INTO mime (mailbox_id, uid, cache) VALUES (?, ?, ?)",
                                    (self.id, uid, cache))
+                    if sort_rows[offset] is not None:
+                        db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   (self.id, uid, *_sort_row(sort_rows[offset])))
                     uids.append(uid)
                 db.execute(
                     "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
