@@ -22,6 +22,7 @@ from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
 from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.records import Flag, FlagChange
 
@@ -233,29 +234,16 @@ def search(session, command: c.Search) -> defer.Deferred:
     sessions are served while the message files are read.  A message expunged
     meanwhile is not reported, though the client is told of the expunge only
     by a later command (never an EXPUNGE during SEARCH)."""
-    from cyrusmail.imap import search as matching
 
     if command.return_options is not None:
         raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
-    try:
-        matching.check_charset(command.charset)
-    except matching.BadCharset:
-        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+    check_charset(command.charset)
     view = session.state.view
     seqs = view.seqs()
-    # Only what the client knows of: not messages it has not been told exist yet.
-    candidates = matching.header_candidates(command.criteria, view.mailbox)
-    if candidates is None:
-        records = [record for record in view.mailbox.messages() if record.uid in seqs]
-    else:  # the index already ruled most messages out: read only the rest
-        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
-    steps = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
-                            highest_uid=view.uids[-1] if view.uids else 0)
+    steps = matches(view, command.criteria, seqs)
 
     def report(found: list) -> None:
-        gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
-        if gone:
-            found = [record for record in found if record.uid not in gone]
+        found = still_here(view, found)
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
         line = "SEARCH" + "".join(f" {number}" for number in numbers)
         if found and _uses_modseq(command.criteria):
@@ -264,6 +252,37 @@ def search(session, command: c.Search) -> defer.Deferred:
         session.untagged(line)
 
     return session.run_in_slices(steps).addCallback(report)
+
+
+def check_charset(charset: str | None) -> None:
+    """SEARCH, SORT and THREAD know UTF-8 and US-ASCII: ``NO [BADCHARSET]`` for others."""
+    from cyrusmail.imap import search as matching
+
+    try:
+        matching.check_charset(charset)
+    except matching.BadCharset:
+        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+
+
+def matches(view, criteria, seqs: dict[int, int]) -> Steps[list]:
+    """The records of the session's view that match ``criteria``, ascending, as
+    work for :meth:`IMAPServer.run_in_slices`; ``seqs`` is ``view.seqs()``."""
+    from cyrusmail.imap import search as matching
+
+    # Only what the client knows of: not messages it has not been told exist yet.
+    candidates = matching.header_candidates(criteria, view.mailbox)
+    if candidates is None:
+        records = [record for record in view.mailbox.messages() if record.uid in seqs]
+    else:  # the index already ruled most messages out: read only the rest
+        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
+    return matching.search(criteria, view.mailbox, records, seqs, view.recent,
+                           highest_uid=view.uids[-1] if view.uids else 0)
+
+
+def still_here(view, found: list) -> list:
+    """``found`` without the messages another session expunged while the work ran."""
+    gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
+    return [record for record in found if record.uid not in gone] if gone else found
 
 
 def _uses_modseq(key) -> bool:

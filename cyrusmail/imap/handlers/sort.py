@@ -1,0 +1,52 @@
+"""SORT and THREAD (RFC 5256, RFC 5957), in plain and UID forms.
+
+The search criteria are matched as SEARCH matches them, then the matches are
+ordered or threaded by :mod:`cyrusmail.imap.sorting`, all in one piece of
+work run in slices, so other sessions are served meanwhile.  A message
+expunged by another session while the work runs is left out (the client
+hears of the expunge at a later command, never during SORT or THREAD).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+
+from cyrusmail.imap import commands as c
+from cyrusmail.imap import sorting, threads
+from cyrusmail.imap.handlers.messages import check_charset, matches, still_here
+
+
+def sort(session, command: c.Sort) -> defer.Deferred:
+    check_charset(command.charset)
+    view = session.state.view
+    seqs = view.seqs()
+
+    def work():
+        found = yield from matches(view, command.search, seqs)
+        return (yield from sorting.sort(command.criteria, view.mailbox, found))
+
+    def report(order: list) -> None:
+        order = still_here(view, order)
+        numbers = (record.uid if command.uid else seqs[record.uid] for record in order)
+        session.untagged("SORT" + "".join(f" {number}" for number in numbers))
+
+    return session.run_in_slices(work()).addCallback(report)
+
+
+def thread(session, command: c.Thread) -> defer.Deferred:
+    check_charset(command.charset)
+    view = session.state.view
+    seqs = view.seqs()
+
+    def number(record) -> int:
+        return record.uid if command.uid else seqs[record.uid]
+
+    def work():
+        found = yield from matches(view, command.search, seqs)
+        found = still_here(view, found)
+        return (yield from sorting.thread(command.algorithm, view.mailbox, found, number))
+
+    def report(forest: list) -> None:
+        session.untagged("THREAD " + threads.thread_list(forest) if forest else "THREAD")
+
+    return session.run_in_slices(work()).addCallback(report)
