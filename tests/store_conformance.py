@@ -41,11 +41,9 @@ from cyrusmail.store.errors import (
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
 from cyrusmail.store.records import (
-    NO_SORT_DATA,
     Flag,
     FlagChange,
     MailboxAttribute,
-    SortData,
 )
 
 USER = "alice@example.org"
@@ -1038,24 +1036,26 @@ class StoreConformanceMixin:
         staged.finish()
         self.assertEqual(work.mime_cache(work.append(staged)), self.analyser(message(7)))
 
-    def test_sort_data_of_present_messages(self):
-        """SORT and THREAD keys of the messages still there (with the MIME layer's
-        analyser, made from the header; with another, the empty keys)."""
+    def test_sort_rows_of_present_messages(self):
+        """SORT and THREAD keys of the messages still there, ascending UID (with the
+        MIME layer's analyser, made from the header; with another, the empty keys)."""
         self.tree.create("Work")
         work = self.tree.open("Work")
-        uid = self.inbox.append(MESSAGE)
+        first = self.inbox.append(MESSAGE, internal_date=1_000_000)
         gone = self.inbox.append(message(2))
-        [(_, copied)] = self.inbox.copy([uid], work)
+        last = self.inbox.append(message(3))
+        [(_, copied)] = self.inbox.copy([first], work)
         self.inbox.set_flags([gone], FlagChange.ADD, Flag.DELETED)
         self.inbox.expunge()
-        keys = self.inbox.sort_data([uid, gone, 999])
-        self.assertEqual(set(keys), {uid})
-        self.assertIsInstance(keys[uid], SortData)
-        self.assertEqual(work.sort_data([copied]), {copied: keys[uid]})
+        columns = ("subject", "from_", "to", "internal_date", "size", "date", "references", "reply")
+        rows = self.inbox.sort_rows([last, gone, 999, first], columns)
+        self.assertEqual([row[0] for row in rows], [first, last])
+        self.assertEqual(rows[0][4:7], (1_000_000, len(MESSAGE), 1_000_000))  # no Date: the internal date
+        self.assertEqual(work.sort_rows([copied], columns), [(copied, *rows[0][1:])])
         if self.analyser is None:
-            self.assertEqual((keys[uid].subject, keys[uid].from_, keys[uid].to), ("HELLO", "BOB", "ALICE"))
+            self.assertEqual(rows[0][1:4] + rows[0][7:], ("HELLO", "BOB", "ALICE", (), False))
         else:
-            self.assertEqual(keys[uid], NO_SORT_DATA)
+            self.assertEqual(rows[0][1:4] + rows[0][7:], ("", "", "", (), False))
 
 
 # -- the random walk ----------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def _prune(root: Node) -> None:
         node, done = stack.pop()
         if not done:
             stack.append((node, True))
-            stack.extend((child, False) for child in node.children)
+            stack.extend((child, False) for child in node.children if child.children)
             continue
         kept: list[Node] = []
         for child in node.children:

@@ -121,6 +121,9 @@ def sent_time(raw: bytes) -> float | None:
 # -- addresses (RFC 5256 addr-mailbox, RFC 5957 display) ---------------------------
 
 
+_NOT_PLAIN = re.compile(rb'["(:\\]')
+
+
 def _text(raw: bytes | None) -> str:
     if not raw:
         return ""
@@ -133,6 +136,8 @@ def _text(raw: bytes | None) -> str:
 def _first_address(raw: bytes | None) -> Address | None:
     if raw is None:
         return None
+    if not _NOT_PLAIN.search(raw):  # no quotes, comments or groups: the first comma ends it
+        raw = raw.split(b",", 1)[0]
     addresses = parse_address_list(raw)
     return addresses[0] if addresses else None
 

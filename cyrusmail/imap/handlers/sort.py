@@ -13,7 +13,11 @@ from twisted.internet import defer
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap import sorting, threads
-from cyrusmail.imap.handlers.messages import check_charset, matches, still_here
+from cyrusmail.imap.handlers.messages import (
+    check_charset,
+    expunged_meanwhile,
+    matching_uids,
+)
 
 
 def sort(session, command: c.Sort) -> defer.Deferred:
@@ -22,13 +26,14 @@ def sort(session, command: c.Sort) -> defer.Deferred:
     seqs = view.seqs()
 
     def work():
-        found = yield from matches(view, command.search, seqs)
-        return (yield from sorting.sort(command.criteria, view.mailbox, found))
+        uids = yield from matching_uids(view, command.search, seqs)
+        return (yield from sorting.sort(command.criteria, view.mailbox, uids))
 
-    def report(order: list) -> None:
-        order = still_here(view, order)
-        numbers = (record.uid if command.uid else seqs[record.uid] for record in order)
-        session.untagged("SORT" + "".join(f" {number}" for number in numbers))
+    def report(order: list[int]) -> None:
+        gone = expunged_meanwhile(view)
+        numbers = [uid for uid in order if uid not in gone] if command.uid else \
+            [seqs[uid] for uid in order if uid not in gone]
+        session.untagged(" ".join(["SORT", *map(str, numbers)]))
 
     return session.run_in_slices(work()).addCallback(report)
 
@@ -38,13 +43,12 @@ def thread(session, command: c.Thread) -> defer.Deferred:
     view = session.state.view
     seqs = view.seqs()
 
-    def number(record) -> int:
-        return record.uid if command.uid else seqs[record.uid]
-
     def work():
-        found = yield from matches(view, command.search, seqs)
-        found = still_here(view, found)
-        return (yield from sorting.thread(command.algorithm, view.mailbox, found, number))
+        uids = yield from matching_uids(view, command.search, seqs)
+        gone = expunged_meanwhile(view)
+        uids = [uid for uid in uids if uid not in gone]
+        number = (lambda uid: uid) if command.uid else seqs.__getitem__
+        return (yield from sorting.thread(command.algorithm, view.mailbox, uids, number))
 
     def report(forest: list) -> None:
         session.untagged("THREAD " + threads.thread_list(forest) if forest else "THREAD")
