@@ -170,17 +170,23 @@ def _would_loop(parent: Node, child: Node) -> tuple[bool, int]:
     return False, steps
 
 
+def _bottom_up(root: Node) -> list[Node]:
+    """Every node that has children, each after all of its descendants."""
+    order: list[Node] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(child for child in node.children if child.children)
+    order.reverse()  # parents were listed before their children
+    return order
+
+
 def _prune(root: Node) -> None:
     """Step 3: a dummy without children goes; one with children gives them to its
     parent, unless that is the root and it has more than one.  Bottom up, so
     what a dummy hands up has been pruned already."""
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if not done:
-            stack.append((node, True))
-            stack.extend((child, False) for child in node.children if child.children)
-            continue
+    for node in _bottom_up(root):
         kept: list[Node] = []
         for child in node.children:
             if child.message is not None:
@@ -247,13 +253,7 @@ def _merge_subjects(root: Node) -> Steps[None]:
 
 def _sort_siblings(root: Node) -> Steps[None]:
     """Step 6: children before parents, so a dummy's first child is known when it is placed."""
-    stack: list[tuple[Node, bool]] = [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if not done:
-            stack.append((node, True))
-            stack.extend((child, False) for child in node.children if child.children)
-            continue
+    for node in _bottom_up(root):
         node.children.sort(key=_key)
         yield 50 * len(node.children)
 
