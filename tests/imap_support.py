@@ -74,6 +74,7 @@ class Client:
 
     def __init__(self, context, clock: Clock, peer=LOOPBACK) -> None:
         self.clock = clock
+        context.portal.throttle.clock = clock  # logins wait their turn on the test's clock too
         self.transport = TLSStringTransport(peerAddress=peer)
         self.server = IMAPServer(context, "imap", reactor=clock)
         self.server.makeConnection(self.transport)

@@ -11,8 +11,10 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from cyrusmail.admin.main import main
+from cyrusmail.portal import MailRealm
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag
+from tests.helpers import modes_not_private
 
 MBOX = b"""From alice@example.org Mon Jan  3 10:00:00 2022
 From: Alice <alice@example.org>
@@ -32,7 +34,26 @@ Reply.
 """
 
 
-class AdminTests(unittest.TestCase):
+class AdminFileModeTests(unittest.TestCase):
+    def test_what_the_admin_tool_makes_is_private_whatever_the_umask(self):
+        folder = Path(self.mktemp()).resolve()
+        folder.mkdir()
+        config = folder / "c.conf"
+        config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n")
+        mbox = folder / "in.mbox"
+        mbox.write_bytes(MBOX)
+        previous = os.umask(0)
+        self.addCleanup(os.umask, previous)
+        for argv in (["user", "add", "alice", "--password", "pw"], ["import", str(mbox), "alice/Archive"],
+                     ["acl", "set", "alice/Archive", "anyone", "lr"], ["queue", "flush"], ["reconstruct", "alice"]):
+            self.assertEqual(main(["--config", str(config), *argv], io.StringIO(), io.StringIO()), 0, argv)
+        self.assertEqual(os.umask(0), 0, "the caller's umask is given back")
+        self.assertEqual(modes_not_private(folder / "data"), {})
+
+
+class AdminCommands:
+    """A mixin: a config over a temporary data folder, and ``cyrusmail-admin`` run in-process."""
+
     def setUp(self):
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir()
@@ -66,6 +87,16 @@ class AdminTests(unittest.TestCase):
         self.addCleanup(store.close)
         return store
 
+    def realm(self) -> MailRealm:
+        """The accounts a server over this data folder would hand out."""
+        store = MaildirStore(self.data, analyser=None)
+        realm = MailRealm(store, [], ["example.org"], {})
+        self.addCleanup(store.close)
+        self.addCleanup(realm.close)
+        return realm
+
+
+class AdminTests(AdminCommands, unittest.TestCase):
     def test_user_lifecycle(self):
         self.assertIn("user alice added", self.ok("user", "add", "Alice", stdin="pw\n"))
         self.assertIn("already exists", self.refused("user", "add", "alice", "--password", "x"))
@@ -128,19 +159,43 @@ class AdminTests(unittest.TestCase):
         self.assertIn("imported 30 messages", self.ok("import", str(mbox), "alice/INBOX"))
         self.assertEqual(self.store().mailboxes("alice").status("INBOX").messages, 30)
 
-    def test_import_maildir_keeps_flags(self):
-        self.ok("user", "add", "alice", "--password", "pw")
+    def maildir(self, files: dict[str, bytes]) -> Path:
+        """A maildir folder holding ``files`` (``cur/NAME`` or ``new/NAME``: contents)."""
         maildir = self.folder / "Maildir"
         for sub in ("cur", "new", "tmp"):
             (maildir / sub).mkdir(parents=True)
-        (maildir / "cur" / "1600000000.1.host:2,RS").write_bytes(b"Subject: a\n\nread and replied\n")
-        (maildir / "cur" / "1600000001.2.host:2,FT").write_bytes(b"Subject: b\n\nflagged and trashed\n")
-        (maildir / "new" / "1600000002.3.host").write_bytes(b"Subject: c\n\nnew\n")
-        self.assertIn("imported 3 messages", self.ok("import", str(maildir), "alice/INBOX"))
+        for name, data in files.items():
+            (maildir / name).write_bytes(data)
+        return maildir
+
+    def test_import_maildir_keeps_flags(self):
+        self.ok("user", "add", "alice", "--password", "pw")
+        maildir = self.maildir({"cur/1600000000.1.host:2,RS": b"Subject: a\n\nread and replied\n",
+                                "cur/1600000001.2.host:2,FT": b"Subject: b\n\nflagged and trashed\n",
+                                "new/1600000002.3.host": b"Subject: c\n\nnew\n"})
+        said = self.ok("import", str(maildir), "alice/INBOX")
+        self.assertIn("imported 3 messages", said)
+        self.assertNotIn("NUL", said)
         records = self.store().mailboxes("alice").open("INBOX").messages()
         self.assertEqual([r.flags for r in records],
                          [Flag.ANSWERED | Flag.SEEN, Flag.FLAGGED | Flag.DELETED, Flag(0)])
         self.assertEqual([r.internal_date for r in records], [1600000000, 1600000001, 1600000002])
+
+    def test_import_removes_nul_octets_and_says_so(self):
+        """No protocol may carry a NUL: the import takes them out rather than failing the whole mailbox."""
+        self.ok("user", "add", "alice", "--password", "pw")
+        maildir = self.maildir({"cur/1600000000.1.host:2,S": b"Subject: a\x00\n\nbro\x00ken\x00\n",
+                                "cur/1600000001.2.host:2,S": b"Subject: b\n\nfine\n"})
+        mbox = self.folder / "old.mbox"
+        mbox.write_bytes(b"From a@b Mon Jan  3 10:00:00 2022\nSubject: c\n\nnul\x00\n")
+        said = self.ok("import", str(maildir), "alice/INBOX")
+        self.assertIn("imported 2 messages", said)
+        self.assertIn("removed NUL octets from 1 of them", said)
+        self.assertIn("removed NUL octets from 1 of them", self.ok("import", str(mbox), "alice/INBOX"))
+        box = self.store().mailboxes("alice").open("INBOX")
+        self.assertEqual([box.read(r.uid) for r in box.messages()],
+                         [b"Subject: a\r\n\r\nbroken\r\n", b"Subject: b\r\n\r\nfine\r\n",
+                          b"Subject: c\r\n\r\nnul\r\n"])
 
     def test_import_of_something_else_changes_nothing(self):
         self.ok("user", "add", "alice", "--password", "pw")

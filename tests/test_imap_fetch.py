@@ -567,7 +567,7 @@ class StreamingTests(StoreCase):
             pieces,
             [
                 b"* 1 FETCH (BINARY[1] ~{%d}\r\n" % len(self.body),
-                FileSlice(1, start, total),
+                FileSlice(1, start, total, binary=True),  # literal8: sent as stored
                 b" BINARY.SIZE[1] %d)\r\n" % len(self.body),
             ],
         )

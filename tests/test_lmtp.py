@@ -147,6 +147,23 @@ class LMTPTests(unittest.TestCase):
                          expected(codes.BARE_NEWLINE, codes.BARE_NEWLINE))
         self.assertEqual(inbox_messages(self.context, "alice"), [])
 
+    def test_nul_octet_gets_554_per_recipient(self) -> None:
+        """RFC 2033: one 554 5.6.0 per recipient after DATA and after BDAT LAST; nothing stored."""
+        poisoned = MESSAGE.replace(b"Hello", b"Hel\x00lo")
+        talk = Conversation(self.factory)
+        talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                  "RCPT TO:<bob@example.org>\r\nDATA\r\n")
+        self.assertEqual(talk.codes(poisoned + b".\r\n"), expected(codes.NUL_IN_MESSAGE, codes.NUL_IN_MESSAGE))
+        talk.send("MAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                  "RCPT TO:<bob@example.org>\r\n")
+        self.assertEqual(talk.codes(b"BDAT 10\r\n" + poisoned[:10]), expected(codes.CHUNK_OK))
+        rest = poisoned[10:]
+        self.assertEqual(talk.codes(b"BDAT %d LAST\r\n%s" % (len(rest), rest)),
+                         expected(codes.NUL_IN_MESSAGE, codes.NUL_IN_MESSAGE))
+        self.assertEqual(inbox_messages(self.context, "alice"), [])
+        self.assertEqual(inbox_messages(self.context, "bob"), [])
+        self.assertEqual(list(self.context.store.tmp_dir.iterdir()), [])
+
     def test_no_auth_no_starttls_no_helo(self) -> None:
         talk = Conversation(self.factory)
         self.assertEqual(talk.codes("EHLO mx\r\n"), expected(codes.SYNTAX_ERROR))

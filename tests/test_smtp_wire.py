@@ -38,6 +38,7 @@ from cyrusmail.smtp.wire import (
     SMTPParser,
     Starttls,
     Vrfy,
+    hello_domain,
     parse_path,
 )
 
@@ -313,6 +314,34 @@ class PathTests(TestCase):
         )
         with self.assertRaises(ValueError):
             parse_path("<Postmaster>")
+
+
+class HelloDomainTests(TestCase):
+    """hello_domain: the greeting's name, if it may be written into a Received header."""
+
+    def test_table(self) -> None:
+        table = [
+            ("client.example", "client.example"),
+            ("localhost", "localhost"),
+            ("[192.0.2.1]", "[192.0.2.1]"),
+            ("[IPv6:2001:DB8::1]", "[IPv6:2001:db8::1]"),
+            ("[ipv6:::1]", "[IPv6:::1]"),
+            ("my_pc", None),
+            ("a(b)", None),
+            ("x;y", None),
+            ("caf\u00e9.example", None),
+            ("[x:a;b]", None),
+            ("[1.2.3]", None),
+            ("[IPv6:1.2.3.4]", None),
+            ("a..b", None),
+            ("-a.example", None),
+            ("host.", None),
+            ("a" * 64 + ".example", None),
+            ("a." * 128 + "a", None),
+        ]
+        for text, name in table:
+            with self.subTest(text=text):
+                self.assertEqual(hello_domain(text), name)
 
 
 class LineLimitTests(TestCase):

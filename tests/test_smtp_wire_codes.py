@@ -35,6 +35,9 @@ EXPECTED = {
     "TOO_BIG": (552, "5.3.4"),
     "SENDER_NOT_OWNED": (553, "5.7.1"),
     "UTF8_NOT_ALLOWED": (553, "5.6.7"),
+    "NUL_IN_MESSAGE": (554, "5.6.0"),
+    "HEADER_FROM_NOT_OWNED": (550, "5.7.1"),
+    "HEADER_FROM_UNREADABLE": (550, "5.7.1"),
 }
 
 

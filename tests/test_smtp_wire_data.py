@@ -131,10 +131,14 @@ DATA_TABLE: list[tuple[bytes, bytes, codes.Reply | None]] = [
     (b"a\rb\r\n.\r\n", b"", codes.BARE_NEWLINE),
     (b"a\r\r\n.\r\n", b"", codes.BARE_NEWLINE),
     (b"\n.\r\n.\r\n", b"", codes.BARE_NEWLINE),
+    (b"a\x00b\r\n.\r\n", b"", codes.NUL_IN_MESSAGE),
+    (b"\x00\r\n.\r\n", b"", codes.NUL_IN_MESSAGE),
+    (b".\x00\r\n.\r\n", b"", codes.NUL_IN_MESSAGE),
+    (b"a\r\n\r\n" + b"x" * 500 + b"\x00\r\n.\r\n", b"", codes.NUL_IN_MESSAGE),
 ]
 
 # Every way a smuggler might end the data early.  None of them may end it;
-# the last two hold no bare CR or LF and are just odd lines of the message.
+# the last two hold no bare CR or LF: lines of the message, refused for their NUL.
 SMUGGLING_ENDINGS = [
     b"\n.\n",
     b"\r.\r",
@@ -275,6 +279,8 @@ class SmugglingTests(TestCase):
                     ends = [e for e in events if isinstance(e, DataEnd)]
                     self.assertEqual(len(ends), 1)
                     expected = None if is_canonical(ending) else codes.BARE_NEWLINE
+                    if b"\x00" in ending:
+                        expected = codes.NUL_IN_MESSAGE
                     self.assertEqual(ends[0].error, expected)
 
     def test_bare_newlines_in_commands_are_not_line_ends(self) -> None:
@@ -357,6 +363,23 @@ class BdatTests(TestCase):
                         e for e in runner(wire, binary=True) if isinstance(e, ChunkEnd)
                     ]
                     self.assertEqual([e.error for e in binary], [None] * len(binary))
+
+    def test_nul_fails_the_chunk(self) -> None:
+        """A NUL octet fails its chunk, even BINARYMIME (IMAP literals cannot carry it)."""
+        table = [
+            (b"BDAT 3 LAST\r\na\x00b", [codes.NUL_IN_MESSAGE]),
+            (b"BDAT 2\r\nabBDAT 3 LAST\r\n\x00\r\n", [None, codes.NUL_IN_MESSAGE]),
+            (b"BDAT 3\r\n\x00\r\nBDAT 2 LAST\r\nok", [codes.NUL_IN_MESSAGE, None]),
+        ]
+        for wire, errors in table:
+            for binary in (False, True):
+                for runner in (run, run_bytewise):
+                    with self.subTest(wire=wire, binary=binary, runner=runner.__name__):
+                        events = runner(wire, binary=binary)
+                        ends = [e for e in events if isinstance(e, ChunkEnd)]
+                        self.assertEqual([e.error for e in ends], errors)
+                        kept = b"".join(e.data for e in events if isinstance(e, DataChunk))
+                        self.assertNotIn(b"\x00", kept)
 
     def test_line_length_across_chunks(self) -> None:
         wire = (

@@ -162,14 +162,15 @@ class SubmissionTests(unittest.TestCase):
         talk.send("EHLO client.example\r\n")
         self.assertEqual(talk.codes("MAIL FROM:<alice@example.org>\r\n"), expected(codes.AUTH_REQUIRED))
 
-    def test_failed_auth_is_delayed(self) -> None:
+    def test_auth_after_a_failure_waits_its_turn(self) -> None:
         talk = Conversation(self.factory)
         talk.send("EHLO client.example\r\n")
-        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\nNOOP\r\n"), [])
+        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n"), expected(codes.AUTH_FAILED))
+        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice") + b"\r\nNOOP\r\n"), [])
         self.clock.advance(0.5)
         self.assertEqual(talk.take(), [])
-        self.clock.advance(1)
-        self.assertEqual([(c, e) for c, e, _ in talk.take()], expected(codes.AUTH_FAILED, codes.OK))
+        self.clock.advance(0.5)
+        self.assertEqual([(c, e) for c, e, _ in talk.take()], expected(codes.AUTH_OK, codes.OK))
 
     def test_auth_login_exchange(self) -> None:
         talk = Conversation(self.factory)
@@ -204,6 +205,23 @@ class SubmissionTests(unittest.TestCase):
         self.assertEqual(inbox_messages(self.context, "bob"), [])
         self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
 
+    def test_nul_octet_refused_with_554_nothing_stored(self) -> None:
+        """DATA and BDAT alike: 554 5.6.0, nothing delivered or queued, nothing left in tmp/."""
+        talk = self.login()
+        poisoned = MESSAGE.replace(b"Hello", b"Hel\x00lo")
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+                  b"RCPT TO:<carol@remote.example>\r\nDATA\r\n")
+        [(code, enhanced, lines)] = talk.send(poisoned + b".\r\n")
+        self.assertEqual((code, enhanced), (554, "5.6.0"))
+        self.assertIn("NUL", lines[0])
+        talk.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n")
+        self.assertEqual(talk.codes(b"BDAT %d LAST\r\n%s" % (len(poisoned), poisoned)),
+                         expected(codes.NUL_IN_MESSAGE))
+        self.assertEqual(talk.codes("NOOP\r\n"), expected(codes.OK))
+        self.assertEqual(inbox_messages(self.context, "bob"), [])
+        self.assertEqual(list(self.context.store.tmp_dir.iterdir()), [])
+        self.assertEqual(list((self.context.config.data / "queue").glob("**/*.msg")), [])
+
     def test_smuggling_never_makes_two_messages(self) -> None:
         for ending in (b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"):
             talk = self.login()
@@ -217,7 +235,8 @@ class SubmissionTests(unittest.TestCase):
     def test_input_is_bounded_while_paused(self) -> None:
         talk = Conversation(self.factory)
         talk.send("EHLO client.example\r\n")
-        talk.send(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n")  # busy for a second
+        talk.send(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n")
+        talk.send(b"AUTH PLAIN " + plain("alice") + b"\r\n")  # busy: alice's turn comes a second later
         talk.send(b"NOOP\r\n" * (MAX_PENDING_INPUT // 6 + 10))
         self.assertEqual(talk.transport.producerState, "paused")
         self.clock.advance(2)

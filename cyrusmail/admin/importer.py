@@ -3,6 +3,11 @@
 Each source yields ``Imported`` messages: CRLF bytes, system flags, keywords
 and the internal date. The admin command stages them all, then appends them
 in one transaction, so a failed import adds nothing.
+
+NUL octets are removed, and the command says from how many messages: no
+protocol may carry them (delivery refuses such a message with 554 5.6.0,
+APPEND with NO), but an old mailbox being migrated should not fail as a
+whole for one damaged message.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ class Imported:
     data: bytes
     flags: Flag
     internal_date: float | None
+    nul_removed: int = 0  # NUL octets taken out of the source's message
+
+    @classmethod
+    def of(cls, raw: bytes, flags: Flag, internal_date: float | None) -> Imported:
+        """The stored form of a source message: CRLF line endings, no NUL."""
+        nuls = raw.count(b"\x00")
+        return cls(to_crlf(raw.replace(b"\x00", b"") if nuls else raw), flags, internal_date, nuls)
 
 
 def to_crlf(data: bytes) -> bytes:
@@ -100,7 +112,7 @@ def read_mbox(path: Path) -> Iterator[Imported]:
         header, body = _split_header(message)
         flags, header = _mbox_flags(header)
         message = _ESCAPED_FROM.sub(rb"\1", header + body)
-        yield Imported(to_crlf(message), flags, _mbox_date(from_line))
+        yield Imported.of(message, flags, _mbox_date(from_line))
 
 
 # -- maildir --------------------------------------------------------------------
@@ -133,7 +145,7 @@ def read_maildir(path: Path) -> Iterator[Imported]:
             entries += [entry for entry in folder.iterdir() if entry.is_file() and not entry.name.startswith(".")]
     entries.sort(key=lambda entry: (_maildir_date(entry.name, entry), entry.name))
     for entry in entries:
-        yield Imported(to_crlf(entry.read_bytes()), _maildir_flags(entry.name), _maildir_date(entry.name, entry))
+        yield Imported.of(entry.read_bytes(), _maildir_flags(entry.name), _maildir_date(entry.name, entry))
 
 
 def read_source(path: Path) -> Iterator[Imported]:

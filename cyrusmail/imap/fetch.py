@@ -19,7 +19,11 @@ Decisions, each as a mature server does:
   base64 and quoted-printable, other unknown encodings are
   ``NO [UNKNOWN-CTE]`` (RFC 3516); BINARY data with a NUL goes as
   ``~{n}`` (RFC 3516 ``literal8``), and so does a streamed one, whose bytes
-  are not looked at.
+  are not looked at;
+* no other literal ever carries a NUL (RFC 3501's CHAR8 excludes it): a
+  message stored with one (imported, or from an old store) is sent with
+  each NUL replaced by 0x80, as Dovecot does, so the literal keeps its
+  length and the message its size.  Delivery refuses NUL, so this is rare.
 """
 
 from __future__ import annotations
@@ -81,15 +85,42 @@ class MessageView:
 
 @dataclass(frozen=True)
 class FileSlice:
-    """Literal bytes ``[start, end)`` to stream from ``mailbox.open_file(uid)``."""
+    """Literal bytes ``[start, end)`` to stream from ``mailbox.open_file(uid)``.
+
+    ``binary``: the literal is a ``~{n}`` literal8, sent as stored; any
+    other is sent through :class:`NulFree`.
+    """
 
     uid: int
     start: int
     end: int
+    binary: bool = False
 
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+NUL_STAND_IN = b"\x80"
+"""What a NUL octet becomes in a (non-binary) literal: one octet, as in Dovecot."""
+
+
+def without_nul(data: bytes) -> bytes:
+    """``data`` with each NUL replaced by :data:`NUL_STAND_IN` (same length)."""
+    return data.replace(b"\x00", NUL_STAND_IN) if b"\x00" in data else data
+
+
+class NulFree:
+    """A message file whose reads never return a NUL (see :func:`without_nul`)."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.source.seek(offset, whence)
+
+    def read(self, size: int = -1) -> bytes:
+        return without_nul(self.source.read(size))
 
 
 class FetchError(Exception):
@@ -233,11 +264,12 @@ def _small_value(name: str, view: MessageView, info) -> bytes:
         return date_time_wire(record.internal_date)
     if name == "MODSEQ":
         return b"(%d)" % record.modseq
+    # A NUL in a header is inside a literal of the cached value: made 0x80 here.
     if name == "ENVELOPE":
-        return info().envelope_wire()
+        return without_nul(info().envelope_wire())
     if name == "BODYSTRUCTURE":
-        return info().bodystructure_wire()
-    return info().body_wire()  # BODY
+        return without_nul(info().bodystructure_wire())
+    return without_nul(info().body_wire())  # BODY
 
 
 def _render_simple(attributes: tuple[str, ...], view: MessageView) -> bytes:
@@ -276,10 +308,10 @@ class _Response:
         self._name(name)
         if not data:
             self.pending += b'""'
+        elif binary and b"\x00" in data:
+            self.pending += b"~" + imapform.literal(data)
         else:
-            if binary and b"\x00" in data:
-                self.pending += b"~"
-            self.pending += imapform.literal(data)
+            self.pending += imapform.literal(without_nul(data))
 
     def _range(
         self, name: bytes, span: tuple[int, int] | None, binary: bool = False
@@ -294,7 +326,7 @@ class _Response:
             self.pending += b"%s{%d}\r\n" % (b"~" if binary else b"", span[1] - span[0])
             self.pieces.append(bytes(self.pending))
             self.pending = bytearray()
-            self.pieces.append(FileSlice(self.uid, span[0], span[1]))
+            self.pieces.append(FileSlice(self.uid, span[0], span[1], binary))
 
     def finish(self) -> list[bytes | FileSlice]:
         self.pending += b")\r\n"

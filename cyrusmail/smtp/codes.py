@@ -120,6 +120,7 @@ START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # Transient negative.
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing channel")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, closing channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing channel")
 CLOSING_AFTER_BAD_BDAT = Reply(
     421, "4.5.0", "Cannot tell where the BDAT chunk ends, closing channel"
@@ -161,6 +162,9 @@ MAILBOX_DISABLED = Reply(550, "5.2.1", "Mailbox disabled")
 QUOTA_EXCEEDED_PERM = Reply(552, "5.2.2", "Mailbox full, quota exceeded")
 TOO_BIG = Reply(552, "5.3.4", "Message too big")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by authenticated user")
+HEADER_FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header address not owned by the authenticated user")
+HEADER_FROM_UNREADABLE = Reply(550, "5.7.1", "From: header cannot be read, so its sender cannot be checked")
 UTF8_NOT_ALLOWED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
+NUL_IN_MESSAGE = Reply(554, "5.6.0", "Message contains a NUL octet, which mail may not carry")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")

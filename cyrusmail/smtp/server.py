@@ -5,10 +5,13 @@ The registry names :func:`make_submission_factory` for ``submission``
 builder), and :func:`make_lmtp_factory` for ``lmtp``.
 
 Submission (RFC 6409): MAIL needs a login, and the sender must be one of the
-account's addresses; local recipients are delivered into the store at once,
-remote ones go to the outbound queue (:mod:`cyrusmail.delivery.queue`),
-durably, before the 250.  Messages get a Received header, and a Message-ID
-and Date when they have none (RFC 6409 section 8).
+account's addresses; so must every address of the header's From: and Sender:
+(:mod:`cyrusmail.smtp.authorship`; ``[server] check_header_from``), else
+nothing is delivered or queued.  Local recipients are delivered into the
+store at once, remote ones go to the outbound queue
+(:mod:`cyrusmail.delivery.queue`), durably, before the 250.  Messages get a
+Received header, and a Message-ID, Date and From (the envelope sender) when
+they have none (RFC 6409 section 8, RFC 5322 section 3.6).
 
 LMTP (RFC 2033): for an MTA in front, no AUTH; every recipient must be a
 local user; after the message, one reply per accepted recipient.  Messages
@@ -18,6 +21,7 @@ get Return-Path and Received (final delivery, RFC 5321 section 4.4).
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import re
 import secrets
 
@@ -28,11 +32,18 @@ from cyrusmail import logs
 from cyrusmail.delivery.local import LocalDelivery, LocalTarget
 from cyrusmail.protocols import REGISTRY, ServerContext
 from cyrusmail.smtp import codes, wire
+from cyrusmail.smtp.authorship import check_authorship
 from cyrusmail.smtp.codes import Reply
-from cyrusmail.smtp.session import IDLE_TIMEOUT, SMTPSession, Transaction
+from cyrusmail.smtp.session import (
+    IDLE_TIMEOUT,
+    MAX_HEADER_SCAN,
+    SMTPSession,
+    Transaction,
+)
 
 _HAS_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _HAS_DATE = re.compile(rb"^date[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_HAS_FROM = re.compile(rb"^from[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 
 class RemoteTarget:
@@ -63,26 +74,54 @@ def tls_description(transport) -> str | None:
 
 
 def received_header(session: SMTPSession, transaction: Transaction, protocol: str) -> bytes:
-    """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names."""
-    peer = session.peer
-    if peer == "local":  # a unix socket (LMTP from the local MTA)
-        literal = "local"
-    else:
-        literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
-    lines = [f"Received: from {session.helo or 'unknown'} ({literal})",
+    """A Received trace field (RFC 5321 section 4.4), with RFC 3848 ``with`` names.
+
+    Nothing a client chose goes in unchecked: the greeting's name only if it
+    is a domain or an IP literal (:func:`~cyrusmail.smtp.wire.hello_domain`,
+    else ``unknown``), the peer only as a parsed IP address, comment text
+    (the user name, the TLS description) without parentheses, backslashes
+    or control characters, and the ``for`` clause only for an address with
+    nothing in it that could end the clause.
+    """
+    lines = [f"Received: from {wire.hello_domain(session.helo or '') or 'unknown'} ({_peer_literal(session.peer)})",
              f"\tby {session.hostname} (cyrusmail) with {protocol} id {transaction.id}"]
     if session.tls:
         description = tls_description(session.transport)
-        lines.append(f"\t({description or 'TLS'})")
+        lines.append(f"\t({_comment_text(description or 'TLS')})")
     if session.authenticated_user:
-        lines.append(f"\t(authenticated user {session.authenticated_user})")
+        lines.append(f"\t(authenticated user {_comment_text(session.authenticated_user)})")
     when = email.utils.formatdate(session.clock.seconds(), localtime=True)
-    if len(transaction.recipients) == 1:
-        lines.append(f"\tfor <{transaction.recipients[0].address}>; {when}")
+    recipient = transaction.recipients[0].address if len(transaction.recipients) == 1 else None
+    if recipient is not None and _clause_safe(recipient, transaction.mail.smtputf8):
+        lines.append(f"\tfor <{recipient}>; {when}")
     else:
         lines[-1] += ";"
         lines.append(f"\t{when}")
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _peer_literal(peer: str) -> str:
+    """``[192.0.2.1]``, ``[IPv6:2001:db8::1]``, ``local`` for a unix socket (LMTP from the MTA)."""
+    if peer == "local":
+        return "local"
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return "unknown"
+    return f"[IPv6:{address.compressed}]" if address.version == 6 else f"[{address}]"
+
+
+def _comment_text(text: str) -> str:
+    """``text`` as it may stand in a header comment: printable ASCII, no ``(``, ``)`` or ``\\``."""
+    return "".join(ch if " " <= ch <= "~" and ch not in "()\\" else "?" for ch in text[:200])
+
+
+def _clause_safe(address: str, utf8: bool) -> bool:
+    """Whether ``for <address>`` can be written as is (non-ASCII only in an SMTPUTF8 transaction)."""
+    return len(address) <= 320 and all(
+        ch.isprintable() and not ch.isspace() and ch not in '<>();\\"' and (utf8 or ch.isascii())
+        for ch in address
+    )
 
 
 def with_name(base: str, session: SMTPSession) -> str:
@@ -151,7 +190,19 @@ class SubmissionCallbacks:
             added += f"Message-ID: <{int(session.clock.seconds())}.{token}@{session.hostname}>\r\n".encode()
         if not _HAS_DATE.search(header):
             added += f"Date: {email.utils.formatdate(session.clock.seconds(), localtime=True)}\r\n".encode()
+        if not _HAS_FROM.search(header) and transaction.message.header_complete and transaction.sender:
+            added += f"From: <{transaction.sender}>\r\n".encode()  # MAIL FROM: owned by the user
         return added
+
+    def authorship_refusal(self, session: SMTPSession, transaction: Transaction) -> Reply | None:
+        """Why the header's From:/Sender: may not be sent by this user, or None (see the module docstring)."""
+        if not self.context.config["server"]["check_header_from"]:
+            return None
+        message = transaction.message
+        if not message.header_complete:
+            return codes.HEADER_FROM_UNREADABLE.with_text(
+                f"Header block over {MAX_HEADER_SCAN} octets; cannot check its From: address")
+        return check_authorship(message.header, session.account.addresses)
 
     def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
         """Queue the remote recipients, then deliver the local ones; one reply.
@@ -160,8 +211,14 @@ class SubmissionCallbacks:
         failure there (answered 451) has delivered nothing.  A local
         recipient that fails temporarily is queued for a retry; one that
         fails for good gets a DSN.  If every recipient is local and all fail
-        alike, the client gets that failure instead.
+        alike, the client gets that failure instead.  A message whose
+        From: or Sender: the user does not own goes nowhere.
         """
+        refusal = self.authorship_refusal(session, transaction)
+        if refusal is not None:
+            logs.log.info("{service}: {id} by {user} refused: {reason}", service=self.service,
+                          id=transaction.id, user=session.authenticated_user, reason=refusal.text)
+            return [refusal]
         remote = [r for r in transaction.recipients if r.target is REMOTE]
         local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
         queue = self.queue if remote or local else None
@@ -250,6 +307,11 @@ class SMTPFactory(ServerFactory):
                               implicit_tls=self.implicit_tls, idle_timeout=self.idle_timeout)
         session.factory = self
         return session
+
+    def refusal(self, text: str) -> bytes:
+        """The greeting of a connection over a cap (RFC 5321 3.1)."""
+        hostname = self.context.config.hostname
+        return codes.TOO_MANY_CONNECTIONS.with_text(f"{hostname} {text}").to_bytes()
 
 
 def make_submission_factory(context: ServerContext, service: str) -> IProtocolFactory:

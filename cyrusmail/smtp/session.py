@@ -12,7 +12,7 @@ accepted recipient after the end of DATA (or BDAT LAST).
 
 Flow.  Received bytes go to the parser at once; the events it returns wait
 in :attr:`SMTPSession._pending` and are handled in order.  A handler may
-return a Deferred (a login being checked, a failed login's delay, a
+return a Deferred (a login waiting its turn and being checked, a
 delivery): the session is then *busy* and handles nothing more until it
 fires, so pipelined commands (RFC 2920) are answered in order.  While the
 parser is paused (after DATA/BDAT/AUTH/STARTTLS, waiting for this session)
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.protocol import Protocol
@@ -45,6 +44,7 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
+from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
 from cyrusmail.smtp.codes import Reply
@@ -115,7 +115,9 @@ class MessageWriter:
     The first octets are kept until the end of the header block is seen (or
     :data:`MAX_HEADER_SCAN` octets, or the end of the message), so that the
     callbacks can look at the header (is there a Message-ID?) before the
-    headers they add are written in front of it.
+    headers they add are written in front of it.  Once written, the client's
+    header block stays in :attr:`header` for checks after the end of data;
+    :attr:`header_complete` is False when it was longer than the scan.
     """
 
     def __init__(self, staged, prefix: Callable[[bytes], bytes]) -> None:
@@ -123,6 +125,8 @@ class MessageWriter:
         self._prefix = prefix
         self._head: bytearray | None = bytearray()
         self.received = 0  # octets of the client's message
+        self.header = b""
+        self.header_complete = False
 
     def write(self, data: bytes) -> None:
         self.received += len(data)
@@ -132,23 +136,26 @@ class MessageWriter:
             return
         head += data
         if head.startswith(b"\r\n") or b"\r\n\r\n" in head or len(head) > MAX_HEADER_SCAN:
-            self._flush()
+            self._flush(at_end=False)
 
-    def _flush(self) -> None:
+    def _flush(self, at_end: bool) -> None:
         head = bytes(self._head or b"")
         self._head = None
+        end = head.find(b"\r\n\r\n")
         if head.startswith(b"\r\n"):
-            header = b""
-        else:
-            end = head.find(b"\r\n\r\n")
-            header = head[: end + 2] if end >= 0 else head
+            header, complete = b"", True
+        elif end >= 0:
+            header, complete = head[: end + 2], True
+        else:  # no empty line: all header if the message ended, else cut short
+            header, complete = head, at_end
+        self.header, self.header_complete = header, complete
         self.staged.write(self._prefix(header))
         self.staged.write(head)
 
     def finish(self) -> None:
         """Write what is held back and make the message durable (fsync)."""
         if self._head is not None:
-            self._flush()
+            self._flush(at_end=True)
         self.staged.finish()
 
     def discard(self) -> None:
@@ -191,6 +198,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         set_no_delay(self.transport)
         self.tls = self.implicit_tls or is_tls(self.transport)
         logs.connection_opened(self.callbacks.service, self.transport)
+        self.context.sessions.opened(self, self.callbacks.service, self.transport)
         self.setTimeout(self.idle_timeout)
         greeting = f"{self.hostname} {'LMTP' if self.callbacks.lmtp else 'ESMTP'} cyrusmail ready"
         self.reply(codes.READY.with_text(greeting))
@@ -199,11 +207,22 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._closed = True
         self.setTimeout(None)
         self._end_transaction()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.callbacks.service, self.transport)
 
     def timeoutConnection(self) -> None:
         self.reply(codes.TIMEOUT)
         self.close()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell: ``421 4.3.2`` (RFC 5321 3.8), then close.
+
+        A message being received is dropped, never delivered: the client
+        was not told it was accepted, so it sends it again later.
+        """
+        if not self._closed:
+            self.reply(codes.SERVICE_UNAVAILABLE.with_text(f"{self.hostname} {text}"))
+            self.close()
 
     def close(self) -> None:
         self._closed = True
@@ -418,32 +437,24 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
             return None
         self._sasl = None
-        credentials = UsernamePassword(step.username.encode("utf-8"), step.password.encode("utf-8"))
+        credentials = UsernamePasswordFrom(step.username.encode("utf-8"), step.password.encode("utf-8"), self.peer)
         login = self.context.portal.login(credentials, None, IAccount)
         return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(step.username, self._sasl_name))
 
     def _auth_succeeded(self, result) -> None:
         _interface, account, _logout = result
-        self.context.throttle.succeeded(self.peer)
         self.account = account
         logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
+        self.context.sessions.logged_in(self, account.user)
 
-    def _auth_failed(self, user: str, mechanism: str) -> defer.Deferred:
+    def _auth_failed(self, user: str, mechanism: str) -> None:
         self._sasl = None
         logs.login_failed(self.callbacks.service, self.transport, user, mechanism)
-        delay = self.context.throttle.failed(self.peer)
-        answered = defer.Deferred()
-
-        def answer() -> None:
-            if not self._closed:
-                self.parser.resume()
-                self.reply(codes.AUTH_FAILED)
-            answered.callback(None)
-
-        self.clock.callLater(delay, answer)
-        return answered
+        if not self._closed:
+            self.parser.resume()
+            self.reply(codes.AUTH_FAILED)
 
     # -- the mail transaction ----------------------------------------------------------
 

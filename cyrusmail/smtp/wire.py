@@ -49,7 +49,12 @@ kin): no byte sequence can mean "end of message" to one hop and "more
 message" to another, and a stored message is always in canonical CRLF form.
 Legitimate clients never send bare newlines in SMTP.
 
-A failed message (bare CR/LF, over-long line, over ``max_size``) is still
+NUL.  A message holding a NUL octet fails with :data:`codes.NUL_IN_MESSAGE`
+(554 5.6.0), in DATA and in BDAT alike: RFC 5322 text excludes it, IMAP
+cannot send it in a literal (RFC 3501 CHAR8), and the MIME layer and many
+clients treat it as the end of a string.  Cyrus refuses such messages too.
+
+A failed message (bare CR/LF, NUL, over-long line, over ``max_size``) is still
 consumed to its end, but no more of it is handed out as :class:`DataChunk`;
 the session drops what it had and sends the reply in :attr:`DataEnd.error`.
 """
@@ -98,6 +103,7 @@ __all__ = [
     "SMTPParser",
     "Starttls",
     "Vrfy",
+    "hello_domain",
     "parse_path",
 ]
 
@@ -416,6 +422,37 @@ def _domain(text: str) -> str:
     if not _DOMAIN.fullmatch(text):
         raise ValueError(f"bad domain {text!r}")
     return text
+
+
+_ASCII_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def hello_domain(text: str) -> str | None:
+    """The HELO/EHLO/LHLO argument if it is a domain or an IP address literal, else None.
+
+    RFC 5321 sections 4.1.4 and 4.1.3: an ASCII host name (labels of letters,
+    digits and inner hyphens, at most 63 octets each, 255 in all) or
+    ``[IPv4]`` / ``[IPv6:...]``.  The session accepts any one-word greeting,
+    as Postfix and Dovecot do (clients send names such as ``my_pc``); only a
+    name that passes this check is written into a Received header, so no
+    client bytes can add header content there (no CR, LF, parentheses,
+    semicolons or non-ASCII).  General address literals are not taken: their
+    content may hold such characters, and no client uses them.
+    """
+    if len(text) > 255:
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1]
+        try:
+            if inner[:5].upper() == "IPV6:":
+                return f"[IPv6:{ipaddress.IPv6Address(inner[5:]).compressed}]"
+            return f"[{ipaddress.IPv4Address(inner)}]"
+        except ValueError:
+            return None
+    labels = text.split(".")
+    if all(_ASCII_LABEL.fullmatch(label) for label in labels):
+        return text
+    return None
 
 
 def _quoted_local_part(text: str) -> tuple[str, int]:
@@ -811,6 +848,9 @@ class _DataMessage:
         if self.max_size is not None and self.size + len(data) > self.max_size:
             self.fail(codes.TOO_BIG)
             return
+        if b"\x00" in data:
+            self.fail(codes.NUL_IN_MESSAGE)
+            return
         self.size += len(data)
         out.append(data)
 
@@ -1099,6 +1139,9 @@ class SMTPParser:
             if self._chunk_keep and self._chunk_error is None:
                 if self._bdat_check is not None:
                     self._chunk_error = self._bdat_check.feed(piece)
+                if self._chunk_error is None and b"\x00" in piece:
+                    # Even BINARYMIME: the store serves IMAP, whose literals carry no NUL.
+                    self._chunk_error = codes.NUL_IN_MESSAGE
                 if self._chunk_error is None:
                     events.append(DataChunk(piece))
         if self._chunk_remaining:

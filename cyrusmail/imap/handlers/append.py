@@ -2,19 +2,26 @@
 
 The message literals were written by the parser straight into staged
 store messages (the session's sink factory); here they are finished and
-appended in one ``append_many`` transaction.
+appended in one ``append_many`` transaction.  A message holding a NUL octet
+is refused (``NO [CANNOT]``; ``NO [UNKNOWN-CTE]`` for an RFC 3516 literal8,
+whose binary content this store does not keep), and then nothing is
+appended.
 """
 
 from __future__ import annotations
 
 from cyrusmail.imap import codes
-from cyrusmail.imap.codes import Reply
+from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.flags import RECENT, BadFlag, split_flags
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.sequence import SequenceSet
 
 
 def append(session, command) -> Reply:
+    for message in command.messages:
+        if getattr(message.content, "has_nul", False):
+            raise CommandFailed("Message contains a NUL octet, which IMAP cannot carry (RFC 3501)",
+                                codes.UNKNOWN_CTE if message.binary else codes.CANNOT)
     target = open_target(session.state.account.mailboxes, command.mailbox)
     items = []
     for message in command.messages:

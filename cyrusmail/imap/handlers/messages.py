@@ -130,7 +130,10 @@ def _shows_flags(item) -> bool:
 
 def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> Iterator:
     """The pieces of one FETCH response; the file is opened before the first
-    byte goes out, so an expunge in between drops the whole message."""
+    byte goes out, so an expunge in between drops the whole message.  Only a
+    literal8 may carry a NUL octet; every other file range is read NUL-free."""
+    from cyrusmail.imap.fetch import NulFree
+
     if all(isinstance(piece, (bytes, bytearray)) for piece in rendered):
         yield b"".join(rendered)
         return
@@ -144,7 +147,7 @@ def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> It
             if isinstance(piece, (bytes, bytearray)):
                 yield piece
             else:
-                yield FileRange(source, piece.start, piece.end)
+                yield FileRange(source if piece.binary else NulFree(source), piece.start, piece.end)
 
 
 # -- STORE ---------------------------------------------------------------------
