@@ -11,7 +11,8 @@ through it; rights and quotas are decided here, once (DESIGN.md):
 - Each opened mailbox is a :class:`GuardedMailbox`, an ``IMailbox`` that
   checks ``r`` to read, ``i`` to append, ``s``/``t``/``w`` per flag and
   ``e`` to expunge before calling the store's, and keeps ``\\Seen`` per
-  reader on shared folders.
+  reader on shared folders (a change of it gives the message a new modseq,
+  so CONDSTORE and QRESYNC clients learn of it).
 - Quota is enforced by the store inside the inserting transaction
   (OverQuota); the account reports roots, usage and warnings.
 
@@ -229,7 +230,8 @@ class AccountMailboxes:
 
     # -- IMailboxList ------------------------------------------------------------------------
 
-    def create(self, name: str, special_use: str | None = None) -> None:
+    def create(self, name: str, special_use: str | None = None) -> str:
+        """Make ``name`` if the user may; its MAILBOXID."""
         location = self.resolve(name)
         if location.is_node:
             raise MailboxExists(f"{location.display} is a namespace and cannot be created")
@@ -237,11 +239,12 @@ class AccountMailboxes:
         tree = self.tree(location)
         new = [superior for superior in names.superiors(location.name) if not tree.exists(superior)]
         try:
-            tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+            object_id = tree.create(location.name, special_use=special_use if location.owner == self.user else None)
         except MailboxExists as error:
             raise self._exists_error(location, error) from None
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
+        return object_id
 
     def may_create(self, name: str) -> bool:
         """Whether ``name`` does not exist and CREATE would make it (IMAP's [TRYCREATE], as Cyrus).
@@ -308,6 +311,43 @@ class AccountMailboxes:
 
     def status(self, name: str) -> MailboxStatus:
         return self.open(name).status()
+
+    def statuses(self, wanted: Iterable[str], deleted: bool = False) -> dict[str, MailboxStatus]:
+        """The status of those of ``wanted`` the user may read (``r``), for LIST-STATUS.
+
+        One read of each owner's ACLs and one of their counts, however many
+        names; on a shared folder the unseen count is the reader's own, so
+        each of those is read as STATUS reads it.
+        """
+        by_owner: dict[str, list[Location]] = {}
+        for display in wanted:
+            try:
+                location = self.resolve(display)
+            except (MailboxNotFound, InvalidName):
+                continue
+            if not location.is_node:
+                by_owner.setdefault(location.owner, []).append(location)
+        found: dict[str, MailboxStatus] = {}
+        for owner, locations in by_owner.items():
+            tree = self.tree(Location(owner, None, ""))
+            acls = tree.acls()
+            readable = [location for location in locations if location.name in acls
+                        and "r" in self.access.rights(self.user, owner, acls[location.name])]
+            if owner == SHARED_OWNER:  # \Seen is per reader here
+                for location in readable:
+                    try:
+                        mailbox = self.open(location.display)
+                        found[location.display] = dataclasses.replace(
+                            mailbox.status(), object_id=mailbox.object_id,
+                            deleted=sum(1 for record in mailbox.messages() if record.flags & Flag.DELETED)
+                            if deleted else None)
+                    except StoreError:
+                        continue
+                continue
+            counts = tree.statuses([location.name for location in readable], deleted)
+            found.update((location.display, counts[location.name])
+                         for location in readable if location.name in counts)
+        return found
 
     def subscribe(self, name: str) -> None:
         self.personal.subscribe(self.resolve(name).display)
@@ -396,6 +436,7 @@ class GuardedMailbox:
         self.inner = inner
         self.name = location.display
         self.uid_validity = inner.uid_validity
+        self.object_id = inner.object_id
         self.private_seen = location.owner == SHARED_OWNER
 
     # -- rights ----------------------------------------------------------------------
@@ -483,6 +524,10 @@ class GuardedMailbox:
         self._require("r")
         return self.inner.mime_caches(uids)
 
+    def previews(self, uids) -> dict[int, str]:
+        self._require("r")
+        return self.inner.previews(uids)
+
     def cache_may_contain(self, all_of: list[bytes], any_of: list[bytes] = ()) -> set[int]:
         self._require("r")
         return self.inner.cache_may_contain(all_of, any_of)
@@ -497,6 +542,10 @@ class GuardedMailbox:
         if not self.private_seen:
             return changes
         return dataclasses.replace(changes, changed=self._overlay(changes.changed))
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        self._require("r")
+        return self.inner.expunged_since(modseq)
 
     def claim_recent(self) -> frozenset[int]:
         self._require("r")
@@ -601,8 +650,10 @@ class GuardedMailbox:
             self.view.personal.set_private_seen(self.inner, seen=flipped)
         else:
             self.view.personal.set_private_seen(self.inner, unseen=flipped)
-        for record in flipping:
-            changed.setdefault(record.uid, record)
+        # A new modseq for each, so that CONDSTORE clients of this reader (in other
+        # sessions too) see the change; other readers see only the modseq move.
+        for record in self.inner.touch(flipped):
+            changed[record.uid] = record
 
     def _transfer(self, uids, target: GuardedMailbox, moving: bool) -> list[tuple[int, int]]:
         if not isinstance(target, GuardedMailbox):

@@ -234,6 +234,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "special_use": Key(parse_special_use, "Drafts:drafts Sent:sent Trash:trash Junk:junk Archive:archive"),
         "allow_plaintext_on_loopback": Key(parse_bool, True),
         "check_header_from": Key(parse_bool, True),
+        "expunged_history": Key(parse_positive_int, 100_000),
         "index_cache": Key(parse_positive_int, 64),
         "login_delay_max": Key(parse_duration, 15),
         # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.

@@ -28,6 +28,15 @@ def string(value: bytes | str) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def utf8_string(value: str) -> bytes:
+    """``value`` as an RFC 6855 string, for a session that enabled UTF8=ACCEPT:
+    UTF-8 may be quoted."""
+    data = value.encode("utf-8")
+    if len(data) > _QUOTED_LIMIT or b"\r" in data or b"\n" in data or b"\x00" in data:
+        return literal(data)
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
 def nstring(value: bytes | str | None) -> bytes:
     """``NIL`` for None, otherwise :func:`string`."""
     return b"NIL" if value is None else string(value)

@@ -29,6 +29,11 @@ def login_succeeded(service: str, transport, user: str, mechanism: str) -> None:
              service=service, user=user, peer=peer_of(transport), mechanism=mechanism)
 
 
+def logged_out(service: str, transport, user: str, how: str) -> None:
+    log.info("{service}: {user} logged out from {peer} ({how})",
+             service=service, user=user, peer=peer_of(transport), how=how)
+
+
 def login_failed(service: str, transport, user: str, mechanism: str) -> None:
     # The name is logged (admins need it to see attacks); the password never.
     log.warn(  # noqa: G010 -- twisted.logger has warn(), not warning()

@@ -177,7 +177,8 @@ class StoreService(service.Service):
 def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
     make_private_folder(config.data)
-    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"])
+    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
+                         expunged_history=config["server"]["expunged_history"])
     files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
     logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
                   files=files, tmp=str(store.tmp_dir), trees=trees)

@@ -177,6 +177,15 @@ class SessionRegistry:
         if self._was_removed(user):
             self.end(entry, "Account removed")
 
+    def logged_out(self, session: Session) -> None:
+        """The session is back to waiting for a login (IMAP UNAUTHENTICATE)."""
+        entry = self._sessions.get(id(session))
+        if entry is None or entry.user is None:
+            return
+        self._count(entry, -1)
+        entry.user = None
+        self._count(entry, +1)
+
     def closed(self, session: Session) -> None:
         entry = self._sessions.pop(id(session), None)
         if entry is None:

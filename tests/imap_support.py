@@ -10,6 +10,12 @@ A transcript is the conversation itself, as data (``tests/imap_transcripts``)::
     @append INBOX \\Seen Subject line         (put a message in, as delivery would)
     @advance 5                              (move the clock)
 
+A named group in an ``S~`` line keeps what it matched for later ``C:``
+lines, which say ``${name}`` for it (a UIDVALIDITY, a MODSEQ)::
+
+    S~ \\* OK \\[UIDVALIDITY (?P<uidvalidity>\\d+)\\] UIDs valid
+    C: a9 SELECT INBOX (QRESYNC (${uidvalidity} 4))
+
 After each run of ``C:`` lines the server's output so far must be exactly
 the ``S:``/``S~`` lines that follow, in order.
 """
@@ -44,9 +50,11 @@ class TLSStringTransport(StringTransport):
         directlyProvides(self, ISSLTransport)
 
 
-def session_context(test, **imap):
+def session_context(test, server: dict[str, str] | None = None, **imap):
     """A real store in the test's temporary folder, users alice and bob."""
-    context = make_context(test.mktemp(), imap={"enabled": "yes", "listen": "tcp:0:interface=127.0.0.1", **imap})
+    sections = {"server": server} if server else {}
+    context = make_context(test.mktemp(), imap={"enabled": "yes", "listen": "tcp:0:interface=127.0.0.1", **imap},
+                           **sections)
     from twisted.cred.credentials import IUsernamePassword
 
     context.portal.checkers[IUsernamePassword].hash_in_thread = False
@@ -128,20 +136,25 @@ def run_transcript(test, text: str, context=None) -> None:
 
     pending_c: list[str] = []
     expected: list[tuple[str, str, int]] = []
+    captured: dict[str, str] = {}
 
     def check() -> None:
         if not pending_c and not expected:
             return
         session = client()
         for line in pending_c:
+            line = re.sub(r"\$\{(\w+)\}", lambda found: captured[found[1]], line)
             session.send(line.encode("utf-8") + b"\r\n" if not line.endswith("\\") else line[:-1].encode())
         got = session.lines()
         want = [(kind, body) for kind, body, _ in expected]
         where = expected[0][2] if expected else 0
-        ok = len(got) == len(want) and all(
-            (body == line) if kind == "S:" else re.fullmatch(body, line) is not None
-            for (kind, body), line in zip(want, got)
-        )
+        matches = [(body == line) if kind == "S:" else re.fullmatch(body, line)
+                   for (kind, body), line in zip(want, got)]
+        ok = len(got) == len(want) and all(matches)
+        if ok:
+            for found in matches:
+                if isinstance(found, re.Match):
+                    captured.update(found.groupdict())
         if not ok:
             test.fail(
                 f"transcript line {where}: after {pending_c!r}\nexpected:\n  "

@@ -807,6 +807,17 @@ class StoreConformanceMixin:
         everything = self.inbox.changes_since(0)
         self.assertEqual([r.uid for r in everything.changed], [uids[1], uids[2], new])
 
+    def test_expunged_since_lists_uids_expunged_after_a_modseq(self):
+        uids = [self.inbox.append(message(n), Flag.DELETED) for n in range(4)]
+        base = self.inbox.status().highest_modseq
+        self.inbox.expunge(uids[:1])
+        middle = self.inbox.status().highest_modseq
+        self.inbox.move(uids[2:3], self.tree.open("Trash"))
+        self.inbox.expunge(uids[3:])
+        self.assertEqual(self.inbox.expunged_since(base), [uids[0], uids[2], uids[3]])
+        self.assertEqual(self.inbox.expunged_since(middle), [uids[2], uids[3]])
+        self.assertEqual(self.inbox.expunged_since(self.inbox.status().highest_modseq), [])
+
     # -- \Recent ---------------------------------------------------------------------
 
     def test_new_message_is_recent_in_exactly_one_claimant(self):

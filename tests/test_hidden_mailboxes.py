@@ -93,4 +93,5 @@ class HiddenMailboxTableTests(TestCase):
         dave.set_acl("Folder", "alice", "")  # now hidden: no different from a name alice could not create
         self.assertEqual(self.alice.command('c CREATE "Other Users/dave/Folder"'),
                          ["c NO [NOPERM] No right to create Other Users/dave/Folder"])
-        self.assertEqual(self.alice.command('c CREATE "Other Users/dave/New"'), ["c OK CREATE completed"])
+        (created,) = self.alice.command('c CREATE "Other Users/dave/New"')
+        self.assertRegex(created, r"^c OK \[MAILBOXID \(F[0-9a-f]+\)\] CREATE completed$")

@@ -3,6 +3,7 @@ Python's imaplib and imapclient, mbsync (isync) and fetchmail."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import os
 import shutil
@@ -160,6 +161,70 @@ class IMAPClientTests(ClientTestCase):
         return threads.deferToThread(talk).addCallback(check)
 
 
+class BinaryClientTests(ClientTestCase):
+    """RFC 3516 through real clients: imapclient's FETCH BINARY, imaplib's literal8."""
+
+    def test_fetch_binary(self):
+        try:
+            import imapclient
+        except ImportError:
+            raise SkipTest("imapclient is not installed") from None
+        payload = bytes(range(256))
+        self.mailbox().append(
+            b"From: carol@example.org\r\nSubject: attachment\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"caf=C3=A9\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(payload).replace(b"\n", b"\r\n") + b"--b--\r\n")
+
+        def talk():
+            client = imapclient.IMAPClient("127.0.0.1", port=self.port_number, ssl=False)
+            client.login("alice", "secret")
+            results = {"caps": client.capabilities()}
+            client.select_folder("INBOX")
+            results["fetch"] = client.fetch([1], ["BINARY.PEEK[1]", "BINARY.SIZE[2]"])
+            client.logout()
+            # imapclient 4.1 does not read a literal8 (it gives b"~{256}"); imaplib frames it.
+            plain = imaplib.IMAP4("127.0.0.1", self.port_number)
+            plain.login("alice", "secret")
+            plain.select("INBOX")
+            results["literal8"] = plain.fetch("1", "(BINARY.PEEK[2])")[1]
+            plain.logout()
+            return results
+
+        def check(results):
+            self.assertIn(b"BINARY", results["caps"])
+            self.assertEqual(results["fetch"][1][b"BINARY[1]"], "café".encode())
+            self.assertEqual(results["fetch"][1][b"BINARY.SIZE[2]"], 256)
+            self.assertEqual(results["literal8"][0], (b"1 (BINARY[2] ~{256}", payload))
+
+        return threads.deferToThread(talk).addCallback(check)
+
+
+class Utf8ClientTests(ClientTestCase):
+    def test_imaplib_utf8_accept(self):
+        """Python's imaplib switches to UTF-8 commands once ENABLE UTF8=ACCEPT succeeds."""
+
+        def talk():
+            client = imaplib.IMAP4("127.0.0.1", self.port_number)
+            client.login("alice", "secret")
+            results = {"enable": client.enable("UTF8=ACCEPT"), "utf8": client.utf8_enabled}
+            results["create"] = client.create('"Café"')
+            results["list"] = client.list('""', '"Caf*"')
+            results["search"] = (client.select('"Café"'), client.search(None, "SUBJECT", '"é"'))
+            client.logout()
+            return results
+
+        def check(results):
+            self.assertEqual(results["enable"][0], "OK")
+            self.assertTrue(results["utf8"])
+            self.assertEqual(results["create"][0], "OK")
+            self.assertEqual(results["list"], ("OK", ['(\\HasNoChildren) "/" "Café"'.encode()]))
+            self.assertEqual(results["search"][1], ("OK", [b""]))
+            self.assertTrue(self.context.store.mailboxes("alice").exists("Café"))
+
+        return threads.deferToThread(talk).addCallback(check)
+
+
 class MbsyncTests(ClientTestCase):
     """mbsync (isync) syncing a tree of folders both ways."""
 
@@ -305,3 +370,71 @@ class FetchmailTests(ClientTestCase):
             self.assertIn(b"Subject: Fetch 1", data)
 
         return threads.deferToThread(run).addCallback(check)
+
+
+class IMAPClientQresyncTests(ClientTestCase):
+    """imapclient resynchronising with QRESYNC after another session's expunges and flag changes."""
+
+    def test_qresync_resync_after_another_sessions_changes(self):
+        try:
+            import imapclient
+        except ImportError:
+            raise SkipTest("imapclient is not installed") from None
+        for number in range(1, 6):
+            self.mailbox().append(message(f"Message {number}"))
+
+        def connect():
+            client = imapclient.IMAPClient("127.0.0.1", port=self.port_number, ssl=False)
+            client.login("alice", "secret")
+            return client
+
+        def talk():
+            results = {}
+            first = connect()
+            results["enabled"] = first.enable("QRESYNC")
+            selected = first.select_folder("INBOX")
+            uid_validity, modseq = selected[b"UIDVALIDITY"], selected[b"HIGHESTMODSEQ"]
+            results["cached"] = first.fetch(first.search("ALL"), ["FLAGS"])
+            first.idle()
+            other = connect()  # another session flags 2 and expunges 3 and 4 while the first idles
+            other.select_folder("INBOX")
+            other.add_flags([2], [b"\\Flagged"])
+            other.delete_messages([3, 4])
+            other.expunge()
+            other.logout()
+            heard, deadline = [], time.monotonic() + 30  # a hang check only: the VANISHED comes at once
+            while not any(item[0] == b"VANISHED" for item in heard) and time.monotonic() < deadline:
+                heard += first.idle_check(timeout=1)
+            results["idle"] = heard
+            first.idle_done()
+            first.logout()
+
+            again = connect()  # a restart: resync from the cached UIDVALIDITY and HIGHESTMODSEQ
+            again.enable("QRESYNC")
+            imap = again._imap  # imapclient has no SELECT parameters; imaplib sends it
+            typ, _ = imap._simple_command("SELECT", "INBOX", f"(QRESYNC ({uid_validity} {modseq} 1:5))")
+            imap.state = "SELECTED"
+            results["select"] = typ
+            results["select_vanished"] = imap.untagged_responses.pop("VANISHED", [])
+            results["select_fetch"] = imap.untagged_responses.pop("FETCH", [])
+            results["changed"] = again.fetch([1, 2, 3, 4, 5], ["FLAGS"], modifiers=[f"CHANGEDSINCE {modseq}", "VANISHED"])
+            results["fetch_vanished"] = imap.untagged_responses.pop("VANISHED", [])
+            again.logout()
+            return results
+
+        def check(results):
+            self.assertEqual(results["enabled"], [b"QRESYNC"])
+            self.assertEqual(sorted(results["cached"]), [1, 2, 3, 4, 5])
+            idle = results["idle"]  # UID and MODSEQ in every FETCH; VANISHED, not EXPUNGE
+            self.assertIn((2, b"FETCH", (b"UID", 2, b"FLAGS", (b"\\Flagged", b"\\Recent"), b"MODSEQ", (7,))), idle)
+            self.assertIn((b"VANISHED", b"3:4"), idle)
+            self.assertNotIn(b"EXPUNGE", [item[1] for item in idle])
+            self.assertEqual(results["select"], "OK")
+            self.assertEqual(results["select_vanished"], [b"(EARLIER) 3:4"])
+            self.assertEqual(len(results["select_fetch"]), 1)
+            self.assertRegex(results["select_fetch"][0], rb"^2 \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)$")
+            self.assertEqual({uid: data[b"FLAGS"] for uid, data in results["changed"].items()},
+                             {2: (b"\\Flagged",)})
+            self.assertEqual(results["fetch_vanished"], [b"(EARLIER) 3:4"])
+
+        return threads.deferToThread(talk).addCallback(check)

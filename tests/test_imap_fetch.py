@@ -3,7 +3,9 @@ sections and partials, BINARY decoding, and streaming of a large message."""
 
 from __future__ import annotations
 
+import base64
 import datetime
+import quopri
 import unittest
 
 from twisted.trial.unittest import TestCase
@@ -11,12 +13,15 @@ from twisted.trial.unittest import TestCase
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.dates import date_time_wire
 from cyrusmail.imap.fetch import (
+    DECODE_CHUNK,
     INLINE_LIMIT,
+    DecodedSlice,
     FetchError,
     FileSlice,
     MessageView,
     plan_fetch,
     render_fetch,
+    stream_decoded,
 )
 from cyrusmail.imap.wire import CommandParser
 from cyrusmail.store.maildir import MaildirStore
@@ -566,12 +571,76 @@ class StreamingTests(StoreCase):
         self.assertEqual(
             pieces,
             [
-                b"* 1 FETCH (BINARY[1] ~{%d}\r\n" % len(self.body),
-                FileSlice(1, start, total, binary=True),  # literal8: sent as stored
+                b"* 1 FETCH (BINARY[1] {%d}\r\n" % len(self.body),  # no NUL: an ordinary literal
+                FileSlice(1, start, total),
                 b" BINARY.SIZE[1] %d)\r\n" % len(self.body),
             ],
         )
         self.assertLess(sum(self.counting.read_sizes), INLINE_LIMIT)
+
+    def test_big_unencoded_part_with_nul_is_a_literal8(self) -> None:
+        body = self.body[:-10] + b"\x00" + self.body[-9:]
+        view = self.add(self.header + body, seq=2)
+        pieces = self.render(b"BINARY.PEEK[1]<5.3000000>", view)
+        start = len(self.header)
+        self.assertEqual(pieces[:2], [b"* 2 FETCH (BINARY[1]<5> ~{3000000}\r\n",
+                                      FileSlice(2, start + 5, start + 3000005, binary=True)])
+
+
+@needs_mime
+class StreamedDecodingTests(StoreCase):
+    """BINARY of a big encoded part: measured by decoding in chunks, then decoded as it is sent."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.payload = bytes(range(256)) * (3 * 1024 * 1024 // 256)  # 3 MiB, NULs included
+        text = b"caf\xc3\xa9 = long line " * 200 + b"\r\n"
+        self.text = text * 200
+        qp = quopri.encodestring(self.text.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
+        message = (
+            b"From: big@example.org\r\nSubject: big\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(self.payload).replace(b"\n", b"\r\n")
+            + b"\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + qp + b"\r\n--b--\r\n"
+        )
+        self.view = self.add(message)
+
+    def sent(self, pieces: list) -> bytes:
+        """The response as the session writes it, decoding as it goes."""
+        out = b""
+        with self.mailbox.open_file(1) as source:
+            for piece in pieces:
+                if isinstance(piece, DecodedSlice):
+                    chunks = list(stream_decoded(source, piece))
+                    self.assertLessEqual(max(len(chunk) for chunk in chunks), 2 * DECODE_CHUNK)
+                    out += b"".join(chunks)
+                else:
+                    self.assertIsInstance(piece, bytes)
+                    out += piece
+        return out
+
+    def test_base64_part(self) -> None:
+        size = len(self.payload)
+        pieces = self.render(b"(BINARY.SIZE[1] BINARY.PEEK[1] BINARY.PEEK[1]<1000000.70000>)", self.view)
+        self.assertTrue(any(isinstance(piece, DecodedSlice) for piece in pieces))
+        self.assertEqual(self.sent(pieces),
+                         b"* 1 FETCH (BINARY.SIZE[1] %d BINARY[1] ~{%d}\r\n%s BINARY[1]<1000000> ~{70000}\r\n%s)\r\n"
+                         % (size, size, self.payload, self.payload[1000000:1070000]))
+        self.assertLess(sum(self.counting.read_sizes), 1000)  # the part's MIME header, never its body
+
+    def test_quoted_printable_part(self) -> None:
+        size = len(self.text)
+        pieces = self.render(b"(BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[2]<7.10>)", self.view)
+        self.assertEqual(self.sent(pieces),
+                         b"* 1 FETCH (BINARY[2] {%d}\r\n%s BINARY.SIZE[2] %d BINARY[2]<7> {10}\r\n%s)\r\n"
+                         % (size, self.text, size, self.text[7:17]))
+
+    def test_measured_once(self) -> None:
+        """BINARY.SIZE then BINARY in later commands decode the part once to measure it."""
+        for _ in range(3):
+            self.render(b"BINARY.SIZE[1]", self.view)
+        self.assertEqual([name for name, _ in self.counting.calls].count("open_file"), 1)
 
 
 class CountingMailbox:

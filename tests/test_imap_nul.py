@@ -1,7 +1,8 @@
 """NUL octets and IMAP: APPEND refuses them, FETCH never sends one in a literal.
 
 RFC 3501's CHAR8 excludes %x00, so a literal may not carry a NUL.  APPEND
-of a message holding one is refused (``NO``) and stores nothing; a message
+of a message holding one is refused (``NO``) and stores nothing, unless it
+comes in an RFC 3516 literal8: then its NUL parts are stored base64; a message
 that already holds one (an old store, a reconstruct) is sent with each NUL
 replaced by 0x80, as Dovecot does, so that the literal keeps its length.
 """
@@ -65,11 +66,35 @@ class AppendTests(TestCase):
         self.assertRegex(self.client.lines()[0], r"^b OK \[APPENDUID \d+ 1\]")
         self.assertEqual(self.stored(), [CLEAN])
 
-    def test_literal8_with_nul_is_unknown_cte(self) -> None:
-        """RFC 3516 4.3: a store that keeps no binary content says NO [UNKNOWN-CTE]."""
-        self.client.send(b"a APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
-        self.assertRegex(self.client.lines()[0], rf"^a NO \[{codes.UNKNOWN_CTE}\]")
+    def test_literal8_with_nul_in_a_header_is_unknown_cte(self) -> None:
+        """RFC 3516 4.3: content the store cannot keep is NO [UNKNOWN-CTE]; nothing is stored."""
+        for sync in (b"", b"+"):
+            self.client.send(b"a APPEND INBOX ~{%d%s}\r\n" % (len(STORED), sync))
+            if not sync:
+                self.assertEqual(self.client.lines(), ["+ Ready for literal data"])
+            self.client.send(STORED + b"\r\n")
+            self.assertRegex(self.client.lines()[0], rf"^a NO \[{codes.UNKNOWN_CTE}\]")
         self.assertEqual(self.stored(), [])
+        self.assertEqual(self.tmp_files(), [])
+
+    def test_literal8_with_nul_is_stored_base64(self) -> None:
+        """RFC 3516 4.3: the part is re-encoded as base64 (no data lost); BINARY gives it back."""
+        self.client.send(b"a APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
+        self.assertRegex(self.client.lines()[0], r"^a OK \[APPENDUID \d+ 1\]")
+        self.assertEqual(self.stored(), [(
+            b"From: carol@example.org\r\nSubject: nul\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"YmVmb3JlAGFmdGVyDQo=\r\n")])
+        self.assertEqual(self.tmp_files(), [])
+        self.client.command("s SELECT INBOX")
+        self.client.send(b"f FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1] BODY.PEEK[1])\r\n")
+        self.assertEqual(self.client.take(),
+                         b"* 1 FETCH (BINARY.SIZE[1] 14 BINARY[1] ~{14}\r\nbefore\x00after\r\n"
+                         b" BODY[1] {22}\r\nYmVmb3JlAGFmdGVyDQo=\r\n)\r\nf OK FETCH completed\r\n")
+
+    def test_literal8_without_nul_is_stored_as_sent(self) -> None:
+        self.client.send(b"a APPEND INBOX ~{%d+}\r\n%s\r\n" % (len(CLEAN), CLEAN))
+        self.assertRegex(self.client.lines()[0], r"^a OK \[APPENDUID \d+ 1\]")
+        self.assertEqual(self.stored(), [CLEAN])
 
 
 STORED = (b"From: carol@example.org\r\nSubject: a\x00b\r\nX-Odd: \x00\r\n\r\n"

@@ -158,7 +158,8 @@ class BoundsAndFlowTests(TestCase):
 
     def test_select_failure_leaves_authenticated_state(self) -> None:
         client, _ = self._selected(1)
-        self.assertEqual(client.command("a SELECT Nope"), ["a NO [NONEXISTENT] Mailbox Nope does not exist"])
+        self.assertEqual(client.command("a SELECT Nope"), ["* OK [CLOSED] Previous mailbox closed",
+                                                           "a NO [NONEXISTENT] Mailbox Nope does not exist"])
         self.assertEqual(client.command("b FETCH 1 UID"), ["b BAD FETCH is not allowed in the authenticated state"])
 
 

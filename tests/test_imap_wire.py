@@ -13,7 +13,13 @@ from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.sequence import SequenceSet
-from cyrusmail.imap.wire import CommandParser, ContinuationNeeded, Event, ParseError
+from cyrusmail.imap.wire import (
+    CommandParser,
+    ContinuationNeeded,
+    Event,
+    ParseError,
+    SpooledLiteral,
+)
 
 S = SequenceSet.parse
 UTC = datetime.UTC
@@ -64,6 +70,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a AUTHENTICATE PLAIN =\r\n", c.Authenticate("a", "PLAIN", b"=")),
     (b"a LOGIN alice secret\r\n", c.Login("a", b"alice", b"secret")),
+    (b"a unauthenticate\r\n", c.Unauthenticate("a")),
     (b'a LOGIN "al ice" "p\\"w\\\\d"\r\n', c.Login("a", b"al ice", b'p"w\\d')),
     (b"a LOGIN {5}\r\nalice {6}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),
     (b"a LOGIN {5+}\r\nalice {6+}\r\nsecret\r\n", c.Login("a", b"alice", b"secret")),
@@ -73,7 +80,19 @@ TABLE: list[tuple[bytes, c.Command]] = [
     (b"a SELECT inbox (CONDSTORE)\r\n", c.Select("a", "inbox", (("CONDSTORE", None),))),
     (
         b"a SELECT x (QRESYNC (67890007 20050715194045000 41,43:211))\r\n",
-        c.Select("a", "x", (("QRESYNC", (67890007, 20050715194045000, "41,43:211")),)),
+        c.Select("a", "x", (("QRESYNC", (67890007, 20050715194045000, "41,43:211")),),
+                 c.QresyncParameters(67890007, 20050715194045000, SequenceSet.parse("41,43:211"))),
+    ),
+    (
+        b"a EXAMINE x (QRESYNC (1 2 5 (1,3:4 2,7:8)) CONDSTORE)\r\n",
+        c.Examine("a", "x", (("QRESYNC", (1, 2, 5, ("1,3:4", "2,7:8"))), ("CONDSTORE", None)),
+                  c.QresyncParameters(1, 2, SequenceSet.parse("5"),
+                                      (SequenceSet.parse("1,3:4"), SequenceSet.parse("2,7:8")))),
+    ),
+    (
+        b"a SELECT x (QRESYNC (1 9223372036854775807 (3 7)))\r\n",
+        c.Select("a", "x", (("QRESYNC", (1, 9223372036854775807, (3, 7))),),
+                 c.QresyncParameters(1, 9223372036854775807, None, (SequenceSet.parse("3"), SequenceSet.parse("7")))),
     ),
     (b'a EXAMINE "Entw&APw-rfe"\r\n', c.Examine("a", "Entw&APw-rfe")),
     (b"a CREATE foo/bar\r\n", c.Create("a", "foo/bar")),
@@ -419,6 +438,32 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a SEARCH RETURN () ALL\r\n", c.Search("a", False, c.SearchAll(), None, ())),
     (b"a SEARCH ((SEEN))\r\n", c.Search("a", False, SEEN)),
+    (
+        b"a SEARCH SAVEDBEFORE 1-Feb-2020 SAVEDON 2-Feb-2020 SAVEDSINCE 3-Feb-2020\r\n",
+        c.Search("a", False, c.SearchAnd((
+            c.SearchSaveDate("before", datetime.date(2020, 2, 1)),
+            c.SearchSaveDate("on", datetime.date(2020, 2, 2)),
+            c.SearchSaveDate("since", datetime.date(2020, 2, 3)),
+        ))),
+    ),
+    (b"a SEARCH SAVEDATESUPPORTED\r\n", c.Search("a", False, c.SearchAll())),
+    (
+        b"a UID SEARCH EMAILID M6d99ac3275bb4e THREADID T64b478a75b7ea9\r\n",
+        c.Search("a", True, c.SearchAnd((
+            c.SearchObjectId("EMAILID", "M6d99ac3275bb4e"),
+            c.SearchObjectId("THREADID", "T64b478a75b7ea9"),
+        ))),
+    ),
+    (
+        b"a FETCH 1 (SAVEDATE EMAILID threadid PREVIEW (LAZY))\r\n",
+        c.Fetch("a", False, S("1"), tuple(c.FetchAttribute(name) for name in
+                                          ("SAVEDATE", "EMAILID", "THREADID", "PREVIEW"))),
+    ),
+    (b"a FETCH 1 PREVIEW\r\n", c.Fetch("a", False, S("1"), (c.FetchAttribute("PREVIEW"),))),
+    (
+        b"a STATUS x (MAILBOXID SIZE)\r\n",
+        c.Status("a", "x", ("MAILBOXID", "SIZE")),
+    ),
 ]
 
 ERRORS: list[tuple[bytes, str | None]] = [
@@ -437,6 +482,17 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a LOGIN al%ice x\r\n", "a"),
     (b"a SELECT\r\n", "a"),
     (b"a SELECT INBOX ()\r\n", "a"),
+    (b"a SELECT INBOX (FOO)\r\n", "a"),
+    (b"a SELECT INBOX (CONDSTORE 1)\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC)\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (0 1))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1 0))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1 9223372036854775808))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1 2 1:*))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1 2 1:5 (1:2 3)))\r\n", "a"),
+    (b"a SELECT INBOX (QRESYNC (1 2 1:5 (1 3) 4))\r\n", "a"),
+    (b"a EXAMINE INBOX (QRESYNC (1 2 x))\r\n", "a"),
     (b"a FETCH 0 FLAGS\r\n", "a"),
     (b"a FETCH 1:0 FLAGS\r\n", "a"),
     (b"a FETCH 4294967296 FLAGS\r\n", "a"),
@@ -462,9 +518,17 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH UNRECENT\r\n", "a"),
     (b'a LIST (BOGUS) "" %\r\n', "a"),
     (b'a LIST (RECURSIVEMATCH) "" %\r\n', "a"),
+    (b'a LIST (RECURSIVEMATCH REMOTE) "" ""\r\n', "a"),
+    (b'a LIST (REMOTE RECURSIVEMATCH) "" %\r\n', "a"),
     (b'a LIST "" % RETURN (BOGUS)\r\n', "a"),
     (b"a STATUS x (MESSAGES BOGUS)\r\n", "a"),
     (b"a STATUS x ()\r\n", "a"),
+    (b"a FETCH 1 (PREVIEW (EAGER))\r\n", "a"),
+    (b"a FETCH 1 (PREVIEW ())\r\n", "a"),
+    (b"a SEARCH EMAILID\r\n", "a"),
+    (b"a SEARCH EMAILID M.1\r\n", "a"),
+    (b"a SEARCH THREADID " + b"T" * 256 + b"\r\n", "a"),
+    (b"a SEARCH SAVEDON 31-Feb-2020\r\n", "a"),
     (b"a CREATE x (FOO (\\Sent))\r\n", "a"),
     (b"a APPEND INBOX\r\n", "a"),
     (b'a APPEND INBOX "bad date" {1+}\r\nx\r\n', "a"),
@@ -640,6 +704,46 @@ class AppendTests(TestCase):
         self.assertEqual(
             [m.content.getvalue() for m in append.messages], [b"one", b"two", b"t\x00o"]
         )  # type: ignore[attr-defined]
+
+    def test_catenate(self) -> None:
+        """RFC 4469: TEXT literals and URLs, in MULTIAPPEND too, whole or a byte at a time."""
+        wire = (b'a APPEND Drafts (\\Seen) CATENATE (URL "/INBOX;UIDVALIDITY=9/;UID=3/;SECTION=HEADER" '
+                b"TEXT {8}\r\n\r\nbody\r\n url /INBOX/;UID=4/;SECTION=1) CATENATE (text {2+}\r\nhi) {3+}\r\nraw\r\n")
+        for pieces in ([wire], [wire[i:i + 1] for i in range(len(wire))]):
+            (append,) = commands_of(feed_pieces(CommandParser(), pieces))
+            assert isinstance(append, c.Append)
+            first, second, third = append.messages
+            self.assertEqual(first.flags, ("\\Seen",))
+            self.assertIsNone(first.content)
+            self.assertEqual([type(part) for part in first.parts], [c.CatenateUrl, c.CatenateText, c.CatenateUrl])
+            self.assertEqual(first.parts[0], c.CatenateUrl("/INBOX;UIDVALIDITY=9/;UID=3/;SECTION=HEADER"))
+            self.assertEqual(first.parts[1].size, 8)
+            self.assertEqual(first.parts[1].content.getvalue(), b"\r\nbody\r\n")  # type: ignore[union-attr]
+            self.assertEqual(first.parts[2], c.CatenateUrl("/INBOX/;UID=4/;SECTION=1"))
+            self.assertEqual(second.parts[0].content.getvalue(), b"hi")  # type: ignore[union-attr]
+            self.assertEqual(third.content.getvalue(), b"raw")  # type: ignore[union-attr]
+            self.assertEqual(len(first.sinks() + second.sinks() + third.sinks()), 3)
+
+    def test_bad_catenate_closes_its_sinks(self) -> None:
+        made = []
+
+        def factory(size: int, binary: bool = False) -> SpooledLiteral:
+            made.append(SpooledLiteral(size))
+            return made[-1]
+
+        for wire in (
+            b"a APPEND x CATENATE ()\r\n",
+            b"a APPEND x CATENATE (TEXT {1+}\r\nm BOGUS x)\r\n",
+            b"a APPEND x CATENATE (TEXT ~{1+}\r\nm)\r\n",
+            b"a APPEND x CATENATE (URL {1+}\r\nm)\r\n",
+            b"a APPEND x CATENATE (TEXT {1+}\r\nm\r\n",
+            b"a APPEND x CATENATE (TEXT x)\r\n",
+            b"a APPEND x CATENATE TEXT {1+}\r\nm\r\n",
+        ):
+            with self.subTest(wire=wire):
+                (error,) = CommandParser(sink_factory=factory).feed(wire)
+                self.assertIsInstance(error, ParseError)
+        self.assertTrue(made and all(sink._file.closed for sink in made))
 
     def test_sink_factory_receives_chunks(self) -> None:
         """The message literal goes to the sink piece by piece; the mailbox

@@ -498,15 +498,34 @@ class StreamingTests(TestCase):
         producer.stopProducing()
         self.assertTrue(source.closed)
 
-    def test_retr_over_the_session_registers_a_streaming_producer(self) -> None:
+    def test_retr_over_the_session_streams_while_the_reader_keeps_up(self) -> None:
+        """The connection's one producer pauses the RETR whenever a chunk is
+        written, and resuming it sends the next: the message never sits whole
+        in the transport."""
         server = Pop3Server(self)
         big = b"Subject: big\r\n\r\n" + b"0123456789abcdef.\r\n" * 100_000
         server.deliver(big)
         conversation = server.connect()
         conversation.login()
-        reply = conversation.command("RETR 1")
+        transport = conversation.transport
+        flow = transport.producer
+        self.assertIs(flow, conversation.protocol.flow, "the session's flow is the registered producer")
+
+        def write(data, original=transport.write):
+            original(data)
+            flow.pauseProducing()  # a socket whose buffer fills at every write
+
+        transport.write = write
+        reply, rounds = conversation.command("RETR 1"), 0
+        while not reply.endswith(b"\r\n.\r\n"):
+            self.assertLessEqual(len(transport.value()), pop3_session.CHUNK_SIZE + 100)
+            flow.resumeProducing()
+            reply += conversation.take()
+            rounds += 1
+            self.assertLess(rounds, 1000)
+        self.assertGreater(rounds, len(big) // pop3_session.CHUNK_SIZE - 1)
         self.assertEqual(unstuff(reply), big)
-        self.assertIsNone(conversation.transport.producer, "unregistered once sent")
+        self.assertIs(transport.producer, flow, "still registered for the next answer")
 
     def test_list_and_uidl_read_no_message_file(self) -> None:
         server = Pop3Server(self)

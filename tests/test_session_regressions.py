@@ -82,6 +82,7 @@ S~ \\* .*
 S~ \\* .*
 S~ \\* .*
 S~ \\* .*
+S~ \\* .*
 S~ a4 OK .*
 C: a5 FETCH 1 INTERNALDATE
 S: * 1 FETCH (INTERNALDATE "31-Dec-9999 23:59:59 +0000")
@@ -110,6 +111,7 @@ S~ \\* .*
 S~ \\* .*
 S~ \\* .*
 S~ \\* .*
+S~ \\* .*
 S~ a3 OK .*
 C: a4 STORE 1 +FLAGS ({long_keyword})
 S: a4 BAD keyword longer than 250 characters
@@ -128,6 +130,7 @@ S: a5 BAD \\{"k" * 249} cannot be set
 C: L LOGIN alice secret
 S~ L OK .*
 C: a1 EXAMINE INBOX
+S~ \\* .*
 S~ \\* .*
 S~ \\* .*
 S~ \\* .*
@@ -178,7 +181,7 @@ class ListPatternTests(TestCase):
 C: L LOGIN alice secret
 S~ L OK .*
 C: a1 CREATE {"a" * 40}
-S: a1 OK CREATE completed
+S~ a1 OK \\[MAILBOXID \\(F[0-9a-f]+\\)\\] CREATE completed
 C: a2 LIST "" {"*a" * 16}b
 S: a2 OK LIST completed
 C: a3 LIST "" {"*a" * 16}

@@ -329,7 +329,8 @@ class LimitTests(unittest.TestCase):
 
 class ListenerTests(unittest.TestCase):
     def listened(self, **server: str):
-        from cyrusmail.service import build_service
+        from cyrusmail.service import ServerService
+        from cyrusmail.startup import bind_all
 
         folder = self.mktemp()
         config = make_config(
@@ -338,7 +339,7 @@ class ListenerTests(unittest.TestCase):
             imaps={"enabled": "yes", "listen": "tcp:0:interface=127.0.0.1:backlog=7"},
             lmtp={"enabled": "yes", "listen": f"unix:{folder}/lmtp.sock"})
         reactor = MemoryReactorClock()
-        top = build_service(config, reactor)
+        top = ServerService(config, reactor, bind_all(reactor, config), None)
         top.startService()
         self.addCleanup(top.stopService)
         return reactor

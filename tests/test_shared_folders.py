@@ -126,3 +126,18 @@ class SharedFolderTests(TwoUsers, unittest.TestCase):
         self.assertIn(NEWS + "/local", self.bob_account.mailboxes.subscriptions())
         self.assertTrue(self.bob_account.mailboxes.exists(NEWS + "/local"))
         self.assertTrue(self.bob_account.mailboxes.exists("Shared Folders"))
+
+    def test_a_readers_seen_gives_the_message_a_new_modseq(self):
+        """CONDSTORE/QRESYNC: the reader's other sessions find the change by modseq;
+        other readers see the modseq move, their own \\Seen unchanged."""
+        uid = self.post()
+        view = self.bob_account.mailboxes.open(NEWS)
+        before = view.status().highest_modseq
+        (changed,), _ = view.set_flags([uid], FlagChange.ADD, Flag.SEEN)
+        self.assertGreater(changed.modseq, before)
+        self.assertEqual(view.status().highest_modseq, changed.modseq)
+        self.assertEqual([(record.uid, record.flags, record.modseq) for record in view.changes_since(before).changed],
+                         [(uid, Flag.SEEN, changed.modseq)])
+        alice_view = self.alice_account.mailboxes.open(NEWS)
+        self.assertEqual([(record.flags, record.modseq) for record in alice_view.changes_since(before).changed],
+                         [(Flag(0), changed.modseq)])

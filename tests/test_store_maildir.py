@@ -11,6 +11,7 @@ import tempfile
 from twisted.trial import unittest
 
 from cyrusmail.store.maildir import MaildirStore
+from cyrusmail.store.records import Flag
 from tests.store_conformance import MESSAGE, USER, StoreConformanceMixin
 
 
@@ -57,6 +58,56 @@ class MaildirStoreTests(_TempFolders, StoreConformanceMixin, unittest.TestCase):
         self.inbox.append(MESSAGE)
         self.inbox.append_many([(MESSAGE, None, (), None)] * 2)
         self.assertEqual(list((self.data / "tmp").iterdir()), [])
+
+
+class ExpungeHistoryTests(_TempFolders, unittest.TestCase):
+    """The expunged-UID history is bounded per mailbox, and says when it is cut short."""
+
+    def setUp(self):
+        super().setUp()
+        self.store = MaildirStore(self.mktemp(), analyser=None, expunged_history=3)
+        self.addCleanup(self.store.close)
+        self.store.provision(USER)
+        self.inbox = self.store.mailboxes(USER).open("INBOX")
+
+    def expunge(self, count: int) -> tuple[list[int], int]:
+        """Expunge ``count`` new messages at once; their UIDs and the modseq before."""
+        before = self.inbox.status().highest_modseq
+        uids = [self.inbox.append(MESSAGE, Flag.DELETED) for _ in range(count)]
+        self.inbox.expunge(uids)
+        return uids, before
+
+    def test_history_within_the_bound_is_exact(self):
+        first, before = self.expunge(2)
+        second, _ = self.expunge(1)
+        self.assertEqual(self.inbox.expunged_since(before), first + second)
+        self.assertTrue(self.inbox.changes_since(before).complete)
+
+    def test_past_the_bound_older_modseqs_are_answered_none(self):
+        _, before_first = self.expunge(2)
+        second, before_second = self.expunge(2)  # four kept would pass the bound: the first expunge goes
+        self.assertIsNone(self.inbox.expunged_since(before_first))
+        changes = self.inbox.changes_since(before_first)
+        self.assertFalse(changes.complete)
+        self.assertEqual(self.inbox.expunged_since(before_second), second)
+        self.assertTrue(self.inbox.changes_since(before_second).complete)
+
+    def test_one_expunge_larger_than_the_bound_keeps_nothing_and_says_so(self):
+        _, before = self.expunge(5)
+        self.assertIsNone(self.inbox.expunged_since(before))
+        self.assertEqual(self.inbox.expunged_since(self.inbox.status().highest_modseq), [])
+
+    def test_an_index_from_before_the_bound_counts_its_rows_once(self):
+        unbounded = MaildirStore(self.store.root, analyser=None)
+        self.addCleanup(unbounded.close)
+        old = unbounded.mailboxes(USER).open("INBOX")
+        before = old.status().highest_modseq
+        uids = [old.append(MESSAGE, Flag.DELETED) for _ in range(3)]
+        old.expunge(uids)
+        with old.index.write() as db:  # as an index made before the floor table
+            db.execute("DELETE FROM expunged_floor")
+        self.expunge(1)
+        self.assertIsNone(self.inbox.expunged_since(before))
 
 
 class MaildirStoreWithAnalyserTests(MaildirStoreTests):

@@ -56,6 +56,14 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def stop_server(test: unittest.TestCase, process: subprocess.Popen) -> str:
+    """SIGTERM, then the server's output; it must have exited 0."""
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0].decode("utf-8", "replace")
+    test.assertEqual(process.returncode, 0, output)
+    return output
+
+
 class TwistdTests(unittest.TestCase):
     def write_config(self, services: list[str], ports: list[int]) -> tuple[Path, Path]:
         folder = Path(self.mktemp()).resolve()
@@ -238,10 +246,7 @@ class RunningServerTests(unittest.TestCase):
         return process
 
     def stop(self, process: subprocess.Popen) -> str:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode("utf-8", "replace")
-        self.assertEqual(process.returncode, 0, output)
-        return output
+        return stop_server(self, process)
 
     def admin(self, config: Path, *argv: str, umask: int = -1) -> None:
         result = subprocess.run([*ADMIN, "--config", str(config), *argv], cwd=ROOT, capture_output=True,
@@ -418,10 +423,7 @@ class LiveSessionTests(unittest.TestCase):
         return client
 
     def stop(self, process: subprocess.Popen) -> str:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0].decode("utf-8", "replace")
-        self.assertEqual(process.returncode, 0, output)
-        return output
+        return stop_server(self, process)
 
     def test_sigterm_says_goodbye_to_every_session_then_exits_0(self):
         process = self.start()
@@ -481,7 +483,7 @@ class LiveSessionTests(unittest.TestCase):
         self.assertIn("SIGHUP received, reopened 1 log files", log.read_text())
         after = served_certificate(self.ports["imaps"])
         self.assertNotEqual(before, after)
-        self.assertIn(tls.fingerprint(cert), log.read_text())
+        self.assertIn(tls.fingerprint(tls.context_factory(cert, key)), log.read_text())
         # A broken certificate is refused and the one in use stays.
         cert.write_text("not a certificate\n")
         process.send_signal(signal.SIGHUP)

@@ -47,7 +47,7 @@ class Admin:
             from cyrusmail.store.maildir import MaildirStore
 
             make_private_folder(self.config.data)
-            self._store = MaildirStore(self.config.data)
+            self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
         return self._store
 
     @property

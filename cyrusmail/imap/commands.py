@@ -5,7 +5,8 @@ The values are as the client sent them, with the grammar checked but no
 policy applied:
 
 * mailbox names are ``str`` in their wire form (modified UTF-7, or UTF-8
-  if the client sent 8-bit); the session decodes them with
+  if the client sent 8-bit; after ENABLE UTF8=ACCEPT the parser turns the
+  UTF-8 names into modified UTF-7); the session decodes them with
   :func:`cyrusmail.imap.mutf7.decode` and applies its INBOX rules;
 * credentials and SEARCH strings are ``bytes`` (their charset is the
   session's business);
@@ -116,12 +117,35 @@ class Login(Command):
 
 
 @dataclass(frozen=True)
+class QresyncParameters:
+    """RFC 7162 ``(QRESYNC (uidvalidity modseq [known-uids [seq-match-data]]))``.
+
+    ``seq_match``: (message numbers, UIDs), the same count in each.
+    """
+
+    uid_validity: int
+    modseq: int
+    known_uids: SequenceSet | None = None
+    seq_match: tuple[SequenceSet, SequenceSet] | None = None
+
+
+@dataclass(frozen=True)
+class Unauthenticate(Command):
+    """RFC 8437: back to the not-authenticated state on the same connection."""
+
+    name: ClassVar[str] = "UNAUTHENTICATE"
+
+
+
+@dataclass(frozen=True)
 class _Opening(Command):
     """``parameters``: RFC 4466 select-params, names upper-cased, e.g.
-    ``(("CONDSTORE", None),)``."""
+    ``(("CONDSTORE", None),)``; only CONDSTORE and QRESYNC are accepted,
+    the latter's value checked into ``qresync``."""
 
     mailbox: str
     parameters: tuple[tuple[str, ParameterValue], ...] = ()
+    qresync: QresyncParameters | None = None
 
     @property
     def condstore(self) -> bool:
@@ -232,19 +256,47 @@ class Status(Command):
 
 
 @dataclass(frozen=True)
+class CatenateText:
+    """An RFC 4469 ``TEXT`` part: a literal's bytes, in the sink they went to."""
+
+    size: int
+    content: LiteralSink = field(compare=False)
+
+
+@dataclass(frozen=True)
+class CatenateUrl:
+    """An RFC 4469 ``URL`` part, as sent (an RFC 5092 IMAP URL, checked by the session)."""
+
+    url: str
+
+
+CatenatePart = CatenateText | CatenateUrl
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND (several with RFC 3502 MULTIAPPEND).
 
     ``flags`` is None when the client gave no flag list; ``internal_date``
     is an aware datetime or None; ``content`` is the sink the literal was
-    written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.
+    written to; ``binary`` is true for an RFC 3516 ``~{n}`` literal.  An
+    RFC 4469 ``CATENATE`` message has its ``parts`` instead (``content``
+    None, ``size`` 0); ``utf8`` marks RFC 6855 ``UTF8 (literal8)`` data.
     """
 
     flags: tuple[str, ...] | None
     internal_date: datetime.datetime | None
     size: int
-    content: LiteralSink = field(compare=False)
+    content: LiteralSink | None = field(compare=False)
     binary: bool = False
+    parts: tuple[CatenatePart, ...] | None = None
+    utf8: bool = False  # RFC 6855 UTF8 data item
+
+    def sinks(self) -> list[LiteralSink]:
+        """Every sink this message's literals went to."""
+        found = [] if self.content is None else [self.content]
+        found += [part.content for part in self.parts or () if isinstance(part, CatenateText)]
+        return found
 
 
 @dataclass(frozen=True)
@@ -364,7 +416,9 @@ class Section:
 class FetchAttribute:
     """A plain fetch item: ENVELOPE, FLAGS, INTERNALDATE, RFC822,
     RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY, BODYSTRUCTURE, UID,
-    MODSEQ (upper-cased)."""
+    MODSEQ, SAVEDATE (RFC 8514), EMAILID, THREADID (RFC 8474), PREVIEW
+    (RFC 8970; its LAZY modifier changes nothing here, since every preview is
+    made once and kept) (upper-cased)."""
 
     attribute: str
 
@@ -513,6 +567,22 @@ class SearchDate:
 
 
 @dataclass(frozen=True)
+class SearchSaveDate:
+    """RFC 8514 SAVEDBEFORE/SAVEDON/SAVEDSINCE: the day the message was saved here."""
+
+    relation: Literal["before", "on", "since"]
+    date: datetime.date
+
+
+@dataclass(frozen=True)
+class SearchObjectId:
+    """RFC 8474 ``EMAILID id`` or ``THREADID id``; ``kind`` is the key, upper-cased."""
+
+    kind: Literal["EMAILID", "THREADID"]
+    object_id: str
+
+
+@dataclass(frozen=True)
 class SearchSize:
     relation: Literal["larger", "smaller"]
     size: int
@@ -544,6 +614,8 @@ SearchKey = (
     | SearchBody
     | SearchText
     | SearchDate
+    | SearchSaveDate
+    | SearchObjectId
     | SearchSize
     | SearchSequence
     | SearchModSeq

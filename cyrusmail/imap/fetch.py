@@ -16,10 +16,18 @@ Decisions, each as a mature server does:
   section 7.4.2); HEADER.FIELDS names are echoed as the parser keeps them,
   upper-cased, as in RFC 3501's own examples;
 * ``BINARY[]`` (no part) is the message as stored; BINARY of a part undoes
-  base64 and quoted-printable, other unknown encodings are
-  ``NO [UNKNOWN-CTE]`` (RFC 3516); BINARY data with a NUL goes as
-  ``~{n}`` (RFC 3516 ``literal8``), and so does a streamed one, whose bytes
-  are not looked at;
+  base64 and quoted-printable (:mod:`cyrusmail.mime.transfer`), 7bit, 8bit
+  and binary need nothing, any other encoding is ``NO [UNKNOWN-CTE]``
+  (RFC 3516); a multipart or message/rfc822 part is sent as stored, as
+  Dovecot does.  Decoded data holding a NUL goes as ``~{n}`` (RFC 3516
+  ``literal8``), other data as an ordinary literal (RFC 3516 4.4: 8bit
+  data without NUL SHOULD be a string);
+* a part larger than :data:`INLINE_LIMIT` is never decoded in memory: its
+  decoded size and whether it holds a NUL are found by one decoding pass
+  in chunks (remembered per message and part, :data:`BINARY_FACTS_LIMIT`
+  of them, so ``BINARY.SIZE`` then ``BINARY`` decode it once more, not
+  twice), and the decoded bytes are streamed, chunk by chunk, as the
+  client reads them (:class:`DecodedSlice`);
 * no other literal ever carries a NUL (RFC 3501's CHAR8 excludes it): a
   message stored with one (imported, or from an old store) is sent with
   each NUL replaced by 0x80, as Dovecot does, so the literal keeps its
@@ -32,8 +40,10 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from cyrusmail import imapform
 from cyrusmail.imap.commands import (
@@ -46,6 +56,7 @@ from cyrusmail.imap.commands import (
 )
 from cyrusmail.imap.dates import date_time_wire
 from cyrusmail.imap.flags import flags_wire
+from cyrusmail.mime import transfer
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.interfaces import IMailbox
 from cyrusmail.store.records import MessageRecord
@@ -66,8 +77,6 @@ _MIME_ATTRIBUTES = frozenset(
 )
 _FILE_ATTRIBUTES = frozenset({"RFC822", "RFC822.TEXT"})
 _FIELDS_TEXTS = frozenset({"HEADER.FIELDS", "HEADER.FIELDS.NOT"})
-_PLAIN_ENCODINGS = frozenset({b"7bit", b"8bit", b"binary"})
-_DECODED_ENCODINGS = frozenset({b"base64", b"quoted-printable"})
 _ATOM = re.compile(rb'[^(){ \x00-\x1f\x7f%*"\\\]\x80-\xff]+')
 _ENCODING_TOKEN = re.compile(rb"[^\s;()]+")
 
@@ -81,6 +90,7 @@ class MessageView:
     mailbox: IMailbox
     recent: bool
     cache: bytes | None = None  # the MIME cache when the caller fetched it in bulk
+    preview: str | None = None  # the RFC 8970 preview, fetched in bulk when PREVIEW is asked
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,101 @@ class FileSlice:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class DecodedSlice:
+    """Bytes ``[origin, origin + size)`` of the decoding of file range
+    ``[start, end)`` (in Content-Transfer-Encoding ``encoding``), decoded
+    chunk by chunk as they are sent (:func:`stream_decoded`)."""
+
+    uid: int
+    start: int
+    end: int
+    encoding: bytes
+    origin: int
+    size: int
+
+
+DECODE_CHUNK = 64 * 1024
+"""Encoded bytes read at a time when decoding a part for BINARY."""
+
+
+def _decoded_chunks(source, start: int, end: int, encoding: bytes) -> Iterator[bytes]:
+    """The decoding of ``[start, end)`` of the open file ``source``, in chunks."""
+    decoder = transfer.decoder_for(encoding)
+    assert decoder is not None
+    position = start
+    while position < end:
+        source.seek(position)
+        raw = source.read(min(DECODE_CHUNK, end - position))
+        if not raw:
+            break
+        position += len(raw)
+        out = decoder.feed(raw)
+        if out:
+            yield out
+    out = decoder.finish()
+    if out:
+        yield out
+
+
+def stream_decoded(source, piece: DecodedSlice) -> Iterator[bytes]:
+    """The bytes of ``piece``, exactly ``piece.size`` of them."""
+    skip, left = piece.origin, piece.size
+    for out in _decoded_chunks(source, piece.start, piece.end, piece.encoding):
+        if skip:
+            dropped = min(skip, len(out))
+            out = out[dropped:]
+            skip -= dropped
+        out = out[:left]
+        left -= len(out)
+        if out:
+            yield out
+        if not left:
+            return
+    if left:  # the file changed under us (it never should): keep the promised length
+        yield b" " * left
+
+
+class _BinaryFacts(NamedTuple):
+    size: int
+    has_nul: bool
+
+
+BINARY_FACTS_LIMIT = 10_000
+"""How many (message, part) decoded sizes are remembered, least recently used first out."""
+
+_binary_facts: OrderedDict[tuple[str, tuple[int, ...]], _BinaryFacts] = OrderedDict()
+
+
+def _measure(mailbox: IMailbox, record: MessageRecord, part: tuple[int, ...],
+             span: tuple[int, int], encoding: bytes) -> _BinaryFacts:
+    """Decoded size of a big part and whether it holds a NUL, decoded once and remembered
+    (a message file never changes, and its guid is never reused)."""
+    key = (record.guid, part)
+    facts = _binary_facts.get(key)
+    if facts is not None:
+        _binary_facts.move_to_end(key)
+        return facts
+    size, has_nul = 0, False
+    with mailbox.open_file(record.uid) as source:
+        for out in _decoded_chunks(source, span[0], span[1], encoding):
+            size += len(out)
+            has_nul = has_nul or b"\x00" in out
+    facts = _binary_facts[key] = _BinaryFacts(size, has_nul)
+    while len(_binary_facts) > BINARY_FACTS_LIMIT:
+        _binary_facts.popitem(last=False)
+    return facts
+
+
+@dataclass(frozen=True)
+class _BigPart:
+    """A BINARY part too big to decode in memory: where it is and what decoding gives."""
+
+    span: tuple[int, int]
+    encoding: bytes
+    facts: _BinaryFacts
 
 
 NUL_STAND_IN = b"\x80"
@@ -144,6 +249,7 @@ class FetchPlan:
         ``\\Seen`` on each message before rendering it.
     :ivar needs_mime: some item reads the MIME cache.
     :ivar needs_file: some item reads the message file.
+    :ivar needs_preview: PREVIEW is asked: the caller fetches previews in bulk.
     """
 
     items: tuple[FetchItem, ...]
@@ -152,6 +258,7 @@ class FetchPlan:
     needs_file: bool
     #: The attribute names, in order, when every item is a small value; else None.
     simple: tuple[str, ...] | None = None
+    needs_preview: bool = False
 
 
 def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
@@ -188,7 +295,8 @@ def plan_fetch(items: tuple[FetchItem, ...], uid_command: bool) -> FetchPlan:
     if all(isinstance(item, FetchAttribute) and item.attribute in _SIMPLE for item in items):
         # Only small values (the mail-list FETCH): one line per message, no general builder.
         simple = tuple(item.attribute for item in items)
-    return FetchPlan(items, sets_seen, needs_mime, needs_file, simple)
+    return FetchPlan(items, sets_seen, needs_mime, needs_file, simple,
+                     needs_preview=FetchAttribute("PREVIEW") in items)
 
 
 def load_info(mailbox: IMailbox, uid: int, data: Callable[[], bytes] | None = None,
@@ -239,6 +347,16 @@ def render_fetch(
     return response.finish()
 
 
+def body_source(view: MessageView, section: Section,
+                partial: tuple[int, int] | None = None) -> bytes | tuple[int, int] | None:
+    """The data ``BODY.PEEK[section]<partial>`` of ``view`` sends (as bytes, a range
+    of the file, or None for ``""``), for CATENATE's URLs; NUL octets not yet replaced."""
+    try:
+        return _Response(view).body_source(section, partial)
+    except (NoSuchMessage, FileNotFoundError) as error:
+        raise FetchError("the message has been expunged", "EXPUNGEISSUED") from error
+
+
 def _info_of(view: MessageView):
     try:
         return load_info(view.mailbox, view.record.uid, cache=view.cache)
@@ -247,7 +365,8 @@ def _info_of(view: MessageView):
 
 
 #: The small FETCH attributes, answered on the fast path (the mail-list FETCH).
-_SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY"})
+_SIMPLE = frozenset({"UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "MODSEQ", "ENVELOPE", "BODYSTRUCTURE", "BODY",
+                     "SAVEDATE", "EMAILID", "THREADID", "PREVIEW"})
 _FROM_INFO = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
 
@@ -264,12 +383,25 @@ def _small_value(name: str, view: MessageView, info) -> bytes:
         return date_time_wire(record.internal_date)
     if name == "MODSEQ":
         return b"(%d)" % record.modseq
+    if name == "SAVEDATE":  # RFC 8514: NIL only where the mailbox keeps no save dates
+        return b"NIL" if record.save_date is None else date_time_wire(record.save_date)
+    if name == "EMAILID":
+        return b"(%s)" % email_id(record).encode("ascii")
+    if name == "THREADID":
+        return b"NIL"  # no thread ids are kept: RFC 8474 5.2 says NIL then
+    if name == "PREVIEW":
+        return imapform.nstring(view.preview)
     # A NUL in a header is inside a literal of the cached value: made 0x80 here.
     if name == "ENVELOPE":
         return without_nul(info().envelope_wire())
     if name == "BODYSTRUCTURE":
         return without_nul(info().bodystructure_wire())
     return without_nul(info().body_wire())  # BODY
+
+
+def email_id(record: MessageRecord) -> str:
+    """The RFC 8474 EMAILID of a message: ``M`` and its content's id, which copies share."""
+    return "M" + (record.email_id or record.guid)
 
 
 def _render_simple(attributes: tuple[str, ...], view: MessageView) -> bytes:
@@ -289,7 +421,7 @@ class _Response:
         self.pending = bytearray(b"* %d FETCH (" % view.seq)
         self.first = True
         self._info = None
-        self._binary: dict[tuple[int, ...], tuple[int, int] | bytes | None] = {}
+        self._binary: dict[tuple[int, ...], bytes | _BigPart | None] = {}
 
     # -- output ------------------------------------------------------------
 
@@ -313,20 +445,22 @@ class _Response:
         else:
             self.pending += imapform.literal(without_nul(data))
 
-    def _range(
-        self, name: bytes, span: tuple[int, int] | None, binary: bool = False
-    ) -> None:
+    def _range(self, name: bytes, span: tuple[int, int] | None) -> None:
         """Literal data that is a byte range of the file: inline or streamed."""
         if span is None or span[1] <= span[0]:
             self._data(name, None)
         elif span[1] - span[0] <= INLINE_LIMIT:
-            self._data(name, self.view.mailbox.read(self.uid, span[0], span[1]), binary)
+            self._data(name, self.view.mailbox.read(self.uid, span[0], span[1]))
         else:
-            self._name(name)
-            self.pending += b"%s{%d}\r\n" % (b"~" if binary else b"", span[1] - span[0])
-            self.pieces.append(bytes(self.pending))
-            self.pending = bytearray()
-            self.pieces.append(FileSlice(self.uid, span[0], span[1], binary))
+            self._literal_piece(name, FileSlice(self.uid, span[0], span[1]))
+
+    def _literal_piece(self, name: bytes, piece: FileSlice | DecodedSlice, binary: bool = False) -> None:
+        """A literal whose bytes are streamed: ``{n}`` (``~{n}``) now, the bytes from ``piece``."""
+        self._name(name)
+        self.pending += b"%s{%d}\r\n" % (b"~" if binary else b"", piece.size)
+        self.pieces.append(bytes(self.pending))
+        self.pending = bytearray()
+        self.pieces.append(piece)
 
     def finish(self) -> list[bytes | FileSlice]:
         self.pending += b")\r\n"
@@ -380,10 +514,17 @@ class _Response:
             raise ValueError(f"unknown fetch attribute {name}")
 
     def _body(self, item: FetchBody) -> None:
-        section = item.section
-        name = b"BODY[" + section_spec(section) + b"]"
+        name = b"BODY[" + section_spec(item.section) + b"]"
         if item.partial is not None:
             name += b"<%d>" % item.partial[0]
+        source = self.body_source(item.section, item.partial)
+        if isinstance(source, tuple):
+            self._range(name, source)
+        else:
+            self._data(name, source)
+
+    def body_source(self, section: Section, partial: tuple[int, int] | None) -> bytes | tuple[int, int] | None:
+        """What ``BODY[section]<partial>`` sends: bytes, a file range, or None (``""``)."""
         if section.text in _FIELDS_TEXTS:
             header = self._header(section.part)
             if header is not None:
@@ -391,31 +532,33 @@ class _Response:
                 header = mime.header_fields(
                     header, names, section.text.endswith(".NOT")
                 )
-            self._data(name, _cut(header, item.partial))
-        elif section.text == "HEADER" and not section.part:
-            self._data(name, _cut(self.info.header_bytes(), item.partial))
-        else:
-            span = self._section_span(section.part, section.text or "")
-            self._range(name, _clip(span, item.partial))
+            return _cut(header, partial)
+        if section.text == "HEADER" and not section.part:
+            return _cut(self.info.header_bytes(), partial)
+        return _clip(self._section_span(section.part, section.text or ""), partial)
 
-    def _decoded(self, part: tuple[int, ...]) -> tuple[int, int] | bytes | None:
-        """BINARY[part]: a file range when nothing is encoded, else the decoded bytes."""
+    def _decoded(self, part: tuple[int, ...]) -> bytes | _BigPart | None:
+        """BINARY[part]: the decoded bytes, or a :class:`_BigPart` to stream."""
         if part in self._binary:
             return self._binary[part]
         if not part:
-            found: tuple[int, int] | bytes | None = (0, self.view.record.size)
+            span: tuple[int, int] | None = (0, self.view.record.size)
+            encoding = b"binary"
         else:
-            found = span = self.info.section_range(part, "")
-            if span is not None:
-                encoding = self._encoding(part)
-                if encoding in _DECODED_ENCODINGS:
-                    raw = self.view.mailbox.read(self.uid, *span)
-                    found = mime.text.decode_transfer(raw, encoding)
-                elif encoding not in _PLAIN_ENCODINGS:
-                    raise FetchError(
-                        f"cannot decode Content-Transfer-Encoding {encoding.decode('ascii', 'replace')}",
-                        "UNKNOWN-CTE",
-                    )
+            span = self.info.section_range(part, "")
+            encoding = self._encoding(part) if span is not None else b"7bit"
+        if transfer.decoder_for(encoding) is None:
+            raise FetchError(
+                f"cannot decode Content-Transfer-Encoding {encoding.decode('ascii', 'replace')}",
+                "UNKNOWN-CTE",
+            )
+        found: bytes | _BigPart | None = None
+        if span is not None and span[1] > span[0]:
+            if span[1] - span[0] <= INLINE_LIMIT:
+                found = transfer.decode(self.view.mailbox.read(self.uid, *span), encoding)
+            else:
+                facts = _measure(self.view.mailbox, self.view.record, part, span, encoding)
+                found = _BigPart(span, encoding, facts)
         self._binary[part] = found
         return found
 
@@ -435,19 +578,33 @@ class _Response:
         if item.partial is not None:
             name += b"<%d>" % item.partial[0]
         found = self._decoded(item.part)
-        if isinstance(found, bytes):
+        if not isinstance(found, _BigPart):
             self._data(name, _cut(found, item.partial), binary=True)
+            return
+        origin, length = item.partial or (0, found.facts.size)
+        origin = min(origin, found.facts.size)
+        length = min(length, found.facts.size - origin)
+        if length <= INLINE_LIMIT and found.encoding in transfer.IDENTITY:
+            start = found.span[0] + origin
+            self._data(name, self.view.mailbox.read(self.uid, start, start + length), binary=True)
+            return
+        if not length:
+            self._data(name, None)
+            return
+        has_nul = found.facts.has_nul
+        if found.encoding in transfer.IDENTITY:
+            start = found.span[0] + origin
+            self._literal_piece(name, FileSlice(self.uid, start, start + length, has_nul), has_nul)
         else:
-            self._range(name, _clip(found, item.partial), binary=True)
+            piece = DecodedSlice(self.uid, *found.span, found.encoding, origin, length)
+            self._literal_piece(name, piece, has_nul)
 
     def _binary_size(self, item: FetchBinarySize) -> None:
         found = self._decoded(item.part)
-        if found is None:
-            size = 0
-        elif isinstance(found, bytes):
-            size = len(found)
+        if isinstance(found, _BigPart):
+            size = found.facts.size
         else:
-            size = found[1] - found[0]
+            size = len(found) if found else 0
         self._value(b"BINARY.SIZE[" + _dotted(item.part) + b"]", b"%d" % size)
 
 

@@ -1,25 +1,33 @@
-"""Mailbox names between the wire (modified UTF-7) and the store (Unicode), and other names on the wire."""
+"""Mailbox names between the wire (modified UTF-7) and the store (Unicode), and other names on the wire.
+
+A session that enabled UTF8=ACCEPT (RFC 6855) sends and receives names in
+UTF-8: the parser turns such a name into its modified UTF-7 form as it reads
+it (``CommandParser.utf8``), so :func:`from_wire` serves both; the handlers
+pass ``session.utf8`` to :func:`to_wire` and :func:`root_to_wire`.
+"""
 
 from __future__ import annotations
 
 import re
 
 from cyrusmail.imap import codes, mutf7
-from cyrusmail.imapform import string
+from cyrusmail.imapform import string, utf8_string
 from cyrusmail.store import names
 from cyrusmail.store.errors import MailboxNotFound
 
 
 def from_wire(wire_name: str) -> str:
-    """The store name for a client's mailbox argument; BAD if not mUTF-7.
+    """The store name for a client's mailbox argument.
 
     INBOX is matched case-insensitively; a trailing ``/`` is dropped (RFC
-    3501 6.3.3: ``CREATE foo/`` creates ``foo``).
+    3501 6.3.3: ``CREATE foo/`` creates ``foo``).  A name that is not valid
+    modified UTF-7 is well-formed IMAP but names no mailbox that can exist:
+    ``NO [CANNOT]``, not BAD (as Dovecot and Cyrus answer it).
     """
     try:
         name = mutf7.decode(wire_name)
     except mutf7.MUTF7Error as error:
-        raise codes.bad(f"Invalid mailbox name: {error}") from None
+        raise codes.CommandFailed(f"Mailbox name is not valid modified UTF-7: {error}", codes.CANNOT) from None
     if len(name) > 1 and name.endswith(names.SEPARATOR):
         name = name[:-1]
     return names.canonical(name)
@@ -41,16 +49,20 @@ def open_target(mailboxes, wire_name: str):
         raise codes.CommandFailed(str(error), codes.NONEXISTENT) from None
 
 
-def pattern_from_wire(wire_pattern: str) -> str:
+def pattern_from_wire(wire_pattern: str) -> str | None:
+    """A LIST/LSUB reference or pattern as a store pattern; None when it is not
+    valid modified UTF-7, so that no name can match it (the command answers an
+    empty OK, as Dovecot and Cyrus do)."""
     try:
         return mutf7.decode(wire_pattern)
-    except mutf7.MUTF7Error as error:
-        raise codes.bad(f"Invalid mailbox pattern: {error}") from None
+    except mutf7.MUTF7Error:
+        return None
 
 
-def to_wire(name: str) -> bytes:
-    """A store name as an IMAP string on the wire."""
-    return string(mutf7.encode(name))
+def to_wire(name: str, utf8: bool = False) -> bytes:
+    """A store name as an IMAP string on the wire: modified UTF-7, or UTF-8
+    for a session that enabled UTF8=ACCEPT (RFC 6855 3)."""
+    return utf8_string(name) if utf8 else string(mutf7.encode(name))
 
 
 # ASTRING-CHAR of RFC 3501: any CHAR but atom-specials, though "]" is allowed.
@@ -74,5 +86,7 @@ def root_from_wire(wire_root: str) -> str:
         raise codes.bad(f"Invalid quota root: {error}") from None
 
 
-def root_to_wire(root: str) -> bytes:
+def root_to_wire(root: str, utf8: bool = False) -> bytes:
+    if utf8:
+        return root.encode("ascii") if _ASTRING_ATOM.fullmatch(root) else utf8_string(root)
     return astring(mutf7.encode(root))

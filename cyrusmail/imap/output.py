@@ -3,11 +3,15 @@
 :class:`ResponseWriter` is the push producer between the session and the
 transport.  Small responses are written at once; a FETCH answer is handed
 over as an iterator of pieces (``bytes`` or :class:`FileRange`) which is
-pulled one piece at a time, only while the transport wants more
-(``pauseProducing`` / ``resumeProducing``), and in bounded turns
-(:attr:`TURN_BYTES`) with a return to the reactor in between, so a huge
-FETCH to a slow reader holds neither the whole answer in memory nor the
-reactor.  A file range is sent in :attr:`CHUNK` sized reads.
+pulled one piece at a time, only while the transport wants more, and in
+bounded turns (:attr:`TURN_BYTES`) with a return to the reactor in between,
+so a huge FETCH to a slow reader holds neither the whole answer in memory
+nor the reactor.  A file range is sent in :attr:`CHUNK` sized reads.
+
+The writer is attached for the whole connection to the session's
+:class:`~cyrusmail.flow.OutputFlow`, the one producer registered with the
+transport, which pauses and resumes it (``pauseProducing`` /
+``resumeProducing``) as the unsent output crosses its bound.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ class ResponseWriter:
         self._streams: deque[tuple[Iterator, defer.Deferred]] = deque()
         self._range: FileRange | None = None
         self._paused = False
-        self._registered = False
         self._scheduled = None
         self._stopped = False
 
@@ -66,9 +69,6 @@ class ResponseWriter:
             done.callback(None)
             return done
         self._streams.append((pieces, done))
-        if not self._registered:
-            self.transport.registerProducer(self, True)
-            self._registered = True
         self._schedule()
         return done
 
@@ -121,9 +121,6 @@ class ResponseWriter:
             else:
                 self.transport.write(piece)
                 budget -= len(piece)
-        if not self._streams and self._registered and not self._stopped:
-            self.transport.unregisterProducer()
-            self._registered = False
         self._schedule()
 
     def _send_range(self) -> int:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.dates import internal_day
-from cyrusmail.imap.fetch import load_info, mime
+from cyrusmail.imap.fetch import email_id, load_info, mime
 from cyrusmail.imap.flags import RECENT, system_flag
 from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
@@ -256,6 +256,16 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         return INDEX, lambda message: compare(
             internal_day(message.record.internal_date), day
         )
+    if isinstance(key, c.SearchSaveDate):
+        compare, day = _DAY_RELATIONS[key.relation], key.date
+        return INDEX, lambda message: compare(
+            internal_day(_save_date(message.record)), day
+        )
+    if isinstance(key, c.SearchObjectId):
+        if key.kind == "THREADID":
+            return INDEX, lambda message: False  # no thread ids: none matches (RFC 8474 5.2)
+        wanted = key.object_id
+        return INDEX, lambda message: email_id(message.record) == wanted
     if isinstance(key, c.SearchHeader):
         field, needle = key.field, _needle(key.value)
         if not needle:
@@ -276,6 +286,11 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
             ),
         )
     raise TypeError(f"not a search key: {key!r}")
+
+
+def _save_date(record: MessageRecord) -> float:
+    """The save date, or the internal date where a store keeps none (RFC 8514)."""
+    return record.internal_date if record.save_date is None else record.save_date
 
 
 _DAY_RELATIONS = {

@@ -9,7 +9,8 @@ and turned into untagged responses by :meth:`SelectedMailbox.poll`:
   (a read-write view claims them as recent with ``claim_recent()``, so
   exactly one session sees each new message as \\Recent);
 * flag changes: ``* n FETCH (FLAGS (...))`` unless this session already
-  reported that modseq itself (STORE's own FETCH responses);
+  reported that modseq itself (STORE's own FETCH responses); once CONDSTORE
+  is enabled every such FETCH also carries UID and MODSEQ (RFC 7162 3.1);
 * expunges: the UID stays in the map as a *ghost* until EXPUNGE responses
   may be sent.  The session asks with ``send_expunges=False`` after FETCH,
   STORE, SEARCH and COPY (and their UID forms), so sequence numbers never
@@ -17,7 +18,14 @@ and turned into untagged responses by :meth:`SelectedMailbox.poll`:
   hold them for the UID forms, which RFC 3501 would allow, because a
   pipelined client may mix both).  Ghosts are answered per RFC 2180 4.1.2:
   a FETCH or STORE naming one gets ``NO [EXPUNGEISSUED]`` after the other
-  messages are served.
+  messages are served.  Once QRESYNC is enabled the expunges are told as
+  ``* VANISHED uid-set`` instead (RFC 7162 3.2.10), at the same moments,
+  followed by ``* OK [HIGHESTMODSEQ n]``: a VANISHED carries no modseq, and
+  without it a client would resync from before the expunge (as Dovecot does).
+
+Should the store's expunge history not reach back to the last poll (more
+than ``expunged_history`` expunges since), the expunged UIDs are found by
+comparing the map with the mailbox's UID list instead.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections.abc import Iterable
 
 from cyrusmail.imap import codes
 from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS, flags_wire
+from cyrusmail.imap.qresync import vanished_lines
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.store.records import MessageRecord
 
@@ -37,13 +46,17 @@ MAX_KEYWORDS = 1000
 class SelectedMailbox:
     """The message map of one session: seq -> UID, known modseqs, \\Recent."""
 
-    def __init__(self, mailbox, read_only: bool, condstore: bool = False, examined: bool = False) -> None:
+    def __init__(self, mailbox, read_only: bool, condstore: bool = False, examined: bool = False,
+                 qresync: bool = False) -> None:
         self.mailbox = mailbox
         #: no changes through this view: EXAMINE, or rights that allow none (RFC 4314 5.2)
         self.read_only = read_only
         #: the client asked for read-only (EXAMINE)
         self.examined = examined
-        self.condstore = condstore
+        #: every untagged FETCH carries UID and MODSEQ (a CONDSTORE enabling command was given)
+        self.condstore = condstore or qresync
+        #: expunges are told as VANISHED (ENABLE QRESYNC)
+        self.qresync = qresync
         status = mailbox.status()
         self.highest_modseq = status.highest_modseq
         self.uid_next = status.uid_next
@@ -105,7 +118,7 @@ class SelectedMailbox:
 
     def fetch_flags_line(self, record: MessageRecord, seq: int, with_uid: bool = False) -> bytes:
         items = []
-        if with_uid:
+        if with_uid or self.condstore:
             items.append(b"UID %d" % record.uid)
         items.append(b"FLAGS " + flags_wire(record, record.uid in self.recent))
         if self.condstore:
@@ -147,10 +160,15 @@ class SelectedMailbox:
         """Untagged responses for everything that changed since the last poll."""
         changes = self.mailbox.changes_since(self.highest_modseq)
         lines: list[bytes] = []
-        for uid in changes.expunged:
+        expunged = changes.expunged
+        if not changes.complete:  # the history was cut short: compare UID lists
+            present = set(self.mailbox.summary().uids)
+            expunged = [uid for uid in self.modseqs if uid not in present]
+        for uid in expunged:
             if uid in self.modseqs:
                 self.ghosts.add(uid)
-        if send_expunges and self.ghosts:
+        told_expunges = send_expunges and bool(self.ghosts)
+        if told_expunges:
             lines += self._flush_expunges()
         lines += self.new_keywords(keyword for record in changes.changed for keyword in record.keywords)
         new: list[MessageRecord] = []
@@ -174,6 +192,9 @@ class SelectedMailbox:
                 self.recent |= self.mailbox.claim_recent()
             lines.append(b"* %d EXISTS\r\n" % len(self.uids))
             lines.append(b"* %d RECENT\r\n" % self.recent_count())
+        if told_expunges and self.qresync:
+            # VANISHED carries no modseq: say how far the client is now up to date
+            lines.append(b"* OK [%s %d] Highest\r\n" % (codes.HIGHESTMODSEQ.encode(), self.highest_modseq))
         return lines
 
     def recent_count(self) -> int:
@@ -181,9 +202,13 @@ class SelectedMailbox:
 
     def _flush_expunges(self) -> list[bytes]:
         """``* n EXPUNGE`` for every ghost, ascending, each number counted
-        after the ones before it are gone (as RFC 3501's example)."""
-        positions = sorted(bisect.bisect_left(self.uids, uid) for uid in self.ghosts)
-        lines = [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
+        after the ones before it are gone (as RFC 3501's example); or
+        ``* VANISHED`` with their UIDs under QRESYNC."""
+        if self.qresync:
+            lines = vanished_lines(sorted(self.ghosts), earlier=False)
+        else:
+            positions = sorted(bisect.bisect_left(self.uids, uid) for uid in self.ghosts)
+            lines = [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
         gone = self.ghosts
         self.uids = [uid for uid in self.uids if uid not in gone]
         for uid in gone:

@@ -14,11 +14,15 @@ Long work (SEARCH) runs in slices on the reactor thread
 (:meth:`IMAPServer.run_in_slices`), so other sessions are served between
 them; the next command waits for it, and a lost connection stops it.
 
-Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`;
-reading from the transport stops while more than :attr:`IMAPServer.MAX_BUFFERED`
-bytes wait unparsed.  Timers: 30 minutes without input logs out an
+Flow control: responses go through :class:`~cyrusmail.imap.output.ResponseWriter`,
+attached to the connection's :class:`~cyrusmail.flow.OutputFlow`; while more
+than the transport's high-water mark (64 KiB) of output waits unsent, no further
+command runs, and reading from the transport stops while more than
+:attr:`IMAPServer.MAX_BUFFERED` bytes wait unparsed.  Timers: 30 minutes
+without activity (input while output flows, or output draining) logs out an
 authenticated session (RFC 3501 5.4), :attr:`IMAPServer.PREAUTH_TIMEOUT` an
-unauthenticated one.
+unauthenticated one; when output is blocked the BYE could never arrive, and
+the connection is aborted instead.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
+from cyrusmail.flow import OutputFlow
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
@@ -45,34 +50,41 @@ log = Logger(namespace="cyrusmail.imap")
 BASE_CAPABILITIES = (
     "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
-    "MULTIAPPEND", "CONDSTORE", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
-    "QUOTA=RES-MAILBOX", "QUOTASET",
+    "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
+    "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
+    "OBJECTID", "SAVEDATE", "PREVIEW", "LIST-STATUS", "STATUS=SIZE",
     "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
 )
+#: Offered once logged in: there is nothing to leave before.
+AUTHENTICATED_CAPABILITIES = ("UNAUTHENTICATE",)
 
 
 class _AppendSink:
     """An APPEND literal written straight into a staged store message.
 
     A NUL octet (which RFC 3501's CHAR8 excludes from literals) is noticed
-    as it streams in: the staged file is thrown away at once, the rest of
-    the literal is read and dropped, and ``has_nul`` tells the handler to
-    refuse the APPEND.
+    as it streams in.  In a literal the staged file is thrown away at once,
+    the rest of the literal is read and dropped, and ``has_nul`` tells the
+    handler to refuse the APPEND; a ``literal8`` (``binary``, RFC 3516) is
+    kept whole, for the handler to re-encode its NUL parts
+    (:mod:`cyrusmail.mime.binary`).
     """
 
-    def __init__(self, staged) -> None:
+    def __init__(self, staged, binary: bool = False) -> None:
         self.staged = staged
+        self.binary = binary
         self.size = 0
         self.has_nul = False
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
-        if self.has_nul:
+        if self.has_nul and not self.binary:
             return
         if b"\x00" in data:
             self.has_nul = True
-            self.staged.discard()
-            return
+            if not self.binary:
+                self.staged.discard()
+                return
         self.staged.write(data)
 
     def close(self) -> None:
@@ -114,12 +126,15 @@ class IMAPServer(Protocol):
         self.closing = False
         self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
+        self.flow: OutputFlow | None = None
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
+        self.flow = OutputFlow(self.transport, self.reactor, self._output_drained)
         self.out = ResponseWriter(self.transport, self.reactor)
+        self.flow.attach(self.out)
         logs.connection_opened(self.service, self.transport)
         self.context.sessions.opened(self, self.service, self.transport)
         self._reset_timer()
@@ -131,8 +146,8 @@ class IMAPServer(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        if self.out is not None:
-            self.out.stopProducing()
+        if self.flow is not None:
+            self.flow.stopProducing()  # and the ResponseWriter's queued answers with it
         for cleanup in list(self.cleanups):
             cleanup()
         self.leave_mailbox()
@@ -149,11 +164,17 @@ class IMAPServer(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if isinstance(self.state, LoggedOut):
             return
-        self._reset_timer()
+        if not self.flow.blocked:  # a client that sends but does not read is not active
+            self._reset_timer()
         self._pending.extend(self.parser.feed(data))
         self._advance()
 
     # -- what the connection is --------------------------------------------------
+
+    @property
+    def utf8(self) -> bool:
+        """RFC 6855 UTF8=ACCEPT is enabled: mailbox names go out in UTF-8."""
+        return "UTF8=ACCEPT" in self.enabled
 
     @property
     def secure(self) -> bool:
@@ -173,6 +194,8 @@ class IMAPServer(Protocol):
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
             else:
                 caps.append("LOGINDISABLED")
+        else:
+            caps += AUTHENTICATED_CAPABILITIES
         return caps
 
     # -- writing -----------------------------------------------------------------
@@ -230,7 +253,7 @@ class IMAPServer(Protocol):
         self._flow_control()
 
     def _run_events(self) -> None:
-        while not isinstance(self.state, LoggedOut):
+        while not isinstance(self.state, LoggedOut) and not self.flow.blocked:
             if self._pending:
                 event = self._pending[0]
                 if self._line_handler is not None and isinstance(event, (wire.Line, wire.ParseError)):
@@ -253,6 +276,13 @@ class IMAPServer(Protocol):
             if not events:
                 break
             self._pending.extend(events)
+
+    def _output_drained(self) -> None:
+        """The client has taken all the output: it is active, and what waited runs."""
+        if isinstance(self.state, LoggedOut):
+            return
+        self._reset_timer()
+        self._advance()
 
     def _flow_control(self) -> None:
         if self.transport is None or isinstance(self.state, LoggedOut):
@@ -317,7 +347,7 @@ class IMAPServer(Protocol):
     def _crashed(self, failure: Failure) -> None:
         log.failure("IMAP session crashed", failure)
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.flow.close()
 
     def send_updates(self, send_expunges: bool) -> None:
         """Untagged EXISTS/RECENT/EXPUNGE/FETCH for the selected mailbox."""
@@ -339,11 +369,41 @@ class IMAPServer(Protocol):
 
     # -- session changes -----------------------------------------------------------
 
+    def enable(self, *extensions: str) -> list[str]:
+        """Turn CONDSTORE or QRESYNC on for the rest of the connection (RFC 5161,
+        RFC 7162); the ones that were not on yet.
+
+        QRESYNC implies CONDSTORE.  A CONDSTORE enabling command given while a
+        mailbox is selected gets ``* OK [HIGHESTMODSEQ n]`` for it (RFC 7162 3.1).
+        """
+        fresh = [name for name in extensions if name not in self.enabled]
+        self.enabled.update(fresh)
+        if "QRESYNC" in self.enabled:
+            self.enabled.add("CONDSTORE")
+        if isinstance(self.state, Selected):
+            view = self.state.view
+            if "CONDSTORE" in self.enabled and not view.condstore:
+                view.condstore = True
+                self.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")
+            view.qresync = "QRESYNC" in self.enabled
+        return fresh
+
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         self._reset_timer()
         self.context.sessions.logged_in(self, account.user)
+
+    def unauthenticated(self, how: str) -> None:
+        """Back to the not-authenticated state (RFC 8437), as on a new connection."""
+        user = self.state.account.user
+        self.leave_mailbox()
+        self.state = NotAuthenticated()
+        self.enabled.clear()
+        self.parser.utf8 = False  # names are modified UTF-7 again until UTF8=ACCEPT is enabled anew
+        self.context.sessions.logged_out(self)
+        logs.logged_out(self.service, self.transport, user, how)
+        self._reset_timer()
 
     def select(self, view) -> None:
         self.leave_mailbox()
@@ -360,7 +420,7 @@ class IMAPServer(Protocol):
         self.state = LoggedOut()
         self._stop_work()
         if self.transport is not None:
-            self.transport.loseConnection()
+            self.flow.close()
 
     def goodbye(self, text: str) -> None:
         """The registry's farewell (shutdown, user removed): ``* BYE``, once."""
@@ -378,14 +438,23 @@ class IMAPServer(Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
+        if self.flow.blocked:
+            # Output has not drained for the whole timeout: the client is not
+            # reading, and a BYE would never reach it.
+            log.info("IMAP: {peer} took no output for too long; connection aborted",
+                     peer=logs.peer_of(self.transport))
+            self.closing = True
+            self.state = LoggedOut()
+            self.flow.abort()
+            return
         self.bye("Autologout; idle for too long")
 
     # -- APPEND literals ---------------------------------------------------------
 
-    def _append_sink(self, size: int):
+    def _append_sink(self, size: int, binary: bool = False):
         if isinstance(self.state, NotAuthenticated):
             raise wire.LiteralRefused("APPEND needs authentication", None, "BAD")
-        return _AppendSink(self.context.store.stage())
+        return _AppendSink(self.context.store.stage(), binary)
 
 
 def _done_text(command: c.Command, reply: codes.Reply) -> str:
@@ -397,10 +466,11 @@ def _done_text(command: c.Command, reply: codes.Reply) -> str:
 
 def _close_sinks(command) -> None:
     for message in getattr(command, "messages", ()) or ():
-        try:
-            message.content.close()
-        except OSError as error:
-            log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
+        for sink in message.sinks():
+            try:
+                sink.close()
+            except OSError as error:
+                log.warning("IMAP: could not discard an APPEND literal: {error}", error=error)
 
 
 class IMAPFactory(Factory):

@@ -31,7 +31,8 @@ Bounds, all constructor parameters:
   literal except APPEND message data); ``max_command_size`` (1 MiB) caps
   text plus in-memory literals of one command;
 * ``max_message_size``: an APPEND message literal, which is written chunk
-  by chunk into a sink from ``sink_factory`` (default
+  by chunk into a sink from ``sink_factory`` (called with ``binary=True``
+  for a ``literal8``; default
   :class:`SpooledLiteral`: memory, then a temporary file) and never held
   as one growing bytes object; over it: ``NO [TOOBIG]``;
 * ``max_depth`` (100): parenthesis / NOT / OR nesting; over it: BAD;
@@ -40,6 +41,11 @@ Bounds, all constructor parameters:
   cost a scan of every message, so their number bounds a search's work);
 * with ``literal_minus`` (RFC 7888 LITERAL-), a non-synchronizing literal
   over 4096 bytes is ``BAD [TOOBIG]`` (the bytes are skipped).
+
+UTF-8.  Once the session sets :attr:`CommandParser.utf8` (RFC 6855
+UTF8=ACCEPT enabled), mailbox names and patterns are read as UTF-8 and
+handed on in modified UTF-7 (so ``&`` is an ordinary character), and APPEND
+takes ``UTF8 (literal8)`` data; without it ``UTF8`` is BAD.
 
 Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
@@ -73,6 +79,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, NoReturn
 
 from cyrusmail.imap import commands as c
+from cyrusmail.imap import mutf7
 from cyrusmail.imap.sequence import SequenceSet, SequenceSetError
 
 # -- events -------------------------------------------------------------------
@@ -127,8 +134,9 @@ class SpooledLiteral:
     """The default APPEND sink: in memory up to ``threshold``, then a
     temporary file.  :meth:`open` rewinds and returns the file."""
 
-    def __init__(self, size: int, threshold: int = 1 << 20) -> None:
+    def __init__(self, size: int, threshold: int = 1 << 20, *, binary: bool = False) -> None:
         self.size = size
+        self.binary = binary
         self._file: BinaryIO = tempfile.SpooledTemporaryFile(max_size=threshold)  # noqa: SIM115
 
     def write(self, data: bytes) -> int:
@@ -146,7 +154,8 @@ class SpooledLiteral:
         return self.open().read()
 
 
-SinkFactory = Callable[[int], c.LiteralSink]
+SinkFactory = Callable[..., c.LiteralSink]
+"""``factory(size)`` for a literal, ``factory(size, binary=True)`` for a ``literal8``."""
 
 # -- character classes (RFC 3501 section 9) -----------------------------------
 
@@ -161,6 +170,7 @@ _SEQUENCE = re.compile(rb"[0-9:*,]+")
 _LITERAL = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}")
 _LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}\Z")
 _FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
+_OBJECT_ID = re.compile(rb"[A-Za-z0-9_-]{1,255}(?![^ )])")  # RFC 8474 objectid
 _SECTION_SPEC = re.compile(rb"[A-Za-z0-9.]*")
 _DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME = re.compile(
@@ -223,6 +233,7 @@ class _Reader:
         literal_sizes: list[int],
         max_depth: int,
         max_search_keys: int = 1000,
+        utf8: bool = False,
     ) -> None:
         self.text = text
         self.pos = 0
@@ -233,6 +244,7 @@ class _Reader:
         self.max_depth = max_depth
         self.search_keys_left = max_search_keys
         self.max_search_keys = max_search_keys
+        self.utf8 = utf8
 
     # low level
 
@@ -347,7 +359,8 @@ class _Reader:
             self.fail("invalid UTF-8")
 
     def mailbox(self) -> str:
-        return self.text_of(self.astring())
+        name = self.text_of(self.astring())
+        return mutf7.encode(name) if self.utf8 else name
 
     def ascii_astring(self) -> str:
         value = self.astring()
@@ -358,8 +371,10 @@ class _Reader:
 
     def list_mailbox(self) -> str:
         if self.peek(b'"') or self.peek(b"{"):
-            return self.text_of(self.string())
-        return self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+            pattern = self.text_of(self.string())
+        else:
+            pattern = self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
+        return mutf7.encode(pattern) if self.utf8 else pattern
 
     def flag(self) -> str:
         if self.peek(b"\\"):
@@ -478,6 +493,47 @@ class _Reader:
         self.pos += 1
         return tuple(result)
 
+    # APPEND
+
+    def message_literal(self) -> tuple[int, c.LiteralSink]:
+        """An APPEND literal (or literal8): its size and the sink it went to."""
+        index = self.next_literal
+        if not (self.peek(b"{") or self.peek(b"~{")):
+            self.fail("expected a message literal")
+        content = self.literal(allow_sink=True)
+        if isinstance(content, bytes):
+            self.fail("expected a message literal")
+        return self.literal_sizes[index], content
+
+    def utf8_literal(self) -> tuple[int, c.LiteralSink]:
+        """RFC 6855 ``UTF8 (literal8)``, only once UTF8=ACCEPT is enabled."""
+        self.pos += len(b"UTF8")
+        if not self.utf8:
+            self.fail("UTF8 data needs ENABLE UTF8=ACCEPT")
+        self.sp()
+        self.expect(b"(")
+        if not self.peek(b"~"):
+            self.fail("UTF8 data is a literal8")
+        found = self.message_literal()
+        self.expect(b")")
+        return found
+
+    def cat_part(self) -> c.CatenatePart:
+        """RFC 4469 ``TEXT literal`` or ``URL astring``; RFC 6855 ``UTF8 (literal8)``."""
+        if self.peek_upper(b"UTF8"):
+            return c.CatenateText(*self.utf8_literal())
+        kind = self.keyword()
+        self.sp()
+        if kind == "TEXT":
+            if self.peek(b"~"):
+                self.fail("CATENATE TEXT takes a literal, not a literal8")
+            return c.CatenateText(*self.message_literal())
+        if kind == "URL":
+            if self.peek(b"{"):
+                self.fail("a CATENATE URL must be an atom or a quoted string")
+            return c.CatenateUrl(self.ascii_astring())
+        self.fail(f"unknown CATENATE part {kind}")
+
     # FETCH
 
     def section_part(self, spec: bytes) -> tuple[tuple[int, ...], list[bytes]]:
@@ -541,6 +597,9 @@ class _Reader:
             "BODYSTRUCTURE",
             "UID",
             "MODSEQ",
+            "SAVEDATE",
+            "EMAILID",
+            "THREADID",
         }
     )
     _MACROS: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -559,6 +618,13 @@ class _Reader:
             return c.FetchBinary(part, name == "BINARY.PEEK", self.partial())
         if name == "BINARY.SIZE":
             return c.FetchBinarySize(self.binary_part())
+        if name == "PREVIEW":
+            if self.peek(b" ("):  # RFC 8970 modifiers: only LAZY is defined
+                self.pos += 1
+                for modifier in self.parenthesised(self.keyword):
+                    if modifier != "LAZY":
+                        self.fail(f"unknown PREVIEW modifier {modifier}")
+            return c.FetchAttribute(name)
         if name in self._SIMPLE_FETCH:
             return c.FetchAttribute(name)
         self.fail(f"unknown fetch item {name}")
@@ -640,6 +706,14 @@ class _Reader:
             relation, sent = self._DATE_KEYS[name]
             self.sp()
             return c.SearchDate(relation, self.date(), sent)  # type: ignore[arg-type]
+        if name in ("SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"):
+            self.sp()
+            return c.SearchSaveDate(name[5:].lower(), self.date())  # type: ignore[arg-type]
+        if name == "SAVEDATESUPPORTED":
+            return c.SearchAll()  # every mailbox here keeps save dates (RFC 8514)
+        if name in ("EMAILID", "THREADID"):
+            self.sp()
+            return c.SearchObjectId(name, self.match(_OBJECT_ID, "an object id").decode("ascii"))  # type: ignore[arg-type]
         if name in ("LARGER", "SMALLER"):
             self.sp()
             return c.SearchSize(name.lower(), self.number())  # type: ignore[arg-type]
@@ -675,6 +749,18 @@ class _Reader:
             keys.append(self.search_key(1))
         self.end()
         return keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+
+
+def parse_section(spec: bytes) -> c.Section:
+    """The inside of ``BODY[...]`` (as an RFC 5092 URL's ``;SECTION=`` carries
+    it) as a Section; ValueError if it is not one."""
+    reader = _Reader(b"[" + spec + b"]", [], [], [], 10)
+    try:
+        section = reader.section()
+        reader.end()
+    except _Syntax as error:
+        raise ValueError(error.message) from None
+    return section
 
 
 # -- commands ------------------------------------------------------------------
@@ -733,13 +819,57 @@ def _opening(
         reader.sp()
         mailbox = reader.mailbox()
         parameters: tuple[tuple[str, c.ParameterValue], ...] = ()
+        qresync = None
         if not reader.at_end():
             reader.sp()
             parameters = reader.parameters()
+        for label, value in parameters:
+            if label == "QRESYNC":
+                qresync = _qresync_parameters(reader, value)
+            elif label != "CONDSTORE" or value is not None:
+                reader.fail(f"bad {command.name} parameter {label}")
         reader.end()
-        return command(tag, mailbox, parameters)
+        return command(tag, mailbox, parameters, qresync)
 
     return parse
+
+
+def _qresync_parameters(reader: _Reader, value: c.ParameterValue) -> c.QresyncParameters:
+    """RFC 7162 ``qresync-param``'s value: ``(uidvalidity modseq [known-uids] [seq-match-data])``."""
+    if not isinstance(value, tuple) or not 2 <= len(value) <= 4:
+        reader.fail("QRESYNC needs (uidvalidity modseq [known-uids [seq-match-data]])")
+    uid_validity, modseq, *rest = value
+    if not (isinstance(uid_validity, int) and 0 < uid_validity <= _MAX_NUMBER):
+        reader.fail("bad QRESYNC UIDVALIDITY")
+    if not (isinstance(modseq, int) and 0 < modseq <= _MAX_NUMBER64):
+        reader.fail("bad QRESYNC mod-sequence")
+    known_uids = seq_match = None
+    if rest and not isinstance(rest[0], tuple):
+        known_uids = _explicit_set(reader, rest.pop(0))
+    if rest:
+        pair = rest.pop(0)
+        if rest or not isinstance(pair, tuple) or len(pair) != 2:
+            reader.fail("bad QRESYNC seq-match-data")
+        numbers, uids = (_explicit_set(reader, item) for item in pair)
+        if _size(numbers) != _size(uids):
+            reader.fail("QRESYNC seq-match-data sets differ in size")
+        seq_match = (numbers, uids)
+    return c.QresyncParameters(uid_validity, modseq, known_uids, seq_match)
+
+
+def _explicit_set(reader: _Reader, value: c.ParameterValue) -> SequenceSet:
+    """A sequence set without ``*`` (RFC 7162 known-uids and seq-match-data)."""
+    try:
+        numbers = SequenceSet.parse(str(value)) if isinstance(value, (int, str)) else None
+    except SequenceSetError:
+        numbers = None
+    if numbers is None or numbers.star_from is not None:
+        reader.fail("bad QRESYNC set")
+    return numbers
+
+
+def _size(numbers: SequenceSet) -> int:
+    return sum(high - low + 1 for low, high in numbers.ranges)
 
 
 def _create(reader: _Reader, tag: str, uid: bool) -> c.Command:
@@ -795,8 +925,9 @@ def _list(reader: _Reader, tag: str, uid: bool) -> c.Command:
         for option in selection:
             if option not in _LIST_SELECTION:
                 reader.fail(f"unknown LIST selection option {option}")
-        if selection == ("RECURSIVEMATCH",):
-            reader.fail("RECURSIVEMATCH needs another selection option")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            # RFC 5258 3: never alone, nor with only REMOTE (which selects nothing by itself)
+            reader.fail("RECURSIVEMATCH needs another selection option than REMOTE")
         reader.sp()
     reference = reader.mailbox()
     reader.sp()
@@ -861,16 +992,19 @@ def _append(reader: _Reader, tag: str, uid: bool) -> c.Command:
         if reader.peek(b'"'):
             internal_date = reader.date_time()
             reader.sp()
+        if reader.peek_upper(b"CATENATE"):
+            reader.pos += len(b"CATENATE")
+            reader.sp()
+            parts = reader.parenthesised(reader.cat_part)
+            messages.append(c.AppendMessage(flags, internal_date, 0, None, parts=parts))
+            continue
+        if reader.peek_upper(b"UTF8"):
+            size, content = reader.utf8_literal()
+            messages.append(c.AppendMessage(flags, internal_date, size, content, True, utf8=True))
+            continue
         binary = reader.peek(b"~")
-        index = reader.next_literal
-        content = reader.literal(allow_sink=True)
-        if isinstance(content, bytes):
-            reader.fail("expected a message literal")
-        messages.append(
-            c.AppendMessage(
-                flags, internal_date, reader.literal_sizes[index], content, binary
-            )
-        )
+        size, content = reader.message_literal()
+        messages.append(c.AppendMessage(flags, internal_date, size, content, binary))
     return c.Append(tag, mailbox, tuple(messages))
 
 
@@ -1101,6 +1235,7 @@ COMMANDS: dict[str, _Grammar] = {
     "NOOP": _no_arguments(c.Noop),
     "LOGOUT": _no_arguments(c.Logout),
     "STARTTLS": _no_arguments(c.StartTLS),
+    "UNAUTHENTICATE": _no_arguments(c.Unauthenticate),
     "AUTHENTICATE": _authenticate,
     "LOGIN": _login,
     "SELECT": _opening(c.Select),
@@ -1204,6 +1339,9 @@ class CommandParser:
         self.literal_minus = literal_minus
         self.sink_factory = sink_factory
         self.pause_after_commands = pause_after_commands
+        #: RFC 6855 UTF8=ACCEPT is enabled: mailbox names are UTF-8 (``&`` is just
+        #: ``&``) and come out in modified UTF-7, as without it; APPEND takes UTF8 data.
+        self.utf8 = False
         self._buffer = bytearray()
         self._scanned = 0  # how much of _buffer is known to hold no LF
         self._line_mode = False
@@ -1446,7 +1584,7 @@ class CommandParser:
             if size > self.max_message_size:
                 return ParseError(tag, "message too big", "TOOBIG", "NO")
             try:
-                return self.sink_factory(size)
+                return self.sink_factory(size, binary=True) if binary else self.sink_factory(size)
             except LiteralRefused as refused:
                 return ParseError(tag, refused.message, refused.code, refused.status)
         if binary:
@@ -1477,7 +1615,7 @@ class CommandParser:
             raise _Syntax("invalid tag")
         reader = _Reader(
             text, self._boundaries, self._literals, self._literal_sizes, self.max_depth,
-            self.max_search_keys,
+            self.max_search_keys, self.utf8,
         )
         if name is None:
             raise _Syntax("missing or invalid command name")

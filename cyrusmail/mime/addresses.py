@@ -10,8 +10,9 @@ Cyrus):
 
 * empty list elements (``, ,``) are skipped, as RFC 5322 4.4 obs-addr-list
   says;
-* comments are dropped; a display name is the phrase's words joined by one
-  space, quoted strings unquoted;
+* comments are dropped, except that the last one after a bare addr-spec
+  is its name; a display name is the phrase's words joined by one space,
+  quoted strings unquoted, and an empty one is NIL;
 * when an element has an angle address, everything before ``<`` is the
   display name, even if it holds ``@`` (``Mikel@Lindsaar <r@g.com>``);
 * in an addr-spec, the local part is every word before ``@`` (joined by a
@@ -173,23 +174,26 @@ def _angle_addr(tokens: list[tuple[int, bytes]], name: bytes | None) -> Address:
 def _mailbox(tokens: list[tuple[int, bytes]]) -> Address | None:
     """One list element that is not a group; None if it is empty.
 
-    Comments are dropped, but the last one names an address that has no
-    display name (``MAILER-DAEMON@host (Mail Delivery System)``), as both
-    Dovecot and Cyrus do.
+    Comments are dropped, but in an element without an angle address the
+    last comment after the address begins names it
+    (``MAILER-DAEMON@host (Mail Delivery System)``). A comment is never the
+    name of an angle address (``(x) <a@b>``, ``<a@b> (x)``), nor one before
+    the address (``(x) a@b``); an empty display name (``"" <a@b>``) is NIL.
+    Dovecot and Cyrus answer all of these so.
     """
-    comments = [text for kind, text in tokens if kind == _COMMENT]
-    if comments:
-        tokens = [token for token in tokens if token[0] != _COMMENT]
-        address = _mailbox(tokens)
-        if address is not None and address[0] is None and comments[-1]:
-            address = (comments[-1], *address[1:])
-        return address
-    for index, (kind, text) in enumerate(tokens):
+    plain = [token for token in tokens if token[0] != _COMMENT]
+    for index, (kind, text) in enumerate(plain):
         if kind == _SPECIAL and text == b"<":
-            close = next((j for j in range(index + 1, len(tokens))
-                          if tokens[j] == (_SPECIAL, b">")), len(tokens))
-            return _angle_addr(tokens[index + 1:close], _phrase(tokens[:index]))
-    return _addr_spec(tokens, None, None)
+            close = next((j for j in range(index + 1, len(plain))
+                          if plain[j] == (_SPECIAL, b">")), len(plain))
+            return _angle_addr(plain[index + 1:close], _phrase(plain[:index]) or None)
+    address = _addr_spec(plain, None, None)
+    if address is not None:
+        start = next((i for i, (kind, _) in enumerate(tokens) if kind != _COMMENT), len(tokens))
+        comments = [text for kind, text in tokens[start:] if kind == _COMMENT]
+        if comments and comments[-1]:
+            address = (comments[-1], *address[1:])
+    return address
 
 
 def _split(tokens: list[tuple[int, bytes]], stops: bytes) -> list[list[tuple[int, bytes]]]:

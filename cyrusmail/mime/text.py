@@ -14,12 +14,18 @@ import codecs
 import quopri
 import re
 
+from cyrusmail.mime import transfer
+
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 
 
-def decode_bytes(raw: bytes, charset: str | bytes | None) -> str:
-    """``raw`` in ``charset``; unknown charsets read as latin-1, bad bytes replaced."""
+def decode_bytes(raw: bytes, charset: str | bytes | None, cut: bool = False) -> str:
+    """``raw`` in ``charset``; unknown charsets read as latin-1, bad bytes replaced.
+
+    ``cut``: ``raw`` is the start of a longer text, so a character cut short
+    at its end is left out rather than read as a bad byte.
+    """
     if isinstance(charset, bytes):
         charset = charset.decode("ascii", "replace")
     name = (charset or "us-ascii").strip().strip('"').lower()
@@ -30,11 +36,11 @@ def decode_bytes(raw: bytes, charset: str | bytes | None) -> str:
     except LookupError:
         name = "latin-1"
     try:
-        return raw.decode(name)
+        return codecs.getincrementaldecoder(name)().decode(raw, final=not cut)
     except UnicodeDecodeError:
         if name == "utf-8":
             return raw.decode("latin-1")
-        return raw.decode(name, "replace")
+        return codecs.getincrementaldecoder(name)("replace").decode(raw, final=not cut)
     except Exception:  # noqa: BLE001 - some codecs raise other errors on odd input
         return raw.decode("latin-1")
 
@@ -75,12 +81,4 @@ def decode_header_value(raw: bytes) -> str:
 
 def decode_transfer(raw: bytes, encoding: bytes) -> bytes:
     """Undo a Content-Transfer-Encoding; unknown encodings pass through."""
-    encoding = encoding.strip().lower()
-    if encoding == b"base64":
-        try:
-            return base64.b64decode(re.sub(rb"[^A-Za-z0-9+/]", b"", raw) + b"==", validate=False)
-        except (binascii.Error, ValueError):
-            return raw
-    if encoding == b"quoted-printable":
-        return quopri.decodestring(raw)
-    return raw
+    return transfer.decode(raw, encoding)

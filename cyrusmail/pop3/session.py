@@ -8,10 +8,13 @@ asks the maildrop, and answers.
 
 Pipelining (RFC 2449): received lines wait in the line reader while a reply
 is still being produced (a message streaming out, a login waiting its turn
-and being checked), and are taken in order after it; reading from the
-socket pauses while too much waits. Every bad input gets ``-ERR`` and the
-session goes on; only QUIT, the idle timeout (RFC 1939: 10 minutes) or the
-client ends it.
+and being checked), and are taken in order after it, and while more
+than the transport's high-water mark (64 KiB) of output waits unsent
+(:class:`~cyrusmail.flow.OutputFlow`); reading from the socket pauses while
+too much input waits. Every bad input gets ``-ERR`` and the session goes on;
+only QUIT, the idle timeout (RFC 1939: 10 minutes) or the client ends it.
+Input that arrives while output is blocked does not restart the idle timer,
+and a client whose output is still blocked when it expires is cut off.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
 from cyrusmail.auth.throttle import UsernamePasswordFrom
+from cyrusmail.flow import OutputFlow
 from cyrusmail.pop3 import wire
 from cyrusmail.pop3.locks import MaildropLock, MaildropLocks
 from cyrusmail.pop3.maildrop import STORE_FAILURES, Maildrop, MaildropError
@@ -166,6 +170,7 @@ class POP3Session(Protocol):
         self._closed = False
         self._idle = None
         self._streaming: MessageProducer | None = None  # a RETR/TOP answer going out
+        self.flow: OutputFlow | None = None
 
     # -- connection ---------------------------------------------------------------
 
@@ -173,6 +178,7 @@ class POP3Session(Protocol):
         logs.connection_opened(self.service, self.transport)
         self.context.sessions.opened(self, self.service, self.transport)
         set_no_delay(self.transport)
+        self.flow = OutputFlow(self.transport, self.reactor, self._output_drained)
         self._idle = self.reactor.callLater(self.idle_timeout, self._idle_out)
         self.send(wire.ok(GREETING))
 
@@ -180,6 +186,8 @@ class POP3Session(Protocol):
         self._closed = True
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
+        if self.flow is not None:
+            self.flow.stopProducing()  # and a RETR being streamed
         self._end_transaction()
         self.context.sessions.closed(self)
         logs.connection_closed(self.service, self.transport)
@@ -200,18 +208,28 @@ class POP3Session(Protocol):
         """
         if self._closed or isinstance(self.state, Update):
             return
-        if self._streaming is None:
+        streaming = self._streaming is not None
+        if not streaming:
             self.send(wire.err(text, wire.SYS_TEMP))
         self._end_transaction()
         self._closed = True
-        self.transport.loseConnection()
+        if streaming:
+            self.flow.abort()  # a cut message without its final "." is never taken as whole
+        else:
+            self.flow.close()
 
     def _idle_out(self) -> None:
-        """RFC 1939: close without a reply and without entering UPDATE."""
+        """RFC 1939: close without a reply and without entering UPDATE.
+
+        If output has been blocked all along, the client is not reading:
+        the connection is aborted rather than left to drain."""
         logs.log.info("{service}: idle timeout for {peer}", service=self.service,
                       peer=logs.peer_of(self.transport))
         self._end_transaction()
-        self.transport.loseConnection()
+        if self.flow.blocked:
+            self.flow.abort()
+        else:
+            self.flow.close()
 
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
@@ -224,7 +242,8 @@ class POP3Session(Protocol):
     # -- input --------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        self._touch()
+        if not self.flow.blocked:  # a client that sends but does not read is not active
+            self._touch()
         self.reader.feed(data)
         self._process()
         if self.reader.pending > MAX_PENDING_INPUT and not self._reading_paused:
@@ -239,7 +258,7 @@ class POP3Session(Protocol):
             return
         self._processing = True
         try:
-            while not self._busy and not self._closed and not isinstance(self.state, Update):
+            while not (self._busy or self._closed or self.flow.blocked or isinstance(self.state, Update)):
                 line = self.reader.next_line()
                 if line is None:
                     break
@@ -249,6 +268,11 @@ class POP3Session(Protocol):
         if self._reading_paused and self.reader.pending <= MAX_PENDING_INPUT // 2:
             self._reading_paused = False
             self.transport.resumeProducing()
+
+    def _output_drained(self) -> None:
+        """The client has taken all the output: it is active, and what waited runs."""
+        self._touch()
+        self._process()
 
     def _handle_line(self, line: bytes | object) -> None:
         if isinstance(self.state, Authenticating):
@@ -440,7 +464,7 @@ class POP3Session(Protocol):
             self.state = Update()
             reply = wire.ok("Bye")
         self.send(reply)
-        self.transport.loseConnection()
+        self.flow.close()
 
     def do_noop(self, command: wire.Command) -> None:
         self.send(wire.ok())
@@ -511,19 +535,18 @@ class POP3Session(Protocol):
 
         def finished(error: BaseException | None) -> None:
             self._streaming = None
-            self.transport.unregisterProducer()
+            self.flow.detach(producer)
             if error is not None:  # the reply cannot be ended honestly: drop the connection
                 logs.log.error("{service}: reading message {uid} failed: {error}",
                                service=self.service, uid=record.uid, error=str(error))
-                self.transport.loseConnection()
+                self.flow.close()
             streamed.callback(None)
 
         producer = MessageProducer(source, self._write_chunk, finished,
                                    None if top_lines is None else wire.TopFilter(top_lines))
         self._wait(streamed)
         self._streaming = producer
-        self.transport.registerProducer(producer, True)
-        producer.resumeProducing()
+        self.flow.attach(producer)  # it writes while the client takes the output
 
     def _write_chunk(self, data: bytes) -> None:
         self._touch()

@@ -14,10 +14,15 @@ Flow.  Received bytes go to the parser at once; the events it returns wait
 in :attr:`SMTPSession._pending` and are handled in order.  A handler may
 return a Deferred (a login waiting its turn and being checked, a
 delivery): the session is then *busy* and handles nothing more until it
-fires, so pipelined commands (RFC 2920) are answered in order.  While the
-parser is paused (after DATA/BDAT/AUTH/STARTTLS, waiting for this session)
-or the session is busy, reading from the socket stops once more than
-:data:`MAX_PENDING_INPUT` octets wait.
+fires, so pipelined commands (RFC 2920) are answered in order.  Nothing
+more is handled either while more than the transport's high-water mark of
+replies waits unsent (:class:`~cyrusmail.flow.OutputFlow`): a client that
+pipelines and never reads gets no more answers.  While the parser is paused
+(after DATA/BDAT/AUTH/STARTTLS, waiting for this session), the session is
+busy or output is blocked, reading from the socket stops once more than
+:data:`MAX_PENDING_INPUT` octets wait.  Input that arrives while output is
+blocked does not restart the idle timer, and a client whose output is still
+blocked when it expires is cut off without the 421 it could never read.
 
 Wire safety is the parser's: an over-long line or a bare CR/LF inside a
 message fails the message, reported after its end, and nothing of it is
@@ -45,6 +50,7 @@ from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
 from cyrusmail.auth.throttle import UsernamePasswordFrom
+from cyrusmail.flow import OutputFlow
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
 from cyrusmail.smtp.codes import Reply
@@ -191,11 +197,13 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._busy = False
         self._reading_paused = False
         self._closed = False
+        self.flow: OutputFlow | None = None
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
+        self.flow = OutputFlow(self.transport, self.clock, self._output_drained)
         self.tls = self.implicit_tls or is_tls(self.transport)
         logs.connection_opened(self.callbacks.service, self.transport)
         self.context.sessions.opened(self, self.callbacks.service, self.transport)
@@ -206,11 +214,20 @@ class SMTPSession(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = None) -> None:
         self._closed = True
         self.setTimeout(None)
+        if self.flow is not None:
+            self.flow.stopProducing()
         self._end_transaction()
         self.context.sessions.closed(self)
         logs.connection_closed(self.callbacks.service, self.transport)
 
     def timeoutConnection(self) -> None:
+        if self.flow.blocked:  # not reading for the whole timeout: a 421 would never arrive
+            logs.log.info("{service}: {peer} took no output for too long; connection aborted",
+                          service=self.callbacks.service, peer=logs.peer_of(self.transport))
+            self._closed = True
+            self._pending.clear()
+            self.flow.abort()
+            return
         self.reply(codes.TIMEOUT)
         self.close()
 
@@ -227,7 +244,7 @@ class SMTPSession(Protocol, TimeoutMixin):
     def close(self) -> None:
         self._closed = True
         self._pending.clear()
-        self.transport.loseConnection()
+        self.flow.close()
 
     def reply(self, reply: Reply) -> None:
         if not self._closed:
@@ -246,7 +263,8 @@ class SMTPSession(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
             return
-        self.resetTimeout()
+        if not self.flow.blocked:  # a client that sends but does not read is not active
+            self.resetTimeout()
         self._pending.extend(self.parser.feed(data))
         self._process()
         if not self._closed and not self._reading_paused and (
@@ -257,7 +275,7 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     def _process(self) -> None:
         """Handle waiting events in order until one makes the session busy."""
-        while not self._busy and not self._closed:
+        while not (self._busy or self._closed or self.flow.blocked):
             if not self._pending:
                 if self.parser.mode in (wire.Mode.PAUSED, wire.Mode.CLOSED):
                     break
@@ -276,6 +294,12 @@ class SMTPSession(Protocol, TimeoutMixin):
         ):
             self._reading_paused = False
             self.transport.resumeProducing()
+
+    def _output_drained(self) -> None:
+        """The client has taken all the output: it is active, and what waited runs."""
+        if not self._closed:
+            self.resetTimeout()
+            self._process()
 
     def _done(self, _: object) -> None:
         self._busy = False

@@ -62,8 +62,8 @@ class IMailboxList(Interface):
     separator = Attribute("The hierarchy separator, always '/'.")
     user = Attribute("The owner's user name.")
 
-    def create(name: str, special_use: str | None = None) -> None:
-        """Create ``name`` and any missing superiors."""
+    def create(name: str, special_use: str | None = None) -> str:
+        """Create ``name`` and any missing superiors; its MAILBOXID (RFC 8474), new every time."""
 
     def delete(name: str) -> None:
         """Delete ``name``; one with children becomes a \\Noselect node."""
@@ -83,6 +83,10 @@ class IMailboxList(Interface):
     def status(name: str):
         """MailboxStatus of ``name`` from the index alone."""
 
+    def statuses(names, deleted: bool = False) -> dict:
+        """name -> MailboxStatus (with object_id) of those ``names`` that are selectable
+        mailboxes, in one read; ``deleted`` counts \\Deleted messages too."""
+
     def subscribe(name: str) -> None:
         """Add ``name`` to the subscriptions (it need not exist)."""
 
@@ -101,6 +105,7 @@ class IMailbox(Interface):
 
     name = Attribute("The mailbox's current name.")
     uid_validity = Attribute("Fixed for the mailbox's life.")
+    object_id = Attribute("Its MAILBOXID (RFC 8474): kept across renames, never given to another mailbox.")
 
     def status():
         """MailboxStatus from the index."""
@@ -137,6 +142,9 @@ class IMailbox(Interface):
         ``internal_date``, ``size`` and ``date``: sent, else internal) for those of
         ``uids`` still present, ascending UID."""
 
+    def previews(uids) -> dict:
+        """UID -> RFC 8970 preview text, made once per message and kept."""
+
     def cache_may_contain(all_of: list, any_of: list = ()) -> set:
         """UIDs whose cache holds all of ``all_of`` or any of ``any_of`` (ASCII, any case),
         or that have no cache."""
@@ -155,6 +163,10 @@ class IMailbox(Interface):
 
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
+
+    def expunged_since(modseq: int):
+        """UIDs expunged after ``modseq`` (ascending), or None if the store's
+        history of expunges no longer reaches back that far."""
 
     def claim_recent() -> frozenset:
         """UIDs that are recent for the caller: each new UID is claimed once."""

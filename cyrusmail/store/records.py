@@ -55,6 +55,8 @@ class MessageRecord:
     keywords: frozenset[str]
     modseq: int
     guid: str  # unique for ever; POP3 UIDL and reconstruct lean on it
+    save_date: float | None = None  # when it was saved in this mailbox (RFC 8514 SAVEDATE)
+    email_id: str | None = None  # its content's id (RFC 8474 EMAILID base): shared by copies
 
 
 class SortData(NamedTuple):
@@ -91,6 +93,8 @@ class MailboxStatus:
     unseen: int
     highest_modseq: int
     size: int
+    object_id: str | None = None  # MAILBOXID, when read in a batch (IMailboxList.statuses)
+    deleted: int | None = None  # messages flagged \Deleted, when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +123,6 @@ class Changes:
     changed: list[MessageRecord] = field(default_factory=list)  # new or flag-changed, by UID
     expunged: list[int] = field(default_factory=list)  # UIDs, ascending
     highest_modseq: int = 0
+    #: False when the expunge history no longer reaches back to the modseq asked
+    #: about: ``expunged`` then lacks some, and the caller must compare UID lists
+    complete: bool = True

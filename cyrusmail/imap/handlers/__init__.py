@@ -54,6 +54,7 @@ _TABLE = (
     (c.Authenticate, CommandSpec("AUTHENTICATE", s.NOT_AUTHENTICATED, auth.authenticate, pipelined=False)),
     (c.Login, CommandSpec("LOGIN", s.NOT_AUTHENTICATED, auth.login)),
     (c.Enable, CommandSpec("ENABLE", s.AUTHENTICATED, general.enable)),
+    (c.Unauthenticate, CommandSpec("UNAUTHENTICATE", s.AUTHENTICATED, auth.unauthenticate)),
     (c.Namespace, CommandSpec("NAMESPACE", s.AUTHENTICATED, general.namespace)),
     (c.Select, CommandSpec("SELECT", s.AUTHENTICATED, select.select)),
     (c.Examine, CommandSpec("EXAMINE", s.AUTHENTICATED, select.examine)),

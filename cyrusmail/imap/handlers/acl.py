@@ -23,14 +23,14 @@ def getacl(session, command) -> None:
     name = from_wire(command.mailbox)
     entries = session.state.account.acl(name)
     pairs = [astring(identifier) + b" " + astring(rights) for identifier, rights in entries]
-    session.untagged(b" ".join([b"ACL", to_wire(name), *pairs]))
+    session.untagged(b" ".join([b"ACL", to_wire(name, session.utf8), *pairs]))
 
 
 def listrights(session, command) -> None:
     """``* LISTRIGHTS mailbox identifier required optional ...``"""
     name = from_wire(command.mailbox)
     required, optional = session.state.account.list_rights(name, command.identifier)
-    words = [b"LISTRIGHTS", to_wire(name), astring(command.identifier), astring(required)]
+    words = [b"LISTRIGHTS", to_wire(name, session.utf8), astring(command.identifier), astring(required)]
     session.untagged(b" ".join(words + [astring(group) for group in optional]))
 
 
@@ -38,4 +38,4 @@ def myrights(session, command) -> None:
     """``* MYRIGHTS mailbox rights``"""
     name = from_wire(command.mailbox)
     rights = session.state.account.rights(name)
-    session.untagged(b"MYRIGHTS " + to_wire(name) + b" " + astring(rights))
+    session.untagged(b"MYRIGHTS " + to_wire(name, session.utf8) + b" " + astring(rights))

@@ -40,6 +40,15 @@ def starttls(session, command) -> Reply:
     return Reply(text="Begin TLS negotiation now", after=begin)
 
 
+def unauthenticate(session, command) -> Reply:
+    """RFC 8437: the selected mailbox is closed (nothing expunged), the account let
+    go and every ENABLEd extension forgotten; TLS stays.  The session is then as a
+    new connection's: a login goes through the throttle again, the shorter
+    unauthenticated timeout runs, and the capabilities are those before login."""
+    session.unauthenticated("UNAUTHENTICATE")
+    return Reply(text="UNAUTHENTICATE completed", code=codes.CAPABILITY + " " + " ".join(session.capabilities()))
+
+
 def _refuse_plaintext(session) -> None:
     if not session.plaintext_allowed():
         raise CommandFailed("Use TLS before sending a password", codes.PRIVACYREQUIRED)

@@ -21,6 +21,7 @@ from cyrusmail.imap.flags import BadFlag, split_flags
 from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
+from cyrusmail.imap.qresync import range_lines, vanished_ranges
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
@@ -29,6 +30,7 @@ from cyrusmail.store.records import Flag, FlagChange
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
 _MODSEQ = c.FetchAttribute("MODSEQ")
+_UID = c.FetchAttribute("UID")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
 
 
@@ -44,21 +46,29 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
     from cyrusmail.imap import fetch as rendering
 
     view = session.state.view
+    if command.vanished and "QRESYNC" not in session.enabled:
+        raise codes.bad("VANISHED needs ENABLE QRESYNC first")
     uids = view.resolve(command.sequence_set, command.uid)
     items = command.items
     if command.changedsince is not None:
-        items += (_MODSEQ,)  # CHANGEDSINCE implies it (RFC 7162 3.1.4.1); a repeat is dropped
+        # CHANGEDSINCE implies MODSEQ (RFC 7162 3.1.4.1), and its answers carry UID (3.1); repeats are dropped
+        items = (_UID, *items, _MODSEQ)
+    if _MODSEQ in items:
+        session.enable("CONDSTORE")
     try:
         plan = rendering.plan_fetch(items, command.uid)
+        if plan.sets_seen and view.condstore and not view.read_only:
+            # RFC 7162 3.1: a FETCH that sets \Seen tells UID and MODSEQ
+            plan = rendering.plan_fetch((_UID, *items, _MODSEQ), command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
     newly_seen: list = []
     if plan.sets_seen and not view.read_only and uids and view.mailbox.flag_mask & Flag.SEEN:
         # Only with the "s" right; without it the message is read, unmarked (RFC 4314 4).
         newly_seen, _ = view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
-    if command.changedsince is not None:
-        session.enabled.add("CONDSTORE")
-        view.condstore = True
+    if command.vanished:
+        for line in _vanished_earlier(view, command.sequence_set, command.changedsince):
+            session.write(line)
     missing = [0]
     failure: list[Exception] = []
 
@@ -68,6 +78,7 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
         for batch in _batches(uids):
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
+            previews = view.mailbox.previews(batch) if plan.needs_preview else {}
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
@@ -75,7 +86,7 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
                     continue
                 seq = view.seq_of(record.uid)
                 message = rendering.MessageView(seq, record, view.mailbox, view.is_recent(record.uid),
-                                                caches.get(record.uid))
+                                                caches.get(record.uid), previews.get(record.uid))
                 try:
                     rendered = rendering.render_fetch(plan, message)
                 except rendering.FetchError as error:
@@ -106,6 +117,18 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
     return session.stream(_coalesced(pieces())).addCallback(finished)
 
 
+def _vanished_earlier(view, sequence_set: SequenceSet, modseq: int) -> list[bytes]:
+    """UID FETCH (CHANGEDSINCE n VANISHED): ``* VANISHED (EARLIER)`` for the
+    UIDs of the set expunged since ``n`` (RFC 7162 3.2.6), ``*`` being the
+    highest UID ever given.  Expunges this session has yet to report as
+    VANISHED are left to that report."""
+    mailbox = view.mailbox
+    wanted = sequence_set.resolve(max(mailbox.status().uid_next - 1, 1))
+    expunged = mailbox.expunged_since(modseq)
+    present = mailbox.summary().uids if expunged is None else ()
+    return range_lines(vanished_ranges(expunged, wanted, present, exclude=view.ghosts), earlier=True)
+
+
 def _coalesced(pieces: Iterator, limit: int = 64 * 1024) -> Iterator:
     """Small responses joined into writes of up to ``limit`` bytes (one per message is costly)."""
     buffer = bytearray()
@@ -131,8 +154,9 @@ def _shows_flags(item) -> bool:
 def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> Iterator:
     """The pieces of one FETCH response; the file is opened before the first
     byte goes out, so an expunge in between drops the whole message.  Only a
-    literal8 may carry a NUL octet; every other file range is read NUL-free."""
-    from cyrusmail.imap.fetch import NulFree
+    literal8 may carry a NUL octet; every other file range is read NUL-free.
+    A BINARY part is decoded chunk by chunk as the client reads it."""
+    from cyrusmail.imap.fetch import DecodedSlice, NulFree, stream_decoded
 
     if all(isinstance(piece, (bytes, bytearray)) for piece in rendered):
         yield b"".join(rendered)
@@ -146,6 +170,8 @@ def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> It
         for piece in rendered:
             if isinstance(piece, (bytes, bytearray)):
                 yield piece
+            elif isinstance(piece, DecodedSlice):
+                yield from stream_decoded(source, piece)
             else:
                 yield FileRange(source if piece.binary else NulFree(source), piece.start, piece.end)
 
@@ -164,8 +190,7 @@ def store(session, command: c.Store) -> Reply | None:
         raise CommandFailed("Too many distinct keywords in this mailbox", codes.LIMIT)
     uids = view.resolve(command.sequence_set, command.uid)
     if command.unchangedsince is not None:
-        session.enabled.add("CONDSTORE")
-        view.condstore = True
+        session.enable("CONDSTORE")
     live = [uid for uid in uids if uid not in view.ghosts]
     changed, refused = view.mailbox.set_flags(
         live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
@@ -181,9 +206,12 @@ def store(session, command: c.Store) -> Reply | None:
         for record in records:
             if record.uid in refused_set:
                 continue
-            if command.silent and record.uid not in changed_uids:
-                continue  # .SILENT under CONDSTORE: only what changed, for its MODSEQ (RFC 7162 3.1.3)
-            session.write(view.fetch_flags_line(record, view.seq_of(record.uid), with_uid=command.uid))
+            seq = view.seq_of(record.uid)
+            if command.silent:  # under CONDSTORE: what changed, for its new MODSEQ (RFC 7162 3.1.3, example 3)
+                if record.uid in changed_uids:
+                    session.write(b"* %d FETCH (UID %d MODSEQ (%d))\r\n" % (seq, record.uid, record.modseq))
+                continue
+            session.write(view.fetch_flags_line(record, seq, with_uid=command.uid))
     gone = len(uids) - len(records) if not command.uid else 0
     if refused:
         numbers = refused if command.uid else [view.seq_of(uid) for uid in refused]
@@ -240,8 +268,13 @@ def search(session, command: c.Search) -> defer.Deferred:
 
     if command.return_options is not None:
         raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
+    if command.charset is not None and session.utf8:
+        # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
+        raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
     check_charset(command.charset)
     view = session.state.view
+    if _uses_modseq(command.criteria):
+        session.enable("CONDSTORE")
     seqs = view.seqs()
     steps = matches(view, command.criteria, seqs)
 
@@ -253,7 +286,6 @@ def search(session, command: c.Search) -> defer.Deferred:
         line = "SEARCH" + "".join(f" {number}" for number in numbers)
         if found and _uses_modseq(command.criteria):
             line += f" (MODSEQ {max(record.modseq for record in found)})"
-            session.enabled.add("CONDSTORE")
         session.untagged(line)
 
     return session.run_in_slices(steps).addCallback(report)

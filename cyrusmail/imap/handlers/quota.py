@@ -11,15 +11,15 @@ from cyrusmail.imap import codes
 from cyrusmail.imap.naming import from_wire, root_from_wire, root_to_wire, to_wire
 
 
-def _quota_line(report) -> bytes:
+def _quota_line(report, utf8: bool = False) -> bytes:
     """``QUOTA root (STORAGE used limit MESSAGE used limit ...)``"""
     items = " ".join(f"{resource} {usage} {limit}" for resource, (usage, limit) in report.resources.items())
-    return b"QUOTA " + root_to_wire(report.root) + b" (" + items.encode("ascii") + b")"
+    return b"QUOTA " + root_to_wire(report.root, utf8) + b" (" + items.encode("ascii") + b")"
 
 
 def getquota(session, command) -> None:
     report = session.state.account.quota(root_from_wire(command.root))
-    session.untagged(_quota_line(report))
+    session.untagged(_quota_line(report, session.utf8))
 
 
 def getquotaroot(session, command) -> None:
@@ -27,9 +27,10 @@ def getquotaroot(session, command) -> None:
     account = session.state.account
     name = from_wire(command.mailbox)
     roots = account.quota_roots(name)
-    session.untagged(b" ".join([b"QUOTAROOT", to_wire(name), *(root_to_wire(root) for root in roots)]))
+    utf8 = session.utf8
+    session.untagged(b" ".join([b"QUOTAROOT", to_wire(name, utf8), *(root_to_wire(root, utf8) for root in roots)]))
     for root in roots:
-        session.untagged(_quota_line(account.quota(root)))
+        session.untagged(_quota_line(account.quota(root), utf8))
 
 
 def setquota(session, command) -> None:
@@ -42,4 +43,4 @@ def setquota(session, command) -> None:
     except ValueError as error:  # a resource we do not have (RFC 9208 4.1.3: the command fails)
         raise codes.CommandFailed(str(error), codes.CANNOT) from None
     if limits:
-        session.untagged(_quota_line(account.quota(root)))
+        session.untagged(_quota_line(account.quota(root), session.utf8))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import time
 import weakref
@@ -11,7 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
-from cyrusmail.store.maildir.schema import SCHEMA, SCHEMA_VERSION, SORTDATA_VERSION
+from cyrusmail.store.maildir.schema import SCHEMA, SORTDATA_VERSION, migrate
+
+
+def new_mailbox_id() -> str:
+    """A MAILBOXID (RFC 8474 objectid: letters and digits): ``F`` and 96 random bits in hex."""
+    return "F" + secrets.token_hex(12)
 
 
 class UserIndex:
@@ -33,9 +39,7 @@ class UserIndex:
         with self.write():
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
-            self.db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
-            )
+            migrate(self.db, new_mailbox_id)
             row = self.db.execute("SELECT value FROM meta WHERE key = 'sortdata'").fetchone()
             if row is None or row[0] != SORTDATA_VERSION:
                 self.db.execute("DELETE FROM sortdata")

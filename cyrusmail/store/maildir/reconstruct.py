@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cyrusmail.private_files import PRIVATE_FOLDER
 from cyrusmail.store.maildir.files import unlink_quietly
+from cyrusmail.store.maildir.index import new_mailbox_id
 from cyrusmail.store.maildir.store import (
     _SORT_COLUMNS,
     MaildirStore,
@@ -95,8 +96,9 @@ def reconstruct(store: MaildirStore, user: str) -> Report:
                 if clash:
                     name = f"{name}-recovered-{mailbox_id}"
                 db.execute(
-                    "INSERT INTO mailboxes (id, name, uidvalidity, special_use) VALUES (?, ?, ?, ?)",
-                    (mailbox_id, name, header["uidvalidity"], header.get("special_use")),
+                    "INSERT INTO mailboxes (id, name, uidvalidity, special_use, objectid) VALUES (?, ?, ?, ?, ?)",
+                    (mailbox_id, name, header["uidvalidity"], header.get("special_use"),
+                     header.get("objectid") or new_mailbox_id()),
                 )
                 report.fix(f"mailbox {name} was missing from the index; restored")
             _reconstruct_mailbox(store, db, mailbox_id, folder, report)
@@ -121,8 +123,8 @@ def _restore_superiors(index, db, report: Report) -> None:
     for name in sorted(all_names):
         for superior in superiors(name):
             if superior not in all_names:
-                db.execute("INSERT INTO mailboxes (name, selectable, uidvalidity) VALUES (?, 0, ?)",
-                           (superior, index.next_uidvalidity(db)))
+                db.execute("INSERT INTO mailboxes (name, selectable, uidvalidity, objectid) VALUES (?, 0, ?, ?)",
+                           (superior, index.next_uidvalidity(db), new_mailbox_id()))
                 all_names.add(superior)
                 report.fix(f"hierarchy node {superior} restored as \\Noselect")
 

@@ -1,6 +1,12 @@
 """The per-user index schema, with triggers that keep STATUS counts exact."""
 
-SCHEMA_VERSION = 1
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+SCHEMA_VERSION = 2
+"""1: the first schema. 2: MAILBOXID, save dates, EMAILID, previews (:data:`ADDED_COLUMNS`)."""
 
 SORTDATA_VERSION = 1
 """The rules :mod:`cyrusmail.mime.sortkeys` makes the ``sortdata`` rows by; an index
@@ -17,6 +23,7 @@ CREATE TABLE IF NOT EXISTS mailboxes (
     name           TEXT NOT NULL UNIQUE,
     selectable     INTEGER NOT NULL DEFAULT 1,
     special_use    TEXT,
+    objectid       TEXT,  -- MAILBOXID (RFC 8474): kept across RENAME, new when made again
     uidvalidity    INTEGER NOT NULL,
     uidnext        INTEGER NOT NULL DEFAULT 1,
     highestmodseq  INTEGER NOT NULL DEFAULT 1,
@@ -34,6 +41,8 @@ CREATE TABLE IF NOT EXISTS messages (
     flags         INTEGER NOT NULL,
     keywords      TEXT NOT NULL DEFAULT '',
     modseq        INTEGER NOT NULL,
+    savedate      REAL,  -- when saved here (RFC 8514); NULL before schema 2: the internal date
+    emailid       TEXT,  -- EMAILID (RFC 8474) of a copy: its original's; NULL: the guid
     PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
@@ -41,6 +50,7 @@ CREATE TABLE IF NOT EXISTS mime (
     mailbox_id  INTEGER NOT NULL,
     uid         INTEGER NOT NULL,
     cache       BLOB NOT NULL,
+    preview     TEXT,  -- RFC 8970 PREVIEW, made with the cache; NULL: not made yet
     PRIMARY KEY (mailbox_id, uid)
 );
 -- SORT and THREAD keys (cyrusmail.store.records.SortData), made once from the
@@ -67,6 +77,14 @@ CREATE TABLE IF NOT EXISTS expunged (
     PRIMARY KEY (mailbox_id, uid)
 );
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+-- How far back a mailbox's expunged table reaches (QRESYNC, RFC 7162 3.2.5):
+-- rows of modseq <= floor were purged, so it answers exactly "what was expunged
+-- after modseq m" only for m >= floor; rows counts what is kept.
+CREATE TABLE IF NOT EXISTS expunged_floor (
+    mailbox_id  INTEGER PRIMARY KEY,
+    floor       INTEGER NOT NULL,
+    rows        INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS subscriptions (
     name  TEXT PRIMARY KEY
 );
@@ -113,3 +131,27 @@ WHEN (OLD.flags & 1) != (NEW.flags & 1) BEGIN
     WHERE id = NEW.mailbox_id;
 END;
 """
+
+ADDED_COLUMNS = (
+    ("mailboxes", "objectid", "TEXT"),
+    ("messages", "savedate", "REAL"),
+    ("messages", "emailid", "TEXT"),
+    ("mime", "preview", "TEXT"),
+)
+"""Columns :data:`SCHEMA` has that an index made by schema 1 lacks: ``(table, column, type)``."""
+
+
+def migrate(db: sqlite3.Connection, new_mailbox_id: Callable[[], str]) -> None:
+    """Bring an index of an older schema up to :data:`SCHEMA_VERSION` (inside a write).
+
+    Missing columns are added empty (NULL save dates, EMAILIDs and previews
+    read as described above); every mailbox without a MAILBOXID gets one.
+    Idempotent, and cheap on a current index.
+    """
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    for (mailbox_id,) in db.execute("SELECT id FROM mailboxes WHERE objectid IS NULL").fetchall():
+        db.execute("UPDATE mailboxes SET objectid = ? WHERE id = ?", (new_mailbox_id(), mailbox_id))
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))

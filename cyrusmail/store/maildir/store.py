@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 import secrets
 import shutil
@@ -39,7 +40,7 @@ from cyrusmail.store.maildir.files import (
     unlink_quietly,
     write_json_atomically,
 )
-from cyrusmail.store.maildir.index import UserIndex
+from cyrusmail.store.maildir.index import UserIndex, new_mailbox_id
 from cyrusmail.store.records import (
     NO_FLAGS,
     NO_SORT_DATA,
@@ -56,10 +57,15 @@ from cyrusmail.store.records import (
 
 _log = Logger()
 
+#: Expunged UIDs remembered per mailbox for QRESYNC by default (see :meth:`MaildirMailbox.expunged_since`).
+EXPUNGED_HISTORY = 100_000
+
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
 #: Turns a MIME cache into the message's SORT and THREAD keys (None: it cannot).
 SortKeyer = Callable[[bytes], SortData | None]
+#: Makes a message's RFC 8970 preview from its bytes (or a map of its file) and its MIME cache.
+Previewer = Callable[[bytes, bytes], str | None]
 
 _CHUNK = 500  # UIDs per SQL IN (...) clause
 
@@ -77,7 +83,10 @@ STALE_TMP_AGE = 3600
 
 #: Turns a source message's record into the (flags, keywords) its copy gets.
 FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
-_RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid"
+#: A record's columns; a save date or EMAILID an index of schema 1 lacks reads as
+#: the internal date (RFC 8514) or the message's own guid.
+_RECORD_COLUMNS = ("uid, size, internaldate, flags, keywords, modseq, guid,"
+                   " coalesce(savedate, internaldate), coalesce(emailid, guid)")
 
 
 def default_analyser() -> Analyser | None:
@@ -134,6 +143,15 @@ def _sort_row(data: SortData) -> tuple:
             data.display_from, data.display_to, data.message_id, " ".join(data.references))
 
 
+def default_previewer() -> Previewer | None:
+    """The MIME layer's preview maker, when it is installed."""
+    try:
+        from cyrusmail.mime.preview import preview_from_cache
+    except ImportError:
+        return None
+    return preview_from_cache
+
+
 def new_guid() -> str:
     """A message id unique for ever: 128 random bits in hex."""
     return secrets.token_hex(16)
@@ -153,9 +171,10 @@ _MAX_PREFILTER_WORDS = 64
 
 def _record(row: tuple) -> MessageRecord:
     """An index row as a record (hot: SELECT builds one per message)."""
-    uid, size, internaldate, flags, keywords, modseq, guid = row
+    uid, size, internaldate, flags, keywords, modseq, guid, savedate, emailid = row
     return MessageRecord(uid, size, internaldate, _FLAG_VALUES[flags],
-                         frozenset(keywords.split()) if keywords else _NO_KEYWORDS, modseq, guid)
+                         frozenset(keywords.split()) if keywords else _NO_KEYWORDS, modseq, guid,
+                         savedate, emailid)
 
 
 def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: Iterable[int],
@@ -215,13 +234,15 @@ def _apply_flags(
 class StagedMessage:
     """A message written to ``tmp/`` once and linked into every mailbox it goes to."""
 
-    def __init__(self, path: Path, analyser: Analyser | None):
+    def __init__(self, path: Path, analyser: Analyser | None, previewer: Previewer | None = None):
         self.path = path
         self.size = 0
         self._analyser = analyser
+        self._previewer = previewer
         self._file = create_private(path)  # open until finish()
         self._finished = False
         self._mime: bytes | None = None
+        self._preview: str | None = None
         self._analysed = False
 
     def write(self, data: bytes) -> None:
@@ -244,12 +265,21 @@ class StagedMessage:
         return self.path.read_bytes()
 
     def mime_cache(self) -> bytes | None:
-        """The parse result, made once however many mailboxes receive the message."""
+        """The parse result, made once however many mailboxes receive the message,
+        with its preview from the same read of the file."""
         if not self._analysed:
             self._analysed = True
             if self._analyser is not None:
-                self._mime = _analyse_file(self.path, self.size, self._analyser)
+                data = self.path.read_bytes()
+                self._mime = self._analyser(data)
+                if self._mime is not None and self._previewer is not None:
+                    self._preview = self._previewer(data, self._mime)
         return self._mime
+
+    def preview(self) -> str | None:
+        """The RFC 8970 preview, made with the MIME cache (None without one)."""
+        self.mime_cache()
+        return self._preview
 
 
 def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
@@ -257,19 +287,35 @@ def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
     return analyser(path.read_bytes())
 
 
+def _preview_file(path: Path, cache: bytes, previewer: Previewer) -> str | None:
+    """The preview of a stored message, reading only the pages it looks at."""
+    try:
+        with open(path, "rb") as source:
+            if os.fstat(source.fileno()).st_size == 0:
+                return previewer(b"", cache)
+            with mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return previewer(mapped, cache)
+    except FileNotFoundError:
+        return None  # expunged meanwhile
+
+
 @implementer(IStore)
 class MaildirStore:
     """Every user's mail under one data folder."""
 
     def __init__(self, data: Path | str, analyser: Analyser | None = None,
-                 index_cache: int = DEFAULT_INDEX_CACHE):
+                 index_cache: int = DEFAULT_INDEX_CACHE,
+                 expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None):
         self.root = Path(data).resolve()
+        #: how many expunged UIDs each mailbox remembers (with their modseqs)
+        self.expunged_history = expunged_history
         self.users_dir = self.root / "users"
         self.tmp_dir = self.root / "tmp"
         self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
         self.sort_keyer = default_sort_keyer()
+        self.previewer = previewer if previewer is not None else default_previewer()
         self.index_cache = index_cache
         # Every open index, found again while anything uses it (a session's
         # tree or selected mailbox, an IDLE watcher); the most recent
@@ -447,7 +493,8 @@ class MaildirStore:
         return files, trees
 
     def stage(self) -> StagedMessage:
-        return StagedMessage(self.tmp_dir / f"{time.time_ns()}.{secrets.token_hex(8)}", self.analyser)
+        return StagedMessage(self.tmp_dir / f"{time.time_ns()}.{secrets.token_hex(8)}", self.analyser,
+                             self.previewer)
 
     def close(self) -> None:
         for index in list(self._open.values()):
@@ -492,7 +539,7 @@ class MaildirMailboxList:
 
     def _row(self, db: sqlite3.Connection, name: str) -> tuple | None:
         return db.execute(
-            "SELECT id, selectable, uidvalidity, special_use FROM mailboxes WHERE name = ?", (name,)
+            "SELECT id, selectable, uidvalidity, special_use, objectid FROM mailboxes WHERE name = ?", (name,)
         ).fetchone()
 
     def _has_children(self, db: sqlite3.Connection, name: str) -> bool:
@@ -507,26 +554,30 @@ class MaildirMailboxList:
     def _folder(self, mailbox_id: int) -> Path:
         return self.mail_dir / str(mailbox_id)
 
-    def _write_header(self, mailbox_id: int, name: str, uidvalidity: int, special_use: str | None) -> None:
+    def _write_header(self, mailbox_id: int, name: str, uidvalidity: int, special_use: str | None,
+                      objectid: str | None) -> None:
         write_json_atomically(
             self._folder(mailbox_id) / "mailbox.json",
-            {"name": name, "uidvalidity": uidvalidity, "special_use": special_use},
+            {"name": name, "uidvalidity": uidvalidity, "special_use": special_use, "objectid": objectid},
         )
 
-    def _make(self, db: sqlite3.Connection, name: str, special_use: str | None) -> None:
+    def _make(self, db: sqlite3.Connection, name: str, special_use: str | None) -> str:
         uidvalidity = self.index.next_uidvalidity(db)
+        objectid = new_mailbox_id()
         cursor = db.execute(
-            "INSERT INTO mailboxes (name, uidvalidity, special_use) VALUES (?, ?, ?)",
-            (name, uidvalidity, special_use),
+            "INSERT INTO mailboxes (name, uidvalidity, special_use, objectid) VALUES (?, ?, ?, ?)",
+            (name, uidvalidity, special_use, objectid),
         )
         mailbox_id = cursor.lastrowid
         # never parents=True: a tree moved away (user deleted) must not come back as a stray folder
         self._folder(mailbox_id).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
-        self._write_header(mailbox_id, name, uidvalidity, special_use)
+        self._write_header(mailbox_id, name, uidvalidity, special_use, objectid)
+        return objectid
 
     # -- IMailboxList --------------------------------------------------------
 
-    def create(self, name: str, special_use: str | None = None) -> None:
+    def create(self, name: str, special_use: str | None = None) -> str:
+        """Make ``name`` (and missing superiors); its new MAILBOXID."""
         name = names.check(name)
         with self.index.write() as db:
             row = self._row(db, name)
@@ -538,17 +589,18 @@ class MaildirMailboxList:
             for superior in names.superiors(name):
                 if self._row(db, superior) is None:
                     self._make(db, superior, None)
-            if row is not None:  # a \Noselect node becomes a mailbox again
-                uidvalidity = self.index.next_uidvalidity(db)
+            if row is not None:  # a \Noselect node becomes a mailbox again, a new one
+                uidvalidity, objectid = self.index.next_uidvalidity(db), new_mailbox_id()
                 db.execute(
-                    "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
-                    (uidvalidity, special_use, row[0]),
+                    "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ?, objectid = ? WHERE id = ?",
+                    (uidvalidity, special_use, objectid, row[0]),
                 )
                 self._folder(row[0]).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
-                self._write_header(row[0], name, uidvalidity, special_use)
+                self._write_header(row[0], name, uidvalidity, special_use, objectid)
             else:
-                self._make(db, name, special_use)
+                objectid = self._make(db, name, special_use)
         fsync_dir(self.mail_dir)
+        return objectid
 
     def delete(self, name: str) -> None:
         name = names.check(name)
@@ -566,7 +618,7 @@ class MaildirMailboxList:
             else:
                 db.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
                 self._prune_empty_nodes(db, name)
-            for table in ("messages", "mime", "expunged"):
+            for table in ("messages", "mime", "expunged", "expunged_floor"):
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
             for table in ("acls",):
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
@@ -588,7 +640,7 @@ class MaildirMailboxList:
             return
         if new == old or new.startswith(old + names.SEPARATOR):
             raise Refused("Cannot rename a mailbox to itself or below itself")
-        renamed: list[tuple[int, str, int, str | None]] = []
+        renamed: list[tuple[int, str, int, str | None, str | None]] = []
         with self.index.write() as db:
             roots_before = list(quota.limits(db))
             if self._row(db, old) is None:
@@ -597,25 +649,25 @@ class MaildirMailboxList:
                 raise MailboxExists(f"Mailbox {new} already exists")
             prefix = old + names.SEPARATOR
             rows = db.execute(
-                "SELECT id, name, uidvalidity, special_use FROM mailboxes"
+                "SELECT id, name, uidvalidity, special_use, objectid FROM mailboxes"
                 " WHERE name = ? OR substr(name, 1, ?) = ? ORDER BY length(name) DESC",
                 (old, len(prefix), prefix),
             ).fetchall()
-            for mailbox_id, name, uidvalidity, special_use in rows:
+            for mailbox_id, name, uidvalidity, special_use, objectid in rows:
                 target = new + name[len(old):]
                 if self._row(db, target) is not None:
                     raise MailboxExists(f"Mailbox {target} already exists")
                 db.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (target, mailbox_id))
-                renamed.append((mailbox_id, target, uidvalidity, special_use))
+                renamed.append((mailbox_id, target, uidvalidity, special_use, objectid))
             made = [superior for superior in names.superiors(new) if self._row(db, superior) is None]
             quota.rename_roots(db, old, new)
-            quota.check_moved(db, [(name, new + name[len(old):]) for _, name, _, _ in rows], roots_before, old, new)
+            quota.check_moved(db, [(name, new + name[len(old):]) for _, name, *_ in rows], roots_before, old, new)
             quota.check_new_mailboxes(db, made)  # before any folder is made for them
             for superior in made:
                 self._make(db, superior, None)
             self._prune_empty_nodes(db, old)
-        for mailbox_id, target, uidvalidity, special_use in renamed:
-            self._write_header(mailbox_id, target, uidvalidity, special_use)
+        for mailbox_id, target, uidvalidity, special_use, objectid in renamed:
+            self._write_header(mailbox_id, target, uidvalidity, special_use, objectid)
 
     def _rename_inbox(self, new: str) -> None:
         """RFC 3501 6.3.5: INBOX's messages move to ``new``; INBOX stays, empty."""
@@ -658,10 +710,32 @@ class MaildirMailboxList:
             raise MailboxNotFound(f"Mailbox {name} does not exist")
         if not row[1]:
             raise NotSelectable(f"Mailbox {name} is not selectable")
-        return MaildirMailbox(self, row[0], name, row[2])
+        return MaildirMailbox(self, row[0], name, row[2], row[4])
 
     def status(self, name: str) -> MailboxStatus:
         return self.open(name).status()
+
+    def statuses(self, wanted: Iterable[str], deleted: bool = False) -> dict[str, MailboxStatus]:
+        """The status of each selectable mailbox of ``wanted``, in one read of the index.
+
+        For LIST-STATUS (RFC 5819): one query per 500 names, whatever their
+        number; names that are no mailbox are left out. ``deleted`` adds the
+        count of \\Deleted messages (a scan of each mailbox's rows in the index).
+        """
+        wanted = list(dict.fromkeys(wanted))
+        deleted_count = "(SELECT count(*) FROM messages WHERE mailbox_id = m.id AND flags & 8)" if deleted else "NULL"
+        found: dict[str, MailboxStatus] = {}
+        with self.index.read() as db:
+            for start in range(0, len(wanted), _CHUNK):
+                batch = wanted[start:start + _CHUNK]
+                rows = db.execute(
+                    "SELECT m.name, m.messages, (SELECT count(*) FROM messages WHERE mailbox_id = m.id"
+                    " AND uid > m.recent_uid), m.uidnext, m.uidvalidity, m.unseen, m.highestmodseq, m.size,"
+                    f" m.objectid, {deleted_count} FROM mailboxes AS m"
+                    f" WHERE m.selectable AND m.name IN ({','.join('?' * len(batch))})", batch,
+                ).fetchall()
+                found.update((row[0], MailboxStatus(*row[1:])) for row in rows)
+        return found
 
     def subscribe(self, name: str) -> None:
         name = names.check(name)
@@ -806,6 +880,9 @@ class EmptyMailboxList:
     def status(self, name: str) -> MailboxStatus:
         self._missing(name)
 
+    def statuses(self, wanted: Iterable[str], deleted: bool = False) -> dict[str, MailboxStatus]:
+        return {}
+
     def delete(self, name: str) -> None:
         self._missing(name)
 
@@ -839,13 +916,15 @@ def _sort_key(name: str) -> tuple[int, str]:
 class MaildirMailbox:
     """One mailbox: its folder of message files and its rows in the index."""
 
-    def __init__(self, tree: MaildirMailboxList, mailbox_id: int, name: str, uid_validity: int):
+    def __init__(self, tree: MaildirMailboxList, mailbox_id: int, name: str, uid_validity: int,
+                 object_id: str | None = None):
         self.tree = tree
         self.store = tree.store
         self.index = tree.index
         self.id = mailbox_id
         self.name = name
         self.uid_validity = uid_validity
+        self.object_id = object_id  # MAILBOXID (RFC 8474)
         self.folder = tree._folder(mailbox_id)
 
     # -- reading -------------------------------------------------------------
@@ -1038,6 +1117,39 @@ class MaildirMailbox:
                            (self.id, uid, cache))
         return cache
 
+    def previews(self, uids: Iterable[int]) -> dict[int, str]:
+        """UID -> RFC 8970 preview, for those of ``uids`` present that have a MIME cache.
+
+        Made at delivery with the cache; a message stored before previews
+        were kept gets its preview made now, from a map of its file (only
+        the pages of its first text part are read), and kept, so no message
+        is read for a preview twice.
+        """
+        uids = list(uids)
+        with self._snapshot() as db:
+            rows = _select_by_uid(db, "SELECT uid, preview FROM mime WHERE mailbox_id = ? AND", self.id, uids)
+        found = {uid: text for uid, text in rows if text is not None}
+        previewer = self.store.previewer
+        missing = [uid for uid in uids if uid not in found]
+        if not missing or previewer is None:
+            return found
+        made: dict[int, str] = {}
+        for record in self.records(missing):
+            cache = self.mime_cache(record.uid)
+            text = None if cache is None else _preview_file(self.path(record), cache, previewer)
+            if text is not None:
+                made[record.uid] = text
+        if made:
+            with self.index.write() as db:
+                db.executemany("UPDATE mime SET preview = ? WHERE mailbox_id = ? AND uid = ?",
+                               [(text, self.id, uid) for uid, text in made.items()])
+        return found | made
+
+    def _stored_previews(self, uids: Iterable[int]) -> dict[int, str]:
+        with self._snapshot() as db:
+            rows = _select_by_uid(db, "SELECT uid, preview FROM mime WHERE mailbox_id = ? AND", self.id, uids)
+        return {uid: text for uid, text in rows if text is not None}
+
     # -- appending -----------------------------------------------------------
 
     def append(self, message, flags: Flag | None = None, keywords: Iterable[str] = (),
@@ -1060,7 +1172,8 @@ class MaildirMailbox:
                     message.finish()
                 entries.append(
                     (message.path, message.size, flags or NO_FLAGS, _keywords_text(keywords),
-                     time.time() if internal_date is None else internal_date, message.mime_cache())
+                     time.time() if internal_date is None else internal_date, message.mime_cache(),
+                     None, message.preview())
                 )
             return self._insert(entries)
         finally:
@@ -1070,8 +1183,12 @@ class MaildirMailbox:
     def _insert(self, entries: list[tuple], credit: tuple[int, list[int]] | None = None) -> list[int]:
         """Link files in and index them in one durable transaction; their UIDs.
 
-        The quota limits are checked in that transaction (OverQuota), with
-        ``credit`` naming messages of this index a MOVE removes next.
+        Each entry is ``(file, size, flags, keywords, internal date, MIME
+        cache, EMAILID, preview)``: the EMAILID is a copy's original's (None
+        for a new message, which is its own). Every message gets now as its
+        save date (RFC 8514: a copy's is when it was copied). The quota
+        limits are checked in that transaction (OverQuota), with ``credit``
+        naming messages of this index a MOVE removes next.
         """
         if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
             return []
@@ -1085,20 +1202,21 @@ class MaildirMailbox:
                 uidnext, highestmodseq, *_ = self._counts(db)
                 quota.check_insert(db, self.id, [entry[1] for entry in entries], credit)
                 modseq = highestmodseq + 1
+                saved = time.time()
                 uids = []
-                for offset, (source, size, flags, keywords, date, cache) in enumerate(entries):
+                for offset, (source, size, flags, keywords, date, cache, email_id, preview) in enumerate(entries):
                     uid, guid = uidnext + offset, new_guid()
                     dest = self.folder / message_file_name(uid, guid)
                     link_or_copy(source, dest)
                     linked.append(dest)
                     db.execute(
-                        "INSERT INTO messages (mailbox_id, uid, guid, size, internaldate, flags, keywords, modseq)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (self.id, uid, guid, size, date, int(flags), keywords, modseq),
+                        "INSERT INTO messages (mailbox_id, uid, guid, size, internaldate, flags, keywords, modseq,"
+                        " savedate, emailid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (self.id, uid, guid, size, date, int(flags), keywords, modseq, saved, email_id),
                     )
                     if cache is not None:
-                        db.execute("INSERT INTO mime (mailbox_id, uid, cache) VALUES (?, ?, ?)",
-                                   (self.id, uid, cache))
+                        db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (?, ?, ?, ?)",
+                                   (self.id, uid, cache, preview))
                     if sort_rows[offset] is not None:
                         db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
                                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1139,7 +1257,7 @@ class MaildirMailbox:
                     (int(new_flags), text, modseq, self.id, record.uid),
                 )
                 changed.append(_record((record.uid, record.size, record.internal_date, int(new_flags),
-                                        text, modseq, record.guid)))
+                                        text, modseq, record.guid, record.save_date, record.email_id)))
             if changed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
         if changed:
@@ -1157,10 +1275,12 @@ class MaildirMailbox:
         if not records:
             return []
         entries = []
+        previews = self._stored_previews(record.uid for record in records)
         for record in records:
             flags, keywords = (record.flags, record.keywords) if transform is None else transform(record)
             entries.append((self.path(record), record.size, flags, _keywords_text(keywords),
-                            record.internal_date, self.mime_cache(record.uid)))
+                            record.internal_date, self.mime_cache(record.uid), record.email_id,
+                            previews.get(record.uid)))
         credit = (self.id, [record.uid for record in records]) if moving and target.index is self.index else None
         new_uids = target._insert(entries, credit)
         return [(record.uid, uid) for record, uid in zip(records, new_uids)]
@@ -1204,11 +1324,65 @@ class MaildirMailbox:
                 removed.append(record)
             if removed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+                self._bound_history(db, len(removed))
         for record in removed:
             unlink_quietly(self.path(record))
         if removed:
             self.store.notify(self.tree.user, self.id)
         return [record.uid for record in removed]
+
+    def touch(self, uids: Iterable[int]) -> list[MessageRecord]:
+        """Give these messages a new modseq without changing them (a reader's
+        own \\Seen on a shared folder changed: see GuardedMailbox); their records."""
+        uids = list(uids)
+        if not uids:
+            return []
+        with self.index.write() as db:
+            _, highestmodseq, *_ = self._counts(db)
+            modseq = highestmodseq + 1
+            for batch in _chunks(uids):
+                db.execute(f"UPDATE messages SET modseq = ? WHERE mailbox_id = ? AND uid IN ({','.join('?' * len(batch))})",
+                           (modseq, self.id, *batch))
+            db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
+            records = self.records(uids)
+        if records:
+            self.store.notify(self.tree.user, self.id)
+        return records
+
+    # -- the expunge history (QRESYNC) ------------------------------------------
+
+    def _bound_history(self, db: sqlite3.Connection, added: int) -> None:
+        """Count ``added`` new rows of ``expunged``; past the store's
+        ``expunged_history`` drop the oldest whole modseqs and raise the floor."""
+        row = db.execute("SELECT floor, rows FROM expunged_floor WHERE mailbox_id = ?", (self.id,)).fetchone()
+        if row is None:  # first expunge since this table came (or an index from before it): count once
+            (kept,) = db.execute("SELECT count(*) FROM expunged WHERE mailbox_id = ?", (self.id,)).fetchone()
+            floor = 0
+        else:
+            floor, kept = row[0], row[1] + added
+        excess = kept - self.store.expunged_history
+        if excess > 0:
+            (cut,) = db.execute(
+                "SELECT modseq FROM expunged WHERE mailbox_id = ? ORDER BY modseq LIMIT 1 OFFSET ?",
+                (self.id, excess - 1),
+            ).fetchone()
+            kept -= db.execute("DELETE FROM expunged WHERE mailbox_id = ? AND modseq <= ?", (self.id, cut)).rowcount
+            floor = max(floor, cut)
+        db.execute("INSERT OR REPLACE INTO expunged_floor (mailbox_id, floor, rows) VALUES (?, ?, ?)",
+                   (self.id, floor, kept))
+
+    def _expunged_after(self, db: sqlite3.Connection, modseq: int) -> list[int] | None:
+        row = db.execute("SELECT floor FROM expunged_floor WHERE mailbox_id = ?", (self.id,)).fetchone()
+        if row is not None and modseq < row[0]:
+            return None
+        return [uid for (uid,) in db.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (self.id, modseq))]
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        """The UIDs expunged after ``modseq``, ascending; None when the history
+        no longer reaches back that far (more than ``expunged_history`` were expunged since)."""
+        with self._snapshot() as db:
+            return self._expunged_after(db, modseq)
 
     # -- watching ------------------------------------------------------------
 
@@ -1219,10 +1393,9 @@ class MaildirMailbox:
                 f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
                 (self.id, modseq),
             ).fetchall()
-            expunged = db.execute(
-                "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid", (self.id, modseq)
-            ).fetchall()
-        return Changes([_record(row) for row in changed], [row[0] for row in expunged], highestmodseq)
+            expunged = self._expunged_after(db, modseq)
+        complete = expunged is not None
+        return Changes([_record(row) for row in changed], expunged or [], highestmodseq, complete)
 
     def claim_recent(self) -> frozenset[int]:
         with self.index.write(durable=False) as db:
