@@ -307,7 +307,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
                 (
                     c.SearchFlag("\\Flagged"),
                     c.SearchDate("since", datetime.date(1994, 2, 1)),
-                    c.SearchNot(c.SearchHeader("FROM", b"Smith")),
+                    c.SearchNot(c.SearchAddress("FROM", b"Smith")),
                 )
             ),
         ),
@@ -383,9 +383,9 @@ TABLE: list[tuple[bytes, c.Command]] = [
             False,
             c.SearchAnd(
                 (
-                    c.SearchHeader("BCC", b"b"),
-                    c.SearchHeader("CC", b"c"),
-                    c.SearchHeader("TO", b"t"),
+                    c.SearchAddress("BCC", b"b"),
+                    c.SearchAddress("CC", b"c"),
+                    c.SearchAddress("TO", b"t"),
                     c.SearchHeader("SUBJECT", b"s s"),
                     c.SearchHeader("X-FOO", b""),
                     c.SearchBody(b"b2"),
@@ -413,6 +413,10 @@ TABLE: list[tuple[bytes, c.Command]] = [
         c.Search("a", False, c.SearchModSeq(620162338, ("/flags/\\draft", "all"))),
     ),
     (b"a SEARCH MODSEQ 5\r\n", c.Search("a", False, c.SearchModSeq(5))),
+    (
+        b"a SEARCH HEADER FROM x FROM x\r\n",
+        c.Search("a", False, c.SearchAnd((c.SearchHeader("FROM", b"x"), c.SearchAddress("FROM", b"x")))),
+    ),
     (
         b"a SEARCH RETURN (MIN COUNT) UNSEEN\r\n",
         c.Search("a", False, c.SearchNot(SEEN), None, ("MIN", "COUNT")),

@@ -453,7 +453,7 @@ class Move(Command):
 # -- SEARCH keys -------------------------------------------------------------
 # The RFC 3501 keys map onto a small tree: UN-flags and UNKEYWORD are Not(Flag),
 # NEW is And(Flag(\Recent), Not(Flag(\Seen))), OLD is Not(Flag(\Recent)),
-# KEYWORD is Flag, BCC/CC/FROM/SUBJECT/TO are Header.
+# KEYWORD is Flag, SUBJECT is Header, BCC/CC/FROM/TO are Address.
 
 
 @dataclass(frozen=True)
@@ -487,6 +487,15 @@ class SearchFlag:
 @dataclass(frozen=True)
 class SearchHeader:
     """``field`` (upper-cased) contains ``value``; empty value: has the field."""
+
+    field: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SearchAddress:
+    """BCC/CC/FROM/TO: ``field`` (upper-cased) holds an address whose ENVELOPE
+    form contains ``value`` (RFC 3501 6.4.4); empty value: has the field."""
 
     field: str
     value: bytes
@@ -541,6 +550,7 @@ SearchKey = (
     | SearchNot
     | SearchFlag
     | SearchHeader
+    | SearchAddress
     | SearchBody
     | SearchText
     | SearchDate

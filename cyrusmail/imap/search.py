@@ -39,6 +39,7 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.dates import internal_day
 from cyrusmail.imap.fetch import load_info, mime
 from cyrusmail.imap.flags import RECENT, system_flag
+from cyrusmail.mime.addresses import MISSING_DOMAIN, Address, parse_address_list
 from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.interfaces import IMailbox
@@ -119,12 +120,21 @@ def header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | No
     """
     keys = criteria.keys if isinstance(criteria, c.SearchAnd) else (criteria,)
     words: list[bytes] = []
+    hiding = [b"=?"]
     for key in keys:
-        if isinstance(key, c.SearchHeader) and key.value and key.value.isascii():
+        if not (isinstance(key, (c.SearchHeader, c.SearchAddress)) and key.value and key.value.isascii()):
+            continue
+        if isinstance(key, c.SearchAddress):
+            # The envelope form drops comments, quotes and quoted-pair
+            # backslashes, so only its letter-and-digit runs are surely in the
+            # header as written, unless a backslash split one.
+            words += _ADDRESS_WORD.findall(key.value)
+            hiding = [b"=?", b"\\"]
+        else:
             words += key.value.split()
     if not words:
         return None
-    return mailbox.cache_may_contain(words, any_of=[b"=?"])
+    return mailbox.cache_may_contain(words, any_of=hiding)
 
 
 # -- compiling ------------------------------------------------------------------
@@ -134,6 +144,7 @@ INDEX, CACHE, FILE = 0, 1, 2
 
 _LEAF, _AND, _OR, _NOT = range(4)
 _FOLDING = re.compile(rb"\r?\n(?=[ \t])")
+_ADDRESS_WORD = re.compile(rb"[A-Za-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -263,6 +274,11 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         return CACHE, lambda message: message.header_may_hold(needle) and any(
             needle in value for value in message.header_values(field)
         )
+    if isinstance(key, c.SearchAddress):
+        field, needle = key.field, _needle(key.value)
+        if not needle:
+            return CACHE, lambda message: bool(message.info().header(field))
+        return CACHE, lambda message: any(needle in value for value in message.address_values(field))
     if isinstance(key, c.SearchBody):
         needle = _needle(key.value)
         return FILE, lambda message: message.scan(needle, message.body_text())
@@ -302,6 +318,21 @@ def _flag_test(flag: str, view: _View) -> Callable[[_Message], bool]:
 
 def _needle(value: bytes) -> str:
     return value.decode("utf-8", "replace").casefold()
+
+
+def _envelope_text(addresses: list[Address]) -> str:
+    """The text SEARCH FROM/TO/CC/BCC match, from ENVELOPE address structures,
+    written as Dovecot writes them for the same purpose."""
+    parts: list[str] = []
+    for name, _adl, mailbox, host in addresses:
+        if host is None:  # a group's start (its name in ``mailbox``) or end
+            parts.append(";" if mailbox is None else _text(mailbox) + ":")
+            continue
+        spec = _text(mailbox or b"")
+        if host != MISSING_DOMAIN:
+            spec += "@" + _text(host)
+        parts.append(f"{mime.text.decode_header_value(name)} <{spec}>" if name else spec)
+    return ", ".join(parts)
 
 
 def _text(raw: bytes) -> str:
@@ -418,6 +449,19 @@ class _Message:
                 values.append(_text(raw).casefold())
                 values.append(mime.text.decode_header_value(raw).casefold())
             self._header_values[field] = values
+        return values
+
+    def address_values(self, field: str) -> list[str]:
+        """Each value of the address field ``field`` as its ENVELOPE
+        structures read: ``name <mailbox@host>`` per address (the name
+        RFC 2047 decoded; comments gone unless one stands for a missing
+        name), ``group:`` and ``;`` around a group's members; case-folded."""
+        key = "address " + field
+        values = self._header_values.get(key)
+        if values is None:
+            values = [_envelope_text(parse_address_list(raw)).casefold()
+                      for raw in self.info().header(field)]
+            self._header_values[key] = values
         return values
 
     def header_text(self) -> str:

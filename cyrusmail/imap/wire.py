@@ -582,7 +582,7 @@ class _Reader:
         "RECENT": "\\Recent",
         "SEEN": "\\Seen",
     }
-    _HEADER_KEYS = frozenset({"BCC", "CC", "FROM", "SUBJECT", "TO"})
+    _ADDRESS_KEYS = frozenset({"BCC", "CC", "FROM", "TO"})
     _DATE_KEYS: ClassVar[dict[str, tuple[str, bool]]] = {
         "BEFORE": ("before", False),
         "ON": ("on", False),
@@ -622,7 +622,10 @@ class _Reader:
             self.sp()
             keyword = c.SearchFlag(self.atom())
             return keyword if name == "KEYWORD" else c.SearchNot(keyword)
-        if name in self._HEADER_KEYS:
+        if name in self._ADDRESS_KEYS:
+            self.sp()
+            return c.SearchAddress(name, self.astring())
+        if name == "SUBJECT":
             self.sp()
             return c.SearchHeader(name, self.astring())
         if name == "HEADER":
