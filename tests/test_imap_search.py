@@ -298,6 +298,31 @@ class SearchTests(TestCase):
         )
         self.assertEqual(self.found(c.SearchModSeq(highest + 1)), [])
 
+    def test_within(self) -> None:
+        """RFC 5032 OLDER/YOUNGER: seconds back from the time of the search."""
+        now = day(2024, 2, 15, 12)
+        for text, expected in (
+            (b"OLDER 1", [2, 3, 4]),  # 5 was delivered just now, 6 is dated later
+            (b"OLDER 86400", [2, 3, 4]),
+            (b"YOUNGER 86400", [5, 6]),
+            (b"YOUNGER 2592000", [4, 5, 6]),  # thirty days: 3 is five hours older
+            (b"OLDER 86400 YOUNGER 2592000", [4]),
+            (b"OLDER 1209600", [2, 3, 4]),  # exactly fourteen days old: both OLDER and YOUNGER
+            (b"YOUNGER 1209600", [4, 5, 6]),
+        ):
+            with self.subTest(criteria=text):
+                found = run_all(search(criteria(text), self.mailbox, self.records, self.seqs, RECENT, now=now))
+                self.assertEqual([record.uid for record in found], expected)
+
+    def test_saved_result(self) -> None:
+        """``$`` (RFC 5182) matches the saved UIDs, as a plain or a UID key."""
+        for text in (b"$", b"UID $", b"NOT NOT $"):
+            with self.subTest(criteria=text):
+                found = run_all(search(criteria(text), self.mailbox, self.records, self.seqs, RECENT,
+                                       saved={3, 5, 99}))
+                self.assertEqual([record.uid for record in found], [3, 5])
+        self.assertEqual(self.found(criteria(b"$")), [])
+
     def test_empty_view(self) -> None:
         self.records, self.seqs = [], {}
         self.assertEqual(self.found(criteria(b"ALL")), [])

@@ -536,6 +536,15 @@ class SearchSequence:
 
 
 @dataclass(frozen=True)
+class SearchWithin:
+    """RFC 5032 ``OLDER n`` / ``YOUNGER n``: the internal date is at least /
+    at most ``seconds`` before the time of the search."""
+
+    relation: Literal["older", "younger"]
+    seconds: int
+
+
+@dataclass(frozen=True)
 class SearchModSeq:
     """RFC 7162 ``MODSEQ [entry-name entry-type] n``."""
 
@@ -557,17 +566,34 @@ SearchKey = (
     | SearchSize
     | SearchSequence
     | SearchModSeq
+    | SearchWithin
 )
+
+
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"})
+"""RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES) and RFC 5267 (CONTEXT=SEARCH) return options."""
 
 
 @dataclass(frozen=True)
 class Search(Command):
     """SEARCH / UID SEARCH.  ``charset`` upper-cased or None (the session
     decides on BADCHARSET); ``return_options`` is None without RETURN,
-    else the RFC 4731 options upper-cased (``()`` means ALL)."""
+    else the options of :data:`SEARCH_RETURN_OPTIONS` upper-cased, each once,
+    as sent (``()`` means ALL).  ``partial`` is the range of ``PARTIAL``,
+    ``(first, last)`` with ``first <= last`` (RFC 5267), or both negative
+    counting from the last result with ``-1`` first (RFC 9394)."""
 
     uid: bool
     criteria: SearchKey
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SEARCH"
+
+
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    """RFC 5267 CANCELUPDATE: the tags of the searches whose updates stop."""
+
+    tags: tuple[str, ...]
+    name: ClassVar[str] = "CANCELUPDATE"

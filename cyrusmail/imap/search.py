@@ -32,7 +32,8 @@ written in the Date: field (a message without a usable one matches none).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from cyrusmail.imap import commands as c
@@ -76,6 +77,10 @@ def search(
     seqs: dict[int, int],
     recent: set[int],
     highest_uid: int | None = None,
+    *,
+    saved: Collection[int] = (),
+    now: float | None = None,
+    gone: set[int] | None = None,
 ) -> Steps[list[MessageRecord]]:
     """The records, in their order, that match ``criteria``, as work for
     :func:`cyrusmail.slices.run_in_slices` (or :func:`~cyrusmail.slices.run_all`):
@@ -86,6 +91,9 @@ def search(
     its message sequence number (so ``*`` means ``len(seqs)``), and
     ``recent`` holds the UIDs recent in this session. ``highest_uid`` is the
     view's highest UID (``*`` in UID sets) when ``records`` is only a part.
+    ``saved`` holds the UIDs ``$`` stands for (RFC 5182), ``now`` is the
+    time OLDER and YOUNGER count back from (default: the clock), and the
+    UIDs of messages found expunged on the way are added to ``gone``.
     """
     if highest_uid is None:
         highest_uid = records[-1].uid if records else 0
@@ -96,6 +104,8 @@ def search(
         messages=len(seqs),
         highest_uid=highest_uid,
         caches=_CacheWindow(mailbox, records),
+        saved=saved if isinstance(saved, (set, frozenset)) else frozenset(saved),
+        now=time.time() if now is None else now,
     )
     root = _compile(criteria, view)
     found: list[MessageRecord] = []
@@ -105,7 +115,9 @@ def search(
             if _matches(root, message):
                 found.append(record)
         except _Gone:
-            pass  # expunged while the search ran: neither a match nor a NOT match
+            # expunged while the search ran: neither a match nor a NOT match
+            if gone is not None:
+                gone.add(record.uid)
         yield message.cost
     return found
 
@@ -155,6 +167,8 @@ class _View:
     messages: int
     highest_uid: int
     caches: _CacheWindow
+    saved: Collection[int]
+    now: float
 
 
 class _CacheWindow:
@@ -241,6 +255,9 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         return INDEX, _flag_test(key.flag, view)
     if isinstance(key, c.SearchSequence):
         numbers = key.sequence_set
+        if numbers.saved:  # $ holds UIDs, whether the key says UID or not
+            saved = view.saved
+            return INDEX, lambda message: message.record.uid in saved
         if key.uid:
             highest = view.highest_uid
             return INDEX, lambda message: numbers.contains(message.record.uid, highest)
@@ -251,6 +268,12 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         if key.relation == "larger":
             return INDEX, lambda message: message.record.size > size
         return INDEX, lambda message: message.record.size < size
+    if isinstance(key, c.SearchWithin):
+        # As Dovecot: OLDER n matches n seconds ago and before, YOUNGER n since then.
+        limit = view.now - key.seconds
+        if key.relation == "older":
+            return INDEX, lambda message: message.record.internal_date <= limit
+        return INDEX, lambda message: message.record.internal_date >= limit
     if isinstance(key, c.SearchModSeq):
         modseq = key.modseq  # no per-flag modseqs: the entry is the message's
         return INDEX, lambda message: message.record.modseq >= modseq
