@@ -18,6 +18,12 @@ and turned into untagged responses by :meth:`SelectedMailbox.poll`:
   pipelined client may mix both).  Ghosts are answered per RFC 2180 4.1.2:
   a FETCH or STORE naming one gets ``NO [EXPUNGEISSUED]`` after the other
   messages are served.
+
+The view also keeps what lives only while the mailbox is selected: the
+saved search result ``$`` (RFC 5182), as UIDs, so an expunge simply drops
+its messages, and the search contexts that send updates
+(:mod:`cyrusmail.imap.contexts`, RFC 5267), whose REMOVEFROM responses for
+expunged matches go out just before the EXPUNGE responses.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import bisect
 from collections.abc import Iterable
 
 from cyrusmail.imap import codes
+from cyrusmail.imap.contexts import SearchContext, expunged_lines
 from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS, flags_wire
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.store.records import MessageRecord
@@ -59,6 +66,10 @@ class SelectedMailbox:
         first = summary.first_unseen_uid
         self.first_unseen = None if first is None else self.seq_of(first)
         self.uid_max = max(self.uids[-1] if self.uids else 0, 0)
+        #: ``$``: the UIDs the last SEARCH RETURN (SAVE) kept, ascending
+        self.saved: list[int] = []
+        #: search contexts by tag, in the order they were made
+        self.contexts: dict[str, SearchContext] = {}
 
     # -- numbers ----------------------------------------------------------
 
@@ -72,19 +83,26 @@ class SelectedMailbox:
             return position + 1
         return None
 
-    def resolve(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
+    def resolve(self, sequence_set: SequenceSet, uid: bool, strict: bool = True) -> list[int]:
         """The UIDs (ascending) the set names; BAD for a message number
         beyond the map (RFC 3501 9: such a reference is an error), ``*``
-        included when the mailbox is empty."""
+        included when the mailbox is empty, unless not ``strict`` (SEARCH
+        keys, which simply match nothing there).  ``$`` names the saved
+        result's messages still in the map, in plain and UID commands
+        alike, and is never an error, even empty (RFC 5182 2.1)."""
+        if sequence_set.saved:
+            return [found for found in self.saved if found in self.modseqs]
         if uid:
             if not self.uids:
                 return []
             return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
         if not self.uids:
+            if not strict:
+                return []
             raise codes.bad("No messages: no message number is valid")
         # n:* is fine beyond the end (it means the last message); only an
         # explicit number past the map is an error.
-        if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
+        if strict and sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
             raise codes.bad("Invalid message sequence number")
         return [self.uids[seq - 1] for seq in sequence_set.members(len(self.uids))]
 
@@ -183,9 +201,12 @@ class SelectedMailbox:
         """``* n EXPUNGE`` for every ghost, ascending, each number counted
         after the ones before it are gone (as RFC 3501's example)."""
         positions = sorted(bisect.bisect_left(self.uids, uid) for uid in self.ghosts)
-        lines = [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
         gone = self.ghosts
+        lines = expunged_lines(self, self.contexts.values(), gone)
+        lines += [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
         self.uids = [uid for uid in self.uids if uid not in gone]
+        if self.saved:
+            self.saved = [uid for uid in self.saved if uid not in gone]
         for uid in gone:
             self.modseqs.pop(uid, None)
             self.recent.discard(uid)

@@ -79,6 +79,7 @@ _TABLE = (
     (c.Unselect, CommandSpec("UNSELECT", s.SELECTED, select.unselect)),
     (c.Expunge, CommandSpec("EXPUNGE", s.SELECTED, select.expunge)),
     (c.Search, CommandSpec("SEARCH", s.SELECTED, messages.search, expunges=False)),
+    (c.CancelUpdate, CommandSpec("CANCELUPDATE", s.SELECTED, messages.cancelupdate)),
     (c.Fetch, CommandSpec("FETCH", s.SELECTED, messages.fetch, expunges=False)),
     (c.Store, CommandSpec("STORE", s.SELECTED, messages.store, expunges=False)),
     (c.Copy, CommandSpec("COPY", s.SELECTED, messages.copy, expunges=False)),

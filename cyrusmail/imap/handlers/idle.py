@@ -45,12 +45,12 @@ class _Idling:
     def _push(self) -> None:
         self.push_call = None
         if not self.done.called:
-            self.session.send_updates(send_expunges=True)
+            self.session.refresh(send_expunges=True)
 
     def _poll(self) -> None:
         self.poll_call = None
         if not self.done.called:
-            self.session.send_updates(send_expunges=True)
+            self.session.refresh(send_expunges=True)
             if not self.session.closing:
                 self._schedule_poll()
             else:

@@ -1,4 +1,4 @@
-"""FETCH, STORE, COPY, MOVE (RFC 6851), SEARCH, in plain and UID forms.
+"""FETCH, STORE, COPY, MOVE (RFC 6851), SEARCH, in plain and UID forms, and CANCELUPDATE.
 
 Rendering FETCH items and matching SEARCH keys are the business of
 :mod:`cyrusmail.imap.fetch` and :mod:`cyrusmail.imap.search`; this module
@@ -14,14 +14,16 @@ from collections.abc import Iterator
 
 from twisted.internet import defer
 
-from cyrusmail.imap import codes
+from cyrusmail.imap import codes, contexts
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
+from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.flags import BadFlag, split_flags
 from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
 from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.records import Flag, FlagChange
 
@@ -235,38 +237,113 @@ def search(session, command: c.Search) -> defer.Deferred:
     """The matches are found in slices (:meth:`IMAPServer.run_in_slices`): other
     sessions are served while the message files are read.  A message expunged
     meanwhile is not reported, though the client is told of the expunge only
-    by a later command (never an EXPUNGE during SEARCH)."""
+    by a later command (never an EXPUNGE during SEARCH).
+
+    With RETURN the answer is an ESEARCH response (:mod:`cyrusmail.imap.esearch`);
+    SAVE keeps the result as ``$`` (a NO empties it, a BAD leaves it), UPDATE
+    keeps a search context (:mod:`cyrusmail.imap.contexts`)."""
+    view = session.state.view
+    saving = command.return_options is not None and "SAVE" in command.return_options
+    if (command.return_options is not None and "UPDATE" in command.return_options
+            and command.tag in view.contexts):
+        raise codes.bad(f"Tag {command.tag} already names a search context")
+    result = defer.maybeDeferred(_search, session, view, command)
+    if saving:
+        def forget(failure):
+            if codes.reply_for(failure.value).status == "NO":
+                view.saved = []  # RFC 5182 2.1: a failed SEARCH (SAVE) leaves $ empty
+            return failure
+
+        result.addErrback(forget)
+    return result
+
+
+def _search(session, view, command: c.Search) -> defer.Deferred:
+    check_charset(command.charset)
+    seqs = view.seqs()
+    start_modseq = view.highest_modseq
+    steps = matches(view, command.criteria, seqs, now=session.reactor.seconds())
+
+    def report(found: list) -> None:
+        found = still_here(view, found)
+        uses_modseq = _uses_modseq(command.criteria)
+        if uses_modseq and found:
+            session.enabled.add("CONDSTORE")
+        if command.return_options is None:
+            numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
+            line = "SEARCH" + "".join(f" {number}" for number in numbers)
+            if found and uses_modseq:
+                line += f" (MODSEQ {max(record.modseq for record in found)})"
+            session.untagged(line)
+            return
+        returns = Returns.of(command.return_options, command.partial)
+        numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
+        modseqs = [record.modseq for record in found] if uses_modseq else None
+        line = esearch_line(command.tag, command.uid, returns, numbers, modseqs)
+        if line is not None:
+            session.write(line)
+        if "SAVE" in returns.options:
+            view.saved = [found[position].uid for position in saved_positions(returns, len(found))]
+        if "UPDATE" in returns.options:
+            _keep_context(session, view, command, found, start_modseq)
+
+    return session.run_in_slices(steps).addCallback(report)
+
+
+def _keep_context(session, view, command: c.Search, found: list, modseq: int) -> None:
+    """RFC 5267 4.3: keep the search updated, or say ``NO [NOUPDATE]`` why not."""
+    if len(view.contexts) >= contexts.MAX_CONTEXTS:
+        session.untagged(f'NO [{codes.NOUPDATE} "{command.tag}"] Too many search contexts')
+        return
+    if not contexts.updatable(command.criteria):
+        session.untagged(f'NO [{codes.NOUPDATE} "{command.tag}"] OLDER and YOUNGER change with time')
+        return
+    criteria = contexts.freeze(command.criteria, view)
+    view.contexts[command.tag] = contexts.SearchContext(
+        command.tag, command.uid, criteria, {record.uid for record in found}, modseq)
+
+
+def cancelupdate(session, command: c.CancelUpdate) -> Reply:
+    """RFC 5267 4.3.5; an unknown tag cancels nothing."""
+    view = session.state.view
+    unknown = [tag for tag in command.tags if tag not in view.contexts]
+    if unknown:
+        raise CommandFailed(f"No search context has the tag {unknown[0]}", codes.CLIENTBUG)
+    for tag in command.tags:
+        del view.contexts[tag]
+    return Reply(text="Updates cancelled")
+
+
+def check_charset(charset: str | None) -> None:
+    """SEARCH, SORT and THREAD know UTF-8 and US-ASCII: ``NO [BADCHARSET]`` for others."""
     from cyrusmail.imap import search as matching
 
-    if command.return_options is not None:
-        raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
     try:
-        matching.check_charset(command.charset)
+        matching.check_charset(charset)
     except matching.BadCharset:
         raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
-    view = session.state.view
-    seqs = view.seqs()
+
+
+def matches(view, criteria, seqs: dict[int, int], now: float | None = None) -> Steps[list]:
+    """The records of the session's view that match ``criteria``, ascending, as
+    work for :meth:`IMAPServer.run_in_slices`; ``seqs`` is ``view.seqs()``,
+    ``now`` the time OLDER and YOUNGER count from (default: the clock)."""
+    from cyrusmail.imap import search as matching
+
     # Only what the client knows of: not messages it has not been told exist yet.
-    candidates = matching.header_candidates(command.criteria, view.mailbox)
+    candidates = matching.header_candidates(criteria, view.mailbox)
     if candidates is None:
         records = [record for record in view.mailbox.messages() if record.uid in seqs]
     else:  # the index already ruled most messages out: read only the rest
         records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
-    steps = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
-                            highest_uid=view.uids[-1] if view.uids else 0)
+    return matching.search(criteria, view.mailbox, records, seqs, view.recent,
+                           highest_uid=view.uids[-1] if view.uids else 0, saved=view.saved, now=now)
 
-    def report(found: list) -> None:
-        gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
-        if gone:
-            found = [record for record in found if record.uid not in gone]
-        numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
-        line = "SEARCH" + "".join(f" {number}" for number in numbers)
-        if found and _uses_modseq(command.criteria):
-            line += f" (MODSEQ {max(record.modseq for record in found)})"
-            session.enabled.add("CONDSTORE")
-        session.untagged(line)
 
-    return session.run_in_slices(steps).addCallback(report)
+def still_here(view, found: list) -> list:
+    """``found`` without the messages another session expunged while the work ran."""
+    gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
+    return [record for record in found if record.uid not in gone] if gone else found
 
 
 def _uses_modseq(key) -> bool:
