@@ -128,6 +128,11 @@ class IMailbox(Interface):
     def mime_caches(uids) -> dict:
         """UID -> cached parse result, for those of ``uids`` that have one."""
 
+    def sort_rows(uids, columns) -> list:
+        """``(uid, *values)`` of SORT and THREAD keys (SortData field names, plus
+        ``internal_date``, ``size`` and ``date``: sent, else internal) for those of
+        ``uids`` still present, ascending UID."""
+
     def cache_may_contain(all_of: list, any_of: list = ()) -> set:
         """UIDs whose cache holds all of ``all_of`` or any of ``any_of`` (ASCII, any case),
         or that have no cache."""

@@ -265,7 +265,9 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
     steps = matches(view, command.criteria, seqs, now=session.reactor.seconds())
 
     def report(found: list) -> None:
-        found = still_here(view, found)
+        gone = expunged_meanwhile(view)
+        if gone:
+            found = [record for record in found if record.uid not in gone]
         uses_modseq = _uses_modseq(command.criteria)
         if uses_modseq and found:
             session.enabled.add("CONDSTORE")
@@ -340,10 +342,18 @@ def matches(view, criteria, seqs: dict[int, int], now: float | None = None) -> S
                            highest_uid=view.uids[-1] if view.uids else 0, saved=view.saved, now=now)
 
 
-def still_here(view, found: list) -> list:
-    """``found`` without the messages another session expunged while the work ran."""
-    gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
-    return [record for record in found if record.uid not in gone] if gone else found
+def matching_uids(view, criteria, seqs: dict[int, int], now: float | None = None) -> Steps[list[int]]:
+    """The UIDs of :func:`matches`, found without the search when it is ALL."""
+    if isinstance(criteria, c.SearchAll):
+        yield 0
+        return list(seqs)  # the view's UIDs, ascending
+    found = yield from matches(view, criteria, seqs, now)
+    return [record.uid for record in found]
+
+
+def expunged_meanwhile(view) -> set[int]:
+    """The UIDs another session expunged since this one was last told (while work ran)."""
+    return set(view.mailbox.changes_since(view.highest_modseq).expunged)
 
 
 def _uses_modseq(key) -> bool:

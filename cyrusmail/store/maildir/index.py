@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
-from cyrusmail.store.maildir.schema import SCHEMA, SCHEMA_VERSION
+from cyrusmail.store.maildir.schema import SCHEMA, SCHEMA_VERSION, SORTDATA_VERSION
 
 
 class UserIndex:
@@ -28,6 +28,11 @@ class UserIndex:
             self.db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
             )
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'sortdata'").fetchone()
+            if row is None or row[0] != SORTDATA_VERSION:
+                self.db.execute("DELETE FROM sortdata")
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sortdata', ?)",
+                                (SORTDATA_VERSION,))
 
     def write(self, durable: bool = True):
         """A write transaction (see :func:`cyrusmail.sqlite.write`); UIDs are allocated in order.
