@@ -615,6 +615,9 @@ class Sort(Command):
     criteria: tuple[SortCriterion, ...]
     charset: str
     search: SearchKey
+    #: RFC 5267 ESORT: as :class:`Search`'s, None without RETURN
+    return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SORT"
 
 

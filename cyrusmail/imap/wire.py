@@ -1045,13 +1045,20 @@ def _sort_criterion(reader: _Reader) -> c.SortCriterion:
 
 
 def _sort(reader: _Reader, tag: str, uid: bool) -> c.Command:
-    """``SORT (criteria) charset search-key...`` (RFC 5256; the charset is required)."""
+    """``SORT [RETURN (...)] (criteria) charset search-key...`` (RFC 5256, the
+    charset required; RETURN from RFC 5267 ESORT)."""
     reader.sp()
+    return_options = partial = None
+    if reader.peek_upper(b"RETURN"):
+        reader.pos += 6
+        reader.sp()
+        return_options, partial = search_return(reader)
+        reader.sp()
     criteria = reader.parenthesised(lambda: _sort_criterion(reader))
     reader.sp()
     charset = reader.ascii_astring().upper()
     reader.sp()
-    return c.Sort(tag, uid, criteria, charset, reader.search_keys())
+    return c.Sort(tag, uid, criteria, charset, reader.search_keys(), return_options, partial)
 
 
 def _thread(reader: _Reader, tag: str, uid: bool) -> c.Command:

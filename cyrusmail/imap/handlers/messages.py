@@ -249,13 +249,16 @@ def search(session, command: c.Search) -> defer.Deferred:
         raise codes.bad(f"Tag {command.tag} already names a search context")
     result = defer.maybeDeferred(_search, session, view, command)
     if saving:
-        def forget(failure):
-            if codes.reply_for(failure.value).status == "NO":
-                view.saved = []  # RFC 5182 2.1: a failed SEARCH (SAVE) leaves $ empty
-            return failure
-
-        result.addErrback(forget)
+        result.addErrback(forget_saved, view)
     return result
+
+
+def forget_saved(failure, view):
+    """RFC 5182 2.1: a SEARCH (or SORT) with SAVE answered NO leaves ``$`` empty
+    (one answered BAD leaves it as it was)."""
+    if codes.reply_for(failure.value).status == "NO":
+        view.saved = []
+    return failure
 
 
 def _search(session, view, command: c.Search) -> defer.Deferred:
@@ -268,19 +271,19 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
         gone = expunged_meanwhile(view)
         if gone:
             found = [record for record in found if record.uid not in gone]
-        uses_modseq = _uses_modseq(command.criteria)
-        if uses_modseq and found:
+        with_modseq = uses_modseq(command.criteria)
+        if with_modseq and found:
             session.enabled.add("CONDSTORE")
         if command.return_options is None:
             numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
             line = "SEARCH" + "".join(f" {number}" for number in numbers)
-            if found and uses_modseq:
+            if found and with_modseq:
                 line += f" (MODSEQ {max(record.modseq for record in found)})"
             session.untagged(line)
             return
         returns = Returns.of(command.return_options, command.partial)
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
-        modseqs = [record.modseq for record in found] if uses_modseq else None
+        modseqs = [record.modseq for record in found] if with_modseq else None
         line = esearch_line(command.tag, command.uid, returns, numbers, modseqs)
         if line is not None:
             session.write(line)
@@ -356,7 +359,7 @@ def expunged_meanwhile(view) -> set[int]:
     return set(view.mailbox.changes_since(view.highest_modseq).expunged)
 
 
-def _uses_modseq(key) -> bool:
+def uses_modseq(key) -> bool:
     if isinstance(key, c.SearchModSeq):
         return True
     children = ()
@@ -366,4 +369,4 @@ def _uses_modseq(key) -> bool:
         children = (key.left, key.right)
     elif isinstance(key, c.SearchNot):
         children = (key.key,)
-    return any(_uses_modseq(child) for child in children)
+    return any(uses_modseq(child) for child in children)

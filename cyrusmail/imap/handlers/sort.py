@@ -1,4 +1,4 @@
-"""SORT and THREAD (RFC 5256, RFC 5957), in plain and UID forms.
+"""SORT (with RFC 5267 ESORT's RETURN) and THREAD (RFC 5256, RFC 5957), in plain and UID forms.
 
 The search criteria are matched as SEARCH matches them, then the matches are
 ordered or threaded by :mod:`cyrusmail.imap.sorting`, all in one piece of
@@ -11,29 +11,59 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
+from cyrusmail.imap import codes, sorting, threads
 from cyrusmail.imap import commands as c
-from cyrusmail.imap import sorting, threads
+from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.handlers.messages import (
     check_charset,
     expunged_meanwhile,
+    forget_saved,
     matching_uids,
+    uses_modseq,
 )
 
 
 def sort(session, command: c.Sort) -> defer.Deferred:
-    check_charset(command.charset)
+    """With RETURN (RFC 5267 ESORT) the answer is an ESEARCH response over the
+    sorted matches: MIN and MAX are the first and the last, ALL and PARTIAL
+    keep the order; SAVE keeps them as ``$`` (RFC 5182), as SEARCH does."""
     view = session.state.view
+    saving = command.return_options is not None and "SAVE" in command.return_options
+    if command.return_options is not None and "UPDATE" in command.return_options:
+        raise codes.bad("SORT RETURN (UPDATE) is not supported (no CONTEXT=SORT)")
+    result = defer.maybeDeferred(_sort, session, view, command)
+    if saving:
+        result.addErrback(forget_saved, view)
+    return result
+
+
+def _sort(session, view, command: c.Sort) -> defer.Deferred:
+    check_charset(command.charset)
     seqs = view.seqs()
 
     def work():
-        uids = yield from matching_uids(view, command.search, seqs)
+        uids = yield from matching_uids(view, command.search, seqs, now=session.reactor.seconds())
         return (yield from sorting.sort(command.criteria, view.mailbox, uids))
 
     def report(order: list[int]) -> None:
         gone = expunged_meanwhile(view)
-        numbers = [uid for uid in order if uid not in gone] if command.uid else \
-            [seqs[uid] for uid in order if uid not in gone]
-        session.untagged(" ".join(["SORT", *map(str, numbers)]))
+        if gone:
+            order = [uid for uid in order if uid not in gone]
+        numbers = order if command.uid else [seqs[uid] for uid in order]
+        if command.return_options is None:
+            session.untagged(" ".join(["SORT", *map(str, numbers)]))
+            return
+        returns = Returns.of(command.return_options, command.partial)
+        modseqs = None
+        if uses_modseq(command.search) and order:
+            session.enabled.add("CONDSTORE")
+            known = {record.uid: record.modseq for record in view.mailbox.records(sorted(order))}
+            modseqs = [known.get(uid, 0) for uid in order]
+        line = esearch_line(command.tag, command.uid, returns, numbers, modseqs)
+        if line is not None:
+            session.write(line)
+        if "SAVE" in returns.options:
+            view.saved = sorted(order[position] for position in saved_positions(returns, len(order)))
 
     return session.run_in_slices(work()).addCallback(report)
 
