@@ -74,6 +74,20 @@ class ResponseRuleTests(TestCase):
         self.assertEqual(esearch_line("t", True, returns, [], []), b'* ESEARCH (TAG "t") UID\r\n')
 
 
+class PositionedUpdateTests(TestCase):
+    """CONTEXT=SORT updates: pairs applied in order, consecutive positions sharing one."""
+
+    def test_lines(self) -> None:
+        from cyrusmail.imap.esearch import positioned_line
+
+        self.assertIsNone(positioned_line("t", False, [], []))
+        self.assertEqual(positioned_line("t", True, [(6, 2), (2, 4)], []),
+                         b'* ESEARCH (TAG "t") UID REMOVEFROM (6 2 2 4)\r\n')
+        # removals come last position first: 5, then the run 3, 2
+        self.assertEqual(positioned_line("t", False, [(5, 9), (3, 8), (2, 7)], [(1, 4), (2, 3), (5, 1)]),
+                         b'* ESEARCH (TAG "t") REMOVEFROM (5 9 2 7:8) ADDTO (1 4,3 5 1)\r\n')
+
+
 class SessionTests(TestCase):
     def setUp(self) -> None:
         self.context = session_context(self)

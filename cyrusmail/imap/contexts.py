@@ -1,4 +1,4 @@
-"""Search contexts that keep a client up to date (RFC 5267 CONTEXT=SEARCH, UPDATE).
+"""Search contexts that keep a client up to date (RFC 5267 CONTEXT=SEARCH and CONTEXT=SORT, UPDATE).
 
 ``SEARCH RETURN (UPDATE ...)`` leaves a :class:`SearchContext` in the
 session's view: the matching UIDs and the criteria, frozen so that they mean
@@ -24,10 +24,12 @@ clock rather than with the mailbox, the search is answered but not kept:
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 
 from cyrusmail.imap import commands as c
-from cyrusmail.imap.esearch import update_line
+from cyrusmail.imap.esearch import positioned_line, update_line
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.slices import Steps
 
@@ -38,13 +40,42 @@ MAX_CONTEXTS = 10
 @dataclass
 class SearchContext:
     """One ``RETURN (UPDATE)`` search: its tag, the matching UIDs and the
-    mod-sequence up to which changes have been tested."""
+    mod-sequence up to which changes have been tested.
+
+    A SORT's context (CONTEXT=SORT) also keeps ``order``: the matches' sort
+    rows (``(uid, *keys)`` of :func:`cyrusmail.imap.sorting.load_rows`) in
+    the order asked, so that updates can say where each message goes or was
+    (RFC 5267 4.3.3: a non-zero context position)."""
 
     tag: str
     uid: bool
     criteria: c.SearchKey
     matches: set[int] = field(default_factory=set)
     modseq: int = 0
+    sort: tuple[c.SortCriterion, ...] | None = None
+    order: list[tuple] | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        from cyrusmail.imap.sorting import COLUMNS
+
+        return tuple(dict.fromkeys(COLUMNS[criterion.key] for criterion in self.sort or ()))
+
+    def row_key(self):
+        """The sort order of rows, as SORT makes it: each key, reversed or not,
+        then mailbox order (RFC 5256)."""
+        columns = self.columns()
+        from cyrusmail.imap.sorting import COLUMNS
+
+        fields = [(1 + columns.index(COLUMNS[criterion.key]), criterion.reverse) for criterion in self.sort or ()]
+
+        def compare(left: tuple, right: tuple) -> int:
+            for index, reverse in fields:
+                if left[index] != right[index]:
+                    before = left[index] < right[index]
+                    return (1 if before else -1) if reverse else (-1 if before else 1)
+            return (left[0] > right[0]) - (left[0] < right[0])
+
+        return cmp_to_key(compare)
 
 
 def updatable(criteria: c.SearchKey) -> bool:
@@ -90,10 +121,32 @@ def expunged_lines(view, contexts, gone: set[int]) -> list[bytes]:
         removed = context.matches & gone
         if not removed:
             continue
-        context.matches -= removed
-        numbers = sorted(removed) if context.uid else [view.seq_of(uid) for uid in sorted(removed)]
-        lines.append(update_line(context.tag, context.uid, numbers, ()))
+        line = _changed(view, context, removed, [])
+        if line is not None:
+            lines.append(line)
     return lines
+
+
+def _changed(view, context: SearchContext, removed: set[int], added_rows: list[tuple]) -> bytes | None:
+    """Apply a change to ``context`` and say it: REMOVEFROM, then ADDTO."""
+    number = (lambda uid: uid) if context.uid else view.seq_of
+    context.matches -= removed
+    context.matches |= {row[0] for row in added_rows}
+    if context.order is None:
+        return update_line(context.tag, context.uid, [number(uid) for uid in sorted(removed)],
+                           [number(row[0]) for row in added_rows])
+    # Removals last position first, so none moves an earlier one; additions
+    # first position first, each where it ends up.
+    removals = [(position + 1, row[0]) for position, row in enumerate(context.order) if row[0] in removed]
+    context.order = [row for row in context.order if row[0] not in removed]
+    key = context.row_key()
+    for row in added_rows:
+        bisect.insort(context.order, row, key=key)
+    added = {row[0] for row in added_rows}
+    additions = [(position + 1, row[0]) for position, row in enumerate(context.order) if row[0] in added]
+    return positioned_line(context.tag, context.uid,
+                           [(position, number(uid)) for position, uid in reversed(removals)],
+                           [(position, number(uid)) for position, uid in additions])
 
 
 def updates(view, now: float) -> Steps[list[bytes]]:
@@ -127,15 +180,15 @@ def updates(view, now: float) -> Steps[list[bytes]]:
             continue  # cancelled meanwhile
         matched = {record.uid for record in found}
         tested = {record.uid for record in records} - gone
-        added = matched - context.matches
+        added = sorted(matched - context.matches)
         removed = (tested - matched) & context.matches
-        context.matches |= added
-        context.matches -= removed
-        if context.uid:
-            line = update_line(context.tag, True, sorted(removed), sorted(added))
+        if context.order is None:
+            rows = [(uid,) for uid in added]
         else:
-            line = update_line(context.tag, False, [view.seq_of(uid) for uid in sorted(removed)],
-                               [view.seq_of(uid) for uid in sorted(added)])
+            from cyrusmail.imap.sorting import load_rows
+
+            rows = yield from load_rows(view.mailbox, added, context.columns())
+        line = _changed(view, context, removed, rows)
         if line is not None:
             lines.append(line)
     return lines

@@ -127,3 +127,37 @@ def update_line(tag: str, uid: bool, removed: Sequence[int], added: Sequence[int
     if added:
         items.append(f"ADDTO (0 {compact(sorted(added))})")
     return (" ".join(items) + "\r\n").encode("ascii")
+
+
+def positioned_line(tag: str, uid: bool, removed: Sequence[tuple[int, int]],
+                    added: Sequence[tuple[int, int]]) -> bytes | None:
+    """RFC 5267 4.3 for a SORT context: ``REMOVEFROM`` and ``ADDTO`` with
+    ``(position, number)`` pairs, to be applied in the order given; numbers at
+    consecutive positions share one pair (``ADDTO (3 7,9)``); None when
+    nothing changed."""
+    if not removed and not added:
+        return None
+    items = [f'* ESEARCH (TAG "{tag}")']
+    if uid:
+        items.append("UID")
+    if removed:
+        # given last position first: a run is positions p, p-1, ... read backwards
+        runs = _runs([(-position, number) for position, number in removed])
+        items.append("REMOVEFROM (" + " ".join(
+            f"{-run[-1][0]} {compact(number for _, number in reversed(run))}" for run in runs) + ")")
+    if added:
+        runs = _runs(list(added))
+        items.append("ADDTO (" + " ".join(
+            f"{run[0][0]} {compact(number for _, number in run)}" for run in runs) + ")")
+    return (" ".join(items) + "\r\n").encode("ascii")
+
+
+def _runs(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``pairs`` cut where the position does not go up by one."""
+    runs: list[list[tuple[int, int]]] = []
+    for pair in pairs:
+        if runs and pair[0] == runs[-1][-1][0] + 1:
+            runs[-1].append(pair)
+        else:
+            runs.append([pair])
+    return runs

@@ -244,13 +244,17 @@ def search(session, command: c.Search) -> defer.Deferred:
     keeps a search context (:mod:`cyrusmail.imap.contexts`)."""
     view = session.state.view
     saving = command.return_options is not None and "SAVE" in command.return_options
-    if (command.return_options is not None and "UPDATE" in command.return_options
-            and command.tag in view.contexts):
-        raise codes.bad(f"Tag {command.tag} already names a search context")
+    check_tag(view, command)
     result = defer.maybeDeferred(_search, session, view, command)
     if saving:
         result.addErrback(forget_saved, view)
     return result
+
+
+def check_tag(view, command: c.Search | c.Sort) -> None:
+    """RFC 5267 4.3: UPDATE with a tag a context already has is BAD."""
+    if command.return_options is not None and "UPDATE" in command.return_options and command.tag in view.contexts:
+        raise codes.bad(f"Tag {command.tag} already names a search context")
 
 
 def forget_saved(failure, view):
@@ -290,22 +294,23 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
         if "SAVE" in returns.options:
             view.saved = [found[position].uid for position in saved_positions(returns, len(found))]
         if "UPDATE" in returns.options:
-            _keep_context(session, view, command, found, start_modseq)
+            keep_context(session, view, contexts.SearchContext(
+                command.tag, command.uid, command.criteria, {record.uid for record in found}, start_modseq))
 
     return session.run_in_slices(steps).addCallback(report)
 
 
-def _keep_context(session, view, command: c.Search, found: list, modseq: int) -> None:
-    """RFC 5267 4.3: keep the search updated, or say ``NO [NOUPDATE]`` why not."""
+def keep_context(session, view, context: contexts.SearchContext) -> None:
+    """RFC 5267 4.3: keep the search (or sort) updated, its criteria frozen, or
+    say ``NO [NOUPDATE]`` why not."""
     if len(view.contexts) >= contexts.MAX_CONTEXTS:
-        session.untagged(f'NO [{codes.NOUPDATE} "{command.tag}"] Too many search contexts')
+        session.untagged(f'NO [{codes.NOUPDATE} "{context.tag}"] Too many search contexts')
         return
-    if not contexts.updatable(command.criteria):
-        session.untagged(f'NO [{codes.NOUPDATE} "{command.tag}"] OLDER and YOUNGER change with time')
+    if not contexts.updatable(context.criteria):
+        session.untagged(f'NO [{codes.NOUPDATE} "{context.tag}"] OLDER and YOUNGER change with time')
         return
-    criteria = contexts.freeze(command.criteria, view)
-    view.contexts[command.tag] = contexts.SearchContext(
-        command.tag, command.uid, criteria, {record.uid for record in found}, modseq)
+    context.criteria = contexts.freeze(context.criteria, view)
+    view.contexts[context.tag] = context
 
 
 def cancelupdate(session, command: c.CancelUpdate) -> Reply:

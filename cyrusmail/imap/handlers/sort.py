@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from cyrusmail.imap import codes, sorting, threads
 from cyrusmail.imap import commands as c
+from cyrusmail.imap import contexts, sorting, threads
 from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.handlers.messages import (
     check_charset,
+    check_tag,
     expunged_meanwhile,
     forget_saved,
+    keep_context,
     matching_uids,
     uses_modseq,
 )
@@ -26,11 +28,11 @@ from cyrusmail.imap.handlers.messages import (
 def sort(session, command: c.Sort) -> defer.Deferred:
     """With RETURN (RFC 5267 ESORT) the answer is an ESEARCH response over the
     sorted matches: MIN and MAX are the first and the last, ALL and PARTIAL
-    keep the order; SAVE keeps them as ``$`` (RFC 5182), as SEARCH does."""
+    keep the order; SAVE keeps them as ``$`` (RFC 5182), as SEARCH does, and
+    UPDATE keeps a context whose updates carry positions (CONTEXT=SORT)."""
     view = session.state.view
     saving = command.return_options is not None and "SAVE" in command.return_options
-    if command.return_options is not None and "UPDATE" in command.return_options:
-        raise codes.bad("SORT RETURN (UPDATE) is not supported (no CONTEXT=SORT)")
+    check_tag(view, command)
     result = defer.maybeDeferred(_sort, session, view, command)
     if saving:
         result.addErrback(forget_saved, view)
@@ -40,10 +42,20 @@ def sort(session, command: c.Sort) -> defer.Deferred:
 def _sort(session, view, command: c.Sort) -> defer.Deferred:
     check_charset(command.charset)
     seqs = view.seqs()
+    start_modseq = view.highest_modseq
+    context = None
+    if command.return_options is not None and "UPDATE" in command.return_options:
+        context = contexts.SearchContext(command.tag, command.uid, command.search, modseq=start_modseq,
+                                         sort=command.criteria)
 
     def work():
         uids = yield from matching_uids(view, command.search, seqs, now=session.reactor.seconds())
-        return (yield from sorting.sort(command.criteria, view.mailbox, uids))
+        order = yield from sorting.sort(command.criteria, view.mailbox, uids)
+        if context is not None:  # the keys, to place later changes (CONTEXT=SORT)
+            rows = yield from sorting.load_rows(view.mailbox, uids, context.columns())
+            by_uid = {row[0]: row for row in rows}
+            context.order = [by_uid[uid] for uid in order if uid in by_uid]
+        return order
 
     def report(order: list[int]) -> None:
         gone = expunged_meanwhile(view)
@@ -64,6 +76,11 @@ def _sort(session, view, command: c.Sort) -> defer.Deferred:
             session.write(line)
         if "SAVE" in returns.options:
             view.saved = sorted(order[position] for position in saved_positions(returns, len(order)))
+        if context is not None:
+            if gone:
+                context.order = [row for row in context.order if row[0] not in gone]
+            context.matches = {row[0] for row in context.order}
+            keep_context(session, view, context)
 
     return session.run_in_slices(work()).addCallback(report)
 
