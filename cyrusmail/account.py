@@ -40,6 +40,7 @@ from cyrusmail.store.errors import (
     NotSelectable,
     PermissionDenied,
     Refused,
+    StoreError,
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList
 from cyrusmail.store.maildir.store import SHARED_OWNER
@@ -189,22 +190,42 @@ class AccountMailboxes:
         return held
 
     def _require_create(self, location: Location) -> str | None:
-        """Check ``k`` on the nearest existing superior of a new name; that superior (or None)."""
+        """Check ``k`` on the nearest existing superior of a new name; that superior (or None).
+
+        In a tree not the user's own every refusal is the same, naming only
+        the new name: it tells nobody whether that user, a superior or the
+        name itself exists (RFC 4314 section 6).
+        """
         tree = self.tree(location)
-        for superior in reversed(names.superiors(location.name)):
-            if tree.exists(superior):
-                if "k" not in self.access.rights(self.user, location.owner, tree.acl(superior)):
-                    raise PermissionDenied(f"No 'k' right on {self.display(location.owner, superior)}")
-                return superior
-        if location.owner == self.user:
-            return None
-        if location.owner == SHARED_OWNER:
-            self.access.require_admin(self.user)
-            return None
-        # the top of another user's tree: their INBOX stands for it, as in Cyrus
-        if "k" not in self.access.rights(self.user, location.owner, tree.acl(names.INBOX)):
-            raise PermissionDenied(f"No 'k' right on {self.display(location.owner, names.INBOX)}")
-        return None
+        superior = next((name for name in reversed(names.superiors(location.name)) if tree.exists(name)), None)
+        if superior is not None:
+            allowed = "k" in self.access.rights(self.user, location.owner, tree.acl(superior))
+        elif location.owner == self.user:
+            allowed = True
+        elif location.owner == SHARED_OWNER:
+            allowed = self.access.is_admin(self.user)
+        else:  # the top of another user's tree: their INBOX stands for it, as in Cyrus
+            allowed = tree.exists(names.INBOX) and "k" in self.access.rights(
+                self.user, location.owner, tree.acl(names.INBOX))
+        if not allowed:
+            raise self._no_create(location)
+        return superior
+
+    @staticmethod
+    def _no_create(location: Location) -> PermissionDenied:
+        return PermissionDenied(f"No right to create {location.display}")
+
+    def _visible(self, location: Location) -> bool:
+        try:
+            return bool(self._rights(location) & R.VISIBLE)
+        except MailboxNotFound:
+            return False
+
+    def _exists_error(self, location: Location, error: MailboxExists) -> StoreError:
+        """What to say when a name is taken: that it is, only if the user may see it."""
+        if location.owner != self.user and not self._visible(location):
+            return self._no_create(location)
+        return error
 
     # -- IMailboxList ------------------------------------------------------------------------
 
@@ -215,7 +236,10 @@ class AccountMailboxes:
         parent = self._require_create(location)
         tree = self.tree(location)
         new = [superior for superior in names.superiors(location.name) if not tree.exists(superior)]
-        tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+        try:
+            tree.create(location.name, special_use=special_use if location.owner == self.user else None)
+        except MailboxExists as error:
+            raise self._exists_error(location, error) from None
         if parent is not None:
             self.access.inherit(location.owner, parent, [*new, location.name])
 
@@ -247,7 +271,10 @@ class AccountMailboxes:
         if source.owner != target.owner:
             raise Refused("A mailbox cannot be renamed into another user's or the shared namespace")
         self._require_create(target)
-        self.tree(source).rename(source.name, target.name)
+        try:
+            self.tree(source).rename(source.name, target.name)
+        except MailboxExists as error:
+            raise self._exists_error(target, error) from None
 
     def exists(self, name: str) -> bool:
         try:
@@ -637,9 +664,10 @@ class Account:
 
     def rights(self, name: str) -> str:
         """MYRIGHTS: the user's rights on ``name`` as text (needs any of l r i k x a)."""
-        held = self.mailboxes.rights_of(name)
+        location = self.mailboxes.resolve(name)
+        held = self.mailboxes._rights(location)
         if not held & R.ANY:
-            raise MailboxNotFound(f"Mailbox {name} does not exist")
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist")
         return R.text_of(held)
 
     def namespaces(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -678,8 +706,8 @@ class Account:
     def quota_roots(self, name: str) -> list[str]:
         """GETQUOTAROOT: the roots of ``name`` ([] or one); needs ``r`` or ``l``."""
         location = self.mailboxes.resolve(name)
-        if not self.mailboxes._rights(location) & R.VISIBLE:
-            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        if not self.mailboxes._visible(location):
+            raise MailboxNotFound(f"Mailbox {location.display} does not exist")
         return quota.roots_of(self.access.store, location.owner, location.name)
 
     def quota(self, root: str) -> quota.QuotaReport:

@@ -9,6 +9,7 @@ file, section, key and problem on one line.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import re
 import socket
 from collections.abc import Callable
@@ -141,15 +142,53 @@ def check_endpoint(description: str) -> None:
             f"endpoint {description!r}: use tcp:PORT[:interface=ADDR], tcp6:... or unix:PATH"
             " (TLS is set by the service, not the endpoint)"
         )
+    bad_port = ValueError(f"endpoint {description!r}: the port must be a number from 0 to 65535")
     try:
         endpoint = endpoints.serverFromString(None, description)  # builds, never listens
     except (ValueError, TypeError, KeyError, IndexError) as error:
+        if kind != "unix" and not _port_text(description).isdigit():
+            raise bad_port from None
         raise ValueError(f"endpoint {description!r}: {error or 'malformed'}") from None
     port = getattr(endpoint, "_port", None)
     if kind != "unix" and not (isinstance(port, int) and 0 <= port < 65536):
-        raise ValueError(f"endpoint {description!r}: the port must be a number from 0 to 65535")
+        raise bad_port
     if kind == "unix" and not getattr(endpoint, "_address", None):
         raise ValueError(f"endpoint {description!r}: a socket path is required")
+
+
+def _port_text(description: str) -> str:
+    """The port of a ``tcp:PORT:...`` or ``tcp:port=PORT:...`` description, as written."""
+    fields = description.split(":")[1:]
+    for field_text in fields:
+        if field_text.startswith("port="):
+            return field_text[len("port="):]
+    return fields[0] if fields and "=" not in fields[0] else ""
+
+
+def is_loopback_endpoint(description: str) -> bool:
+    """Whether only this machine can connect: a unix socket, or TCP on a loopback address."""
+    if description.split(":", 1)[0].lower() == "unix":
+        return True
+    interface = getattr(endpoints.serverFromString(None, description), "_interface", "")
+    if interface.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(interface)  # "" or "::" (every interface) is refused below
+    except ValueError:
+        return False  # a host name: it may name a public address
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """``127.0.0.0/8 ::1 192.0.2.10`` -> networks (a bare address is a network of one)."""
+    networks = []
+    for item in parse_list(text):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"expected addresses or networks such as 127.0.0.0/8 or ::1, got {item!r}") from None
+    return networks
 
 
 def parse_special_use(text: str) -> str:
@@ -195,6 +234,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "special_use": Key(parse_special_use, "Drafts:drafts Sent:sent Trash:trash Junk:junk Archive:archive"),
         "allow_plaintext_on_loopback": Key(parse_bool, True),
         "check_header_from": Key(parse_bool, True),
+        "index_cache": Key(parse_positive_int, 64),
+        "login_delay_max": Key(parse_duration, 15),
+        # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.
+        "max_connections": Key(parse_positive_int, 1000),
+        "max_connections_per_address": Key(parse_positive_int, 100),
+        "max_unauthenticated": Key(parse_positive_int, 500),
+        "max_unauthenticated_per_address": Key(parse_positive_int, 20),
+        "limit_exempt": Key(parse_networks, parse_networks("127.0.0.0/8 ::1")),
+        "listen_backlog": Key(parse_positive_int, 511),
     },
     "imap": _service(1143),
     "imaps": _service(1993),
@@ -202,7 +250,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "pop3s": _service(1995),
     "submission": _service(1587),
     "submissions": _service(1465),
-    "lmtp": _service(2003),
+    "lmtp": {**_service(2003), "allow_remote": Key(parse_bool, False)},
     "tls": {
         "certificate": Key(parse_path, None),
         "key": Key(parse_path, None),
@@ -330,6 +378,15 @@ def _check_together(config: Config) -> None:
                     config.path, service, "listen", f"{description!r} is also used by [{seen[description]}]"
                 )
             seen[description] = service
+    lmtp = config.values["lmtp"]
+    if lmtp["enabled"] and not lmtp["allow_remote"]:
+        for description in lmtp["listen"]:
+            if not is_loopback_endpoint(description):
+                raise ConfigError(
+                    config.path, "lmtp", "listen",
+                    f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
+                    " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
+                )
     queue = config.values["queue"]
     if queue["retry_initial"] > queue["retry_max"]:
         raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")

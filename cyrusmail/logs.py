@@ -34,3 +34,19 @@ def login_failed(service: str, transport, user: str, mechanism: str) -> None:
     log.warn(  # noqa: G010 -- twisted.logger has warn(), not warning()
         "{service}: failed login for {user!r} from {peer} ({mechanism})",
              service=service, user=user[:64], peer=peer_of(transport), mechanism=mechanism)
+
+
+def reopen_log_files() -> int:
+    """Reopen twistd's log file (``--logfile``) after an outside tool moved it; how many were.
+
+    twistd keeps its :class:`~twisted.python.logfile.LogFile` to itself, so
+    it is found among the live objects; a SIGHUP is rare enough for that.
+    """
+    import gc
+
+    from twisted.python.logfile import BaseLogFile
+
+    files = [item for item in gc.get_objects() if isinstance(item, BaseLogFile) and not item.closed]
+    for log_file in files:
+        log_file.reopen()
+    return len(files)

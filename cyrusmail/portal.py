@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.cred.portal import IRealm, Portal
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm
 from zope.interface import implementer
 
 from cyrusmail.account import (
@@ -17,8 +18,10 @@ from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
 from cyrusmail.acl.registry import AccessRegistry
 from cyrusmail.auth.checkers import PasswordChecker
+from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
+from cyrusmail.store.errors import UnknownUser
 from cyrusmail.store.interfaces import IStore
 from cyrusmail.store.maildir.store import SHARED_OWNER
 
@@ -35,8 +38,9 @@ class MailRealm:
 
     def __init__(self, store: IStore, admins: list[str], local_domains: list[str],
                  special_use: dict[str, str], other_users: str = OTHER_USERS, shared: str = SHARED_FOLDERS,
-                 warning_percent: int = 90):
+                 warning_percent: int = 90, users: UserDatabase | None = None):
         self.store = store
+        self.users = users
         self.admins = frozenset(admins)
         self.local_domains = local_domains
         self.special_use = special_use
@@ -44,8 +48,25 @@ class MailRealm:
         self.warning_percent = warning_percent
         self.access = AccessControl(store, AccessRegistry(store.root / ACCESS_REGISTRY), self.admins)
 
-    def account(self, user: str) -> Account:
-        self.store.provision(user, self.special_use)
+    def _provision(self, user: str, recheck: bool = True) -> None:
+        """Make ``user``'s INBOX and special-use folders if missing.
+
+        With ``recheck`` (a login, a delivery), only if ``user`` is still in
+        the user database, checked under the store's user lock: one racing
+        ``cyrusmail-admin user delete`` cannot bring the deleted tree back
+        (UnknownUser instead).
+        """
+        if not recheck or self.users is None:
+            self.store.provision(user, self.special_use)
+            return
+        with self.store.user_lock():
+            if not self.users.exists(user):
+                raise UnknownUser(f"No user {user}")
+            self.store.provision(user, self.special_use)
+
+    def account(self, user: str, recheck: bool = False) -> Account:
+        """The Account of ``user``, whose folders are made if missing (see :meth:`_provision`)."""
+        self._provision(user, recheck)
         return Account(
             user=user,
             mailboxes=AccountMailboxes(user, self.access, self.other_users, self.shared),
@@ -57,7 +78,7 @@ class MailRealm:
     def delivery_target(self, recipient: str, folder: str | None = None, poster: str | None = None):
         """The mailbox a delivery to ``recipient`` (+``folder``) goes to; see cyrusmail.acl.delivery."""
         if recipient != SHARED_OWNER:
-            self.store.provision(recipient, self.special_use)
+            self._provision(recipient)
         return delivery_target(self.access, recipient, folder, poster)
 
     def close(self) -> None:
@@ -67,12 +88,21 @@ class MailRealm:
         if IAccount not in interfaces:
             raise NotImplementedError("cyrusmail only hands out IAccount avatars")
         user = avatar_id.decode("utf-8") if isinstance(avatar_id, bytes) else avatar_id
-        return IAccount, self.account(user), lambda: None
+        try:
+            account = self.account(user, recheck=True)
+        except UnknownUser:  # deleted since its password was checked: a failed login
+            raise UnauthorizedLogin(f"No user {user}") from None
+        return IAccount, account, lambda: None
 
 
-def make_portal(config: Config, store: IStore, users: UserDatabase) -> Portal:
+def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None) -> ThrottledPortal:
+    """The portal every protocol logs in through, throttled on ``reactor``'s clock."""
+    if reactor is None:
+        from twisted.internet import reactor
     namespaces = config["namespaces"]
     realm = MailRealm(store, config.admins, config.domains, config.special_use_folders(),
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
-                      warning_percent=config["quota"]["warning_percent"])
-    return Portal(realm, [PasswordChecker(users, config.domains)])
+                      warning_percent=config["quota"]["warning_percent"], users=users)
+    throttle = LoginThrottle(reactor, maximum=config["server"]["login_delay_max"])
+    return ThrottledPortal(realm, [PasswordChecker(users, config.domains)], throttle,
+                           lambda login: account_key(users, config.domains, login))

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
-from cyrusmail.auth.policy import LoginThrottle
+from cyrusmail.sessions import SessionRegistry
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class ServerContext:
     portal: Any  # twisted.cred Portal handing out IAccount
     realm: Any  # MailRealm, for delivery to users by name
     tls: Any = None  # twisted.internet.ssl.CertificateOptions
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)  # live sessions, connection caps
     reactor: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the outbound queue
 

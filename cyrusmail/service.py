@@ -1,27 +1,45 @@
 """``twistd cyrusmail``: build the running server from the config.
 
-The config is loaded and checked while options are parsed; a bad one stops
-twistd with one line on standard error and exit status 2, before anything
-touches the disk. ``makeService`` then opens the store and the user
-database, makes the TLS certificate if needed, and adds one listening
-service per endpoint of every enabled protocol in the registry.
+Starting follows :mod:`cyrusmail.startup`: the config, the named
+certificate and the data folder are checked while options are parsed,
+every port is bound in ``makeService``, and the data folder is locked and
+opened when the service starts (after ``twistd -u/-g`` has switched user).
+Any failure on the way is one line on standard error and exit status 2;
+one found before the data folder is made leaves nothing on disk. Then there
+is one listening service per endpoint of every enabled protocol in the
+registry.
 """
 
 from __future__ import annotations
 
+import os
+import resource
 import signal
 import sys
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
-from twisted.internet import endpoints
+from twisted.internet.error import ReactorNotRunning
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
-from cyrusmail import logs
+# Imported here, not when the service starts: after twistd -u/-g the
+# server's user may not be able to read the Python installation.
+from cyrusmail import logs, startup, tls
+from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config, ConfigError, load
+from cyrusmail.control import ControlService
+from cyrusmail.portal import make_portal
+from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
+from cyrusmail.sessions import AdmissionFactory, Limits, SessionRegistry
+from cyrusmail.store.maildir import MaildirStore
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
+#: Open files one session may need: its socket, and its user's index (database, WAL, shared memory).
+FILES_PER_SESSION = 4
+#: Open files for everything else: listeners, the user and ACL databases, the queue, logs.
+FILES_RESERVED = 256
 
 
 class Options(usage.Options):
@@ -33,10 +51,12 @@ class Options(usage.Options):
         try:
             self.config = load(self["config"])
             check_available(self.config)
+            # twistd may change folder (--rundir) before the data folder is opened.
+            self.config.values["server"]["data"] = self.config.data.absolute()
+            startup.check_data_folder(self.config)
+            self.tls = named_tls(self.config)
         except ConfigError as error:
-            sys.stderr.write(f"cyrusmail: {error}\n")
-            sys.stderr.flush()
-            raise SystemExit(2) from None
+            startup.refuse(str(error))
 
 
 def check_available(config: Config) -> None:
@@ -44,6 +64,34 @@ def check_available(config: Config) -> None:
     for name in config.enabled_services():
         if builder_of(name) is None:
             raise ConfigError(config.path, name, "enabled", f"this build of cyrusmail has no {name} server yet")
+
+
+def named_tls(config: Config) -> tls.ReloadableTLS | None:
+    """The certificate and key the config names, loaded now (``twistd -u`` may not read the key later).
+
+    None when the config names none: the self-signed one lives in the data folder.
+    """
+    if config["tls"]["certificate"] is None:
+        return None
+    try:
+        return server_tls(config)
+    except tls.TLSFileError as error:
+        raise ConfigError(config.path, "tls", error.which, str(error)) from None
+
+
+def server_tls(config: Config) -> tls.ReloadableTLS:
+    """The config's certificate, else the self-signed one in ``DATA/tls/``, made on first start."""
+    cert, key = config["tls"]["certificate"], config["tls"]["key"]
+    if cert is None:
+        cert, key = tls.self_signed_paths(config.data)
+        if not cert.exists():
+            tls.make_self_signed(config.hostname, cert, key)
+            logs.log.info("cyrusmail: made a self-signed certificate for {host} in {path}",
+                          host=config.hostname, path=str(cert))
+    options = tls.ReloadableTLS(cert, key)
+    logs.log.info("cyrusmail: TLS certificate {path}, SHA-256 fingerprint {fp}",
+                  path=str(cert), fp=tls.fingerprint(options))
+    return options
 
 
 class StoreService(service.Service):
@@ -56,68 +104,177 @@ class StoreService(service.Service):
         super().startService()
         reactor = self.context.reactor
         if reactor is not None:
-            # twistd re-raises SIGTERM after a clean stop (exit 143); an
-            # orderly shutdown on request is a success, so stop plainly.
-            # The reactor installs its own handlers during startup; ours goes after.
-            reactor.callWhenRunning(signal.signal, signal.SIGTERM, self._stop_on_request)
+            # The reactor and twistd install their handlers during startup; ours go after.
+            reactor.callWhenRunning(self._install_signal_handlers)
 
-    def _stop_on_request(self, signum, frame) -> None:
-        logs.log.info("cyrusmail: SIGTERM received, shutting down")
-        self.context.reactor.callFromThread(self.context.reactor.stop)
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM stops cleanly, SIGHUP reloads, SIGUSR1 is ignored.
+
+        twistd re-raises SIGTERM after a clean stop (exit 143); an orderly
+        shutdown on request is a success, so ours stops plainly (exit 0).
+        SIGHUP and SIGUSR1 would end the process silently by default.  With
+        ``--logfile`` twistd has already taken SIGUSR1 to rotate its log
+        file itself; that is left as it is.
+        """
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.context.reactor.callFromThread(self._signalled, signum)  # nothing more in a signal handler
+
+    def _signalled(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            logs.log.info("cyrusmail: SIGTERM received, shutting down")
+            try:
+                self.context.reactor.stop()
+            except ReactorNotRunning:  # a second SIGTERM while stopping
+                pass
+        elif signum == signal.SIGHUP:
+            self.reload()
+        else:
+            logs.log.info("cyrusmail: SIGUSR1 ignored (it rotates the log file when twistd runs with --logfile)")
+
+    def reload(self) -> None:
+        """SIGHUP: reopen twistd's log file (after an outside rotation) and re-read the TLS files.
+
+        Nothing else is reloaded: other config changes need a restart.
+        """
+        try:
+            reopened = logs.reopen_log_files()
+        except OSError as error:
+            logs.log.error("cyrusmail: SIGHUP: cannot reopen the log file: {error}", error=str(error))
+        else:
+            logs.log.info("cyrusmail: SIGHUP received, reopened {n} log files", n=reopened)
+        reload_tls = getattr(self.context.tls, "reload", None)
+        if reload_tls is None:
+            return
+        try:
+            fingerprint = reload_tls()
+        except (OSError, ValueError, TypeError, SSLError) as error:
+            logs.log.error("cyrusmail: SIGHUP: kept the old TLS certificate: {error}", error=str(error) or repr(error))
+        else:
+            logs.log.info("cyrusmail: TLS certificate reloaded, SHA-256 fingerprint {fp}", fp=fingerprint)
 
     def stopService(self):
+        """Say goodbye to every session (the listeners are already closing), then close the store."""
+        super().stopService()
+        sessions = self.context.sessions
+        if len(sessions):
+            logs.log.info("cyrusmail: ending {n} sessions", n=len(sessions))
+        drained = sessions.end_all("Server shutting down")
+        drained.addCallback(lambda _: self._close())
+        return drained
+
+    def _close(self) -> None:
         self.context.realm.close()
         self.context.store.close()
         self.context.users.close()
         logs.log.info("cyrusmail: store and index closed")
-        return super().stopService()
 
 
-def open_context(config: Config, reactor=None) -> ServerContext:
+def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
-    from cyrusmail import tls
-    from cyrusmail.auth.userdb import UserDatabase
-    from cyrusmail.portal import make_portal
-    from cyrusmail.store.maildir import MaildirStore
-
-    config.data.mkdir(parents=True, exist_ok=True)
-    store = MaildirStore(config.data)
+    make_private_folder(config.data)
+    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"])
+    files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
+    logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
+                  files=files, tmp=str(store.tmp_dir), trees=trees)
     users = UserDatabase(config.data / "users.sqlite")
-    cert, key = config["tls"]["certificate"], config["tls"]["key"]
-    if cert is None:
-        cert, key = tls.self_signed_paths(config.data)
-        if not cert.exists():
-            tls.make_self_signed(config.hostname, cert, key)
-            logs.log.info("cyrusmail: made a self-signed certificate for {host} in {path}",
-                          host=config.hostname, path=str(cert))
-    logs.log.info("cyrusmail: TLS certificate {path}, SHA-256 fingerprint {fp}",
-                  path=str(cert), fp=tls.fingerprint(cert))
-    portal = make_portal(config, store, users)
+    if tls_options is None:
+        tls_options = server_tls(config)
+    portal = make_portal(config, store, users, reactor)
     return ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
-        tls=tls.context_factory(cert, key), reactor=reactor,
+        tls=tls_options, reactor=reactor,
+        sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
     )
+
+
+class ServerService(service.MultiService):
+    """The whole server: its ports are bound when it is made, its data opened when it starts."""
+
+    def __init__(self, config: Config, reactor, bound: dict[tuple[str, str], startup.BoundEndpoint],
+                 tls_options: tls.ReloadableTLS | None, daemon: bool = False, pid_file: str | None = None):
+        super().__init__()
+        self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
+        self.daemon, self.pid_file = daemon, pid_file
+
+    def startService(self):
+        try:
+            os.umask(PRIVATE_UMASK)
+            self.lock_fd = startup.take_data_folder(self.config.data)  # held until the process exits
+            context = open_context(self.config, self.reactor, self.tls_options)
+            factories = {name: self.factory(context, name) for name in self.config.enabled_services()}
+        except Exception as error:  # noqa: BLE001 -- every start-up failure is one line; the log has the traceback
+            if isinstance(error, startup.StartupError):
+                logs.log.error("cyrusmail: {problem}", problem=str(error))
+            else:
+                logs.log.failure("cyrusmail: the start failed")
+            startup.close_all(self.bound.values())
+            if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
+                raise startup.StartupError(startup.one_line(error)) from None
+            startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
+            # twistd has made sys.stderr a log file by now; the person starting it reads the real one.
+            startup.refuse(startup.one_line(error), sys.__stderr__)
+        StoreService(context).setServiceParent(self)
+        for name, factory in factories.items():
+            for description in self.config[name]["listen"]:
+                listener = internet.StreamServerEndpointService(self.bound[name, description], factory)
+                listener.setName(f"{name} {description}")
+                listener.setServiceParent(self)
+                logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
+        ControlService(self.config.data, context.sessions, self.reactor).setServiceParent(self)
+        for starter in context.extras.get("services", []):
+            starter.setServiceParent(self)
+        super().startService()
+
+    @staticmethod
+    def factory(context: ServerContext, name: str):
+        factory = AdmissionFactory(builder_of(name)(context, name), context.sessions, name)
+        if REGISTRY[name].implicit_tls:
+            factory = TLSMemoryBIOFactory(context.tls, False, factory)
+        return factory
 
 
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
-    config: Config = options.config
-    context = open_context(config, reactor)
-    top = service.MultiService()
-    StoreService(context).setServiceParent(top)
-    for name in config.enabled_services():
-        factory = builder_of(name)(context, name)
-        if REGISTRY[name].implicit_tls:
-            factory = TLSMemoryBIOFactory(context.tls, False, factory)
-        for description in config[name]["listen"]:
-            listener = internet.StreamServerEndpointService(
-                endpoints.serverFromString(reactor, description), factory
-            )
-            listener._raiseSynchronously = True  # a port in use stops the start, loudly
-            listener.setName(f"{name} {description}")
-            listener.setServiceParent(top)
-            logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
-    for starter in context.extras.get("services", []):
-        starter.setServiceParent(top)
-    return top
+    ensure_file_limit(options.config)
+    try:
+        bound = startup.bind_all(reactor, options.config)
+    except startup.StartupError as error:
+        startup.refuse(str(error))
+    twistd = getattr(options, "parent", None) or {}
+    return ServerService(options.config, reactor, bound, options.tls,
+                         daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+
+
+def ensure_file_limit(config: Config) -> None:
+    """Raise the soft limit on open files to what ``max_connections`` needs, as far as the hard limit allows.
+
+    ``ulimit -n`` is often 1024; past it every new connection would fail.
+    """
+    wanted = FILES_PER_SESSION * config["server"]["max_connections"] + FILES_RESERVED
+    before, after = raise_file_limit(wanted)
+    if after != before:
+        logs.log.info("cyrusmail: open file limit raised from {before} to {after}", before=before, after=after)
+    if after < wanted:
+        logs.log.warn(
+            "cyrusmail: max_connections = {n} may need {wanted} open files but the limit is {limit};"
+            " raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections",
+            n=config["server"]["max_connections"], wanted=wanted, limit=after)
+
+
+def raise_file_limit(wanted: int) -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE toward ``wanted``, never past the hard limit: (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft, soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return soft, target
+    return soft, soft
+

@@ -7,17 +7,31 @@ WAL mode, so the server and ``cyrusmail-admin`` may use it at once, with
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cyrusmail.private_files import PRIVATE_FILE
+
 BUSY_TIMEOUT_MS = 30_000
 
 
-def connect(path: Path | str) -> sqlite3.Connection:
-    """A connection in autocommit mode; transactions are explicit (:func:`write`)."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def connect(path: Path | str, create: bool = True) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit (:func:`write`).
+
+    A new database file is made 0600; SQLite gives its -wal and -shm files the
+    same mode.  With ``create`` False a missing file is an error
+    (sqlite3.OperationalError), never a new empty database.
+    """
+    if create:
+        if path != ":memory:":
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    else:
+        uri = Path(path).resolve().as_uri() + "?mode=rw"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import stat
 from pathlib import Path
 
 from cyrusmail.config import SERVICES, Config, from_parser
@@ -37,3 +38,13 @@ def add_user(context: ServerContext, name: str, password: str = "secret") -> str
     user = context.users.add(name, password)
     context.realm.account(user)
     return user
+
+
+def modes_not_private(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (itself included) that is not 0600, or folder not 0700: path -> mode."""
+    wrong = {}
+    for path in [folder, *folder.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if mode != (0o700 if path.is_dir() else 0o600):
+            wrong[str(path.relative_to(folder))] = oct(mode)
+    return wrong

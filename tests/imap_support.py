@@ -74,6 +74,7 @@ class Client:
 
     def __init__(self, context, clock: Clock, peer=LOOPBACK) -> None:
         self.clock = clock
+        context.portal.throttle.clock = clock  # logins wait their turn on the test's clock too
         self.transport = TLSStringTransport(peerAddress=peer)
         self.server = IMAPServer(context, "imap", reactor=clock)
         self.server.makeConnection(self.transport)
@@ -110,6 +111,15 @@ class Client:
         self.take()
         answer = self.command(f"L LOGIN {user} {password}")
         assert answer[-1].startswith("L OK"), answer
+
+
+def selected(test, context, clock: Clock, mailbox: str = "INBOX") -> Client:
+    """A session of alice's with ``mailbox`` selected, hung up when ``test`` ends."""
+    client = Client(context, clock)
+    test.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
+    client.login()
+    client.command(f"s SELECT {mailbox}")
+    return client
 
 
 def run_transcript(test, text: str, context=None) -> None:

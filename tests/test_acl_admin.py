@@ -4,24 +4,10 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from cyrusmail.portal import MailRealm
-from cyrusmail.store.maildir import MaildirStore
 from tests import test_admin
 
 
-class AccessAdminTests(unittest.TestCase):
-    setUp = test_admin.AdminTests.setUp
-    admin = test_admin.AdminTests.admin
-    ok = test_admin.AdminTests.ok
-    refused = test_admin.AdminTests.refused
-
-    def realm(self) -> MailRealm:
-        store = MaildirStore(self.data, analyser=None)
-        realm = MailRealm(store, [], ["example.org"], {})
-        self.addCleanup(store.close)
-        self.addCleanup(realm.close)
-        return realm
-
+class AccessAdminTests(test_admin.AdminCommands, unittest.TestCase):
     def add_users(self, *names: str) -> None:
         for name in names:
             self.ok("user", "add", name, "--password", "pw")

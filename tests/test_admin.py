@@ -11,8 +11,10 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from cyrusmail.admin.main import main
+from cyrusmail.portal import MailRealm
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag
+from tests.helpers import modes_not_private
 
 MBOX = b"""From alice@example.org Mon Jan  3 10:00:00 2022
 From: Alice <alice@example.org>
@@ -32,7 +34,26 @@ Reply.
 """
 
 
-class AdminTests(unittest.TestCase):
+class AdminFileModeTests(unittest.TestCase):
+    def test_what_the_admin_tool_makes_is_private_whatever_the_umask(self):
+        folder = Path(self.mktemp()).resolve()
+        folder.mkdir()
+        config = folder / "c.conf"
+        config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n")
+        mbox = folder / "in.mbox"
+        mbox.write_bytes(MBOX)
+        previous = os.umask(0)
+        self.addCleanup(os.umask, previous)
+        for argv in (["user", "add", "alice", "--password", "pw"], ["import", str(mbox), "alice/Archive"],
+                     ["acl", "set", "alice/Archive", "anyone", "lr"], ["queue", "flush"], ["reconstruct", "alice"]):
+            self.assertEqual(main(["--config", str(config), *argv], io.StringIO(), io.StringIO()), 0, argv)
+        self.assertEqual(os.umask(0), 0, "the caller's umask is given back")
+        self.assertEqual(modes_not_private(folder / "data"), {})
+
+
+class AdminCommands:
+    """A mixin: a config over a temporary data folder, and ``cyrusmail-admin`` run in-process."""
+
     def setUp(self):
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir()
@@ -66,6 +87,16 @@ class AdminTests(unittest.TestCase):
         self.addCleanup(store.close)
         return store
 
+    def realm(self) -> MailRealm:
+        """The accounts a server over this data folder would hand out."""
+        store = MaildirStore(self.data, analyser=None)
+        realm = MailRealm(store, [], ["example.org"], {})
+        self.addCleanup(store.close)
+        self.addCleanup(realm.close)
+        return realm
+
+
+class AdminTests(AdminCommands, unittest.TestCase):
     def test_user_lifecycle(self):
         self.assertIn("user alice added", self.ok("user", "add", "Alice", stdin="pw\n"))
         self.assertIn("already exists", self.refused("user", "add", "alice", "--password", "x"))

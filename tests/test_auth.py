@@ -8,7 +8,6 @@ from twisted.trial import unittest
 from cyrusmail.account import IAccount
 from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.passwords import hash_password, verify_password
-from cyrusmail.auth.policy import LoginThrottle
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
 from tests.helpers import add_user, make_context
@@ -102,18 +101,3 @@ class RealmTests(unittest.TestCase):
             self.assertEqual(names, ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"])
 
         return d.addCallback(check)
-
-
-class ThrottleTests(unittest.TestCase):
-    def test_delay_grows_per_address_and_clears_on_success(self):
-        now = [0.0]
-        throttle = LoginThrottle(clock=lambda: now[0])
-        self.assertEqual([throttle.failed("1.2.3.4") for _ in range(3)], [1.0, 2.0, 3.0])
-        self.assertEqual(throttle.failed("5.6.7.8"), 1.0)
-        throttle.succeeded("1.2.3.4")
-        self.assertEqual(throttle.failed("1.2.3.4"), 1.0)
-        for _ in range(50):
-            delay = throttle.failed("9.9.9.9")
-        self.assertEqual(delay, throttle.maximum)
-        now[0] += 10_000
-        self.assertEqual(throttle.failed("9.9.9.9"), 1.0)

@@ -18,7 +18,9 @@ domains = example.org example.net
 """
 
 
-class ConfigTests(unittest.TestCase):
+class ConfigCase(unittest.TestCase):
+    """Writes a config file and loads it, or checks that it is refused having made nothing."""
+
     def write(self, text: str) -> str:
         path = self.mktemp()
         with open(path, "w") as out:
@@ -38,6 +40,8 @@ class ConfigTests(unittest.TestCase):
         self.assertFalse(os.path.exists(self.data), "nothing may be created before validation")
         return message
 
+
+class ConfigTests(ConfigCase):
     def test_good_config_has_defaults_for_everything_else(self):
         config = load(self.write(GOOD))
         self.assertEqual(config.admins, ["root", "boss"])
@@ -78,6 +82,10 @@ class ConfigTests(unittest.TestCase):
 
     def test_bad_endpoint_port(self):
         self.assertIn("[pop3] listen: endpoint 'tcp:99999'", self.refused(GOOD + "[pop3]\nlisten = tcp:99999\n"))
+
+    def test_endpoint_port_that_is_not_a_number(self):
+        message = self.refused(GOOD + "[imap]\nlisten = tcp:abc\n")
+        self.assertIn("[imap] listen: endpoint 'tcp:abc': the port must be a number from 0 to 65535", message)
 
     def test_bad_endpoint_kind(self):
         self.assertIn("[imaps] listen: endpoint 'ssl:993'", self.refused(GOOD + "[imaps]\nlisten = ssl:993\n"))
@@ -123,3 +131,39 @@ class ConfigTests(unittest.TestCase):
 
     def test_duplicate_key(self):
         self.assertIn("already exists", self.refused(GOOD + "hostname = y\n"))
+
+
+class LMTPReachTests(ConfigCase):
+    """LMTP has no AUTH: only this machine may reach it, unless ``[lmtp] allow_remote`` says otherwise."""
+
+    def test_every_interface_is_refused(self):
+        message = self.refused(GOOD + "[lmtp]\nlisten = tcp:2003\n")
+        self.assertIn("[lmtp] listen: 'tcp:2003' can be reached from other machines, and LMTP has no AUTH", message)
+        self.assertIn("allow_remote = yes", message)
+
+    def test_public_and_wildcard_addresses_are_refused(self):
+        for listen in ("tcp:2003:interface=192.0.2.7", "tcp:2003:interface=0.0.0.0", "tcp6:2003",
+                       "tcp:2003:interface=mail.example.org"):
+            self.assertIn("LMTP has no AUTH", self.refused(GOOD + f"[lmtp]\nlisten = {listen}\n"))
+
+    def test_one_public_endpoint_among_loopback_ones_is_refused(self):
+        text = GOOD + "[lmtp]\nlisten = unix:lmtp.sock\n  tcp:2003:interface=192.0.2.7\n"
+        self.assertIn("'tcp:2003:interface=192.0.2.7'", self.refused(text))
+
+    def test_loopback_and_unix_sockets_are_accepted(self):
+        listen = "tcp:2003:interface=127.0.0.1\n  tcp6:2003:interface=\\:\\:1\n  unix:lmtp.sock"
+        config = load(self.write(GOOD + f"[lmtp]\nlisten = {listen}\n"))
+        self.assertEqual(len(config["lmtp"]["listen"]), 3)
+        self.assertFalse(config["lmtp"]["allow_remote"])
+
+    def test_allow_remote_lets_lmtp_listen_anywhere(self):
+        config = load(self.write(GOOD + "[lmtp]\nlisten = tcp:2003\nallow_remote = yes\n"))
+        self.assertEqual(config["lmtp"]["listen"], ["tcp:2003"])
+
+    def test_a_disabled_lmtp_is_not_checked(self):
+        config = load(self.write(GOOD + "[lmtp]\nenabled = no\nlisten = tcp:2003\n"))
+        self.assertEqual(config.enabled_services().count("lmtp"), 0)
+
+    def test_only_lmtp_is_held_to_loopback(self):
+        config = load(self.write(GOOD + "[submission]\nlisten = tcp:1587\n"))
+        self.assertEqual(config["submission"]["listen"], ["tcp:1587"])

@@ -410,7 +410,7 @@ class SMTPFuzzTests(TestCase):
     def setUp(self) -> None:
         self.errors = LoggedErrors(self)
         self.context, self.clock = make_server(
-            self.mktemp(), submission={"enabled": "yes", "listen": "tcp:0"}, lmtp={"enabled": "yes", "listen": "tcp:1"})
+            self.mktemp(), submission={"enabled": "yes", "listen": "tcp:0"}, lmtp={"enabled": "yes", "listen": "tcp:1:interface=127.0.0.1"})
         self.factories = {"submission": submission_factory(self.context, self.clock),
                           "lmtp": lmtp_factory(self.context, self.clock)}
 

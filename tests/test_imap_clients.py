@@ -110,7 +110,6 @@ class ImaplibTests(ClientTestCase):
         return threads.deferToThread(talk).addCallback(check)
 
     def test_bad_password(self):
-        self.context.throttle.base = 0.01
 
         def talk():
             client = imaplib.IMAP4("127.0.0.1", self.port_number)

@@ -11,8 +11,8 @@ from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap.contexts import MAX_CONTEXTS
 from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
-from tests.imap_support import Client, message, session_context
-from tests.test_imap_search_slices import TurnClock
+from tests.imap_support import Client, message, selected, session_context
+from tests.test_imap_search_slices import SlicedSessions
 
 NOW = 1_700_000_000.0
 
@@ -96,11 +96,7 @@ class SessionTests(TestCase):
         self.clock.advance(NOW)
 
     def session(self) -> Client:
-        client = Client(self.context, self.clock)
-        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
-        client.login()
-        client.command("s SELECT INBOX")
-        return client
+        return selected(self, self.context, self.clock)
 
     def test_older_and_younger_count_back_from_now(self) -> None:
         """RFC 5032: seconds before the time of the search, on the internal date."""
@@ -160,41 +156,13 @@ class SessionTests(TestCase):
                          ["c1 BAD CANCELUPDATE is not allowed in the authenticated state"])
 
 
-MESSAGES = 30
-
-
-class SlicedUpdateTests(TestCase):
+class SlicedUpdateTests(SlicedSessions, TestCase):
     """A context with BODY keys tests each changed message again by reading its
     file: after a STORE on thirty 60 KB messages that takes several turns, and
     other sessions are served meanwhile, while the STORE's tagged reply waits."""
 
-    def setUp(self) -> None:
-        self.context = session_context(self)
-        inbox = self.context.store.mailboxes("alice").open("INBOX")
-        filler = "lorem ipsum dolor sit amet consectetur " * 800
-        inbox.append_many([
-            (message(f"message {n}", f"{filler}\r\nmarker{n % 3}\r\n{filler}\r\n"), None, (), None)
-            for n in range(1, MESSAGES + 1)
-        ])
-        self.clock = TurnClock()
-        self.alice = self.session()
-        self.other = self.session()
-
-    def session(self) -> Client:
-        client = Client(self.context, self.clock)
-        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
-        client.login()
-        client.command("s SELECT INBOX")
-        return client
-
-    def finish(self, between) -> int:
-        turns = 0
-        while self.clock.due():
-            between(turns)
-            self.clock.turn()
-            turns += 1
-            self.assertLess(turns, 100_000)
-        return turns
+    MESSAGES = 30
+    MARKERS = 3
 
     def test_other_sessions_are_served_meanwhile(self) -> None:
         absent = " ".join(f"NOT BODY absent{n}" for n in range(8))
@@ -209,7 +177,7 @@ class SlicedUpdateTests(TestCase):
             self.other.transport.clear()
 
         self.assertGreaterEqual(self.finish(meanwhile), 3)
-        matching = ",".join(str(n) for n in range(1, MESSAGES + 1) if n % 3 == 1)
+        matching = ",".join(str(n) for n in range(1, self.MESSAGES + 1) if n % 3 == 1)
         self.assertEqual(self.alice.lines(), [f'* ESEARCH (TAG "a1") ADDTO (0 {matching})',
                                               "a2 OK STORE completed", "a3 OK NOOP completed"])
 

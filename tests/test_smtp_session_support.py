@@ -84,7 +84,9 @@ def make_server(tmp, **sections):
         checker.hash_in_thread = False  # transcripts stay synchronous
     add_user(context, "alice")
     add_user(context, "bob")
-    return context, Clock()
+    clock = Clock()
+    context.portal.throttle.clock = clock  # logins wait their turn on the test's clock
+    return context, clock
 
 
 def submission_factory(context, clock, service: str = "submission") -> SMTPFactory:

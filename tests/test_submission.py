@@ -162,14 +162,15 @@ class SubmissionTests(unittest.TestCase):
         talk.send("EHLO client.example\r\n")
         self.assertEqual(talk.codes("MAIL FROM:<alice@example.org>\r\n"), expected(codes.AUTH_REQUIRED))
 
-    def test_failed_auth_is_delayed(self) -> None:
+    def test_auth_after_a_failure_waits_its_turn(self) -> None:
         talk = Conversation(self.factory)
         talk.send("EHLO client.example\r\n")
-        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\nNOOP\r\n"), [])
+        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n"), expected(codes.AUTH_FAILED))
+        self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice") + b"\r\nNOOP\r\n"), [])
         self.clock.advance(0.5)
         self.assertEqual(talk.take(), [])
-        self.clock.advance(1)
-        self.assertEqual([(c, e) for c, e, _ in talk.take()], expected(codes.AUTH_FAILED, codes.OK))
+        self.clock.advance(0.5)
+        self.assertEqual([(c, e) for c, e, _ in talk.take()], expected(codes.AUTH_OK, codes.OK))
 
     def test_auth_login_exchange(self) -> None:
         talk = Conversation(self.factory)
@@ -234,7 +235,8 @@ class SubmissionTests(unittest.TestCase):
     def test_input_is_bounded_while_paused(self) -> None:
         talk = Conversation(self.factory)
         talk.send("EHLO client.example\r\n")
-        talk.send(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n")  # busy for a second
+        talk.send(b"AUTH PLAIN " + plain("alice", "wrong") + b"\r\n")
+        talk.send(b"AUTH PLAIN " + plain("alice") + b"\r\n")  # busy: alice's turn comes a second later
         talk.send(b"NOOP\r\n" * (MAX_PENDING_INPUT // 6 + 10))
         self.assertEqual(talk.transport.producerState, "paused")
         self.clock.advance(2)

@@ -104,6 +104,25 @@ class AccessControl:
             for child in children:
                 tree.set_acl(child, acl)
 
+    def forget_user(self, user: str) -> list[str]:
+        """Remove ``user`` from every ACL of other trees (``user`` and ``-user``
+        entries) and from every group, as ``user delete`` does, so that a new
+        account of that name inherits no right; the mailboxes changed.
+        """
+        changed = []
+        for owner in self.registry.owners_granting([user]):
+            if owner == user:
+                continue
+            tree = self.tree(owner)
+            for name, acl in tree.acls().items():
+                if acl and (user in acl or "-" + user in acl):
+                    tree.set_acl(name, {identifier: rights for identifier, rights in acl.items()
+                                        if identifier.lstrip("-") != user})
+                    changed.append(f"{owner}/{name}")
+            self._refresh_grants(owner)
+        self.registry.forget_user(user)
+        return changed
+
     def _refresh_grants(self, owner: str) -> None:
         named = {identifier.lstrip("-") for acl in self.tree(owner).acls().values() if acl for identifier in acl}
         named.discard(owner)

@@ -91,3 +91,9 @@ class AccessRegistry:
     def forget_owner(self, owner: str) -> None:
         with self._write() as db:
             db.execute("DELETE FROM grants WHERE owner = ?", (owner,))
+
+    def forget_user(self, user: str) -> None:
+        """Drop ``user`` from every group and the grants of their own tree (a deleted user)."""
+        with self._write() as db:
+            db.execute("DELETE FROM groups WHERE member = ?", (user,))
+            db.execute("DELETE FROM grants WHERE owner = ?", (user,))

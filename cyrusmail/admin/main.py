@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from cyrusmail.admin import importer
 from cyrusmail.config import ConfigError, load
+from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.store.errors import StoreError
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
@@ -43,7 +46,7 @@ class Admin:
         if self._store is None:
             from cyrusmail.store.maildir import MaildirStore
 
-            self.config.data.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self.config.data)
             self._store = MaildirStore(self.config.data)
         return self._store
 
@@ -52,7 +55,7 @@ class Admin:
         if self._users is None:
             from cyrusmail.auth.userdb import UserDatabase
 
-            self.config.data.mkdir(parents=True, exist_ok=True)
+            make_private_folder(self.config.data)
             self._users = UserDatabase(self.config.data / "users.sqlite")
         return self._users
 
@@ -157,9 +160,30 @@ def user_delete(admin: Admin, args) -> None:
     user = admin.known_user(args.name)
     if not args.yes:
         raise AdminError(f"deleting {user} removes all their mail; add --yes to confirm")
-    admin.users.delete(user)
-    admin.store.remove_user(user)
-    admin.say(f"user {user} deleted")
+    with admin.store.user_lock():  # a login at this moment cannot make the tree again
+        # rights, groups and the tree first: a failure leaves the user there to delete again
+        admin.access.forget_user(user)
+        doomed = admin.store.retire_user(user)
+        admin.users.delete(user)
+    ended = end_live_sessions(admin, user)
+    if doomed is not None:
+        shutil.rmtree(doomed, ignore_errors=True)
+    admin.say(f"user {user} deleted{ended}")
+
+
+def end_live_sessions(admin: Admin, user: str) -> str:
+    """Have the running server, if one runs, end ``user``'s sessions; what to add to the report."""
+    from cyrusmail import control
+
+    try:
+        answer = control.ask(admin.config.data, f"kick {user}")
+    except (OSError, control.ControlError) as error:
+        print(f"cyrusmail-admin: warning: the running server was not reached ({error});"
+              f" live sessions of {user} were not ended", file=admin.err)
+        return ""
+    if answer is None:  # no server runs
+        return ""
+    return f"; {answer[-1].split()[-1]} live sessions ended"
 
 
 def user_list(admin: Admin, args) -> None:
@@ -459,6 +483,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     args = parser().parse_args(argv)
+    previous = os.umask(PRIVATE_UMASK)  # what it makes in the data folder is the server's alone
+    try:
+        return run(args, out, err)
+    finally:
+        os.umask(previous)
+
+
+def run(args: argparse.Namespace, out, err) -> int:
     try:
         admin = Admin(args.config, out, err)
     except ConfigError as error:

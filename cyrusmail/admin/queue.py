@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from cyrusmail.delivery.queue import FLUSH_FILE, POLL_INTERVAL
+from cyrusmail.private_files import PRIVATE_FILE, PRIVATE_FOLDER
 from cyrusmail.store.maildir.files import fsync_dir, unlink_quietly
 
 _ID = re.compile(r"[0-9A-Za-z]{1,64}")
@@ -55,8 +56,8 @@ def queue_list(admin, args) -> None:
 
 def queue_flush(admin, args) -> None:
     spool = spool_of(admin)
-    spool.mkdir(parents=True, exist_ok=True)
-    (spool / FLUSH_FILE).touch()
+    spool.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+    (spool / FLUSH_FILE).touch(mode=PRIVATE_FILE)
     admin.say(f"flush requested: the running server retries every queued message within {POLL_INTERVAL:g} s")
 
 

@@ -7,6 +7,8 @@ interfaces, with no change elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.cred import credentials, error
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.internet import defer, threads
@@ -21,10 +23,12 @@ class PasswordChecker:
 
     credentialInterfaces = (credentials.IUsernamePassword,)
 
-    def __init__(self, users: UserDatabase, local_domains: list[str], hash_in_thread: bool = True):
+    def __init__(self, users: UserDatabase, local_domains: list[str], hash_in_thread: bool = True,
+                 verify: Callable[[str, str | None], bool] = check_against):
         self.users = users
         self.local_domains = local_domains
         self.hash_in_thread = hash_in_thread
+        self.verify = verify  # (password, stored hash or None) -> bool; tests count the calls
 
     def requestAvatarId(self, creds):
         login = creds.username.decode("utf-8", "replace") if isinstance(creds.username, bytes) else creds.username
@@ -33,7 +37,7 @@ class PasswordChecker:
         stored = self.users.password_hash(name) if name else None
 
         def verify() -> str:
-            if not check_against(password, stored):
+            if not self.verify(password, stored):
                 raise error.UnauthorizedLogin("Invalid credentials")
             return name
 

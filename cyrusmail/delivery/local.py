@@ -34,6 +34,7 @@ from cyrusmail.store.errors import (
     OverQuota,
     PermissionDenied,
     StoreError,
+    UnknownUser,
 )
 
 INBOX = "INBOX"
@@ -104,6 +105,8 @@ class LocalDelivery:
             return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
         except PermissionDenied:
             return codes.MAILBOX_DISABLED
+        except UnknownUser:  # deleted since RCPT
+            return codes.NO_SUCH_USER
         except (StoreError, OSError) as error:
             logs.log.failure("delivery to {user} failed", user=target.user)
             return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")

@@ -76,6 +76,7 @@ from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from cyrusmail import logs
 from cyrusmail.delivery import dsn
 from cyrusmail.delivery.local import LocalDelivery
+from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.smtp import client as smtp_client
 from cyrusmail.smtp import wire
 from cyrusmail.smtp.client import ClientReply, ConnectionFailed, Envelope
@@ -204,7 +205,7 @@ class Queue:
         self.clock = clock
         self.reactor = context.reactor or clock
         self.spool = spool or Path(context.config.data) / "queue"
-        self.spool.mkdir(parents=True, exist_ok=True)
+        self.spool.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.local = local or LocalDelivery(context)
         self.resolver = resolver or resolve_mx
         self.client_tls = client_tls or (lambda host: optionsForClientTLS(host))
@@ -267,7 +268,7 @@ class Queue:
         msg_path, json_path = self._paths(entry_id)
         if isinstance(message, (bytes, bytearray)):
             tmp = msg_path.with_name(msg_path.name + ".tmp")
-            with open(tmp, "wb") as out:
+            with create_private(tmp) as out:
                 out.write(message)
                 out.flush()
                 os.fsync(out.fileno())

@@ -90,9 +90,7 @@ def esearch_line(tag: str, uid: bool, returns: Returns, numbers: Sequence[int],
         return None
     options = returns.options
     count = len(numbers)
-    items = [f'* ESEARCH (TAG "{tag}")']
-    if uid:
-        items.append("UID")
+    items = _correlator(tag, uid)
     if count and "MIN" in options:
         items.append(f"MIN {numbers[0]}")
     if count and "MAX" in options:
@@ -119,9 +117,7 @@ def update_line(tag: str, uid: bool, removed: Sequence[int], added: Sequence[int
     None when nothing changed."""
     if not removed and not added:
         return None
-    items = [f'* ESEARCH (TAG "{tag}")']
-    if uid:
-        items.append("UID")
+    items = _correlator(tag, uid)
     if removed:
         items.append(f"REMOVEFROM (0 {compact(sorted(removed))})")
     if added:
@@ -137,9 +133,7 @@ def positioned_line(tag: str, uid: bool, removed: Sequence[tuple[int, int]],
     nothing changed."""
     if not removed and not added:
         return None
-    items = [f'* ESEARCH (TAG "{tag}")']
-    if uid:
-        items.append("UID")
+    items = _correlator(tag, uid)
     if removed:
         # given last position first: a run is positions p, p-1, ... read backwards
         runs = _runs([(-position, number) for position, number in removed])
@@ -150,6 +144,10 @@ def positioned_line(tag: str, uid: bool, removed: Sequence[tuple[int, int]],
         items.append("ADDTO (" + " ".join(
             f"{run[0][0]} {compact(number for _, number in run)}" for run in runs) + ")")
     return (" ".join(items) + "\r\n").encode("ascii")
+
+
+def _correlator(tag: str, uid: bool) -> list[str]:
+    return [f'* ESEARCH (TAG "{tag}")', "UID"] if uid else [f'* ESEARCH (TAG "{tag}")']
 
 
 def _runs(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:

@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyrusmail import logs, slices
-from cyrusmail.auth.policy import address_of, is_loopback, is_tls
+from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.imap import codes, contexts, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
@@ -122,6 +122,7 @@ class IMAPServer(Protocol):
         set_no_delay(self.transport)
         self.out = ResponseWriter(self.transport, self.reactor)
         logs.connection_opened(self.service, self.transport)
+        self.context.sessions.opened(self, self.service, self.transport)
         self._reset_timer()
         self.write(responses.status(None, "OK", f"{self.context.config.hostname} cyrusmail IMAP4rev1 ready",
                                     codes.CAPABILITY + " " + " ".join(self.capabilities())))
@@ -139,9 +140,11 @@ class IMAPServer(Protocol):
         for event in self._pending:
             _close_sinks(event)
         self._pending.clear()
+        self.parser.close()  # an APPEND cut off mid-literal leaves no file in tmp/
         if not isinstance(self.state, LoggedOut):
             self.state = LoggedOut()
         self._stop_work()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.service, self.transport)
 
     def dataReceived(self, data: bytes) -> None:
@@ -369,9 +372,9 @@ class IMAPServer(Protocol):
 
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
-        self.context.throttle.succeeded(address_of(self.transport))
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         self._reset_timer()
+        self.context.sessions.logged_in(self, account.user)
 
     def select(self, view) -> None:
         self.leave_mailbox()
@@ -389,6 +392,11 @@ class IMAPServer(Protocol):
         self._stop_work()
         if self.transport is not None:
             self.transport.loseConnection()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell (shutdown, user removed): ``* BYE``, once."""
+        if not self.closing:
+            self.bye(text)
 
     # -- timers ------------------------------------------------------------------
 
@@ -438,6 +446,10 @@ class IMAPFactory(Factory):
         protocol = IMAPServer(self.context, self.service, self.reactor)
         protocol.factory = self
         return protocol
+
+    def refusal(self, text: str) -> bytes:
+        """The greeting of a connection over a cap (RFC 3501 7.1.5, RFC 5530)."""
+        return responses.status(None, "BYE", text, codes.UNAVAILABLE)
 
 
 def make_factory(context: ServerContext, service: str = "imap") -> IMAPFactory:

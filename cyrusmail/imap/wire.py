@@ -1307,6 +1307,18 @@ class CommandParser:
         self._paused = False
         return self._process()
 
+    def close(self) -> None:
+        """The connection is gone: close the sink of the literal being received
+        and those of the unfinished command (a MULTIAPPEND's earlier messages),
+        so that no staged file outlives it."""
+        sink, self._literal_sink = self._literal_sink, None
+        self._literal_left = None
+        if sink is not None:
+            sink.close()
+        self._abandon_command()
+        self._buffer.clear()
+        self._scanned = 0
+
     def discard_buffered(self) -> int:
         """Throw away unparsed input (after STARTTLS); returns how much."""
         discarded = len(self._buffer)

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from cyrusmail.private_files import PRIVATE_FILE, PRIVATE_FOLDER
+
 LOCK_FILE = "pop3.lock"
 
 
@@ -73,8 +75,8 @@ class MaildropLocks:
         if self.folder_of is None:
             return None
         folder = self.folder_of(user)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        folder.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

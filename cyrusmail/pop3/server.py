@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import ServerFactory
 
+from cyrusmail.pop3 import wire
 from cyrusmail.pop3.locks import MaildropLocks
 from cyrusmail.pop3.session import IDLE_TIMEOUT, POP3Session
 from cyrusmail.protocols import ServerContext
@@ -47,6 +48,10 @@ class POP3Factory(ServerFactory):
         session = POP3Session(self.context, self.service, self.locks, self.reactor, self.idle_timeout)
         session.factory = self
         return session
+
+    def refusal(self, text: str) -> bytes:
+        """The greeting of a connection over a cap (RFC 3206 SYS/TEMP)."""
+        return wire.err(text, wire.SYS_TEMP)
 
 
 def make_factory(context: ServerContext, service: str) -> IProtocolFactory:

@@ -7,8 +7,8 @@ table of (name, states, handler); a handler reads its parsed arguments,
 asks the maildrop, and answers.
 
 Pipelining (RFC 2449): received lines wait in the line reader while a reply
-is still being produced (a message streaming out, a login being checked or
-a failed login's delay), and are taken in order after it; reading from the
+is still being produced (a message streaming out, a login waiting its turn
+and being checked), and are taken in order after it; reading from the
 socket pauses while too much waits. Every bad input gets ``-ERR`` and the
 session goes on; only QUIT, the idle timeout (RFC 1939: 10 minutes) or the
 client ends it.
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol
@@ -30,6 +29,7 @@ from zope.interface import implementer
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
+from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.pop3 import wire
 from cyrusmail.pop3.locks import MaildropLock, MaildropLocks
 from cyrusmail.pop3.maildrop import STORE_FAILURES, Maildrop, MaildropError
@@ -165,11 +165,13 @@ class POP3Session(Protocol):
         self._reading_paused = False
         self._closed = False
         self._idle = None
+        self._streaming: MessageProducer | None = None  # a RETR/TOP answer going out
 
     # -- connection ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
         logs.connection_opened(self.service, self.transport)
+        self.context.sessions.opened(self, self.service, self.transport)
         set_no_delay(self.transport)
         self._idle = self.reactor.callLater(self.idle_timeout, self._idle_out)
         self.send(wire.ok(GREETING))
@@ -179,6 +181,7 @@ class POP3Session(Protocol):
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._end_transaction()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.service, self.transport)
 
     def _end_transaction(self) -> None:
@@ -187,6 +190,21 @@ class POP3Session(Protocol):
             state.lock.release()
             state.logout()
             self.state = Update()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell: ``-ERR [SYS/TEMP] text``, then close without UPDATE.
+
+        Nothing marked with DELE is removed (RFC 1939 6).  In the middle of
+        a RETR or TOP answer no reply can be told from the message, so the
+        connection is only closed.
+        """
+        if self._closed or isinstance(self.state, Update):
+            return
+        if self._streaming is None:
+            self.send(wire.err(text, wire.SYS_TEMP))
+        self._end_transaction()
+        self._closed = True
+        self.transport.loseConnection()
 
     def _idle_out(self) -> None:
         """RFC 1939: close without a reply and without entering UPDATE."""
@@ -340,9 +358,8 @@ class POP3Session(Protocol):
         self._login(outcome.username, outcome.password, exchange.mechanism.name)
 
     def _login(self, user: str, password: str, mechanism: str) -> None:
-        work = defer.maybeDeferred(
-            self.context.portal.login, UsernamePassword(user, password), None, IAccount
-        )
+        credentials = UsernamePasswordFrom(user, password, address_of(self.transport))
+        work = defer.maybeDeferred(self.context.portal.login, credentials, None, IAccount)
         work.addCallbacks(self._logged_in, self._login_failed,
                           callbackArgs=(mechanism,), errbackArgs=(user, mechanism))
         self._wait(work)
@@ -352,7 +369,6 @@ class POP3Session(Protocol):
         if self._closed:
             logout()
             return
-        self.context.throttle.succeeded(address_of(self.transport))
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
         lock = self.locks.acquire(account.user)
         if lock is None:
@@ -371,21 +387,15 @@ class POP3Session(Protocol):
         self.state = Transaction(account.user, maildrop, lock, logout)
         count, octets = maildrop.stat()
         self.send(wire.ok(f"{account.user} has {count} messages ({octets} octets)"))
+        self.context.sessions.logged_in(self, account.user)
 
-    def _login_failed(self, failure: Failure, user: str, mechanism: str) -> defer.Deferred | None:
+    def _login_failed(self, failure: Failure, user: str, mechanism: str) -> None:
         if not failure.check(UnauthorizedLogin, UnhandledCredentials):
             logs.log.failure("{service}: login error", failure, service=self.service)
             self.send(wire.err("Cannot log in now, try again later", wire.SYS_TEMP))
-            return None
+            return
         logs.login_failed(self.service, self.transport, user, mechanism)
-        delay = self.context.throttle.failed(address_of(self.transport))
-        return self._after(delay, lambda: self.send(wire.err("Authentication failed", wire.AUTH)))
-
-    def _after(self, delay: float, then: Callable[[], None]) -> defer.Deferred:
-        waited: defer.Deferred = defer.Deferred()
-        self.reactor.callLater(delay, waited.callback, None)
-        waited.addCallback(lambda _: then())
-        return waited
+        self.send(wire.err("Authentication failed", wire.AUTH))
 
     def do_stls(self, command: wire.Command) -> None:
         if is_tls(self.transport):
@@ -500,6 +510,7 @@ class POP3Session(Protocol):
         streamed: defer.Deferred = defer.Deferred()
 
         def finished(error: BaseException | None) -> None:
+            self._streaming = None
             self.transport.unregisterProducer()
             if error is not None:  # the reply cannot be ended honestly: drop the connection
                 logs.log.error("{service}: reading message {uid} failed: {error}",
@@ -510,6 +521,7 @@ class POP3Session(Protocol):
         producer = MessageProducer(source, self._write_chunk, finished,
                                    None if top_lines is None else wire.TopFilter(top_lines))
         self._wait(streamed)
+        self._streaming = producer
         self.transport.registerProducer(producer, True)
         producer.resumeProducing()
 

@@ -79,7 +79,7 @@ def parse_root(root: str) -> tuple[str, str]:
 def _tree(store: MaildirStore, owner: str):
     if owner == SHARED_OWNER:
         return store.shared_mailboxes()
-    if not (store.user_dir(owner) / "index.sqlite").exists():
+    if not store.has_user(owner):
         raise NoSuchQuotaRoot(f"No quota root {root_name(owner, '')!r}: no such user")
     return store.mailboxes(owner)
 

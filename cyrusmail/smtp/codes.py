@@ -120,6 +120,7 @@ START_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # Transient negative.
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "Service not available, closing channel")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, closing channel")
 TIMEOUT = Reply(421, "4.4.2", "Timeout, closing channel")
 CLOSING_AFTER_BAD_BDAT = Reply(
     421, "4.5.0", "Cannot tell where the BDAT chunk ends, closing channel"

@@ -308,6 +308,11 @@ class SMTPFactory(ServerFactory):
         session.factory = self
         return session
 
+    def refusal(self, text: str) -> bytes:
+        """The greeting of a connection over a cap (RFC 5321 3.1)."""
+        hostname = self.context.config.hostname
+        return codes.TOO_MANY_CONNECTIONS.with_text(f"{hostname} {text}").to_bytes()
+
 
 def make_submission_factory(context: ServerContext, service: str) -> IProtocolFactory:
     """The registry's builder for ``submission`` and ``submissions``."""

@@ -12,7 +12,7 @@ accepted recipient after the end of DATA (or BDAT LAST).
 
 Flow.  Received bytes go to the parser at once; the events it returns wait
 in :attr:`SMTPSession._pending` and are handled in order.  A handler may
-return a Deferred (a login being checked, a failed login's delay, a
+return a Deferred (a login waiting its turn and being checked, a
 delivery): the session is then *busy* and handles nothing more until it
 fires, so pipelined commands (RFC 2920) are answered in order.  While the
 parser is paused (after DATA/BDAT/AUTH/STARTTLS, waiting for this session)
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.protocol import Protocol
@@ -45,6 +44,7 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
+from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
 from cyrusmail.smtp.codes import Reply
@@ -198,6 +198,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         set_no_delay(self.transport)
         self.tls = self.implicit_tls or is_tls(self.transport)
         logs.connection_opened(self.callbacks.service, self.transport)
+        self.context.sessions.opened(self, self.callbacks.service, self.transport)
         self.setTimeout(self.idle_timeout)
         greeting = f"{self.hostname} {'LMTP' if self.callbacks.lmtp else 'ESMTP'} cyrusmail ready"
         self.reply(codes.READY.with_text(greeting))
@@ -206,11 +207,22 @@ class SMTPSession(Protocol, TimeoutMixin):
         self._closed = True
         self.setTimeout(None)
         self._end_transaction()
+        self.context.sessions.closed(self)
         logs.connection_closed(self.callbacks.service, self.transport)
 
     def timeoutConnection(self) -> None:
         self.reply(codes.TIMEOUT)
         self.close()
+
+    def goodbye(self, text: str) -> None:
+        """The registry's farewell: ``421 4.3.2`` (RFC 5321 3.8), then close.
+
+        A message being received is dropped, never delivered: the client
+        was not told it was accepted, so it sends it again later.
+        """
+        if not self._closed:
+            self.reply(codes.SERVICE_UNAVAILABLE.with_text(f"{self.hostname} {text}"))
+            self.close()
 
     def close(self) -> None:
         self._closed = True
@@ -425,32 +437,24 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
             return None
         self._sasl = None
-        credentials = UsernamePassword(step.username.encode("utf-8"), step.password.encode("utf-8"))
+        credentials = UsernamePasswordFrom(step.username.encode("utf-8"), step.password.encode("utf-8"), self.peer)
         login = self.context.portal.login(credentials, None, IAccount)
         return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(step.username, self._sasl_name))
 
     def _auth_succeeded(self, result) -> None:
         _interface, account, _logout = result
-        self.context.throttle.succeeded(self.peer)
         self.account = account
         logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
+        self.context.sessions.logged_in(self, account.user)
 
-    def _auth_failed(self, user: str, mechanism: str) -> defer.Deferred:
+    def _auth_failed(self, user: str, mechanism: str) -> None:
         self._sasl = None
         logs.login_failed(self.callbacks.service, self.transport, user, mechanism)
-        delay = self.context.throttle.failed(self.peer)
-        answered = defer.Deferred()
-
-        def answer() -> None:
-            if not self._closed:
-                self.parser.resume()
-                self.reply(codes.AUTH_FAILED)
-            answered.callback(None)
-
-        self.clock.callLater(delay, answer)
-        return answered
+        if not self._closed:
+            self.parser.resume()
+            self.reply(codes.AUTH_FAILED)
 
     # -- the mail transaction ----------------------------------------------------------
 

@@ -19,10 +19,14 @@ class IStore(Interface):
     """Every user's mail under one data folder."""
 
     def mailboxes(user: str) -> IMailboxList:
-        """The mailbox tree of ``user`` (whose INBOX exists once provisioned)."""
+        """The mailbox tree of ``user`` (whose INBOX exists once provisioned).
+
+        For a user never provisioned (or removed): an empty tree that makes
+        nothing (its changes raise UnknownUser). Only provision() makes a tree.
+        """
 
     def provision(user: str, special_uses: dict) -> None:
-        """Create ``user``'s INBOX and the special-use folders (name -> use)."""
+        """Create ``user``'s tree if needed, INBOX and the special-use folders (name -> use)."""
 
     def remove_user(user: str) -> None:
         """Delete every mailbox and message of ``user``."""

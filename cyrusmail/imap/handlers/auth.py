@@ -2,7 +2,7 @@
 
 Whether a password may be sent at all is the policy module's decision
 (:func:`cyrusmail.auth.policy.plaintext_allowed`, asked through the
-session); how long a failure waits is the throttle's.
+session); when a password is checked is the portal's throttle.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import base64
 import binascii
 from typing import ClassVar
 
-from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
 
 from cyrusmail import logs
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of
+from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap.codes import CommandFailed, Reply
 
@@ -53,7 +53,8 @@ def login(session, command) -> defer.Deferred:
 def check_password(session, username: bytes, password: bytes, mechanism: str) -> defer.Deferred:
     """Ask the portal; on success the session is authenticated."""
     name = username.decode("utf-8", "replace")
-    attempt = session.context.portal.login(UsernamePassword(username, password), None, IAccount)
+    credentials = UsernamePasswordFrom(username, password, address_of(session.transport))
+    attempt = session.context.portal.login(credentials, None, IAccount)
 
     def succeeded(result) -> Reply:
         _interface, account, _logout = result
@@ -62,16 +63,10 @@ def check_password(session, username: bytes, password: bytes, mechanism: str) ->
             session.write(responses.status(None, "OK", warning, codes.ALERT))
         return Reply(text="Logged in", code=codes.CAPABILITY + " " + " ".join(session.capabilities()))
 
-    def failed(failure) -> defer.Deferred:
+    def failed(failure) -> Reply:
         failure.trap(UnauthorizedLogin, UnhandledCredentials)
         logs.login_failed(session.service, session.transport, name, mechanism)
-        delay = session.context.throttle.failed(address_of(session.transport))
-        answer: defer.Deferred = defer.Deferred()
-        session.reactor.callLater(
-            delay, answer.callback,
-            Reply("NO", "Authentication failed", codes.AUTHENTICATIONFAILED),
-        )
-        return answer
+        return Reply("NO", "Authentication failed", codes.AUTHENTICATIONFAILED)
 
     return attempt.addCallbacks(succeeded, failed)
 

@@ -242,27 +242,27 @@ def search(session, command: c.Search) -> defer.Deferred:
     With RETURN the answer is an ESEARCH response (:mod:`cyrusmail.imap.esearch`);
     SAVE keeps the result as ``$`` (a NO empties it, a BAD leaves it), UPDATE
     keeps a search context (:mod:`cyrusmail.imap.contexts`)."""
+    return searching(session, command, _search)
+
+
+def searching(session, command: c.Search | c.Sort, run) -> defer.Deferred:
+    """``run(session, view, command)`` with the rules of RETURN around it:
+    UPDATE with a tag a context already has is BAD (RFC 5267 4.3); with
+    SAVE, an answer NO leaves ``$`` empty, one BAD leaves it as it was
+    (RFC 5182 2.1)."""
     view = session.state.view
-    saving = command.return_options is not None and "SAVE" in command.return_options
-    check_tag(view, command)
-    result = defer.maybeDeferred(_search, session, view, command)
-    if saving:
-        result.addErrback(forget_saved, view)
-    return result
-
-
-def check_tag(view, command: c.Search | c.Sort) -> None:
-    """RFC 5267 4.3: UPDATE with a tag a context already has is BAD."""
-    if command.return_options is not None and "UPDATE" in command.return_options and command.tag in view.contexts:
+    returns = command.return_options or ()
+    if "UPDATE" in returns and command.tag in view.contexts:
         raise codes.bad(f"Tag {command.tag} already names a search context")
+    result = defer.maybeDeferred(run, session, view, command)
+    if "SAVE" in returns:
+        def forget(failure):
+            if codes.reply_for(failure.value).status == "NO":
+                view.saved = []
+            return failure
 
-
-def forget_saved(failure, view):
-    """RFC 5182 2.1: a SEARCH (or SORT) with SAVE answered NO leaves ``$`` empty
-    (one answered BAD leaves it as it was)."""
-    if codes.reply_for(failure.value).status == "NO":
-        view.saved = []
-    return failure
+        result.addErrback(forget)
+    return result
 
 
 def _search(session, view, command: c.Search) -> defer.Deferred:

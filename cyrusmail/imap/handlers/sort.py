@@ -16,11 +16,10 @@ from cyrusmail.imap import contexts, sorting, threads
 from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.handlers.messages import (
     check_charset,
-    check_tag,
     expunged_meanwhile,
-    forget_saved,
     keep_context,
     matching_uids,
+    searching,
     uses_modseq,
 )
 
@@ -30,13 +29,7 @@ def sort(session, command: c.Sort) -> defer.Deferred:
     sorted matches: MIN and MAX are the first and the last, ALL and PARTIAL
     keep the order; SAVE keeps them as ``$`` (RFC 5182), as SEARCH does, and
     UPDATE keeps a context whose updates carry positions (CONTEXT=SORT)."""
-    view = session.state.view
-    saving = command.return_options is not None and "SAVE" in command.return_options
-    check_tag(view, command)
-    result = defer.maybeDeferred(_sort, session, view, command)
-    if saving:
-        result.addErrback(forget_saved, view)
-    return result
+    return searching(session, command, _sort)
 
 
 def _sort(session, view, command: c.Sort) -> defer.Deferred:

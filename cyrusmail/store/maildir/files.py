@@ -1,10 +1,12 @@
-"""Durable file operations: write, fsync, rename, fsync the folder."""
+"""Durable file operations: write, fsync, rename, fsync the folder; every file made 0600."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+from cyrusmail.private_files import create_private
 
 
 def fsync_dir(path: Path) -> None:
@@ -19,7 +21,7 @@ def fsync_dir(path: Path) -> None:
 def write_json_atomically(path: Path, value: object) -> None:
     """Replace ``path`` with ``value`` as JSON, never leaving half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with create_private(tmp, "w") as out:
         json.dump(value, out, sort_keys=True)
         out.flush()
         os.fsync(out.fileno())
@@ -35,7 +37,7 @@ def link_or_copy(source: Path, dest: Path) -> None:
     except OSError:
         pass
     tmp = dest.with_name(dest.name + ".copying")
-    with open(source, "rb") as src, open(tmp, "wb") as out:
+    with open(source, "rb") as src, create_private(tmp) as out:
         while chunk := src.read(1 << 20):
             out.write(chunk)
         out.flush()

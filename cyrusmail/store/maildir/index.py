@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,11 +19,17 @@ class UserIndex:
 
     WAL mode lets the admin command or a second server process read and
     write the same index; ``synchronous=FULL`` makes every COMMIT durable.
+    With ``create`` False the file must already be there (sqlite3.OperationalError
+    if not): opening never makes a user's index by accident. The connection
+    is closed by :meth:`close`, or when the last reference to the index goes.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, create: bool = True):
         self.path = path
-        self.db = sqlite.connect(path)
+        self.db = sqlite.connect(path, create=create)
+        self._close = weakref.finalize(self, self.db.close)
+        stat = os.stat(path)
+        self._identity = (stat.st_dev, stat.st_ino)
         with self.write():
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
@@ -57,8 +65,20 @@ class UserIndex:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('uidvalidity', ?)", (value,))
         return value
 
+    def is_current(self) -> bool:
+        """Whether the file this index opened is still the one at its path.
+
+        False once ``cyrusmail-admin user delete`` (another process) moved it
+        away, or a new index took its place: the caller opens it afresh.
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._identity
+
     def close(self) -> None:
-        self.db.close()
+        self._close()
 
 
 def _statements(script: str) -> list[str]:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cyrusmail.private_files import PRIVATE_FOLDER
 from cyrusmail.store.maildir.files import unlink_quietly
 from cyrusmail.store.maildir.store import (
     _SORT_COLUMNS,
@@ -64,7 +65,7 @@ def _open_index(store: MaildirStore, user: str, report: Report):
             report.fix(f"index was unreadable; set aside as {aside.name} and rebuilt")
     elif (store.user_dir(user) / "mail").exists():
         report.fix("index was missing; rebuilt from the message files")
-    return store.index(user)
+    return store.index(user, create=True)
 
 
 def reconstruct(store: MaildirStore, user: str) -> Report:
@@ -72,7 +73,7 @@ def reconstruct(store: MaildirStore, user: str) -> Report:
     report = Report()
     index = _open_index(store, user, report)
     mail_dir = store.user_dir(user) / "mail"
-    mail_dir.mkdir(parents=True, exist_ok=True)
+    mail_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     with index.write() as db:
         known = {row[0]: row for row in db.execute("SELECT id, name, uidvalidity, uidnext FROM mailboxes")}
         on_disk = {}
@@ -105,7 +106,7 @@ def reconstruct(store: MaildirStore, user: str) -> Report:
             if mailbox_id not in on_disk and selectable:
                 for table in ("messages", "mime", "expunged"):
                     db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
-                (mail_dir / str(mailbox_id)).mkdir()
+                (mail_dir / str(mailbox_id)).mkdir(mode=PRIVATE_FOLDER)
                 report.fix(f"mailbox {name} had no folder; its index entries were dropped")
         _restore_superiors(index, db, report)
         meta = db.execute("SELECT max(uidvalidity) FROM mailboxes").fetchone()[0] or 0

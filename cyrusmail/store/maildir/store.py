@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -9,6 +10,8 @@ import shutil
 import sqlite3
 import struct
 import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,7 @@ from pathlib import Path
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import (
     HasChildren,
@@ -25,6 +29,7 @@ from cyrusmail.store.errors import (
     NoSuchMessage,
     NotSelectable,
     Refused,
+    UnknownUser,
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
 from cyrusmail.store.maildir import quota
@@ -60,6 +65,15 @@ _CHUNK = 500  # UIDs per SQL IN (...) clause
 
 #: The owner key of the shared-folder tree; no user name can take this form.
 SHARED_OWNER = ".shared"
+
+#: How many indexes the store keeps open beyond those in use (each holds three
+#: file descriptors: the database, its WAL and its shared-memory file).
+DEFAULT_INDEX_CACHE = 64
+
+#: A file in ``tmp/`` untouched for this long belongs to no live staging: the
+#: sweep at server start removes it (an APPEND literal or SMTP DATA in progress
+#: writes to its file as the bytes arrive).
+STALE_TMP_AGE = 3600
 
 #: Turns a source message's record into the (flags, keywords) its copy gets.
 FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
@@ -205,7 +219,7 @@ class StagedMessage:
         self.path = path
         self.size = 0
         self._analyser = analyser
-        self._file = open(path, "wb")  # noqa: SIM115 -- open until finish()
+        self._file = create_private(path)  # open until finish()
         self._finished = False
         self._mime: bytes | None = None
         self._analysed = False
@@ -247,15 +261,21 @@ def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
 class MaildirStore:
     """Every user's mail under one data folder."""
 
-    def __init__(self, data: Path | str, analyser: Analyser | None = None):
+    def __init__(self, data: Path | str, analyser: Analyser | None = None,
+                 index_cache: int = DEFAULT_INDEX_CACHE):
         self.root = Path(data).resolve()
         self.users_dir = self.root / "users"
         self.tmp_dir = self.root / "tmp"
-        self.users_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
         self.sort_keyer = default_sort_keyer()
-        self._indexes: dict[str, UserIndex] = {}
+        self.index_cache = index_cache
+        # Every open index, found again while anything uses it (a session's
+        # tree or selected mailbox, an IDLE watcher); the most recent
+        # ``index_cache`` are also held here, the rest close once unused.
+        self._open: weakref.WeakValueDictionary[str, UserIndex] = weakref.WeakValueDictionary()
+        self._recent: OrderedDict[str, UserIndex] = OrderedDict()
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
 
     # -- users -------------------------------------------------------------
@@ -270,17 +290,69 @@ class MaildirStore:
             raise InvalidName(f"Invalid user name {user!r}")
         return path
 
-    def index(self, user: str) -> UserIndex:
-        """The index of ``user``, or of the shared tree for SHARED_OWNER."""
-        if user != SHARED_OWNER:
-            user = names.user_name(user)
-        index = self._indexes.get(user)
+    def has_user(self, user: str) -> bool:
+        """Whether ``user`` has a mailbox tree (made by :meth:`provision`)."""
+        return user == SHARED_OWNER or (self.user_dir(user) / "index.sqlite").exists()
+
+    def index(self, user: str, create: bool = False) -> UserIndex:
+        """The index of ``user``, or of the shared tree for SHARED_OWNER.
+
+        UnknownUser when ``user`` has no tree and ``create`` is False: looking
+        at a user's mailboxes never makes them. An index moved away since it
+        was opened (the user was deleted by ``cyrusmail-admin`` in another
+        process) is not handed out again.
+        """
+        key = user if user == SHARED_OWNER else names.user_name(user)
+        index = self._open.get(key)
+        if index is not None and not index.is_current():
+            self._forget(key)
+            index = None
         if index is None:
-            folder = self.user_dir(user)
-            (folder / "mail").mkdir(parents=True, exist_ok=True)
-            index = self._indexes[user] = UserIndex(folder / "index.sqlite")
-            self._carry_uidvalidity(user, index)
+            folder = self.user_dir(key)
+            path = folder / "index.sqlite"
+            if create or key == SHARED_OWNER:
+                for made in (folder, folder / "mail"):
+                    made.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+            elif not path.exists():
+                raise UnknownUser(f"No user {key}")
+            try:
+                index = UserIndex(path, create=create or key == SHARED_OWNER)
+            except sqlite3.OperationalError:
+                if path.exists():
+                    raise
+                raise UnknownUser(f"No user {key}") from None  # removed just now
+            self._open[key] = index
+            self._carry_uidvalidity(key, index)
+        self._recent[key] = index
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.index_cache:
+            self._recent.popitem(last=False)  # closes it, unless a session still uses it
         return index
+
+    def _forget(self, key: str) -> UserIndex | None:
+        """Drop ``key``'s index from the caches (whoever still holds it keeps it open)."""
+        self._recent.pop(key, None)
+        return self._open.pop(key, None)
+
+    def open_indexes(self) -> int:
+        """How many indexes this store has open now."""
+        return len(self._open)
+
+    @contextmanager
+    def user_lock(self) -> Iterator[None]:
+        """Held while a user's tree is made or removed, across processes.
+
+        The server holds it to check the user database and provision at
+        login and delivery, ``cyrusmail-admin user delete`` to delete the user
+        and move their tree away: a login racing a deletion cannot make the
+        deleted user's tree again.
+        """
+        with open(self.users_dir / ".lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     def _uidvalidity_mark(self, user: str) -> Path:
         """Where a removed user's last UIDVALIDITY is kept (user names never start with '.')."""
@@ -299,14 +371,20 @@ class MaildirStore:
                 (floor,),
             )
 
-    def mailboxes(self, user: str) -> MaildirMailboxList:
-        return MaildirMailboxList(self, names.user_name(user))
+    def mailboxes(self, user: str) -> MaildirMailboxList | EmptyMailboxList:
+        """The tree of ``user``; an empty one that refuses changes if ``user`` has none."""
+        user = names.user_name(user)
+        try:
+            return MaildirMailboxList(self, user)
+        except UnknownUser:
+            return EmptyMailboxList(user)
 
     def shared_mailboxes(self) -> MaildirMailboxList:
         """The tree of shared folders (bulletin boards), owned by no user."""
         return MaildirMailboxList(self, SHARED_OWNER)
 
     def provision(self, user: str, special_uses: dict[str, str] | None = None) -> None:
+        self.index(user, create=True)
         tree = self.mailboxes(user)
         if not tree.exists(names.INBOX):
             tree.create(names.INBOX)
@@ -317,29 +395,65 @@ class MaildirStore:
                 tree.subscribe(name)
 
     def remove_user(self, user: str) -> None:
+        doomed = self.retire_user(user)
+        if doomed is not None:
+            shutil.rmtree(doomed, ignore_errors=True)
+
+    def retire_user(self, user: str) -> Path | None:
+        """Move ``user``'s tree out of reach at once; the folder left to remove (or None).
+
+        Quick, so that it can run under :meth:`user_lock`; the slow removal of
+        the files comes after (:meth:`remove_user` does both).
+        """
         user = names.user_name(user)
-        if self.user_dir(user).exists():
+        folder = self.user_dir(user)
+        if (folder / "index.sqlite").exists():
             # A client may still cache the old mailboxes: their UIDVALIDITYs stay spent.
             row = self.index(user).db.execute("SELECT value FROM meta WHERE key = 'uidvalidity'").fetchone()
             if row is not None:
                 write_json_atomically(self._uidvalidity_mark(user), {"uidvalidity": row[0]})
-        index = self._indexes.pop(user, None)
+        index = self._forget(user)
         if index is not None:
             index.close()
-        folder = self.user_dir(user)
-        if folder.exists():
-            doomed = folder.with_name(f".deleted-{user}-{secrets.token_hex(4)}")
-            os.rename(folder, doomed)
-            fsync_dir(self.users_dir)
-            shutil.rmtree(doomed, ignore_errors=True)
+        if not folder.exists():
+            return None
+        doomed = folder.with_name(f".deleted-{user}-{secrets.token_hex(4)}")
+        os.rename(folder, doomed)
+        fsync_dir(self.users_dir)
+        return doomed
+
+    def sweep(self, max_age: float = STALE_TMP_AGE) -> tuple[int, int]:
+        """Remove what no live work can own; (files, trees) removed.
+
+        Files in ``tmp/`` not written to for ``max_age`` seconds, left by a
+        crash mid-delivery (a connection that is lost removes its own), and
+        trees of deleted users a crash left behind. Called when the server
+        starts, when none of its own staging is live; the age spares the
+        files of a ``cyrusmail-admin import`` running at that moment.
+        """
+        files = trees = 0
+        cutoff = time.time() - max_age
+        for entry in os.scandir(self.tmp_dir):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    files += 1
+            except FileNotFoundError:
+                continue
+        for entry in os.scandir(self.users_dir):
+            if entry.name.startswith(".deleted-") and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                trees += 1
+        return files, trees
 
     def stage(self) -> StagedMessage:
         return StagedMessage(self.tmp_dir / f"{time.time_ns()}.{secrets.token_hex(8)}", self.analyser)
 
     def close(self) -> None:
-        for index in self._indexes.values():
+        for index in list(self._open.values()):
             index.close()
-        self._indexes.clear()
+        self._open.clear()
+        self._recent.clear()
 
     # -- change notification (in-process) -----------------------------------
 
@@ -406,7 +520,8 @@ class MaildirMailboxList:
             (name, uidvalidity, special_use),
         )
         mailbox_id = cursor.lastrowid
-        self._folder(mailbox_id).mkdir(parents=True, exist_ok=True)
+        # never parents=True: a tree moved away (user deleted) must not come back as a stray folder
+        self._folder(mailbox_id).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
         self._write_header(mailbox_id, name, uidvalidity, special_use)
 
     # -- IMailboxList --------------------------------------------------------
@@ -429,7 +544,7 @@ class MaildirMailboxList:
                     "UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ? WHERE id = ?",
                     (uidvalidity, special_use, row[0]),
                 )
-                self._folder(row[0]).mkdir(parents=True, exist_ok=True)
+                self._folder(row[0]).mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
                 self._write_header(row[0], name, uidvalidity, special_use)
             else:
                 self._make(db, name, special_use)
@@ -643,6 +758,77 @@ class MaildirMailboxList:
                            " VALUES (?, ?, ?, ?)", [(*key, mailbox.uid_validity, uid) for uid in seen])
             db.executemany("DELETE FROM private_seen WHERE owner = ? AND mailbox_id = ? AND uid = ?",
                            [(*key, uid) for uid in unseen])
+
+
+@implementer(IMailboxList)
+class EmptyMailboxList:
+    """The tree of a user who has none: no mailboxes, and nothing can be made in it.
+
+    What ``store.mailboxes`` gives for a name with no account (or one
+    deleted), so that naming ``Other Users/NAME/...`` answers as for a user
+    who shares nothing, and creates nothing on disk.
+    """
+
+    separator = names.SEPARATOR
+
+    def __init__(self, user: str):
+        self.user = user
+
+    def _missing(self, name: str):
+        raise MailboxNotFound(f"Mailbox {name} does not exist")
+
+    def _refuse(self, *args, **kwargs):
+        raise UnknownUser(f"No user {self.user}")
+
+    create = subscribe = unsubscribe = set_private_seen = _refuse
+
+    def exists(self, name: str) -> bool:
+        return False
+
+    def list(self, pattern: str) -> list[MailboxListing]:
+        return []
+
+    def subscriptions(self) -> list[str]:
+        return []
+
+    def acls(self) -> dict[str, dict[str, str] | None]:
+        return {}
+
+    def quota_limits(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def private_seen(self, mailbox) -> frozenset[int]:
+        return frozenset()
+
+    def open(self, name: str):
+        self._missing(name)
+
+    def status(self, name: str) -> MailboxStatus:
+        self._missing(name)
+
+    def delete(self, name: str) -> None:
+        self._missing(name)
+
+    def rename(self, old: str, new: str) -> None:
+        self._missing(old)
+
+    def special_use(self, name: str) -> str | None:
+        return None
+
+    def acl(self, name: str) -> dict[str, str] | None:
+        self._missing(name)
+
+    def set_acl(self, name: str, entries: dict[str, str] | None) -> None:
+        self._missing(name)
+
+    def set_quota_limits(self, root: str, limits: dict[str, int]) -> None:
+        self._refuse()
+
+    def quota_usage(self, root: str):
+        self._missing(root)
+
+    def quota_root_of(self, name: str) -> str | None:
+        self._missing(name)
 
 
 def _sort_key(name: str) -> tuple[int, str]:
