@@ -596,8 +596,10 @@ class GuardedMailbox:
         (PermissionDenied) only when it asks to change nothing it may.
         """
         held = self.rights
-        mask = _flag_mask(held)
         keywords = frozenset(keywords)
+        if change is not FlagChange.REPLACE and not flags and not keywords:
+            return [], []  # +FLAGS () or -FLAGS (): nothing asked, nothing to refuse
+        mask = _flag_mask(held)
         may_keywords = "w" in held
         asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
         if not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
