@@ -55,8 +55,12 @@ class MailRealm:
         With ``recheck`` (a login, a delivery), only if ``user`` is still in
         the user database, checked under the store's user lock: one racing
         ``cyrusmail-admin user delete`` cannot bring the deleted tree back
-        (UnknownUser instead).
+        (UnknownUser instead). A tree that is already whole (every login but
+        the first) is left alone without the lock: nothing is made then,
+        and a deletion moves the tree away before it removes the user.
         """
+        if self.store.provisioned(user, self.special_use):
+            return
         if not recheck or self.users is None:
             self.store.provision(user, self.special_use)
             return
