@@ -633,3 +633,41 @@ class Search(Command):
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
     name: ClassVar[str] = "SEARCH"
+
+
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO",
+                       "DISPLAYFROM", "DISPLAYTO"})
+"""RFC 5256's sort keys and RFC 5957's DISPLAYFROM and DISPLAYTO."""
+
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+
+@dataclass(frozen=True)
+class SortCriterion:
+    """One sort key (upper-cased, in :data:`SORT_KEYS`), maybe reversed."""
+
+    key: str
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
+class Sort(Command):
+    """SORT / UID SORT (RFC 5256).  ``charset`` upper-cased; the session
+    decides on BADCHARSET, as for SEARCH."""
+
+    uid: bool
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    search: SearchKey
+    name: ClassVar[str] = "SORT"
+
+
+@dataclass(frozen=True)
+class Thread(Command):
+    """THREAD / UID THREAD (RFC 5256); ``algorithm`` upper-cased, in :data:`THREAD_ALGORITHMS`."""
+
+    uid: bool
+    algorithm: str
+    charset: str
+    search: SearchKey
+    name: ClassVar[str] = "THREAD"

@@ -1116,6 +1116,39 @@ def _search(reader: _Reader, tag: str, uid: bool) -> c.Command:
     return c.Search(tag, uid, criteria, charset, return_options)
 
 
+def _sort_criterion(reader: _Reader) -> c.SortCriterion:
+    key = reader.keyword()
+    reverse = key == "REVERSE"
+    if reverse:
+        reader.sp()
+        key = reader.keyword()
+    if key not in c.SORT_KEYS:
+        reader.fail(f"unknown sort key {key}")
+    return c.SortCriterion(key, reverse)
+
+
+def _sort(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    """``SORT (criteria) charset search-key...`` (RFC 5256; the charset is required)."""
+    reader.sp()
+    criteria = reader.parenthesised(lambda: _sort_criterion(reader))
+    reader.sp()
+    charset = reader.ascii_astring().upper()
+    reader.sp()
+    return c.Sort(tag, uid, criteria, charset, reader.search_keys())
+
+
+def _thread(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    """``THREAD algorithm charset search-key...`` (RFC 5256)."""
+    reader.sp()
+    algorithm = reader.keyword()
+    if algorithm not in c.THREAD_ALGORITHMS:
+        reader.fail(f"unknown threading algorithm {algorithm}")
+    reader.sp()
+    charset = reader.ascii_astring().upper()
+    reader.sp()
+    return c.Thread(tag, uid, algorithm, charset, reader.search_keys())
+
+
 def _expunge(reader: _Reader, tag: str, uid: bool) -> c.Command:
     sequence_set = None
     if uid:
@@ -1223,6 +1256,8 @@ COMMANDS: dict[str, _Grammar] = {
     "UNSELECT": _no_arguments(c.Unselect),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
+    "SORT": _sort,
+    "THREAD": _thread,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_or_move(c.Copy),
@@ -1240,7 +1275,7 @@ COMMANDS: dict[str, _Grammar] = {
 }
 """Command name -> grammar; the parser's whole vocabulary."""
 
-UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
+UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE"})
 """What may follow ``UID``."""
 
 PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS)

@@ -23,6 +23,7 @@ from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
 from cyrusmail.imap.qresync import range_lines, vanished_ranges
 from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.records import Flag, FlagChange
 
@@ -264,32 +265,21 @@ def search(session, command: c.Search) -> defer.Deferred:
     sessions are served while the message files are read.  A message expunged
     meanwhile is not reported, though the client is told of the expunge only
     by a later command (never an EXPUNGE during SEARCH)."""
-    from cyrusmail.imap import search as matching
 
     if command.return_options is not None:
         raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
     if command.charset is not None and session.utf8:
         # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
         raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
-    try:
-        matching.check_charset(command.charset)
-    except matching.BadCharset:
-        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+    check_charset(command.charset)
     view = session.state.view
     if _uses_modseq(command.criteria):
         session.enable("CONDSTORE")
     seqs = view.seqs()
-    # Only what the client knows of: not messages it has not been told exist yet.
-    candidates = matching.header_candidates(command.criteria, view.mailbox)
-    if candidates is None:
-        records = [record for record in view.mailbox.messages() if record.uid in seqs]
-    else:  # the index already ruled most messages out: read only the rest
-        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
-    steps = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
-                            highest_uid=view.uids[-1] if view.uids else 0)
+    steps = matches(view, command.criteria, seqs)
 
     def report(found: list) -> None:
-        gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
+        gone = expunged_meanwhile(view)
         if gone:
             found = [record for record in found if record.uid not in gone]
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
@@ -299,6 +289,45 @@ def search(session, command: c.Search) -> defer.Deferred:
         session.untagged(line)
 
     return session.run_in_slices(steps).addCallback(report)
+
+
+def check_charset(charset: str | None) -> None:
+    """SEARCH, SORT and THREAD know UTF-8 and US-ASCII: ``NO [BADCHARSET]`` for others."""
+    from cyrusmail.imap import search as matching
+
+    try:
+        matching.check_charset(charset)
+    except matching.BadCharset:
+        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+
+
+def matches(view, criteria, seqs: dict[int, int]) -> Steps[list]:
+    """The records of the session's view that match ``criteria``, ascending, as
+    work for :meth:`IMAPServer.run_in_slices`; ``seqs`` is ``view.seqs()``."""
+    from cyrusmail.imap import search as matching
+
+    # Only what the client knows of: not messages it has not been told exist yet.
+    candidates = matching.header_candidates(criteria, view.mailbox)
+    if candidates is None:
+        records = [record for record in view.mailbox.messages() if record.uid in seqs]
+    else:  # the index already ruled most messages out: read only the rest
+        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
+    return matching.search(criteria, view.mailbox, records, seqs, view.recent,
+                           highest_uid=view.uids[-1] if view.uids else 0)
+
+
+def matching_uids(view, criteria, seqs: dict[int, int]) -> Steps[list[int]]:
+    """The UIDs of :func:`matches`, found without the search when it is ALL."""
+    if isinstance(criteria, c.SearchAll):
+        yield 0
+        return list(seqs)  # the view's UIDs, ascending
+    found = yield from matches(view, criteria, seqs)
+    return [record.uid for record in found]
+
+
+def expunged_meanwhile(view) -> set[int]:
+    """The UIDs another session expunged since this one was last told (while work ran)."""
+    return set(view.mailbox.changes_since(view.highest_modseq).expunged)
 
 
 def _uses_modseq(key) -> bool:
