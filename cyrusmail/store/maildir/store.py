@@ -330,8 +330,8 @@ class MaildirStore:
         """The folder of ``user``: a checked name, always inside ``users/``."""
         if user == SHARED_OWNER:
             return self.root / "shared"
-        user = names.user_name(user)
-        path = (self.users_dir / user).resolve()
+        user = names.user_name(user)  # never holds "/" nor starts with ".": one folder directly in users/
+        path = self.users_dir / user  # not resolve()d: a lstat per component, three times per login
         if path.parent != self.users_dir:
             raise InvalidName(f"Invalid user name {user!r}")
         return path
