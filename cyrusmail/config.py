@@ -105,18 +105,18 @@ def parse_duration(text: str) -> int:
     return int(match[1]) * _DURATION_UNITS[match[2]]
 
 
-def parse_duration_or_off(text: str) -> int:
-    """A duration as :func:`parse_duration`, or ``0`` (any unit) for off."""
-    if re.fullmatch(r"\s*0+\s*[smhd]?\s*", text.lower()):
-        return 0
-    return parse_duration(text)
-
-
 def parse_percent(text: str) -> int:
     value = parse_positive_int(text.rstrip("% "))
     if value > 100:
         raise ValueError(f"expected a percentage up to 100, got {value}")
     return value
+
+
+def parse_duration_or_off(text: str) -> int:
+    """A duration as :func:`parse_duration`, or ``0`` (any unit) for off."""
+    if re.fullmatch(r"\s*0+\s*[smhd]?\s*", text.lower()):
+        return 0
+    return parse_duration(text)
 
 
 def parse_tls_mode(text: str) -> str:
