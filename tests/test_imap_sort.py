@@ -31,6 +31,13 @@ TABLE: list[tuple[bytes, c.Command]] = [
      c.Sort("a", False, (K("FROM"),), "UTF-8", c.SearchHeader("SUBJECT", b"foo"))),
     (b"a SORT (ARRIVAL) KOI8-R OR SEEN DELETED\r\n",
      c.Sort("a", False, (K("ARRIVAL"),), "KOI8-R", c.SearchOr(SEEN, c.SearchFlag("\\Deleted")))),
+    # RFC 5267 ESORT
+    (b"a SORT RETURN (MIN MAX) (DATE) UTF-8 ALL\r\n",
+     c.Sort("a", False, (K("DATE"),), "UTF-8", ALL, ("MIN", "MAX"))),
+    (b"a UID SORT RETURN (PARTIAL -1:-10 SAVE) (REVERSE SIZE) US-ASCII SEEN\r\n",
+     c.Sort("a", True, (K("SIZE", True),), "US-ASCII", SEEN, ("PARTIAL", "SAVE"), (-1, -10))),
+    (b"a SORT RETURN () (ARRIVAL) UTF-8 $\r\n",
+     c.Sort("a", False, (K("ARRIVAL"),), "UTF-8", c.SearchSequence(SequenceSet.parse("$")), ())),
     (b"a THREAD REFERENCES UTF-8 ALL\r\n", c.Thread("a", False, "REFERENCES", "UTF-8", ALL)),
     (b"a uid thread orderedsubject us-ascii (seen)\r\n",
      c.Thread("a", True, "ORDEREDSUBJECT", "US-ASCII", SEEN)),
@@ -48,7 +55,9 @@ ERRORS = [
     b"a SORT (DATE  SIZE) UTF-8 ALL\r\n",
     b"a SORT (DATE) UTF-8 FOO\r\n",
     b"a SORT (DATE) \xc3\xa9 ALL\r\n",
-    b"a SORT RETURN (MIN) (DATE) UTF-8 ALL\r\n",
+    b"a SORT RETURN (MIN) UTF-8 ALL\r\n",
+    b"a SORT RETURN (PARTIAL 1:2 ALL) (DATE) UTF-8 ALL\r\n",
+    b"a SORT (DATE) RETURN (MIN) UTF-8 ALL\r\n",
     b"a THREAD\r\n",
     b"a THREAD REFERENCES\r\n",
     b"a THREAD REFERENCES UTF-8\r\n",
@@ -107,7 +116,7 @@ class SessionTests(TestCase):
 
     def test_capabilities(self) -> None:
         (line, _) = self.client.command("c CAPABILITY")
-        for capability in ("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES"):
+        for capability in ("SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT"):
             self.assertIn(f" {capability} ", line + " ")
 
     def test_sorts(self) -> None:
@@ -134,6 +143,36 @@ class SessionTests(TestCase):
         for number, (command, answer) in enumerate(cases):
             self.assertEqual(self.client.command(f"t{number} {command}"),
                              [answer, f"t{number} OK {command.split(' (')[0]} completed"], command)
+
+    def test_esort(self) -> None:
+        """RFC 5267 ESORT: MIN and MAX are the first and last in the order asked; ALL and PARTIAL keep it."""
+        cases = [
+            ("SORT RETURN (MIN MAX COUNT ALL) (ARRIVAL) UTF-8 ALL",
+             '* ESEARCH (TAG "t0") MIN 3 MAX 1 ALL 3:4,2,1 COUNT 4'),
+            ("SORT RETURN () (REVERSE ARRIVAL) UTF-8 ALL", '* ESEARCH (TAG "t1") ALL 1:2,4,3'),
+            ("SORT RETURN (PARTIAL 2:3) (ARRIVAL) UTF-8 ALL", '* ESEARCH (TAG "t2") PARTIAL (2:3 4,2)'),
+            ("SORT RETURN (PARTIAL -1:-2) (ARRIVAL) UTF-8 ALL", '* ESEARCH (TAG "t3") PARTIAL (-1:-2 2,1)'),
+            ("SORT RETURN (PARTIAL 5:9 COUNT) (ARRIVAL) UTF-8 ALL",
+             '* ESEARCH (TAG "t4") PARTIAL (5:9 NIL) COUNT 4'),
+            ("SORT RETURN (COUNT MIN) (ARRIVAL) UTF-8 KEYWORD none", '* ESEARCH (TAG "t5") COUNT 0'),
+            ("UID SORT RETURN (MAX) (SUBJECT) UTF-8 ALL", '* ESEARCH (TAG "t6") UID MAX 4'),
+        ]
+        for number, (command, answer) in enumerate(cases):
+            name = command.split(" RETURN")[0]
+            self.assertEqual(self.client.command(f"t{number} {command}"),
+                             [answer, f"t{number} OK {name} completed"], command)
+
+    def test_esort_save(self) -> None:
+        """SAVE keeps the messages for $ (RFC 5182), only the MIN one when MIN alone is asked."""
+        self.assertEqual(self.client.command("s1 SORT RETURN (SAVE MIN) (ARRIVAL) UTF-8 ALL"),
+                         ['* ESEARCH (TAG "s1") MIN 3', "s1 OK SORT completed"])
+        self.assertEqual(self.client.command("s2 FETCH $ (UID)"), ["* 3 FETCH (UID 3)", "s2 OK FETCH completed"])
+        self.assertEqual(self.client.command("s3 SORT RETURN (SAVE) (REVERSE ARRIVAL) UTF-8 NOT 2"),
+                         ["s3 OK SORT completed"])
+        self.assertEqual(self.client.command("s4 SORT (ARRIVAL) UTF-8 $"), ["* SORT 3 4 1", "s4 OK SORT completed"])
+        self.assertEqual(self.client.command("s5 SORT RETURN (SAVE) (ARRIVAL) KOI8-R ALL"),
+                         ["s5 NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"])
+        self.assertEqual(self.client.command("s6 SEARCH $"), ["* SEARCH", "s6 OK SEARCH completed"])
 
     def test_uid_sort_answers_uids(self) -> None:
         self.client.command("d STORE 1 +FLAGS (\\Deleted)")

@@ -81,6 +81,7 @@ _TABLE = (
     (c.Unselect, CommandSpec("UNSELECT", s.SELECTED, select.unselect)),
     (c.Expunge, CommandSpec("EXPUNGE", s.SELECTED, select.expunge)),
     (c.Search, CommandSpec("SEARCH", s.SELECTED, messages.search, expunges=False)),
+    (c.CancelUpdate, CommandSpec("CANCELUPDATE", s.SELECTED, messages.cancelupdate)),
     (c.Sort, CommandSpec("SORT", s.SELECTED, sort.sort, expunges=False)),
     (c.Thread, CommandSpec("THREAD", s.SELECTED, sort.thread, expunges=False)),
     (c.Fetch, CommandSpec("FETCH", s.SELECTED, messages.fetch, expunges=False)),
