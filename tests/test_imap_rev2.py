@@ -9,11 +9,13 @@ cannot say well.
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.imap.wire import CommandParser, ContinuationNeeded, ParseError
+from tests.imap_support import Client, deliver, session_context
 
 BIG = 5_000_000_000  # over RFC 3501's 32-bit number, within RFC 9051's number64
 SEEN = c.SearchFlag("\\Seen")
@@ -99,3 +101,120 @@ class ParserTests(TestCase):
         (error,) = parse(b"a STATUS INBOX (RECENT)\r\n", rev2=True)
         self.assertIn("RECENT is not an IMAP4rev2 status item", error.message)
 
+
+class SessionTests(TestCase):
+    def setUp(self) -> None:
+        self.context = session_context(self)
+        self.clock = Clock()
+        for subject in ("First", "Second"):
+            deliver(self.context, "alice", "INBOX", subject)
+
+    def connect(self, rev2: bool) -> Client:
+        client = Client(self.context, self.clock)
+        client.login()
+        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
+        if rev2:
+            self.assertEqual(client.command("e ENABLE IMAP4rev2"), ["* ENABLED IMAP4rev2", "e OK ENABLE completed"])
+        return client
+
+    def test_a_rev1_session_is_unchanged(self) -> None:
+        """Without ENABLE IMAP4rev2 the session answers as RFC 3501 says, though
+        IMAP4rev2 is advertised (RFC 9051 7.2.2)."""
+        client = self.connect(rev2=False)
+        answer = client.command("s SELECT INBOX")
+        self.assertIn("* 2 RECENT", answer)
+        self.assertIn("* OK [UNSEEN 1] First unseen", answer)
+        self.assertFalse([line for line in answer if line.startswith("* LIST")])
+        self.assertEqual(client.command("f SEARCH RECENT"), ["* SEARCH 1 2", "f OK SEARCH completed"])
+        self.assertEqual(client.command("f UID SEARCH NEW"), ["* SEARCH 1 2", "f OK UID SEARCH completed"])
+        self.assertEqual(client.command("f SEARCH OLD"), ["* SEARCH", "f OK SEARCH completed"])
+        self.assertEqual(client.command("f FETCH 1 FLAGS"), ["* 1 FETCH (FLAGS (\\Recent))", "f OK FETCH completed"])
+        self.assertEqual(client.command("t STATUS Trash (RECENT)"), ['* STATUS "Trash" (RECENT 0)',
+                                                                     "t OK STATUS completed"])
+        self.assertTrue(client.command("l SEARCH LARGER 5000000000")[-1].startswith("l BAD"))
+        self.assertTrue(client.command('c CREATE "Café"')[-1].startswith("c NO [CANNOT]"))  # names are mUTF-7
+
+    def test_no_recent_claimed(self) -> None:
+        """A rev2 session takes no message's \\Recent: an IMAP4rev1 session
+        opening the mailbox afterwards still has them all."""
+        rev2 = self.connect(rev2=True)
+        self.assertNotIn("* 2 RECENT", rev2.command("s SELECT INBOX"))
+        deliver(self.context, "alice", "INBOX", "Third")
+        self.assertEqual(rev2.command("n NOOP"), ["* 3 EXISTS", "n OK NOOP completed"])
+        rev1 = self.connect(rev2=False)
+        self.assertIn("* 3 RECENT", rev1.command("s SELECT INBOX"))
+
+    def test_idle_pushes_fetch_with_uid(self) -> None:
+        """Unsolicited FETCH responses carry UID (RFC 9051 7.5.2), during IDLE too."""
+        rev2 = self.connect(rev2=True)
+        rev2.command("s SELECT INBOX")
+        self.assertEqual(rev2.command("i IDLE"), ["+ idling"])
+        other = self.connect(rev2=False)
+        other.command("s SELECT INBOX")
+        other.command("t STORE 2 +FLAGS.SILENT (\\Answered)")
+        self.clock.advance(rev2.server.IDLE_POLL)
+        self.assertEqual(rev2.lines(), ["* 2 FETCH (UID 2 FLAGS (\\Answered))"])
+        self.assertEqual(rev2.command("DONE"), ["i OK IDLE terminated"])
+
+    def test_condstore_adds_modseq_to_the_uid(self) -> None:
+        rev2 = self.connect(rev2=True)
+        rev2.command("c ENABLE CONDSTORE")
+        rev2.command("s SELECT INBOX")
+        other = self.connect(rev2=False)
+        other.command("s SELECT INBOX")
+        other.command("t STORE 1 +FLAGS.SILENT (\\Seen)")
+        self.assertEqual(rev2.command("n NOOP"), ["* 1 FETCH (UID 1 FLAGS (\\Seen) MODSEQ (4))", "n OK NOOP completed"])
+
+    def test_search_variants_answer_esearch(self) -> None:
+        """RFC 9051 6.4.4: every SEARCH answers ESEARCH; SAVE alone still answers nothing; SORT keeps SORT."""
+        client = self.connect(rev2=True)
+        client.command("s SELECT INBOX")
+        self.assertEqual(client.command("a SEARCH RETURN (SAVE) ALL"), ["a OK SEARCH completed"])
+        self.assertEqual(client.command("b SEARCH $"), ['* ESEARCH (TAG "b") ALL 1:2', "b OK SEARCH completed"])
+        self.assertEqual(client.command("c SEARCH RETURN () 2"), ['* ESEARCH (TAG "c") ALL 2', "c OK SEARCH completed"])
+        self.assertEqual(client.command("d SORT (SUBJECT) UTF-8 ALL"), ["* SORT 1 2", "d OK SORT completed"])
+        self.assertEqual(client.command("e UID SEARCH MODSEQ 1"),
+                         ["* OK [HIGHESTMODSEQ 3] Highest",  # a CONDSTORE enabling command (RFC 7162 3.1)
+                          '* ESEARCH (TAG "e") UID ALL 1:2 MODSEQ 3', "e OK UID SEARCH completed"])
+        self.assertTrue(client.command("f SORT (DATE) UTF-8 RECENT")[-1].startswith("f BAD"))
+
+    def test_list_status_has_no_recent(self) -> None:
+        client = self.connect(rev2=True)
+        self.assertEqual(client.command('l LIST "" INBOX RETURN (STATUS (RECENT))'),
+                         ["l BAD RECENT is not an IMAP4rev2 status item (RFC 9051 removed \\Recent)"])
+        self.assertEqual(client.command('l LIST "" INBOX RETURN (STATUS (MESSAGES DELETED))'),
+                         ['* LIST (\\HasNoChildren) "/" "INBOX"', '* STATUS "INBOX" (MESSAGES 2 DELETED 0)',
+                          "l OK LIST completed"])
+
+    def test_unauthenticate_returns_to_rev1(self) -> None:
+        client = self.connect(rev2=True)
+        self.assertTrue(client.command("u UNAUTHENTICATE")[-1].startswith("u OK"))
+        client.login()
+        client.command("s SELECT INBOX")
+        self.assertEqual(client.command("f SEARCH RECENT"), ["* SEARCH 1 2", "f OK SEARCH completed"])
+
+    def test_utf8_accept_keeps_its_own_rules(self) -> None:
+        """UTF8=ACCEPT refuses SEARCH CHARSET (RFC 6855 3); IMAP4rev2 alone allows it
+        (RFC 9051 6.4.4); APPEND's UTF8 data needs UTF8=ACCEPT, not IMAP4rev2."""
+        client = self.connect(rev2=True)
+        client.command("s SELECT INBOX")
+        self.assertEqual(client.command("a SEARCH CHARSET US-ASCII ALL"),
+                         ['* ESEARCH (TAG "a") ALL 1:2', "a OK SEARCH completed"])
+        self.assertTrue(client.command("b APPEND INBOX UTF8 (~{2+}\r\nhi)")[-1].startswith("b BAD"))
+        both = self.connect(rev2=True)
+        both.command("e ENABLE UTF8=ACCEPT")
+        both.command("s SELECT INBOX")
+        self.assertTrue(both.command("a SEARCH CHARSET UTF-8 ALL")[-1].startswith("a BAD"))
+
+    def test_utf8_names_must_be_net_unicode(self) -> None:
+        """RFC 9051 5.1 / RFC 6855 3: NFC, and no C1 control or separator, when sent in UTF-8."""
+        client = self.connect(rev2=True)
+        for name in ("Cafe\u0301", "a\u0085b", "a\u2028b"):
+            with self.subTest(name=name):
+                self.assertTrue(client.command(f'c CREATE "{name}"')[-1].startswith("c NO [CANNOT]"))
+        self.assertTrue(client.command('c CREATE "Caf\u00e9"')[-1].startswith("c OK"))
+        # the same denormalized name in modified UTF-7 from an IMAP4rev1 session is kept as it was sent
+        rev1 = self.connect(rev2=False)
+        self.assertTrue(rev1.command("c CREATE Cafe&AwE-")[-1].startswith("c OK"))
+        self.assertIn('* LIST (\\HasNoChildren) "/" "Cafe\u0301"', client.command('l LIST "" Cafe*'))
+        self.assertIn("* 0 EXISTS", client.command('s SELECT "Cafe\u0301"'))
