@@ -9,8 +9,9 @@ with ESEARCH as ``RETURN ()`` would, SELECT and EXAMINE say the mailbox's
 LIST line and no ``[UNSEEN n]``, every unsolicited FETCH carries UID,
 mailbox names are UTF-8 both ways (as after UTF8=ACCEPT, whose APPEND
 ``UTF8`` data and SEARCH CHARSET rule stay its own), a name created in
-UTF-8 must be in Unicode Normalization Form C, and LARGER, SMALLER and
-partial offsets are 63-bit.  Like UTF8=ACCEPT it may be enabled only
+UTF-8 must be in Unicode Normalization Form C, LARGER, SMALLER and
+partial offsets are 63-bit, and APPENDUID and COPYUID are not said for a
+mailbox the user may not read.  Like UTF8=ACCEPT it may be enabled only
 before a mailbox is selected.
 """
 

@@ -19,6 +19,7 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.flags import BadFlag, split_flags
+from cyrusmail.imap.handlers.append import uids_shown
 from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
@@ -243,6 +244,8 @@ def copy(session, command: c.Copy) -> Reply:
     pairs = view.mailbox.copy(uids, target)
     if not pairs:
         return Reply(text="No messages copied")
+    if not uids_shown(session, target):
+        return None
     return Reply(code=_copyuid(target, pairs))
 
 
@@ -253,7 +256,7 @@ def move(session, command: c.Move) -> None:
     target = _target(session, command.mailbox)
     live = [uid for uid in uids if uid not in view.ghosts]
     pairs = view.mailbox.move(live, target)
-    if pairs:
+    if pairs and uids_shown(session, target):
         # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
         session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
 
