@@ -57,10 +57,12 @@ Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
 APPEND literal is then announced only once the commands before it have
 run, and the sink factory sees the session's current state).  After
-emitting AUTHENTICATE, IDLE or STARTTLS the parser always stops
+emitting AUTHENTICATE, IDLE, STARTTLS or COMPRESS the parser always stops
 and keeps later input buffered (:attr:`CommandParser.paused`), so that a
-pipelined ``DONE`` or SASL response is not mistaken for a command and
-plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
+pipelined ``DONE`` or SASL response is not mistaken for a command,
+plaintext injected before TLS can be thrown away (:meth:`discard_buffered`)
+and what follows COMPRESS, already compressed, can be taken out to be
+inflated (:meth:`take_buffered`).
 The session then calls :meth:`read_lines` (each following line comes out as
 one :class:`Line`, or a ``TOOBIG`` :class:`ParseError` if over the line
 limit, the parser pausing again after each) or
@@ -1248,6 +1250,13 @@ def _enable(reader: _Reader, tag: str, uid: bool) -> c.Command:
             return c.Enable(tag, tuple(capabilities))
 
 
+def _compress(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    reader.sp()
+    mechanism = reader.keyword()
+    reader.end()
+    return c.Compress(tag, mechanism)
+
+
 def _id(reader: _Reader, tag: str, uid: bool) -> c.Command:
     reader.sp()
     if reader.peek_upper(b"NIL") or reader.peek(b"()"):
@@ -1345,6 +1354,7 @@ COMMANDS: dict[str, _Grammar] = {
     "COPY": _copy_or_move(c.Copy),
     "MOVE": _copy_or_move(c.Move),
     "ENABLE": _enable,
+    "COMPRESS": _compress,
     "ID": _id,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
@@ -1360,7 +1370,7 @@ COMMANDS: dict[str, _Grammar] = {
 UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE"})
 """What may follow ``UID``."""
 
-PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS)
+PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS, c.Compress)
 """After these the parser pauses until told how to read on."""
 
 _HEAD = re.compile(
@@ -1446,7 +1456,7 @@ class CommandParser:
 
     @property
     def paused(self) -> bool:
-        """True after AUTHENTICATE, IDLE, STARTTLS or a line-mode line."""
+        """True after AUTHENTICATE, IDLE, STARTTLS, COMPRESS or a line-mode line."""
         return self._paused
 
     @property
@@ -1486,10 +1496,14 @@ class CommandParser:
 
     def discard_buffered(self) -> int:
         """Throw away unparsed input (after STARTTLS); returns how much."""
-        discarded = len(self._buffer)
+        return len(self.take_buffered())
+
+    def take_buffered(self) -> bytes:
+        """Take out the unparsed input (after COMPRESS, where it is compressed)."""
+        taken = bytes(self._buffer)
         self._buffer.clear()
         self._scanned = 0
-        return discarded
+        return taken
 
     # -- framing --------------------------------------------------------------
 
