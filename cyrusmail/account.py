@@ -594,7 +594,10 @@ class GuardedMailbox:
 
         Flags the user may not change are left as they are; the call fails
         (PermissionDenied) only when it asks to change nothing it may.
+        Adding or removing the empty list changes nothing and needs no right.
         """
+        if change is not FlagChange.REPLACE and not flags and not keywords:
+            return [], []
         held = self.rights
         keywords = frozenset(keywords)
         if change is not FlagChange.REPLACE and not flags and not keywords:

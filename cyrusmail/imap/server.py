@@ -1,4 +1,4 @@
-"""The IMAP4rev1 server protocol: bytes in, one command at a time, responses out.
+"""The IMAP4rev1 and IMAP4rev2 server protocol: bytes in, one command at a time, responses out.
 
 :class:`IMAPServer` owns the connection.  It feeds what arrives to the
 sans-IO :class:`~cyrusmail.imap.wire.CommandParser` (which pauses after
@@ -49,7 +49,7 @@ from cyrusmail.store.errors import PermissionDenied, StoreError
 log = Logger(namespace="cyrusmail.imap")
 
 BASE_CAPABILITIES = (
-    "IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+    "IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
     "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
     "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
@@ -192,8 +192,14 @@ class IMAPServer(Protocol):
 
     @property
     def utf8(self) -> bool:
-        """RFC 6855 UTF8=ACCEPT is enabled: mailbox names go out in UTF-8."""
-        return "UTF8=ACCEPT" in self.enabled
+        """Mailbox names go out in UTF-8: RFC 6855 UTF8=ACCEPT or RFC 9051 IMAP4rev2 is enabled."""
+        return "UTF8=ACCEPT" in self.enabled or self.rev2
+
+    @property
+    def rev2(self) -> bool:
+        """``ENABLE IMAP4rev2`` was given: the session follows RFC 9051, not RFC 3501
+        (RFC 9051 Appendix A; see :mod:`cyrusmail.imap.handlers.general`)."""
+        return "IMAP4rev2" in self.enabled
 
     @property
     def compressed(self) -> bool:
@@ -497,6 +503,7 @@ class IMAPServer(Protocol):
         self.state = NotAuthenticated()
         self.enabled.clear()
         self.parser.utf8 = False  # names are modified UTF-7 again until UTF8=ACCEPT is enabled anew
+        self.parser.rev2 = False  # and IMAP4rev1 is spoken until IMAP4rev2 is
         self.context.sessions.logged_out(self)
         logs.logged_out(self.service, self.transport, user, how)
         self._reset_timer()
