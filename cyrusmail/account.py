@@ -600,8 +600,6 @@ class GuardedMailbox:
             return [], []
         held = self.rights
         keywords = frozenset(keywords)
-        if change is not FlagChange.REPLACE and not flags and not keywords:
-            return [], []  # +FLAGS () or -FLAGS (): nothing asked, nothing to refuse
         mask = _flag_mask(held)
         may_keywords = "w" in held
         asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
