@@ -236,6 +236,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "check_header_from": Key(parse_bool, True),
         "expunged_history": Key(parse_positive_int, 100_000),
         "index_cache": Key(parse_positive_int, 64),
+        "store_threads": Key(parse_positive_int, 4),
         "login_delay_max": Key(parse_duration, 15),
         # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.
         "max_connections": Key(parse_positive_int, 1000),

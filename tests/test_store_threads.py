@@ -1,0 +1,246 @@
+"""Store work off the reactor: a slow disk stalls no other session, replies keep their
+order, and concurrent deliveries to one user share one commit (cyrusmail.store.executor).
+
+The server runs in the test's reactor with the threaded executor the real
+server uses; clients are plain line clients over loopback TCP. Nothing here
+waits on the clock: a "slow fsync" is an fsync held on a threading.Event
+that the test releases once it has seen what it checks (a generous wait
+guards only against a hang).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import deque
+
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.trial import unittest
+
+from cyrusmail.imap.server import make_factory as make_imap_factory
+from cyrusmail.smtp.server import make_lmtp_factory
+from cyrusmail.store.executor import ThreadedExecutor
+from tests.helpers import add_user, make_context
+from tests.imap_support import message
+
+#: How long a held fsync waits for the test at most (a hang guard, never reached when all is well).
+HANG_GUARD = 30
+
+
+class LineClient(Protocol):
+    """Collects the server's lines; :meth:`next_line` waits for the next one."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.lines: deque[str] = deque()
+        self.waiting: deque[defer.Deferred] = deque()
+        self.connected_once: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.connected_once.callback(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            self.lines.append(line.decode("utf-8", "replace"))
+        while self.lines and self.waiting:
+            self.waiting.popleft().callback(self.lines.popleft())
+
+    def next_line(self) -> defer.Deferred:
+        if self.lines:
+            return defer.succeed(self.lines.popleft())
+        waiting: defer.Deferred = defer.Deferred()
+        self.waiting.append(waiting)
+        return waiting
+
+    async def until(self, prefix: str) -> list[str]:
+        """Lines up to and including the first that starts with ``prefix``."""
+        seen = []
+        while True:
+            line = await self.next_line()
+            seen.append(line)
+            if line.startswith(prefix):
+                return seen
+
+    def send(self, text: str | bytes) -> None:
+        self.transport.write(text.encode() if isinstance(text, str) else text)
+
+
+async def connect(port: int) -> LineClient:
+    factory = ClientFactory()
+    client = LineClient()
+    factory.buildProtocol = lambda addr: client
+    reactor.connectTCP("127.0.0.1", port, factory)
+    return await client.connected_once
+
+
+def lmtp_message(subject: str) -> str:
+    return message(subject).decode() + ".\r\n"
+
+
+class HeldFsync:
+    """``os.fsync`` standing in for a slow disk: the calls ``hold`` picks wait for :meth:`release`."""
+
+    def __init__(self, hold) -> None:
+        self.hold = hold
+        self.real = os.fsync
+        self.entered = threading.Event()
+        self.released = threading.Event()
+        self.timed_out = False  # the guard ran out: the test never got to release it
+        self.directories = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        is_directory = stat.S_ISDIR(os.fstat(fd).st_mode)
+        with self.lock:
+            self.directories += is_directory
+            held = self.hold(is_directory) and not self.entered.is_set()
+            if held:
+                self.entered.set()
+        if held and not self.released.wait(HANG_GUARD):
+            self.timed_out = True
+        self.real(fd)
+
+    def release(self) -> None:
+        self.released.set()
+
+
+async def wait_for(event: threading.Event) -> None:
+    """Wait (without blocking the reactor) until ``event`` is set."""
+    for _ in range(HANG_GUARD * 100):
+        if event.is_set():
+            return
+        await deferLater(0.01)
+    raise AssertionError("the event never came")
+
+
+def deferLater(seconds: float) -> defer.Deferred:
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+class ThreadedStoreTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.context = make_context(self.mktemp(), reactor, server={"domains": "example.org"})
+        self.assertIsInstance(self.context.store.executor, ThreadedExecutor)
+        self.addCleanup(self.context.store.close)
+        self.addCleanup(self.context.users.close)
+        for user in ("alice", "bob"):
+            add_user(self.context, user)
+        self.context.store.mailboxes("bob").open("INBOX").append(message("For bob"))
+        self.imap_port = self.listen(make_imap_factory(self.context, "imap"))
+        self.lmtp_port = self.listen(make_lmtp_factory(self.context, "lmtp"))
+        self.clients: list[LineClient] = []
+
+    def listen(self, factory) -> int:
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    async def client(self, port: int) -> LineClient:
+        client = await connect(port)
+        self.addCleanup(client.transport.loseConnection)
+        return client
+
+    async def imap(self, user: str) -> LineClient:
+        client = await self.client(self.imap_port)
+        await client.until("* OK")
+        client.send(f"L LOGIN {user} secret\r\n")
+        await client.until("L OK")
+        return client
+
+    async def lmtp(self) -> LineClient:
+        client = await self.client(self.lmtp_port)
+        await client.until("220 ")
+        client.send("LHLO test\r\n")
+        await client.until("250 ")
+        return client
+
+    def hold_fsync(self, hold) -> HeldFsync:
+        held = HeldFsync(hold)
+        self.patch(os, "fsync", held)
+        self.addCleanup(held.release)
+        return held
+
+    async def test_a_delivery_held_in_fsync_stalls_no_other_session(self) -> None:
+        lmtp = await self.lmtp()
+        held = self.hold_fsync(lambda is_directory: True)  # the first fsync from now: alice's message
+        lmtp.send("MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        await lmtp.until("354 ")
+        lmtp.send(lmtp_message("Slow disk"))
+        await wait_for(held.entered)
+
+        other = await self.client(self.imap_port)  # a new connection is greeted
+        self.assertTrue((await other.next_line()).startswith("* OK"))
+        other.send("L LOGIN bob secret\r\nS SELECT INBOX\r\nF FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+        answer = await other.until("F ")
+        self.assertIn("Subject: For bob", "\n".join(answer))
+        self.assertTrue(answer[-1].startswith("F OK"), answer)
+        self.assertFalse(held.released.is_set() or held.timed_out, "answered only once the fsync was over")
+        self.assertEqual(lmtp.lines, deque(), "the delivery was answered before it was durable")
+
+        held.release()
+        self.assertTrue((await lmtp.next_line()).startswith("250 2.0.0"))
+        self.assertFalse(held.timed_out)
+        inbox = self.context.store.mailboxes("alice").open("INBOX")
+        self.assertEqual(len(inbox.messages()), 1)
+
+    async def test_concurrent_deliveries_to_one_user_share_a_commit(self) -> None:
+        count = 10
+        clients = [await self.lmtp() for _ in range(count)]
+        # The first delivery's folder fsync is held, so the others queue up behind it.
+        held = self.hold_fsync(lambda is_directory: is_directory)
+        first, rest = clients[0], clients[1:]
+        for client in clients:
+            client.send("MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+            await client.until("354 ")
+        first.send(lmtp_message("First"))
+        await wait_for(held.entered)
+        executor = self.context.store.executor
+        groups_before = executor.groups
+        for number, client in enumerate(rest):
+            client.send(lmtp_message(f"Message {number}"))
+        watcher = await self.imap("bob")
+        for _ in range(50):  # the reactor turns: the others arrive and queue behind the first
+            watcher.send("N NOOP\r\n")
+            await watcher.until("N OK")
+            if len(executor._queues.get("alice", ())) == count - 1:
+                break
+        self.assertEqual(len(executor._queues["alice"]), count - 1)
+        self.assertEqual([list(client.lines) for client in clients], [[]] * count)  # none answered yet
+
+        held.release()
+        for client in clients:
+            self.assertTrue((await client.next_line()).startswith("250 2.0.0"))
+        self.assertEqual(executor.groups - groups_before, 2)  # the first alone, then the nine together
+        self.assertEqual(held.directories, 2)  # INBOX's folder fsynced once per group, not ten times
+        self.assertEqual(len(self.context.store.mailboxes("alice").open("INBOX").messages()), count)
+
+    async def test_pipelined_appends_are_answered_in_order_with_ascending_uids(self) -> None:
+        writers = [await self.imap("alice") for _ in range(3)]
+        count = 20
+        for number, client in enumerate(writers):
+            client.send("".join(
+                f"A{i} APPEND INBOX {{{len(body)}+}}\r\n{body}\r\n"
+                for i, body in ((i, message(f"Session {number} message {i}").decode()) for i in range(count))))
+        uids_of = []
+        for client in writers:
+            tags, uids = [], []
+            for _ in range(count):
+                reply = (await client.until("A"))[-1]
+                tag, status, _, _, uid = reply.split(" ")[:5]  # A7 OK [APPENDUID 1700000000 8] ...
+                self.assertEqual(status, "OK", reply)
+                tags.append(tag)
+                uids.append(int(uid.rstrip("]")))
+            self.assertEqual(tags, [f"A{i}" for i in range(count)])
+            self.assertEqual(uids, sorted(uids))
+            uids_of.append(uids)
+        every = [uid for uids in uids_of for uid in uids]
+        self.assertEqual(sorted(every), list(range(1, 3 * count + 1)))  # each UID once, none skipped
+        inbox = self.context.store.mailboxes("alice").open("INBOX")
+        modseqs = [record.modseq for record in sorted(inbox.messages(), key=lambda record: record.uid)]
+        self.assertEqual(modseqs, sorted(modseqs))
