@@ -55,8 +55,8 @@ def listening(port: int) -> bool:
 class Server:
     """A twistd process on its own data folder, from ``tree``."""
 
-    def __init__(self, tree: Path) -> None:
-        self.tree = tree
+    def __init__(self, tree: Path, keep: bool = False) -> None:
+        self.tree, self.keep = tree, keep
         self.folder = Path(tempfile.mkdtemp(prefix="cm-bench-"))
         self.imap, self.lmtp = free_port(), free_port()
         listen = {"imap": self.imap, "lmtp": self.lmtp}
@@ -64,13 +64,14 @@ class Server:
         self.config.write_text(config_text(self.folder / "data", {name: f"tcp:{port}:interface=127.0.0.1"
                                                                   for name, port in listen.items()}))
         self.env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.log = open(self.folder / "twistd.log", "wb")  # noqa: SIM115 - closed by stop()
         for user in ("alice", "bob"):
             self.python("import sys; from cyrusmail.admin.main import main; sys.exit(main())",
                         "--config", str(self.config), "user", "add", user, "--password", "secret")
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "--pidfile=", "-n", "cyrusmail", "--config", str(self.config)],
-            cwd=tree, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=tree, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while not (listening(self.imap) and listening(self.lmtp)):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -84,7 +85,11 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(60)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.log.close()
+        if self.keep:
+            print(f"  (kept {self.folder}, the server's log in twistd.log)")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def append_client(port: int, count: int) -> None:
@@ -92,8 +97,8 @@ def append_client(port: int, count: int) -> None:
     client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     client.login("alice", "secret")
     for _ in range(count):
-        status, _ = client.append("INBOX", None, None, BODY)
-        assert status == "OK"
+        status, answer = client.append("INBOX", None, None, BODY)
+        assert status == "OK", answer
     client.logout()
 
 
@@ -141,10 +146,11 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=HERE, help="the checkout whose server to run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", type=int, default=400, help="messages per measure")
+    parser.add_argument("--keep", action="store_true", help="keep each run's data folder and server log")
     options = parser.parse_args()
     figures: dict[str, list[float]] = {}
     for _ in range(options.runs):
-        server = Server(options.tree)
+        server = Server(options.tree, options.keep)
         try:
             for label, client, port in (("APPEND", append_client, server.imap), ("LMTP", lmtp_client, server.lmtp)):
                 figures.setdefault(f"{label} 1 client", []).append(rate(client, port, 1, options.count))

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +39,36 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from cyrusmail.store.maildir.index import worker_readers
-
 #: Jobs committed together at most (a bound on how long one group holds the index).
 MAX_GROUP = 64
 #: Threads doing store work by default (``[server] store_threads``).
 DEFAULT_THREADS = 4
+
+
+#: Per worker thread: what to do when its job ends (see :func:`at_job_end`).
+_worker = threading.local()
+
+
+@contextmanager
+def _job_scope() -> Iterator[None]:
+    endings: list[Callable[[], None]] = []
+    _worker.endings = endings
+    try:
+        yield
+    finally:
+        _worker.endings = None
+        for ending in endings:
+            ending()
+
+
+def at_job_end(action: Callable[[], None]) -> bool:
+    """Call ``action`` when this worker thread's job ends; False (and nothing
+    done) when this is no worker thread: the caller keeps what it made."""
+    endings = getattr(_worker, "endings", None)
+    if endings is None:
+        return False
+    endings.append(action)
+    return True
 
 
 @dataclass
@@ -181,7 +206,7 @@ class ThreadedExecutor:
             self._run, key, jobs)
 
     def _run(self, key: str, jobs: list[Job]) -> list[tuple[bool, Any]]:
-        with worker_readers():
+        with _job_scope():
             return run_jobs(self._index_of, key, jobs)
 
     def _done(self, key: str, jobs: list[Job], succeeded: bool, outcomes: Any) -> None:

@@ -7,7 +7,7 @@ mode lets readers work while a writer commits, but one connection cannot
 serve two threads at once, so:
 
 - each thread reads through its own connection (:attr:`UserIndex.db`); a
-  worker thread's are closed when its job ends (:func:`worker_readers`);
+  worker thread's are closed when its job ends (:func:`~cyrusmail.store.executor.at_job_end`);
 - every write goes through the one writer connection, taken with a lock
   (:meth:`UserIndex.write`), so one writer at a time per index in-process
   (and ``BEGIN IMMEDIATE`` queues writers of other processes); the thread
@@ -32,9 +32,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 from cyrusmail import sqlite
+from cyrusmail.store.executor import at_job_end
 from cyrusmail.store.maildir.files import fsync_dir
 from cyrusmail.store.maildir.schema import SCHEMA, migrate
 
@@ -48,26 +50,8 @@ def new_mailbox_id() -> str:
     return "F" + secrets.token_hex(12)
 
 
-#: Per thread: the group this thread holds (if any), and whether it is a worker
-#: whose read connections close when its job ends (:func:`worker_readers`).
+#: Per thread: the group this thread holds, if any.
 _thread = threading.local()
-
-
-@contextmanager
-def worker_readers() -> Iterator[None]:
-    """Read connections this thread opens meanwhile are closed at the end.
-
-    For worker threads: a pool of a few threads serving every user would
-    otherwise keep a connection open to every index it ever read.
-    """
-    opened: list[tuple[UserIndex, sqlite3.Connection]] = []
-    _thread.opened = opened
-    try:
-        yield
-    finally:
-        _thread.opened = None
-        for index, connection in opened:
-            index._drop_reader(connection)
 
 
 class _Group:
@@ -135,9 +119,7 @@ class UserIndex:
         first = sqlite.connect(path, create=create)
         self._connections.append(first)
         self._readers.db = first
-        opened = getattr(_thread, "opened", None)
-        if opened is not None:  # made by a worker: its reader goes with its job
-            opened.append((self, first))
+        at_job_end(partial(self._drop_reader, first))  # made by a worker: its reader goes with its job
         stat = os.stat(path)
         self._identity = (stat.st_dev, stat.st_ino)
         with sqlite.write(first):
@@ -151,17 +133,16 @@ class UserIndex:
     def db(self) -> sqlite3.Connection:
         """The connection for this thread to read through (the writer while it holds it)."""
         if self._writing == threading.get_ident():
-            return self._writer
+            return self._writer_connection()
         reader = getattr(self._readers, "db", None)
         return reader if reader is not None else self._open_reader()
 
     def _open_reader(self) -> sqlite3.Connection:
         reader = sqlite.connect(self.path, create=False)
         self._readers.db = reader
-        opened = getattr(_thread, "opened", None)
-        if opened is not None:
-            opened.append((self, reader))
-        else:
+        # A pool of a few threads serving every user would otherwise keep a
+        # connection open to every index it ever read.
+        if not at_job_end(partial(self._drop_reader, reader)):
             self._connections.append(reader)
         return reader
 
