@@ -20,7 +20,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial import unittest
 
 from cyrusmail.imap.server import make_factory as make_imap_factory
-from cyrusmail.smtp.server import make_lmtp_factory
+from cyrusmail.smtp.server import make_lmtp_factory, make_submission_factory
 from cyrusmail.store.executor import ThreadedExecutor
 from tests.helpers import add_user, make_context
 from tests.imap_support import message
@@ -97,7 +97,7 @@ class HeldFsync:
         is_directory = stat.S_ISDIR(os.fstat(fd).st_mode)
         with self.lock:
             self.directories += is_directory
-            held = self.hold(is_directory) and not self.entered.is_set()
+            held = self.hold(fd, is_directory) and not self.entered.is_set()
             if held:
                 self.entered.set()
         if held and not self.released.wait(HANG_GUARD):
@@ -168,7 +168,7 @@ class ThreadedStoreTests(unittest.TestCase):
 
     async def test_a_delivery_held_in_fsync_stalls_no_other_session(self) -> None:
         lmtp = await self.lmtp()
-        held = self.hold_fsync(lambda is_directory: True)  # the first fsync from now: alice's message
+        held = self.hold_fsync(lambda fd, is_directory: True)  # the first fsync from now: alice's message
         lmtp.send("MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
         await lmtp.until("354 ")
         lmtp.send(lmtp_message("Slow disk"))
@@ -189,11 +189,32 @@ class ThreadedStoreTests(unittest.TestCase):
         inbox = self.context.store.mailboxes("alice").open("INBOX")
         self.assertEqual(len(inbox.messages()), 1)
 
+    async def test_a_submission_held_in_the_spools_fsync_stalls_no_other_session(self) -> None:
+        submission = await self.client(self.listen(make_submission_factory(self.context, "submission")))
+        await submission.until("220 ")
+        submission.send("EHLO test\r\nAUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+        await submission.until("235 ")
+        held = self.hold_fsync(lambda fd, is_directory: "/queue/" in os.readlink(f"/proc/self/fd/{fd}"))
+        submission.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<dave@remote.example>\r\nDATA\r\n")
+        await submission.until("354 ")
+        submission.send(message("Far away", sender="alice@example.org").decode() + ".\r\n")
+        await wait_for(held.entered)
+
+        other = await self.imap("bob")
+        other.send("N NOOP\r\n")
+        await other.until("N OK")
+        self.assertFalse(held.released.is_set() or held.timed_out, "answered only once the fsync was over")
+        self.assertEqual(submission.lines, deque(), "the message was accepted before it was spooled")
+
+        held.release()
+        self.assertTrue((await submission.next_line()).startswith("250 2.0.0"))
+        self.assertEqual(len(list((self.context.config.data / "queue").glob("*.json"))), 1)
+
     async def test_concurrent_deliveries_to_one_user_share_a_commit(self) -> None:
         count = 10
         clients = [await self.lmtp() for _ in range(count)]
         # The first delivery's folder fsync is held, so the others queue up behind it.
-        held = self.hold_fsync(lambda is_directory: is_directory)
+        held = self.hold_fsync(lambda fd, is_directory: is_directory)
         first, rest = clients[0], clients[1:]
         for client in clients:
             client.send("MAIL FROM:<carol@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")

@@ -225,13 +225,13 @@ class SubmissionCallbacks:
         local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
         ready = self.context.store.executor.prepare(staged.finish)  # before the queue or a DSN uses it
 
-        def queued(_) -> defer.Deferred:
-            if remote:
-                self.queue.enqueue(transaction.mail, [r.rcpt for r in remote], staged)
+        def local_now(_) -> defer.Deferred:
             return defer.gatherResults([self.local.deliver_async(staged, r.target) for r in local],
                                        consumeErrors=True)
 
-        ready.addCallback(queued)
+        if remote:
+            ready.addCallback(lambda _: self.queue.enqueue_async(transaction.mail, [r.rcpt for r in remote], staged))
+        ready.addCallback(local_now)
         return ready.addCallback(lambda replies: self._delivered(session, transaction, staged, local, replies))
 
     def _delivered(self, session: SMTPSession, transaction: Transaction, staged, local: list,
