@@ -38,7 +38,7 @@ from pathlib import Path
 from cyrusmail import sqlite
 from cyrusmail.store.executor import at_job_end
 from cyrusmail.store.maildir.files import fsync_dir
-from cyrusmail.store.maildir.schema import SCHEMA, migrate
+from cyrusmail.store.maildir.schema import SCHEMA, SORTDATA_VERSION, migrate
 
 
 class IndexBusy(Exception):
@@ -126,6 +126,11 @@ class UserIndex:
             for statement in _statements(SCHEMA):
                 first.execute(statement)
             migrate(first, new_mailbox_id)
+            row = first.execute("SELECT value FROM meta WHERE key = 'sortdata'").fetchone()
+            if row is None or row[0] != SORTDATA_VERSION:
+                first.execute("DELETE FROM sortdata")
+                first.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sortdata', ?)",
+                              (SORTDATA_VERSION,))
 
     # -- connections --------------------------------------------------------------
 
