@@ -11,6 +11,7 @@ guards only against a hang).
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import threading
 from collections import deque
@@ -20,6 +21,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.trial import unittest
 
 from cyrusmail.imap.server import make_factory as make_imap_factory
+from cyrusmail.pop3.server import make_factory as make_pop3_factory
 from cyrusmail.smtp.server import make_lmtp_factory, make_submission_factory
 from cyrusmail.store.executor import ThreadedExecutor
 from tests.helpers import add_user, make_context
@@ -210,6 +212,37 @@ class ThreadedStoreTests(unittest.TestCase):
         self.assertTrue((await submission.next_line()).startswith("250 2.0.0"))
         self.assertEqual(len(list((self.context.config.data / "queue").glob("*.json"))), 1)
 
+    async def test_writes_waiting_for_the_index_stall_no_other_session(self) -> None:
+        """Another process holds alice's index (as cyrusmail-admin or a second server may):
+        her STORE, EXPUNGE and POP3 QUIT wait for it off the reactor, and bob is served."""
+        inbox = self.context.store.mailboxes("alice").open("INBOX")
+        for number in range(3):
+            inbox.append(message(f"Message {number}"))
+        alice = await self.imap("alice")
+        alice.send("S SELECT INBOX\r\n")
+        await alice.until("S OK")
+        pop3 = await self.client(self.listen(make_pop3_factory(self.context, "pop3")))
+        await pop3.until("+OK")
+        bob = await self.imap("bob")
+        other_process = sqlite3.connect(self.context.store.user_dir("alice") / "index.sqlite",
+                                        isolation_level=None, check_same_thread=False)
+        self.addCleanup(other_process.close)
+        other_process.execute("BEGIN IMMEDIATE")  # its writer's lock, held until COMMIT
+        alice.send("T STORE 1 +FLAGS (\\Deleted)\r\nE EXPUNGE\r\n")
+        pop3.send("USER alice\r\nPASS secret\r\nDELE 2\r\nQUIT\r\n")
+        for _ in ("USER", "PASS", "DELE"):
+            await pop3.until("+OK")  # logged in and marked; QUIT waits
+        for _ in range(3):
+            bob.send("N NOOP\r\n")
+            self.assertTrue((await bob.until("N "))[-1].startswith("N OK"))
+        self.assertEqual((list(alice.lines), list(pop3.lines)), ([], []))  # still waiting, unanswered
+
+        other_process.execute("COMMIT")
+        self.assertTrue((await alice.until("T "))[-1].startswith("T OK"))
+        self.assertTrue((await alice.until("E "))[-1].startswith("E OK"))
+        self.assertTrue((await pop3.next_line()).startswith("+OK Bye"))
+        self.assertEqual([record.uid for record in inbox.messages()], [3])
+
     async def test_concurrent_deliveries_to_one_user_share_a_commit(self) -> None:
         count = 10
         clients = [await self.lmtp() for _ in range(count)]
@@ -265,3 +298,17 @@ class ThreadedStoreTests(unittest.TestCase):
         inbox = self.context.store.mailboxes("alice").open("INBOX")
         modseqs = [record.modseq for record in sorted(inbox.messages(), key=lambda record: record.uid)]
         self.assertEqual(modseqs, sorted(modseqs))
+
+    async def test_shutdown_waits_for_work_being_prepared_or_queued(self) -> None:
+        held = self.hold_fsync(lambda fd, is_directory: True)  # the message's own fsync, while prepared
+        staged = self.context.store.stage()
+        staged.write(message("At shutdown"))
+        order: list[str] = []
+        self.context.store.mailboxes("alice").open("INBOX").append_async(staged).addCallback(
+            lambda uid: order.append(f"appended {uid}"))
+        await wait_for(held.entered)
+        drained = self.context.store.executor.drain().addCallback(lambda _: order.append("drained"))
+        self.assertEqual(order, [])
+        held.release()
+        await drained
+        self.assertEqual(order, ["appended 1", "drained"])

@@ -157,6 +157,7 @@ class ThreadedExecutor:
         self.pool.threadFactory = _daemon_thread  # a crash must not hang the exit; stop() joins them
         self._queues: dict[str, deque[Job]] = {}
         self._busy: set[str] = set()
+        self._preparing = 0
         self._idle: list[defer.Deferred] = []
         self._home = threading.get_ident()
         self.groups = 0  # group commits made (for the bench and tests)
@@ -174,10 +175,14 @@ class ThreadedExecutor:
         """Run ``work(*args)`` on the pool now, in no queue (it must touch no index)."""
         done: defer.Deferred = defer.Deferred()
 
-        def finished(succeeded: bool, value: Any) -> None:
-            self.reactor.callFromThread(_fire, done, (succeeded, value))
+        def prepared(outcome: tuple[bool, Any]) -> None:
+            self._preparing -= 1
+            _fire(done, outcome)  # a job it submits counts as busy from here on
+            self._check_idle()
 
-        self.pool.callInThreadWithCallback(finished, work, *args)
+        self._preparing += 1
+        self.pool.callInThreadWithCallback(
+            lambda succeeded, value: self.reactor.callFromThread(prepared, (succeeded, value)), work, *args)
         return done
 
     def call_home(self, action: Callable[..., None], *args: Any) -> None:
@@ -192,10 +197,6 @@ class ThreadedExecutor:
         if not queue:
             self._queues.pop(key, None)
             self._busy.discard(key)
-            if not self._busy:
-                idle, self._idle = self._idle, []
-                for waiting in idle:
-                    waiting.callback(None)
             return
         jobs = [queue.popleft()]
         while jobs[0].group and queue and queue[0].group and len(jobs) < MAX_GROUP:
@@ -217,14 +218,22 @@ class ThreadedExecutor:
         self._next(key)  # the queue's next turn starts before the replies go out
         for job, outcome in zip(jobs, outcomes):
             _fire(job.deferred, outcome)
+        self._check_idle()
 
     def drain(self) -> defer.Deferred:
-        """A Deferred fired once every queue is empty (at shutdown, before the store closes)."""
-        if not self._busy:
-            return defer.succeed(None)
+        """A Deferred fired once nothing is queued, running or being prepared
+        (at shutdown, before the store closes)."""
         waiting: defer.Deferred = defer.Deferred()
         self._idle.append(waiting)
+        self._check_idle()
         return waiting
+
+    def _check_idle(self) -> None:
+        if self._busy or self._preparing:
+            return
+        idle, self._idle = self._idle, []
+        for waiting in idle:
+            waiting.callback(None)
 
     def stop(self) -> None:
         """Finish what the threads are doing and end them."""
