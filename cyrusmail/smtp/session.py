@@ -159,10 +159,9 @@ class MessageWriter:
         self.staged.write(head)
 
     def finish(self) -> None:
-        """Write what is held back and make the message durable (fsync)."""
+        """Write what is held back; the delivery makes it durable (its fsync runs off the reactor)."""
         if self._head is not None:
             self._flush(at_end=True)
-        self.staged.finish()
 
     def discard(self) -> None:
         self.staged.discard()
