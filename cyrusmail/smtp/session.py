@@ -241,8 +241,14 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.close()
 
     def close(self) -> None:
+        """Hang up after what is written has gone; what the client sent
+        that will never be read is dropped, and reading stops."""
         self._closed = True
         self._pending.clear()
+        self.parser.close()
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
         self.flow.close()
 
     def reply(self, reply: Reply) -> None:
