@@ -242,13 +242,12 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     def close(self) -> None:
         """Hang up after what is written has gone; what the client sent
-        that will never be read is dropped, and reading stops."""
+        that will never be read is dropped, and what arrives later is
+        ignored (reading goes on: a TLS session needs the peer's
+        close_notify to finish closing)."""
         self._closed = True
         self._pending.clear()
         self.parser.close()
-        if not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pauseProducing()
         self.flow.close()
 
     def reply(self, reply: Reply) -> None:
