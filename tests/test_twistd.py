@@ -24,7 +24,7 @@ from cyrusmail import tls
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
-from tests.helpers import modes_not_private
+from tests.helpers import modes_not_private, workers_under_test
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -69,7 +69,7 @@ class TwistdTests(unittest.TestCase):
         folder = Path(self.mktemp()).resolve()
         folder.mkdir()
         data = folder / "data"
-        lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\n"]
+        lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\nworkers = {workers_under_test()}\n"]
         for name in SERVICES:
             if name in services:
                 port = ports[services.index(name)]
@@ -134,7 +134,8 @@ def snapshot(folder: Path) -> dict[str, int]:
 
 def config_text(data: Path, listen: dict[str, str], extra: str = "") -> str:
     """A config enabling only the services of ``listen`` (name -> endpoint)."""
-    lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\ndomains = example.org\n"]
+    lines = [(f"[server]\ndata = {data}\nhostname = mail.example.org\ndomains = example.org\n"
+             f"workers = {workers_under_test()}\n")]
     for name in SERVICES:
         if name in listen:
             lines.append(f"[{name}]\nenabled = yes\nlisten = {listen[name]}\n")
@@ -385,7 +386,8 @@ class LiveSessionTests(unittest.TestCase):
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
         self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
-        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"]
+        lines = [(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                 f"workers = {workers_under_test()}\n")]
         for name in SERVICES:
             if name in self.ports:
                 lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")

@@ -270,6 +270,8 @@ class MaildirStore:
         self._open: weakref.WeakValueDictionary[str, UserIndex] = weakref.WeakValueDictionary()
         self._recent: OrderedDict[str, UserIndex] = OrderedDict()
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
+        self.publish: Callable[[str, int], None] | None = None
 
     # -- users -------------------------------------------------------------
 
@@ -449,7 +451,7 @@ class MaildirStore:
         self._open.clear()
         self._recent.clear()
 
-    # -- change notification (in-process) -----------------------------------
+    # -- change notification -------------------------------------------------
 
     def watch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
         self._watchers.setdefault((user, mailbox_id), []).append(listener)
@@ -462,7 +464,13 @@ class MaildirStore:
             self._watchers.pop((user, mailbox_id), None)
 
     def notify(self, user: str, mailbox_id: int) -> None:
-        """Tell every watcher; the change is committed, so a failing one is only logged."""
+        """Tell every watcher, and ``publish`` the change; it is committed, so a failing watcher is only logged."""
+        self.tell_watchers(user, mailbox_id)
+        if self.publish is not None:
+            self.publish(user, mailbox_id)
+
+    def tell_watchers(self, user: str, mailbox_id: int) -> None:
+        """Tell this process's watchers of a change (made here, or by another worker process)."""
         for listener in list(self._watchers.get((user, mailbox_id), ())):
             try:
                 listener()
