@@ -359,7 +359,10 @@ class SupervisorService(ServerService):
         if sessions:
             logs.log.info("cyrusmail: ending {n} sessions", n=sessions)
         for endpoint in self.bound.values():
-            endpoint.port.stopListening()  # the workers' copies close as they stop
+            # Closed, not shut down: a shutdown() would stop the socket in every worker at once,
+            # under accept() calls; it goes when the last worker's copy closes.
+            endpoint.port._shouldShutdown = False
+            endpoint.port.stopListening()
         waiting = []
         for worker in list(self.workers.values()):
             if worker.talking:
