@@ -109,8 +109,8 @@ class MultiWorkerTests(unittest.TestCase):
         self.admin("user", "add", "bob", "--password", "secret")
 
     def write_config(self, queue: str = "") -> None:
-        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
-                 f"workers = 2\nidle_check_interval = 1h\n{self.EXTRA}"]
+        lines = [(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                 f"workers = 2\nidle_check_interval = 1h\n{self.EXTRA}")]
         for name in SERVICES:
             if name in self.ports:
                 lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")

@@ -121,11 +121,11 @@ class Channel(Int32StringReceiver):
 
     def connectionLost(self, reason=None) -> None:
         self.open = False
+        if self.lost is not None:
+            self.lost()
         replies, self._replies = self._replies, {}
         for waiting in replies.values():
             waiting.errback(ChannelError(f"{self.name}: the channel closed"))
-        if self.lost is not None:
-            self.lost()
 
 
 def adopt(reactor, fd: int, channel: Channel) -> Channel:
