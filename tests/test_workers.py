@@ -108,12 +108,14 @@ class MultiWorkerTests(unittest.TestCase):
         self.admin("user", "add", "alice", "--password", "secret")
         self.admin("user", "add", "bob", "--password", "secret")
 
-    def write_config(self, queue: str = "") -> None:
+    def write_config(self, queue: str = "", **listen: str) -> None:
+        """The config: ``listen`` names endpoints other than the TCP ports of ``self.ports``."""
         lines = [(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
                  f"workers = 2\nidle_check_interval = 1h\n{self.EXTRA}")]
+        listen = {**{name: f"tcp:{port}:interface=127.0.0.1" for name, port in self.ports.items()}, **listen}
         for name in SERVICES:
-            if name in self.ports:
-                lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
+            if name in listen:
+                lines.append(f"[{name}]\nlisten = {listen[name]}\n")
             else:
                 lines.append(f"[{name}]\nenabled = no\n")
         self.config.write_text("\n".join(lines) + queue)
@@ -412,6 +414,37 @@ class QueueTests(MultiWorkerTests):
         sent = re.findall(r"(worker \d): queue: \w+ to 127\.0\.0\.1", output)
         self.assertEqual(sent, ["worker 0", "worker 0"], output)  # the one runner
         self.assertEqual(list(self.data.glob("queue/*.json")), [])
+
+
+class UnixSocketTests(MultiWorkerTests):
+    SERVICES = ("imap",)
+
+    def test_a_unix_socket_is_served_by_the_workers_and_outlives_a_dead_one(self):
+        lmtp = self.data / "lmtp.sock"
+        self.write_config(lmtp=f"unix:{lmtp}")
+        self.start()
+
+        def deliver(subject: str) -> None:
+            with smtplib.LMTP(str(lmtp), timeout=HANG) as client:
+                client.sendmail("bob@example.net", ["alice@example.org"], f"Subject: {subject}\r\n\r\nHi.\r\n")
+
+        for number in range(4):
+            deliver(f"before {number}")
+        os.kill(self.workers()[0], signal.SIGKILL)
+        self.assertTrue(lmtp.exists())
+        for number in range(4):  # the living worker serves it, then the new one too
+            deliver(f"after {number}")
+        deadline = time.monotonic() + HANG
+        while len(self.workers()) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for number in range(4):
+            deliver(f"later {number}")
+        client = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=HANG)
+        client.login("alice", "secret")
+        self.assertEqual(client.select("INBOX", readonly=True), ("OK", [b"12"]))
+        client.logout()
+        self.stop()
+        self.assertFalse(lmtp.exists())
 
 
 class WorkerDeathTests(MultiWorkerTests):
