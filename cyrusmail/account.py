@@ -532,6 +532,10 @@ class GuardedMailbox:
         self._require("r")
         return self.inner.cache_may_contain(all_of, any_of)
 
+    def sort_rows(self, uids, columns) -> list:
+        self._require("r")
+        return self.inner.sort_rows(uids, columns)
+
     def changes_since(self, modseq: int) -> Changes:
         self._require("r")
         changes = self.inner.changes_since(modseq)

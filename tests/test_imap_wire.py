@@ -326,7 +326,7 @@ TABLE: list[tuple[bytes, c.Command]] = [
                 (
                     c.SearchFlag("\\Flagged"),
                     c.SearchDate("since", datetime.date(1994, 2, 1)),
-                    c.SearchNot(c.SearchHeader("FROM", b"Smith")),
+                    c.SearchNot(c.SearchAddress("FROM", b"Smith")),
                 )
             ),
         ),
@@ -402,9 +402,9 @@ TABLE: list[tuple[bytes, c.Command]] = [
             False,
             c.SearchAnd(
                 (
-                    c.SearchHeader("BCC", b"b"),
-                    c.SearchHeader("CC", b"c"),
-                    c.SearchHeader("TO", b"t"),
+                    c.SearchAddress("BCC", b"b"),
+                    c.SearchAddress("CC", b"c"),
+                    c.SearchAddress("TO", b"t"),
                     c.SearchHeader("SUBJECT", b"s s"),
                     c.SearchHeader("X-FOO", b""),
                     c.SearchBody(b"b2"),
@@ -433,10 +433,44 @@ TABLE: list[tuple[bytes, c.Command]] = [
     ),
     (b"a SEARCH MODSEQ 5\r\n", c.Search("a", False, c.SearchModSeq(5))),
     (
+        b"a SEARCH HEADER FROM x FROM x\r\n",
+        c.Search("a", False, c.SearchAnd((c.SearchHeader("FROM", b"x"), c.SearchAddress("FROM", b"x")))),
+    ),
+    (
         b"a SEARCH RETURN (MIN COUNT) UNSEEN\r\n",
         c.Search("a", False, c.SearchNot(SEEN), None, ("MIN", "COUNT")),
     ),
     (b"a SEARCH RETURN () ALL\r\n", c.Search("a", False, c.SearchAll(), None, ())),
+    # RFC 4731 ESEARCH, 5182 SEARCHRES, 5267 CONTEXT=SEARCH, 9394 PARTIAL, 5032 WITHIN
+    (
+        b"a SEARCH RETURN (min MAX COUNT ALL SAVE MIN) CHARSET UTF-8 UNSEEN\r\n",
+        c.Search("a", False, c.SearchNot(SEEN), "UTF-8", ("MIN", "MAX", "COUNT", "ALL", "SAVE")),
+    ),
+    (
+        b"a UID SEARCH RETURN (PARTIAL 4:2 UPDATE CONTEXT) ALL\r\n",
+        c.Search("a", True, c.SearchAll(), None, ("PARTIAL", "UPDATE", "CONTEXT"), (2, 4)),
+    ),
+    (
+        b"a SEARCH RETURN (PARTIAL -1:-100) ALL\r\n",
+        c.Search("a", False, c.SearchAll(), None, ("PARTIAL",), (-1, -100)),
+    ),
+    (
+        b"a SEARCH RETURN (COUNT PARTIAL -100:-1) ALL\r\n",
+        c.Search("a", False, c.SearchAll(), None, ("COUNT", "PARTIAL"), (-1, -100)),
+    ),
+    (
+        b"a SEARCH $ UID $ OLDER 3600 YOUNGER 60\r\n",
+        c.Search("a", False, c.SearchAnd((
+            c.SearchSequence(S("$")), c.SearchSequence(S("$"), uid=True),
+            c.SearchWithin("older", 3600), c.SearchWithin("younger", 60),
+        ))),
+    ),
+    (b"a FETCH $ FLAGS\r\n", c.Fetch("a", False, S("$"), (c.FetchAttribute("FLAGS"),))),
+    (b"a UID STORE $ +FLAGS (\\Seen)\r\n", c.Store("a", True, S("$"), "add", False, ("\\Seen",))),
+    (b"a COPY $ Trash\r\n", c.Copy("a", False, S("$"), "Trash")),
+    (b"a UID MOVE $ Trash\r\n", c.Move("a", True, S("$"), "Trash")),
+    (b"a UID EXPUNGE $\r\n", c.Expunge("a", True, S("$"))),
+    (b'a CANCELUPDATE "b1" "b2" "b1"\r\n', c.CancelUpdate("a", ("b1", "b2"))),
     (b"a SEARCH ((SEEN))\r\n", c.Search("a", False, SEEN)),
     (
         b"a SEARCH SAVEDBEFORE 1-Feb-2020 SAVEDON 2-Feb-2020 SAVEDSINCE 3-Feb-2020\r\n",
@@ -515,6 +549,23 @@ ERRORS: list[tuple[bytes, str | None]] = [
     (b"a SEARCH SINCE 1-Foo-2000\r\n", "a"),
     (b"a SEARCH OR SEEN\r\n", "a"),
     (b"a SEARCH RETURN (BOGUS) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL 1) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL 1:*) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL *:1) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL 0:5) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL -1:5) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL 1:4294967296) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (PARTIAL 1:2 PARTIAL 3:4) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (ALL PARTIAL 1:2) ALL\r\n", "a"),
+    (b"a SEARCH RETURN (UPDATE UPDATE) ALL\r\n", "a"),
+    (b"a SEARCH RETURN ALL\r\n", "a"),
+    (b"a FETCH 1,$ FLAGS\r\n", "a"),
+    (b"a FETCH $:3 FLAGS\r\n", "a"),
+    (b"a SEARCH $$\r\n", "a"),
+    (b"a SEARCH OLDER 0\r\n", "a"),
+    (b"a SEARCH YOUNGER soon\r\n", "a"),
+    (b"a CANCELUPDATE\r\n", "a"),
+    (b"a CANCELUPDATE b1\r\n", "a"),
     (b"a SEARCH UNRECENT\r\n", "a"),
     (b'a LIST (BOGUS) "" %\r\n', "a"),
     (b'a LIST (RECURSIVEMATCH) "" %\r\n', "a"),

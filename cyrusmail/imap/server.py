@@ -38,7 +38,7 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.flow import OutputFlow
-from cyrusmail.imap import codes, responses, wire
+from cyrusmail.imap import codes, contexts, responses, wire
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.output import ResponseWriter
 from cyrusmail.imap.state import Authenticated, LoggedOut, NotAuthenticated, Selected
@@ -53,6 +53,8 @@ BASE_CAPABILITIES = (
     "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
     "OBJECTID", "SAVEDATE", "PREVIEW", "LIST-STATUS", "STATUS=SIZE",
+    "ESEARCH", "SEARCHRES", "WITHIN", "CONTEXT=SEARCH",
+    "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT", "CONTEXT=SORT",
 )
 #: Offered once logged in: there is nothing to leave before.
 AUTHENTICATED_CAPABILITIES = ("UNAUTHENTICATE",)
@@ -123,6 +125,7 @@ class IMAPServer(Protocol):
         self._advancing = False
         self._timer = None
         self._work: defer.Deferred | None = None
+        self._refreshing = defer.DeferredLock()
         self.closing = False
         self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
@@ -332,10 +335,15 @@ class IMAPServer(Protocol):
             log.failure("IMAP {command} failed", failure, command=command.name)
         return codes.reply_for(failure.value)
 
-    def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> None:
+    def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> defer.Deferred | None:
         reply = reply or codes.Reply()
         if isinstance(self.state, Selected):
-            self.send_updates(spec.expunges)
+            # At once, unless search contexts are being tested in slices.
+            return self.refresh(spec.expunges).addCallback(lambda _: self._answer(reply, command))
+        self._answer(reply, command)
+        return None
+
+    def _answer(self, reply: codes.Reply, command: c.Command) -> None:
         if not self.closing:
             text = reply.text or _done_text(command, reply)
             self.write(responses.tagged(command.tag, reply.status, text, reply.code))
@@ -348,6 +356,31 @@ class IMAPServer(Protocol):
         log.failure("IMAP session crashed", failure)
         if self.transport is not None:
             self.flow.close()
+
+    def refresh(self, send_expunges: bool) -> defer.Deferred:
+        """:meth:`send_updates`, then the ADDTO/REMOVEFROM of the search
+        contexts (:func:`cyrusmail.imap.contexts.updates`), which may read
+        message files and so run in slices.  One refresh at a time: another
+        waits for it, so numbers never shift under one being written."""
+        return self._refreshing.run(self._refresh, send_expunges)
+
+    def _refresh(self, send_expunges: bool) -> defer.Deferred:
+        self.send_updates(send_expunges)
+        state = self.state
+        if not isinstance(state, Selected) or not state.view.contexts or self.closing:
+            return defer.succeed(None)
+        work = self.run_in_slices(contexts.updates(state.view, self.reactor.seconds()))
+
+        def write(lines: list[bytes]) -> None:
+            if self.state is state and not self.closing:
+                for line in lines:
+                    self.write(line)
+
+        def stopped(failure: Failure) -> None:
+            if not (self.closing and failure.check(defer.CancelledError)):
+                log.failure("IMAP: search context update failed", failure)
+
+        return work.addCallbacks(write, stopped)
 
     def send_updates(self, send_expunges: bool) -> None:
         """Untagged EXISTS/RECENT/EXPUNGE/FETCH for the selected mailbox."""

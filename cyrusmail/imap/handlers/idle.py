@@ -45,13 +45,13 @@ class _Idling:
     def _push(self) -> None:
         self.push_call = None
         if not self.done.called and not self.session.flow.blocked:
-            self.session.send_updates(send_expunges=True)
+            self.session.refresh(send_expunges=True)
 
     def _poll(self) -> None:
         self.poll_call = None
         if not self.done.called:
             if not self.session.flow.blocked:  # a client not reading: the next poll tells it all
-                self.session.send_updates(send_expunges=True)
+                self.session.refresh(send_expunges=True)
             if not self.session.closing:
                 self._schedule_poll()
             else:
