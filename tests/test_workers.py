@@ -128,9 +128,11 @@ class MultiWorkerTests(unittest.TestCase):
 
     def start(self, *twistd_options: str) -> subprocess.Popen:
         """Start twistd; return once both workers serve."""
-        process = subprocess.Popen(
-            [*TWISTD, "--pidfile=", "-n", *twistd_options, "cyrusmail", "--config", str(self.config)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output = self.data / "twistd.out"  # a file: a pipe nobody reads would fill and stop the server
+        with open(self.output, "wb") as output:
+            process = subprocess.Popen(
+                [*TWISTD, "--pidfile=", "-n", *twistd_options, "cyrusmail", "--config", str(self.config)],
+                cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
         self.addCleanup(lambda: process.poll() is None and process.kill())
         self.process = process
         deadline = time.monotonic() + HANG
@@ -144,7 +146,12 @@ class MultiWorkerTests(unittest.TestCase):
     def stop(self) -> str:
         """SIGTERM; the output of a server that exited 0."""
         self.process.send_signal(signal.SIGTERM)
-        output = self.process.communicate(timeout=HANG)[0].decode("utf-8", "replace")
+        return self.ended()
+
+    def ended(self) -> str:
+        """The output of a server that exited 0."""
+        self.process.wait(timeout=HANG)
+        output = self.output.read_text("utf-8", "replace")
         self.assertEqual(self.process.returncode, 0, output)
         return output
 
@@ -252,6 +259,28 @@ class SharedStateTests(MultiWorkerTests):
         first.ask("QUIT")
         self.stop()
 
+    def test_a_quota_holds_under_appends_from_both_workers_at_once(self):
+        self.admin("quota", "set", "user/alice", "MESSAGE=10")
+        self.start()
+        clients = self.on_each_worker(self.imap) + self.on_each_worker(self.imap)
+        replies: list[str] = []
+
+        def append(client: Client, number: int) -> None:
+            for count in range(8):
+                message = f"Subject: {number}-{count}\r\n\r\nHi.\r\n"
+                replies.append(client.command("a", f"APPEND INBOX {{{len(message)}+}}\r\n{message}")[-1])
+
+        threads = [threading.Thread(target=append, args=(client, number)) for number, client in enumerate(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HANG)
+        self.assertEqual(len(replies), 32)
+        self.assertEqual(sum(reply.startswith("a OK") for reply in replies), 10)
+        self.assertEqual(sum(reply.startswith("a NO [OVERQUOTA]") for reply in replies), 22, replies)
+        self.assertEqual(clients[0].command("s", "STATUS INBOX (MESSAGES)")[0], "* STATUS \"INBOX\" (MESSAGES 10)\r\n")
+        self.stop()
+
     def test_who_lists_and_kick_ends_the_sessions_of_every_worker(self):
         self.start()
         one, two = self.on_each_worker(self.imap)
@@ -295,11 +324,13 @@ class ConnectionCapTests(MultiWorkerTests):
         for _ in range(20):  # three sessions, on both workers
             clients = [Client(self.ports["imap"]) for _ in range(3)]
             pids = self.serving()
+            self.assertEqual([client.greeting[:4] for client in clients], ["* OK"] * 3)
             if len({pids[client.port] for client in clients}) == 2:
                 break
             for client in clients:
                 client.close()
             self.wait_for_sessions(0)
+            self.settle()
         else:
             self.fail("every connection went to one worker")
         for client in clients:
@@ -335,8 +366,7 @@ class StopAndReloadTests(MultiWorkerTests):
         self.assertEqual(one.rest(), ["* BYE Server shutting down\r\n"])
         self.assertEqual(two.rest(), ["* BYE Server shutting down\r\n"])
         self.assertEqual(waiting.rest(), ["-ERR [SYS/TEMP] Server shutting down\r\n"])
-        output = self.process.communicate(timeout=HANG)[0].decode("utf-8", "replace")
-        self.assertEqual(self.process.returncode, 0, output)
+        output = self.ended()
         self.assertRegex(output, r"cyrusmail: ending \d+ sessions")  # as last counted by the workers
         self.assertEqual(sorted(re.findall(r"worker \d: cyrusmail: ending (\d) sessions", output)), ["1", "2"])
         self.assertEqual(output.count("store and index closed"), 2, output)
