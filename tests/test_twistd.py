@@ -371,6 +371,14 @@ class Line:
         self.sock.close()
 
 
+def admin_output(test: unittest.TestCase, config: Path, *argv: str) -> str:
+    """What ``cyrusmail-admin --config CONFIG ARGV...`` says, in this process; it must succeed."""
+    out, err = io.StringIO(), io.StringIO()
+    code = admin_main(["--config", str(config), *argv], out, err)
+    test.assertEqual(code, 0, err.getvalue())
+    return out.getvalue()
+
+
 PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode()
 LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"],
           "submission": ["EHLO client.example.org", PLAIN], "lmtp": ["LHLO mta.example.org"]}
@@ -399,10 +407,7 @@ class LiveSessionTests(unittest.TestCase):
         self.admin("user", "add", "bob", "--password", "secret")
 
     def admin(self, *argv: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        code = admin_main(["--config", str(self.config), *argv], out, err)
-        self.assertEqual(code, 0, err.getvalue())
-        return out.getvalue()
+        return admin_output(self, self.config, *argv)
 
     def start(self, *twistd_options: str) -> subprocess.Popen:
         process = subprocess.Popen(

@@ -13,7 +13,6 @@ with SIGKILL loses no acknowledged message and is replaced.
 from __future__ import annotations
 
 import imaplib
-import io
 import os
 import re
 import shutil
@@ -30,9 +29,8 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from cyrusmail import control, tls
-from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
-from tests.test_twistd import ROOT, TWISTD, free_ports, listening
+from tests.test_twistd import ROOT, TWISTD, Line, admin_output, free_ports, listening
 
 try:
     from aiosmtpd.controller import Controller
@@ -43,8 +41,8 @@ except ImportError:  # pragma: no cover
 HANG = 60.0
 
 
-class Client:
-    """A plain line client (loopback, so passwords in the clear are allowed)."""
+class Client(Line):
+    """A line client, over TLS with ``wrap``; ``send`` a POP3 or SMTP command, ``command`` an IMAP one."""
 
     def __init__(self, port: int, wrap: ssl.SSLContext | None = None) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=HANG)
@@ -56,23 +54,12 @@ class Client:
     def port(self) -> int:
         return self.sock.getsockname()[1]
 
-    def read(self) -> str:
-        return self.reader.readline().decode("utf-8", "replace")
-
-    def send(self, line: str) -> None:
+    def write(self, line: str) -> None:
         self.sock.sendall(line.encode() + b"\r\n")
-
-    def ask(self, line: str) -> str:
-        """Send a one-line POP3 or SMTP command; its reply's last line."""
-        self.send(line)
-        while True:
-            reply = self.read()
-            if not (len(reply) > 3 and reply[:3].isdigit() and reply[3] == "-"):
-                return reply
 
     def command(self, tag: str, text: str) -> list[str]:
         """An IMAP command: every line up to and including the tagged one."""
-        self.send(f"{tag} {text}")
+        self.write(f"{tag} {text}")
         lines = []
         while True:
             line = self.read()
@@ -81,16 +68,6 @@ class Client:
             lines.append(line)
             if line.startswith(f"{tag} "):
                 return lines
-
-    def rest(self) -> list[str]:
-        lines = []
-        while line := self.read():
-            lines.append(line)
-        return lines
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 class MultiWorkerTests(unittest.TestCase):
@@ -121,10 +98,7 @@ class MultiWorkerTests(unittest.TestCase):
         self.config.write_text("\n".join(lines) + queue)
 
     def admin(self, *argv: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        code = admin_main(["--config", str(self.config), *argv], out, err)
-        self.assertEqual(code, 0, err.getvalue())
-        return out.getvalue()
+        return admin_output(self, self.config, *argv)
 
     def start(self, *twistd_options: str) -> subprocess.Popen:
         """Start twistd; return once both workers serve."""
@@ -209,7 +183,7 @@ class ChangeNotificationTests(MultiWorkerTests):
         self.start()
         idler, other = self.on_each_worker(self.imap)
         idler.command("s", "SELECT INBOX")
-        idler.send("i IDLE")
+        idler.write("i IDLE")
         self.assertEqual(idler.read(), "+ idling\r\n")
         # idle_check_interval is an hour: whatever arrives now was pushed.
         message = "Subject: one\r\n\r\nHello.\r\n"
@@ -235,11 +209,11 @@ class ChangeNotificationTests(MultiWorkerTests):
             self.fail("every LMTP connection went to the IDLE's worker")
         for line in ("LHLO mta.example.net", "MAIL FROM:<bob@example.net>", "RCPT TO:<alice@example.org>",
                      "DATA"):
-            lmtp.ask(line)
-        self.assertRegex(lmtp.ask("Subject: two\r\n\r\nHi.\r\n."), "^250 ")
+            lmtp.send(line)
+        self.assertRegex(lmtp.send("Subject: two\r\n\r\nHi.\r\n."), "^250 ")
         self.assertEqual(idler.read(), "* 1 EXISTS\r\n")
         self.assertEqual(idler.read(), "* 1 RECENT\r\n")
-        idler.send("DONE")
+        idler.write("DONE")
         self.assertEqual(idler.read(), "i OK IDLE terminated\r\n")
         self.stop()
 
@@ -250,13 +224,13 @@ class SharedStateTests(MultiWorkerTests):
 
         def pop3() -> Client:
             client = Client(self.ports["pop3"])
-            self.assertEqual(client.ask("USER alice")[:3], "+OK")
+            self.assertEqual(client.send("USER alice")[:3], "+OK")
             return client
 
         first, second = self.on_each_worker(pop3)
-        self.assertRegex(first.ask("PASS secret"), r"^\+OK")
-        self.assertEqual(second.ask("PASS secret"), "-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n")
-        first.ask("QUIT")
+        self.assertRegex(first.send("PASS secret"), r"^\+OK")
+        self.assertEqual(second.send("PASS secret"), "-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n")
+        first.send("QUIT")
         self.stop()
 
     def test_a_quota_holds_under_appends_from_both_workers_at_once(self):
@@ -426,16 +400,16 @@ class QueueTests(MultiWorkerTests):
 
         def submission() -> Client:
             client = Client(self.ports["submission"])
-            client.ask("EHLO client.example.org")
-            self.assertRegex(client.ask("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), "^235 ")
+            client.send("EHLO client.example.org")
+            self.assertRegex(client.send("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), "^235 ")
             return client
 
         clients = self.on_each_worker(submission)
         for number, client in enumerate(clients):
             handler.arrived.clear()
             for line in ("MAIL FROM:<alice@example.org>", "RCPT TO:<carol@remote.example>", "DATA"):
-                client.ask(line)
-            self.assertRegex(client.ask(f"From: alice@example.org\r\nSubject: out {number}\r\n\r\nHi.\r\n."),
+                client.send(line)
+            self.assertRegex(client.send(f"From: alice@example.org\r\nSubject: out {number}\r\n\r\nHi.\r\n."),
                              "^250 ")
             self.assertTrue(handler.arrived.wait(HANG), "the message was not sent")
         self.assertEqual(sorted(re.search(rb"Subject: (out \d)", message)[1] for message in handler.received),
