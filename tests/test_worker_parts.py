@@ -20,14 +20,44 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from cyrusmail.auth.throttle import LoginThrottle
+from cyrusmail.config import MAX_WORKERS, ConfigError, default_workers
 from cyrusmail.delivery.queue import ORPHAN_AGE, QueueRunner, queue_of
 from cyrusmail.sessions import Limits, SessionRegistry, Tally
+from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.workers.channel import Channel, ChannelError, adopt
 from cyrusmail.workers.supervisor import SupervisorService, WorkerProcess, join_answers
 from cyrusmail.workers.worker import RemoteThrottle
+from tests import imap_support
 from tests.helpers import make_config, make_context
 
 MESSAGE = b"From: alice@example.org\r\nSubject: out\r\n\r\nHello.\r\n"
+
+
+class ConfigTests(unittest.TestCase):
+    def test_workers_default_to_the_cores_and_are_bounded(self):
+        config = make_config(self.mktemp())
+        self.assertEqual(config["server"]["workers"], min(default_workers(), MAX_WORKERS))
+        self.assertEqual(config["server"]["idle_check_interval"], 5)
+        self.assertEqual(make_config(self.mktemp(), server={"workers": "1"})["server"]["workers"], 1)
+        for value, problem in (("0", "expected a number above 0, got 0"),
+                               ("257", "expected at most 256 worker processes, got 257"),
+                               ("many", "expected a whole number, got 'many'")):
+            with self.assertRaises(ConfigError) as caught:
+                make_config(self.mktemp(), server={"workers": value})
+            self.assertEqual(str(caught.exception), f"test.conf: [server] workers: {problem}")
+
+    def test_idle_looks_for_other_programs_changes_every_idle_check_interval(self):
+        context = imap_support.session_context(self, server={"idle_check_interval": "1m"})
+        clock = task.Clock()
+        client = imap_support.selected(self, context, clock)
+        self.assertEqual(client.command("i IDLE"), ["+ idling"])
+        elsewhere = MaildirStore(context.store.root)  # as cyrusmail-admin: no watcher hears of it
+        self.addCleanup(elsewhere.close)
+        elsewhere.mailboxes("alice").open("INBOX").append(imap_support.message())
+        clock.advance(59)
+        self.assertEqual(client.lines(), [])
+        clock.advance(1)
+        self.assertEqual(client.lines(), ["* 1 EXISTS", "* 1 RECENT"])
 
 
 class TallyTests(unittest.TestCase):
