@@ -40,9 +40,11 @@ from pathlib import Path
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import eventAsText, globalLogBeginner
 from twisted.python.failure import Failure
+from twisted.python.threadable import isInIOThread
 from zope.interface import implementer
 
 from cyrusmail import logs, tls
@@ -207,6 +209,7 @@ class WorkerService(ServerService):
     """The services of one worker: those of a single-process server, less the lock, sweep and control socket."""
 
     store_service = WorkerStoreService
+    control_socket = False  # the supervisor's; commands come over the channel
 
     def __init__(self, setup: WorkerSetup, reactor) -> None:
         bound = {(item.service, item.description): AdoptedEndpoint(reactor, item) for item in setup.listeners}
@@ -217,8 +220,6 @@ class WorkerService(ServerService):
         self.stopping = False
         self.context: ServerContext | None = None
         self.channel = Channel({}, f"worker {setup.slot}", lost=self._supervisor_gone)
-
-    control_socket = False
 
     def startService(self) -> None:
         adopt(self.reactor, CHANNEL_FD, self.channel)
@@ -264,8 +265,6 @@ class WorkerService(ServerService):
         })
 
     def _publish(self, user: str, mailbox_id: int) -> None:
-        from twisted.python.threadable import isInIOThread
-
         if isInIOThread():
             self.channel.send("changed", user=user, mailbox=mailbox_id)
         else:  # a store write finished in a thread: the channel is the reactor's
@@ -277,7 +276,7 @@ class WorkerService(ServerService):
             runner.poll()
 
     def _use_pem(self, message: dict) -> dict:
-        fingerprint = self.context.tls.use_pem(message["cert"].encode("ascii"), message["key"].encode("ascii"))
+        fingerprint = self.context.tls.use_pem(message["cert"].encode("latin-1"), message["key"].encode("latin-1"))
         return {"fingerprint": fingerprint}
 
     def _supervisor_gone(self) -> None:
@@ -296,8 +295,6 @@ def _add_steps(registry: SessionRegistry, steps: list) -> None:
 
 
 def _stop_quietly(reactor) -> None:
-    from twisted.internet.error import ReactorNotRunning
-
     try:
         reactor.stop()
     except ReactorNotRunning:
