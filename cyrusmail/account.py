@@ -594,10 +594,13 @@ class GuardedMailbox:
 
         Flags the user may not change are left as they are; the call fails
         (PermissionDenied) only when it asks to change nothing it may.
+        Adding or removing the empty list changes nothing and needs no right.
         """
+        if change is not FlagChange.REPLACE and not flags and not keywords:
+            return [], []
         held = self.rights
-        mask = _flag_mask(held)
         keywords = frozenset(keywords)
+        mask = _flag_mask(held)
         may_keywords = "w" in held
         asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
         if not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):

@@ -77,6 +77,13 @@ def parse_positive_int(text: str) -> int:
     return value
 
 
+def parse_count(text: str) -> int:
+    """A whole number, 0 included (0 turns the feature off)."""
+    if text.strip() == "0":
+        return 0
+    return parse_positive_int(text)
+
+
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
@@ -123,6 +130,13 @@ def parse_percent(text: str) -> int:
     if value > 100:
         raise ValueError(f"expected a percentage up to 100, got {value}")
     return value
+
+
+def parse_duration_or_off(text: str) -> int:
+    """A duration as :func:`parse_duration`, or ``0`` (any unit) for off."""
+    if re.fullmatch(r"\s*0+\s*[smhd]?\s*", text.lower()):
+        return 0
+    return parse_duration(text)
 
 
 def parse_tls_mode(text: str) -> str:
@@ -257,6 +271,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "expunged_history": Key(parse_positive_int, 100_000),
         "index_cache": Key(parse_positive_int, 64),
         "login_delay_max": Key(parse_duration, 15),
+        # The cache of verified passwords (cyrusmail.auth.cache); 0 for either turns it off.
+        "auth_cache_ttl": Key(parse_duration_or_off, 300),
+        "auth_cache_size": Key(parse_count, 10_000),
         # Connection caps (cyrusmail.sessions.Limits) and the listen queue of every listener.
         "max_connections": Key(parse_positive_int, 1000),
         "max_connections_per_address": Key(parse_positive_int, 100),

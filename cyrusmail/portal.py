@@ -17,6 +17,7 @@ from cyrusmail.account import (
 from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
 from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.auth.cache import CredentialCache
 from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
@@ -54,8 +55,12 @@ class MailRealm:
         With ``recheck`` (a login, a delivery), only if ``user`` is still in
         the user database, checked under the store's user lock: one racing
         ``cyrusmail-admin user delete`` cannot bring the deleted tree back
-        (UnknownUser instead).
+        (UnknownUser instead). A tree that is already whole (every login but
+        the first) is left alone without the lock: nothing is made then,
+        and a deletion moves the tree away before it removes the user.
         """
+        if self.store.provisioned(user, self.special_use):
+            return
         if not recheck or self.users is None:
             self.store.provision(user, self.special_use)
             return
@@ -103,6 +108,8 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     realm = MailRealm(store, config.admins, config.domains, config.special_use_folders(),
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
                       warning_percent=config["quota"]["warning_percent"], users=users)
-    throttle = LoginThrottle(reactor, maximum=config["server"]["login_delay_max"])
-    return ThrottledPortal(realm, [PasswordChecker(users, config.domains)], throttle,
+    server = config["server"]
+    throttle = LoginThrottle(reactor, maximum=server["login_delay_max"])
+    cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
+    return ThrottledPortal(realm, [PasswordChecker(users, config.domains, cache=cache)], throttle,
                            lambda login: account_key(users, config.domains, login))

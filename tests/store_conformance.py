@@ -194,6 +194,19 @@ class StoreConformanceMixin:
         self.store.provision(USER, SPECIAL_USES)
         self.assertEqual([r.uid for r in self.tree.open("INBOX").messages()], [uid])
 
+    def test_provisioned_says_whether_provision_would_make_anything(self):
+        self.assertTrue(self.store.provisioned(USER, SPECIAL_USES))
+        self.assertTrue(self.store.provisioned(USER, {}))
+        self.assertFalse(self.store.provisioned(USER, {**SPECIAL_USES, "Archive": "archive"}))
+        self.assertFalse(self.store.provisioned("nobody@example.org", {}))
+        self.assertFalse(self.store.mailboxes("nobody@example.org").exists("INBOX"))  # looking made nothing
+        self.tree.delete("Trash")
+        self.assertFalse(self.store.provisioned(USER, SPECIAL_USES))
+        self.store.provision(USER, SPECIAL_USES)
+        self.assertTrue(self.store.provisioned(USER, SPECIAL_USES))
+        self.store.remove_user(USER)
+        self.assertFalse(self.store.provisioned(USER, {}))
+
     def test_hierarchy_separator_is_slash(self):
         self.assertEqual(self.tree.separator, "/")
 

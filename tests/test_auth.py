@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
+from collections.abc import Callable
+
 from twisted.cred import credentials, error
 from twisted.trial import unittest
 
@@ -101,3 +105,43 @@ class RealmTests(unittest.TestCase):
             self.assertEqual(names, ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"])
 
         return d.addCallback(check)
+
+
+class ProvisionAtLoginTests(unittest.TestCase):
+    """A login makes a user's missing folders, and takes the store's user lock only when it must."""
+
+    def setUp(self):
+        self.context = make_context(self.mktemp(), server={"domains": "example.org"})
+        self.addCleanup(self.context.store.close)
+        self.addCleanup(self.context.realm.close)
+        add_user(self.context, "alice", "pw")
+
+    def hold_user_lock(self) -> Callable[[], None]:
+        """Take the user lock as ``cyrusmail-admin user delete`` would (its own open file); the release."""
+        lock = open(self.context.store.users_dir / ".lock", "a+b")  # noqa: SIM115 - closed by the cleanup
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        self.addCleanup(lock.close)
+        return lambda: fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def account_in_thread(self, user: str) -> threading.Thread:
+        thread = threading.Thread(target=self.context.realm.account, args=(user, True), daemon=True)
+        thread.start()
+        return thread
+
+    def test_a_whole_tree_needs_no_lock(self):
+        release = self.hold_user_lock()
+        self.addCleanup(release)
+        login = self.account_in_thread("alice")
+        login.join(30)  # a hang check: it returns at once
+        self.assertFalse(login.is_alive())
+
+    def test_a_missing_folder_is_made_again_under_the_lock(self):
+        self.context.store.mailboxes("alice").delete("Trash")
+        release = self.hold_user_lock()
+        login = self.account_in_thread("alice")
+        login.join(0.2)
+        self.assertTrue(login.is_alive())  # waits for the lock
+        release()
+        login.join(30)
+        self.assertFalse(login.is_alive())
+        self.assertTrue(self.context.store.mailboxes("alice").exists("Trash"))

@@ -1,11 +1,14 @@
 """Real clients against a listening server (in process, loopback, port 0):
-Python's imaplib and imapclient, mbsync (isync) and fetchmail."""
+Python's imaplib and imapclient, mbsync (isync), fetchmail, and ImapFlow
+(Node.js; ``npm install --prefix tests/clients``), which speaks IMAP4rev2."""
 
 from __future__ import annotations
 
 import base64
 import imaplib
+import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -226,7 +229,7 @@ class Utf8ClientTests(ClientTestCase):
 
 
 class MbsyncTests(ClientTestCase):
-    """mbsync (isync) syncing a tree of folders both ways."""
+    """mbsync (isync) syncing a tree of folders both ways, with COMPRESS=DEFLATE."""
 
     def _config(self, root: Path) -> Path:
         local = root / "local"
@@ -282,6 +285,8 @@ class MbsyncTests(ClientTestCase):
 
         def first(result):
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            # mbsync (isync 1.4 and later) turns RFC 4978 COMPRESS on when it is offered.
+            self.assertTrue(self.sessions and all(session.compressed for session in self.sessions))
             self.assertEqual(len(os.listdir(local / "INBOX" / "cur")) + len(os.listdir(local / "INBOX" / "new")), 3)
             self.assertTrue((local / "Projects" / "Alpha").is_dir())
             # Changes on both sides: a new local folder with a message, a
@@ -438,3 +443,46 @@ class IMAPClientQresyncTests(ClientTestCase):
             self.assertEqual(results["fetch_vanished"], [b"(EARLIER) 3:4"])
 
         return threads.deferToThread(talk).addCallback(check)
+
+
+CLIENTS = Path(__file__).parent / "clients"
+
+
+class ImapflowRev2Tests(ClientTestCase):
+    """ImapFlow, a Node.js client that sends ENABLE IMAP4rev2 when offered it
+    (tests/clients/imapflow_rev2.mjs says what it does), against an IMAP4rev2 session."""
+
+    def test_imapflow_speaks_imap4rev2(self):
+        node = shutil.which("node")
+        if node is None:
+            raise SkipTest("node is not installed")
+        if not (CLIENTS / "node_modules" / "imapflow").is_dir():
+            raise SkipTest("imapflow is not installed (npm install --prefix tests/clients)")
+
+        def run():
+            return subprocess.run([node, str(CLIENTS / "imapflow_rev2.mjs")], check=False, capture_output=True,
+                                  text=True, timeout=60, env={**os.environ, "IMAP_PORT": str(self.port_number)})
+
+        def check(done):
+            self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+            result = json.loads(done.stdout)
+            received = result.pop("received")
+            self.assertIn("IMAP4REV2", result["enabled"])
+            self.assertEqual(result["created"], "Café/Thé")
+            self.assertIn("Café/Thé", result["listed"])
+            self.assertEqual(result["appended"], [1, 2])
+            self.assertEqual(result["exists"], 2)
+            self.assertEqual((result["unseen"], result["junk_uids"], result["nothing"]), ([2], [1], []))
+            self.assertEqual(result["flags"], [[1, ["$Junk", "\\Seen"], "First"], [2, [], "Second"]])
+            self.assertEqual(result["status"], {"path": "INBOX", "messages": 2, "unseen": 1, "uidNext": 3})
+            self.assertEqual((result["moved"], result["deleted"], result["after"], result["target"]),
+                             ("uidMap", True, 0, 1))
+            # What went over the wire: the IMAP4rev2 forms, and no IMAP4rev1 leftovers.
+            self.assertIn("* ENABLED CONDSTORE UTF8=ACCEPT IMAP4rev2", received)
+            self.assertIn('* LIST (\\HasNoChildren) "/" "INBOX"', received)
+            esearch = [line for line in received if re.fullmatch(r'\* ESEARCH \(TAG "\w+"\) (UID )?ALL \d', line)]
+            self.assertEqual([line.split(") ")[1] for line in esearch], ["ALL 2", "UID ALL 1"])  # unseen, $Junk
+            self.assertFalse([line for line in received if line.startswith("* SEARCH") or line.endswith(" RECENT")
+                              or "\\Recent" in line or "[UNSEEN " in line], received)
+
+        return threads.deferToThread(run).addCallback(check)

@@ -149,6 +149,31 @@ S: a3 OK SEARCH completed
 """)
 
 
+    def test_store_of_no_flags(self) -> None:
+        """``+FLAGS ()`` and ``-FLAGS ()`` change nothing and are OK, not NO [NOPERM]
+        (imaptest's stress sends them; Dovecot answers OK)."""
+        run_transcript(self, """
+@append INBOX Hello
+C: L LOGIN alice secret
+S~ L OK .*
+C: s SELECT INBOX
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ .*
+S~ s OK .*
+C: a STORE 1 +FLAGS ()
+S: * 1 FETCH (FLAGS (\\Recent))
+S: a OK STORE completed
+C: b UID STORE 1 -FLAGS.SILENT ()
+S: b OK UID STORE completed
+""")
+
     def test_logout_while_reading_is_paused(self) -> None:
         """Input over the buffer bound behind a pipelined LOGOUT: reading
         was paused, and once LOGOUT had hung up the session resumed it
@@ -249,3 +274,4 @@ class KeywordLimitTests(TestCase):
                          "b NO [LIMIT] Too many distinct keywords in this mailbox")
         self.assertTrue(client.command("c STORE 1 +FLAGS (k5 \\Seen)")[-1].startswith("c OK"))  # known ones are fine
         self.assertTrue(client.command("d STORE 1 -FLAGS (k5)")[-1].startswith("d OK"))
+

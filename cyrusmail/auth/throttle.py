@@ -23,7 +23,9 @@ login without a verification, answered after the key's current delay (so
 that a refused client cannot spin).
 
 A correct password waits its turn like any other: answering it sooner would
-tell an attacker it was right. A success clears the account's failures, not
+tell an attacker it was right. That holds for one the checker's cache of
+verified passwords (:mod:`cyrusmail.auth.cache`) accepts without scrypt:
+the cache is asked only once the attempt has started. A success clears the account's failures, not
 the address's (else an attacker with one account of their own could reset
 the address between guesses). An address that has logged in to an account
 gets its own lane for that account, so that an attacker elsewhere hammering

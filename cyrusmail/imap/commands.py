@@ -81,6 +81,14 @@ class Id(Command):
 
 
 @dataclass(frozen=True)
+class Compress(Command):
+    """RFC 4978; ``mechanism`` upper-cased (only ``DEFLATE`` is defined)."""
+
+    mechanism: str
+    name: ClassVar[str] = "COMPRESS"
+
+
+@dataclass(frozen=True)
 class Enable(Command):
     """RFC 5161; capability names upper-cased."""
 

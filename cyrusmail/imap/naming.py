@@ -1,14 +1,17 @@
 """Mailbox names between the wire (modified UTF-7) and the store (Unicode), and other names on the wire.
 
-A session that enabled UTF8=ACCEPT (RFC 6855) sends and receives names in
-UTF-8: the parser turns such a name into its modified UTF-7 form as it reads
-it (``CommandParser.utf8``), so :func:`from_wire` serves both; the handlers
-pass ``session.utf8`` to :func:`to_wire` and :func:`root_to_wire`.
+A session that enabled UTF8=ACCEPT (RFC 6855) or IMAP4rev2 (RFC 9051) sends
+and receives names in UTF-8: the parser turns such a name into its modified
+UTF-7 form as it reads it (``CommandParser.utf8``, ``CommandParser.rev2``),
+so :func:`from_wire` serves both; the handlers pass ``session.utf8`` to
+:func:`to_wire` and :func:`root_to_wire`, and make new names with
+:func:`new_name_from_wire`, which holds a name sent in UTF-8 to Net-Unicode.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from cyrusmail.imap import codes, mutf7
 from cyrusmail.imapform import string, utf8_string
@@ -31,6 +34,30 @@ def from_wire(wire_name: str) -> str:
     if len(name) > 1 and name.endswith(names.SEPARATOR):
         name = name[:-1]
     return names.canonical(name)
+
+
+# Net-Unicode (RFC 5198 2) as RFC 6855 3 narrows it for mailbox names: no C0 (the store
+# refuses those for every name), DEL, C1, LINE or PARAGRAPH SEPARATOR.
+_NOT_NET_UNICODE = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def new_name_from_wire(wire_name: str, utf8: bool) -> str:
+    """:func:`from_wire` for a name about to be made (CREATE, RENAME's new name).
+
+    A name a client sent in UTF-8 (``utf8``: the session enabled UTF8=ACCEPT
+    or IMAP4rev2) must be Net-Unicode, in Normalization Form C above all
+    (RFC 9051 5.1, RFC 6855 3), else ``NO [CANNOT]``; the server could
+    normalize it instead, but would then owe the client an OLDNAME.  Names
+    sent in modified UTF-7 are taken as they are, as IMAP4rev1 takes them.
+    """
+    name = from_wire(wire_name)
+    if utf8:
+        if _NOT_NET_UNICODE.search(name):
+            raise codes.CommandFailed("Mailbox name holds a control or separator character", codes.CANNOT)
+        if not unicodedata.is_normalized("NFC", name):
+            raise codes.CommandFailed("Mailbox name is not in Unicode Normalization Form C (RFC 9051 5.1)",
+                                      codes.CANNOT)
+    return name
 
 
 def open_target(mailboxes, wire_name: str):

@@ -7,10 +7,13 @@ and turned into untagged responses by :meth:`SelectedMailbox.poll`:
 
 * new messages: appended to the map, ``* n EXISTS`` and ``* n RECENT``
   (a read-write view claims them as recent with ``claim_recent()``, so
-  exactly one session sees each new message as \\Recent);
+  exactly one session sees each new message as \\Recent); an IMAP4rev2
+  view (RFC 9051) says no RECENT and claims nothing, so IMAP4rev1 sessions
+  still see those messages as recent;
 * flag changes: ``* n FETCH (FLAGS (...))`` unless this session already
   reported that modseq itself (STORE's own FETCH responses); once CONDSTORE
-  is enabled every such FETCH also carries UID and MODSEQ (RFC 7162 3.1);
+  is enabled every such FETCH also carries UID and MODSEQ (RFC 7162 3.1),
+  once IMAP4rev2 is, UID (RFC 9051 7.5.2);
 * expunges: the UID stays in the map as a *ghost* until EXPUNGE responses
   may be sent.  The session asks with ``send_expunges=False`` after FETCH,
   STORE, SEARCH and COPY (and their UID forms), so sequence numbers never
@@ -54,7 +57,7 @@ class SelectedMailbox:
     """The message map of one session: seq -> UID, known modseqs, \\Recent."""
 
     def __init__(self, mailbox, read_only: bool, condstore: bool = False, examined: bool = False,
-                 qresync: bool = False) -> None:
+                 qresync: bool = False, rev2: bool = False) -> None:
         self.mailbox = mailbox
         #: no changes through this view: EXAMINE, or rights that allow none (RFC 4314 5.2)
         self.read_only = read_only
@@ -64,6 +67,8 @@ class SelectedMailbox:
         self.condstore = condstore or qresync
         #: expunges are told as VANISHED (ENABLE QRESYNC)
         self.qresync = qresync
+        #: RFC 9051 (ENABLE IMAP4rev2): no \\Recent at all, and UID in every unsolicited FETCH
+        self.rev2 = rev2
         status = mailbox.status()
         self.highest_modseq = status.highest_modseq
         self.uid_next = status.uid_next
@@ -72,8 +77,8 @@ class SelectedMailbox:
         self.modseqs: dict[int, int] = dict(zip(summary.uids, summary.modseqs))
         self.ghosts: set[int] = set()
         self.keywords: set[str] = set(summary.keywords)
-        self.recent: set[int] = set() if read_only else set(mailbox.claim_recent())
-        if read_only:
+        self.recent: set[int] = set() if read_only or rev2 else set(mailbox.claim_recent())
+        if read_only and not rev2:
             # EXAMINE claims nothing; it shows as recent what nobody claimed yet.
             self.recent = set(self.uids[len(self.uids) - status.recent:]) if status.recent else set()
         first = summary.first_unseen_uid
@@ -196,7 +201,7 @@ class SelectedMailbox:
                 if uid in self.ghosts or record.modseq <= self.modseqs[uid]:
                     continue
                 self.modseqs[uid] = record.modseq
-                lines.append(self.fetch_flags_line(record, self.seq_of(uid)))
+                lines.append(self.fetch_flags_line(record, self.seq_of(uid), with_uid=self.rev2))
             elif uid > self.uid_max:
                 new.append(record)
         self.highest_modseq = max(self.highest_modseq, changes.highest_modseq)
@@ -206,10 +211,11 @@ class SelectedMailbox:
                 self.modseqs[record.uid] = record.modseq
             self.uid_max = self.uids[-1]
             self.uid_next = max(self.uid_next, self.uid_max + 1)
-            if not self.read_only:
-                self.recent |= self.mailbox.claim_recent()
             lines.append(b"* %d EXISTS\r\n" % len(self.uids))
-            lines.append(b"* %d RECENT\r\n" % self.recent_count())
+            if not self.rev2:
+                if not self.read_only:
+                    self.recent |= self.mailbox.claim_recent()
+                lines.append(b"* %d RECENT\r\n" % self.recent_count())
         if told_expunges and self.qresync:
             # VANISHED carries no modseq: say how far the client is now up to date
             lines.append(b"* OK [%s %d] Highest\r\n" % (codes.HIGHESTMODSEQ.encode(), self.highest_modseq))

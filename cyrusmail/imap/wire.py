@@ -47,14 +47,22 @@ UTF8=ACCEPT enabled), mailbox names and patterns are read as UTF-8 and
 handed on in modified UTF-7 (so ``&`` is an ordinary character), and APPEND
 takes ``UTF8 (literal8)`` data; without it ``UTF8`` is BAD.
 
+IMAP4rev2.  Once the session sets :attr:`CommandParser.rev2` (RFC 9051,
+``ENABLE IMAP4rev2``), names are read as UTF-8 in the same way (APPEND's
+``UTF8`` stays UTF8=ACCEPT's), the grammar loses what RFC 9051 removed with
+``\\Recent`` (the search keys RECENT, NEW and OLD, the status item RECENT:
+BAD), and LARGER, SMALLER and partial offsets take 63-bit ``number64``s.
+
 Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
 APPEND literal is then announced only once the commands before it have
 run, and the sink factory sees the session's current state).  After
-emitting AUTHENTICATE, IDLE or STARTTLS the parser always stops
+emitting AUTHENTICATE, IDLE, STARTTLS or COMPRESS the parser always stops
 and keeps later input buffered (:attr:`CommandParser.paused`), so that a
-pipelined ``DONE`` or SASL response is not mistaken for a command and
-plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
+pipelined ``DONE`` or SASL response is not mistaken for a command,
+plaintext injected before TLS can be thrown away (:meth:`discard_buffered`)
+and what follows COMPRESS, already compressed, can be taken out to be
+inflated (:meth:`take_buffered`).
 The session then calls :meth:`read_lines` (each following line comes out as
 one :class:`Line`, or a ``TOOBIG`` :class:`ParseError` if over the line
 limit, the parser pausing again after each) or
@@ -209,6 +217,9 @@ _SYSTEM_FLAGS = {
 }
 _MAX_NUMBER = 4294967295
 _MAX_NUMBER64 = 9223372036854775807
+#: IMAP4rev1's \Recent search keys: RFC 9051 took them out of the grammar, so
+#: once IMAP4rev2 is enabled they are BAD, as is STATUS RECENT.
+_REV1_SEARCH_KEYS = frozenset({"RECENT", "NEW", "OLD"})
 _LITERAL_MINUS_LIMIT = 4096
 
 
@@ -234,6 +245,7 @@ class _Reader:
         max_depth: int,
         max_search_keys: int = 1000,
         utf8: bool = False,
+        rev2: bool = False,
     ) -> None:
         self.text = text
         self.pos = 0
@@ -245,6 +257,9 @@ class _Reader:
         self.search_keys_left = max_search_keys
         self.max_search_keys = max_search_keys
         self.utf8 = utf8
+        self.rev2 = rev2
+        #: names and patterns arrive in UTF-8 (UTF8=ACCEPT or IMAP4rev2 enabled)
+        self.utf8_names = utf8 or rev2
 
     # low level
 
@@ -301,11 +316,17 @@ class _Reader:
             self.fail("number too big")
         return value
 
-    def nz_number(self) -> int:
-        value = self.number()
+    def nz_number(self, limit: int = _MAX_NUMBER) -> int:
+        value = self.number(limit)
         if value == 0:
             self.fail("zero is not allowed here")
         return value
+
+    @property
+    def number64_limit(self) -> int:
+        """The largest ``number64`` (RFC 9051 9): 63 bits once IMAP4rev2 is
+        enabled, else RFC 3501's 32-bit ``number``."""
+        return _MAX_NUMBER64 if self.rev2 else _MAX_NUMBER
 
     def literal(self, allow_sink: bool = False) -> bytes | c.LiteralSink:
         found = _LITERAL.match(self.text, self.pos)
@@ -360,7 +381,7 @@ class _Reader:
 
     def mailbox(self) -> str:
         name = self.text_of(self.astring())
-        return mutf7.encode(name) if self.utf8 else name
+        return mutf7.encode(name) if self.utf8_names else name
 
     def ascii_astring(self) -> str:
         value = self.astring()
@@ -374,7 +395,7 @@ class _Reader:
             pattern = self.text_of(self.string())
         else:
             pattern = self.match(_LIST_MAILBOX, "a mailbox pattern").decode("ascii")
-        return mutf7.encode(pattern) if self.utf8 else pattern
+        return mutf7.encode(pattern) if self.utf8_names else pattern
 
     def flag(self) -> str:
         if self.peek(b"\\"):
@@ -578,9 +599,9 @@ class _Reader:
         if not self.peek(b"<"):
             return None
         self.pos += 1
-        origin = self.number()
+        origin = self.number(self.number64_limit)
         self.expect(b".")
-        length = self.nz_number()
+        length = self.nz_number(self.number64_limit)
         self.expect(b">")
         return origin, length
 
@@ -674,6 +695,8 @@ class _Reader:
         name = self.keyword()
         if name == "ALL":
             return c.SearchAll()
+        if self.rev2 and name in _REV1_SEARCH_KEYS:
+            self.fail(f"{name} is not an IMAP4rev2 search key (RFC 9051 removed \\Recent)")
         if name in self._FLAG_KEYS:
             return c.SearchFlag(self._FLAG_KEYS[name])
         if name.startswith("UN") and name[2:] in self._FLAG_KEYS and name != "UNRECENT":
@@ -719,7 +742,7 @@ class _Reader:
             return c.SearchObjectId(name, self.match(_OBJECT_ID, "an object id").decode("ascii"))  # type: ignore[arg-type]
         if name in ("LARGER", "SMALLER"):
             self.sp()
-            return c.SearchSize(name.lower(), self.number())  # type: ignore[arg-type]
+            return c.SearchSize(name.lower(), self.number(self.number64_limit))  # type: ignore[arg-type]
         if name == "UID":
             self.sp()
             return c.SearchSequence(self.sequence_set(), uid=True)
@@ -917,6 +940,8 @@ def _status_items(reader: _Reader) -> tuple[str, ...]:
     for item in items:
         if item not in c.STATUS_ITEMS:
             reader.fail(f"unknown status item {item}")
+        if item == "RECENT" and reader.rev2:
+            reader.fail("RECENT is not an IMAP4rev2 status item (RFC 9051 removed \\Recent)")
     return items
 
 
@@ -1225,6 +1250,13 @@ def _enable(reader: _Reader, tag: str, uid: bool) -> c.Command:
             return c.Enable(tag, tuple(capabilities))
 
 
+def _compress(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    reader.sp()
+    mechanism = reader.keyword()
+    reader.end()
+    return c.Compress(tag, mechanism)
+
+
 def _id(reader: _Reader, tag: str, uid: bool) -> c.Command:
     reader.sp()
     if reader.peek_upper(b"NIL") or reader.peek(b"()"):
@@ -1322,6 +1354,7 @@ COMMANDS: dict[str, _Grammar] = {
     "COPY": _copy_or_move(c.Copy),
     "MOVE": _copy_or_move(c.Move),
     "ENABLE": _enable,
+    "COMPRESS": _compress,
     "ID": _id,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
@@ -1337,7 +1370,7 @@ COMMANDS: dict[str, _Grammar] = {
 UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE"})
 """What may follow ``UID``."""
 
-PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS)
+PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS, c.Compress)
 """After these the parser pauses until told how to read on."""
 
 _HEAD = re.compile(
@@ -1401,6 +1434,10 @@ class CommandParser:
         #: RFC 6855 UTF8=ACCEPT is enabled: mailbox names are UTF-8 (``&`` is just
         #: ``&``) and come out in modified UTF-7, as without it; APPEND takes UTF8 data.
         self.utf8 = False
+        #: RFC 9051 IMAP4rev2 is enabled: names are UTF-8 as with UTF8=ACCEPT (but
+        #: APPEND takes no UTF8 data), the \Recent search keys and STATUS RECENT
+        #: are gone, and sizes and partial offsets are 63-bit ``number64``.
+        self.rev2 = False
         self._buffer = bytearray()
         self._scanned = 0  # how much of _buffer is known to hold no LF
         self._line_mode = False
@@ -1419,7 +1456,7 @@ class CommandParser:
 
     @property
     def paused(self) -> bool:
-        """True after AUTHENTICATE, IDLE, STARTTLS or a line-mode line."""
+        """True after AUTHENTICATE, IDLE, STARTTLS, COMPRESS or a line-mode line."""
         return self._paused
 
     @property
@@ -1459,10 +1496,14 @@ class CommandParser:
 
     def discard_buffered(self) -> int:
         """Throw away unparsed input (after STARTTLS); returns how much."""
-        discarded = len(self._buffer)
+        return len(self.take_buffered())
+
+    def take_buffered(self) -> bytes:
+        """Take out the unparsed input (after COMPRESS, where it is compressed)."""
+        taken = bytes(self._buffer)
         self._buffer.clear()
         self._scanned = 0
-        return discarded
+        return taken
 
     # -- framing --------------------------------------------------------------
 
@@ -1674,7 +1715,7 @@ class CommandParser:
             raise _Syntax("invalid tag")
         reader = _Reader(
             text, self._boundaries, self._literals, self._literal_sizes, self.max_depth,
-            self.max_search_keys, self.utf8,
+            self.max_search_keys, self.utf8, self.rev2,
         )
         if name is None:
             raise _Syntax("missing or invalid command name")

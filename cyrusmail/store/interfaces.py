@@ -28,6 +28,12 @@ class IStore(Interface):
     def provision(user: str, special_uses: dict) -> None:
         """Create ``user``'s tree if needed, INBOX and the special-use folders (name -> use)."""
 
+    def provisioned(user: str, special_uses: dict) -> bool:
+        """Whether ``user``'s tree already holds INBOX and those folders (provision would make nothing).
+
+        Makes nothing, so a caller needs no lock against a racing user deletion.
+        """
+
     def remove_user(user: str) -> None:
         """Delete every mailbox and message of ``user``."""
 

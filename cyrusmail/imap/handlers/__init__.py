@@ -12,7 +12,7 @@ THREAD and COPY in both their plain and UID forms (RFC 3501 7.4.1; see
 
 ``pipelined``: whether commands after it may be run as soon as it is done
 without the client waiting for its answer; False for the commands after
-which the parser pauses (AUTHENTICATE, STARTTLS, IDLE) and LOGOUT.
+which the parser pauses (AUTHENTICATE, STARTTLS, IDLE, COMPRESS) and LOGOUT.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from cyrusmail.imap.handlers import (
     acl,
     append,
     auth,
+    compress,
     general,
     idle,
     mailboxes,
@@ -55,6 +56,7 @@ _TABLE = (
     (c.Login, CommandSpec("LOGIN", s.NOT_AUTHENTICATED, auth.login)),
     (c.Enable, CommandSpec("ENABLE", s.AUTHENTICATED, general.enable)),
     (c.Unauthenticate, CommandSpec("UNAUTHENTICATE", s.AUTHENTICATED, auth.unauthenticate)),
+    (c.Compress, CommandSpec("COMPRESS", s.AUTHENTICATED, compress.compress, pipelined=False)),
     (c.Namespace, CommandSpec("NAMESPACE", s.AUTHENTICATED, general.namespace)),
     (c.Select, CommandSpec("SELECT", s.AUTHENTICATED, select.select)),
     (c.Examine, CommandSpec("EXAMINE", s.AUTHENTICATED, select.examine)),

@@ -67,8 +67,21 @@ def append(session, command) -> Reply:
         for message in command.messages:
             for sink in message.sinks():
                 sink.close()
+    if not uids_shown(session, target):
+        return Reply(text="APPEND completed")
     uid_set = SequenceSet.from_numbers(uids)
     return Reply(code=f"{codes.APPENDUID} {target.uid_validity} {uid_set}", text="APPEND completed")
+
+
+def uids_shown(session, target) -> bool:
+    """Whether APPENDUID and COPYUID may tell the new UIDs in ``target``.
+
+    Not to an IMAP4rev2 session that may put messages there but not read
+    them (``i`` without ``r``): they tell something of a mailbox it may not
+    SELECT (RFC 9051 6.3.12 MUST NOT, 11.4).  An IMAP4rev1 session is
+    answered as before.
+    """
+    return not session.rev2 or "r" in target.rights
 
 
 def _storable(session, content):

@@ -6,7 +6,12 @@ import dataclasses
 
 from cyrusmail.imap import codes
 from cyrusmail.imap.codes import CommandFailed, Reply
-from cyrusmail.imap.naming import from_wire, pattern_from_wire, to_wire
+from cyrusmail.imap.naming import (
+    from_wire,
+    new_name_from_wire,
+    pattern_from_wire,
+    to_wire,
+)
 from cyrusmail.imap.state import Selected
 from cyrusmail.store import names
 from cyrusmail.store.records import SPECIAL_USES, Flag, MailboxAttribute
@@ -24,7 +29,7 @@ def _special_use_attribute(use: str | None) -> list[str]:
 
 
 def create(session, command) -> Reply:
-    name = from_wire(command.mailbox)
+    name = new_name_from_wire(command.mailbox, session.utf8)
     uses = [use.lstrip("\\").lower() for use in command.special_use]
     if any(use not in SPECIAL_USES for use in uses) or len(uses) > 1:
         raise CommandFailed("Unsupported special-use attribute", codes.USEATTR)
@@ -42,7 +47,8 @@ def delete(session, command) -> None:
 
 
 def rename(session, command) -> None:
-    session.state.account.mailboxes.rename(from_wire(command.mailbox), from_wire(command.new_name))
+    session.state.account.mailboxes.rename(from_wire(command.mailbox),
+                                           new_name_from_wire(command.new_name, session.utf8))
 
 
 def subscribe(session, command) -> None:
@@ -95,16 +101,10 @@ def list_(session, command) -> None:
             seen.add(name)
             if isinstance(listing, str):
                 attributes = ["\\NonExistent"] + (["\\Subscribed"] if name in subscriptions else [])
-                use = None
             else:
-                use = listing.special_use
-                if special_only and not use:
+                if special_only and not listing.special_use:
                     continue
-                attributes = [
-                    text for flag, text in _ATTRIBUTES.items()
-                    if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
-                ]
-                attributes += _special_use_attribute(use)
+                attributes = _attributes(listing, show_subscribed)
             line = _list_line("LIST", attributes, name, session.utf8)
             if name in parents:
                 line += b' (CHILDINFO ("SUBSCRIBED"))'
@@ -118,6 +118,25 @@ def list_(session, command) -> None:
         session.untagged(line)
         if name in counts:
             session.untagged(_status_response(session, name, counts[name], command.return_status))
+
+
+def _attributes(listing, show_subscribed: bool = False) -> list[str]:
+    """A listed mailbox's attributes as LIST writes them, ``\\Subscribed`` only when asked."""
+    attributes = [
+        text for flag, text in _ATTRIBUTES.items()
+        if flag in listing.attributes and (flag is not MailboxAttribute.SUBSCRIBED or show_subscribed)
+    ]
+    return attributes + _special_use_attribute(listing.special_use)
+
+
+def list_line(session, name: str) -> bytes:
+    """``LIST (attributes) "/" name`` for one mailbox, as ``LIST "" name`` would
+    write it: the line RFC 9051 6.3.2 has SELECT send.  A mailbox LIST does not
+    show (read but not looked up, ``r`` without ``l``) gets no attributes."""
+    for listing in session.state.account.mailboxes.list(name):
+        if listing.name == name:  # a name holding "%" or "*" matched others too
+            return _list_line("LIST", _attributes(listing), name, session.utf8)
+    return _list_line("LIST", [], name, session.utf8)
 
 
 def _unmatched_parents(subscriptions: set[str], matchers: list) -> set[str]:

@@ -19,6 +19,7 @@ from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.flags import BadFlag, split_flags
+from cyrusmail.imap.handlers.append import uids_shown
 from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
@@ -243,6 +244,8 @@ def copy(session, command: c.Copy) -> Reply:
     pairs = view.mailbox.copy(uids, target)
     if not pairs:
         return Reply(text="No messages copied")
+    if not uids_shown(session, target):
+        return None
     return Reply(code=_copyuid(target, pairs))
 
 
@@ -253,7 +256,7 @@ def move(session, command: c.Move) -> None:
     target = _target(session, command.mailbox)
     live = [uid for uid in uids if uid not in view.ghosts]
     pairs = view.mailbox.move(live, target)
-    if pairs:
+    if pairs and uids_shown(session, target):
         # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
         session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
 
@@ -267,7 +270,8 @@ def search(session, command: c.Search) -> defer.Deferred:
     meanwhile is not reported, though the client is told of the expunge only
     by a later command (never an EXPUNGE during SEARCH).
 
-    With RETURN the answer is an ESEARCH response (:mod:`cyrusmail.imap.esearch`);
+    With RETURN, and always once IMAP4rev2 is enabled (RFC 9051 6.4.4), the
+    answer is an ESEARCH response (:mod:`cyrusmail.imap.esearch`);
     SAVE keeps the result as ``$`` (a NO empties it, a BAD leaves it), UPDATE
     keeps a search context (:mod:`cyrusmail.imap.contexts`)."""
     return searching(session, command, _search)
@@ -294,8 +298,9 @@ def searching(session, command: c.Search | c.Sort, run) -> defer.Deferred:
 
 
 def _search(session, view, command: c.Search) -> defer.Deferred:
-    if command.charset is not None and session.utf8:
+    if command.charset is not None and "UTF8=ACCEPT" in session.enabled:
         # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
+        # (IMAP4rev2 assumes UTF-8 too, but lets a client say CHARSET UTF-8: RFC 9051 6.4.4.)
         raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
     check_charset(command.charset)
     if uses_modseq(command.criteria):
@@ -303,20 +308,23 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
     seqs = view.seqs()
     start_modseq = view.highest_modseq
     steps = matches(view, command.criteria, seqs, now=session.reactor.seconds())
+    return_options = command.return_options
+    if return_options is None and session.rev2:
+        return_options = ()  # RFC 9051 6.4.4: an ESEARCH response, ALL when nothing else is asked
 
     def report(found: list) -> None:
         gone = expunged_meanwhile(view)
         if gone:
             found = [record for record in found if record.uid not in gone]
         with_modseq = uses_modseq(command.criteria)
-        if command.return_options is None:
+        if return_options is None:
             numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
             line = "SEARCH" + "".join(f" {number}" for number in numbers)
             if found and with_modseq:
                 line += f" (MODSEQ {max(record.modseq for record in found)})"
             session.untagged(line)
             return
-        returns = Returns.of(command.return_options, command.partial)
+        returns = Returns.of(return_options, command.partial)
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
         modseqs = [record.modseq for record in found] if with_modseq else None
         line = esearch_line(command.tag, command.uid, returns, numbers, modseqs)

@@ -3,7 +3,9 @@
 SELECT and EXAMINE take the RFC 7162 parameters: CONDSTORE, and QRESYNC
 (after ENABLE QRESYNC) whose VANISHED (EARLIER) and FETCH responses come
 before the tagged OK (see :mod:`cyrusmail.imap.qresync`).  Selecting while
-a mailbox is selected first says ``* OK [CLOSED]``.
+a mailbox is selected first says ``* OK [CLOSED]``.  After ``ENABLE
+IMAP4rev2`` the mailbox's LIST line takes the place of RECENT and
+``[UNSEEN n]`` (RFC 9051 6.3.2, Appendix E).
 
 A SELECT is answered READ-ONLY when the user's rights allow no change
 (RFC 4314 5.2), and PERMANENTFLAGS lists only the flags those rights let
@@ -18,6 +20,7 @@ from twisted.internet import defer
 from cyrusmail.imap import codes
 from cyrusmail.imap.codes import CommandFailed, Reply
 from cyrusmail.imap.flags import FLAG_LIST
+from cyrusmail.imap.handlers.mailboxes import list_line
 from cyrusmail.imap.naming import from_wire
 from cyrusmail.imap.qresync import resync_lines
 from cyrusmail.imap.selected import SelectedMailbox, permanent_flags
@@ -38,13 +41,17 @@ def _open(session, command, examine: bool) -> Reply | defer.Deferred:
         session.enable("CONDSTORE")
     read_only = examine or mailbox.read_only
     view = SelectedMailbox(mailbox, read_only, condstore="CONDSTORE" in session.enabled, examined=examine,
-                           qresync="QRESYNC" in session.enabled)
+                           qresync="QRESYNC" in session.enabled, rev2=session.rev2)
     flags = " ".join([*FLAG_LIST, *sorted(view.keywords)])
     session.untagged(f"FLAGS ({flags})")
     session.untagged(f"{view.exists} EXISTS")
-    session.untagged(f"{view.recent_count()} RECENT")
-    if view.first_unseen is not None:
-        session.untagged(f"OK [{codes.UNSEEN} {view.first_unseen}] First unseen")
+    if session.rev2:
+        # RFC 9051 6.3.2: the mailbox's LIST line; RECENT and UNSEEN are IMAP4rev1's (Appendix E 11, 12)
+        session.untagged(list_line(session, mailbox.name))
+    else:
+        session.untagged(f"{view.recent_count()} RECENT")
+        if view.first_unseen is not None:
+            session.untagged(f"OK [{codes.UNSEEN} {view.first_unseen}] First unseen")
     session.untagged(f"OK [{codes.UIDVALIDITY} {mailbox.uid_validity}] UIDs valid")
     session.untagged(f"OK [{codes.UIDNEXT} {view.uid_next}] Predicted next UID")
     session.untagged(f"OK [{codes.HIGHESTMODSEQ} {view.highest_modseq}] Highest")

@@ -332,8 +332,8 @@ class MaildirStore:
         """The folder of ``user``: a checked name, always inside ``users/``."""
         if user == SHARED_OWNER:
             return self.root / "shared"
-        user = names.user_name(user)
-        path = (self.users_dir / user).resolve()
+        user = names.user_name(user)  # never holds "/" nor starts with ".": one folder directly in users/
+        path = self.users_dir / user  # not resolve()d: a lstat per component, three times per login
         if path.parent != self.users_dir:
             raise InvalidName(f"Invalid user name {user!r}")
         return path
@@ -430,6 +430,21 @@ class MaildirStore:
     def shared_mailboxes(self) -> MaildirMailboxList:
         """The tree of shared folders (bulletin boards), owned by no user."""
         return MaildirMailboxList(self, SHARED_OWNER)
+
+    def provisioned(self, user: str, special_uses: dict[str, str] | None = None) -> bool:
+        """Whether :meth:`provision` would make nothing: ``user``'s tree holds INBOX and each folder.
+
+        One stat and one read of an index already open; makes nothing, so it
+        needs no :meth:`user_lock`.
+        """
+        try:
+            wanted = {names.check(name) for name in (names.INBOX, *(special_uses or {}))}
+            index = self.index(user)
+        except (UnknownUser, InvalidName):
+            return False
+        marks = ", ".join("?" * len(wanted))
+        (found,) = index.db.execute(f"SELECT count(*) FROM mailboxes WHERE name IN ({marks})", sorted(wanted)).fetchone()
+        return found == len(wanted)
 
     def provision(self, user: str, special_uses: dict[str, str] | None = None) -> None:
         self.index(user, create=True)
