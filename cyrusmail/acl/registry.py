@@ -10,7 +10,9 @@ add rows before changing an ACL and drop them after, so it never misses one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
@@ -28,13 +30,25 @@ class AccessRegistry:
     """``access.sqlite`` in the data folder (WAL, safe across processes)."""
 
     def __init__(self, path: Path | str):
+        self.writes = 0  # write transactions through this object (see generation)
         self.db = sqlite.connect(path)
         with self._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
 
-    def _write(self):
-        return sqlite.write(self.db)
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with sqlite.write(self.db) as db:
+                yield db
+        finally:
+            self.writes += 1
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever groups or grants may have changed, here or in another
+        process (as :meth:`cyrusmail.store.maildir.index.UserIndex.generation`)."""
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        return self.writes, version
 
     def close(self) -> None:
         self.db.close()

@@ -159,6 +159,11 @@ class IMailbox(Interface):
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
 
+    def generation():
+        """A value that differs from an earlier one whenever anything may have
+        changed since (it may differ when nothing did); cheaper than
+        ``changes_since``, so a poll can skip the look when it is equal."""
+
     def expunged_since(modseq: int):
         """UIDs expunged after ``modseq`` (ascending), or None if the store's
         history of expunges no longer reaches back that far."""

@@ -32,6 +32,8 @@ class UserIndex:
 
     def __init__(self, path: Path, create: bool = True):
         self.path = path
+        #: write transactions that changed rows through this object (see :meth:`generation`)
+        self.writes = 0
         self.db = sqlite.connect(path, create=create)
         self._close = weakref.finalize(self, self.db.close)
         stat = os.stat(path)
@@ -41,12 +43,32 @@ class UserIndex:
                 self.db.execute(statement)
             migrate(self.db, new_mailbox_id)
 
-    def write(self, durable: bool = True):
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """A write transaction (see :func:`cyrusmail.sqlite.write`); UIDs are allocated in order.
 
         Claims of \\Recent use ``durable=False``: losing them harms no one.
         """
-        return sqlite.write(self.db, durable)
+        changes = self.db.total_changes
+        try:
+            with sqlite.write(self.db, durable) as db:
+                yield db
+        finally:
+            if self.db.total_changes != changes:
+                self.writes += 1
+
+    def generation(self) -> tuple[int, int]:
+        """A value that changes whenever the index may have changed, for one statement.
+
+        Writes through this object are counted; a commit by any other
+        connection (another process, another worker, ``cyrusmail-admin``)
+        moves SQLite's ``data_version``, which this connection's own writes
+        do not.  Equal values mean nothing changed in between, so a
+        session may skip looking for changes (a false "changed" only costs
+        a look).
+        """
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        return self.writes, version
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

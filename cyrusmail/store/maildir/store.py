@@ -1277,6 +1277,11 @@ class MaildirMailbox:
 
     # -- watching ------------------------------------------------------------
 
+    def generation(self) -> tuple[int, int]:
+        """The index's generation (:meth:`UserIndex.generation`): the whole
+        user's index, so a change to any of their mailboxes moves it."""
+        return self.index.generation()
+
     def changes_since(self, modseq: int) -> Changes:
         with self.index.read() as db:
             _, highestmodseq, *_ = self._counts(db)
