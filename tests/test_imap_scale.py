@@ -8,6 +8,7 @@ Changes "made elsewhere" come through a second store on the same data folder
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 from twisted.internet.task import Clock
@@ -16,7 +17,8 @@ from twisted.trial.unittest import TestCase
 from cyrusmail.acl.registry import AccessRegistry
 from cyrusmail.portal import ACCESS_REGISTRY
 from cyrusmail.store.maildir.store import MaildirStore
-from tests.imap_support import Client, deliver, session_context
+from cyrusmail.store.records import Flag, FlagChange
+from tests.imap_support import Client, deliver, message, session_context
 
 
 class ScaleCase(TestCase):
@@ -51,6 +53,14 @@ class ScaleCase(TestCase):
 class PollTests(ScaleCase):
     """A command's closing poll reads the change log only when the index changed."""
 
+    def test_noop_on_an_unchanged_mailbox_reads_no_changes(self) -> None:
+        deliver(self.context, "alice", "INBOX")
+        alice = self.client()
+        alice.command("s SELECT INBOX")
+        with self.statements() as seen:
+            self.assertEqual(alice.command("n NOOP"), ["n OK NOOP completed"])
+        self.assertFalse([statement for statement in seen if "messages" in statement], seen)
+
     def test_fetch_reads_the_acl_once_while_nothing_changes(self) -> None:
         deliver(self.context, "alice", "INBOX")
         alice = self.client()
@@ -59,6 +69,32 @@ class PollTests(ScaleCase):
             alice.command("f1 FETCH 1 (FLAGS)")
             alice.command("f2 FETCH 1 (UID)")
         self.assertFalse([statement for statement in seen if "FROM acls" in statement], seen)
+
+    def test_a_change_made_elsewhere_is_told_at_the_next_command(self) -> None:
+        deliver(self.context, "alice", "INBOX")
+        deliver(self.context, "alice", "INBOX")
+        alice = self.client()
+        alice.command("s SELECT INBOX")
+        inbox = self.elsewhere().mailboxes("alice").open("INBOX")
+        inbox.set_flags([1], FlagChange.ADD, Flag.FLAGGED)
+        self.assertIn("* 1 FETCH (FLAGS (\\Flagged \\Recent))", alice.command("n1 NOOP"))
+        inbox.append(message("Three"))
+        self.assertEqual(alice.command("n2 NOOP")[:2], ["* 3 EXISTS", "* 3 RECENT"])
+        inbox.set_flags([2], FlagChange.ADD, Flag.DELETED)
+        inbox.expunge()
+        self.assertEqual(alice.command("n3 NOOP"), ["* 2 EXPUNGE", "n3 OK NOOP completed"])
+
+    def test_an_own_change_held_back_is_told_when_it_may_be(self) -> None:
+        deliver(self.context, "alice", "INBOX")
+        deliver(self.context, "alice", "INBOX")
+        alice, bob_of_alice = self.client(), self.client()
+        alice.command("s SELECT INBOX")
+        bob_of_alice.command("s SELECT INBOX")
+        bob_of_alice.command("d STORE 1 +FLAGS.SILENT (\\Deleted)")
+        bob_of_alice.command("e EXPUNGE")
+        answer = alice.command("f FETCH 2 (UID)")  # no EXPUNGE while message numbers are in use
+        self.assertNotIn("* 1 EXPUNGE", answer)
+        self.assertEqual(alice.command("n NOOP"), ["* 1 EXPUNGE", "n OK NOOP completed"])
 
     def test_losing_a_group_elsewhere_takes_effect_at_once(self) -> None:
         bob = self.context.realm.account("bob")
@@ -73,3 +109,48 @@ class PollTests(ScaleCase):
         registry.remove_members("staff", ["alice"])
         # bob's INBOX may no longer be seen: as if it was deleted
         self.assertEqual(alice.command("f2 FETCH 1 (FLAGS)"), ["* BYE Selected mailbox no longer exists"])
+
+
+class SharedMapTests(ScaleCase):
+    """Sessions that know a mailbox in the same state share one UID map."""
+
+    def view(self, client: Client):
+        return client.server.state.view
+
+    def test_sessions_on_one_mailbox_share_their_uid_map(self) -> None:
+        for _ in range(3):
+            deliver(self.context, "alice", "INBOX")
+        first, second = self.client(), self.client()
+        for client in (first, second):
+            client.command("s SELECT INBOX")
+        self.assertIs(self.view(first).uids, self.view(second).uids)
+        self.assertEqual(list(self.view(first).uids), [1, 2, 3])
+        deliver(self.context, "alice", "INBOX")
+        for client in (first, second):
+            self.assertEqual(client.command("n NOOP")[0], "* 4 EXISTS")
+        self.assertIs(self.view(first).uids, self.view(second).uids)
+        self.assertEqual(list(self.view(second).uids), [1, 2, 3, 4])
+
+    def test_a_view_holding_back_an_expunge_keeps_its_own_map(self) -> None:
+        for _ in range(3):
+            deliver(self.context, "alice", "INBOX")
+        first, second = self.client(), self.client()
+        for client in (first, second):
+            client.command("s SELECT INBOX")
+        second.command("d STORE 2 +FLAGS.SILENT (\\Deleted)")
+        self.assertEqual(second.command("e EXPUNGE")[0], "* 2 EXPUNGE")
+        answer = first.command("f FETCH 1:3 (UID)")  # the expunge is held back during FETCH
+        self.assertEqual([line for line in answer if "FETCH" in line], ["* 1 FETCH (UID 1)", "* 3 FETCH (UID 3)"])
+        self.assertEqual(list(self.view(first).uids), [1, 2, 3])
+        self.assertEqual(list(self.view(second).uids), [1, 3])
+        self.assertEqual(first.command("n NOOP")[0], "* 2 EXPUNGE")
+        self.assertIs(self.view(first).uids, self.view(second).uids)
+
+    def test_reported_flags_are_not_told_twice(self) -> None:
+        deliver(self.context, "alice", "INBOX")
+        alice = self.client()
+        alice.command("s SELECT INBOX")
+        answer = alice.command("t STORE 1 +FLAGS (\\Flagged)")
+        self.assertEqual([line for line in answer if "FETCH" in line], ["* 1 FETCH (FLAGS (\\Flagged \\Recent))"])
+        self.assertEqual(alice.command("n NOOP"), ["n OK NOOP completed"])
+        self.assertFalse(any(re.search("FETCH", line) for line in alice.command("n2 NOOP")))

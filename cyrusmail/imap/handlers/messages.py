@@ -289,7 +289,7 @@ def search(session, command: c.Search) -> defer.Deferred:
                             highest_uid=view.uids[-1] if view.uids else 0)
 
     def report(found: list) -> None:
-        gone = set(view.mailbox.changes_since(view.highest_modseq).expunged)
+        gone = view.expunged_since_poll()
         if gone:
             found = [record for record in found if record.uid not in gone]
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
