@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.imap.server import IMAPServer
 from cyrusmail.portal import ACCESS_REGISTRY
 from cyrusmail.store.maildir.store import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
@@ -109,6 +110,71 @@ class PollTests(ScaleCase):
         registry.remove_members("staff", ["alice"])
         # bob's INBOX may no longer be seen: as if it was deleted
         self.assertEqual(alice.command("f2 FETCH 1 (FLAGS)"), ["* BYE Selected mailbox no longer exists"])
+
+
+class IdleTests(ScaleCase):
+    """IDLE: one timer for every idling session, changes elsewhere in order."""
+
+    def idle(self, client: Client, mailbox: str = "INBOX") -> None:
+        client.command(f"s SELECT {mailbox}")
+        self.assertEqual(client.command("i IDLE"), ["+ idling"])
+
+    def poll_timers(self) -> list:
+        """Calls due within one IDLE poll (the sessions' autologouts are 30 minutes away)."""
+        now = self.clock.seconds()
+        return [call for call in self.clock.getDelayedCalls() if call.getTime() - now <= IMAPServer.IDLE_POLL]
+
+    def test_idling_sessions_share_one_timer(self) -> None:
+        self.context.realm.account("bob")
+        idlers = [self.client() for _ in range(5)] + [self.client("bob")]
+        for client in idlers:
+            self.idle(client)
+        self.assertEqual(len(self.poll_timers()), 1)
+        for client in idlers:
+            self.assertEqual(client.command("DONE")[-1], "i OK IDLE terminated")
+        self.assertEqual(self.poll_timers(), [])
+
+    def test_changes_made_elsewhere_reach_the_idlers_in_order(self) -> None:
+        for subject in ("One", "Two", "Three"):
+            deliver(self.context, "alice", "INBOX", subject)
+        self.client().command("c SELECT INBOX")  # claims them: not recent for the idlers
+        first, second = self.client(), self.client()
+        for client in (first, second):
+            self.idle(client)
+        inbox = self.elsewhere().mailboxes("alice").open("INBOX")
+        inbox.set_flags([3], FlagChange.ADD, Flag.FLAGGED)
+        inbox.set_flags([1], FlagChange.ADD, Flag.DELETED)
+        inbox.expunge()
+        inbox.append(message("Four"))
+        self.clock.advance(IMAPServer.IDLE_POLL)
+        heard = [first.lines(), second.lines()]
+        for lines in heard:
+            self.assertEqual(lines[:3], ["* 1 EXPUNGE", "* 2 FETCH (FLAGS (\\Flagged))", "* 3 EXISTS"])
+        # exactly one session sees the new message as recent
+        self.assertEqual(sorted(lines[3] for lines in heard), ["* 0 RECENT", "* 1 RECENT"])
+
+    def test_idle_tells_at_once_what_changed_elsewhere_since_the_last_command(self) -> None:
+        alice = self.client()
+        alice.command("s SELECT INBOX")
+        self.elsewhere().mailboxes("alice").open("INBOX").append(message())
+        self.assertEqual(alice.command("i IDLE"), ["+ idling", "* 1 EXISTS", "* 1 RECENT"])
+
+    def test_a_session_that_left_idle_hears_nothing_more(self) -> None:
+        alice, other = self.client(), self.client()
+        self.idle(alice)
+        other.command("s SELECT INBOX")
+        self.assertEqual(alice.command("DONE"), ["i OK IDLE terminated"])
+        deliver(self.context, "alice", "INBOX")
+        self.elsewhere().mailboxes("alice").open("INBOX").append(message("Two"))
+        self.clock.advance(IMAPServer.IDLE_POLL * 2)
+        self.assertEqual(alice.lines(), [])
+        self.assertEqual(alice.command("n NOOP")[0], "* 2 EXISTS")  # told at its next command
+
+    def test_a_closed_idler_stops_the_timer(self) -> None:
+        alice = self.client()
+        self.idle(alice)
+        alice.server.connectionLost(None)
+        self.assertEqual(self.poll_timers(), [])
 
 
 class SharedMapTests(ScaleCase):

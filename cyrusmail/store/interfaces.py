@@ -34,6 +34,10 @@ class IStore(Interface):
     def stage() -> IStagedMessage:
         """A writer for a new message, to be appended to one or more mailboxes."""
 
+    def poll_watched() -> int:
+        """Call the watchers (``IMailbox.watch``) of mailboxes that may have been
+        changed by another process since the last call; how many looks it took."""
+
     def close() -> None:
         """Release every index handle."""
 
@@ -172,7 +176,8 @@ class IMailbox(Interface):
         """UIDs that are recent for the caller: each new UID is claimed once."""
 
     def watch(listener) -> None:
-        """Call ``listener()`` after every change made in this process."""
+        """Call ``listener()`` after every change made in this process, and when
+        ``IStore.poll_watched`` finds the mailbox's owner changed by another."""
 
     def unwatch(listener) -> None:
         """Stop calling ``listener``."""

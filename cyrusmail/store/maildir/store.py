@@ -270,6 +270,8 @@ class MaildirStore:
         self._open: weakref.WeakValueDictionary[str, UserIndex] = weakref.WeakValueDictionary()
         self._recent: OrderedDict[str, UserIndex] = OrderedDict()
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        #: user -> their index's generation at the last :meth:`poll_watched`
+        self._watched_generations: dict[str, tuple[int, int]] = {}
 
     # -- users -------------------------------------------------------------
 
@@ -461,9 +463,38 @@ class MaildirStore:
         if not listeners:
             self._watchers.pop((user, mailbox_id), None)
 
+    def poll_watched(self) -> int:
+        """Wake the watchers of every user whose index changed since the last
+        call, by anyone (another process, a worker, ``cyrusmail-admin``); how
+        many users' indexes were looked at.
+
+        One look at each watched user's index generation, however many
+        watchers (IDLE sessions) that user has: a change made in this
+        process was told at once by :meth:`notify`, so this is for the
+        others.  A user seen for the first time is woken too (the watcher
+        itself checks whether anything changed for it).
+        """
+        by_user: dict[str, list[Callable[[], None]]] = {}
+        for (user, _), listeners in self._watchers.items():
+            by_user.setdefault(user, []).extend(listeners)
+        last, self._watched_generations = self._watched_generations, {}
+        for user, listeners in by_user.items():
+            index = self._open.get(user)
+            if index is None:
+                continue
+            generation = index.generation()
+            self._watched_generations[user] = generation
+            if last.get(user) != generation:
+                self._tell(listeners)
+        return len(by_user)
+
     def notify(self, user: str, mailbox_id: int) -> None:
         """Tell every watcher; the change is committed, so a failing one is only logged."""
-        for listener in list(self._watchers.get((user, mailbox_id), ())):
+        self._tell(list(self._watchers.get((user, mailbox_id), ())))
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
             try:
                 listener()
             except Exception:  # noqa: BLE001 - any listener's bug must stay its own
