@@ -620,14 +620,17 @@ class GuardedMailbox:
         """STORE, as far as the user's rights go (RFC 4314 section 4).
 
         Flags the user may not change are left as they are; the call fails
-        (PermissionDenied) only when it asks to change nothing it may.
+        (PermissionDenied) only when it asks to change something, and
+        nothing it may.  Adding or removing no flags at all (``+FLAGS ()``)
+        changes nothing and succeeds.
         """
         held = self.rights
         mask = _flag_mask(held)
         keywords = frozenset(keywords)
         may_keywords = "w" in held
         asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
-        if not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
+        asks_something = bool(asked) or bool(keywords)
+        if asks_something and not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
             raise PermissionDenied(f"No right to change those flags on {self.name}")
         uids = list(uids)
         store_mask = mask & ~Flag.SEEN if self.private_seen else mask

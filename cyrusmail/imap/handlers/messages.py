@@ -78,6 +78,9 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
             previews = view.mailbox.previews(batch) if plan.needs_preview else {}
+            if shows_flags:
+                # a keyword another session set since the last poll: FLAGS names it first
+                yield from view.new_keywords(keyword for record in records for keyword in record.keywords)
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
