@@ -557,6 +557,10 @@ class GuardedMailbox:
         self._require("r")
         return self.inner.cache_may_contain(all_of, any_of)
 
+    def sort_rows(self, uids, columns) -> list:
+        self._require("r")
+        return self.inner.sort_rows(uids, columns)
+
     def changes_since(self, modseq: int) -> Changes:
         self._require("r")
         changes = self.inner.changes_since(modseq)
@@ -620,17 +624,16 @@ class GuardedMailbox:
         """STORE, as far as the user's rights go (RFC 4314 section 4).
 
         Flags the user may not change are left as they are; the call fails
-        (PermissionDenied) only when it asks to change something, and
-        nothing it may.  Adding or removing no flags at all (``+FLAGS ()``)
-        changes nothing and succeeds.
+        (PermissionDenied) only when it asks to change nothing it may.
         """
         held = self.rights
-        mask = _flag_mask(held)
         keywords = frozenset(keywords)
+        if change is not FlagChange.REPLACE and not flags and not keywords:
+            return [], []  # +FLAGS () or -FLAGS (): nothing asked, nothing to refuse
+        mask = _flag_mask(held)
         may_keywords = "w" in held
         asked = _ALL_FLAGS if change is FlagChange.REPLACE else flags
-        asks_something = bool(asked) or bool(keywords)
-        if asks_something and not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
+        if not (asked & mask) and not (may_keywords and (keywords or change is FlagChange.REPLACE)):
             raise PermissionDenied(f"No right to change those flags on {self.name}")
         uids = list(uids)
         store_mask = mask & ~Flag.SEEN if self.private_seen else mask

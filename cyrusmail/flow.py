@@ -18,6 +18,13 @@ Only one producer can be registered per transport: a streamed answer
 (IMAP's ResponseWriter, a POP3 RETR) is *attached* to the flow, which
 passes the pauses and resumes on to it.
 
+A layer that transforms the output (IMAP's COMPRESS=DEFLATE,
+:mod:`cyrusmail.imap.compress`) may stand in for the transport as the
+flow's and the writer's ``transport``: it passes the writes (transformed),
+the producer registration and the close down, so that the flow stays
+registered with the real transport, whose buffer of unsent octets still
+decides the pauses.
+
 Idle timers: input that arrives while output is blocked is not activity,
 output draining is.  When a session's idle timer fires while output is
 blocked, a goodbye could never be delivered, so the session aborts the

@@ -121,6 +121,15 @@ class Client:
         assert answer[-1].startswith("L OK"), answer
 
 
+def selected(test, context, clock: Clock, mailbox: str = "INBOX") -> Client:
+    """A session of alice's with ``mailbox`` selected, hung up when ``test`` ends."""
+    client = Client(context, clock)
+    test.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
+    client.login()
+    client.command(f"s SELECT {mailbox}")
+    return client
+
+
 def run_transcript(test, text: str, context=None) -> None:
     """Play a transcript against fresh sessions on one store."""
     context = context or session_context(test)

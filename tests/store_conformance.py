@@ -40,7 +40,11 @@ from cyrusmail.store.errors import (
     StoreError,
 )
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
-from cyrusmail.store.records import Flag, FlagChange, MailboxAttribute
+from cyrusmail.store.records import (
+    Flag,
+    FlagChange,
+    MailboxAttribute,
+)
 
 USER = "alice@example.org"
 SPECIAL_USES = {"Sent": "sent", "Trash": "trash"}
@@ -1042,6 +1046,27 @@ class StoreConformanceMixin:
         staged.write(message(7))
         staged.finish()
         self.assertEqual(work.mime_cache(work.append(staged)), self.analyser(message(7)))
+
+    def test_sort_rows_of_present_messages(self):
+        """SORT and THREAD keys of the messages still there, ascending UID (with the
+        MIME layer's analyser, made from the header; with another, the empty keys)."""
+        self.tree.create("Work")
+        work = self.tree.open("Work")
+        first = self.inbox.append(MESSAGE, internal_date=1_000_000)
+        gone = self.inbox.append(message(2))
+        last = self.inbox.append(message(3))
+        [(_, copied)] = self.inbox.copy([first], work)
+        self.inbox.set_flags([gone], FlagChange.ADD, Flag.DELETED)
+        self.inbox.expunge()
+        columns = ("subject", "from_", "to", "internal_date", "size", "date", "references", "reply")
+        rows = self.inbox.sort_rows([last, gone, 999, first], columns)
+        self.assertEqual([row[0] for row in rows], [first, last])
+        self.assertEqual(rows[0][4:7], (1_000_000, len(MESSAGE), 1_000_000))  # no Date: the internal date
+        self.assertEqual(work.sort_rows([copied], columns), [(copied, *rows[0][1:])])
+        if self.analyser is None:
+            self.assertEqual(rows[0][1:4] + rows[0][7:], ("HELLO", "BOB", "ALICE", (), False))
+        else:
+            self.assertEqual(rows[0][1:4] + rows[0][7:], ("", "", "", (), False))
 
 
 # -- the random walk ----------------------------------------------------------------------------

@@ -159,6 +159,32 @@ async def settle(seconds: float = 60) -> None:
         last = current
 
 
+async def held_while_flooded(client):
+    """Run ``client(ready, go, sent, measured)`` (see :meth:`Flood.run`) in a
+    thread; return what it returns and the most memory the process held
+    more, between ``go`` and the server's settling, than before it."""
+    ready, go, sent, measured = (threading.Event() for _ in range(4))
+    running = threads.deferToThread(client, ready, go, sent, measured)
+    failures = []
+    running.addErrback(failures.append)
+    await wait_for(ready)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        go.set()
+        await wait_for(sent)
+        await settle()
+        grown = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+        measured.set()
+    result = await running
+    if failures:
+        failures[0].raiseException()
+    return result, grown
+
+
 class FloodTests(unittest.TestCase):
     timeout = 300
 
@@ -177,26 +203,7 @@ class FloodTests(unittest.TestCase):
 
     async def flood(self, port: int, flood: Flood) -> None:
         """Pipeline about :data:`ANSWERS` octets of answers; assert the bound and the answers."""
-        ready, go, sent, measured = (threading.Event() for _ in range(4))
-        client = threads.deferToThread(flood.run, port, ready, go, sent, measured)
-        failures = []
-        client.addErrback(failures.append)
-        await wait_for(ready)
-        tracemalloc.start()
-        try:
-            baseline = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            go.set()
-            await wait_for(sent)
-            await settle()
-            grown = tracemalloc.get_traced_memory()[1] - baseline
-        finally:
-            tracemalloc.stop()
-            measured.set()
-        result = await client
-        if failures:
-            failures[0].raiseException()
-        answer, count = result
+        (answer, count), grown = await held_while_flooded(lambda *events: flood.run(port, *events))
         self.assertGreater(len(answer) * count, ANSWERS // 2)
         self.assertLess(grown, BOUND, f"the server held {grown / 2**20:.1f} MiB for a client not reading")
 

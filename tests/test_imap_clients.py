@@ -226,7 +226,7 @@ class Utf8ClientTests(ClientTestCase):
 
 
 class MbsyncTests(ClientTestCase):
-    """mbsync (isync) syncing a tree of folders both ways."""
+    """mbsync (isync) syncing a tree of folders both ways, with COMPRESS=DEFLATE."""
 
     def _config(self, root: Path) -> Path:
         local = root / "local"
@@ -282,6 +282,8 @@ class MbsyncTests(ClientTestCase):
 
         def first(result):
             self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+            # mbsync (isync 1.4 and later) turns RFC 4978 COMPRESS on when it is offered.
+            self.assertTrue(self.sessions and all(session.compressed for session in self.sessions))
             self.assertEqual(len(os.listdir(local / "INBOX" / "cur")) + len(os.listdir(local / "INBOX" / "new")), 3)
             self.assertTrue((local / "Projects" / "Alpha").is_dir())
             # Changes on both sides: a new local folder with a message, a

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
 from cyrusmail.imap import commands as c
-from cyrusmail.imap.search import BadCharset, check_charset, search
+from cyrusmail.imap.search import BadCharset, check_charset, header_candidates, search
 from cyrusmail.imap.sequence import SequenceSet
 from cyrusmail.imap.wire import CommandParser
 from cyrusmail.slices import run_all
@@ -278,7 +278,7 @@ class SearchTests(TestCase):
             (c.SearchHeader("SUBJECT", "été".encode()), [3]),
             (c.SearchHeader("SUBJECT", "ÉTÉ PLANS".encode()), [3]),
             (c.SearchHeader("SUBJECT", "café".encode()), [4]),
-            (c.SearchHeader("FROM", "renée".encode()), [3]),
+            (c.SearchAddress("FROM", "renée".encode()), [3]),
             (c.SearchBody("café crème".encode()), [3]),
             (c.SearchBody("très secret".encode()), [4]),
             (c.SearchBody("grüße aus köln".encode()), [5]),
@@ -297,6 +297,31 @@ class SearchTests(TestCase):
             self.found(c.SearchModSeq(highest, ("/flags/\\seen", "all"))), [4]
         )
         self.assertEqual(self.found(c.SearchModSeq(highest + 1)), [])
+
+    def test_within(self) -> None:
+        """RFC 5032 OLDER/YOUNGER: seconds back from the time of the search."""
+        now = day(2024, 2, 15, 12)
+        for text, expected in (
+            (b"OLDER 1", [2, 3, 4]),  # 5 was delivered just now, 6 is dated later
+            (b"OLDER 86400", [2, 3, 4]),
+            (b"YOUNGER 86400", [5, 6]),
+            (b"YOUNGER 2592000", [4, 5, 6]),  # thirty days: 3 is five hours older
+            (b"OLDER 86400 YOUNGER 2592000", [4]),
+            (b"OLDER 1209600", [2, 3, 4]),  # exactly fourteen days old: both OLDER and YOUNGER
+            (b"YOUNGER 1209600", [4, 5, 6]),
+        ):
+            with self.subTest(criteria=text):
+                found = run_all(search(criteria(text), self.mailbox, self.records, self.seqs, RECENT, now=now))
+                self.assertEqual([record.uid for record in found], expected)
+
+    def test_saved_result(self) -> None:
+        """``$`` (RFC 5182) matches the saved UIDs, as a plain or a UID key."""
+        for text in (b"$", b"UID $", b"NOT NOT $"):
+            with self.subTest(criteria=text):
+                found = run_all(search(criteria(text), self.mailbox, self.records, self.seqs, RECENT,
+                                       saved={3, 5, 99}))
+                self.assertEqual([record.uid for record in found], [3, 5])
+        self.assertEqual(self.found(criteria(b"$")), [])
 
     def test_empty_view(self) -> None:
         self.records, self.seqs = [], {}
@@ -413,6 +438,87 @@ class ReadingTests(TestCase):
             uid for name, uid in self.counting.calls if name in ("read", "open_file")
         ]
         self.assertEqual(sorted(reads), [1, 2, 3, 4, 5])
+
+
+# Address fields written every way RFC 5322 allows (comments inside an
+# address, a comment standing for the name, groups, encoded and quoted names).
+ADDRESS_MESSAGES = [
+    (b"From: jo-from@example.org\r\nTo: jo-to@example.org\r\nCc: jo-cc@example.org\r\n"
+     b"Bcc: jo-bcc@example.org\r\n\r\none\r\n"),
+    b"From: Jo Name <jo-from@example.org>\r\nTo: Jo Toname <jo-to@example.org>\r\n\r\ntwo\r\n",
+    b"From: <jo-from (a note)@ (another) example.org>\r\nCc: <jo-cc@example.org>\r\n\r\nthree\r\n",
+    b"From: jo-from@example.org (Jo Name)\r\nBcc: jo-bcc@example.org (Jo Hidden)\r\n\r\nfour\r\n",
+    b"From: jo-from1@example.org, jo-from2@example.org\r\n\r\nfive\r\n",
+    (b"From: Jo Name <jo-from@example.org>\r\nTo: team: m1@example.org, m2@example.org;,\r\n"
+     b" team2: m3@example.org;\r\n\r\nsix\r\n"),
+    (b"From: =?UTF-8?Q?J=C3=B6rg?= <joerg@example.net>\r\nTo: \"Doe, Jane\" <jane@example.net>,\r\n"
+     b" \"Ja\\\"ck\" <jack@example.net>\r\n\r\nseven\r\n"),
+]
+
+# (criteria, UIDs found): what Dovecot 2.3 answers for the same messages.
+ADDRESS_TABLE: list[tuple[bytes, list[int]]] = [
+    (b"FROM jo-from@example.org", [1, 2, 3, 4, 6]),
+    (b"FROM <jo-from@example.org>", [1, 2, 3, 4, 6]),
+    (b"TO jo-to@example.org", [1, 2]),
+    (b"CC jo-cc@example.org", [1, 3]),
+    (b"BCC jo-bcc@example.org", [1, 4]),
+    (b'FROM "jo name"', [2, 4, 6]),
+    (b'FROM "\\"jo name\\" <jo-from@"', [2, 4, 6]),  # a name that is not one atom is written quoted
+    (b'FROM "jo name <jo-from@"', []),
+    (b"FROM o-fro", [1, 2, 3, 4, 5, 6]),
+    (b"FROM note", []),  # a comment inside the address is not in the envelope
+    (b"FROM another", []),  # nor one around an angle address (the ENVELOPE's name is NIL)
+    (b"BCC hidden", [4]),
+    (b"FROM jo-from1", [5]),
+    (b"FROM jo-from2@example.org", [5]),
+    (b"TO team", [6]),
+    (b"TO team2", [6]),
+    (b"TO m3@example", [6]),
+    (b"TO m4", []),
+    (b'FROM "j\xc3\xb6rg"', [7]),
+    (b"FROM =?UTF-8?Q", []),  # names are matched decoded
+    (b'TO "\\"doe, jane\\" <jane@"', [7]),
+    (b'TO "doe, jane <jane@"', []),
+    (b'TO "\\"ja\\\\\\"ck\\""', [7]),
+    (b'TO "ja\\"ck"', []),
+    (b'TO ""', [1, 2, 6, 7]),
+    (b'HEADER From "jo-from (a note)@"', [3]),  # HEADER matches the field as written
+    (b"HEADER From jo-from@example.org", [1, 2, 4, 6]),
+]
+
+
+@needs_mime
+class AddressTests(TestCase):
+    """FROM/TO/CC/BCC match the ENVELOPE's addresses, not the header as written
+    (imaptest's search-addresses: a From with comments inside the address)."""
+
+    def setUp(self) -> None:
+        self.store = MaildirStore(self.mktemp())
+        self.addCleanup(self.store.close)
+        self.store.provision("alice", {})
+        self.mailbox = self.store.mailboxes("alice").open("INBOX")
+        for message in ADDRESS_MESSAGES:
+            self.mailbox.append(message)
+        self.records = self.mailbox.messages()
+        self.seqs = {record.uid: seq for seq, record in enumerate(self.records, 1)}
+
+    def test_table(self) -> None:
+        for text, expected in ADDRESS_TABLE:
+            with self.subTest(criteria=text):
+                found = run_all(search(criteria(text), self.mailbox, self.records, self.seqs, set()))
+                self.assertEqual([record.uid for record in found], expected)
+
+    def test_index_prefilter_keeps_every_match(self) -> None:
+        """The SQLite prefilter the session runs first drops no message the table finds."""
+        for text, expected in ADDRESS_TABLE:
+            with self.subTest(criteria=text):
+                candidates = header_candidates(criteria(text), self.mailbox)
+                if candidates is not None:
+                    self.assertLessEqual(set(expected), candidates)
+
+    def test_prefilter_still_narrows(self) -> None:
+        # 7 stays: its encoded word and quoted-pair could hide any text.
+        self.assertEqual(header_candidates(criteria(b"FROM jo-from2@example.org"), self.mailbox), {5, 7})
 
 
 class CountingMailbox:

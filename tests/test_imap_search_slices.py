@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.slices import run_all, run_in_slices
 from cyrusmail.store.maildir.store import MaildirMailbox
-from tests.imap_support import Client, message, session_context
+from tests.imap_support import Client, message, selected, session_context
 
 MESSAGES = 40
 #: 60 NOT BODY keys, the issue's case; NOT BODY marker3 rules out every fifth message.
@@ -39,33 +39,28 @@ def search_line(numbers: list[int]) -> bytes:
     return b"* SEARCH" + b"".join(b" %d" % number for number in numbers) + b"\r\n"
 
 
-class SlicedSearchTests(TestCase):
-    """Forty messages of about 60 KB each: at the default slice, searching their
-    bodies for 60 keys takes several reactor turns (the old code took one)."""
+class SlicedSessions:
+    """A TestCase mixin: alice's session and another on an INBOX of
+    :attr:`MESSAGES` messages of about 60 KB, message n holding ``marker``
+    n modulo :attr:`MARKERS`, on a clock that runs one reactor turn at a time."""
+
+    MESSAGES = MESSAGES
+    MARKERS = 5
 
     def setUp(self) -> None:
         self.context = session_context(self)
         inbox = self.context.store.mailboxes("alice").open("INBOX")
         filler = "lorem ipsum dolor sit amet consectetur " * 800
         inbox.append_many([
-            (message(f"message {n}", f"{filler}\r\nmarker{n % 5}\r\n{filler}\r\n"), None, (), None)
-            for n in range(1, MESSAGES + 1)
+            (message(f"message {n}", f"{filler}\r\nmarker{n % self.MARKERS}\r\n{filler}\r\n"), None, (), None)
+            for n in range(1, self.MESSAGES + 1)
         ])
         self.clock = TurnClock()
         self.alice = self.session()
         self.other = self.session()
 
     def session(self) -> Client:
-        client = Client(self.context, self.clock)
-        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
-        client.login()
-        client.command("s SELECT INBOX")
-        return client
-
-    def start(self, data: bytes) -> None:
-        """Hand ``data`` to alice's session and return, as the reactor would, without
-        running the turns it scheduled."""
-        self.alice.server.dataReceived(data)
+        return selected(self, self.context, self.clock)
 
     def finish(self, between=None) -> int:
         """Run turns until alice's session has nothing scheduled; how many it took."""
@@ -77,6 +72,16 @@ class SlicedSearchTests(TestCase):
             turns += 1
             self.assertLess(turns, 100_000)
         return turns
+
+
+class SlicedSearchTests(SlicedSessions, TestCase):
+    """Forty messages of about 60 KB each: at the default slice, searching their
+    bodies for 60 keys takes several reactor turns (the old code took one)."""
+
+    def start(self, data: bytes) -> None:
+        """Hand ``data`` to alice's session and return, as the reactor would, without
+        running the turns it scheduled."""
+        self.alice.server.dataReceived(data)
 
     def test_other_sessions_are_served_while_it_runs(self) -> None:
         self.start(f"a1 SEARCH {CRITERIA}\r\n".encode())

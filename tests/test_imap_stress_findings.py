@@ -1,15 +1,15 @@
 """What imaptest's stress runs (bench/stress_bench.py) found, as transcripts.
 
 imaptest checks every answer of many clients sharing mailboxes: a keyword
-another session set must be named in FLAGS before a FETCH shows it, and a
-STORE that adds or removes no flags at all is no error.
+another session set must be named in FLAGS before a FETCH shows it.  (A
+STORE of no flags at all, found the same way, is in test_session_regressions.)
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from tests.imap_support import run_transcript, session_context
+from tests.imap_support import run_transcript
 
 
 class StressFindingsTests(TestCase):
@@ -57,26 +57,3 @@ S: a3 OK FETCH completed
 C: a4 NOOP
 S: a4 OK NOOP completed
 """)
-
-    def test_store_of_no_flags_changes_nothing_and_succeeds(self) -> None:
-        run_transcript(self, r"""
-@append INBOX One
-C: a1 LOGIN alice secret
-S~ a1 OK .*
-C: a2 SELECT INBOX
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ .*
-S~ a2 OK .*
-C: a3 STORE 1 +FLAGS ()
-S: * 1 FETCH (FLAGS (\Recent))
-S: a3 OK STORE completed
-C: a4 STORE 1 -FLAGS.SILENT ()
-S: a4 OK STORE completed
-""", session_context(self))

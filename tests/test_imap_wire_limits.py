@@ -356,6 +356,18 @@ class PauseTests(TestCase):
         self.assertEqual(parser.read_commands(), [])
         self.assertEqual(parser.feed(NOOP), [c.Noop("z")])
 
+    def test_compress_keeps_what_follows_for_the_inflater(self) -> None:
+        """After COMPRESS the parser stops even without pause_after_commands:
+        what follows in the same read is compressed, and is taken out whole."""
+        parser = CommandParser()
+        compressed = b"\x2a\xc9\xcc\x00\x00\x00\xff\xff\r\nz NOOP\r\n"
+        self.assertEqual(parser.feed(b"a COMPRESS DEFLATE\r\n" + compressed), [c.Compress("a", "DEFLATE")])
+        self.assertTrue(parser.paused)
+        self.assertEqual(parser.take_buffered(), compressed)
+        self.assertEqual(parser.buffered, 0)
+        self.assertEqual(parser.read_commands(), [])
+        self.assertEqual(parser.feed(NOOP), [c.Noop("z")])
+
 
 class ResynchronisationTests(TestCase):
     """After any error, the next command parses; fed whole or split anywhere."""

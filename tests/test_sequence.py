@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from cyrusmail.imap.sequence import MAX_NUMBER, STAR, SequenceSet, SequenceSetError
+from cyrusmail.imap.sequence import (
+    MAX_NUMBER,
+    SAVED,
+    STAR,
+    SequenceSet,
+    SequenceSetError,
+    compact,
+)
 
 PARSED = [
     ("1", ((1, 1),), None),
@@ -37,6 +44,9 @@ INVALID = [
     "1 2",
     "01",
     "*:*:*",
+    "$,1",
+    "1:$",
+    "$$",
 ]
 
 
@@ -67,6 +77,38 @@ class ParseTests(TestCase):
         self.assertEqual(SequenceSet.parse("1:5,9").highest, 9)
         self.assertEqual(SequenceSet.parse("1,12:*").highest, 12)
         self.assertIsNone(SequenceSet.parse("*").highest)
+
+
+class SavedTests(TestCase):
+    """``$`` (RFC 5182): a set of its own, empty to anyone but the session."""
+
+    def test_parse(self) -> None:
+        self.assertIs(SequenceSet.parse("$"), SAVED)
+        self.assertTrue(SAVED.saved)
+        self.assertEqual(str(SAVED), "$")
+
+    def test_holds_nothing_as_a_plain_set(self) -> None:
+        self.assertEqual(SAVED.resolve(10), ())
+        self.assertFalse(SAVED.contains(1, 10))
+        self.assertEqual(list(SAVED.select([1, 2, 3])), [])
+
+
+class CompactTests(TestCase):
+    def test_table(self) -> None:
+        for numbers, text in (
+            ([], ""),
+            ([4], "4"),
+            ([1, 2, 3, 7], "1:3,7"),
+            ([1, 2, 3, 7, 5, 6], "1:3,7,5:6"),  # order kept, as sorted results need
+            ([9, 8, 7], "9,8,7"),
+            ([3, 4, 4], "3:4,4"),
+        ):
+            with self.subTest(numbers=numbers):
+                self.assertEqual(compact(numbers), text)
+
+    @given(st.sets(st.integers(1, 200)))
+    def test_same_as_from_numbers_when_ascending(self, numbers: set[int]) -> None:
+        self.assertEqual(compact(sorted(numbers)), str(SequenceSet.from_numbers(numbers)))
 
 
 class ResolveTests(TestCase):

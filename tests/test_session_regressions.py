@@ -249,3 +249,19 @@ class KeywordLimitTests(TestCase):
                          "b NO [LIMIT] Too many distinct keywords in this mailbox")
         self.assertTrue(client.command("c STORE 1 +FLAGS (k5 \\Seen)")[-1].startswith("c OK"))  # known ones are fine
         self.assertTrue(client.command("d STORE 1 -FLAGS (k5)")[-1].startswith("d OK"))
+
+
+class EmptyFlagListTests(TestCase):
+    """``STORE n +FLAGS ()`` asks to change nothing: OK, nothing changed (imaptest's stress run
+    got NO [NOPERM] for it)."""
+
+    def test_adding_or_removing_no_flags_is_a_plain_ok(self):
+        context = session_context(self)
+        context.store.mailboxes("alice").open("INBOX").append(b"Subject: x\r\n\r\nx\r\n")
+        client = Client(context, Clock())
+        client.login()
+        client.command("s SELECT INBOX")
+        before = client.command("f FETCH 1 (FLAGS)")
+        for line in ("a STORE 1 +FLAGS ()", "b STORE 1 -FLAGS.SILENT ()", "c UID STORE 1 +FLAGS ()"):
+            self.assertTrue(client.command(line)[-1].startswith(line.split()[0] + " OK"), line)
+        self.assertEqual(client.command("f FETCH 1 (FLAGS)"), before)

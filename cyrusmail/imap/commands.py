@@ -81,6 +81,14 @@ class Id(Command):
 
 
 @dataclass(frozen=True)
+class Compress(Command):
+    """RFC 4978; ``mechanism`` upper-cased (only ``DEFLATE`` is defined)."""
+
+    mechanism: str
+    name: ClassVar[str] = "COMPRESS"
+
+
+@dataclass(frozen=True)
 class Enable(Command):
     """RFC 5161; capability names upper-cased."""
 
@@ -507,7 +515,7 @@ class Move(Command):
 # -- SEARCH keys -------------------------------------------------------------
 # The RFC 3501 keys map onto a small tree: UN-flags and UNKEYWORD are Not(Flag),
 # NEW is And(Flag(\Recent), Not(Flag(\Seen))), OLD is Not(Flag(\Recent)),
-# KEYWORD is Flag, BCC/CC/FROM/SUBJECT/TO are Header.
+# KEYWORD is Flag, SUBJECT is Header, BCC/CC/FROM/TO are Address.
 
 
 @dataclass(frozen=True)
@@ -541,6 +549,15 @@ class SearchFlag:
 @dataclass(frozen=True)
 class SearchHeader:
     """``field`` (upper-cased) contains ``value``; empty value: has the field."""
+
+    field: str
+    value: bytes
+
+
+@dataclass(frozen=True)
+class SearchAddress:
+    """BCC/CC/FROM/TO: ``field`` (upper-cased) holds an address whose ENVELOPE
+    form contains ``value`` (RFC 3501 6.4.4); empty value: has the field."""
 
     field: str
     value: bytes
@@ -597,6 +614,15 @@ class SearchSequence:
 
 
 @dataclass(frozen=True)
+class SearchWithin:
+    """RFC 5032 ``OLDER n`` / ``YOUNGER n``: the internal date is at least /
+    at most ``seconds`` before the time of the search."""
+
+    relation: Literal["older", "younger"]
+    seconds: int
+
+
+@dataclass(frozen=True)
 class SearchModSeq:
     """RFC 7162 ``MODSEQ [entry-name entry-type] n``."""
 
@@ -611,6 +637,7 @@ SearchKey = (
     | SearchNot
     | SearchFlag
     | SearchHeader
+    | SearchAddress
     | SearchBody
     | SearchText
     | SearchDate
@@ -619,17 +646,75 @@ SearchKey = (
     | SearchSize
     | SearchSequence
     | SearchModSeq
+    | SearchWithin
 )
+
+
+SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"})
+"""RFC 4731 (ESEARCH), RFC 5182 (SEARCHRES) and RFC 5267 (CONTEXT=SEARCH) return options."""
 
 
 @dataclass(frozen=True)
 class Search(Command):
     """SEARCH / UID SEARCH.  ``charset`` upper-cased or None (the session
     decides on BADCHARSET); ``return_options`` is None without RETURN,
-    else the RFC 4731 options upper-cased (``()`` means ALL)."""
+    else the options of :data:`SEARCH_RETURN_OPTIONS` upper-cased, each once,
+    as sent (``()`` means ALL).  ``partial`` is the range of ``PARTIAL``,
+    ``(first, last)`` with ``first <= last`` (RFC 5267), or both negative
+    counting from the last result with ``-1`` first (RFC 9394)."""
 
     uid: bool
     criteria: SearchKey
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
     name: ClassVar[str] = "SEARCH"
+
+
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO",
+                       "DISPLAYFROM", "DISPLAYTO"})
+"""RFC 5256's sort keys and RFC 5957's DISPLAYFROM and DISPLAYTO."""
+
+THREAD_ALGORITHMS = frozenset({"ORDEREDSUBJECT", "REFERENCES"})
+
+
+@dataclass(frozen=True)
+class SortCriterion:
+    """One sort key (upper-cased, in :data:`SORT_KEYS`), maybe reversed."""
+
+    key: str
+    reverse: bool = False
+
+
+@dataclass(frozen=True)
+class Sort(Command):
+    """SORT / UID SORT (RFC 5256).  ``charset`` upper-cased; the session
+    decides on BADCHARSET, as for SEARCH."""
+
+    uid: bool
+    criteria: tuple[SortCriterion, ...]
+    charset: str
+    search: SearchKey
+    #: RFC 5267 ESORT: as :class:`Search`'s, None without RETURN
+    return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+    name: ClassVar[str] = "SORT"
+
+
+@dataclass(frozen=True)
+class Thread(Command):
+    """THREAD / UID THREAD (RFC 5256); ``algorithm`` upper-cased, in :data:`THREAD_ALGORITHMS`."""
+
+    uid: bool
+    algorithm: str
+    charset: str
+    search: SearchKey
+    name: ClassVar[str] = "THREAD"
+
+
+@dataclass(frozen=True)
+class CancelUpdate(Command):
+    """RFC 5267 CANCELUPDATE: the tags of the searches whose updates stop."""
+
+    tags: tuple[str, ...]
+    name: ClassVar[str] = "CANCELUPDATE"

@@ -4,7 +4,7 @@
 transport.  Small responses are written at once; a FETCH answer is handed
 over as an iterator of pieces (``bytes`` or :class:`FileRange`) which is
 pulled one piece at a time, only while the transport wants more, and in
-bounded turns (:attr:`TURN_BYTES`) with a return to the reactor in between,
+bounded turns (:attr:`TURN_BYTES`, less under COMPRESS) with a return to the reactor in between,
 so a huge FETCH to a slow reader holds neither the whole answer in memory
 nor the reactor.  A file range is sent in :attr:`CHUNK` sized reads.
 
@@ -43,6 +43,7 @@ class ResponseWriter:
     def __init__(self, transport, reactor) -> None:
         self.transport = transport
         self.reactor = reactor
+        self.turn_bytes = self.TURN_BYTES
         self._streams: deque[tuple[Iterator, defer.Deferred]] = deque()
         self._range: FileRange | None = None
         self._paused = False
@@ -61,6 +62,14 @@ class ResponseWriter:
             self.stream(iter((data,)))
         else:
             self.transport.write(data)
+
+    def write_through(self, transport, turn_bytes: int) -> None:
+        """Write to ``transport`` from now on, at most ``turn_bytes`` of a
+        streamed answer per turn (COMPRESS's compressor, which costs more
+        per octet).  Nothing may be queued: what came before is written."""
+        assert not self._streams
+        self.transport = transport
+        self.turn_bytes = turn_bytes
 
     def stream(self, pieces: Iterator) -> defer.Deferred:
         """Send every piece of ``pieces``; fires once the last is written."""
@@ -100,7 +109,7 @@ class ResponseWriter:
 
     def _pump(self) -> None:
         self._scheduled = None
-        budget = self.TURN_BYTES
+        budget = self.turn_bytes
         while not self._paused and self._streams and budget > 0:
             if self._range is not None:
                 budget -= self._send_range()

@@ -32,13 +32,15 @@ written in the Date: field (a message without a usable one matches none).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.dates import internal_day
 from cyrusmail.imap.fetch import email_id, load_info, mime
 from cyrusmail.imap.flags import RECENT, system_flag
+from cyrusmail.mime.addresses import MISSING_DOMAIN, Address, parse_address_list
 from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.interfaces import IMailbox
@@ -75,6 +77,10 @@ def search(
     seqs: dict[int, int],
     recent: set[int],
     highest_uid: int | None = None,
+    *,
+    saved: Collection[int] = (),
+    now: float | None = None,
+    gone: set[int] | None = None,
 ) -> Steps[list[MessageRecord]]:
     """The records, in their order, that match ``criteria``, as work for
     :func:`cyrusmail.slices.run_in_slices` (or :func:`~cyrusmail.slices.run_all`):
@@ -85,6 +91,9 @@ def search(
     its message sequence number (so ``*`` means ``len(seqs)``), and
     ``recent`` holds the UIDs recent in this session. ``highest_uid`` is the
     view's highest UID (``*`` in UID sets) when ``records`` is only a part.
+    ``saved`` holds the UIDs ``$`` stands for (RFC 5182), ``now`` is the
+    time OLDER and YOUNGER count back from (default: the clock), and the
+    UIDs of messages found expunged on the way are added to ``gone``.
     """
     if highest_uid is None:
         highest_uid = records[-1].uid if records else 0
@@ -95,6 +104,8 @@ def search(
         messages=len(seqs),
         highest_uid=highest_uid,
         caches=_CacheWindow(mailbox, records),
+        saved=saved if isinstance(saved, (set, frozenset)) else frozenset(saved),
+        now=time.time() if now is None else now,
     )
     root = _compile(criteria, view)
     found: list[MessageRecord] = []
@@ -104,7 +115,9 @@ def search(
             if _matches(root, message):
                 found.append(record)
         except _Gone:
-            pass  # expunged while the search ran: neither a match nor a NOT match
+            # expunged while the search ran: neither a match nor a NOT match
+            if gone is not None:
+                gone.add(record.uid)
         yield message.cost
     return found
 
@@ -119,12 +132,21 @@ def header_candidates(criteria: c.SearchKey, mailbox: IMailbox) -> set[int] | No
     """
     keys = criteria.keys if isinstance(criteria, c.SearchAnd) else (criteria,)
     words: list[bytes] = []
+    hiding = [b"=?"]
     for key in keys:
-        if isinstance(key, c.SearchHeader) and key.value and key.value.isascii():
+        if not (isinstance(key, (c.SearchHeader, c.SearchAddress)) and key.value and key.value.isascii()):
+            continue
+        if isinstance(key, c.SearchAddress):
+            # The envelope form drops comments, quotes and quoted-pair
+            # backslashes, so only its letter-and-digit runs are surely in the
+            # header as written, unless a backslash split one.
+            words += _ADDRESS_WORD.findall(key.value)
+            hiding = [b"=?", b"\\"]
+        else:
             words += key.value.split()
     if not words:
         return None
-    return mailbox.cache_may_contain(words, any_of=[b"=?"])
+    return mailbox.cache_may_contain(words, any_of=hiding)
 
 
 # -- compiling ------------------------------------------------------------------
@@ -134,6 +156,7 @@ INDEX, CACHE, FILE = 0, 1, 2
 
 _LEAF, _AND, _OR, _NOT = range(4)
 _FOLDING = re.compile(rb"\r?\n(?=[ \t])")
+_ADDRESS_WORD = re.compile(rb"[A-Za-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -144,6 +167,8 @@ class _View:
     messages: int
     highest_uid: int
     caches: _CacheWindow
+    saved: Collection[int]
+    now: float
 
 
 class _CacheWindow:
@@ -230,6 +255,9 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         return INDEX, _flag_test(key.flag, view)
     if isinstance(key, c.SearchSequence):
         numbers = key.sequence_set
+        if numbers.saved:  # $ holds UIDs, whether the key says UID or not
+            saved = view.saved
+            return INDEX, lambda message: message.record.uid in saved
         if key.uid:
             highest = view.highest_uid
             return INDEX, lambda message: numbers.contains(message.record.uid, highest)
@@ -240,6 +268,12 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         if key.relation == "larger":
             return INDEX, lambda message: message.record.size > size
         return INDEX, lambda message: message.record.size < size
+    if isinstance(key, c.SearchWithin):
+        # As Dovecot: OLDER n matches n seconds ago and before, YOUNGER n since then.
+        limit = view.now - key.seconds
+        if key.relation == "older":
+            return INDEX, lambda message: message.record.internal_date <= limit
+        return INDEX, lambda message: message.record.internal_date >= limit
     if isinstance(key, c.SearchModSeq):
         modseq = key.modseq  # no per-flag modseqs: the entry is the message's
         return INDEX, lambda message: message.record.modseq >= modseq
@@ -273,6 +307,11 @@ def _leaf(key: c.SearchKey, view: _View) -> tuple[int, Callable[[_Message], bool
         return CACHE, lambda message: message.header_may_hold(needle) and any(
             needle in value for value in message.header_values(field)
         )
+    if isinstance(key, c.SearchAddress):
+        field, needle = key.field, _needle(key.value)
+        if not needle:
+            return CACHE, lambda message: bool(message.info().header(field))
+        return CACHE, lambda message: any(needle in value for value in message.address_values(field))
     if isinstance(key, c.SearchBody):
         needle = _needle(key.value)
         return FILE, lambda message: message.scan(needle, message.body_text())
@@ -317,6 +356,33 @@ def _flag_test(flag: str, view: _View) -> Callable[[_Message], bool]:
 
 def _needle(value: bytes) -> str:
     return value.decode("utf-8", "replace").casefold()
+
+
+def _envelope_text(addresses: list[Address]) -> str:
+    """The text SEARCH FROM/TO/CC/BCC match, from ENVELOPE address structures,
+    written as Dovecot writes them for the same purpose: ``name <spec>``, the
+    name quoted as an RFC 5322 phrase needs (``"Jo Name" <jo@x>``), or
+    ``<spec>`` with no name (Dovecot 2.3 finds ``<a@b>`` in ``From: a@b``)."""
+    parts: list[str] = []
+    for name, _adl, mailbox, host in addresses:
+        if host is None:  # a group's start (its name in ``mailbox``) or end
+            parts.append(";" if mailbox is None else _text(mailbox) + ":")
+            continue
+        spec = _text(mailbox or b"")
+        if host != MISSING_DOMAIN:
+            spec += "@" + _text(host)
+        parts.append(f"{_phrase(mime.text.decode_header_value(name))} <{spec}>" if name else f"<{spec}>")
+    return ", ".join(parts)
+
+
+_ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~")
+
+
+def _phrase(name: str) -> str:
+    """``name`` as one atom when it is one, else a quoted string (non-ASCII passes as it is)."""
+    if name and all(char in _ATEXT or ord(char) > 127 for char in name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _text(raw: bytes) -> str:
@@ -433,6 +499,19 @@ class _Message:
                 values.append(_text(raw).casefold())
                 values.append(mime.text.decode_header_value(raw).casefold())
             self._header_values[field] = values
+        return values
+
+    def address_values(self, field: str) -> list[str]:
+        """Each value of the address field ``field`` as its ENVELOPE
+        structures read: ``name <mailbox@host>`` per address (the name
+        RFC 2047 decoded; comments gone unless one stands for a missing
+        name), ``group:`` and ``;`` around a group's members; case-folded."""
+        key = "address " + field
+        values = self._header_values.get(key)
+        if values is None:
+            values = [_envelope_text(parse_address_list(raw)).casefold()
+                      for raw in self.info().header(field)]
+            self._header_values[key] = values
         return values
 
     def header_text(self) -> str:

@@ -27,6 +27,12 @@ Should the store's expunge history not reach back to the last poll (more
 than ``expunged_history`` expunges since), the expunged UIDs are found by
 comparing the map with the mailbox's UID list instead.
 
+The view also keeps what lives only while the mailbox is selected: the
+saved search result ``$`` (RFC 5182), as UIDs, so an expunge simply drops
+its messages, and the search contexts that send updates
+(:mod:`cyrusmail.imap.contexts`, RFC 5267), whose REMOVEFROM responses for
+expunged matches go out just before the EXPUNGE responses.
+
 Memory: thousands of sessions may keep one big mailbox selected (IDLE), so
 a view holds no per-message objects.  Its UID map is a compact array, and
 views that know the mailbox in the same state (at the same HIGHESTMODSEQ,
@@ -44,6 +50,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 
 from cyrusmail.imap import codes
+from cyrusmail.imap.contexts import SearchContext, expunged_lines
 from cyrusmail.imap.flags import FLAG_LIST, SYSTEM_FLAGS, flags_wire
 from cyrusmail.imap.qresync import vanished_lines
 from cyrusmail.imap.sequence import SequenceSet
@@ -123,6 +130,10 @@ class SelectedMailbox:
         first = summary.first_unseen_uid
         self.first_unseen = None if first is None else self.seq_of(first)
         self.uid_max = max(self.uids[-1] if self.uids else 0, 0)
+        #: ``$``: the UIDs the last SEARCH RETURN (SAVE) kept, ascending
+        self.saved: list[int] = []
+        #: search contexts by tag, in the order they were made
+        self.contexts: dict[str, SearchContext] = {}
 
     # -- numbers ----------------------------------------------------------
 
@@ -136,19 +147,26 @@ class SelectedMailbox:
             return position + 1
         return None
 
-    def resolve(self, sequence_set: SequenceSet, uid: bool) -> list[int]:
+    def resolve(self, sequence_set: SequenceSet, uid: bool, strict: bool = True) -> list[int]:
         """The UIDs (ascending) the set names; BAD for a message number
         beyond the map (RFC 3501 9: such a reference is an error), ``*``
-        included when the mailbox is empty."""
+        included when the mailbox is empty, unless not ``strict`` (SEARCH
+        keys, which simply match nothing there).  ``$`` names the saved
+        result's messages still in the map, in plain and UID commands
+        alike, and is never an error, even empty (RFC 5182 2.1)."""
+        if sequence_set.saved:
+            return [found for found in self.saved if self.contains(found)]
         if uid:
             if not self.uids:
                 return []
             return list(sequence_set.select(self.uids, max(self.uids[-1], 1)))
         if not self.uids:
+            if not strict:
+                return []
             raise codes.bad("No messages: no message number is valid")
         # n:* is fine beyond the end (it means the last message); only an
         # explicit number past the map is an error.
-        if sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
+        if strict and sequence_set.ranges and sequence_set.ranges[-1][1] > len(self.uids):
             raise codes.bad("Invalid message sequence number")
         return [self.uids[seq - 1] for seq in sequence_set.members(len(self.uids))]
 
@@ -285,14 +303,18 @@ class SelectedMailbox:
     def _flush_expunges(self) -> list[bytes]:
         """``* n EXPUNGE`` for every ghost, ascending, each number counted
         after the ones before it are gone (as RFC 3501's example); or
-        ``* VANISHED`` with their UIDs under QRESYNC."""
-        if self.qresync:
-            lines = vanished_lines(sorted(self.ghosts), earlier=False)
-        else:
-            positions = sorted(bisect.bisect_left(self.uids, uid) for uid in self.ghosts)
-            lines = [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
+        ``* VANISHED`` with their UIDs under QRESYNC.  REMOVEFROM lines of
+        the search contexts go first."""
         gone = self.ghosts
+        lines = expunged_lines(self, self.contexts.values(), gone)
+        if self.qresync:
+            lines += vanished_lines(sorted(gone), earlier=False)
+        else:
+            positions = sorted(bisect.bisect_left(self.uids, uid) for uid in gone)
+            lines += [b"* %d EXPUNGE\r\n" % (position - removed + 1) for removed, position in enumerate(positions)]
         self.uids = array("Q", (uid for uid in self.uids if uid not in gone))
+        if self.saved:
+            self.saved = [uid for uid in self.saved if uid not in gone]
         for uid in gone:
             self.shown.pop(uid, None)
             self.recent.discard(uid)

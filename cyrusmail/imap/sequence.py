@@ -19,6 +19,11 @@ resolves to nothing.  RFC 3501 makes a message-sequence-number reference to
 a message that does not exist an error; whether to send BAD for that is
 the session's decision (:attr:`SequenceSet.highest` helps it check), the
 set itself just selects nothing.
+
+``$`` (RFC 5182 SEARCHRES) stands alone for the session's saved SEARCH
+result: it parses to :data:`SAVED`, whose members only the session knows
+(:meth:`cyrusmail.imap.selected.SelectedMailbox.resolve`); as a plain set
+it holds nothing.
 """
 
 from __future__ import annotations
@@ -65,14 +70,21 @@ class SequenceSet:
 
     ranges: tuple[tuple[int, int], ...] = ()
     star_from: int | None = None
+    #: ``$``: the saved search result (then ``ranges`` and ``star_from`` are empty)
+    saved: bool = False
 
     @classmethod
     def parse(cls, text: bytes | str) -> SequenceSet:
-        """Parse ``sequence-set``; ``0``, signs, blanks and overflow are errors."""
+        """Parse ``sequence-set``, or a lone ``$`` (:data:`SAVED`); ``0``,
+        signs, blanks and overflow are errors."""
         if isinstance(text, str):
             text = text.encode("ascii", "replace")
         if not text:
             raise SequenceSetError("empty sequence set")
+        if text == b"$":
+            return SAVED
+        if b"$" in text:
+            raise SequenceSetError("$ stands alone, never in a list or range")
         explicit: list[tuple[int, int]] = []
         star_from: int | None = None
         for item in text.split(b","):
@@ -157,6 +169,8 @@ class SequenceSet:
                 start += 1
 
     def __str__(self) -> str:
+        if self.saved:
+            return "$"
         parts = [
             f"{low}" if low == high else f"{low}:{high}" for low, high in self.ranges
         ]
@@ -168,6 +182,29 @@ class SequenceSet:
 
     def __bytes__(self) -> bytes:
         return str(self).encode("ascii")
+
+
+SAVED = SequenceSet(saved=True)
+"""``$``, the saved search result (RFC 5182)."""
+
+
+def compact(numbers: Iterable[int]) -> str:
+    """``numbers`` as a sequence-set in the order given: ascending runs of
+    consecutive numbers become ranges, nothing is reordered or merged
+    (``1,2,3,7,5,6`` is ``1:3,7,5:6``), as sorted ESEARCH results need
+    (RFC 5267 3.2); for ascending numbers it equals :meth:`SequenceSet.from_numbers`."""
+    parts: list[str] = []
+    start = previous = None
+    for number in numbers:
+        if previous is not None and number == previous + 1:
+            previous = number
+            continue
+        if start is not None:
+            parts.append(f"{start}" if start == previous else f"{start}:{previous}")
+        start = previous = number
+    if start is not None:
+        parts.append(f"{start}" if start == previous else f"{start}:{previous}")
+    return ",".join(parts)
 
 
 def _number(text: bytes) -> int:

@@ -38,8 +38,9 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.flow import OutputFlow
-from cyrusmail.imap import codes, responses, wire
+from cyrusmail.imap import codes, compress, contexts, responses, wire
 from cyrusmail.imap import commands as c
+from cyrusmail.imap.compress import CompressionError, DeflateTransport, Inflater
 from cyrusmail.imap.output import ResponseWriter
 from cyrusmail.imap.state import Authenticated, LoggedOut, NotAuthenticated, Selected
 from cyrusmail.protocols import ServerContext, set_no_delay
@@ -53,9 +54,12 @@ BASE_CAPABILITIES = (
     "MULTIAPPEND", "CONDSTORE", "QRESYNC", "ACL", "RIGHTS=texk", "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE",
     "QUOTA=RES-MAILBOX", "QUOTASET", "BINARY", "CATENATE", "UTF8=ACCEPT",
     "OBJECTID", "SAVEDATE", "PREVIEW", "LIST-STATUS", "STATUS=SIZE",
+    "ESEARCH", "SEARCHRES", "WITHIN", "CONTEXT=SEARCH",
+    "SORT", "SORT=DISPLAY", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "ESORT", "CONTEXT=SORT",
 )
-#: Offered once logged in: there is nothing to leave before.
-AUTHENTICATED_CAPABILITIES = ("UNAUTHENTICATE",)
+#: Offered once logged in: there is nothing to leave before, and RFC 4978
+#: makes COMPRESS a command of the authenticated state.
+AUTHENTICATED_CAPABILITIES = ("COMPRESS=DEFLATE", "UNAUTHENTICATE")
 
 
 class _AppendSink:
@@ -95,6 +99,8 @@ class IMAPServer(Protocol):
     PREAUTH_TIMEOUT = 3 * 60
     IDLE_POLL = 5.0
     MAX_BUFFERED = 256 * 1024
+    #: inflated input fed to the parser per reactor turn under COMPRESS
+    INFLATE_TURN = 1024 * 1024
     #: the cost of long work (see :mod:`cyrusmail.slices`) done per reactor turn; about 10 ms
     WORK_SLICE = 10_000_000
 
@@ -122,10 +128,15 @@ class IMAPServer(Protocol):
         self._advancing = False
         self._timer = None
         self._work: defer.Deferred | None = None
+        self._refreshing = defer.DeferredLock()
         self.closing = False
         self.cleanups: list = []  # run when the connection goes (IDLE's watcher)
         self.out: ResponseWriter | None = None
         self.flow: OutputFlow | None = None
+        # COMPRESS=DEFLATE (RFC 4978): the two directions, once it is on
+        self.inflater: Inflater | None = None
+        self._deflater: DeflateTransport | None = None
+        self._inflate_call = None
 
     # -- connection ------------------------------------------------------------
 
@@ -147,6 +158,11 @@ class IMAPServer(Protocol):
         self._timer = None
         if self.flow is not None:
             self.flow.stopProducing()  # and the ResponseWriter's queued answers with it
+        if self._deflater is not None:
+            self._deflater.stop()
+        if self._inflate_call is not None and self._inflate_call.active():
+            self._inflate_call.cancel()
+        self._inflate_call = None
         for cleanup in list(self.cleanups):
             cleanup()
         self.leave_mailbox()
@@ -165,6 +181,10 @@ class IMAPServer(Protocol):
             return
         if not self.flow.blocked:  # a client that sends but does not read is not active
             self._reset_timer()
+        if self.inflater is not None:
+            self.inflater.feed(data)
+            self._inflate()
+            return
         self._pending.extend(self.parser.feed(data))
         self._advance()
 
@@ -174,6 +194,11 @@ class IMAPServer(Protocol):
     def utf8(self) -> bool:
         """RFC 6855 UTF8=ACCEPT is enabled: mailbox names go out in UTF-8."""
         return "UTF8=ACCEPT" in self.enabled
+
+    @property
+    def compressed(self) -> bool:
+        """RFC 4978 COMPRESS=DEFLATE is on."""
+        return self.inflater is not None
 
     @property
     def secure(self) -> bool:
@@ -187,7 +212,7 @@ class IMAPServer(Protocol):
         caps = list(BASE_CAPABILITIES)
         caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
         if isinstance(self.state, NotAuthenticated):
-            if not self.secure and self.context.tls is not None:
+            if not self.secure and not self.compressed and self.context.tls is not None:
                 caps.append("STARTTLS")
             if self.plaintext_allowed():
                 caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
@@ -287,12 +312,54 @@ class IMAPServer(Protocol):
         if self.transport is None or isinstance(self.state, LoggedOut):
             return  # hanging up: nothing more is read, so nothing to resume
         too_much = self.parser.buffered > self.MAX_BUFFERED
+        if self.inflater is not None:
+            # Compressed input waits while the parser is full; inflate it
+            # when there is room, and stop reading while too much waits.
+            if (self.inflater.pending and not too_much and self._inflate_call is None):
+                self._inflate_call = self.reactor.callLater(0, self._inflate)
+            too_much = too_much or self.inflater.held > self.MAX_BUFFERED
         if too_much and not self._reading_paused:
             self.transport.pauseProducing()
             self._reading_paused = True
         elif not too_much and self._reading_paused:
             self._reading_paused = False
             self.transport.resumeProducing()
+
+    def _inflate(self) -> None:
+        """Feed the parser the compressed input, inflated a piece at a time,
+        while the parser holds no more than :attr:`MAX_BUFFERED` and for at
+        most :attr:`INFLATE_TURN` octets per reactor turn (the rest waits
+        for the next turn, or for the parser to have room)."""
+        if self._inflate_call is not None and self._inflate_call.active():
+            self._inflate_call.cancel()
+        self._inflate_call = None
+        inflater = self.inflater
+        budget = self.INFLATE_TURN
+        while (inflater.pending and budget > 0 and self.parser.buffered <= self.MAX_BUFFERED
+               and not isinstance(self.state, LoggedOut)):
+            try:
+                piece = inflater.piece()
+            except CompressionError as error:
+                log.info("IMAP: {peer} sent compressed data that cannot be inflated: {error}",
+                         peer=logs.peer_of(self.transport), error=error)
+                self.bye("Invalid compressed data")
+                return
+            budget -= len(piece) or 1
+            if piece:
+                self._pending.extend(self.parser.feed(piece))
+                self._advance()
+        self._flow_control()  # the rest on the next turn, or once the parser has room
+
+    def start_compression(self) -> None:
+        """RFC 4978: DEFLATE both ways from here on.  The tagged OK of COMPRESS
+        has gone uncompressed (commands run one at a time, and a streamed
+        answer completes its command only once written); what the client
+        pipelined after COMPRESS is compressed already, and is inflated first."""
+        self._deflater = DeflateTransport(self.transport, self.reactor)
+        self.out.write_through(self._deflater, compress.TURN_BYTES)
+        self.flow.transport = self._deflater  # a close flushes what is compressed first
+        self.inflater = Inflater()
+        self.inflater.feed(self.parser.take_buffered())
 
     def _event(self, event) -> None:
         if isinstance(event, wire.ContinuationNeeded):
@@ -331,10 +398,15 @@ class IMAPServer(Protocol):
             log.failure("IMAP {command} failed", failure, command=command.name)
         return codes.reply_for(failure.value)
 
-    def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> None:
+    def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> defer.Deferred | None:
         reply = reply or codes.Reply()
         if isinstance(self.state, Selected):
-            self.send_updates(spec.expunges)
+            # At once, unless search contexts are being tested in slices.
+            return self.refresh(spec.expunges).addCallback(lambda _: self._answer(reply, command))
+        self._answer(reply, command)
+        return None
+
+    def _answer(self, reply: codes.Reply, command: c.Command) -> None:
         if not self.closing:
             text = reply.text or _done_text(command, reply)
             self.write(responses.tagged(command.tag, reply.status, text, reply.code))
@@ -347,6 +419,31 @@ class IMAPServer(Protocol):
         log.failure("IMAP session crashed", failure)
         if self.transport is not None:
             self.flow.close()
+
+    def refresh(self, send_expunges: bool) -> defer.Deferred:
+        """:meth:`send_updates`, then the ADDTO/REMOVEFROM of the search
+        contexts (:func:`cyrusmail.imap.contexts.updates`), which may read
+        message files and so run in slices.  One refresh at a time: another
+        waits for it, so numbers never shift under one being written."""
+        return self._refreshing.run(self._refresh, send_expunges)
+
+    def _refresh(self, send_expunges: bool) -> defer.Deferred:
+        self.send_updates(send_expunges)
+        state = self.state
+        if not isinstance(state, Selected) or not state.view.contexts or self.closing:
+            return defer.succeed(None)
+        work = self.run_in_slices(contexts.updates(state.view, self.reactor.seconds()))
+
+        def write(lines: list[bytes]) -> None:
+            if self.state is state and not self.closing:
+                for line in lines:
+                    self.write(line)
+
+        def stopped(failure: Failure) -> None:
+            if not (self.closing and failure.check(defer.CancelledError)):
+                log.failure("IMAP: search context update failed", failure)
+
+        return work.addCallbacks(write, stopped)
 
     def send_updates(self, send_expunges: bool) -> None:
         """Untagged EXISTS/RECENT/EXPUNGE/FETCH for the selected mailbox."""

@@ -51,10 +51,12 @@ Pausing.  With ``pause_after_commands`` the parser stops after every
 command, so that a session parses no further ahead than it executes (an
 APPEND literal is then announced only once the commands before it have
 run, and the sink factory sees the session's current state).  After
-emitting AUTHENTICATE, IDLE or STARTTLS the parser always stops
+emitting AUTHENTICATE, IDLE, STARTTLS or COMPRESS the parser always stops
 and keeps later input buffered (:attr:`CommandParser.paused`), so that a
-pipelined ``DONE`` or SASL response is not mistaken for a command and
-plaintext injected before TLS can be thrown away (:meth:`discard_buffered`).
+pipelined ``DONE`` or SASL response is not mistaken for a command,
+plaintext injected before TLS can be thrown away (:meth:`discard_buffered`)
+and what follows COMPRESS, already compressed, can be taken out to be
+inflated (:meth:`take_buffered`).
 The session then calls :meth:`read_lines` (each following line comes out as
 one :class:`Line`, or a ``TOOBIG`` :class:`ParseError` if over the line
 limit, the parser pausing again after each) or
@@ -166,7 +168,7 @@ _LIST_MAILBOX = re.compile(rb"(?:" + _ATOM_CHAR + rb"|[\]%*])+")
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 _QUOTED = re.compile(rb'"((?:[^"\\\r\n\x00]|\\["\\])*)"')
 _NUMBER = re.compile(rb"[0-9]{1,20}")
-_SEQUENCE = re.compile(rb"[0-9:*,]+")
+_SEQUENCE = re.compile(rb"[0-9:*,$]+")
 _LITERAL = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}")
 _LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,20})(\+?)\}\Z")
 _FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
@@ -648,7 +650,7 @@ class _Reader:
         "RECENT": "\\Recent",
         "SEEN": "\\Seen",
     }
-    _HEADER_KEYS = frozenset({"BCC", "CC", "FROM", "SUBJECT", "TO"})
+    _ADDRESS_KEYS = frozenset({"BCC", "CC", "FROM", "TO"})
     _DATE_KEYS: ClassVar[dict[str, tuple[str, bool]]] = {
         "BEFORE": ("before", False),
         "ON": ("on", False),
@@ -688,7 +690,10 @@ class _Reader:
             self.sp()
             keyword = c.SearchFlag(self.atom())
             return keyword if name == "KEYWORD" else c.SearchNot(keyword)
-        if name in self._HEADER_KEYS:
+        if name in self._ADDRESS_KEYS:
+            self.sp()
+            return c.SearchAddress(name, self.astring())
+        if name == "SUBJECT":
             self.sp()
             return c.SearchHeader(name, self.astring())
         if name == "HEADER":
@@ -728,6 +733,9 @@ class _Reader:
             left = self.search_key(depth + 1)
             self.sp()
             return c.SearchOr(left, self.search_key(depth + 1))
+        if name in ("OLDER", "YOUNGER"):
+            self.sp()
+            return c.SearchWithin(name.lower(), self.nz_number())  # type: ignore[arg-type]
         if name == "MODSEQ":
             self.sp()
             entry = None
@@ -1088,24 +1096,59 @@ def _copy_or_move(
     return parse
 
 
-_SEARCH_RETURN = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+_PARTIAL_RANGE = re.compile(rb"(-?)([0-9]{1,10}):(-?)([0-9]{1,10})(?=[ )])")
+
+
+def search_return(reader: _Reader) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """``RETURN (...)`` of SEARCH (and of SORT, RFC 5267 ESORT): the options
+    of :data:`~cyrusmail.imap.commands.SEARCH_RETURN_OPTIONS` and the PARTIAL range."""
+    reader.expect(b"(")
+    options: list[str] = []
+    partial = None
+    while not reader.peek(b")"):
+        if options:
+            reader.sp()
+        option = reader.keyword()
+        if option not in c.SEARCH_RETURN_OPTIONS:
+            reader.fail(f"unknown SEARCH return option {option}")
+        if option == "PARTIAL":
+            if partial is not None:
+                reader.fail("PARTIAL may be given once")
+            reader.sp()
+            partial = _partial_range(reader)
+        elif option == "UPDATE" and option in options:
+            reader.fail("UPDATE may be given once")
+        if option not in options:
+            options.append(option)
+    reader.pos += 1
+    if "PARTIAL" in options and "ALL" in options:
+        reader.fail("PARTIAL and ALL exclude each other")
+    return tuple(options), partial
+
+
+def _partial_range(reader: _Reader) -> tuple[int, int]:
+    """RFC 5267 ``nz-number ":" nz-number`` (either order), or RFC 9394's
+    ``-n:-m`` counted from the last result; never ``*``."""
+    found = _PARTIAL_RANGE.match(reader.text, reader.pos)
+    if found is None:
+        reader.fail("PARTIAL needs a range n:m or -n:-m")
+    first_sign, first, last_sign, last = found.groups()
+    low, high = sorted((int(first), int(last)))
+    if first_sign != last_sign or low == 0 or high > _MAX_NUMBER:
+        reader.fail("bad PARTIAL range")
+    reader.pos = found.end()
+    return (-low, -high) if first_sign else (low, high)
 
 
 def _search(reader: _Reader, tag: str, uid: bool) -> c.Command:
     reader.sp()
     return_options = None
+    partial = None
     charset = None
     if reader.peek_upper(b"RETURN"):
         reader.pos += 6
         reader.sp()
-        if reader.peek(b"()"):
-            reader.pos += 2
-            return_options = ()
-        else:
-            return_options = reader.parenthesised(reader.keyword)
-            for option in return_options:
-                if option not in _SEARCH_RETURN:
-                    reader.fail(f"unknown SEARCH return option {option}")
+        return_options, partial = search_return(reader)
         reader.sp()
     if reader.peek_upper(b"CHARSET"):
         reader.pos += 7
@@ -1113,7 +1156,57 @@ def _search(reader: _Reader, tag: str, uid: bool) -> c.Command:
         charset = reader.ascii_astring().upper()
         reader.sp()
     criteria = reader.search_keys()
-    return c.Search(tag, uid, criteria, charset, return_options)
+    return c.Search(tag, uid, criteria, charset, return_options, partial)
+
+
+def _cancelupdate(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    tags: list[str] = []
+    while not tags or not reader.at_end():
+        reader.sp()
+        if not reader.peek(b'"'):
+            reader.fail("expected a quoted tag")
+        tags.append(reader.quoted().decode("ascii", "replace"))
+    return c.CancelUpdate(tag, tuple(dict.fromkeys(tags)))
+
+
+def _sort_criterion(reader: _Reader) -> c.SortCriterion:
+    key = reader.keyword()
+    reverse = key == "REVERSE"
+    if reverse:
+        reader.sp()
+        key = reader.keyword()
+    if key not in c.SORT_KEYS:
+        reader.fail(f"unknown sort key {key}")
+    return c.SortCriterion(key, reverse)
+
+
+def _sort(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    """``SORT [RETURN (...)] (criteria) charset search-key...`` (RFC 5256, the
+    charset required; RETURN from RFC 5267 ESORT)."""
+    reader.sp()
+    return_options = partial = None
+    if reader.peek_upper(b"RETURN"):
+        reader.pos += 6
+        reader.sp()
+        return_options, partial = search_return(reader)
+        reader.sp()
+    criteria = reader.parenthesised(lambda: _sort_criterion(reader))
+    reader.sp()
+    charset = reader.ascii_astring().upper()
+    reader.sp()
+    return c.Sort(tag, uid, criteria, charset, reader.search_keys(), return_options, partial)
+
+
+def _thread(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    """``THREAD algorithm charset search-key...`` (RFC 5256)."""
+    reader.sp()
+    algorithm = reader.keyword()
+    if algorithm not in c.THREAD_ALGORITHMS:
+        reader.fail(f"unknown threading algorithm {algorithm}")
+    reader.sp()
+    charset = reader.ascii_astring().upper()
+    reader.sp()
+    return c.Thread(tag, uid, algorithm, charset, reader.search_keys())
 
 
 def _expunge(reader: _Reader, tag: str, uid: bool) -> c.Command:
@@ -1132,6 +1225,13 @@ def _enable(reader: _Reader, tag: str, uid: bool) -> c.Command:
         capabilities.append(reader.keyword())
         if reader.at_end():
             return c.Enable(tag, tuple(capabilities))
+
+
+def _compress(reader: _Reader, tag: str, uid: bool) -> c.Command:
+    reader.sp()
+    mechanism = reader.keyword()
+    reader.end()
+    return c.Compress(tag, mechanism)
 
 
 def _id(reader: _Reader, tag: str, uid: bool) -> c.Command:
@@ -1223,11 +1323,15 @@ COMMANDS: dict[str, _Grammar] = {
     "UNSELECT": _no_arguments(c.Unselect),
     "EXPUNGE": _expunge,
     "SEARCH": _search,
+    "CANCELUPDATE": _cancelupdate,
+    "SORT": _sort,
+    "THREAD": _thread,
     "FETCH": _fetch,
     "STORE": _store,
     "COPY": _copy_or_move(c.Copy),
     "MOVE": _copy_or_move(c.Move),
     "ENABLE": _enable,
+    "COMPRESS": _compress,
     "ID": _id,
     "GETQUOTA": _getquota,
     "GETQUOTAROOT": _one_mailbox(c.GetQuotaRoot),
@@ -1240,10 +1344,10 @@ COMMANDS: dict[str, _Grammar] = {
 }
 """Command name -> grammar; the parser's whole vocabulary."""
 
-UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"})
+UID_COMMANDS = frozenset({"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE"})
 """What may follow ``UID``."""
 
-PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS)
+PAUSING_COMMANDS = (c.Authenticate, c.Idle, c.StartTLS, c.Compress)
 """After these the parser pauses until told how to read on."""
 
 _HEAD = re.compile(
@@ -1325,7 +1429,7 @@ class CommandParser:
 
     @property
     def paused(self) -> bool:
-        """True after AUTHENTICATE, IDLE, STARTTLS or a line-mode line."""
+        """True after AUTHENTICATE, IDLE, STARTTLS, COMPRESS or a line-mode line."""
         return self._paused
 
     @property
@@ -1365,10 +1469,14 @@ class CommandParser:
 
     def discard_buffered(self) -> int:
         """Throw away unparsed input (after STARTTLS); returns how much."""
-        discarded = len(self._buffer)
+        return len(self.take_buffered())
+
+    def take_buffered(self) -> bytes:
+        """Take out the unparsed input (after COMPRESS, where it is compressed)."""
+        taken = bytes(self._buffer)
         self._buffer.clear()
         self._scanned = 0
-        return discarded
+        return taken
 
     # -- framing --------------------------------------------------------------
 

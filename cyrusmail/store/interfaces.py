@@ -141,6 +141,11 @@ class IMailbox(Interface):
     def mime_caches(uids) -> dict:
         """UID -> cached parse result, for those of ``uids`` that have one."""
 
+    def sort_rows(uids, columns) -> list:
+        """``(uid, *values)`` of SORT and THREAD keys (SortData field names, plus
+        ``internal_date``, ``size`` and ``date``: sent, else internal) for those of
+        ``uids`` still present, ascending UID."""
+
     def previews(uids) -> dict:
         """UID -> RFC 8970 preview text, made once per message and kept."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class Flag(enum.IntFlag):
@@ -56,6 +57,29 @@ class MessageRecord:
     guid: str  # unique for ever; POP3 UIDL and reconstruct lean on it
     save_date: float | None = None  # when it was saved in this mailbox (RFC 8514 SAVEDATE)
     email_id: str | None = None  # its content's id (RFC 8474 EMAILID base): shared by copies
+
+
+class SortData(NamedTuple):
+    """What SORT and THREAD need of a message, made once from its header at delivery.
+
+    Strings are already keys (i;unicode-casemap applied); see
+    :mod:`cyrusmail.mime.sortkeys` for what each holds.
+    """
+
+    sent: float | None  # the Date: field, seconds since the epoch UTC; None: use the internal date
+    subject: str  # base subject (RFC 5256 2.1)
+    reply: bool  # the subject marked a reply or forward
+    from_: str
+    to: str
+    cc: str
+    display_from: str
+    display_to: str
+    message_id: str | None
+    references: tuple[str, ...]
+
+
+NO_SORT_DATA = SortData(None, "", False, "", "", "", "", "", None, ())
+"""For a message whose keys cannot be made (no MIME layer, an unreadable cache)."""
 
 
 @dataclass(frozen=True, slots=True)

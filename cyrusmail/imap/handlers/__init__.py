@@ -6,13 +6,13 @@ parses nothing (the wire layer did) and decides no policy (the account and
 the store do); it asks, and turns the answer into responses.
 
 ``expunges``: whether EXPUNGE responses for other sessions' expunges may be
-sent when the command completes.  False for FETCH, STORE, SEARCH and COPY
-in both their plain and UID forms (RFC 3501 7.4.1; see
+sent when the command completes.  False for FETCH, STORE, SEARCH, SORT,
+THREAD and COPY in both their plain and UID forms (RFC 3501 7.4.1; see
 :mod:`cyrusmail.imap.selected`).
 
 ``pipelined``: whether commands after it may be run as soon as it is done
 without the client waiting for its answer; False for the commands after
-which the parser pauses (AUTHENTICATE, STARTTLS, IDLE) and LOGOUT.
+which the parser pauses (AUTHENTICATE, STARTTLS, IDLE, COMPRESS) and LOGOUT.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from cyrusmail.imap.handlers import (
     acl,
     append,
     auth,
+    compress,
     general,
     idle,
     mailboxes,
     messages,
     quota,
     select,
+    sort,
 )
 
 
@@ -54,6 +56,7 @@ _TABLE = (
     (c.Login, CommandSpec("LOGIN", s.NOT_AUTHENTICATED, auth.login)),
     (c.Enable, CommandSpec("ENABLE", s.AUTHENTICATED, general.enable)),
     (c.Unauthenticate, CommandSpec("UNAUTHENTICATE", s.AUTHENTICATED, auth.unauthenticate)),
+    (c.Compress, CommandSpec("COMPRESS", s.AUTHENTICATED, compress.compress, pipelined=False)),
     (c.Namespace, CommandSpec("NAMESPACE", s.AUTHENTICATED, general.namespace)),
     (c.Select, CommandSpec("SELECT", s.AUTHENTICATED, select.select)),
     (c.Examine, CommandSpec("EXAMINE", s.AUTHENTICATED, select.examine)),
@@ -80,6 +83,9 @@ _TABLE = (
     (c.Unselect, CommandSpec("UNSELECT", s.SELECTED, select.unselect)),
     (c.Expunge, CommandSpec("EXPUNGE", s.SELECTED, select.expunge)),
     (c.Search, CommandSpec("SEARCH", s.SELECTED, messages.search, expunges=False)),
+    (c.CancelUpdate, CommandSpec("CANCELUPDATE", s.SELECTED, messages.cancelupdate)),
+    (c.Sort, CommandSpec("SORT", s.SELECTED, sort.sort, expunges=False)),
+    (c.Thread, CommandSpec("THREAD", s.SELECTED, sort.thread, expunges=False)),
     (c.Fetch, CommandSpec("FETCH", s.SELECTED, messages.fetch, expunges=False)),
     (c.Store, CommandSpec("STORE", s.SELECTED, messages.store, expunges=False)),
     (c.Copy, CommandSpec("COPY", s.SELECTED, messages.copy, expunges=False)),

@@ -27,6 +27,12 @@ MECHANISMS = ("PLAIN", "LOGIN")
 def starttls(session, command) -> Reply:
     if session.secure:
         raise codes.bad("TLS is already active")
+    if session.compressed:
+        # Only after COMPRESS and UNAUTHENTICATE.  What the client pipelined
+        # would wait compressed in the inflater, where it cannot be thrown
+        # away as plaintext injected before TLS must be; and TLS is started
+        # before COMPRESS, never inside a compressed stream (RFC 4978 3).
+        raise codes.bad("STARTTLS is not allowed after COMPRESS")
     if session.context.tls is None:
         raise CommandFailed("TLS is not available", codes.UNAVAILABLE)
 

@@ -107,7 +107,7 @@ class _Idling:
             if self.retry_call is None:
                 self.retry_call = self.session.reactor.callLater(self.session.IDLE_POLL, self._retry)
             return
-        self.session.send_updates(send_expunges=True)
+        self.session.refresh(send_expunges=True)
 
     def _retry(self) -> None:
         self.retry_call = None

@@ -1,4 +1,4 @@
-"""FETCH, STORE, COPY, MOVE (RFC 6851), SEARCH, in plain and UID forms.
+"""FETCH, STORE, COPY, MOVE (RFC 6851), SEARCH, in plain and UID forms, and CANCELUPDATE.
 
 Rendering FETCH items and matching SEARCH keys are the business of
 :mod:`cyrusmail.imap.fetch` and :mod:`cyrusmail.imap.search`; this module
@@ -14,15 +14,17 @@ from collections.abc import Iterator
 
 from twisted.internet import defer
 
-from cyrusmail.imap import codes
+from cyrusmail.imap import codes, contexts
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
+from cyrusmail.imap.esearch import Returns, esearch_line, saved_positions
 from cyrusmail.imap.flags import BadFlag, split_flags
 from cyrusmail.imap.handlers.select import writable
 from cyrusmail.imap.naming import open_target
 from cyrusmail.imap.output import FileRange
 from cyrusmail.imap.qresync import range_lines, vanished_ranges
 from cyrusmail.imap.sequence import SequenceSet
+from cyrusmail.slices import Steps
 from cyrusmail.store.errors import NoSuchMessage
 from cyrusmail.store.records import Flag, FlagChange
 
@@ -266,45 +268,137 @@ def search(session, command: c.Search) -> defer.Deferred:
     """The matches are found in slices (:meth:`IMAPServer.run_in_slices`): other
     sessions are served while the message files are read.  A message expunged
     meanwhile is not reported, though the client is told of the expunge only
-    by a later command (never an EXPUNGE during SEARCH)."""
-    from cyrusmail.imap import search as matching
+    by a later command (never an EXPUNGE during SEARCH).
 
-    if command.return_options is not None:
-        raise codes.bad("SEARCH RETURN (ESEARCH) is not supported")
+    With RETURN the answer is an ESEARCH response (:mod:`cyrusmail.imap.esearch`);
+    SAVE keeps the result as ``$`` (a NO empties it, a BAD leaves it), UPDATE
+    keeps a search context (:mod:`cyrusmail.imap.contexts`)."""
+    return searching(session, command, _search)
+
+
+def searching(session, command: c.Search | c.Sort, run) -> defer.Deferred:
+    """``run(session, view, command)`` with the rules of RETURN around it:
+    UPDATE with a tag a context already has is BAD (RFC 5267 4.3); with
+    SAVE, an answer NO leaves ``$`` empty, one BAD leaves it as it was
+    (RFC 5182 2.1)."""
+    view = session.state.view
+    returns = command.return_options or ()
+    if "UPDATE" in returns and command.tag in view.contexts:
+        raise codes.bad(f"Tag {command.tag} already names a search context")
+    result = defer.maybeDeferred(run, session, view, command)
+    if "SAVE" in returns:
+        def forget(failure):
+            if codes.reply_for(failure.value).status == "NO":
+                view.saved = []
+            return failure
+
+        result.addErrback(forget)
+    return result
+
+
+def _search(session, view, command: c.Search) -> defer.Deferred:
     if command.charset is not None and session.utf8:
         # RFC 6855 3 (and its erratum 4029): every string is UTF-8 now, so a label conflicts.
         raise codes.bad("SEARCH CHARSET is not allowed once UTF8=ACCEPT is enabled")
-    try:
-        matching.check_charset(command.charset)
-    except matching.BadCharset:
-        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
-    view = session.state.view
-    if _uses_modseq(command.criteria):
-        session.enable("CONDSTORE")
+    check_charset(command.charset)
+    if uses_modseq(command.criteria):
+        session.enable("CONDSTORE")  # a CONDSTORE enabling command, even with no match (RFC 7162 3.1)
     seqs = view.seqs()
-    # Only what the client knows of: not messages it has not been told exist yet.
-    candidates = matching.header_candidates(command.criteria, view.mailbox)
-    if candidates is None:
-        records = [record for record in view.mailbox.messages() if record.uid in seqs]
-    else:  # the index already ruled most messages out: read only the rest
-        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
-    steps = matching.search(command.criteria, view.mailbox, records, seqs, view.recent,
-                            highest_uid=view.uids[-1] if view.uids else 0)
+    start_modseq = view.highest_modseq
+    steps = matches(view, command.criteria, seqs, now=session.reactor.seconds())
 
     def report(found: list) -> None:
-        gone = view.expunged_since_poll()
+        gone = expunged_meanwhile(view)
         if gone:
             found = [record for record in found if record.uid not in gone]
+        with_modseq = uses_modseq(command.criteria)
+        if command.return_options is None:
+            numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
+            line = "SEARCH" + "".join(f" {number}" for number in numbers)
+            if found and with_modseq:
+                line += f" (MODSEQ {max(record.modseq for record in found)})"
+            session.untagged(line)
+            return
+        returns = Returns.of(command.return_options, command.partial)
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
-        line = "SEARCH" + "".join(f" {number}" for number in numbers)
-        if found and _uses_modseq(command.criteria):
-            line += f" (MODSEQ {max(record.modseq for record in found)})"
-        session.untagged(line)
+        modseqs = [record.modseq for record in found] if with_modseq else None
+        line = esearch_line(command.tag, command.uid, returns, numbers, modseqs)
+        if line is not None:
+            session.write(line)
+        if "SAVE" in returns.options:
+            view.saved = [found[position].uid for position in saved_positions(returns, len(found))]
+        if "UPDATE" in returns.options:
+            keep_context(session, view, contexts.SearchContext(
+                command.tag, command.uid, command.criteria, {record.uid for record in found}, start_modseq))
 
     return session.run_in_slices(steps).addCallback(report)
 
 
-def _uses_modseq(key) -> bool:
+def keep_context(session, view, context: contexts.SearchContext) -> None:
+    """RFC 5267 4.3: keep the search (or sort) updated, its criteria frozen, or
+    say ``NO [NOUPDATE]`` why not."""
+    if len(view.contexts) >= contexts.MAX_CONTEXTS:
+        session.untagged(f'NO [{codes.NOUPDATE} "{context.tag}"] Too many search contexts')
+        return
+    if not contexts.updatable(context.criteria):
+        session.untagged(f'NO [{codes.NOUPDATE} "{context.tag}"] OLDER and YOUNGER change with time')
+        return
+    context.criteria = contexts.freeze(context.criteria, view)
+    view.contexts[context.tag] = context
+
+
+def cancelupdate(session, command: c.CancelUpdate) -> Reply:
+    """RFC 5267 4.3.5; an unknown tag cancels nothing."""
+    view = session.state.view
+    unknown = [tag for tag in command.tags if tag not in view.contexts]
+    if unknown:
+        raise CommandFailed(f"No search context has the tag {unknown[0]}", codes.CLIENTBUG)
+    for tag in command.tags:
+        del view.contexts[tag]
+    return Reply(text="Updates cancelled")
+
+
+def check_charset(charset: str | None) -> None:
+    """SEARCH, SORT and THREAD know UTF-8 and US-ASCII: ``NO [BADCHARSET]`` for others."""
+    from cyrusmail.imap import search as matching
+
+    try:
+        matching.check_charset(charset)
+    except matching.BadCharset:
+        raise CommandFailed("Unsupported charset", f"{codes.BADCHARSET} (UTF-8 US-ASCII)") from None
+
+
+def matches(view, criteria, seqs: dict[int, int], now: float | None = None) -> Steps[list]:
+    """The records of the session's view that match ``criteria``, ascending, as
+    work for :meth:`IMAPServer.run_in_slices`; ``seqs`` is ``view.seqs()``,
+    ``now`` the time OLDER and YOUNGER count from (default: the clock)."""
+    from cyrusmail.imap import search as matching
+
+    # Only what the client knows of: not messages it has not been told exist yet.
+    candidates = matching.header_candidates(criteria, view.mailbox)
+    if candidates is None:
+        records = [record for record in view.mailbox.messages() if record.uid in seqs]
+    else:  # the index already ruled most messages out: read only the rest
+        records = view.mailbox.records(sorted(uid for uid in candidates if uid in seqs))
+    return matching.search(criteria, view.mailbox, records, seqs, view.recent,
+                           highest_uid=view.uids[-1] if view.uids else 0, saved=view.saved, now=now)
+
+
+def matching_uids(view, criteria, seqs: dict[int, int], now: float | None = None) -> Steps[list[int]]:
+    """The UIDs of :func:`matches`, found without the search when it is ALL."""
+    if isinstance(criteria, c.SearchAll):
+        yield 0
+        return list(seqs)  # the view's UIDs, ascending
+    found = yield from matches(view, criteria, seqs, now)
+    return [record.uid for record in found]
+
+
+def expunged_meanwhile(view) -> set[int]:
+    """The UIDs another session expunged since this one was last told (while work ran)."""
+    return view.expunged_since_poll()
+
+
+def uses_modseq(key) -> bool:
     if isinstance(key, c.SearchModSeq):
         return True
     children = ()
@@ -314,4 +408,4 @@ def _uses_modseq(key) -> bool:
         children = (key.left, key.right)
     elif isinstance(key, c.SearchNot):
         children = (key.key,)
-    return any(_uses_modseq(child) for child in children)
+    return any(uses_modseq(child) for child in children)

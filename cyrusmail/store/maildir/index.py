@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
-from cyrusmail.store.maildir.schema import SCHEMA, migrate
+from cyrusmail.store.maildir.schema import SCHEMA, SORTDATA_VERSION, migrate
 
 
 def new_mailbox_id() -> str:
@@ -42,6 +42,11 @@ class UserIndex:
             for statement in _statements(SCHEMA):
                 self.db.execute(statement)
             migrate(self.db, new_mailbox_id)
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'sortdata'").fetchone()
+            if row is None or row[0] != SORTDATA_VERSION:
+                self.db.execute("DELETE FROM sortdata")
+                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sortdata', ?)",
+                                (SORTDATA_VERSION,))
 
     @contextmanager
     def write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:

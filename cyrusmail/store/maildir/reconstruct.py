@@ -19,7 +19,13 @@ from pathlib import Path
 from cyrusmail.private_files import PRIVATE_FOLDER
 from cyrusmail.store.maildir.files import unlink_quietly
 from cyrusmail.store.maildir.index import new_mailbox_id
-from cyrusmail.store.maildir.store import MaildirStore, _analyse_file
+from cyrusmail.store.maildir.store import (
+    _SORT_COLUMNS,
+    MaildirStore,
+    _analyse_file,
+    _sort_row,
+    message_file_name,
+)
 from cyrusmail.store.names import superiors, user_name
 
 
@@ -167,6 +173,7 @@ def _reconstruct_mailbox(store: MaildirStore, db, mailbox_id: int, folder: Path,
                            (mailbox_id, uid, cache))
         report.fix(f"{name}: UID {uid} was missing from the index; added")
         changed = True
+    _rebuild_caches(store, db, mailbox_id, folder, name, report)
     top_uid = max(files, default=0)
     if top_uid >= uidnext:
         db.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (top_uid + 1, mailbox_id))
@@ -182,3 +189,23 @@ def _reconstruct_mailbox(store: MaildirStore, db, mailbox_id: int, folder: Path,
         if not changed:
             report.fix(f"{name}: message counts corrected")
     report.messages += counts[0]
+
+
+def _rebuild_caches(store: MaildirStore, db, mailbox_id: int, folder: Path, name: str, report: Report) -> None:
+    """Every message gets its MIME cache (from its file, if the index lost it) and
+    its SORT and THREAD keys made again from that cache."""
+    db.execute("DELETE FROM sortdata WHERE mailbox_id = ?", (mailbox_id,))
+    rows = db.execute(
+        "SELECT m.uid, m.guid, m.size, c.cache FROM messages AS m LEFT JOIN mime AS c"
+        " ON c.mailbox_id = m.mailbox_id AND c.uid = m.uid WHERE m.mailbox_id = ? ORDER BY m.uid",
+        (mailbox_id,)).fetchall()
+    for uid, guid, size, cache in rows:
+        if cache is None and store.analyser is not None:
+            cache = _analyse_file(folder / message_file_name(uid, guid), size, store.analyser)
+            if cache is not None:
+                db.execute("INSERT INTO mime (mailbox_id, uid, cache) VALUES (?, ?, ?)", (mailbox_id, uid, cache))
+                report.fix(f"{name}: UID {uid} had no MIME cache; rebuilt")
+        data = None if cache is None or store.sort_keyer is None else store.sort_keyer(cache)
+        if data is not None:
+            db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (mailbox_id, uid, *_sort_row(data)))

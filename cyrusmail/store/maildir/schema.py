@@ -8,6 +8,11 @@ from collections.abc import Callable
 SCHEMA_VERSION = 2
 """1: the first schema. 2: MAILBOXID, save dates, EMAILID, previews (:data:`ADDED_COLUMNS`)."""
 
+SORTDATA_VERSION = 1
+"""The rules :mod:`cyrusmail.mime.sortkeys` makes the ``sortdata`` rows by; an index
+whose rows were made by other rules (its ``meta`` says) has them dropped when
+opened, and each is made again from the MIME cache when next needed."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -46,6 +51,23 @@ CREATE TABLE IF NOT EXISTS mime (
     uid         INTEGER NOT NULL,
     cache       BLOB NOT NULL,
     preview     TEXT,  -- RFC 8970 PREVIEW, made with the cache; NULL: not made yet
+    PRIMARY KEY (mailbox_id, uid)
+);
+-- SORT and THREAD keys (cyrusmail.store.records.SortData), made once from the
+-- MIME cache; a message without a row gets one the first time a SORT needs it.
+CREATE TABLE IF NOT EXISTS sortdata (
+    mailbox_id    INTEGER NOT NULL,
+    uid           INTEGER NOT NULL,
+    sent          REAL,
+    subject       TEXT NOT NULL,
+    reply         INTEGER NOT NULL,
+    from_key      TEXT NOT NULL,
+    to_key        TEXT NOT NULL,
+    cc_key        TEXT NOT NULL,
+    display_from  TEXT NOT NULL,
+    display_to    TEXT NOT NULL,
+    message_id    TEXT,
+    refs          TEXT NOT NULL,
     PRIMARY KEY (mailbox_id, uid)
 );
 CREATE TABLE IF NOT EXISTS expunged (
@@ -99,6 +121,9 @@ CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON messages BEGIN
         unseen = unseen - ((OLD.flags & 1) = 0),
         size = size - OLD.size
     WHERE id = OLD.mailbox_id;
+END;
+CREATE TRIGGER IF NOT EXISTS sortdata_delete AFTER DELETE ON messages BEGIN
+    DELETE FROM sortdata WHERE mailbox_id = OLD.mailbox_id AND uid = OLD.uid;
 END;
 CREATE TRIGGER IF NOT EXISTS count_flags AFTER UPDATE OF flags ON messages
 WHEN (OLD.flags & 1) != (NEW.flags & 1) BEGIN

@@ -9,10 +9,11 @@ import os
 import secrets
 import shutil
 import sqlite3
+import struct
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from cyrusmail.store.maildir.files import (
 from cyrusmail.store.maildir.index import UserIndex, new_mailbox_id
 from cyrusmail.store.records import (
     NO_FLAGS,
+    NO_SORT_DATA,
     Changes,
     Flag,
     FlagChange,
@@ -50,6 +52,7 @@ from cyrusmail.store.records import (
     MailboxStatus,
     MailboxSummary,
     MessageRecord,
+    SortData,
 )
 
 _log = Logger()
@@ -59,6 +62,8 @@ EXPUNGED_HISTORY = 100_000
 
 #: Turns a message's bytes into the MIME cache kept in the index.
 Analyser = Callable[[bytes], bytes | None]
+#: Turns a MIME cache into the message's SORT and THREAD keys (None: it cannot).
+SortKeyer = Callable[[bytes], SortData | None]
 #: Makes a message's RFC 8970 preview from its bytes (or a map of its file) and its MIME cache.
 Previewer = Callable[[bytes, bytes], str | None]
 
@@ -91,6 +96,51 @@ def default_analyser() -> Analyser | None:
     except ImportError:
         return None
     return lambda data: parse(data).to_bytes()
+
+
+def default_sort_keyer() -> SortKeyer | None:
+    """The MIME layer's maker of SORT and THREAD keys, when it is installed."""
+    try:
+        from cyrusmail.mime import MessageInfo
+        from cyrusmail.mime.sortkeys import sort_data
+    except ImportError:
+        return None
+
+    def keys(cache: bytes) -> SortData | None:
+        try:
+            header = MessageInfo(cache).header_bytes()
+        except (ValueError, struct.error):
+            return None  # not a blob this version reads
+        return sort_data(header)
+
+    return keys
+
+
+_SORT_COLUMNS = ("sent, subject, reply, from_key, to_key, cc_key, display_from, display_to,"
+                 " message_id, refs")
+
+
+SORT_ROW_COLUMNS = {
+    "internal_date": "m.internaldate",
+    "size": "m.size",
+    "date": "coalesce(s.sent, m.internaldate)",
+    "sent": "s.sent",
+    "subject": "s.subject",
+    "reply": "s.reply",
+    "from_": "s.from_key",
+    "to": "s.to_key",
+    "cc": "s.cc_key",
+    "display_from": "s.display_from",
+    "display_to": "s.display_to",
+    "message_id": "s.message_id",
+    "references": "s.refs",
+}
+"""What :meth:`MaildirMailbox.sort_rows` can read, and from where."""
+
+
+def _sort_row(data: SortData) -> tuple:
+    return (data.sent, data.subject, int(data.reply), data.from_, data.to, data.cc,
+            data.display_from, data.display_to, data.message_id, " ".join(data.references))
 
 
 def default_previewer() -> Previewer | None:
@@ -127,8 +177,10 @@ def _record(row: tuple) -> MessageRecord:
                          savedate, emailid)
 
 
-def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: Iterable[int]) -> list[tuple]:
-    """Rows of ``query`` (ending in ``WHERE mailbox_id = ? AND``) for those UIDs.
+def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: Iterable[int],
+                   column: str = "uid") -> list[tuple]:
+    """Rows of ``query`` (ending in ``WHERE mailbox_id = ? AND``) for those UIDs
+    (in ``column``: a join names its table).
 
     A run of consecutive UIDs (``FETCH 1:*``) is one range scan; anything
     else goes in IN lists of at most 500.
@@ -137,10 +189,10 @@ def _select_by_uid(db: sqlite3.Connection, query: str, mailbox_id: int, uids: It
     for batch in _chunks(uids):
         low, high = min(batch), max(batch)
         if high - low + 1 == len(batch) and len(set(batch)) == len(batch):  # exactly low..high
-            rows += db.execute(f"{query} uid BETWEEN ? AND ?", (mailbox_id, low, high)).fetchall()
+            rows += db.execute(f"{query} {column} BETWEEN ? AND ?", (mailbox_id, low, high)).fetchall()
         else:
             marks = ",".join("?" * len(batch))
-            rows += db.execute(f"{query} uid IN ({marks})", (mailbox_id, *batch)).fetchall()
+            rows += db.execute(f"{query} {column} IN ({marks})", (mailbox_id, *batch)).fetchall()
     return rows
 
 
@@ -262,6 +314,7 @@ class MaildirStore:
         self.users_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         self.analyser = analyser if analyser is not None else default_analyser()
+        self.sort_keyer = default_sort_keyer()
         self.previewer = previewer if previewer is not None else default_previewer()
         self.index_cache = index_cache
         # Every open index, found again while anything uses it (a session's
@@ -1031,6 +1084,54 @@ class MaildirMailbox:
             ).fetchall()
         return {row[0] for row in rows}
 
+    def sort_rows(self, uids: Iterable[int], columns: Sequence[str]) -> list[tuple]:
+        """``(uid, *values of columns)`` for those ``uids`` still present, ascending UID.
+
+        ``columns`` are names from :data:`SORT_ROW_COLUMNS`: the SORT and THREAD
+        keys of :class:`SortData`, ``internal_date``, ``size``, and ``date``
+        (``sent``, or the internal date when the message has none).  A message
+        without keys in the index (delivered before they existed, or with their
+        rules changed since) gets them now, from its MIME cache (parsed from the
+        file once if it has none either), and they are kept.
+        """
+        uids = list(uids)
+        select = ", ".join(SORT_ROW_COLUMNS[column] for column in columns)
+        join = "FROM messages AS m {} JOIN sortdata AS s ON s.mailbox_id = m.mailbox_id AND s.uid = m.uid"
+        with self._snapshot() as db:
+            missing = _select_by_uid(db, f"SELECT m.uid {join.format('LEFT')} WHERE s.uid IS NULL AND m.mailbox_id = ? AND",
+                                     self.id, uids, column="m.uid")
+        if missing:
+            self._make_sort_data([uid for (uid,) in missing])
+        with self._snapshot() as db:
+            rows = _select_by_uid(db, f"SELECT m.uid, {select} {join.format('')} WHERE m.mailbox_id = ? AND",
+                                  self.id, uids, column="m.uid")
+        rows.sort()
+        if "references" in columns:
+            at = 1 + list(columns).index("references")
+            rows = [(*row[:at], tuple(row[at].split()), *row[at + 1:]) for row in rows]
+        return rows
+
+    def _make_sort_data(self, uids: list[int]) -> None:
+        """Keys from the MIME cache for messages without (the empty keys if it cannot say)."""
+        keyer = self.store.sort_keyer
+        caches = self.mime_caches(uids)
+        rows = []
+        for record in self.records(uids):
+            cache = caches.get(record.uid)
+            if cache is None:
+                try:
+                    cache = self.mime_cache(record.uid)
+                except (NoSuchMessage, OSError):
+                    continue  # expunged meanwhile
+            data = keyer(cache) if keyer is not None and cache is not None else None
+            rows.append((self.id, record.uid, *_sort_row(NO_SORT_DATA if data is None else data)))
+        if rows:
+            with self.index.write(durable=False) as db:  # made again if a crash loses them
+                db.executemany(
+                    f"INSERT OR IGNORE INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS"
+                    " (SELECT 1 FROM messages WHERE mailbox_id = ?1 AND uid = ?2)", rows)
+
     def mime_cache(self, uid: int) -> bytes | None:
         with self._snapshot() as db:
             row = db.execute("SELECT cache FROM mime WHERE mailbox_id = ? AND uid = ?", (self.id, uid)).fetchone()
@@ -1122,6 +1223,10 @@ class MaildirMailbox:
         """
         if not entries:  # nothing changes, so neither does HIGHESTMODSEQ
             return []
+        keyer = self.store.sort_keyer
+        # No cache: the keys are made when first needed; a cache the keyer cannot read: empty keys.
+        sort_rows = [None if keyer is None or entry[5] is None else keyer(entry[5]) or NO_SORT_DATA
+                     for entry in entries]
         linked: list[Path] = []
         try:
             with self.index.write() as db:
@@ -1143,6 +1248,10 @@ class MaildirMailbox:
                     if cache is not None:
                         db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (?, ?, ?, ?)",
                                    (self.id, uid, cache, preview))
+                    if sort_rows[offset] is not None:
+                        db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                   (self.id, uid, *_sort_row(sort_rows[offset])))
                     uids.append(uid)
                 db.execute(
                     "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
