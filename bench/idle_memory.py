@@ -167,6 +167,9 @@ def main() -> int:
     parser.add_argument("--dovecot-steps", default="500,1000", help="Dovecot's; 0 to skip Dovecot")
     parser.add_argument("--idle-secs", type=float, default=15, help="seconds of idling measured per step")
     parser.add_argument("--workers", type=int, help="write [server] workers = N (checkouts that have it)")
+    parser.add_argument("--messages", type=int, default=0,
+                        help="messages put in each cyrusmail user's INBOX first (default none)")
+    parser.add_argument("--tree", help="run another checkout's server (before/after figures)")
     parser.add_argument("--dovecot-port", type=int, default=10143)
     parser.add_argument("--anchors", default=os.environ.get("ANCHORS_DIR", "/tmp/anchors"))
     args = parser.parse_args()
@@ -180,8 +183,9 @@ def main() -> int:
           f" (clock ticks of {1000 / CLOCK_TICKS:.0f} ms)", flush=True)
     if steps:
         port = free_port()
-        with cyrusmail(port, args.workers) as pid:
-            report("cyrusmail", asyncio.run(measure(port, pid, steps, args.idle_secs)))
+        with cyrusmail(port, args.workers, tree=args.tree, messages=args.messages) as pid:
+            label = f"cyrusmail ({args.tree or 'this checkout'}, {args.messages} messages per INBOX)"
+            report(label, asyncio.run(measure(port, pid, steps, args.idle_secs)))
     if dovecot_steps:
         master = dovecot_master(Path(args.anchors))
         if master is None or not answers(args.dovecot_port):

@@ -142,10 +142,13 @@ def supports_workers() -> bool:
 
 
 @contextmanager
-def cyrusmail(port: int, workers: int | None, keep: bool = False, twistd_options: tuple[str, ...] = ()):
+def cyrusmail(port: int, workers: int | None, keep: bool = False, twistd_options: tuple[str, ...] = (),
+              tree: str | None = None, messages: int = 0):
     """A fresh twistd serving IMAP on ``port`` with users user1..user20; yields its pid.
 
-    ``twistd_options`` go before the plugin name (``--profile=FILE --profiler=cprofile --savestats``).
+    ``twistd_options`` go before the plugin name (``--profile=FILE --profiler=cprofile --savestats``);
+    ``tree`` is another checkout whose server runs (for before/after figures);
+    ``messages`` small messages are put in each user's INBOX first.
     """
     from cyrusmail.admin.main import main as admin
 
@@ -162,8 +165,12 @@ def cyrusmail(port: int, workers: int | None, keep: bool = False, twistd_options
     with open(os.devnull, "w") as quiet:
         for number in range(1, USERS + 1):
             admin(["--config", str(config), "user", "add", f"user{number}", "--password", PASSWORD], out=quiet)
+    if messages:
+        fill(folder / "data", messages)
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve())) if tree else None
     process = subprocess.Popen([*TWISTD, "--pidfile=", "-n", f"--logfile={folder / 'server.log'}",
-                                *twistd_options, "cyrusmail", "--config", str(config)], cwd=folder, stdout=subprocess.DEVNULL)
+                                *twistd_options, "cyrusmail", "--config", str(config)], cwd=folder,
+                               stdout=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 60
         while not answers(port):
@@ -182,6 +189,21 @@ def cyrusmail(port: int, workers: int | None, keep: bool = False, twistd_options
             print(f"   (cyrusmail's data folder and log kept in {folder})")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def fill(data: Path, count: int) -> None:
+    """Put ``count`` small messages in the INBOX of each of user1..user20 (one transaction per 500)."""
+    from cyrusmail.store.maildir.store import MaildirStore
+
+    store = MaildirStore(data, analyser=None)
+    try:
+        for number in range(1, USERS + 1):
+            inbox = store.mailboxes(f"user{number}").open("INBOX")
+            for start in range(0, count, 500):
+                inbox.append_many([(b"From: a@example.org\r\nSubject: %d\r\n\r\nHello\r\n" % n, None, (), None)
+                                   for n in range(start, min(count, start + 500))])
+    finally:
+        store.close()
 
 
 def dovecot_master(anchors: Path) -> int | None:
