@@ -20,8 +20,11 @@ with a note when nothing answers there).  Figures per run: total commands/s
 sum of utime+stime of its whole process tree, from ``/proc``, read before
 and after: for Dovecot its master and every child, the reaped ones through
 the master's cutime/cstime) per command and as a share of one core, and
-imaptest's error count.  Each figure is the median of ``--runs`` runs; the
-last columns are the ratios cyrusmail / Dovecot.
+imaptest's error count, and for cyrusmail the CPU of its main threads alone
+(its reactors, without the thread pools that hash passwords or write the
+store).  Each row is the run of median rate among ``--runs`` runs; the last
+columns are the ratios cyrusmail / Dovecot.  ``--tree`` adds another
+checkout's server (its name as the label), for before/after figures.
 
     python bench/stress_bench.py                 # the full set: 3 runs of 20 s each
     python bench/stress_bench.py --quick         # 1 run of 10 s each (what ``make bench`` runs)
@@ -41,7 +44,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +74,7 @@ class Figures:
     cpu: float  # server CPU seconds over the run
     errors: int
     first_error: str = ""
+    reactor_cpu: float | None = None  # the main threads' share of ``cpu`` (cyrusmail)
 
     @property
     def rate(self) -> float:
@@ -80,6 +83,12 @@ class Figures:
     @property
     def cpu_ms_per_command(self) -> float:
         return 1000 * self.cpu / self.commands if self.commands else float("nan")
+
+    @property
+    def reactor_ms_per_command(self) -> float | None:
+        if self.reactor_cpu is None or not self.commands:
+            return None
+        return 1000 * self.reactor_cpu / self.commands
 
     @property
     def cpu_share(self) -> float:
@@ -119,6 +128,35 @@ def tree_cpu(root: int) -> float:
         total += sum(int(value) for value in fields[11:15])
         todo += children.get(pid, [])
     return total / CLOCK_TICKS
+
+
+def main_threads_cpu(root: int) -> float:
+    """CPU seconds of the main thread of ``root`` and of each live descendant:
+    cyrusmail's reactors, without its thread pools (password hashing, store work)."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            text = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            found = _stat(int(entry))
+            if found is not None:
+                children.setdefault(found[0], []).append(int(entry))
+    found_pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found_pids.append(pid)
+        todo += children.get(pid, [])
+    return found_pids
 
 
 def answers(port: int) -> bool:
@@ -252,29 +290,30 @@ def totals(output: str) -> int:
 
 
 def stress(imaptest: str, port: int, server_pid: int, profile: str, clients: int, secs: int,
-           mbox: Path) -> Figures:
+           mbox: Path, threads: bool = False) -> Figures:
+    """One imaptest run; ``threads``: also the main threads' CPU (a threaded server)."""
     command = [imaptest, "host=127.0.0.1", f"port={port}", "user=user%d", f"users={USERS}",
                f"pass={PASSWORD}", f"clients={clients}", f"mbox={mbox}", f"secs={secs}",
                *PROFILES[profile]]
     env = dict(os.environ, LD_LIBRARY_PATH="/usr/lib/dovecot")
+    reactor_before = main_threads_cpu(server_pid) if threads else 0.0
     cpu_before, started = tree_cpu(server_pid), time.monotonic()
     result = subprocess.run(command, env=env, capture_output=True, text=True, errors="replace",
                             timeout=secs + 120, check=False)
     elapsed = time.monotonic() - started
     cpu = tree_cpu(server_pid) - cpu_before
+    reactor = main_threads_cpu(server_pid) - reactor_before if threads else None
     output = result.stdout + result.stderr
     if "Totals:" not in output:
         raise SystemExit(f"imaptest failed ({result.returncode}):\n{output[-2000:]}")
     errors = re.findall(r"^Error: .*", output, re.MULTILINE)
     # imaptest stops its clients at ``secs`` and then lets them log out: count the whole time
-    return Figures(totals(output), elapsed, cpu, len(errors), errors[0][:200] if errors else "")
+    return Figures(totals(output), elapsed, cpu, len(errors), errors[0][:200] if errors else "", reactor)
 
 
 def median_figures(runs: list[Figures]) -> Figures:
-    return Figures(int(statistics.median(run.commands for run in runs)),
-                   statistics.median(run.seconds for run in runs),
-                   statistics.median(run.cpu for run in runs),
-                   int(statistics.median(run.errors for run in runs)))
+    """The run of the median rate (the lower middle one of an even number), so every figure shown is of one run."""
+    return sorted(runs, key=lambda run: run.rate)[(len(runs) - 1) // 2]
 
 
 # -- the table ----------------------------------------------------------------------
@@ -297,6 +336,8 @@ def main() -> int:
     parser.add_argument("--imaptest", help="path of the imaptest binary")
     parser.add_argument("--mbox", help="messages for APPEND (default: the reference sample.mbox, else one made now)")
     parser.add_argument("--keep", action="store_true", help="keep cyrusmail's data folder and log")
+    parser.add_argument("--tree", action="append", default=[],
+                        help="also run another checkout's server (for before/after figures); repeatable")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     secs = args.secs or (10 if args.quick else 20)
@@ -338,9 +379,10 @@ def main() -> int:
 
         def run_cases(label: str, port: int, pid: int) -> None:
             servers[label] = []
+            threads = label != "dovecot"
             for profile in profiles:
                 for clients in client_counts:
-                    figures = [stress(imaptest, port, pid, profile, clients, secs, mbox) for _ in range(runs)]
+                    figures = [stress(imaptest, port, pid, profile, clients, secs, mbox, threads) for _ in range(runs)]
                     results[label, profile, clients] = median_figures(figures)
                     rates = ", ".join(f"{run.rate:.0f}" for run in figures)
                     print(f"   {label:14} {profile:8} {clients:4} clients: {rates} commands/s", flush=True)
@@ -348,17 +390,20 @@ def main() -> int:
                         if run.first_error:
                             print(f"      {run.errors} imaptest error(s), the first: {run.first_error}")
 
-        for workers in worker_counts:
-            label = "cyrusmail" if workers is None else f"cyrusmail w={workers}"
-            port = args.port or free_port()
-            with cyrusmail(port, workers, args.keep) as pid:
-                run_cases(label, port, pid)
+        for tree in [None, *args.tree]:
+            for workers in worker_counts if tree is None else [None]:
+                label = "cyrusmail" if workers is None else f"cyrusmail w={workers}"
+                if tree is not None:
+                    label = Path(tree).resolve().name
+                port = args.port or free_port()
+                with cyrusmail(port, workers, args.keep, tree=tree) as pid:
+                    run_cases(label, port, pid)
         if dovecot_pid is not None:
             run_cases("dovecot", args.dovecot_port, dovecot_pid)
 
         print()
-        print(f"{'profile':8} {'clients':>7} {'server':14} {'cmds/s':>8} {'CPU ms/cmd':>10} {'CPU %':>6}"
-              f" {'errors':>6} {'rate ratio':>10} {'CPU ratio':>9}")
+        print(f"{'profile':8} {'clients':>7} {'server':14} {'cmds/s':>8} {'CPU ms/cmd':>10} {'reactor':>8}"
+              f" {'CPU %':>6} {'errors':>6} {'rate ratio':>10} {'CPU ratio':>9}")
         for profile in profiles:
             for clients in client_counts:
                 reference = results.get(("dovecot", profile, clients))
@@ -368,8 +413,12 @@ def main() -> int:
                     if reference is not None and label != "dovecot":
                         ratios = (f" {figures.rate / reference.rate:10.2f}"
                                   f" {figures.cpu_ms_per_command / reference.cpu_ms_per_command:9.2f}")
+                    reactor = figures.reactor_ms_per_command
+                    reactor_text = "-" if reactor is None else f"{reactor:.2f}"
                     print(f"{profile:8} {clients:7} {label:14} {figures.rate:8.0f} {figures.cpu_ms_per_command:10.2f}"
-                          f" {100 * figures.cpu_share:6.0f} {figures.errors:6}{ratios}")
+                          f" {reactor_text:>8} {100 * figures.cpu_share:6.0f} {figures.errors:6}{ratios}")
+        print("CPU ms/cmd: the server's whole process tree; reactor: cyrusmail's main threads alone"
+              " (without its thread pools: password hashing, store work)")
         if dovecot_pid is not None:
             print("ratios are cyrusmail / Dovecot: rate above 1 is faster, CPU below 1 is cheaper per command")
     finally:
