@@ -428,8 +428,9 @@ class GuardedMailbox:
     """A store mailbox seen by one user: each call checks that user's rights first.
 
     Rights are read again whenever they may have changed, so a SETACL (or a
-    change of groups) takes effect at once. On shared folders ``\\Seen`` is the reader's own (kept in the reader's
-    index, as Cyrus keeps a seen state per user).
+    change of groups) takes effect at once. On shared folders ``\\Seen`` is
+    the reader's own (kept in the reader's index, as Cyrus keeps a seen
+    state per user).
     """
 
     def __init__(self, view: AccountMailboxes, location: Location, inner):
