@@ -20,8 +20,8 @@ and turned into untagged responses by :meth:`SelectedMailbox.poll`:
   shift under a command that uses them (RFC 3501 section 7.4.1; we also
   hold them for the UID forms, which RFC 3501 would allow, because a
   pipelined client may mix both).  Ghosts are answered per RFC 2180 4.1.2:
-  a FETCH or STORE naming one gets ``NO [EXPUNGEISSUED]`` after the other
-  messages are served.  Once QRESYNC is enabled the expunges are told as
+  a FETCH or STORE naming one gets ``OK [EXPUNGEISSUED]`` after the other
+  messages are served (COPY and MOVE ``NO [EXPUNGEISSUED]``).  Once QRESYNC is enabled the expunges are told as
   ``* VANISHED uid-set`` instead (RFC 7162 3.2.10), at the same moments,
   followed by ``* OK [HIGHESTMODSEQ n]``: a VANISHED carries no modseq, and
   without it a client would resync from before the expunge (as Dovecot does).
