@@ -99,10 +99,10 @@ class LMTPTests(unittest.TestCase):
         delivery = self.factory.callbacks.local
         real = delivery.deliver
 
-        def deliver(staged, target):
+        def deliver(staged, target, envelope=None):
             if target.user == "bob":
                 return codes.MAILBOX_FULL
-            return real(staged, target)
+            return real(staged, target, envelope)
 
         delivery.deliver = deliver
         talk = Conversation(self.factory)

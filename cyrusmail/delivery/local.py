@@ -16,6 +16,14 @@ The message arrives as one finished (fsynced) staged message: its file is
 linked into each recipient's mailbox, and the store parses it only once.
 Every outcome is an SMTP reply from :mod:`cyrusmail.smtp.codes`, so LMTP can
 send one per recipient.
+
+Sieve: a delivery that names its envelope (LMTP, submission, the queue)
+to one of a user's own mailboxes first asks :mod:`cyrusmail.sieve.delivery`
+for the user's active script's plan, before anything is written: a
+refusal is answered as it is; otherwise each planned mailbox gets the
+message with its flags, and only then go the redirects and the vacation
+reply.  A fileinto that cannot be done goes where the message was
+addressed instead; nothing a script does can lose the message.
 """
 
 from __future__ import annotations
@@ -24,11 +32,20 @@ from dataclasses import dataclass
 
 from cyrusmail import logs
 from cyrusmail.acl.delivery import shared_folder_of
+from cyrusmail.imap.flags import split_flags
+from cyrusmail.sieve.delivery import (
+    Envelope,
+    Plan,
+    SieveFilter,
+    Store,
+    system_flag_or_keyword,
+)
 from cyrusmail.smtp import codes
 from cyrusmail.smtp.codes import Reply
 from cyrusmail.smtp.wire import Path
 from cyrusmail.store.errors import (
     InvalidName,
+    MailboxExists,
     MailboxNotFound,
     NotSelectable,
     OverQuota,
@@ -55,6 +72,7 @@ class LocalDelivery:
     def __init__(self, context) -> None:
         self.context = context
         self.domains = [domain.lower() for domain in context.config.domains]
+        self.sieve: SieveFilter | None = sieve_filter(context)
 
     def is_local(self, path: Path) -> bool:
         """Whether the address is in one of our domains (or a bare Postmaster)."""
@@ -92,15 +110,47 @@ class LocalDelivery:
     def _user(self, local: str, domain: str) -> str | None:
         return self.context.users.resolve(f"{local}@{domain}", self.domains)
 
-    def deliver(self, staged, target: LocalTarget) -> Reply:
-        """Append the finished ``staged`` message to the target's mailbox.
+    def deliver(self, staged, target: LocalTarget, envelope: Envelope | None = None) -> Reply:
+        """Put the finished ``staged`` message where the target's Sieve script says (or its mailbox).
 
         Returns :data:`codes.MESSAGE_ACCEPTED` once the file and index entry
-        are durable, or the reply that says why not.
+        are durable, or the reply that says why not.  Without ``envelope``
+        (a DSN to a local sender) no script runs.
         """
+        plan = None
+        if envelope is not None and self.sieve is not None and target.user != self.context.realm.SHARED:
+            plan = self.sieve.plan(staged, target.user, envelope)
+        if plan is None:
+            return self._store(staged, target, Store(None))
         try:
-            mailbox = self.context.realm.delivery_target(target.user, target.folder, target.poster)
-            mailbox.append(staged)
+            return self._carry_out(plan, target)
+        finally:
+            plan.close()
+
+    def _carry_out(self, plan: Plan, target: LocalTarget) -> Reply:
+        if plan.refusal is not None:
+            return plan.refusal
+        stored, failure = 0, None
+        for store in plan.stores:
+            reply = self._store(plan.message, target, store)
+            if reply.is_positive:
+                stored += 1
+            elif failure is None:
+                failure = reply
+        if plan.stores and not stored:
+            return failure
+        plan.after_stored()
+        return codes.MESSAGE_ACCEPTED
+
+    def _store(self, staged, target: LocalTarget, store: Store) -> Reply:
+        """Append to ``store.folder`` of the target user (None: the target's own mailbox)."""
+        try:
+            mailbox = self._mailbox(target, store)
+            if store.flags:
+                bits, keywords = split_flags(flag for flag in map(system_flag_or_keyword, store.flags) if flag)
+                mailbox.append(staged, bits, keywords)
+            else:
+                mailbox.append(staged)
         except OverQuota as error:
             return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
         except PermissionDenied:
@@ -111,3 +161,36 @@ class LocalDelivery:
             logs.log.failure("delivery to {user} failed", user=target.user)
             return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
         return codes.MESSAGE_ACCEPTED
+
+    def _mailbox(self, target: LocalTarget, store: Store):
+        """The mailbox a store goes to: a fileinto's own folder (made with :create), else the target's."""
+        if store.folder is not None:
+            tree = self.context.realm.access.tree(target.user)
+            try:
+                try:
+                    return tree.open(store.folder)
+                except MailboxNotFound:
+                    if not store.create:
+                        raise
+                    tree.create(store.folder)
+                    tree.subscribe(store.folder)
+                    return tree.open(store.folder)
+            except (MailboxNotFound, NotSelectable, InvalidName, MailboxExists, OverQuota) as error:
+                logs.log.warn("sieve: fileinto {folder!r} for {user}: {error}; delivered to {target} instead",
+                              folder=store.folder, user=target.user, error=str(error), target=target.folder)
+        return self.context.realm.delivery_target(target.user, target.folder, target.poster)
+
+
+def sieve_filter(context) -> SieveFilter | None:
+    """The server's Sieve filter (made once, kept in ``context.extras``), or None when Sieve is off."""
+    if "sieve.filter" not in context.extras:
+        settings = context.config["sieve"]
+        if not settings["enabled"]:
+            context.extras["sieve.filter"] = None
+        else:
+            from cyrusmail.sieve.interpreter import Limits
+            from cyrusmail.sieve.scripts import scripts_of
+
+            limits = Limits(max_actions=settings["max_actions"], max_redirects=settings["max_redirects"])
+            context.extras["sieve.filter"] = SieveFilter(context, scripts_of(context), limits, context.reactor)
+    return context.extras["sieve.filter"]

@@ -31,6 +31,7 @@ from twisted.internet.protocol import ServerFactory
 from cyrusmail import logs
 from cyrusmail.delivery.local import LocalDelivery, LocalTarget
 from cyrusmail.protocols import REGISTRY, ServerContext
+from cyrusmail.sieve.delivery import Envelope
 from cyrusmail.smtp import codes, wire
 from cyrusmail.smtp.authorship import check_authorship
 from cyrusmail.smtp.codes import Reply
@@ -224,7 +225,7 @@ class SubmissionCallbacks:
         queue = self.queue if remote or local else None
         if remote:
             queue.enqueue(transaction.mail, [r.rcpt for r in remote], staged)
-        results = [(r, self.local.deliver(staged, r.target)) for r in local]
+        results = [(r, self.local.deliver(staged, r.target, Envelope(transaction.sender, r.address))) for r in local]
         failed = [(r, reply) for r, reply in results if not reply.is_positive]
         if failed and len(failed) == len(transaction.recipients):
             first = failed[0][1]
@@ -277,7 +278,7 @@ class LMTPCallbacks:
     def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
         replies = []
         for recipient in transaction.recipients:
-            reply = self.local.deliver(staged, recipient.target)
+            reply = self.local.deliver(staged, recipient.target, Envelope(transaction.sender, recipient.address))
             if reply.is_positive:
                 reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
             replies.append(reply)
@@ -325,4 +326,8 @@ def make_submission_factory(context: ServerContext, service: str) -> IProtocolFa
 
 def make_lmtp_factory(context: ServerContext, service: str) -> IProtocolFactory:
     """The registry's builder for ``lmtp``."""
+    if context.config["sieve"]["enabled"]:
+        from cyrusmail.delivery.queue import queue_of
+
+        queue_of(context)  # Sieve's redirects and vacation replies go through the queue
     return SMTPFactory(context, LMTPCallbacks(context, service, LocalDelivery(context)))
