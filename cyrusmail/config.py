@@ -250,6 +250,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "check_header_from": Key(parse_bool, True),
         "expunged_history": Key(parse_positive_int, 100_000),
         "index_cache": Key(parse_positive_int, 64),
+        "store_threads": Key(parse_positive_int, 4),
         "login_delay_max": Key(parse_duration, 15),
         # The cache of verified passwords (cyrusmail.auth.cache); 0 for either turns it off.
         "auth_cache_ttl": Key(parse_duration_or_off, 300),

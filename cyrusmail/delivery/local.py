@@ -30,6 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
 from cyrusmail import logs
 from cyrusmail.acl.delivery import shared_folder_of
 from cyrusmail.imap.flags import split_flags
@@ -111,56 +114,83 @@ class LocalDelivery:
         return self.context.users.resolve(f"{local}@{domain}", self.domains)
 
     def deliver(self, staged, target: LocalTarget, envelope: Envelope | None = None) -> Reply:
-        """Put the finished ``staged`` message where the target's Sieve script says (or its mailbox).
+        """Put the finished ``staged`` message where the target's Sieve script says
+        (or in its mailbox), on this thread.
 
         Returns :data:`codes.MESSAGE_ACCEPTED` once the file and index entry
         are durable, or the reply that says why not.  Without ``envelope``
         (a DSN to a local sender) no script runs.
         """
-        plan = None
-        if envelope is not None and self.sieve is not None and target.user != self.context.realm.SHARED:
-            plan = self.sieve.plan(staged, target.user, envelope)
+        plan = self._plan(staged, target, envelope)
         if plan is None:
             return self._store(staged, target, Store(None))
         try:
-            return self._carry_out(plan, target)
+            if plan.refusal is not None:
+                return plan.refusal
+            return self._outcome(plan, [self._store(plan.message, target, store) for store in plan.stores])
         finally:
             plan.close()
 
-    def _carry_out(self, plan: Plan, target: LocalTarget) -> Reply:
+    def deliver_async(self, staged, target: LocalTarget, envelope: Envelope | None = None) -> defer.Deferred:
+        """:meth:`deliver` with the appends off the reactor (grouped with others to
+        the same user); a Deferred of the reply, fired once the message is durable.
+        The script runs on the reactor once the message is on disk (it is
+        bounded: ``[sieve] max_actions``, a header read of at most 256 KiB)."""
+        if self._sieve_applies(target, envelope):
+            ready = self.context.store.executor.prepare(staged.finish)  # the script reads the file
+            return ready.addCallback(lambda _: self._filtered_async(staged, target, envelope))
+        return self._store_async(staged, target, Store(None))
+
+    def _filtered_async(self, staged, target: LocalTarget, envelope: Envelope) -> defer.Deferred:
+        plan = self._plan(staged, target, envelope)
+        if plan is None:
+            return self._store_async(staged, target, Store(None))
         if plan.refusal is not None:
-            return plan.refusal
-        stored, failure = 0, None
-        for store in plan.stores:
-            reply = self._store(plan.message, target, store)
-            if reply.is_positive:
-                stored += 1
-            elif failure is None:
-                failure = reply
-        if plan.stores and not stored:
-            return failure
+            plan.close()
+            return defer.succeed(plan.refusal)
+        stores = [self._store_async(plan.message, target, store) for store in plan.stores]
+        done = defer.gatherResults(stores, consumeErrors=True).addCallback(lambda replies: self._outcome(plan, replies))
+
+        def closed(result):
+            plan.close()
+            return result
+
+        return done.addBoth(closed)
+
+    def _sieve_applies(self, target: LocalTarget, envelope: Envelope | None) -> bool:
+        return envelope is not None and self.sieve is not None and target.user != self.context.realm.SHARED
+
+    def _plan(self, staged, target: LocalTarget, envelope: Envelope | None) -> Plan | None:
+        if not self._sieve_applies(target, envelope):
+            return None
+        return self.sieve.plan(staged, target.user, envelope)
+
+    @staticmethod
+    def _outcome(plan: Plan, replies: list[Reply]) -> Reply:
+        """Accepted when one store (or none asked for: discard) worked; then the redirects and replies go."""
+        if plan.stores and not any(reply.is_positive for reply in replies):
+            return next(reply for reply in replies if not reply.is_positive)
         plan.after_stored()
         return codes.MESSAGE_ACCEPTED
 
     def _store(self, staged, target: LocalTarget, store: Store) -> Reply:
         """Append to ``store.folder`` of the target user (None: the target's own mailbox)."""
         try:
-            mailbox = self._mailbox(target, store)
-            if store.flags:
-                bits, keywords = split_flags(flag for flag in map(system_flag_or_keyword, store.flags) if flag)
-                mailbox.append(staged, bits, keywords)
-            else:
-                mailbox.append(staged)
-        except OverQuota as error:
-            return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
-        except PermissionDenied:
-            return codes.MAILBOX_DISABLED
-        except UnknownUser:  # deleted since RCPT
-            return codes.NO_SUCH_USER
-        except (StoreError, OSError) as error:
-            logs.log.failure("delivery to {user} failed", user=target.user)
-            return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
+            self._mailbox(target, store).append(staged, *_flags_of(store))
+        except Exception:
+            reply = _refusal(Failure(), target)
+            if reply is None:
+                raise
+            return reply
         return codes.MESSAGE_ACCEPTED
+
+    def _store_async(self, staged, target: LocalTarget, store: Store) -> defer.Deferred:
+        def refused(failure):
+            reply = _refusal(failure, target)
+            return failure if reply is None else reply
+
+        appending = defer.maybeDeferred(lambda: self._mailbox(target, store).append_async(staged, *_flags_of(store)))
+        return appending.addCallbacks(lambda _: codes.MESSAGE_ACCEPTED, refused)
 
     def _mailbox(self, target: LocalTarget, store: Store):
         """The mailbox a store goes to: a fileinto's own folder (made with :create), else the target's."""
@@ -179,6 +209,28 @@ class LocalDelivery:
                 logs.log.warn("sieve: fileinto {folder!r} for {user}: {error}; delivered to {target} instead",
                               folder=store.folder, user=target.user, error=str(error), target=target.folder)
         return self.context.realm.delivery_target(target.user, target.folder, target.poster)
+
+
+def _flags_of(store: Store) -> tuple:
+    """The append's (flags, keywords) for a store's IMAP flags; () for none."""
+    if not store.flags:
+        return ()
+    return split_flags(flag for flag in map(system_flag_or_keyword, store.flags) if flag)
+
+
+def _refusal(failure: Failure, target: LocalTarget) -> Reply | None:
+    """The reply for a delivery that failed so; None for a bug (raised on)."""
+    error = failure.value
+    if isinstance(error, OverQuota):
+        return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
+    if isinstance(error, PermissionDenied):
+        return codes.MAILBOX_DISABLED
+    if isinstance(error, UnknownUser):  # deleted since RCPT
+        return codes.NO_SUCH_USER
+    if isinstance(error, (StoreError, OSError)):
+        logs.log.failure("delivery to {user} failed", failure, user=target.user)
+        return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
+    return None
 
 
 def sieve_filter(context) -> SieveFilter | None:

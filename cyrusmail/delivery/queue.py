@@ -265,6 +265,17 @@ class Queue:
         (None for ``<>``), ``body`` and ``smtputf8``.  ``recipients`` are
         wire.Rcpt or addresses.
         """
+        return self._admit(self._spool(mail, recipients, message, sender=sender, is_bounce=is_bounce,
+                                       body=body, smtputf8=smtputf8))
+
+    def enqueue_async(self, mail: wire.Mail, recipients: list, message) -> defer.Deferred:
+        """:meth:`enqueue` with the spool's files written and fsynced off the reactor; a Deferred of the entry."""
+        spooled = self.context.store.executor.prepare(self._spool, mail, recipients, message)
+        return spooled.addCallback(self._admit)
+
+    def _spool(self, mail: wire.Mail | None, recipients: list, message, *, sender: str | None = None,
+               is_bounce: bool = False, body: str | None = None, smtputf8: bool = False) -> QueueEntry:
+        """Write the entry's two files, durably (any thread: files only)."""
         entry_id = self._new_id()
         msg_path, json_path = self._paths(entry_id)
         if isinstance(message, (bytes, bytearray)):
@@ -293,9 +304,13 @@ class Queue:
         except BaseException:
             unlink_quietly(msg_path)
             raise
-        self.entries[entry_id] = entry
+        return entry
+
+    def _admit(self, entry: QueueEntry) -> QueueEntry:
+        """A spooled entry joins the queue (on the reactor thread)."""
+        self.entries[entry.id] = entry
         logs.log.info("queue: {id} queued from <{sender}> for {n} recipients",
-                      id=entry_id, sender=sender or "", n=len(entry.recipients))
+                      id=entry.id, sender=entry.sender or "", n=len(entry.recipients))
         self.on_change()
         return entry
 
