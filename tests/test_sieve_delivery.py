@@ -34,7 +34,9 @@ def make_sieve_server(tmp, **sections):
     return context, clock
 
 
-class SieveDeliveryTests(unittest.TestCase):
+class SieveCase:
+    """A server with users alice and bob and a Clock; scripts set and messages delivered through LMTP."""
+
     def setUp(self) -> None:
         self.context, self.clock = make_sieve_server(self.mktemp())
         self.factory = lmtp_factory(self.context, self.clock)
@@ -57,6 +59,8 @@ class SieveDeliveryTests(unittest.TestCase):
         queue = queue_of(self.context)
         return [(entry, queue.message_path(entry).read_bytes()) for entry in queue.entries.values()]
 
+
+class SieveDeliveryTests(SieveCase, unittest.TestCase):
     def test_no_script_delivers_to_inbox(self) -> None:
         [(code, _, _)] = self.lmtp()
         self.assertEqual(code, 250)

@@ -163,7 +163,11 @@ class LocalDelivery:
     def _plan(self, staged, target: LocalTarget, envelope: Envelope | None) -> Plan | None:
         if not self._sieve_applies(target, envelope):
             return None
-        return self.sieve.plan(staged, target.user, envelope)
+        try:
+            return self.sieve.plan(staged, target.user, envelope)
+        except Exception:  # noqa: BLE001 - a fault in filtering must not cost the message
+            logs.log.failure("sieve: filtering a message for {user} failed; delivered unfiltered", user=target.user)
+            return None
 
     @staticmethod
     def _outcome(plan: Plan, replies: list[Reply]) -> Reply:
