@@ -8,6 +8,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
+from cyrusmail.delivery.queue import queue_of
 from cyrusmail.sieve import delivery as sieve_delivery
 from cyrusmail.sieve.commands import compile_script
 from cyrusmail.sieve.syntax import SieveSyntaxError
@@ -146,6 +147,46 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
         [stored] = self.folder("INBOX")
         self.assertNotIn(b"X-Fine", stored)
         self.assertNotIn(b"Bad Name", stored)
+
+    # -- vacation (RFC 5230): :addresses, :from, :handle --------------------------------
+
+    def replies(self) -> list[bytes]:
+        replies = [data for _, data in self.queued()]
+        queue = queue_of(self.context)
+        for entry in list(queue.entries.values()):
+            queue.delete(entry.id)
+        return replies
+
+    def test_vacation_addresses_and_a_from_that_is_not_the_users(self) -> None:
+        to_alias = MESSAGE.replace(b"To: alice@example.org", b"To: Alice <alice.smith@other.example>")
+        self.deliver_with('require "vacation";\r\nvacation "Away.";', to_alias)
+        self.assertEqual(self.replies(), [])  # not addressed to her: no reply
+        self.deliver_with('require "vacation";\r\n'
+                          'vacation :addresses "alice.smith@other.example" :from "The Boss <boss@bank.example>" "Away.";',
+                          to_alias)
+        [reply] = self.replies()
+        self.assertIn(b"\r\nFrom: <alice@example.org>\r\n", reply)  # neither the alias nor a forged :from
+        self.deliver_with('require "vacation";\r\n'
+                          'vacation :handle "b" :from "Alice <alice@example.org>" :subject "Out" "Away.";')
+        [reply] = self.replies()
+        self.assertIn(b"\r\nFrom: Alice <alice@example.org>\r\nTo: <someone@remote.example>\r\nSubject: Out\r\n",
+                      reply)
+
+    def test_vacation_from_may_be_any_address_without_check_header_from(self) -> None:
+        self.context.config["server"]["check_header_from"] = False
+        self.deliver_with('require "vacation";\r\nvacation :from "boss@bank.example" "Away.";')
+        [reply] = self.replies()
+        self.assertIn(b"\r\nFrom: <boss@bank.example>\r\n", reply)
+
+    def test_vacation_handles_are_answered_apart(self) -> None:
+        self.deliver_with('require "vacation"; vacation :handle "one" "Away.";')
+        self.deliver_with('require "vacation"; vacation :handle "one" "Away, really.";')
+        self.deliver_with('require "vacation"; vacation :handle "two" "Away.";')
+        self.deliver_with('require "vacation"; vacation :days 0 "Away, no handle.";')
+        self.assertEqual(len(self.replies()), 3)
+        self.clock.advance(86400 + 1)  # :days 0 counts as 1 (RFC 5230 section 4.1: the site's minimum)
+        self.deliver_with('require "vacation"; vacation :days 0 "Away, no handle.";')
+        self.assertEqual(len(self.replies()), 1)
 
     # -- the run's limits and failures -----------------------------------------------------
 

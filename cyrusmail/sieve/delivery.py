@@ -24,6 +24,7 @@ address, which every redirected copy gets) or has passed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import re
@@ -247,8 +248,13 @@ class SieveFilter:
         if not self.scripts.vacation_due(user, vacation.handle_of(action), sender, now, vacation.period_of(action)):
             logs.log.info("sieve: {user}: <{sender}> was already answered", user=user, sender=sender)
             return
+        strict = self.context.config["server"]["check_header_from"]
+        if strict and action.sender is not None and not vacation.sends_as(action.sender, own):
+            logs.log.info("sieve: {user}: vacation :from {sender!r} is not the user's; the user's address used",
+                          user=user, sender=action.sender[:200])
+            action = dataclasses.replace(action, sender=None)
         reply = vacation.build_reply(message, action, sender, own, envelope.recipient,
-                                     self.context.config.hostname, now)
+                                     self.context.config.hostname, now, any_from=not strict)
         self.queue.enqueue(None, [sender], reply, sender=None, is_bounce=True, body="8BITMIME")
         logs.log.info("sieve: {user}: vacation reply sent to <{sender}>", user=user, sender=sender)
 

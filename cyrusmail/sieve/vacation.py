@@ -12,7 +12,9 @@ once per sender and handle every ``:days`` days (default 7, at least 1,
 at most :data:`MAX_DAYS`).
 
 :func:`build_reply` writes the reply: to the envelope sender, from the
-address the message was sent to (or ``:from``), ``Subject: Auto: ...``
+address the message was sent to (or ``:from``; with ``[server]
+check_header_from``, the default, only one of the user's own addresses,
+as submission demands of the user), ``Subject: Auto: ...``
 (or ``:subject``), In-Reply-To and References, ``Auto-Submitted:
 auto-replied``; the reason as UTF-8 text (quoted-printable), or as a whole
 MIME entity with ``:mime``.  It goes out with the null reverse-path.
@@ -81,11 +83,20 @@ def _addressed_to(message: SieveMessage, mine: set[str]) -> str | None:
     return None
 
 
+def sends_as(text: str, own_addresses: frozenset[str]) -> bool:
+    """Whether ``text`` (``addr`` or ``Name <addr>``) is one of the user's own addresses."""
+    found = addresses_of(text.encode("utf-8"))
+    own = {address.lower() for address in own_addresses}
+    return len(found) == 1 and found[0].all.lower() in own
+
+
 def build_reply(message: SieveMessage, action: Vacation, sender: str, own_addresses: frozenset[str],
-                default_from: str, hostname: str, now: float) -> bytes:
-    """The reply's octets (see the module docstring)."""
-    mine = {address.lower() for address in own_addresses} | {address.lower() for address in action.addresses}
-    from_field = action.sender or _addressed_to(message, mine) or default_from
+                default_from: str, hostname: str, now: float, any_from: bool = True) -> bytes:
+    """The reply's octets (see the module docstring).  Unless ``any_from``, the From: address
+    is one of ``own_addresses`` (the caller has checked ``:from``), never only an ``:addresses`` one."""
+    own = {address.lower() for address in own_addresses}
+    mine = own | {address.lower() for address in action.addresses}
+    from_field = action.sender or _addressed_to(message, mine if any_from else own) or default_from
     subjects = message.values("subject")
     subject = action.subject if action.subject is not None else "Auto: " + (subjects[0] if subjects else "")
     lines = [
