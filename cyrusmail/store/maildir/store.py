@@ -352,6 +352,8 @@ class MaildirStore:
         #: where write jobs run (see :mod:`cyrusmail.store.executor`): at once,
         #: until the server gives the store a thread pool
         self.executor = InlineExecutor(self.index)
+        #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
+        self.publish: Callable[[str, int], None] | None = None
 
     # -- users -------------------------------------------------------------
 
@@ -568,7 +570,7 @@ class MaildirStore:
         ready = self.executor.prepare(_prepare_all, staged)
         return ready.addCallback(lambda _: self.executor.submit(owner, work, *args, group=group))
 
-    # -- change notification (in-process) -----------------------------------
+    # -- change notification -------------------------------------------------
 
     def watch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
         self._watchers.setdefault((user, mailbox_id), []).append(listener)
@@ -581,10 +583,17 @@ class MaildirStore:
             self._watchers.pop((user, mailbox_id), None)
 
     def notify(self, user: str, mailbox_id: int) -> None:
-        """Tell every watcher, on the reactor thread; the change is committed, so a failing one is only logged."""
-        self.executor.call_home(self._tell, user, mailbox_id)
+        """Tell every watcher and ``publish`` the change, on the reactor thread; it
+        is committed, so a failing watcher is only logged."""
+        self.executor.call_home(self._tell_and_publish, user, mailbox_id)
 
-    def _tell(self, user: str, mailbox_id: int) -> None:
+    def _tell_and_publish(self, user: str, mailbox_id: int) -> None:
+        self.tell_watchers(user, mailbox_id)
+        if self.publish is not None:
+            self.publish(user, mailbox_id)
+
+    def tell_watchers(self, user: str, mailbox_id: int) -> None:
+        """Tell this process's watchers of a change (made here, or by another worker process)."""
         for listener in list(self._watchers.get((user, mailbox_id), ())):
             try:
                 listener()
