@@ -18,8 +18,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from cyrusmail.admin.main import main as admin_main
-from cyrusmail.config import SERVICES
-from tests.test_twistd import ROOT, TWISTD, free_ports, listening
+from tests.test_twistd import ROOT, TWISTD, config_text, free_ports, listening
 
 SCRIPT = ('require ["fileinto", "mailbox", "imap4flags"];\r\n'
           'if header :contains "subject" "report" { fileinto :create :flags "\\\\Flagged" "Reports"; }\r\n')
@@ -65,14 +64,9 @@ class SieveServerTests(unittest.TestCase):
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
         self.ports = dict(zip(("lmtp", "managesieve"), free_ports(2), strict=True))
-        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"]
-        for name in SERVICES:
-            if name in self.ports:
-                lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
-            else:
-                lines.append(f"[{name}]\nenabled = no\n")
         self.config = self.data / "cyrusmail.conf"
-        self.config.write_text("\n".join(lines))
+        self.config.write_text(config_text(self.data, {name: f"tcp:{port}:interface=127.0.0.1"
+                                                       for name, port in self.ports.items()}))
         self.admin("user", "add", "alice", "--password", "secret")
 
     def admin(self, *argv: str) -> str:
