@@ -3,14 +3,16 @@ imap4flags, variables, editheader's limits, the run's limits; and the checker's 
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
 from twisted.trial import unittest
 
 from cyrusmail.delivery.queue import queue_of
+from cyrusmail.sieve import dates
 from cyrusmail.sieve import delivery as sieve_delivery
-from cyrusmail.sieve.commands import compile_script
+from cyrusmail.sieve.commands import DATE_PARTS, compile_script
 from cyrusmail.sieve.syntax import SieveSyntaxError
 from cyrusmail.store.records import Flag
 from tests.test_sieve_delivery import MESSAGE, SieveCase
@@ -214,6 +216,21 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
                           fields + MESSAGE)
         self.assertEqual(self.folder("Trash"), [])
         self.assertEqual(len(self.folder("INBOX")), 1)
+
+
+class DatePartTests(unittest.TestCase):
+    def test_every_part(self) -> None:
+        when = datetime.datetime(2008, 4, 2, 7, 5, 9, tzinfo=dates.zone_of("-0430"))
+        parts = {part: dates.date_part(when, part) for part in DATE_PARTS}
+        self.assertEqual(parts, {
+            "year": "2008", "month": "04", "day": "02", "date": "2008-04-02", "julian": "54558",
+            "hour": "07", "minute": "05", "second": "09", "time": "07:05:09",
+            "iso8601": "2008-04-02T07:05:09-04:30", "std11": "Wed, 02 Apr 2008 07:05:09 -0430",
+            "zone": "-0430", "weekday": "3",
+        })
+        self.assertIsNone(dates.date_part(when, "fortnight"))
+        self.assertEqual(dates.parse_date("Wed, 2 Apr 2008 07:05:09 -0430"), when)
+        self.assertIsNone(dates.parse_date("yesterday"))
 
 
 class SieveCheckerTests(unittest.TestCase):

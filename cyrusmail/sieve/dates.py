@@ -41,35 +41,30 @@ def _zone_text(when: datetime.datetime) -> str:
     return f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
 
 
+#: The parts that are the date's own fields, as str.format patterns.
+_FIELDS = {
+    "year": "{0.year:04d}", "month": "{0.month:02d}", "day": "{0.day:02d}",
+    "date": "{0.year:04d}-{0.month:02d}-{0.day:02d}",
+    "hour": "{0.hour:02d}", "minute": "{0.minute:02d}", "second": "{0.second:02d}",
+    "time": "{0.hour:02d}:{0.minute:02d}:{0.second:02d}",
+}
+
+
 def date_part(when: datetime.datetime, part: str) -> str | None:
     """The text of ``part`` for ``when``; None for a part this test does not know."""
     part = part.lower()
-    if part == "year":
-        return f"{when.year:04d}"
-    if part == "month":
-        return f"{when.month:02d}"
-    if part == "day":
-        return f"{when.day:02d}"
-    if part == "date":
-        return f"{when.year:04d}-{when.month:02d}-{when.day:02d}"
+    if part in _FIELDS:
+        return _FIELDS[part].format(when)
+    zone = _zone_text(when)
     if part == "julian":
         return str((when.date() - _MJD_EPOCH).days)
-    if part == "hour":
-        return f"{when.hour:02d}"
-    if part == "minute":
-        return f"{when.minute:02d}"
-    if part == "second":
-        return f"{when.second:02d}"
-    if part == "time":
-        return f"{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
     if part == "iso8601":
-        zone = _zone_text(when)
-        return when.strftime("%Y-%m-%dT%H:%M:%S") + f"{zone[:3]}:{zone[3:]}"
+        return f"{date_part(when, 'date')}T{date_part(when, 'time')}{zone[:3]}:{zone[3:]}"
     if part == "std11":
         return (f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
-                f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} {_zone_text(when)}")
+                f"{date_part(when, 'time')} {zone}")
     if part == "zone":
-        return _zone_text(when)
+        return zone
     if part == "weekday":
         return str((when.weekday() + 1) % 7)
     return None
