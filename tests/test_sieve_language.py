@@ -207,6 +207,15 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
         self.assertEqual(len(self.folder("INBOX")), 1)
         self.assertEqual(self.folder("F0"), [])
 
+    def test_a_damaged_script_database_keeps_the_message(self) -> None:
+        self.activate('require "fileinto"; fileinto "Trash";')
+        path = self.context.store.user_dir("alice") / "sieve.sqlite"
+        path.write_bytes(b"this is not a database" * 100)
+        [(code, _, _)] = self.lmtp(DATED)
+        self.assertEqual(code, 250)
+        self.assertEqual(len(self.folder("INBOX")), 1)
+        self.flushLoggedErrors()
+
     def test_too_much_work_is_cut_off(self) -> None:
         # 1,000 fields against 100 keys, six times over: more comparisons than max_work allows
         fields = b"".join(b"X-Tag: t%d\r\n" % n for n in range(1000))

@@ -121,7 +121,8 @@ class LocalDelivery:
         are durable, or the reply that says why not.  Without ``envelope``
         (a DSN to a local sender) no script runs.
         """
-        plan = self._plan(staged, target, envelope)
+        active = self._active_script(target, envelope)
+        plan = None if active is None else self._plan(staged, target, envelope, active)
         if plan is None:
             return self._store(staged, target, Store(None))
         try:
@@ -134,15 +135,16 @@ class LocalDelivery:
     def deliver_async(self, staged, target: LocalTarget, envelope: Envelope | None = None) -> defer.Deferred:
         """:meth:`deliver` with the appends off the reactor (grouped with others to
         the same user); a Deferred of the reply, fired once the message is durable.
-        The script runs on the reactor once the message is on disk (it is
+        A user's script runs on the reactor once the message is on disk (it is
         bounded: ``[sieve] max_actions``, a header read of at most 256 KiB)."""
-        if self._sieve_applies(target, envelope):
-            ready = self.context.store.executor.prepare(staged.finish)  # the script reads the file
-            return ready.addCallback(lambda _: self._filtered_async(staged, target, envelope))
-        return self._store_async(staged, target, Store(None))
+        active = self._active_script(target, envelope)
+        if active is None:
+            return self._store_async(staged, target, Store(None))
+        ready = self.context.store.executor.prepare(staged.finish)  # the script reads the file
+        return ready.addCallback(lambda _: self._filtered_async(staged, target, envelope, active))
 
-    def _filtered_async(self, staged, target: LocalTarget, envelope: Envelope) -> defer.Deferred:
-        plan = self._plan(staged, target, envelope)
+    def _filtered_async(self, staged, target: LocalTarget, envelope: Envelope, active) -> defer.Deferred:
+        plan = self._plan(staged, target, envelope, active)
         if plan is None:
             return self._store_async(staged, target, Store(None))
         if plan.refusal is not None:
@@ -157,14 +159,15 @@ class LocalDelivery:
 
         return done.addBoth(closed)
 
-    def _sieve_applies(self, target: LocalTarget, envelope: Envelope | None) -> bool:
-        return envelope is not None and self.sieve is not None and target.user != self.context.realm.SHARED
-
-    def _plan(self, staged, target: LocalTarget, envelope: Envelope | None) -> Plan | None:
-        if not self._sieve_applies(target, envelope):
+    def _active_script(self, target: LocalTarget, envelope: Envelope | None) -> tuple[str, str] | None:
+        """The recipient's active script when one applies (a stat and a small read; most users have none)."""
+        if envelope is None or self.sieve is None or target.user == self.context.realm.SHARED:
             return None
+        return self.sieve.active_script(target.user)
+
+    def _plan(self, staged, target: LocalTarget, envelope: Envelope, active: tuple[str, str]) -> Plan | None:
         try:
-            return self.sieve.plan(staged, target.user, envelope)
+            return self.sieve.plan(staged, target.user, envelope, active)
         except Exception:  # noqa: BLE001 - a fault in filtering must not cost the message
             logs.log.failure("sieve: filtering a message for {user} failed; delivered unfiltered", user=target.user)
             return None

@@ -20,6 +20,7 @@ so PUTSCRIPT and CHECKSCRIPT report the first error with its line.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -218,7 +219,7 @@ class ManageSieveSession(Protocol):
             self.send(wire.response("NO", str(refusal), refusal.code))
         except ScriptError as error:
             self.send(wire.response("NO", str(error), error.code or None))
-        except (StoreError, OSError):
+        except (StoreError, OSError, sqlite3.Error):
             self._unexpected(Failure())
 
     # -- arguments ----------------------------------------------------------------------

@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import hashlib
 import re
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -140,15 +141,16 @@ class SieveFilter:
             self._compiled.move_to_end(key)
         return script
 
-    def plan(self, staged, user: str, envelope: Envelope) -> Plan | None:
-        """What the user's active script makes of this delivery; None when the user has none."""
+    def active_script(self, user: str) -> tuple[str, str] | None:
+        """The user's active script (name, text), or None: none, or none that can be read."""
         try:
-            active = self.scripts.active(user)
-        except (ScriptError, StoreError, OSError):
+            return self.scripts.active(user)
+        except (ScriptError, StoreError, OSError, sqlite3.Error):
             logs.log.failure("sieve: cannot read the scripts of {user}; message kept", user=user)
             return None
-        if active is None:
-            return None
+
+    def plan(self, staged, user: str, envelope: Envelope, active: tuple[str, str]) -> Plan | None:
+        """What the ``active`` script (name, text) makes of this delivery; None when it does not compile."""
         name, text = active
         try:
             script = self.compile(text)
