@@ -13,10 +13,11 @@ from cyrusmail.delivery.queue import queue_of
 from cyrusmail.sieve import dates
 from cyrusmail.sieve import delivery as sieve_delivery
 from cyrusmail.sieve.commands import DATE_PARTS, compile_script
+from cyrusmail.sieve.scripts import scripts_of
 from cyrusmail.sieve.syntax import SieveSyntaxError
 from cyrusmail.store.records import Flag
-from tests.test_sieve_delivery import MESSAGE, SieveCase
-from tests.test_smtp_session_support import inbox_messages
+from tests.test_sieve_delivery import MESSAGE, SieveCase, make_sieve_server
+from tests.test_smtp_session_support import inbox_messages, lmtp_factory
 
 # Received: two hops (and LMTP adds a third); Date: 1 November 2023, 09:30 at +0200 (07:30 UTC).  The test clock reads
 # 2023-11-14 22:13:20 UTC, a Tuesday.
@@ -215,6 +216,20 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
         self.assertEqual(code, 250)
         self.assertEqual(len(self.folder("INBOX")), 1)
         self.flushLoggedErrors()
+
+    def test_the_queues_local_delivery_runs_the_script(self) -> None:
+        self.activate('require "fileinto"; fileinto "Archive";')
+        queue = queue_of(self.context)
+        entry = queue.enqueue(None, ["alice@example.org"], MESSAGE, sender="someone@remote.example")
+        self.successResultOf(queue.attempt(entry))
+        self.assertEqual((len(self.folder("Archive")), self.folder("INBOX")), (1, []))
+
+    def test_sieve_turned_off_delivers_where_addressed(self) -> None:
+        self.context, self.clock = make_sieve_server(self.mktemp(), sieve={"enabled": "no"})
+        self.factory = lmtp_factory(self.context, self.clock)
+        self.scripts = scripts_of(self.context)
+        self.deliver_with('require "fileinto"; fileinto "Trash";')
+        self.assertEqual((len(self.folder("INBOX")), self.folder("Trash")), (1, []))
 
     def test_too_much_work_is_cut_off(self) -> None:
         # 1,000 fields against 100 keys, six times over: more comparisons than max_work allows
