@@ -120,6 +120,23 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
         [archived] = self.records("Archive")
         self.assertEqual((archived.flags, set(archived.keywords)), (Flag(0), {"$Private"}))
 
+    # -- body (RFC 5173) -----------------------------------------------------------------
+
+    def test_body_raw_content_and_text_transforms(self) -> None:
+        multipart = (b"From: someone@remote.example\r\nTo: alice@example.org\r\nSubject: parts\r\n"
+                     b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+                     b"--XX\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                     b"R3LDvMOfZSBhdXMgWsO8cmljaA==\r\n"  # "Grüße aus Zürich"
+                     b"--XX\r\nContent-Type: application/octet-stream\r\n\r\nplain words in a file\r\n--XX--\r\n")
+        self.deliver_with('require ["body", "fileinto", "mailbox"];\r\n'
+                          'if allof (body :text :contains "Zürich",\r\n'
+                          '          body :content "text" :contains "grüße",\r\n'
+                          '          not body :content "text" :contains "plain words",\r\n'
+                          '          body :raw :contains "R3LDvMOfZSBh",\r\n'
+                          '          not body :text :contains "R3LDvMOfZSBh") { fileinto :create "Parts"; }\r\n',
+                          multipart)
+        self.assertEqual(len(self.folder("Parts")), 1)
+
     # -- variables (RFC 5229) and encoded-character -----------------------------------
 
     def test_variables_modifiers_and_match_groups(self) -> None:
