@@ -87,6 +87,9 @@ def _fetch(session, command: c.Fetch, view, uids: list[int], plan, newly_seen: l
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
             previews = view.mailbox.previews(batch) if plan.needs_preview else {}
+            if shows_flags:
+                # a keyword another session set since the last poll: FLAGS names it first
+                yield from view.new_keywords(keyword for record in records for keyword in record.keywords)
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
@@ -416,7 +419,7 @@ def matching_uids(view, criteria, seqs: dict[int, int], now: float | None = None
 
 def expunged_meanwhile(view) -> set[int]:
     """The UIDs another session expunged since this one was last told (while work ran)."""
-    return set(view.mailbox.changes_since(view.highest_modseq).expunged)
+    return view.expunged_since_poll()
 
 
 def uses_modseq(key) -> bool:
