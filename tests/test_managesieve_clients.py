@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 
-from twisted.internet import reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from cyrusmail.managesieve.server import make_factory
@@ -38,9 +38,17 @@ class ListeningServer:
         lmtp = reactor.listenTCP(0, make_lmtp_factory(self.context, "lmtp"), interface="127.0.0.1")
         test.addCleanup(lmtp.stopListening)
         test.addCleanup(self.context.store.close)
+        test.addCleanup(lambda: defer.Deferred.fromCoroutine(self.sessions_closed()))
         self.port = port.getHost().port
         self.lmtp_port = lmtp.getHost().port
         self.scripts = scripts_of(self.context)
+
+    async def sessions_closed(self) -> None:
+        """Wait (30 s at most) until the server has seen every client go, so no session's timer outlives the test."""
+        for _ in range(600):
+            if not len(self.context.sessions):
+                return
+            await task.deferLater(reactor, 0.05, lambda: None)
 
     def deliver(self, subject: str) -> dict:
         """One message to alice through LMTP (Python's smtplib client); the per-recipient refusals."""
