@@ -256,7 +256,7 @@ def _service(port: int, enabled: bool = True) -> dict[str, Key]:
 
 
 #: Service sections, in the order they start; each names its protocol.
-SERVICES = ("imap", "imaps", "pop3", "pop3s", "submission", "submissions", "lmtp")
+SERVICES = ("imap", "imaps", "pop3", "pop3s", "submission", "submissions", "lmtp", "managesieve")
 
 SCHEMA: dict[str, dict[str, Key]] = {
     "server": {
@@ -294,6 +294,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "submission": _service(1587),
     "submissions": _service(1465),
     "lmtp": {**_service(2003), "allow_remote": Key(parse_bool, False)},
+    "managesieve": _service(4190),
     "tls": {
         "certificate": Key(parse_path, None),
         "key": Key(parse_path, None),
@@ -313,6 +314,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "quota": {
         "warning_percent": Key(parse_percent, 90),
+    },
+    # Sieve filtering at delivery and its scripts' quotas (cyrusmail.sieve; README: Sieve).
+    "sieve": {
+        "enabled": Key(parse_bool, True),
+        "max_script_size": Key(parse_size, 32 * 1024),
+        "max_scripts": Key(parse_positive_int, 10),
+        "max_actions": Key(parse_positive_int, 32),
+        "max_redirects": Key(parse_count, 4),
+        "global_scripts": Key(parse_path, None),
     },
 }
 

@@ -33,6 +33,7 @@ REGISTRY: dict[str, ProtocolSpec] = {
     "submission": ProtocolSpec("cyrusmail.smtp.server:make_submission_factory"),
     "submissions": ProtocolSpec("cyrusmail.smtp.server:make_submission_factory", implicit_tls=True),
     "lmtp": ProtocolSpec("cyrusmail.smtp.server:make_lmtp_factory"),
+    "managesieve": ProtocolSpec("cyrusmail.managesieve.server:make_factory"),
 }
 
 

@@ -100,10 +100,10 @@ class LMTPTests(unittest.TestCase):
         delivery = self.factory.callbacks.local
         real = delivery.deliver_async
 
-        def deliver(staged, target):
+        def deliver(staged, target, envelope=None):
             if target.user == "bob":
                 return defer.succeed(codes.MAILBOX_FULL)
-            return real(staged, target)
+            return real(staged, target, envelope)
 
         delivery.deliver_async = deliver
         talk = Conversation(self.factory)

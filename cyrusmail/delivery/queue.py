@@ -78,6 +78,7 @@ from cyrusmail import logs
 from cyrusmail.delivery import dsn
 from cyrusmail.delivery.local import LocalDelivery
 from cyrusmail.private_files import PRIVATE_FOLDER, create_private
+from cyrusmail.sieve import delivery as sieve_delivery
 from cyrusmail.smtp import client as smtp_client
 from cyrusmail.smtp import wire
 from cyrusmail.smtp.client import ClientReply, ConnectionFailed, Envelope
@@ -560,7 +561,7 @@ class Queue:
                 if target is None:
                     self._record(recipient, ClientReply(550, ("5.1.1 No such user",)), "")
                     continue
-                reply = self.local.deliver(staged, target)
+                reply = self.local.deliver(staged, target, sieve_delivery.Envelope(entry.sender, recipient.address))
                 self._record(recipient, ClientReply(reply.code, (f"{reply.enhanced} {reply.text}",)), "",
                              success_action=dsn.DELIVERED)
         finally:

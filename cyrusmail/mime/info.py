@@ -230,6 +230,12 @@ class MessageInfo:
         nodes, _ = self._table()
         return [node[:3] for node in nodes if node[3] & _TEXT_FLAG]
 
+    def leaf_parts(self) -> list[tuple[int, int, int]]:
+        """``(header_start, body_start, body_end)`` of every part that is not a
+        multipart or an enclosed message, in order (Sieve's ``body :content``)."""
+        nodes, _ = self._table()
+        return [node[:3] for node in nodes if node[3] & _KIND_MASK not in (MULTIPART, MESSAGE)]
+
     # -- header access for SEARCH -------------------------------------------
 
     def header(self, name: str) -> list[bytes]:

@@ -164,6 +164,7 @@ TOO_BIG = Reply(552, "5.3.4", "Message too big")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by authenticated user")
 HEADER_FROM_NOT_OWNED = Reply(550, "5.7.1", "From: header address not owned by the authenticated user")
 HEADER_FROM_UNREADABLE = Reply(550, "5.7.1", "From: header cannot be read, so its sender cannot be checked")
+SIEVE_REJECTED = Reply(550, "5.7.1", "Message rejected by the recipient's filter")  # RFC 5429 section 2.1
 UTF8_NOT_ALLOWED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 TRANSACTION_FAILED = Reply(554, "5.0.0", "Transaction failed")
 NUL_IN_MESSAGE = Reply(554, "5.6.0", "Message contains a NUL octet, which mail may not carry")

@@ -32,6 +32,7 @@ from twisted.internet.protocol import ServerFactory
 from cyrusmail import logs
 from cyrusmail.delivery.local import LocalDelivery, LocalTarget
 from cyrusmail.protocols import REGISTRY, ServerContext
+from cyrusmail.sieve.delivery import Envelope
 from cyrusmail.smtp import codes, wire
 from cyrusmail.smtp.authorship import check_authorship
 from cyrusmail.smtp.codes import Reply
@@ -226,8 +227,9 @@ class SubmissionCallbacks:
         ready = self.context.store.executor.prepare(staged.finish)  # before the queue or a DSN uses it
 
         def local_now(_) -> defer.Deferred:
-            return defer.gatherResults([self.local.deliver_async(staged, r.target) for r in local],
-                                       consumeErrors=True)
+            deliveries = [self.local.deliver_async(staged, r.target, Envelope(transaction.sender, r.address))
+                          for r in local]
+            return defer.gatherResults(deliveries, consumeErrors=True)
 
         if remote:
             ready.addCallback(lambda _: self.queue.enqueue_async(transaction.mail, [r.rcpt for r in remote], staged))
@@ -290,7 +292,8 @@ class LMTPCallbacks:
 
     def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> defer.Deferred:
         """Each recipient's append off the reactor (all at once); one reply each, once durable."""
-        deliveries = [self.local.deliver_async(staged, recipient.target) for recipient in transaction.recipients]
+        deliveries = [self.local.deliver_async(staged, recipient.target, Envelope(transaction.sender, recipient.address))
+                      for recipient in transaction.recipients]
         return defer.gatherResults(deliveries, consumeErrors=True).addCallback(self._replies, transaction)
 
     def _replies(self, results: list[Reply], transaction: Transaction) -> list[Reply]:
@@ -343,4 +346,8 @@ def make_submission_factory(context: ServerContext, service: str) -> IProtocolFa
 
 def make_lmtp_factory(context: ServerContext, service: str) -> IProtocolFactory:
     """The registry's builder for ``lmtp``."""
+    if context.config["sieve"]["enabled"]:
+        from cyrusmail.delivery.queue import queue_of
+
+        queue_of(context)  # Sieve's redirects and vacation replies go through the queue
     return SMTPFactory(context, LMTPCallbacks(context, service, LocalDelivery(context)))
