@@ -126,6 +126,17 @@ def parse_tls_mode(text: str) -> str:
     return folded
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def parse_log_level(text: str) -> str:
+    folded = text.strip().lower()
+    folded = "warn" if folded == "warning" else folded
+    if folded not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return folded
+
+
 def parse_hostport(text: str) -> tuple[str, int] | None:
     text = text.strip()
     if not text:
@@ -261,6 +272,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_unauthenticated_per_address": Key(parse_positive_int, 20),
         "limit_exempt": Key(parse_networks, parse_networks("127.0.0.0/8 ::1")),
         "listen_backlog": Key(parse_positive_int, 511),
+        # What is logged (cyrusmail.logs), and the protocol trace of chosen users (cyrusmail.trace).
+        "log_level": Key(parse_log_level, "info"),
+        "rawlog_users": Key(parse_lower_list, []),
+        "rawlog_max_size": Key(parse_size, 10 * 1024**2),
     },
     "imap": _service(1143),
     "imaps": _service(1993),
@@ -288,6 +303,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "quota": {
         "warning_percent": Key(parse_percent, 90),
+    },
+    # The Prometheus endpoint (cyrusmail.metrics); off unless enabled, and loopback only unless allow_remote.
+    "metrics": {
+        "enabled": Key(parse_bool, False),
+        "listen": Key(parse_endpoints, ["tcp:9143:interface=127.0.0.1"]),
+        "allow_remote": Key(parse_bool, False),
+        "quota_users": Key(parse_lower_list, []),
     },
 }
 
@@ -405,6 +427,17 @@ def _check_together(config: Config) -> None:
                     f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
                     " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
                 )
+    metrics = config.values["metrics"]
+    for description in metrics["listen"] if metrics["enabled"] else ():
+        if not metrics["allow_remote"] and not is_loopback_endpoint(description):
+            raise ConfigError(
+                config.path, "metrics", "listen",
+                f"{description!r} can be reached from other machines: listen on 127.0.0.1, ::1 or a"
+                " unix socket, or set allow_remote = yes (and let only Prometheus reach it)",
+            )
+        if description in seen:
+            raise ConfigError(config.path, "metrics", "listen",
+                              f"{description!r} is also used by [{seen[description]}]")
     queue = config.values["queue"]
     if queue["retry_initial"] > queue["retry_max"]:
         raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")

@@ -34,6 +34,7 @@ from cyrusmail.private_files import PRIVATE_UMASK, make_private_folder
 from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
 from cyrusmail.sessions import AdmissionFactory, Limits, SessionRegistry
 from cyrusmail.store.maildir import MaildirStore
+from cyrusmail.trace import Tracer
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
 #: Open files one session may need: its socket, and its user's index (database, WAL, shared memory).
@@ -186,11 +187,29 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)
-    return ServerContext(
+    sessions = SessionRegistry(Limits.from_config(config), reactor, users.exists)
+    sessions.tracer = Tracer(config.data / "rawlog", config["server"]["rawlog_users"],
+                             config["server"]["rawlog_max_size"])
+    context = ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
-        tls=tls_options, reactor=reactor,
-        sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
+        tls=tls_options, reactor=reactor, sessions=sessions,
     )
+    context.metrics.state.watch(quota_users=lambda: quota_gauges(store, config["metrics"]["quota_users"]))
+    return context
+
+
+def quota_gauges(store: MaildirStore, users: list[str]):
+    """(user, STORAGE used KiB, its limit or None) of each user named in ``[metrics] quota_users``."""
+    from cyrusmail.store.errors import StoreError
+
+    for user in users:
+        try:
+            tree = store.mailboxes(user)
+            used = tree.quota_usage("").of("STORAGE")
+            limit = tree.quota_limits().get("", {}).get("STORAGE")
+        except StoreError:
+            continue  # no such user (any more)
+        yield user, used, limit
 
 
 class ServerService(service.MultiService):
@@ -201,6 +220,8 @@ class ServerService(service.MultiService):
         super().__init__()
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
         self.daemon, self.pid_file = daemon, pid_file
+        #: the bound ports of [metrics] listen (none unless enabled), served by :meth:`serve_metrics`
+        self.metrics_bound: dict[tuple[str, str], startup.BoundEndpoint] = {}
 
     def startService(self):
         try:
@@ -213,7 +234,7 @@ class ServerService(service.MultiService):
                 logs.log.error("cyrusmail: {problem}", problem=str(error))
             else:
                 logs.log.failure("cyrusmail: the start failed")
-            startup.close_all(self.bound.values())
+            startup.close_all([*self.bound.values(), *self.metrics_bound.values()])
             if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
                 raise startup.StartupError(startup.one_line(error)) from None
             startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
@@ -226,10 +247,27 @@ class ServerService(service.MultiService):
                 listener.setName(f"{name} {description}")
                 listener.setServiceParent(self)
                 logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
-        ControlService(self.config.data, context.sessions, self.reactor).setServiceParent(self)
+        ControlService(self.config.data, context.sessions, self.reactor, context).setServiceParent(self)
+        self.serve_metrics(context.metrics.exposition)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
         super().startService()
+
+    def serve_metrics(self, source) -> None:
+        """Serve ``GET /metrics`` on each bound ``[metrics] listen`` port, from ``source()``.
+
+        One process: its own figures.  A supervisor of several worker
+        processes passes a source that asks each worker for its figures
+        (the control command ``metrics``) and joins them with
+        :func:`cyrusmail.metrics.merge_expositions`.
+        """
+        from cyrusmail.metrics import site
+
+        for (_, description), endpoint in self.metrics_bound.items():
+            listener = internet.StreamServerEndpointService(endpoint, site(source))
+            listener.setName(f"metrics {description}")
+            listener.setServiceParent(self)
+            logs.log.info("cyrusmail: metrics served on {endpoint} at /metrics", endpoint=description)
 
     @staticmethod
     def factory(context: ServerContext, name: str):
@@ -243,13 +281,21 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     ensure_file_limit(options.config)
+    logs.set_level(options.config["server"]["log_level"])
     try:
         bound = startup.bind_all(reactor, options.config)
     except startup.StartupError as error:
         startup.refuse(str(error))
+    try:
+        metrics = startup.bind_all(reactor, options.config, ["metrics"] if options.config["metrics"]["enabled"] else [])
+    except startup.StartupError as error:
+        startup.close_all(bound.values())
+        startup.refuse(str(error))
     twistd = getattr(options, "parent", None) or {}
-    return ServerService(options.config, reactor, bound, options.tls,
-                         daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+    server = ServerService(options.config, reactor, bound, options.tls,
+                          daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+    server.metrics_bound = metrics
+    return server
 
 
 def ensure_file_limit(config: Config) -> None:

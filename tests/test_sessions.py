@@ -411,8 +411,8 @@ class ControlProtocolTests(unittest.TestCase):
         self.assertEqual(ask("kick alice"), ["ok 1"])
         self.assertEqual(imap.take(), "* BYE Account removed\r\n")
         self.assertEqual(ask("kick nobody"), ["ok 0"])
-        self.assertEqual(ask("kick"), ["error usage: kick USER"])
-        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who)"])
+        self.assertEqual(ask("kick"), ["error usage: kick USER [REASON]"])
+        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who, metrics, trace)"])
 
 
 class FileLimitTests(unittest.TestCase):

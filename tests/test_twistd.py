@@ -375,22 +375,32 @@ LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"
           "submission": ["EHLO client.example.org", PLAIN], "lmtp": ["LHLO mta.example.org"]}
 
 
-class LiveSessionTests(unittest.TestCase):
-    """Goodbyes at SIGTERM and at user deletion, SIGHUP and SIGUSR1, in the real twistd process."""
+class LiveServer:
+    """A mixin: a config with users alice and bob, the real twistd on it, and logged-in clients.
+
+    ``SERVER_KEYS`` is added to ``[server]``, ``SECTIONS`` (which may name
+    ``{ports[...]}``) after the services.
+    """
 
     SERVICES = ("imap", "imaps", "pop3", "submission", "lmtp")
+    SERVER_KEYS = ""
+    SECTIONS = ""
+    EXTRA_PORTS: tuple[str, ...] = ()
 
     def setUp(self):
         # A short data path: a unix socket's path holds at most 107 bytes.
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
-        self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
-        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"]
+        names = (*self.SERVICES, *self.EXTRA_PORTS)
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                 + self.SERVER_KEYS]
         for name in SERVICES:
             if name in self.ports:
                 lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
             else:
                 lines.append(f"[{name}]\nenabled = no\n")
+        lines.append(self.SECTIONS.format(ports=self.ports))
         self.config = self.data / "cyrusmail.conf"
         self.config.write_text("\n".join(lines))
         self.admin("user", "add", "alice", "--password", "secret")
@@ -409,7 +419,7 @@ class LiveSessionTests(unittest.TestCase):
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         deadline = time.monotonic() + 60
-        waiting = set(self.ports.values())
+        waiting = {self.ports[name] for name in self.SERVICES}
         while (waiting or not (self.data / "control.sock").exists()) and time.monotonic() < deadline:
             self.assertIsNone(process.poll(), "twistd exited early")
             waiting = {port for port in waiting if not listening(port)}
@@ -427,6 +437,10 @@ class LiveSessionTests(unittest.TestCase):
 
     def stop(self, process: subprocess.Popen) -> str:
         return stop_server(self, process)
+
+
+class LiveSessionTests(LiveServer, unittest.TestCase):
+    """Goodbyes at SIGTERM and at user deletion, SIGHUP and SIGUSR1, in the real twistd process."""
 
     def test_sigterm_says_goodbye_to_every_session_then_exits_0(self):
         process = self.start()

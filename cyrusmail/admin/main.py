@@ -475,9 +475,11 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("mailbox", help="USER/MAILBOX")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
 
+    from cyrusmail.admin import live
     from cyrusmail.admin import queue as queue_admin
 
     queue_admin.add_commands(commands, command)
+    live.add_commands(commands, command)
     return top
 
 

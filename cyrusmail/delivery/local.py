@@ -109,5 +109,6 @@ class LocalDelivery:
             return codes.NO_SUCH_USER
         except (StoreError, OSError) as error:
             logs.log.failure("delivery to {user} failed", user=target.user)
+            self.context.metrics.internal_error("delivery")
             return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
         return codes.MESSAGE_ACCEPTED

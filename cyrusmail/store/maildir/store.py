@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyrusmail import logs
 from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import (
@@ -55,7 +55,7 @@ from cyrusmail.store.records import (
     SortData,
 )
 
-_log = Logger()
+_log = logs.logger(__name__)
 
 #: Expunged UIDs remembered per mailbox for QRESYNC by default (see :meth:`MaildirMailbox.expunged_since`).
 EXPUNGED_HISTORY = 100_000
