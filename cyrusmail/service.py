@@ -51,13 +51,24 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = load(self["config"])
-            check_available(self.config)
-            # twistd may change folder (--rundir) before the data folder is opened.
-            self.config.values["server"]["data"] = self.config.data.absolute()
-            startup.check_data_folder(self.config)
-            self.tls = named_tls(self.config)
+            self.tls = preflight(self.config)
         except ConfigError as error:
             startup.refuse(str(error))
+
+
+def preflight(config: Config) -> tls.ReloadableTLS | None:
+    """What the server checks before it touches anything (``cyrusmail-admin config check`` too).
+
+    The protocols enabled exist in this build, the data folder can be used
+    or made, and a named certificate and key are readable and one pair; the
+    certificate's TLS options, or None (the self-signed one is made later).
+    ConfigError on the first problem.
+    """
+    check_available(config)
+    # twistd may change folder (--rundir) before the data folder is opened.
+    config.values["server"]["data"] = config.data.absolute()
+    startup.check_data_folder(config)
+    return named_tls(config)
 
 
 def check_available(config: Config) -> None:

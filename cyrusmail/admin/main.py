@@ -475,11 +475,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("mailbox", help="USER/MAILBOX")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
 
-    from cyrusmail.admin import live
+    from cyrusmail.admin import configure, live
     from cyrusmail.admin import queue as queue_admin
 
     queue_admin.add_commands(commands, command)
     live.add_commands(commands, command)
+    configure.add_commands(commands, command)
     return top
 
 
@@ -500,6 +501,9 @@ def run(args: argparse.Namespace, out, err) -> int:
         return EXIT_USAGE
     try:
         args.handler(admin, args)
+    except ConfigError as error:  # config check: what the server would refuse to start with
+        print(f"cyrusmail-admin: {error}", file=err)
+        return EXIT_USAGE
     except (AdminError, StoreError, importer.ImportError_) as error:
         print(f"cyrusmail-admin: {error}", file=err)
         return EXIT_FAILED
