@@ -617,6 +617,92 @@ class MaildirMailboxList:
         fsync_dir(self.mail_dir)
         return objectid
 
+    def check_restorable(self, name: str) -> None:
+        """Refused unless ``name`` is free for a restore: no such mailbox, a \\Noselect node, or one empty
+        and never used (no message, no expunge): INBOX and the folders of a user just added."""
+        name = names.check(name)
+        with self.index.read() as db:
+            self._check_restorable(db, name)
+
+    def _check_restorable(self, db: sqlite3.Connection, name: str) -> tuple | None:
+        row = self._row(db, name)
+        if row is not None and row[1]:
+            used = db.execute("SELECT uidnext > 1 FROM mailboxes WHERE id = ?", (row[0],)).fetchone()[0]
+            if used:
+                raise Refused(f"Mailbox {name} already exists and is not new and empty:"
+                              " delete or rename it first, or restore it under another name")
+        return row
+
+    def restore(self, name: str, uidvalidity: int, uidnext: int, highestmodseq: int, special_use: str | None,
+                items: list[tuple]) -> None:
+        """Make ``name`` again as an archive holds it (:mod:`cyrusmail.store.maildir.archive`), in one
+        durable transaction.
+
+        Each item is ``(uid, staged message, flags, keywords, internal
+        date)``. The mailbox keeps its UIDVALIDITY and UIDs, so clients
+        that knew it need not fetch it again; every message gets a modseq
+        above the archive's HIGHESTMODSEQ, so CONDSTORE clients refetch
+        their flags. No quota is checked: a restore is the administrator's.
+        """
+        name = names.check(name)
+        keyer = self.store.sort_keyer
+        linked: list[Path] = []
+        try:
+            with self.index.write() as db:
+                row = self._check_restorable(db, name)
+                for superior in names.superiors(name):
+                    if self._row(db, superior) is None:
+                        self._make(db, superior, None)
+                if special_use is not None and db.execute(
+                        "SELECT 1 FROM mailboxes WHERE special_use = ? AND name != ?", (special_use, name)).fetchone():
+                    special_use = None  # another mailbox has taken that use meanwhile
+                objectid = new_mailbox_id()
+                if row is None:
+                    mailbox_id = db.execute(
+                        "INSERT INTO mailboxes (name, uidvalidity, special_use, objectid) VALUES (?, ?, ?, ?)",
+                        (name, uidvalidity, special_use, objectid)).lastrowid
+                else:
+                    mailbox_id = row[0]
+                    for table in ("messages", "mime", "expunged", "expunged_floor"):
+                        db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
+                    db.execute("UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ?, objectid = ?"
+                               " WHERE id = ?", (uidvalidity, special_use or row[3], objectid, mailbox_id))
+                db.execute("INSERT INTO meta (key, value) VALUES ('uidvalidity', ?)"
+                           " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)", (uidvalidity,))
+                folder = self._folder(mailbox_id)
+                folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+                modseq = highestmodseq + 1
+                saved = time.time()
+                for uid, message, flags, keywords, date in items:
+                    guid = new_guid()
+                    dest = folder / message_file_name(uid, guid)
+                    link_or_copy(message.path, dest)
+                    linked.append(dest)
+                    db.execute(
+                        "INSERT INTO messages (mailbox_id, uid, guid, size, internaldate, flags, keywords, modseq,"
+                        " savedate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (mailbox_id, uid, guid, message.size, date, int(flags), _keywords_text(keywords), modseq,
+                         saved))
+                    cache = message.mime_cache()
+                    if cache is not None:
+                        db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (?, ?, ?, ?)",
+                                   (mailbox_id, uid, cache, message.preview()))
+                        data = None if keyer is None else keyer(cache) or NO_SORT_DATA
+                        if data is not None:
+                            db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (mailbox_id, uid, *_sort_row(data)))
+                top = max((item[0] for item in items), default=0)
+                db.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, recent_uid = ? WHERE id = ?",
+                           (max(uidnext, top + 1), modseq, max(uidnext, top + 1) - 1, mailbox_id))
+                self._write_header(mailbox_id, name, uidvalidity, special_use or (row[3] if row else None), objectid)
+                fsync_dir(folder)
+        except BaseException:
+            for path in linked:
+                unlink_quietly(path)
+            raise
+        fsync_dir(self.mail_dir)
+        self.store.notify(self.user, mailbox_id)
+
     def delete(self, name: str) -> None:
         name = names.check(name)
         if name == names.INBOX:

@@ -1,0 +1,186 @@
+"""``cyrusmail-admin backup`` and ``restore`` through the real command line, checked through IMAP: a
+user's mail comes back on a new server with the same UIDVALIDITY, UIDs, flags, keywords and dates."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from pathlib import Path
+
+from twisted.cred.credentials import IUsernamePassword
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from cyrusmail.admin.main import main as admin_main
+from cyrusmail.store.maildir.archive import MANIFEST
+from tests.helpers import make_context
+from tests.imap_support import Client, message
+
+
+class BackupRestoreTests(unittest.TestCase):
+    def setUp(self):
+        self.folder = Path(self.mktemp()).resolve()
+        self.folder.mkdir()
+
+    def server(self, name: str):
+        """A data folder with its config, the admin tool on it, and alice added."""
+        data = self.folder / name
+        config = self.folder / f"{name}.conf"
+        config.write_text(f"[server]\ndata = {data}\nhostname = mail.example.org\n")
+        self.ok(config, "user", "add", "alice", "--password", "secret")
+        return config
+
+    def admin(self, config: Path, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(config), *argv], out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, config: Path, *argv: str) -> str:
+        code, out, err = self.admin(config, *argv)
+        self.assertEqual((code, err), (0, ""), argv)
+        return out
+
+    def refused(self, config: Path, *argv: str) -> str:
+        code, out, err = self.admin(config, *argv)
+        self.assertEqual(code, 1, out)
+        self.assertEqual(err.count("\n"), 1, err)
+        return err
+
+    def imap(self, config: Path) -> Client:
+        context = make_context(config.parent / config.stem)
+        context.portal.checkers[IUsernamePassword].hash_in_thread = False
+        self.addCleanup(context.store.close)
+        self.addCleanup(context.users.close)
+        client = Client(context, Clock())
+        self.addCleanup(lambda: None if client.transport.disconnecting else client.server.connectionLost(None))
+        client.login()
+        return client
+
+    def seen_through_imap(self, client: Client, mailboxes: list[str]) -> dict:
+        """What a client knows of each mailbox: UIDVALIDITY, UIDNEXT, and each message's UID, flags,
+        internal date and a digest of its bytes."""
+        seen = {}
+        for name in mailboxes:
+            selected = "\n".join(client.command(f'S SELECT "{name}"'))
+            self.assertIn("S OK", selected)
+            validity = re.search(r"UIDVALIDITY (\d+)", selected).group(1)
+            uidnext = re.search(r"UIDNEXT (\d+)", selected).group(1)
+            client.send("F UID FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[])\r\n")
+            raw = client.take()
+            messages = []
+            for match in re.finditer(rb"\* \d+ FETCH \(UID (\d+) FLAGS \(([^)]*)\) INTERNALDATE \"([^\"]+)\" "
+                                     rb"BODY\[\] \{(\d+)\}\r\n", raw):
+                start = match.end()
+                body = raw[start:start + int(match.group(4))]
+                messages.append((int(match.group(1)), sorted(set(match.group(2).decode().split()) - {"\\Recent"}),
+                                 match.group(3).decode(), hashlib.sha256(body).hexdigest()))
+            seen[name] = (validity, uidnext, messages)
+        return seen
+
+    def fill(self, client: Client) -> None:
+        """alice's mail: gaps in the UIDs, system flags and keywords, a nested folder."""
+        client.command("C CREATE Work/2024")
+        client.command("U SUBSCRIBE Work/2024")
+        for number in range(1, 6):
+            data = message(f"note {number}")
+            client.send(f'A APPEND INBOX (\\Seen $Label{number}) "0{number}-Feb-2021 10:00:00 +0000" '
+                        f"{{{len(data)}}}\r\n")
+            client.send(data + b"\r\n")
+        client.command("S SELECT INBOX")
+        client.command("T STORE 2 +FLAGS (\\Flagged \\Answered $Important)")
+        client.command("T STORE 3 +FLAGS (\\Deleted)")
+        client.command("E EXPUNGE")
+        client.command("T STORE 3 -FLAGS (\\Seen)")
+        client.command("T STORE 3 +FLAGS (\\Draft \\Deleted)")
+        client.command("K COPY 1:2 Work/2024")
+
+    def test_a_user_comes_back_on_a_new_server_as_clients_knew_it(self):
+        old = self.server("old")
+        client = self.imap(old)
+        self.fill(client)
+        mailboxes = ["INBOX", "Work/2024", "Trash"]
+        before = self.seen_through_imap(client, mailboxes)
+        self.assertEqual([uid for uid, *_ in before["INBOX"][2]], [1, 2, 4, 5])
+        archive = self.folder / "alice.tar.gz"
+        said = self.ok(old, "backup", "alice", str(archive))
+        self.assertIn("backed up 6 messages in ", said)
+        self.assertEqual(archive.stat().st_mode & 0o777, 0o600)
+        self.assertIn("already exists", self.refused(old, "backup", "alice", str(archive)))
+
+        new = self.server("new")  # the old index (and everything else) is gone
+        said = self.ok(new, "restore", str(archive))
+        self.assertIn("restored alice/INBOX: 4 messages", said)
+        self.assertIn("restored 6 messages in", said)
+        after = self.seen_through_imap(self.imap(new), mailboxes)
+        self.assertEqual(after, before)
+        self.assertIn('* LSUB () "/" "Work/2024"', self.imap(new).command('L LSUB "" "*"'))
+
+    def test_a_restore_over_mail_changes_nothing_and_prefix_puts_it_beside(self):
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        archive = self.folder / "alice.tar"
+        self.ok(config, "backup", "alice", str(archive))
+        before = self.seen_through_imap(client, ["INBOX", "Work/2024"])
+        err = self.refused(config, "restore", str(archive))
+        self.assertIn("Mailbox INBOX already exists and is not new and empty", err)
+        self.assertEqual(self.seen_through_imap(client, ["INBOX", "Work/2024"]), before)
+        self.assertNotIn("Restored", "".join(client.command('L LIST "" "*"')))
+        said = self.ok(config, "restore", str(archive), "--prefix", "Restored", "--mailbox", "INBOX")
+        self.assertIn("restored alice/Restored/INBOX: 4 messages", said)
+        again = self.seen_through_imap(client, ["Restored/INBOX"])["Restored/INBOX"]
+        self.assertEqual(again[1:], before["INBOX"][1:])
+        self.assertIn("holds no mailbox Nope", self.refused(config, "restore", str(archive), "--mailbox", "Nope"))
+        self.assertIn("no such user: carol", self.refused(config, "restore", str(archive), "carol"))
+
+    def test_the_maildir_inside_carries_the_flags_for_any_reader(self):
+        config = self.server("one")
+        self.fill(self.imap(config))
+        archive = self.folder / "alice.tar"
+        self.ok(config, "backup", "alice", str(archive))
+        unpacked = self.folder / "unpacked"
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacked, filter="data")
+        manifest = json.loads((unpacked / MANIFEST).read_text())
+        inbox = next(mailbox for mailbox in manifest["mailboxes"] if mailbox["name"] == "INBOX")
+        names = sorted(path.name for path in (unpacked / inbox["folder"] / "cur").iterdir())
+        self.assertEqual([name.split(":2,")[1] for name in names], ["S", "FRS", "DT", "S"])
+        # our own import reads it as a maildir, flags and all
+        (unpacked / inbox["folder"] / "new").mkdir()
+        self.ok(config, "import", "--create", str(unpacked / inbox["folder"]), "alice/Copy")
+        copied = self.seen_through_imap(self.imap(config), ["Copy"])["Copy"][2]
+        self.assertEqual([flags for _, flags, *_ in copied], [["\\Seen"], ["\\Answered", "\\Flagged", "\\Seen"],
+                                                             ["\\Deleted", "\\Draft"], ["\\Seen"]])
+
+    def test_a_damaged_or_hostile_archive_is_refused_having_changed_nothing(self):
+        config = self.server("one")
+        self.fill(self.imap(config))
+        archive = self.folder / "alice.tar"
+        self.ok(config, "backup", "alice", str(archive))
+        unpacked = self.folder / "unpacked"
+        with tarfile.open(archive) as tar:
+            tar.extractall(unpacked, filter="data")
+        manifest = json.loads((unpacked / MANIFEST).read_text())
+        empty = self.server("empty")
+        cases = {
+            "uid 99 (each below uidnext": lambda m: m["mailboxes"][0]["messages"][0].update(uid=99),
+            "bad file '../../etc/passwd'": lambda m: m["mailboxes"][0]["messages"][0].update(file="../../etc/passwd"),
+            "not a cyrusmail archive": lambda m: m.update(format="other"),
+            "bad flag '\\\\Recent'": lambda m: m["mailboxes"][0]["messages"][0].update(flags=["\\Recent"]),
+        }
+        for expected, damage in cases.items():
+            broken = json.loads(json.dumps(manifest))
+            damage(broken)
+            (unpacked / MANIFEST).write_text(json.dumps(broken))
+            self.assertIn(expected, self.refused(empty, "restore", str(unpacked)), expected)
+        (unpacked / MANIFEST).unlink()
+        self.assertIn("not an archive, or an incomplete one", self.refused(empty, "restore", str(unpacked)))
+        junk = self.folder / "junk.tar"
+        junk.write_bytes(b"not a tar file at all" * 100)
+        self.assertIn("not a readable archive", self.refused(empty, "restore", str(junk)))
+        listing = self.ok(empty, "mailbox", "list", "alice")
+        self.assertNotIn("Work", listing)
+        self.assertRegex(listing, r"INBOX\t0 messages")
