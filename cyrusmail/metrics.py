@@ -112,7 +112,7 @@ class StateCollector:
     """
 
     def __init__(self) -> None:
-        self.sessions = None  # cyrusmail.sessions.SessionRegistry
+        self.sessions: Callable[[], Any] | None = None  # the SessionRegistry now (a worker puts in its own)
         self.queue: Callable[[], Any] | None = None  # the outbound queue, if this process has one
         self.quota_users: Callable[[], Iterable[tuple[str, int, int]]] | None = None
 
@@ -133,7 +133,8 @@ class StateCollector:
         yield from self._quota()
 
     def _connections(self):
-        if self.sessions is None:
+        sessions = self.sessions() if self.sessions is not None else None
+        if sessions is None:
             return
         current = GaugeMetricFamily("cyrusmail_connections", "Connections open now, by service.",
                                     labels=["service"])
@@ -145,16 +146,16 @@ class StateCollector:
                                       "Connections refused at a cap (or while stopping) since the start.",
                                       labels=["service"])
         live: dict[str, list[int]] = {}
-        for entry in self.sessions.live():
+        for entry in sessions.live():
             counts = live.setdefault(entry.service, [0, 0])
             counts[0] += 1
             counts[1] += entry.user is not None
-        for service in sorted(set(live) | set(self.sessions.accepted) | set(self.sessions.refused)):
+        for service in sorted(set(live) | set(sessions.accepted) | set(sessions.refused)):
             now, users = live.get(service, (0, 0))
             current.add_metric([service], now)
             logged_in.add_metric([service], users)
-            opened.add_metric([service], self.sessions.accepted[service])
-            refused.add_metric([service], self.sessions.refused[service])
+            opened.add_metric([service], sessions.accepted[service])
+            refused.add_metric([service], sessions.refused[service])
         yield from (current, logged_in, opened, refused)
 
     def _queue(self):

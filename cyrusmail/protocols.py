@@ -65,7 +65,7 @@ class ServerContext:
     metrics: Metrics = field(default_factory=Metrics)  # what /metrics serves
 
     def __post_init__(self) -> None:
-        self.metrics.state.watch(sessions=self.sessions, queue=lambda: self.extras.get("queue"))
+        self.metrics.state.watch(sessions=lambda: self.sessions, queue=lambda: self.extras.get("queue"))
 
 
 def set_no_delay(transport) -> None:

@@ -131,6 +131,42 @@ class MetricsOverHTTPTests(LiveObservability, unittest.TestCase):
         self.stop(process)
 
 
+class MetricsAcrossWorkersTests(LiveObservability, unittest.TestCase):
+    """With worker processes the supervisor serves /metrics: every worker's figures, summed."""
+
+    WORKERS = 2
+
+    def test_the_supervisor_sums_every_workers_figures(self):
+        process = self.start()
+        clients = []
+        for _ in range(40):  # until both workers serve some (the kernel chooses which accepts)
+            clients.append(self.login("imap"))
+            self.assertEqual(clients[-1].send("b NOOP"), "b OK NOOP completed\r\n")
+            if len({line.split()[-1] for line in self.run_admin("who")[1].splitlines()[1:-1]}) == 2:
+                break
+        else:
+            self.fail("every connection went to one worker")
+        n = f"{len(clients)}.0"
+        text = self.metrics()
+        samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+        expected = {
+            "cyrusmail_workers": "2",
+            "cyrusmail_workers_answered": "2",
+            'cyrusmail_logins_total{mechanism="LOGIN",result="ok",service="imap"}': n,
+            'cyrusmail_command_duration_seconds_count{command="NOOP",protocol="imap"}': n,
+            'cyrusmail_connections{service="imap"}': n,
+            'cyrusmail_quota_storage_used_kib{user="alice"}': "0.0",  # read by each worker, shown once
+        }
+        self.assertEqual({name: samples.get(name) for name in expected}, expected)
+        self.assertEqual(text.count("# TYPE cyrusmail_logins_total counter"), 1)
+        from cyrusmail import control
+
+        answer = control.ask(self.data, "metrics")
+        self.assertIn(f'* cyrusmail_connections{{service="imap"}} {n}', answer)
+        self.assertEqual(answer.count("* # TYPE cyrusmail_connections gauge"), 1)
+        self.stop(process)
+
+
 class WhoAndKickTests(LiveObservability, unittest.TestCase):
     def test_who_lists_live_sessions_and_kick_ends_one_users(self):
         process = self.start()
@@ -139,10 +175,10 @@ class WhoAndKickTests(LiveObservability, unittest.TestCase):
         code, out, err = self.run_admin("who")
         self.assertEqual((code, err), (0, ""))
         rows = out.splitlines()
-        self.assertEqual(rows[0].split(), ["SESSION", "SERVICE", "USER", "ADDRESS", "SINCE"])
+        self.assertEqual(rows[0].split(), ["SESSION", "SERVICE", "USER", "ADDRESS", "SINCE", "PROCESS"])
         self.assertEqual(sorted(row.split()[1:3] for row in rows[1:-1]),
                          [["imap", "alice"], ["imap", "bob"], ["pop3", "alice"], ["submission", "alice"]])
-        self.assertRegex(rows[1], r"127\.0\.0\.1:\d+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+        self.assertRegex(rows[1], r"127\.0\.0\.1:\d+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC +\d+$")
         self.assertEqual(rows[-1], "4 sessions")
         code, out, err = self.run_admin("kick", "Alice")
         self.assertEqual((code, out, err), (0, "3 sessions of alice ended\n", ""))

@@ -4,7 +4,7 @@ These ask the server (:mod:`cyrusmail.control`); when none runs on the
 config's data folder they say so on one line and exit 1.
 
 * ``who``: a table of the live sessions (session number, service, user,
-  address, since, and with several worker processes the process);
+  address, since, and the process serving it);
 * ``kick USER``: ends USER's sessions with the protocol's goodbye
   (``* BYE``, ``-ERR [SYS/TEMP]``, ``421 4.3.2``: "Disconnected by the
   administrator"); the user may log in again at once;
@@ -33,18 +33,13 @@ def ask(admin, command: str) -> list[str]:
 
 def who(admin, args) -> None:
     rows = [line[2:].split() for line in ask(admin, "who")[:-1] if line.startswith("* ")]
-    header = ["SESSION", "SERVICE", "USER", "ADDRESS", "SINCE"]
-    with_process = any(len(row) > 5 for row in rows)
-    if with_process:
-        header.append("PROCESS")
-    table = [header]
+    table = [["SESSION", "SERVICE", "USER", "ADDRESS", "SINCE", "PROCESS"]]
     for row in rows:
         number, service, peer, user, since, *rest = row
-        table.append([number, service, user, peer, since.replace("T", " ").rstrip("Z") + " UTC",
-                      *(rest[:1] if with_process else [])])
-    widths = [max(len(line[column]) for line in table) for column in range(len(header))]
+        table.append([number, service, user, peer, since.replace("T", " ").rstrip("Z") + " UTC", *rest[:1]])
+    widths = [max(len(line[column]) if column < len(line) else 0 for line in table) for column in range(6)]
     for line in table:
-        admin.say("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        admin.say("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
     admin.say(f"{len(rows)} sessions")
 
 
@@ -61,7 +56,7 @@ def trace(admin, args) -> None:
     from cyrusmail.store.names import user_name
 
     if args.user is None:
-        users = [line[2:] for line in ask(admin, "trace")[:-1]]
+        users = sorted({line[2:] for line in ask(admin, "trace")[:-1]})  # each worker names them
         admin.say("\n".join(users) if users else "no one is traced")
         return
     if args.state is None:
