@@ -157,6 +157,13 @@ def parse_log_level(text: str) -> str:
     return folded
 
 
+def parse_delete_mode(text: str) -> str:
+    folded = text.strip().lower()
+    if folded not in ("immediate", "delayed"):
+        raise ValueError(f"expected immediate or delayed, got {text!r}")
+    return folded
+
+
 def parse_hostport(text: str) -> tuple[str, int] | None:
     text = text.strip()
     if not text:
@@ -301,6 +308,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "log_level": Key(parse_log_level, "info"),
         "rawlog_users": Key(parse_lower_list, []),
         "rawlog_max_size": Key(parse_size, 10 * 1024**2),
+        # Deleted mailboxes kept for undelete (cyrusmail.store.maildir.archive), as Cyrus's delete_mode.
+        "delete_mode": Key(parse_delete_mode, "immediate"),
+        "delete_retention": Key(parse_duration, 7 * 86400),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

@@ -211,6 +211,7 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     make_private_folder(config.data)
     store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
                          expunged_history=config["server"]["expunged_history"])
+    store.keep_deleted = config["server"]["delete_mode"] == "delayed"
     if sweep:
         files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
         logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees}"

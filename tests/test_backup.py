@@ -15,12 +15,15 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from cyrusmail.admin.main import main as admin_main
+from cyrusmail.config import load
+from cyrusmail.service import open_context
 from cyrusmail.store.maildir.archive import MANIFEST
-from tests.helpers import make_context
 from tests.imap_support import Client, message
 
 
-class BackupRestoreTests(unittest.TestCase):
+class ArchiveCase:
+    """A mixin: data folders with their config files, the admin tool on them, and IMAP sessions."""
+
     def setUp(self):
         self.folder = Path(self.mktemp()).resolve()
         self.folder.mkdir()
@@ -50,7 +53,7 @@ class BackupRestoreTests(unittest.TestCase):
         return err
 
     def imap(self, config: Path) -> Client:
-        context = make_context(config.parent / config.stem)
+        context = open_context(load(config))  # the server the config file describes
         context.portal.checkers[IUsernamePassword].hash_in_thread = False
         self.addCleanup(context.store.close)
         self.addCleanup(context.users.close)
@@ -97,6 +100,9 @@ class BackupRestoreTests(unittest.TestCase):
         client.command("T STORE 3 +FLAGS (\\Draft \\Deleted)")
         client.command("K COPY 1:2 Work/2024")
 
+
+
+class BackupRestoreTests(ArchiveCase, unittest.TestCase):
     def test_a_user_comes_back_on_a_new_server_as_clients_knew_it(self):
         old = self.server("old")
         client = self.imap(old)
@@ -184,3 +190,56 @@ class BackupRestoreTests(unittest.TestCase):
         listing = self.ok(empty, "mailbox", "list", "alice")
         self.assertNotIn("Work", listing)
         self.assertRegex(listing, r"INBOX\t0 messages")
+
+
+class UndeleteTests(ArchiveCase, unittest.TestCase):
+    """``[server] delete_mode = delayed``: an IMAP DELETE keeps the mailbox for ``undelete``."""
+
+    def server(self, name: str, mode: str = "delayed"):
+        config = super().server(name)
+        with config.open("a") as text:
+            text.write(f"delete_mode = {mode}\ndelete_retention = 3d\n")
+        return config
+
+    def test_a_mailbox_deleted_over_imap_comes_back_as_it_was(self):
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        before = self.seen_through_imap(client, ["Work/2024"])
+        client.command("U SELECT INBOX")
+        self.assertIn("D OK DELETE completed", client.command("D DELETE Work/2024"))
+        self.assertIn("D OK DELETE completed", client.command("D DELETE Work"))
+        listing = self.ok(config, "undelete", "alice")
+        self.assertRegex(listing, r"^Work/2024\tdeleted \d{4}-\d\d-\d\d \d\d:\d\d UTC\t2 messages\tkept until ")
+        self.assertIn("\nWork\tdeleted ", listing)  # its superior, a mailbox too
+        self.assertIn("2 deleted mailboxes of alice kept", listing)
+        self.assertIn("no deleted mailbox alice/Nope is kept", self.refused(config, "undelete", "alice/Nope"))
+        said = self.ok(config, "undelete", "alice/Work/2024")
+        self.assertIn("undeleted alice/Work/2024: 2 messages (deleted ", said)
+        self.assertEqual(self.seen_through_imap(client, ["Work/2024"]), before)
+        self.assertIn("1 deleted mailboxes of alice kept", self.ok(config, "undelete", "alice"))
+
+    def test_a_name_taken_meanwhile_needs_another_name(self):
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        before = self.seen_through_imap(client, ["Work/2024"])["Work/2024"]
+        client.command("D DELETE Work/2024")
+        client.command("C CREATE Work/2024")
+        data = message("new one")
+        client.send(f"A APPEND Work/2024 {{{len(data)}}}\r\n")
+        client.send(data + b"\r\n")
+        self.assertIn("Mailbox Work/2024 already exists", self.refused(config, "undelete", "alice/Work/2024"))
+        self.assertIn("undeleted alice/Old: 2 messages",
+                      self.ok(config, "undelete", "alice/Work/2024", "--as", "Old"))
+        self.assertEqual(self.seen_through_imap(client, ["Old"])["Old"], before)
+
+    def test_immediate_mode_keeps_nothing(self):
+        config = self.server("one", mode="immediate")
+        client = self.imap(config)
+        self.fill(client)
+        client.command("D DELETE Work/2024")
+        self.assertIn("0 deleted mailboxes of alice kept", self.ok(config, "undelete", "alice"))
+        self.assertIn("delete_mode is immediate", self.refused(config, "undelete", "alice/Work/2024"))
+        self.assertFalse((self.folder / "one" / "users" / "alice" / "deleted").exists())
+

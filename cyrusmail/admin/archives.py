@@ -17,6 +17,8 @@ under another folder. Every target is checked before anything changes.
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 from cyrusmail.store import names
@@ -24,7 +26,7 @@ from cyrusmail.store import names
 
 def backup(admin, args) -> None:
     from cyrusmail.admin.main import AdminError
-    from cyrusmail.store.maildir.archive import TarWriter, write_archive
+    from cyrusmail.store.maildir.archive import TarWriter, snapshot, write_archive
 
     user = admin.known_user(args.user)
     target = Path(args.archive)
@@ -37,7 +39,7 @@ def backup(admin, args) -> None:
               if not any(attribute.value == "noselect" for attribute in listing.attributes)]
     writer = TarWriter(target)
     try:
-        manifest = write_archive(tree, user, wanted, writer)
+        manifest = write_archive(user, (snapshot(tree, name) for name in wanted), writer)
     except BaseException:
         writer.abandon()
         raise
@@ -63,6 +65,41 @@ def restore(admin, args) -> None:
     admin.say(f"restored {sum(count for _, count in done)} messages in {len(done)} mailboxes of {user}")
 
 
+def undelete(admin, args) -> None:
+    """List USER's deleted mailboxes kept for undelete, or put USER/NAME back (the newest kept)."""
+    from cyrusmail.admin.main import AdminError
+    from cyrusmail.store.maildir.archive import Archive, kept_mailboxes, restore_archive
+
+    user, _, name = args.mailbox.partition("/")
+    user = admin.known_user(user)
+    kept = kept_mailboxes(admin.store, user)
+    retention = admin.config["server"]["delete_retention"]
+    if not name:
+        for entry in kept:
+            admin.say(f"{entry.name}\tdeleted {_when(entry.deleted)}\t{entry.messages} messages"
+                      f"\tkept until {_when(entry.deleted + retention)}")
+        admin.say(f"{len(kept)} deleted mailboxes of {user} kept")
+        return
+    name = names.check(name)
+    found = [entry for entry in kept if entry.name == name]
+    if not found:
+        raise AdminError(f"no deleted mailbox {user}/{name} is kept"
+                         + ("" if admin.config["server"]["delete_mode"] == "delayed" else
+                            " ([server] delete_mode is immediate: deleted mailboxes are not kept)"))
+    target = names.check(args.as_name) if args.as_name else name
+    archive = Archive(found[-1].path)
+    try:
+        ((restored, count),) = restore_archive(admin.store, admin.store.mailboxes(user), archive, {name: target})
+    finally:
+        archive.close()
+    shutil.rmtree(found[-1].path, ignore_errors=True)
+    admin.say(f"undeleted {user}/{restored}: {count} messages (deleted {_when(found[-1].deleted)})")
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
 def add_commands(commands, command) -> None:
     sub = command(commands, "backup", backup, "write USER's mail to a portable archive (.tar, .tar.gz)")
     sub.add_argument("user")
@@ -72,3 +109,7 @@ def add_commands(commands, command) -> None:
     sub.add_argument("user", nargs="?", help="whose mailboxes they become (default: the archive's user)")
     sub.add_argument("--mailbox", action="append", default=[], help="only this mailbox (may be repeated)")
     sub.add_argument("--prefix", help="restore under this folder (e.g. Restored) instead of in place")
+    sub = command(commands, "undelete", undelete,
+                  "USER: list the deleted mailboxes kept (delete_mode = delayed); USER/NAME: put one back")
+    sub.add_argument("mailbox", metavar="USER[/NAME]")
+    sub.add_argument("--as", dest="as_name", metavar="NEW", help="put it back under another name")

@@ -49,6 +49,7 @@ class Admin:
 
             make_private_folder(self.config.data)
             self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
+            self._store.keep_deleted = self.config["server"]["delete_mode"] == "delayed"
         return self._store
 
     @property
@@ -201,7 +202,9 @@ def mailbox_create(admin: Admin, args) -> None:
 def mailbox_delete(admin: Admin, args) -> None:
     owner, name = admin.user_and_mailbox(args.mailbox)
     admin.tree(owner).delete(name)
-    admin.say(f"mailbox {admin.shown(owner, name)} deleted")
+    kept = admin.store.keep_deleted and admin.tree(owner).exists(name) is False
+    admin.say(f"mailbox {admin.shown(owner, name)} deleted"
+              + (f" (kept for undelete for {admin.config['server']['delete_retention'] // 86400} days)" if kept else ""))
 
 
 def mailbox_rename(admin: Admin, args) -> None:

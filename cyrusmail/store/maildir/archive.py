@@ -39,6 +39,7 @@ from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import InvalidName, StoreError
 from cyrusmail.store.maildir.files import fsync_dir, link_or_copy
+from cyrusmail.store.maildir.store import message_file_name
 from cyrusmail.store.records import Flag
 
 FORMAT = "cyrusmail-archive"
@@ -119,31 +120,52 @@ class TarWriter:
         self.partial.unlink(missing_ok=True)
 
 
-def write_archive(tree, user: str, mailbox_names: Iterable[str], writer) -> dict:
-    """Write ``mailbox_names`` of ``tree`` through ``writer``; the manifest.
+@dataclass
+class Snapshot:
+    """One mailbox as an archive keeps it: what the index says, read at one moment, and its folder."""
 
-    Each mailbox's records are read in one snapshot; a message expunged
-    before its file is read is left out.
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: str | None
+    subscribed: bool
+    acl: dict[str, str] | None
+    records: list
+    folder: Path
+
+
+def snapshot(tree, name: str) -> Snapshot:
+    """``name`` of ``tree`` as it is now (its records in one read of the index)."""
+    mailbox = tree.open(name)
+    status = mailbox.status()
+    return Snapshot(name, mailbox.uid_validity, status.uid_next, status.highest_modseq, tree.special_use(name),
+                    name in set(tree.subscriptions()), tree.acl(name), mailbox.messages(), mailbox.folder)
+
+
+def write_archive(user: str, snapshots: Iterable[Snapshot], writer) -> dict:
+    """Write each snapshot's messages and then the manifest through ``writer``; the manifest.
+
+    A message whose file is gone by the time it is read (expunged
+    meanwhile) is left out.
     """
-    subscribed = set(tree.subscriptions())
     entries = []
-    for number, name in enumerate(mailbox_names, 1):
-        mailbox = tree.open(name)
-        status = mailbox.status()
+    for number, mailbox in enumerate(snapshots, 1):
         folder = f"mailboxes/{number}"
         messages = []
-        for record in mailbox.messages():
+        for record in mailbox.records:
             file = f"{folder}/cur/{maildir_file(record.uid, record.guid, record.flags)}"
             try:
-                writer.add_file(file, mailbox.path(record), record.internal_date)
+                writer.add_file(file, mailbox.folder / message_file_name(record.uid, record.guid),
+                                record.internal_date)
             except FileNotFoundError:
-                continue  # expunged meanwhile
+                continue
             messages.append({"uid": record.uid, "file": file, "flags": flag_names(record.flags),
                              "keywords": sorted(record.keywords), "internaldate": record.internal_date})
-        entries.append({"name": name, "folder": folder, "uidvalidity": mailbox.uid_validity,
-                        "uidnext": status.uid_next, "highestmodseq": status.highest_modseq,
-                        "special_use": tree.special_use(name), "subscribed": name in subscribed,
-                        "acl": tree.acl(name), "messages": messages})
+        entries.append({"name": mailbox.name, "folder": folder, "uidvalidity": mailbox.uidvalidity,
+                        "uidnext": mailbox.uidnext, "highestmodseq": mailbox.highestmodseq,
+                        "special_use": mailbox.special_use, "subscribed": mailbox.subscribed,
+                        "acl": mailbox.acl, "messages": messages})
     manifest = {"format": FORMAT, "version": VERSION, "user": user, "created": time.time(), "mailboxes": entries}
     writer.finish(json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8"))
     return manifest
@@ -294,6 +316,36 @@ def _safe_member(name: str) -> bool:
     parts = name.split("/")
     return bool(name) and len(name) < 1024 and not name.startswith("/") and all(
         part not in ("", ".", "..") and part.isprintable() for part in parts)
+
+
+# -- mailboxes kept for undelete ------------------------------------------------------
+
+
+@dataclass
+class Kept:
+    """A deleted mailbox kept for undelete: its unpacked archive, its name and when it was deleted."""
+
+    path: Path
+    name: str
+    deleted: float
+    messages: int
+
+
+def kept_mailboxes(store, user: str) -> list[Kept]:
+    """``user``'s deleted mailboxes still kept, oldest first; one whose archive is unreadable is left out."""
+    from cyrusmail.store.maildir.store import DELETED_FOLDER
+
+    folder = store.user_dir(user) / DELETED_FOLDER
+    kept = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        try:
+            raw = (path / MANIFEST).read_bytes()
+            _, (mailbox,) = parse_manifest(path, raw)
+            deleted = float(json.loads(raw).get("created") or 0)
+        except (OSError, ValueError, TypeError, ArchiveError):
+            continue  # being written, or damaged: purged by age with the rest
+        kept.append(Kept(path, mailbox.name, deleted, len(mailbox.messages)))
+    return sorted(kept, key=lambda entry: entry.deleted)
 
 
 # -- restoring -------------------------------------------------------------------------

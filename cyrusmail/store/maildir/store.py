@@ -88,6 +88,8 @@ STALE_TMP_AGE = 3600
 FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
 #: A record's columns; a save date or EMAILID an index of schema 1 lacks reads as
 #: the internal date (RFC 8514) or the message's own guid.
+#: Where a user's deleted mailboxes wait for undelete (``delete_mode = delayed``), in their folder.
+DELETED_FOLDER = "deleted"
 _RECORD_COLUMNS = ("uid, size, internaldate, flags, keywords, modseq, guid,"
                    " coalesce(savedate, internaldate), coalesce(emailid, guid)")
 
@@ -352,6 +354,9 @@ class MaildirStore:
         #: where write jobs run (see :mod:`cyrusmail.store.executor`): at once,
         #: until the server gives the store a thread pool
         self.executor = InlineExecutor(self.index)
+        #: ``[server] delete_mode = delayed``: a deleted mailbox is kept in the user's ``deleted/``
+        #: folder (an unpacked archive, :mod:`cyrusmail.store.maildir.archive`) for ``undelete``
+        self.keep_deleted = False
         #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
         self.publish: Callable[[str, int], None] | None = None
 
@@ -775,6 +780,8 @@ class MaildirMailboxList:
             if row is None:
                 raise MailboxNotFound(f"Mailbox {name} does not exist")
             mailbox_id, selectable = row[0], row[1]
+            if selectable and self.store.keep_deleted:
+                self._keep(db, row, name)
             if self._has_children(db, name):
                 if not selectable:
                     raise HasChildren(f"Mailbox {name} has inferior hierarchical names")
@@ -788,6 +795,30 @@ class MaildirMailboxList:
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
         shutil.rmtree(self._folder(mailbox_id), ignore_errors=True)
         self.store.notify(self.user, mailbox_id)
+
+    def _keep(self, db: sqlite3.Connection, row: tuple, name: str) -> None:
+        """Keep mailbox ``name`` (being deleted in ``db``'s transaction) for undelete: its files hard-linked
+        into ``deleted/SECONDS-ID/`` with a manifest of UIDs, flags and keywords."""
+        from cyrusmail.store.maildir.archive import (
+            FolderWriter,
+            Snapshot,
+            write_archive,
+        )
+
+        mailbox_id, _, uidvalidity, special_use, _ = row
+        uidnext, highestmodseq = db.execute("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?",
+                                            (mailbox_id,)).fetchone()
+        records = [_record(found) for found in db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))]
+        subscribed = db.execute("SELECT 1 FROM subscriptions WHERE name = ?", (name,)).fetchone() is not None
+        acl = db.execute("SELECT entries FROM acls WHERE mailbox_id = ?", (mailbox_id,)).fetchone()
+        kept = self.store.user_dir(self.user) / DELETED_FOLDER
+        kept.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+        writer = FolderWriter(kept / f"{int(time.time())}-{mailbox_id}-{secrets.token_hex(4)}")
+        write_archive(self.user, [Snapshot(name, uidvalidity, uidnext, highestmodseq, special_use, subscribed,
+                                           None if acl is None else json.loads(acl[0]), records,
+                                           self._folder(mailbox_id))], writer)
+        fsync_dir(kept)
 
     def _prune_empty_nodes(self, db: sqlite3.Connection, name: str) -> None:
         """Remove \\Noselect superiors left with no children."""
