@@ -311,6 +311,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         # Deleted mailboxes kept for undelete (cyrusmail.store.maildir.archive), as Cyrus's delete_mode.
         "delete_mode": Key(parse_delete_mode, "immediate"),
         "delete_retention": Key(parse_duration, 7 * 86400),
+        # How often the server runs ``cyrusmail-admin expire`` ([expire] rules, deleted mailboxes past retention).
+        "expire_interval": Key(parse_duration_or_off, 86400),
     },
     "imap": _service(1143),
     "imaps": _service(1993),
@@ -347,6 +349,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "quota_users": Key(parse_lower_list, []),
     },
 }
+
+
+#: Sections whose keys the administrator chooses: each value is parsed by the one parser given.
+#: ``[expire] Trash = 30d``: a mailbox name, or a special use (trash, junk, ...), and an age.
+FREE_SECTIONS: dict[str, Callable[[str], Any]] = {"expire": parse_duration}
 
 
 @dataclass
@@ -408,8 +415,16 @@ def load(path: str | Path) -> Config:
 def from_parser(path: str, parser: configparser.ConfigParser) -> Config:
     values: dict[str, dict[str, Any]] = {}
     for section in parser.sections():
-        if section not in SCHEMA:
-            raise ConfigError(path, section, None, f"unknown section (known: {', '.join(SCHEMA)})")
+        if section not in SCHEMA and section not in FREE_SECTIONS:
+            raise ConfigError(path, section, None,
+                              f"unknown section (known: {', '.join([*SCHEMA, *FREE_SECTIONS])})")
+    for section, parse in FREE_SECTIONS.items():
+        values[section] = {}
+        for key, text in (parser[section].items() if parser.has_section(section) else ()):
+            try:
+                values[section][key] = parse(text)
+            except ValueError as error:
+                raise ConfigError(path, section, key, str(error)) from None
     for section, keys in SCHEMA.items():
         given = parser[section] if parser.has_section(section) else {}
         for key in given:

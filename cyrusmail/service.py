@@ -68,6 +68,7 @@ def preflight(config: Config) -> tls.ReloadableTLS | None:
     ConfigError on the first problem.
     """
     check_available(config)
+    config.path = os.path.abspath(config.path)  # for what the server runs later (expire), wherever it is
     # twistd may change folder (--rundir) before the data folder is opened.
     config.values["server"]["data"] = config.data.absolute()
     startup.check_data_folder(config)
@@ -301,14 +302,23 @@ class ServerService(service.MultiService):
                 listener.setName(f"{name} {description}")
                 listener.setServiceParent(self)
                 logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
-        if self.control_socket:
+        if self.control_socket:  # the process the administrator talks to: one server, not each worker
             self.control_service(context).setServiceParent(self)
+            self.schedule_expire()
         self.serve_metrics(context.metrics.exposition)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
 
     def control_service(self, context: ServerContext) -> ControlService:
         return ControlService(self.config.data, context.sessions, self.reactor, context)
+
+    def schedule_expire(self) -> None:
+        """Run ``cyrusmail-admin expire`` every ``[server] expire_interval`` (:mod:`cyrusmail.admin.expire`)."""
+        from cyrusmail.admin.expire import ExpireService
+
+        interval = self.config["server"]["expire_interval"]
+        if interval:
+            ExpireService(self.reactor, os.path.abspath(self.config.path), interval).setServiceParent(self)
 
     def serve_metrics(self, source) -> None:
         """Serve ``GET /metrics`` on each bound ``[metrics] listen`` port, from ``source()``.

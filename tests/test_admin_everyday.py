@@ -40,11 +40,12 @@ class ConfigCommandTests(AdminCommands, unittest.TestCase):
     def test_show_prints_every_key_and_reads_back_the_same(self):
         with self.config.open("a") as config:
             config.write("[queue]\nsmarthost = relay.example.net:587\nsmarthost_user = me\n"
-                         "smarthost_password = hunter2\nretry_max = 2d\n")
+                         "smarthost_password = hunter2\nretry_max = 2d\n[expire]\ntrash = 30d\n")
         shown = self.ok("config", "show")
         self.assertNotIn("hunter2", shown)
         self.assertIn("smarthost_password = ********", shown)
         self.assertIn("retry_max = 2d", shown)
+        self.assertIn("[expire]\ntrash = 30d", shown)
         for section, keys in schema.SCHEMA.items():
             self.assertIn(f"[{section}]", shown)
             for key in keys:

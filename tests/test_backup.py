@@ -7,7 +7,9 @@ import hashlib
 import io
 import json
 import re
+import sqlite3
 import tarfile
+import time
 from pathlib import Path
 
 from twisted.cred.credentials import IUsernamePassword
@@ -19,6 +21,8 @@ from cyrusmail.config import load
 from cyrusmail.service import open_context
 from cyrusmail.store.maildir.archive import MANIFEST
 from tests.imap_support import Client, message
+from tests.test_admin import MBOX
+from tests.test_twistd import LiveServer
 
 
 class ArchiveCase:
@@ -243,3 +247,103 @@ class UndeleteTests(ArchiveCase, unittest.TestCase):
         self.assertIn("delete_mode is immediate", self.refused(config, "undelete", "alice/Work/2024"))
         self.assertFalse((self.folder / "one" / "users" / "alice" / "deleted").exists())
 
+
+def age_messages(data: Path, user: str, mailbox: str, days: float, uids: list[int] | None = None) -> None:
+    """Make messages look saved ``days`` ago (as if moved there then): their save and internal dates."""
+    index = sqlite3.connect(data / "users" / user / "index.sqlite")
+    with index:
+        (mailbox_id,) = index.execute("SELECT id FROM mailboxes WHERE name = ?", (mailbox,)).fetchone()
+        then = time.time() - days * 86400
+        chosen = "" if uids is None else f" AND uid IN ({','.join(str(uid) for uid in uids)})"
+        index.execute(f"UPDATE messages SET savedate = ?, internaldate = ? WHERE mailbox_id = ?{chosen}",
+                      (then, then, mailbox_id))
+    index.close()
+
+
+class ExpireTests(ArchiveCase, unittest.TestCase):
+    """``[expire]`` rules by name and special use, and the purge of deleted mailboxes past retention."""
+
+    def server(self, name: str):
+        config = super().server(name)
+        with config.open("a") as text:
+            text.write("delete_mode = delayed\ndelete_retention = 3d\n[expire]\ntrash = 30d\nJunk = 7d\n"
+                       "Lists/Old = 1d\n")
+        return config
+
+    def append(self, client: Client, mailbox: str, count: int) -> None:
+        for number in range(count):
+            data = message(f"{mailbox} {number}")
+            client.send(f'A APPEND "{mailbox}" (\\Seen) {{{len(data)}}}\r\n')
+            client.send(data + b"\r\n")
+
+    def test_old_mail_goes_from_the_folders_named_and_nothing_else(self):
+        config = self.server("one")
+        data = self.folder / "one"
+        client = self.imap(config)
+        client.command("C CREATE Lists/Old")
+        for mailbox in ("INBOX", "Trash", "Junk", "Lists/Old", "Archive"):
+            self.append(client, mailbox, 3)
+            age_messages(data, "alice", mailbox, 40, [1, 2])  # two old, one new in each
+        age_messages(data, "alice", "Junk", 8, [3])
+        client.command("S SELECT Trash")
+        dry = self.ok(config, "expire", "--dry-run")
+        self.assertIn("alice/Trash: 2 messages older than 30d would be removed", dry)
+        self.assertIn("7 messages would expire, 0 deleted mailboxes past retention would be removed", dry)
+        self.assertEqual(len(self.seen_through_imap(client, ["Trash"])["Trash"][2]), 3)
+        said = self.ok(config, "expire")
+        self.assertIn("alice/Trash: 2 messages older than 30d removed", said)
+        self.assertIn("alice/Junk: 3 messages older than 7d removed", said)
+        self.assertIn("alice/Lists/Old: 2 messages older than 1d removed", said)
+        self.assertIn("7 messages expired, 0 deleted mailboxes past retention removed", said)
+        client.command("S SELECT Trash")
+        left = {name: [uid for uid, *_ in seen[2]] for name, seen in
+                self.seen_through_imap(client, ["INBOX", "Trash", "Junk", "Lists/Old", "Archive"]).items()}
+        self.assertEqual(left, {"INBOX": [1, 2, 3], "Trash": [3], "Junk": [], "Lists/Old": [3],
+                                "Archive": [1, 2, 3]})
+        self.assertIn("0 messages expired", self.ok(config, "expire"))
+
+    def test_deleted_mailboxes_go_after_their_retention(self):
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        client.command("D DELETE Work/2024")
+        client.command("D DELETE Work")
+        kept = sorted((self.folder / "one" / "users" / "alice" / "deleted").iterdir())
+        self.assertEqual(len(kept), 2)
+        stamp, rest = kept[0].name.split("-", 1)
+        kept[0].rename(kept[0].with_name(f"{int(stamp) - 3 * 86400}-{rest}"))  # deleted three days ago
+        self.assertIn("0 messages expired, 1 deleted mailboxes past retention removed", self.ok(config, "expire"))
+        self.assertIn("1 deleted mailboxes of alice kept", self.ok(config, "undelete", "alice"))
+
+    def test_bad_rules_are_refused_with_one_line(self):
+        config = self.server("one")
+        with config.open("a") as text:
+            text.write("sent = soon\n")
+        code, out, err = self.admin(config, "config", "check")
+        self.assertEqual((code, out), (2, ""))
+        self.assertIn("[expire] sent: expected a duration", err)
+
+
+class ServerRunsExpireTests(LiveServer, unittest.TestCase):
+    """The real twistd runs ``cyrusmail-admin expire`` every ``expire_interval`` and logs what it did."""
+
+    SERVICES = ("imap",)
+    SERVER_KEYS = "expire_interval = 1s\n"
+    SECTIONS = "[expire]\ntrash = 1d\n"
+
+    def test_the_server_expires_old_trash_by_itself(self):
+        mbox = self.data / "old.mbox"
+        mbox.write_bytes(MBOX)
+        self.admin("import", str(mbox), "alice/Trash")
+        process = self.start()
+        age_messages(self.data, "alice", "Trash", 2)
+        client = self.session("imap")
+        deadline = time.monotonic() + 60  # a hang check: the first run comes a second after the start
+        while "MESSAGES 0" not in client.send('s STATUS Trash (MESSAGES)') and time.monotonic() < deadline:
+            client.read()
+            time.sleep(0.2)
+        client.read()
+        self.assertIn("(MESSAGES 0)", client.send('t STATUS Trash (MESSAGES)'))
+        client.close()
+        output = self.stop(process)
+        self.assertIn("expire: alice/Trash: 2 messages older than 1d removed", output)

@@ -33,13 +33,13 @@ def check(admin, args) -> None:
 
 def show(admin, args) -> None:
     values = admin.config.values
-    for number, section in enumerate(schema.SCHEMA):
+    for number, section in enumerate([*schema.SCHEMA, *schema.FREE_SECTIONS]):
         if number:
             admin.say("")
         admin.say(f"[{section}]")
         keys = schema.SCHEMA.get(section)
         for key, value in values[section].items():
-            parse = keys[key].parse
+            parse = keys[key].parse if keys else schema.FREE_SECTIONS[section]
             shown = "********" if (section, key) in SECRETS and value else shown_value(value, parse)
             admin.say(f"{key} = {shown}".rstrip())
 

@@ -523,13 +523,14 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--create", action="store_true", help="make the mailbox if it does not exist")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
 
-    from cyrusmail.admin import archives, configure, live
+    from cyrusmail.admin import archives, configure, expire, live
     from cyrusmail.admin import queue as queue_admin
 
     queue_admin.add_commands(commands, command)
     live.add_commands(commands, command)
     configure.add_commands(commands, command)
     archives.add_commands(commands, command)
+    expire.add_commands(commands, command)
     return top
 
 

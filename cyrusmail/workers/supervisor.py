@@ -174,6 +174,7 @@ class SupervisorService(ServerService):
         SupervisorSignals(self).setServiceParent(self)
         SupervisorControl(self).setServiceParent(self)
         self.serve_metrics(self.gather_metrics)
+        self.schedule_expire()
         self.reactor.callWhenRunning(self._start_workers)
 
     def _start_workers(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
 import time
 from collections.abc import Iterable
@@ -346,6 +347,24 @@ def kept_mailboxes(store, user: str) -> list[Kept]:
             continue  # being written, or damaged: purged by age with the rest
         kept.append(Kept(path, mailbox.name, deleted, len(mailbox.messages)))
     return sorted(kept, key=lambda entry: entry.deleted)
+
+
+def purge_kept(store, user: str, now: float, retention: float) -> int:
+    """Remove ``user``'s deleted mailboxes kept longer than ``retention`` seconds; how many went.
+
+    The folder's name starts with the second of the deletion, so a damaged
+    one goes by age too.
+    """
+    from cyrusmail.store.maildir.store import DELETED_FOLDER
+
+    folder = store.user_dir(user) / DELETED_FOLDER
+    removed = 0
+    for path in list(folder.iterdir()) if folder.is_dir() else ():
+        stamp = path.name.partition("-")[0]
+        if stamp.isdigit() and int(stamp) <= now - retention:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 # -- restoring -------------------------------------------------------------------------

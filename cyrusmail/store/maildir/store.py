@@ -1493,6 +1493,10 @@ class MaildirMailbox:
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         return self._remove(uids, deleted_only=True)
 
+    def remove(self, uids: Iterable[int]) -> list[int]:
+        """Remove ``uids`` whatever their flags, in one transaction (``cyrusmail-admin expire``); their UIDs."""
+        return self._remove(uids)
+
     # -- the same, off the reactor (see MaildirStore.run) -------------------------
 
     def later(self, work: Callable, *args, group: bool = False, messages: Iterable = ()) -> defer.Deferred:
