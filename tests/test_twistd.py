@@ -4,9 +4,11 @@ with a goodbye to every session, survives SIGHUP and SIGUSR1, and ends a deleted
 from __future__ import annotations
 
 import base64
+import grp
 import imaplib
 import io
 import os
+import pwd
 import shutil
 import signal
 import smtplib
@@ -496,6 +498,38 @@ class LiveSessionTests(LiveServer, unittest.TestCase):
         output = self.stop(process)
         self.assertEqual(output.count("SIGHUP received, reopened 0 log files"), 2, output)
         self.assertIn("SIGUSR1 ignored", output)
+
+    def test_the_logrotate_snippet_rotates_the_log_and_the_server_writes_the_new_one(self):
+        logrotate = shutil.which("logrotate") or ("/usr/sbin/logrotate" if os.path.exists("/usr/sbin/logrotate")
+                                                  else None)
+        if logrotate is None:
+            raise unittest.SkipTest("logrotate is not installed (Debian package logrotate; CI installs it)")
+        log, pid_file = self.data / "cyrusmail.log", self.data / "twistd.pid"
+        owner = f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}"
+        snippet = (ROOT / "etc" / "cyrusmail.logrotate").read_text()
+        for theirs, ours in (("/var/log/cyrusmail/cyrusmail.log", str(log)),
+                             ("/run/cyrusmail/twistd.pid", str(pid_file)), ("cyrusmail cyrusmail", owner)):
+            self.assertIn(theirs, snippet)
+            snippet = snippet.replace(theirs, ours)
+        rules = self.data / "logrotate.conf"
+        rules.write_text(snippet)
+        process = self.start(f"--logfile={log}", f"--pidfile={pid_file}")
+        self.session("imap")
+        rotated = subprocess.run([logrotate, "-f", "-s", str(self.data / "logrotate.state"), str(rules)],
+                                 check=False, capture_output=True, text=True, timeout=60)
+        self.assertEqual(rotated.returncode, 0, rotated.stderr)
+        self.assertIn("logged in", (self.data / "cyrusmail.log.1").read_text())
+        deadline = time.monotonic() + 30
+        while "SIGHUP received, reopened 1 log files" not in (log.read_text() if log.exists() else ""):
+            self.assertLess(time.monotonic(), deadline, "the server did not reopen its log")
+            time.sleep(0.1)
+        self.assertEqual(oct(log.stat().st_mode & 0o777), "0o600")
+        self.session("imap", "bob")
+        while "bob" not in log.read_text():
+            self.assertLess(time.monotonic(), deadline, "the new log file gets no lines")
+            time.sleep(0.1)
+        self.assertNotIn("bob", (self.data / "cyrusmail.log.1").read_text())
+        self.stop(process)
 
     def test_sighup_reopens_the_log_file_and_reloads_the_certificate(self):
         log = self.data / "twistd.log"
