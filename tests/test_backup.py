@@ -146,7 +146,8 @@ class BackupRestoreTests(ArchiveCase, unittest.TestCase):
         self.assertIn("holds no mailbox Nope", self.refused(config, "restore", str(archive), "--mailbox", "Nope"))
         self.assertIn("no such user: carol", self.refused(config, "restore", str(archive), "carol"))
 
-    def test_the_maildir_inside_carries_the_flags_for_any_reader(self):
+    def unpacked_backup(self) -> tuple[Path, Path, dict]:
+        """A server with alice's mail, and her backup unpacked: (its config, the folder, the manifest)."""
         config = self.server("one")
         self.fill(self.imap(config))
         archive = self.folder / "alice.tar"
@@ -154,7 +155,10 @@ class BackupRestoreTests(ArchiveCase, unittest.TestCase):
         unpacked = self.folder / "unpacked"
         with tarfile.open(archive) as tar:
             tar.extractall(unpacked, filter="data")
-        manifest = json.loads((unpacked / MANIFEST).read_text())
+        return config, unpacked, json.loads((unpacked / MANIFEST).read_text())
+
+    def test_the_maildir_inside_carries_the_flags_for_any_reader(self):
+        config, unpacked, manifest = self.unpacked_backup()
         inbox = next(mailbox for mailbox in manifest["mailboxes"] if mailbox["name"] == "INBOX")
         names = sorted(path.name for path in (unpacked / inbox["folder"] / "cur").iterdir())
         self.assertEqual([name.split(":2,")[1] for name in names], ["S", "FRS", "DT", "S"])
@@ -166,14 +170,7 @@ class BackupRestoreTests(ArchiveCase, unittest.TestCase):
                                                              ["\\Deleted", "\\Draft"], ["\\Seen"]])
 
     def test_a_damaged_or_hostile_archive_is_refused_having_changed_nothing(self):
-        config = self.server("one")
-        self.fill(self.imap(config))
-        archive = self.folder / "alice.tar"
-        self.ok(config, "backup", "alice", str(archive))
-        unpacked = self.folder / "unpacked"
-        with tarfile.open(archive) as tar:
-            tar.extractall(unpacked, filter="data")
-        manifest = json.loads((unpacked / MANIFEST).read_text())
+        _config, unpacked, manifest = self.unpacked_backup()
         empty = self.server("empty")
         cases = {
             "uid 99 (each below uidnext": lambda m: m["mailboxes"][0]["messages"][0].update(uid=99),

@@ -122,8 +122,8 @@ class TarWriter:
 
 
 @dataclass
-class Snapshot:
-    """One mailbox as an archive keeps it: what the index says, read at one moment, and its folder."""
+class Mailbox:
+    """What an archive says of a mailbox besides its messages."""
 
     name: str
     uidvalidity: int
@@ -132,6 +132,12 @@ class Snapshot:
     special_use: str | None
     subscribed: bool
     acl: dict[str, str] | None
+
+
+@dataclass
+class Snapshot(Mailbox):
+    """One mailbox to archive: what the index says, read at one moment, and its folder."""
+
     records: list
     folder: Path
 
@@ -189,14 +195,9 @@ class MessageEntry:
 
 
 @dataclass
-class MailboxEntry:
-    name: str
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    special_use: str | None
-    subscribed: bool
-    acl: dict[str, str] | None
+class MailboxEntry(Mailbox):
+    """One mailbox an archive holds, as its manifest says."""
+
     messages: list[MessageEntry]
 
 
