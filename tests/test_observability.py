@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
+import ssl
 import stat
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -264,6 +267,32 @@ class TraceTests(LiveObservability, unittest.TestCase):
         bob_in = [text for name, text in self.traces("bob").items() if name.endswith(".in")]
         self.assertEqual(bob_in, ["USER bob\r\nPASS ***\r\nQUIT\r\n"])
         self.assertEqual(self.traces("carol"), {})
+
+    def test_the_trace_sees_inside_tls_and_compress(self):
+        process = self.start()
+        raw = socket.create_connection(("127.0.0.1", self.ports["imaps"]), timeout=30)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        tls = context.wrap_socket(raw, server_hostname="mail.example.org")
+        self.addCleanup(tls.close)
+        reader = tls.makefile("rb")
+        reader.readline()  # the greeting
+        tls.sendall(f"a LOGIN bob {PASSWORD}\r\nb COMPRESS DEFLATE\r\n".encode())
+        while not reader.readline().startswith(b"b OK"):
+            pass
+        deflate, inflate = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+        tls.sendall(deflate.compress(b"c NOOP\r\nd LOGOUT\r\n") + deflate.flush(zlib.Z_SYNC_FLUSH))
+        got = b""
+        while b"d OK" not in got:
+            chunk = tls.recv(65536)
+            self.assertTrue(chunk, got)
+            got += inflate.decompress(chunk)
+        self.assertIn(b"c OK NOOP completed", got)
+        self.stop(process)
+        traces = {name.rpartition(".")[2]: text for name, text in self.traces("bob").items() if "-imaps." in name}
+        self.assertEqual(traces["in"], "a LOGIN ***\r\nb COMPRESS DEFLATE\r\nc NOOP\r\nd LOGOUT\r\n")
+        self.assertIn("c OK NOOP completed\r\n", traces["out"])
+        self.assertIn("* BYE", traces["out"])
 
     def test_trace_off_stops_tracing_new_sessions(self):
         process = self.start()
