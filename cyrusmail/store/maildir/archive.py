@@ -397,6 +397,7 @@ def restore_archive(store, tree, archive: Archive, wanted: dict[str, str]) -> li
                     while chunk := source.read(1 << 20):
                         copy.write(chunk)
                 copy.finish()
+                copy.mime_cache()  # parsed now, not while the restore holds the index's write lock
                 items.append((message.uid, copy, message.flags, message.keywords, message.internal_date))
             tree.restore(target, entry.uidvalidity, entry.uidnext, entry.highestmodseq, entry.special_use, items)
         finally:
