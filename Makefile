@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 ## real-twistd ones again with two worker processes
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
-	CYRUSMAIL_TEST_WORKERS=2 $(PY) -m pytest -q tests/test_twistd.py tests/test_crash_durability.py tests/test_sieve_twistd.py
+	CYRUSMAIL_TEST_WORKERS=2 $(PY) -m pytest -q tests/test_twistd.py tests/test_crash_durability.py tests/test_sieve_twistd.py tests/test_observability.py
 
 ## bench: print speed figures (see bench/)
 bench: $(VENV)/.installed

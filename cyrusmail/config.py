@@ -146,6 +146,24 @@ def parse_tls_mode(text: str) -> str:
     return folded
 
 
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def parse_log_level(text: str) -> str:
+    folded = text.strip().lower()
+    folded = "warn" if folded == "warning" else folded
+    if folded not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return folded
+
+
+def parse_delete_mode(text: str) -> str:
+    folded = text.strip().lower()
+    if folded not in ("immediate", "delayed"):
+        raise ValueError(f"expected immediate or delayed, got {text!r}")
+    return folded
+
+
 def parse_hostport(text: str) -> tuple[str, int] | None:
     text = text.strip()
     if not text:
@@ -286,6 +304,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "workers": Key(parse_workers, min(default_workers(), MAX_WORKERS)),
         # How often IDLE looks for changes made by other programs (cyrusmail-admin).
         "idle_check_interval": Key(parse_duration, 5),
+        # What is logged (cyrusmail.logs), and the protocol trace of chosen users (cyrusmail.trace).
+        "log_level": Key(parse_log_level, "info"),
+        "rawlog_users": Key(parse_lower_list, []),
+        "rawlog_max_size": Key(parse_size, 10 * 1024**2),
+        # Deleted mailboxes kept for undelete (cyrusmail.store.maildir.archive), as Cyrus's delete_mode.
+        "delete_mode": Key(parse_delete_mode, "immediate"),
+        "delete_retention": Key(parse_duration, 7 * 86400),
+        # How often the server runs ``cyrusmail-admin expire`` ([expire] rules, deleted mailboxes past retention).
+        "expire_interval": Key(parse_duration_or_off, 86400),
     },
     "imap": _service(1143),
     "imaps": _service(1993),
@@ -324,7 +351,19 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_redirects": Key(parse_count, 4),
         "global_scripts": Key(parse_path, None),
     },
+    # The Prometheus endpoint (cyrusmail.metrics); off unless enabled, and loopback only unless allow_remote.
+    "metrics": {
+        "enabled": Key(parse_bool, False),
+        "listen": Key(parse_endpoints, ["tcp:9143:interface=127.0.0.1"]),
+        "allow_remote": Key(parse_bool, False),
+        "quota_users": Key(parse_lower_list, []),
+    },
 }
+
+
+#: Sections whose keys the administrator chooses: each value is parsed by the one parser given.
+#: ``[expire] Trash = 30d``: a mailbox name, or a special use (trash, junk, ...), and an age.
+FREE_SECTIONS: dict[str, Callable[[str], Any]] = {"expire": parse_duration}
 
 
 @dataclass
@@ -386,8 +425,16 @@ def load(path: str | Path) -> Config:
 def from_parser(path: str, parser: configparser.ConfigParser) -> Config:
     values: dict[str, dict[str, Any]] = {}
     for section in parser.sections():
-        if section not in SCHEMA:
-            raise ConfigError(path, section, None, f"unknown section (known: {', '.join(SCHEMA)})")
+        if section not in SCHEMA and section not in FREE_SECTIONS:
+            raise ConfigError(path, section, None,
+                              f"unknown section (known: {', '.join([*SCHEMA, *FREE_SECTIONS])})")
+    for section, parse in FREE_SECTIONS.items():
+        values[section] = {}
+        for key, text in (parser[section].items() if parser.has_section(section) else ()):
+            try:
+                values[section][key] = parse(text)
+            except ValueError as error:
+                raise ConfigError(path, section, key, str(error)) from None
     for section, keys in SCHEMA.items():
         given = parser[section] if parser.has_section(section) else {}
         for key in given:
@@ -440,6 +487,17 @@ def _check_together(config: Config) -> None:
                     f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
                     " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
                 )
+    metrics = config.values["metrics"]
+    for description in metrics["listen"] if metrics["enabled"] else ():
+        if not metrics["allow_remote"] and not is_loopback_endpoint(description):
+            raise ConfigError(
+                config.path, "metrics", "listen",
+                f"{description!r} can be reached from other machines: listen on 127.0.0.1, ::1 or a"
+                " unix socket, or set allow_remote = yes (and let only Prometheus reach it)",
+            )
+        if description in seen:
+            raise ConfigError(config.path, "metrics", "listen",
+                              f"{description!r} is also used by [{seen[description]}]")
     queue = config.values["queue"]
     if queue["retry_initial"] > queue["retry_max"]:
         raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")

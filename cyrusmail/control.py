@@ -4,19 +4,27 @@ The server listens on the unix socket ``DATA/control.sock`` (mode 0600;
 on Linux the peer's uid is checked too: only root and the server's own
 user are answered).  The protocol is one command per line, UTF-8:
 
-``kick USER``
+``kick USER [REASON]``
     end every live session of USER (IMAP ``* BYE``, POP3 ``-ERR``,
-    submission ``421``); answers ``ok N``, the number ended.
+    submission ``421``) with REASON (default ``Account removed``); answers
+    ``ok N``, the number ended.
 ``who``
     one ``* NUMBER SERVICE PEER USER SINCE PID`` line per live session (USER
     is ``-`` before login; PID the process serving it), then ``ok N``.
 ``workers``
     one ``* SLOT PID SINCE RESTARTS`` line per serving process (slot 0 alone
     when the server runs as one process), then ``ok N``.
+``metrics``
+    the process's Prometheus figures, one ``* LINE`` per line of the text
+    format, then ``ok N``.
+``trace USER on|off``, ``trace``
+    start or stop the protocol trace of USER's next sessions
+    (:mod:`cyrusmail.trace`); ``trace`` alone lists who is traced.
 
 With several worker processes the supervisor answers on the socket: it
 sends each command to every worker and joins their answers (the ``*``
-lines, and the sum of their ``ok N``); see :mod:`cyrusmail.workers`.
+lines, and the sum of their ``ok N``; for ``metrics``, one exposition of
+their figures summed); see :mod:`cyrusmail.workers`.
 
 A failure answers ``error TEXT``.  Every answer ends with its ``ok`` or
 ``error`` line, so commands can follow one another on one connection.
@@ -76,10 +84,12 @@ class ControlProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 1024
 
-    def __init__(self, registry: SessionRegistry) -> None:
+    def __init__(self, registry: SessionRegistry, context=None) -> None:
         self.registry = registry
+        self.context = context  # the server's ServerContext: its metrics and tracer
         self.commands: dict[str, Callable[[str], list[str] | defer.Deferred]] = {
-            "kick": self.kick, "who": self.who, "workers": self.workers}
+            "kick": self.kick, "who": self.who, "metrics": self.metrics, "trace": self.trace,
+            "workers": self.workers}
         self._turn: defer.Deferred = defer.succeed(None)
 
     def connectionMade(self) -> None:
@@ -109,12 +119,32 @@ class ControlProtocol(LineOnlyReceiver):
         if self.transport is not None and self.connected:
             self.transport.write("".join(line + "\n" for line in lines).encode("utf-8"))
 
-    def kick(self, user: str) -> list[str]:
-        if not user or " " in user:
-            return ["error usage: kick USER"]
-        ended = self.registry.kick(user)
-        logs.log.info("control: ended {n} sessions of {user}", n=ended, user=user)
+    def kick(self, argument: str) -> list[str]:
+        user, _, reason = argument.partition(" ")
+        if not user:
+            return ["error usage: kick USER [REASON]"]
+        reason = " ".join(reason.split())[:200] or "Account removed"
+        ended = self.registry.kick(user, reason)
+        logs.log.info("control: ended {n} sessions of {user} ({reason})", n=ended, user=user, reason=reason)
         return [f"ok {ended}"]
+
+    def metrics(self, argument: str) -> list[str]:
+        if self.context is None:
+            return ["error this process keeps no figures"]
+        lines = self.context.metrics.exposition().splitlines()
+        return [f"* {line}" for line in lines] + [f"ok {len(lines)}"]
+
+    def trace(self, argument: str) -> list[str]:
+        tracer = None if self.context is None else self.context.sessions.tracer
+        if tracer is None:
+            return ["error this process traces no one"]
+        words = argument.split()
+        if not words:
+            return [f"* {user}" for user in sorted(tracer.users)] + [f"ok {len(tracer.users)}"]
+        if len(words) != 2 or words[1].lower() not in ("on", "off"):
+            return ["error usage: trace USER on|off"]
+        tracer.set(words[0], words[1].lower() == "on")
+        return ["ok 1"]
 
     def who(self, argument: str) -> list[str]:
         rows = session_rows(self.registry.live())
@@ -140,10 +170,11 @@ def _failed(failure, name: str) -> list[str]:
 class ControlService(service.Service):
     """Listens on ``DATA/control.sock`` while the server runs."""
 
-    def __init__(self, data: Path, registry: SessionRegistry, reactor) -> None:
+    def __init__(self, data: Path, registry: SessionRegistry, reactor, context=None) -> None:
         self.path = socket_path(data)
         self.registry = registry
         self.reactor = reactor
+        self.context = context
         self.port = None
 
     def startService(self) -> None:
@@ -161,7 +192,7 @@ class ControlService(service.Service):
 
     def protocol(self) -> ControlProtocol:
         """What answers one connection (a worker process answers the supervisor's commands with it too)."""
-        return ControlProtocol(self.registry)
+        return ControlProtocol(self.registry, self.context)
 
     def stopService(self):
         super().stopService()

@@ -1,10 +1,43 @@
-"""What every protocol logs: connections and authentications, never secrets."""
+"""What every protocol logs: connections and authentications, never secrets.
+
+Every cyrusmail logger writes through one level filter, set from
+``[server] log_level`` when the server starts (:func:`set_level`):
+``debug`` adds each command's name and time, ``warn`` keeps only warnings
+and errors (refused connections, failed logins), ``error`` only errors.
+twistd's own few lines at start and stop are not ours and always appear.
+"""
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+)
 
-log = Logger(namespace="cyrusmail")
+#: The level below which cyrusmail's events are dropped (``[server] log_level``).
+LEVEL = LogLevelFilterPredicate(LogLevel.info)
+_LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
+
+
+def logger(namespace: str) -> Logger:
+    """A logger whose events pass the ``log_level`` filter before reaching twistd's log."""
+    return Logger(namespace=namespace, observer=FilteringLogObserver(globalLogPublisher, [LEVEL]))
+
+
+def set_level(name: str) -> None:
+    """Log ``name`` (debug, info, warn, error) and above from now on."""
+    LEVEL.setLogLevelForNamespace("", _LEVELS[name])
+
+
+def debugging() -> bool:
+    """Whether debug lines are logged (to skip making lines that would be dropped)."""
+    return LEVEL.logLevelForNamespace("cyrusmail") <= LogLevel.debug
+
+
+log = logger("cyrusmail")
 
 
 def peer_of(transport) -> str:

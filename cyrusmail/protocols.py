@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IProtocolFactory
 
+from cyrusmail.metrics import Metrics
 from cyrusmail.sessions import SessionRegistry
 
 
@@ -62,6 +63,10 @@ class ServerContext:
     sessions: SessionRegistry = field(default_factory=SessionRegistry)  # live sessions, connection caps
     reactor: Any = None
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the outbound queue
+    metrics: Metrics = field(default_factory=Metrics)  # what /metrics serves
+
+    def __post_init__(self) -> None:
+        self.metrics.state.watch(sessions=lambda: self.sessions, queue=lambda: self.extras.get("queue"))
 
 
 def set_no_delay(transport) -> None:

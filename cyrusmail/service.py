@@ -37,6 +37,7 @@ from cyrusmail.protocols import REGISTRY, ServerContext, builder_of
 from cyrusmail.sessions import AdmissionFactory, Limits, SessionRegistry
 from cyrusmail.store.executor import ThreadedExecutor
 from cyrusmail.store.maildir import MaildirStore
+from cyrusmail.trace import Tracer
 
 DEFAULT_CONFIG = "etc/cyrusmail.conf"
 #: Open files one session may need: its socket, and its user's index (database, WAL, shared memory).
@@ -53,13 +54,25 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.config = load(self["config"])
-            check_available(self.config)
-            # twistd may change folder (--rundir) before the data folder is opened.
-            self.config.values["server"]["data"] = self.config.data.absolute()
-            startup.check_data_folder(self.config)
-            self.tls = named_tls(self.config)
+            self.tls = preflight(self.config)
         except ConfigError as error:
             startup.refuse(str(error))
+
+
+def preflight(config: Config) -> tls.ReloadableTLS | None:
+    """What the server checks before it touches anything (``cyrusmail-admin config check`` too).
+
+    The protocols enabled exist in this build, the data folder can be used
+    or made, and a named certificate and key are readable and one pair; the
+    certificate's TLS options, or None (the self-signed one is made later).
+    ConfigError on the first problem.
+    """
+    check_available(config)
+    config.path = os.path.abspath(config.path)  # for what the server runs later (expire), wherever it is
+    # twistd may change folder (--rundir) before the data folder is opened.
+    config.values["server"]["data"] = config.data.absolute()
+    startup.check_data_folder(config)
+    return named_tls(config)
 
 
 def check_available(config: Config) -> None:
@@ -199,6 +212,7 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     make_private_folder(config.data)
     store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
                          expunged_history=config["server"]["expunged_history"])
+    store.keep_deleted = config["server"]["delete_mode"] == "delayed"
     if sweep:
         files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
         logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees}"
@@ -209,11 +223,29 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)
-    return ServerContext(
+    sessions = SessionRegistry(Limits.from_config(config), reactor, users.exists)
+    sessions.tracer = Tracer(config.data / "rawlog", config["server"]["rawlog_users"],
+                             config["server"]["rawlog_max_size"])
+    context = ServerContext(
         config=config, store=store, users=users, portal=portal, realm=portal.realm,
-        tls=tls_options, reactor=reactor,
-        sessions=SessionRegistry(Limits.from_config(config), reactor, users.exists),
+        tls=tls_options, reactor=reactor, sessions=sessions,
     )
+    context.metrics.state.watch(quota_users=lambda: quota_gauges(store, config["metrics"]["quota_users"]))
+    return context
+
+
+def quota_gauges(store: MaildirStore, users: list[str]):
+    """(user, STORAGE used KiB, its limit or None) of each user named in ``[metrics] quota_users``."""
+    from cyrusmail.store.errors import StoreError
+
+    for user in users:
+        try:
+            tree = store.mailboxes(user)
+            used = tree.quota_usage("").of("STORAGE")
+            limit = tree.quota_limits().get("", {}).get("STORAGE")
+        except StoreError:
+            continue  # no such user (any more)
+        yield user, used, limit
 
 
 class ServerService(service.MultiService):
@@ -224,6 +256,8 @@ class ServerService(service.MultiService):
         super().__init__()
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
         self.daemon, self.pid_file = daemon, pid_file
+        #: the bound ports of [metrics] listen (none unless enabled), served by :meth:`serve_metrics`
+        self.metrics_bound: dict[tuple[str, str], startup.BoundEndpoint] = {}
 
     #: What says goodbye to the sessions and closes the store at the end.
     store_service = StoreService
@@ -252,7 +286,7 @@ class ServerService(service.MultiService):
             logs.log.error("cyrusmail: {problem}", problem=str(error))
         else:
             logs.log.failure("cyrusmail: the start failed")
-        startup.close_all(self.bound.values())
+        startup.close_all([*self.bound.values(), *self.metrics_bound.values()])
         if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
             raise startup.StartupError(startup.one_line(error)) from None
         startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
@@ -268,13 +302,39 @@ class ServerService(service.MultiService):
                 listener.setName(f"{name} {description}")
                 listener.setServiceParent(self)
                 logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
-        if self.control_socket:
+        if self.control_socket:  # the process the administrator talks to: one server, not each worker
             self.control_service(context).setServiceParent(self)
+            self.schedule_expire()
+        self.serve_metrics(context.metrics.exposition)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
 
     def control_service(self, context: ServerContext) -> ControlService:
-        return ControlService(self.config.data, context.sessions, self.reactor)
+        return ControlService(self.config.data, context.sessions, self.reactor, context)
+
+    def schedule_expire(self) -> None:
+        """Run ``cyrusmail-admin expire`` every ``[server] expire_interval`` (:mod:`cyrusmail.admin.expire`)."""
+        from cyrusmail.admin.expire import ExpireService
+
+        interval = self.config["server"]["expire_interval"]
+        if interval:
+            ExpireService(self.reactor, os.path.abspath(self.config.path), interval).setServiceParent(self)
+
+    def serve_metrics(self, source) -> None:
+        """Serve ``GET /metrics`` on each bound ``[metrics] listen`` port, from ``source()``.
+
+        One process: its own figures.  A supervisor of several worker
+        processes passes a source that asks each worker for its figures
+        (the control command ``metrics``) and joins them with
+        :func:`cyrusmail.metrics.merge_expositions`.
+        """
+        from cyrusmail.metrics import site
+
+        for (_, description), endpoint in self.metrics_bound.items():
+            listener = internet.StreamServerEndpointService(endpoint, site(source))
+            listener.setName(f"metrics {description}")
+            listener.setServiceParent(self)
+            logs.log.info("cyrusmail: metrics served on {endpoint} at /metrics", endpoint=description)
 
     @staticmethod
     def factory(context: ServerContext, name: str):
@@ -289,16 +349,24 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     ensure_file_limit(options.config)
+    logs.set_level(options.config["server"]["log_level"])
     try:
         bound = startup.bind_all(reactor, options.config)
     except startup.StartupError as error:
+        startup.refuse(str(error))
+    try:
+        metrics = startup.bind_all(reactor, options.config, ["metrics"] if options.config["metrics"]["enabled"] else [])
+    except startup.StartupError as error:
+        startup.close_all(bound.values())
         startup.refuse(str(error))
     twistd = getattr(options, "parent", None) or {}
     kind = ServerService
     if options.config["server"]["workers"] > 1:
         from cyrusmail.workers.supervisor import SupervisorService as kind
-    return kind(options.config, reactor, bound, options.tls,
-                daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+    server = kind(options.config, reactor, bound, options.tls,
+                  daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+    server.metrics_bound = metrics
+    return server
 
 
 def ensure_file_limit(config: Config) -> None:

@@ -183,6 +183,11 @@ class SessionRegistry:
         self._refusals: dict[str, _RefusalLog] = {}
         self._drained: list[defer.Deferred] = []
         self.shutting_down = False
+        #: connections accepted and refused since the start, per service (for /metrics)
+        self.accepted: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        #: the protocol trace (cyrusmail.trace.Tracer), told of each login; None: no trace
+        self.tracer = None
 
     @property
     def clock(self):
@@ -204,6 +209,7 @@ class SessionRegistry:
         )
         self._sessions[id(session)] = entry
         self._count(entry, +1)
+        self.accepted[service] += 1
 
     def logged_in(self, session: Session, user: str) -> None:
         entry = self._sessions.get(id(session))
@@ -212,6 +218,8 @@ class SessionRegistry:
         self._count(entry, -1)
         entry.user = user
         self._count(entry, +1)
+        if self.tracer is not None:
+            self.tracer.logged_in(session, user, entry.number)
         if self._was_removed(user):
             self.end(entry, "Account removed")
 
@@ -281,6 +289,7 @@ class SessionRegistry:
               >= limits.max_unauthenticated_per_address):
             reason = "Too many connections from your address waiting to log in"
         if reason is not None:
+            self.refused[service] += 1
             self._log_refusal(service, host or "local", reason)
         return reason
 
@@ -417,7 +426,9 @@ class AdmissionFactory(Factory):
     def buildProtocol(self, addr):
         reason = self.registry.refusal(self.service, getattr(addr, "host", None))
         if reason is None:
-            return self.wrapped.buildProtocol(addr)
+            protocol = self.wrapped.buildProtocol(addr)
+            tracer = self.registry.tracer
+            return protocol if tracer is None else tracer.wrap(protocol, self.service)
         return Refused(self.wrapped.refusal(reason), self.registry.clock)
 
 

@@ -130,11 +130,11 @@ class BoundEndpoint:
         self.port.connectionLost(Failure(error.ConnectionDone("the start failed")))
 
 
-def bind_all(reactor, config: Config) -> dict[tuple[str, str], BoundEndpoint]:
-    """Bind every endpoint of every enabled service, or StartupError having bound none."""
+def bind_all(reactor, config: Config, sections: list[str] | None = None) -> dict[tuple[str, str], BoundEndpoint]:
+    """Bind every endpoint of every enabled service (or of ``sections``), or StartupError having bound none."""
     bound: dict[tuple[str, str], BoundEndpoint] = {}
     backlog = config["server"]["listen_backlog"]
-    for name in config.enabled_services():
+    for name in config.enabled_services() if sections is None else sections:
         for description in config[name]["listen"]:
             stand_in = StandInFactory(name)
             outcome: list = []

@@ -167,3 +167,17 @@ class LMTPReachTests(ConfigCase):
     def test_only_lmtp_is_held_to_loopback(self):
         config = load(self.write(GOOD + "[submission]\nlisten = tcp:1587\n"))
         self.assertEqual(config["submission"]["listen"], ["tcp:1587"])
+
+
+class MetricsReachTests(ConfigCase):
+    """The metrics endpoint has no password: loopback only, unless ``[metrics] allow_remote`` says otherwise."""
+
+    def test_a_public_endpoint_is_refused_once_enabled(self):
+        text = GOOD + "[metrics]\nenabled = yes\nlisten = tcp:9143\n"
+        self.assertIn("[metrics] listen: 'tcp:9143' can be reached from other machines", self.refused(text))
+        self.assertEqual(load(self.write(text + "allow_remote = yes\n"))["metrics"]["listen"], ["tcp:9143"])
+        self.assertFalse(load(self.write(GOOD + "[metrics]\nlisten = tcp:9143\n"))["metrics"]["enabled"])
+
+    def test_an_endpoint_of_a_service_is_refused(self):
+        text = GOOD + "[metrics]\nenabled = yes\nlisten = tcp:1143:interface=127.0.0.1\n"
+        self.assertIn("[metrics] listen: 'tcp:1143:interface=127.0.0.1' is also used by [imap]", self.refused(text))

@@ -412,8 +412,9 @@ class ControlProtocolTests(unittest.TestCase):
         self.assertEqual(ask("kick alice"), ["ok 1"])
         self.assertEqual(imap.take(), "* BYE Account removed\r\n")
         self.assertEqual(ask("kick nobody"), ["ok 0"])
-        self.assertEqual(ask("kick"), ["error usage: kick USER"])
-        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who, workers)"])
+        self.assertEqual(ask("kick"), ["error usage: kick USER [REASON]"])
+        self.assertEqual(ask("reboot now"),
+                         ["error unknown command 'reboot' (known: kick, who, metrics, trace, workers)"])
         self.assertRegex("\n".join(ask("workers")), rf"^\* 0 {os.getpid()} \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ 0\nok 1$")
 
 

@@ -4,9 +4,11 @@ with a goodbye to every session, survives SIGHUP and SIGUSR1, and ends a deleted
 from __future__ import annotations
 
 import base64
+import grp
 import imaplib
 import io
 import os
+import pwd
 import shutil
 import signal
 import smtplib
@@ -388,23 +390,33 @@ LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"
           "submission": ["EHLO client.example.org", PLAIN], "lmtp": ["LHLO mta.example.org"]}
 
 
-class LiveSessionTests(unittest.TestCase):
-    """Goodbyes at SIGTERM and at user deletion, SIGHUP and SIGUSR1, in the real twistd process."""
+class LiveServer:
+    """A mixin: a config with users alice and bob, the real twistd on it, and logged-in clients.
+
+    ``SERVER_KEYS`` is added to ``[server]``, ``SECTIONS`` (which may name
+    ``{ports[...]}``) after the services; ``WORKERS`` sets ``[server] workers``.
+    """
 
     SERVICES = ("imap", "imaps", "pop3", "submission", "lmtp")
+    SERVER_KEYS = ""
+    SECTIONS = ""
+    EXTRA_PORTS: tuple[str, ...] = ()
+    WORKERS: int | None = None  # None: as the suite runs (workers_under_test)
 
     def setUp(self):
         # A short data path: a unix socket's path holds at most 107 bytes.
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
-        self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
-        lines = [(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
-                 f"workers = {workers_under_test()}\n")]
+        names = (*self.SERVICES, *self.EXTRA_PORTS)
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                 f"workers = {self.WORKERS or workers_under_test()}\n" + self.SERVER_KEYS]
         for name in SERVICES:
             if name in self.ports:
                 lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
             else:
                 lines.append(f"[{name}]\nenabled = no\n")
+        lines.append(self.SECTIONS.format(ports=self.ports))
         self.config = self.data / "cyrusmail.conf"
         self.config.write_text("\n".join(lines))
         self.admin("user", "add", "alice", "--password", "secret")
@@ -420,7 +432,7 @@ class LiveSessionTests(unittest.TestCase):
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())
         deadline = time.monotonic() + 60
-        waiting = set(self.ports.values())
+        waiting = {self.ports[name] for name in self.SERVICES}
         while (waiting or not (self.data / "control.sock").exists()) and time.monotonic() < deadline:
             self.assertIsNone(process.poll(), "twistd exited early")
             waiting = {port for port in waiting if not listening(port)}
@@ -438,6 +450,10 @@ class LiveSessionTests(unittest.TestCase):
 
     def stop(self, process: subprocess.Popen) -> str:
         return stop_server(self, process)
+
+
+class LiveSessionTests(LiveServer, unittest.TestCase):
+    """Goodbyes at SIGTERM and at user deletion, SIGHUP and SIGUSR1, in the real twistd process."""
 
     def test_sigterm_says_goodbye_to_every_session_then_exits_0(self):
         process = self.start()
@@ -482,6 +498,38 @@ class LiveSessionTests(unittest.TestCase):
         output = self.stop(process)
         self.assertEqual(output.count("SIGHUP received, reopened 0 log files"), 2, output)
         self.assertIn("SIGUSR1 ignored", output)
+
+    def test_the_logrotate_snippet_rotates_the_log_and_the_server_writes_the_new_one(self):
+        logrotate = shutil.which("logrotate") or ("/usr/sbin/logrotate" if os.path.exists("/usr/sbin/logrotate")
+                                                  else None)
+        if logrotate is None:
+            raise unittest.SkipTest("logrotate is not installed (Debian package logrotate; CI installs it)")
+        log, pid_file = self.data / "cyrusmail.log", self.data / "twistd.pid"
+        owner = f"{pwd.getpwuid(os.getuid()).pw_name} {grp.getgrgid(os.getgid()).gr_name}"
+        snippet = (ROOT / "etc" / "cyrusmail.logrotate").read_text()
+        for theirs, ours in (("/var/log/cyrusmail/cyrusmail.log", str(log)),
+                             ("/run/cyrusmail/twistd.pid", str(pid_file)), ("cyrusmail cyrusmail", owner)):
+            self.assertIn(theirs, snippet)
+            snippet = snippet.replace(theirs, ours)
+        rules = self.data / "logrotate.conf"
+        rules.write_text(snippet)
+        process = self.start(f"--logfile={log}", f"--pidfile={pid_file}")
+        self.session("imap")
+        rotated = subprocess.run([logrotate, "-f", "-s", str(self.data / "logrotate.state"), str(rules)],
+                                 check=False, capture_output=True, text=True, timeout=60)
+        self.assertEqual(rotated.returncode, 0, rotated.stderr)
+        self.assertIn("logged in", (self.data / "cyrusmail.log.1").read_text())
+        deadline = time.monotonic() + 30
+        while "SIGHUP received, reopened 1 log files" not in (log.read_text() if log.exists() else ""):
+            self.assertLess(time.monotonic(), deadline, "the server did not reopen its log")
+            time.sleep(0.1)
+        self.assertEqual(oct(log.stat().st_mode & 0o777), "0o600")
+        self.session("imap", "bob")
+        while "bob" not in log.read_text():
+            self.assertLess(time.monotonic(), deadline, "the new log file gets no lines")
+            time.sleep(0.1)
+        self.assertNotIn("bob", (self.data / "cyrusmail.log.1").read_text())
+        self.stop(process)
 
     def test_sighup_reopens_the_log_file_and_reloads_the_certificate(self):
         log = self.data / "twistd.log"

@@ -16,6 +16,7 @@ import getpass
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class Admin:
 
             make_private_folder(self.config.data)
             self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
+            self._store.keep_deleted = self.config["server"]["delete_mode"] == "delayed"
         return self._store
 
     @property
@@ -200,7 +202,9 @@ def mailbox_create(admin: Admin, args) -> None:
 def mailbox_delete(admin: Admin, args) -> None:
     owner, name = admin.user_and_mailbox(args.mailbox)
     admin.tree(owner).delete(name)
-    admin.say(f"mailbox {admin.shown(owner, name)} deleted")
+    kept = admin.store.keep_deleted and admin.tree(owner).exists(name) is False
+    admin.say(f"mailbox {admin.shown(owner, name)} deleted"
+              + (f" (kept for undelete for {admin.config['server']['delete_retention'] // 86400} days)" if kept else ""))
 
 
 def mailbox_rename(admin: Admin, args) -> None:
@@ -231,9 +235,25 @@ def mailbox_list(admin: Admin, args) -> None:
 def import_mail(admin: Admin, args) -> None:
     user, name = admin.user_and_mailbox(args.mailbox)
     tree = admin.tree(user)
-    mailbox = tree.open(name)
     source = Path(args.source)
-    progress = Progress(admin.err if admin.err.isatty() else None)
+    created = False
+    if args.create and not tree.exists(name):
+        tree.create(name)
+        created = True
+    try:
+        uids, cleaned, shown = _import_into(admin, tree.open(name), source, user)
+    except BaseException:
+        if created:
+            tree.delete(name)  # a failed import leaves nothing, the mailbox it made included
+        raise
+    admin.say(f"imported {len(uids)} messages into {shown}" + (" (mailbox created)" if created else ""))
+    if cleaned:
+        admin.say(f"removed NUL octets from {cleaned} of them (no mail protocol may carry them)")
+
+
+def _import_into(admin: Admin, mailbox, source: Path, user: str) -> tuple[list[int], int, str]:
+    terminal = admin.err.isatty()
+    progress = Progress(admin.err if terminal else None, *(importer.count_source(source) if terminal else ()))
     staged, items = [], []
     cleaned = 0
     try:
@@ -244,15 +264,14 @@ def import_mail(admin: Admin, args) -> None:
             message.write(item.data)
             message.finish()
             items.append((message, item.flags, (), item.internal_date))
-            progress.step(len(items), "read")
+            progress.step(len(items), len(item.data))
+        progress.say(f"storing {len(items)} messages...")
         uids = mailbox.append_many(items) if items else []  # one transaction: all or nothing
     finally:
         for message in staged:
             message.discard()
         progress.done()
-    admin.say(f"imported {len(uids)} messages into {admin.shown(user, mailbox.name)}")
-    if cleaned:
-        admin.say(f"removed NUL octets from {cleaned} of them (no mail protocol may carry them)")
+    return uids, cleaned, admin.shown(user, mailbox.name)
 
 
 def reconstruct(admin: Admin, args) -> None:
@@ -388,14 +407,42 @@ def quota_list(admin: Admin, args) -> None:
 
 
 class Progress:
-    """A one-line progress counter on a terminal; silent otherwise."""
+    """A progress bar on a terminal (messages done of the total, MB/s, time left); silent otherwise.
 
-    def __init__(self, stream):
+    Redrawn at most five times a second, on one line, cleared at the end.
+    """
+
+    INTERVAL = 0.2
+    WIDTH = 24
+
+    def __init__(self, stream, total: int = 0, total_octets: int = 0, clock=time.monotonic):
         self.stream = stream
+        self.total = total
+        self.total_octets = total_octets
+        self.clock = clock
+        self.started = clock()
+        self.octets = 0
+        self.drawn = 0.0
 
-    def step(self, count: int, verb: str) -> None:
-        if self.stream is not None and count % 100 == 0:
-            self.stream.write(f"\r{verb} {count} messages")
+    def step(self, count: int, octets: int = 0) -> None:
+        self.octets += octets
+        if self.stream is None:
+            return
+        now = self.clock()
+        if now - self.drawn < self.INTERVAL and count != self.total:
+            return
+        self.drawn = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.octets / elapsed / 1e6
+        total = max(self.total, count)
+        filled = self.WIDTH * count // total if total else 0
+        left = (total - count) * elapsed / count if count else 0
+        self.say(f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {count}/{total} messages"
+                 f"  {rate:.1f} MB/s  ETA {int(left) // 60}:{int(left) % 60:02d}")
+
+    def say(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write(f"\r\x1b[K{text}")
             self.stream.flush()
 
     def done(self) -> None:
@@ -470,14 +517,20 @@ def parser() -> argparse.ArgumentParser:
     command(quotas, "get", quota_get, "usage, limits and drift of ROOT").add_argument("root")
     command(quotas, "list", quota_list, "usage and limits of every root")
 
-    sub = command(commands, "import", import_mail, "import an mbox file or maildir folder")
+    sub = command(commands, "import", import_mail, "import an mbox file or maildir folder (a progress bar on a terminal)")
     sub.add_argument("source", help="an mbox file or a maildir folder")
     sub.add_argument("mailbox", help="USER/MAILBOX")
+    sub.add_argument("--create", action="store_true", help="make the mailbox if it does not exist")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
 
+    from cyrusmail.admin import archives, configure, expire, live
     from cyrusmail.admin import queue as queue_admin
 
     queue_admin.add_commands(commands, command)
+    live.add_commands(commands, command)
+    configure.add_commands(commands, command)
+    archives.add_commands(commands, command)
+    expire.add_commands(commands, command)
     return top
 
 
@@ -498,6 +551,9 @@ def run(args: argparse.Namespace, out, err) -> int:
         return EXIT_USAGE
     try:
         args.handler(admin, args)
+    except ConfigError as error:  # config check: what the server would refuse to start with
+        print(f"cyrusmail-admin: {error}", file=err)
+        return EXIT_USAGE
     except (AdminError, StoreError, importer.ImportError_) as error:
         print(f"cyrusmail-admin: {error}", file=err)
         return EXIT_FAILED

@@ -185,7 +185,7 @@ class LocalDelivery:
         try:
             self._mailbox(target, store).append(staged, *_flags_of(store))
         except Exception:
-            reply = _refusal(Failure(), target)
+            reply = _refusal(Failure(), target, self.context.metrics)
             if reply is None:
                 raise
             return reply
@@ -193,7 +193,7 @@ class LocalDelivery:
 
     def _store_async(self, staged, target: LocalTarget, store: Store) -> defer.Deferred:
         def refused(failure):
-            reply = _refusal(failure, target)
+            reply = _refusal(failure, target, self.context.metrics)
             return failure if reply is None else reply
 
         appending = defer.maybeDeferred(lambda: self._mailbox(target, store).append_async(staged, *_flags_of(store)))
@@ -225,7 +225,7 @@ def _flags_of(store: Store) -> tuple:
     return split_flags(flag for flag in map(system_flag_or_keyword, store.flags) if flag)
 
 
-def _refusal(failure: Failure, target: LocalTarget) -> Reply | None:
+def _refusal(failure: Failure, target: LocalTarget, metrics) -> Reply | None:
     """The reply for a delivery that failed so; None for a bug (raised on)."""
     error = failure.value
     if isinstance(error, OverQuota):
@@ -236,6 +236,7 @@ def _refusal(failure: Failure, target: LocalTarget) -> Reply | None:
         return codes.NO_SUCH_USER
     if isinstance(error, (StoreError, OSError)):
         logs.log.failure("delivery to {user} failed", failure, user=target.user)
+        metrics.internal_error("delivery")
         return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
     return None
 

@@ -27,12 +27,12 @@ the connection is aborted instead.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyrusmail import logs, slices
@@ -46,7 +46,7 @@ from cyrusmail.imap.state import Authenticated, LoggedOut, NotAuthenticated, Sel
 from cyrusmail.protocols import ServerContext, set_no_delay
 from cyrusmail.store.errors import PermissionDenied, StoreError
 
-log = Logger(namespace="cyrusmail.imap")
+log = logs.logger("cyrusmail.imap")
 
 BASE_CAPABILITIES = (
     "IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
@@ -124,6 +124,7 @@ class IMAPServer(Protocol):
         )
         self._pending: deque = deque()
         self._running: c.Command | None = None
+        self._started = 0.0  # when the running command began (perf_counter), for its latency
         self._line_handler = None
         self._reading_paused = False
         self._advancing = False
@@ -373,6 +374,7 @@ class IMAPServer(Protocol):
             self.write(responses.continuation("Ready for literal data"))
         elif isinstance(event, wire.ParseError):
             self.write(responses.parse_error(event))
+            self.context.metrics.command(self.service, "other", 0.0)
         elif isinstance(event, wire.Line):
             self.write(responses.status(None, "BAD", "Unexpected line"))
         else:
@@ -385,13 +387,16 @@ class IMAPServer(Protocol):
         if spec is None:
             _close_sinks(command)
             self.write(responses.tagged(command.tag, "BAD", f"{command.name} is not supported"))
+            self.context.metrics.command(self.service, "other", 0.0)
             return
         if type(self.state) not in spec.states:
             _close_sinks(command)
             self.write(responses.tagged(command.tag, "BAD",
                                         f"{command.name} is not allowed in the {self.state.label} state"))
+            self.context.metrics.command(self.service, spec.name, 0.0)
             return
         self._running = command
+        self._started = time.perf_counter()
         result = defer.maybeDeferred(spec.handler, self, command)
         result.addErrback(self._failed, command)
         result.addCallback(self._complete, command, spec)
@@ -403,6 +408,7 @@ class IMAPServer(Protocol):
         stopped = self.closing and failure.check(defer.CancelledError)
         if not stopped and not failure.check(codes.CommandFailed, StoreError):
             log.failure("IMAP {command} failed", failure, command=command.name)
+            self.context.metrics.internal_error(self.service)
         return codes.reply_for(failure.value)
 
     def _complete(self, reply: codes.Reply | None, command: c.Command, spec) -> defer.Deferred | None:
@@ -418,12 +424,14 @@ class IMAPServer(Protocol):
             text = reply.text or _done_text(command, reply)
             self.write(responses.tagged(command.tag, reply.status, text, reply.code))
         self._running = None
+        self.context.metrics.command(self.service, _table_name(command), time.perf_counter() - self._started)
         if reply.after is not None:
             reply.after()
         self._advance()
 
     def _crashed(self, failure: Failure) -> None:
         log.failure("IMAP session crashed", failure)
+        self.context.metrics.internal_error(self.service)
         if self.transport is not None:
             self.flow.close()
 
@@ -494,6 +502,7 @@ class IMAPServer(Protocol):
     def authenticated(self, account, mechanism: str) -> None:
         self.state = Authenticated(account)
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
+        self.context.metrics.login(self.service, mechanism, ok=True)
         self._reset_timer()
         self.context.sessions.logged_in(self, account.user)
 
@@ -566,6 +575,14 @@ def _done_text(command: c.Command, reply: codes.Reply) -> str:
     if getattr(command, "uid", False) is True:
         name = "UID " + name
     return f"{name} completed" if reply.status == "OK" else f"{name} failed"
+
+
+def _table_name(command: c.Command) -> str:
+    """The command's name in the one table (a bounded label set), ``other`` if it has none."""
+    from cyrusmail.imap.handlers import COMMANDS
+
+    spec = COMMANDS.get(type(command))
+    return "other" if spec is None else spec.name
 
 
 def _close_sinks(command) -> None:

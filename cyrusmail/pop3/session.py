@@ -19,6 +19,7 @@ and a client whose output is still blocked when it expires is cut off.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -170,6 +171,7 @@ class POP3Session(Protocol):
         self._closed = False
         self._idle = None
         self._streaming: MessageProducer | None = None  # a RETR/TOP answer going out
+        self._command: tuple[str, float] | None = None  # the one being answered, and since when
         self.flow: OutputFlow | None = None
 
     # -- connection ---------------------------------------------------------------
@@ -284,15 +286,27 @@ class POP3Session(Protocol):
         command = wire.parse_command(line)
         if isinstance(command, wire.BadCommand):
             self.send(wire.err(command.reason))
+            self.context.metrics.command(self.service, "other", 0.0)
             return
         spec = COMMANDS[command.name]
         if type(self.state) not in spec.states:
             self.send(wire.err(f"{command.name} is not allowed in the {STATE_NAMES[type(self.state)]} state"))
+            self.context.metrics.command(self.service, spec.name, 0.0)
             return
+        self._command = (spec.name, time.perf_counter())
         try:
             spec.handler(self, command)
         except STORE_FAILURES:  # logged whole, answered, and the session goes on
             self._unexpected(Failure())
+        if not self._busy:
+            self._command_done()
+
+    def _command_done(self) -> None:
+        """Count the command that has been answered (for /metrics)."""
+        if self._command is not None:
+            name, started = self._command
+            self._command = None
+            self.context.metrics.command(self.service, name, time.perf_counter() - started)
 
     def _wait(self, work: defer.Deferred) -> None:
         """Hold further lines until ``work`` has answered."""
@@ -300,6 +314,7 @@ class POP3Session(Protocol):
 
         def done(result):
             self._busy = False
+            self._command_done()
             self._process()
             return result
 
@@ -308,6 +323,7 @@ class POP3Session(Protocol):
 
     def _unexpected(self, failure: Failure) -> None:
         logs.log.failure("{service}: unexpected error", failure, service=self.service)
+        self.context.metrics.internal_error(self.service)
         self.send(wire.err("Internal error", wire.SYS_TEMP))
 
     # -- authorization ------------------------------------------------------------
@@ -394,6 +410,7 @@ class POP3Session(Protocol):
             logout()
             return
         logs.login_succeeded(self.service, self.transport, account.user, mechanism)
+        self.context.metrics.login(self.service, mechanism, ok=True)
         lock = self.locks.acquire(account.user)
         if lock is None:
             logout()
@@ -419,6 +436,7 @@ class POP3Session(Protocol):
             self.send(wire.err("Cannot log in now, try again later", wire.SYS_TEMP))
             return
         logs.login_failed(self.service, self.transport, user, mechanism)
+        self.context.metrics.login(self.service, mechanism, ok=False)
         self.send(wire.err("Authentication failed", wire.AUTH))
 
     def do_stls(self, command: wire.Command) -> None:

@@ -221,6 +221,7 @@ class SubmissionCallbacks:
         if refusal is not None:
             logs.log.info("{service}: {id} by {user} refused: {reason}", service=self.service,
                           id=transaction.id, user=session.authenticated_user, reason=refusal.text)
+            self.context.metrics.delivered(self.service, "refused", len(transaction.recipients))
             return [refusal]
         remote = [r for r in transaction.recipients if r.target is REMOTE]
         local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
@@ -242,11 +243,17 @@ class SubmissionCallbacks:
         queue = self.queue
         results = list(zip(local, replies))
         failed = [(r, reply) for r, reply in results if not reply.is_positive]
+        metrics = self.context.metrics
+        metrics.delivered(self.service, "delivered", len(results) - len(failed))
+        metrics.delivered(self.service, "queued", sum(r.target is REMOTE for r in transaction.recipients))
         if failed and len(failed) == len(transaction.recipients):
             first = failed[0][1]
             if all(reply.code // 100 == first.code // 100 for _, reply in failed):
+                metrics.delivered(self.service, "deferred" if first.is_transient else "refused", len(failed))
                 return [first]
         retry = [r.rcpt for r, reply in failed if reply.is_transient]
+        metrics.delivered(self.service, "queued", len(retry))
+        metrics.delivered(self.service, "refused", len(failed) - len(retry))
         if retry:
             queue.enqueue(transaction.mail, retry, staged)
         reports = [(r.rcpt, reply) for r, reply in results if not reply.is_transient]
@@ -302,6 +309,8 @@ class LMTPCallbacks:
             if reply.is_positive:
                 reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
             replies.append(reply)
+            result = "delivered" if reply.is_positive else "deferred" if reply.is_transient else "refused"
+            self.context.metrics.delivered(self.service, result)
         logs.log.info("{service}: {id} from <{sender}>: {ok} of {n} recipients delivered",
                       service=self.service, id=transaction.id, sender=transaction.sender,
                       ok=sum(r.is_positive for r in replies), n=len(replies))

@@ -34,6 +34,7 @@ the session starts over: a new EHLO, no login, no transaction.
 from __future__ import annotations
 
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -288,11 +289,17 @@ class SMTPSession(Protocol, TimeoutMixin):
                     break
                 self._pending.extend(more)
             event = self._pending.popleft()
+            started = time.perf_counter()
             result = self._handle(event)
+            name = _command_name(event)
             if isinstance(result, defer.Deferred):
                 self._busy = True
                 result.addErrback(self._internal_error)
+                if name is not None:
+                    result.addBoth(self._count, name, started)
                 result.addBoth(self._done)
+            elif name is not None:
+                self._count(None, name, started)
         if self._reading_paused and not self._closed and (
             self.parser.buffered <= MAX_PENDING_INPUT // 2 and len(self._pending) <= MAX_PENDING_EVENTS // 2
         ):
@@ -305,12 +312,17 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.resetTimeout()
             self._process()
 
+    def _count(self, result: object, name: str, started: float) -> object:
+        self.context.metrics.command(self.callbacks.service, name, time.perf_counter() - started)
+        return result
+
     def _done(self, _: object) -> None:
         self._busy = False
         self._process()
 
     def _internal_error(self, failure: Failure) -> None:
         logs.log.failure("{service}: internal error", failure, service=self.callbacks.service)
+        self.context.metrics.internal_error(self.callbacks.service)
         self.reply(codes.TEMP_FAIL)
 
     def _handle(self, event: wire.Event):
@@ -473,6 +485,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         _interface, account, _logout = result
         self.account = account
         logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
+        self.context.metrics.login(self.callbacks.service, self._sasl_name, ok=True)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
         self.context.sessions.logged_in(self, account.user)
@@ -480,6 +493,7 @@ class SMTPSession(Protocol, TimeoutMixin):
     def _auth_failed(self, user: str, mechanism: str) -> None:
         self._sasl = None
         logs.login_failed(self.callbacks.service, self.transport, user, mechanism)
+        self.context.metrics.login(self.callbacks.service, mechanism, ok=False)
         if not self._closed:
             self.parser.resume()
             self.reply(codes.AUTH_FAILED)
@@ -631,6 +645,19 @@ COMMANDS: dict[type, Callable[[SMTPSession, Any], Any]] = {
     wire.Starttls: SMTPSession.do_starttls,
     wire.Auth: SMTPSession.do_auth,
 }
+
+
+#: Command class -> its name as a /metrics label; the end of a message is ``message``.
+_COMMAND_NAMES = {kind: kind.__name__.upper() for kind in COMMANDS}
+
+
+def _command_name(event) -> str | None:
+    """The label a handled event is counted under, or None for what is not a command (message data)."""
+    if isinstance(event, wire.DataEnd) or (isinstance(event, wire.ChunkEnd) and event.last):
+        return "message"
+    if isinstance(event, wire.CommandError):
+        return "other"
+    return _COMMAND_NAMES.get(type(event))
 
 
 def _shown(text: str, limit: int = 100) -> str:

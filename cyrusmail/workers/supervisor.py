@@ -62,6 +62,7 @@ from twisted.python.failure import Failure
 from cyrusmail import logs, startup
 from cyrusmail.auth.throttle import LoginThrottle
 from cyrusmail.control import ControlProtocol, ControlService, timestamp
+from cyrusmail.metrics import merge_expositions
 from cyrusmail.private_files import PRIVATE_UMASK
 from cyrusmail.protocols import ServerContext
 from cyrusmail.service import ServerService, SignalledService, open_context
@@ -172,6 +173,8 @@ class SupervisorService(ServerService):
         self.throttle = LoginThrottle(self.reactor, maximum=self.config["server"]["login_delay_max"])
         SupervisorSignals(self).setServiceParent(self)
         SupervisorControl(self).setServiceParent(self)
+        self.serve_metrics(self.gather_metrics)
+        self.schedule_expire()
         self.reactor.callWhenRunning(self._start_workers)
 
     def _start_workers(self) -> None:
@@ -322,6 +325,25 @@ class SupervisorService(ServerService):
             [(worker.slot, result[1]["lines"] if result[0] else result[1]) for worker, result in
              zip(asking, results, strict=True)]))
 
+    def gather_metrics(self) -> defer.Deferred:
+        """The figures of every worker, asked over the channel and summed (:func:`merge_expositions`),
+        and two of the supervisor's own: the workers serving, and those that answered."""
+        asking = [worker for _, worker in sorted(self.workers.items()) if worker.talking]
+        answers = [worker.channel.request("control", line="metrics").addTimeout(CONTROL_TIMEOUT, self.reactor)
+                   for worker in asking]
+
+        def join(results) -> str:
+            texts = ["".join(line[2:] + "\n" for line in result["lines"] if line.startswith("* "))
+                     for ok, result in results if ok]
+            return merge_expositions(texts) + (
+                "# HELP cyrusmail_workers Worker processes serving now.\n# TYPE cyrusmail_workers gauge\n"
+                f"cyrusmail_workers {len(asking)}\n"
+                "# HELP cyrusmail_workers_answered Workers whose figures are in this scrape (the others timed out)."
+                "\n# TYPE cyrusmail_workers_answered gauge\n"
+                f"cyrusmail_workers_answered {len(texts)}\n")
+
+        return defer.DeferredList(answers, consumeErrors=True).addCallback(join)
+
     def worker_rows(self) -> list[str]:
         serving = [worker for _, worker in sorted(self.workers.items()) if worker.ready]
         rows = [f"* {worker.slot} {worker.pid} {timestamp(worker.since)} {self.restarts.get(worker.slot, 0)}"
@@ -414,6 +436,9 @@ class RelayingControl(ControlProtocol):
     def execute(self, text: str) -> defer.Deferred:
         if text.partition(" ")[0].lower() == "workers":
             return defer.succeed(self.supervisor.worker_rows())
+        if text.partition(" ")[0].lower() == "metrics":  # one exposition, not the workers' one after another
+            return self.supervisor.gather_metrics().addCallback(
+                lambda text: [*(f"* {line}" for line in text.splitlines()), f"ok {len(text.splitlines())}"])
         return self.supervisor.ask_workers(text)
 
 

@@ -244,8 +244,10 @@ class WorkerService(ServerService):
     def join(self, context: ServerContext) -> None:
         """Make ``context`` one worker among several (see the module docstring)."""
         setup, channel = self.setup, self.channel
+        tracer = context.sessions.tracer
         context.sessions = SessionRegistry(Limits.from_config(self.config), self.reactor, context.users.exists,
                                            first_number=setup.slot + 1, number_step=setup.workers)
+        context.sessions.tracer = tracer
         context.sessions.report = CountReporter(channel, self.reactor)
         context.store.publish = self._publish
         context.portal.throttle = RemoteThrottle(channel)

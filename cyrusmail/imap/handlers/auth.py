@@ -81,6 +81,7 @@ def check_password(session, username: bytes, password: bytes, mechanism: str) ->
     def failed(failure) -> Reply:
         failure.trap(UnauthorizedLogin, UnhandledCredentials)
         logs.login_failed(session.service, session.transport, name, mechanism)
+        session.context.metrics.login(session.service, mechanism, ok=False)
         return Reply("NO", "Authentication failed", codes.AUTHENTICATIONFAILED)
 
     return attempt.addCallbacks(succeeded, failed)

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyrusmail import logs
 from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
 from cyrusmail.store.errors import (
@@ -58,7 +58,7 @@ from cyrusmail.store.records import (
     SortData,
 )
 
-_log = Logger()
+_log = logs.logger(__name__)
 
 #: Expunged UIDs remembered per mailbox for QRESYNC by default (see :meth:`MaildirMailbox.expunged_since`).
 EXPUNGED_HISTORY = 100_000
@@ -88,6 +88,8 @@ STALE_TMP_AGE = 3600
 FlagTransform = Callable[[MessageRecord], tuple[Flag, Iterable[str]]]
 #: A record's columns; a save date or EMAILID an index of schema 1 lacks reads as
 #: the internal date (RFC 8514) or the message's own guid.
+#: Where a user's deleted mailboxes wait for undelete (``delete_mode = delayed``), in their folder.
+DELETED_FOLDER = "deleted"
 _RECORD_COLUMNS = ("uid, size, internaldate, flags, keywords, modseq, guid,"
                    " coalesce(savedate, internaldate), coalesce(emailid, guid)")
 
@@ -352,6 +354,9 @@ class MaildirStore:
         #: where write jobs run (see :mod:`cyrusmail.store.executor`): at once,
         #: until the server gives the store a thread pool
         self.executor = InlineExecutor(self.index)
+        #: ``[server] delete_mode = delayed``: a deleted mailbox is kept in the user's ``deleted/``
+        #: folder (an unpacked archive, :mod:`cyrusmail.store.maildir.archive`) for ``undelete``
+        self.keep_deleted = False
         #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
         self.publish: Callable[[str, int], None] | None = None
         #: user -> their index's generation at the last :meth:`poll_watched`
@@ -711,6 +716,92 @@ class MaildirMailboxList:
         fsync_dir(self.mail_dir)
         return objectid
 
+    def check_restorable(self, name: str) -> None:
+        """Refused unless ``name`` is free for a restore: no such mailbox, a \\Noselect node, or one empty
+        and never used (no message, no expunge): INBOX and the folders of a user just added."""
+        name = names.check(name)
+        with self.index.read() as db:
+            self._check_restorable(db, name)
+
+    def _check_restorable(self, db: sqlite3.Connection, name: str) -> tuple | None:
+        row = self._row(db, name)
+        if row is not None and row[1]:
+            used = db.execute("SELECT uidnext > 1 FROM mailboxes WHERE id = ?", (row[0],)).fetchone()[0]
+            if used:
+                raise Refused(f"Mailbox {name} already exists and is not new and empty:"
+                              " delete or rename it first, or restore it under another name")
+        return row
+
+    def restore(self, name: str, uidvalidity: int, uidnext: int, highestmodseq: int, special_use: str | None,
+                items: list[tuple]) -> None:
+        """Make ``name`` again as an archive holds it (:mod:`cyrusmail.store.maildir.archive`), in one
+        durable transaction.
+
+        Each item is ``(uid, staged message, flags, keywords, internal
+        date)``. The mailbox keeps its UIDVALIDITY and UIDs, so clients
+        that knew it need not fetch it again; every message gets a modseq
+        above the archive's HIGHESTMODSEQ, so CONDSTORE clients refetch
+        their flags. No quota is checked: a restore is the administrator's.
+        """
+        name = names.check(name)
+        keyer = self.store.sort_keyer
+        linked: list[Path] = []
+        try:
+            with self.index.write() as db:
+                row = self._check_restorable(db, name)
+                for superior in names.superiors(name):
+                    if self._row(db, superior) is None:
+                        self._make(db, superior, None)
+                if special_use is not None and db.execute(
+                        "SELECT 1 FROM mailboxes WHERE special_use = ? AND name != ?", (special_use, name)).fetchone():
+                    special_use = None  # another mailbox has taken that use meanwhile
+                objectid = new_mailbox_id()
+                if row is None:
+                    mailbox_id = db.execute(
+                        "INSERT INTO mailboxes (name, uidvalidity, special_use, objectid) VALUES (?, ?, ?, ?)",
+                        (name, uidvalidity, special_use, objectid)).lastrowid
+                else:
+                    mailbox_id = row[0]
+                    for table in ("messages", "mime", "expunged", "expunged_floor"):
+                        db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
+                    db.execute("UPDATE mailboxes SET selectable = 1, uidvalidity = ?, special_use = ?, objectid = ?"
+                               " WHERE id = ?", (uidvalidity, special_use or row[3], objectid, mailbox_id))
+                db.execute("INSERT INTO meta (key, value) VALUES ('uidvalidity', ?)"
+                           " ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)", (uidvalidity,))
+                folder = self._folder(mailbox_id)
+                folder.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+                modseq = highestmodseq + 1
+                saved = time.time()
+                for uid, message, flags, keywords, date in items:
+                    guid = new_guid()
+                    dest = folder / message_file_name(uid, guid)
+                    link_or_copy(message.path, dest)
+                    linked.append(dest)
+                    db.execute(
+                        "INSERT INTO messages (mailbox_id, uid, guid, size, internaldate, flags, keywords, modseq,"
+                        " savedate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (mailbox_id, uid, guid, message.size, date, int(flags), _keywords_text(keywords), modseq,
+                         saved))
+                    cache = message.mime_cache()
+                    if cache is not None:
+                        db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (?, ?, ?, ?)",
+                                   (mailbox_id, uid, cache, message.preview()))
+                        data = None if keyer is None else keyer(cache) or NO_SORT_DATA
+                        if data is not None:
+                            db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (mailbox_id, uid, *_sort_row(data)))
+                top = max((item[0] for item in items), default=0)
+                db.execute("UPDATE mailboxes SET uidnext = ?, highestmodseq = ?, recent_uid = ? WHERE id = ?",
+                           (max(uidnext, top + 1), modseq, max(uidnext, top + 1) - 1, mailbox_id))
+                self._write_header(mailbox_id, name, uidvalidity, special_use or (row[3] if row else None), objectid)
+                fsync_dir(folder)
+        except BaseException:
+            for path in linked:
+                unlink_quietly(path)
+            raise
+        fsync_dir(self.mail_dir)
+        self.store.notify(self.user, mailbox_id)
+
     def delete(self, name: str) -> None:
         name = names.check(name)
         if name == names.INBOX:
@@ -720,6 +811,8 @@ class MaildirMailboxList:
             if row is None:
                 raise MailboxNotFound(f"Mailbox {name} does not exist")
             mailbox_id, selectable = row[0], row[1]
+            if selectable and self.store.keep_deleted:
+                self._keep(db, row, name)
             if self._has_children(db, name):
                 if not selectable:
                     raise HasChildren(f"Mailbox {name} has inferior hierarchical names")
@@ -733,6 +826,30 @@ class MaildirMailboxList:
                 db.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
         shutil.rmtree(self._folder(mailbox_id), ignore_errors=True)
         self.store.notify(self.user, mailbox_id)
+
+    def _keep(self, db: sqlite3.Connection, row: tuple, name: str) -> None:
+        """Keep mailbox ``name`` (being deleted in ``db``'s transaction) for undelete: its files hard-linked
+        into ``deleted/SECONDS-ID/`` with a manifest of UIDs, flags and keywords."""
+        from cyrusmail.store.maildir.archive import (
+            FolderWriter,
+            Snapshot,
+            write_archive,
+        )
+
+        mailbox_id, _, uidvalidity, special_use, _ = row
+        uidnext, highestmodseq = db.execute("SELECT uidnext, highestmodseq FROM mailboxes WHERE id = ?",
+                                            (mailbox_id,)).fetchone()
+        records = [_record(found) for found in db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM messages WHERE mailbox_id = ? ORDER BY uid", (mailbox_id,))]
+        subscribed = db.execute("SELECT 1 FROM subscriptions WHERE name = ?", (name,)).fetchone() is not None
+        acl = db.execute("SELECT entries FROM acls WHERE mailbox_id = ?", (mailbox_id,)).fetchone()
+        kept = self.store.user_dir(self.user) / DELETED_FOLDER
+        kept.mkdir(mode=PRIVATE_FOLDER, exist_ok=True)
+        writer = FolderWriter(kept / f"{int(time.time())}-{mailbox_id}-{secrets.token_hex(4)}")
+        write_archive(self.user, [Snapshot(name, uidvalidity, uidnext, highestmodseq, special_use, subscribed,
+                                           None if acl is None else json.loads(acl[0]), records,
+                                           self._folder(mailbox_id))], writer)
+        fsync_dir(kept)
 
     def _prune_empty_nodes(self, db: sqlite3.Connection, name: str) -> None:
         """Remove \\Noselect superiors left with no children."""
@@ -1406,6 +1523,10 @@ class MaildirMailbox:
 
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         return self._remove(uids, deleted_only=True)
+
+    def remove(self, uids: Iterable[int]) -> list[int]:
+        """Remove ``uids`` whatever their flags, in one transaction (``cyrusmail-admin expire``); their UIDs."""
+        return self._remove(uids)
 
     # -- the same, off the reactor (see MaildirStore.run) -------------------------
 
