@@ -205,6 +205,21 @@ def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return networks
 
 
+def parse_scram_iterations(text: str) -> int:
+    """0 (no SCRAM) or at least RFC 7677's 4096."""
+    value = parse_count(text)
+    if 0 < value < 4096:
+        raise ValueError(f"expected 0 (SCRAM off) or at least 4096 (RFC 7677), got {value}")
+    return value
+
+
+def parse_separator(text: str) -> str:
+    text = text.strip()
+    if len(text) != 1 or text.isalnum() or text in "@.":
+        raise ValueError(f"expected one character that is not a letter, digit, @ or ., got {text!r}")
+    return text
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -288,6 +303,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "quota": {
         "warning_percent": Key(parse_percent, 90),
+    },
+    "auth": {
+        # Who may act as others (cyrusmail.auth.masters); SCRAM keys (cyrusmail.auth.scram).
+        "master_users": Key(parse_lower_list, []),
+        "master_separator": Key(parse_separator, "*"),
+        "scram_iterations": Key(parse_scram_iterations, 65536),
     },
 }
 

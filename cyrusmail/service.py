@@ -182,7 +182,7 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
     logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
                   files=files, tmp=str(store.tmp_dir), trees=trees)
-    users = UserDatabase(config.data / "users.sqlite")
+    users = UserDatabase(config.data / "users.sqlite", scram_iterations=config["auth"]["scram_iterations"])
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)

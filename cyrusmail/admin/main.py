@@ -56,7 +56,8 @@ class Admin:
             from cyrusmail.auth.userdb import UserDatabase
 
             make_private_folder(self.config.data)
-            self._users = UserDatabase(self.config.data / "users.sqlite")
+            self._users = UserDatabase(self.config.data / "users.sqlite",
+                                       scram_iterations=self.config["auth"]["scram_iterations"])
         return self._users
 
     @property
