@@ -220,6 +220,13 @@ def parse_separator(text: str) -> str:
     return text
 
 
+def parse_url(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"(https?|ldaps?)://[^\s/?#]+(/[^\s]*)?", text):
+        raise ValueError(f"expected a URL such as https://host/path or ldap://host, got {text!r}")
+    return text
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -309,6 +316,21 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "master_users": Key(parse_lower_list, []),
         "master_separator": Key(parse_separator, "*"),
         "scram_iterations": Key(parse_scram_iterations, 65536),
+    },
+    "oauth": {
+        # Bearer tokens (OAUTHBEARER, XOAUTH2): cyrusmail.auth.oauth.
+        "issuer": Key(parse_text, ""),
+        "audience": Key(parse_text, ""),
+        "jwt_key": Key(parse_path, None),
+        "jwks": Key(parse_path, None),
+        "algorithms": Key(parse_list, ["RS256", "ES256", "EdDSA"]),
+        "user_claim": Key(parse_text, "email"),
+        "introspection_url": Key(parse_url, ""),
+        "client_id": Key(parse_text, ""),
+        "client_secret": Key(parse_text, ""),
+        "timeout": Key(parse_duration, 10),
+        "cache_ttl": Key(parse_duration_or_off, 60),
+        "single_use": Key(parse_bool, False),
     },
 }
 
@@ -426,6 +448,21 @@ def _check_together(config: Config) -> None:
                     f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
                     " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
                 )
+    _check_auth(config)
     queue = config.values["queue"]
     if queue["retry_initial"] > queue["retry_max"]:
         raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")
+
+
+def _check_auth(config: Config) -> None:
+    """A bearer-token setup names an issuer and one way to check tokens."""
+    oauth = config.values["oauth"]
+    ways = [key for key in ("jwt_key", "jwks", "introspection_url") if oauth[key]]
+    if len(ways) > 1:
+        raise ConfigError(config.path, "oauth", ways[1], f"name one of jwt_key, jwks and introspection_url, not {ways[0]} too")
+    if ways and not oauth["issuer"]:
+        raise ConfigError(config.path, "oauth", "issuer", "is required to accept bearer tokens")
+    if oauth["issuer"] and not ways:
+        raise ConfigError(config.path, "oauth", "issuer", "name how tokens are checked: jwt_key, jwks or introspection_url")
+    if oauth["introspection_url"] and not oauth["client_id"]:
+        raise ConfigError(config.path, "oauth", "client_id", "is required with introspection_url")

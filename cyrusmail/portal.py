@@ -112,7 +112,7 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     """The portal every protocol logs in through, throttled on ``reactor``'s clock.
 
     Its checkers: passwords (always), SCRAM (built-in passdb with
-    ``scram_iterations``); each SASL
+    ``scram_iterations``), bearer tokens (an ``[oauth]`` issuer); each SASL
     mechanism is offered only where its checker is (:mod:`cyrusmail.sasl`).
     """
     if reactor is None:
@@ -130,5 +130,9 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
                                 scram_iterations=auth["scram_iterations"])]
     if passdb.keeps_scram_keys and auth["scram_iterations"]:
         checkers.append(ScramChecker(users, config.domains, auth["scram_iterations"], authorizer))
+    if config["oauth"]["issuer"]:
+        from cyrusmail.auth.oauth import make_token_checker
+
+        checkers.append(make_token_checker(config, reactor, authorizer))
     return ThrottledPortal(realm, checkers, throttle,
                            lambda login: account_key(users, config.domains, authorizer.split(login)[0]))

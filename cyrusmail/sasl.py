@@ -262,6 +262,8 @@ class LoginMechanism(_PasswordMechanism):
 MECHANISMS: dict[str, str] = {
     "SCRAM-SHA-256-PLUS": "cyrusmail.auth.scram:ScramPlusMechanism",
     "SCRAM-SHA-256": "cyrusmail.auth.scram:ScramMechanism",
+    "OAUTHBEARER": "cyrusmail.auth.oauth:OAuthBearerMechanism",
+    "XOAUTH2": "cyrusmail.auth.oauth:XOAuth2Mechanism",
     "PLAIN": "cyrusmail.sasl:PlainMechanism",
     "LOGIN": "cyrusmail.sasl:LoginMechanism",
 }
