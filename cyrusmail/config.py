@@ -205,6 +205,16 @@ def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return networks
 
 
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        folded = text.strip().lower()
+        if folded not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return folded
+
+    return parse
+
+
 def parse_scram_iterations(text: str) -> int:
     """0 (no SCRAM) or at least RFC 7677's 4096."""
     value = parse_count(text)
@@ -312,10 +322,26 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "warning_percent": Key(parse_percent, 90),
     },
     "auth": {
-        # Who may act as others (cyrusmail.auth.masters); SCRAM keys (cyrusmail.auth.scram).
+        # Where passwords are checked (cyrusmail.auth.passdb) and who may act as others (cyrusmail.auth.masters).
+        "passdb": Key(parse_choice("builtin", "passwd-file", "ldap"), "builtin"),
+        "create_on_login": Key(parse_bool, False),
         "master_users": Key(parse_lower_list, []),
         "master_separator": Key(parse_separator, "*"),
         "scram_iterations": Key(parse_scram_iterations, 65536),
+    },
+    "passwd_file": {
+        "path": Key(parse_path, None),
+        "allow_plain": Key(parse_bool, False),
+    },
+    "ldap": {
+        "uri": Key(parse_url, ""),
+        "starttls": Key(parse_bool, False),
+        "ca_file": Key(parse_path, None),
+        "bind_dn": Key(parse_text, ""),
+        "bind_password": Key(parse_text, ""),
+        "base": Key(parse_text, ""),
+        "filter": Key(parse_text, "(&(objectClass=posixAccount)(uid=%u))"),
+        "timeout": Key(parse_duration, 10),
     },
     "oauth": {
         # Bearer tokens (OAUTHBEARER, XOAUTH2): cyrusmail.auth.oauth.
@@ -455,7 +481,19 @@ def _check_together(config: Config) -> None:
 
 
 def _check_auth(config: Config) -> None:
-    """A bearer-token setup names an issuer and one way to check tokens."""
+    """The passdb named has what it needs; a bearer-token setup names an issuer and one way to check tokens."""
+    passdb = config.values["auth"]["passdb"]
+    if passdb == "passwd-file" and config.values["passwd_file"]["path"] is None:
+        raise ConfigError(config.path, "passwd_file", "path", "is required with [auth] passdb = passwd-file")
+    ldap = config.values["ldap"]
+    if passdb == "ldap":
+        for key in ("uri", "base"):
+            if not ldap[key]:
+                raise ConfigError(config.path, "ldap", key, "is required with [auth] passdb = ldap")
+        if "%u" not in ldap["filter"] and "%n" not in ldap["filter"]:
+            raise ConfigError(config.path, "ldap", "filter", "must hold %u (or %n), where the user name goes")
+        if ldap["starttls"] and ldap["uri"].startswith("ldaps:"):
+            raise ConfigError(config.path, "ldap", "starttls", "an ldaps:// URI is TLS already")
     oauth = config.values["oauth"]
     ways = [key for key in ("jwt_key", "jwks", "introspection_url") if oauth[key]]
     if len(ways) > 1:

@@ -105,6 +105,16 @@ class MailRealm:
 
 def make_passdb(config: Config, users: UserDatabase):
     """The passdb ``[auth] passdb`` names (:mod:`cyrusmail.auth.passdb`)."""
+    kind = config["auth"]["passdb"]
+    if kind == "passwd-file":
+        from cyrusmail.auth.passwdfile import PasswdFile
+
+        section = config["passwd_file"]
+        return PasswdFile(section["path"], config.domains, allow_plain=section["allow_plain"])
+    if kind == "ldap":
+        from cyrusmail.auth.ldap import LDAPPasswords
+
+        return LDAPPasswords.from_config(config)
     return BuiltinPasswords(users, config.domains)
 
 
@@ -127,7 +137,7 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     authorizer = Authorizer(users, config.domains, auth["master_users"], auth["master_separator"])
     passdb = make_passdb(config, users)
     checkers = [PasswordChecker(users, config.domains, cache=cache, passdb=passdb, authorizer=authorizer,
-                                scram_iterations=auth["scram_iterations"])]
+                                create_on_login=auth["create_on_login"], scram_iterations=auth["scram_iterations"])]
     if passdb.keeps_scram_keys and auth["scram_iterations"]:
         checkers.append(ScramChecker(users, config.domains, auth["scram_iterations"], authorizer))
     if config["oauth"]["issuer"]:
