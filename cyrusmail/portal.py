@@ -25,6 +25,7 @@ from cyrusmail.auth.scram import ScramChecker
 from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
+from cyrusmail.sasl import RefusalChecker
 from cyrusmail.store.errors import UnknownUser
 from cyrusmail.store.interfaces import IStore
 from cyrusmail.store.maildir.store import SHARED_OWNER
@@ -140,6 +141,7 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
                                 create_on_login=auth["create_on_login"], scram_iterations=auth["scram_iterations"])]
     if passdb.keeps_scram_keys and auth["scram_iterations"]:
         checkers.append(ScramChecker(users, config.domains, auth["scram_iterations"], authorizer))
+    checkers.append(RefusalChecker())  # malformed SASL exchanges count in the throttle
     if config["oauth"]["issuer"]:
         from cyrusmail.auth.oauth import make_token_checker
 

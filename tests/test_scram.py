@@ -171,12 +171,22 @@ class Pop3ScramTests(TestCase):
             ("n,,n=\u0007,r=abc", "SCRAM user name: character U+0007 is not allowed"),
         ]
         conversation = self.server.connect()
-        for message, error in table:
+        for message, error in table + [(b"n,,n=\xff,r=abc", "SCRAM message is not UTF-8")]:
             with self.subTest(message=message):
                 reply = conversation.command("AUTH SCRAM-SHA-256 " + (b64(message) if message else "="))
-                self.assertEqual(reply, f"-ERR [AUTH] {error}\r\n".encode())
-        self.assertEqual(conversation.command("AUTH SCRAM-SHA-256 " + b64(b"n,,n=\xff,r=abc")),
-                         b"-ERR [AUTH] SCRAM message is not UTF-8\r\n")
+                self.server.clock.advance(60)  # each counts as a failure: the next waits its turn
+                self.assertEqual(reply + conversation.take(), f"-ERR [AUTH] {error}\r\n".encode())
+
+    def test_a_malformed_exchange_delays_the_next_attempt(self) -> None:
+        conversation = self.server.connect()
+        self.assertEqual(conversation.command("AUTH SCRAM-SHA-256 " + b64("hello")),
+                         b"-ERR [AUTH] SCRAM client-first message has no GS2 header\r\n")
+        client = ScramClient(["SCRAM-SHA-256"], "alice", "secret")
+        client.set_server_first(unb64(conversation.command("AUTH SCRAM-SHA-256 " + b64(client.get_client_first()))))
+        self.assertEqual(conversation.command(b64(client.get_client_final())), b"")  # a second, as after a failure
+        self.server.clock.advance(1)
+        client.set_server_final(unb64(conversation.take()))
+        self.assertTrue(conversation.command("").startswith(b"+OK alice has"))
 
     def test_malformed_final_messages_get_a_clean_error(self) -> None:
         good = None
@@ -194,7 +204,8 @@ class Pop3ScramTests(TestCase):
                 server_first = unb64(conversation.command("AUTH SCRAM-SHA-256 " + b64("n,,n=alice,r=abcdef")))
                 nonce = server_first.split(",")[0][2:]
                 reply = conversation.command(b64(final.format(nonce=nonce)))
-                self.assertEqual(reply, f"-ERR [AUTH] {error}\r\n".encode())
+                self.server.clock.advance(60)
+                self.assertEqual(reply + conversation.take(), f"-ERR [AUTH] {error}\r\n".encode())
                 good = conversation
         self.assertEqual(good.command("NOOP"), b"-ERR NOOP is not allowed in the AUTHORIZATION state\r\n")  # back at the start
 
@@ -414,3 +425,55 @@ class ChannelServiceTests(TestCase):
         server = Pop3Server(self)
         conversation = server.connect()
         self.assertEqual(conversation.protocol._sasl_channel().service, "pop3")
+
+
+class SmtplibPlusTests(TestCase):
+    """Python's smtplib over submissions (implicit TLS): AUTH SCRAM-SHA-256-PLUS, scramp as the client."""
+
+    timeout = 120
+
+    def setUp(self):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from cyrusmail.smtp.server import make_submission_factory
+        from tests.helpers import add_user, make_context
+
+        self.context = make_context(self.mktemp(), reactor)
+        self.addCleanup(self.context.store.close)
+        self.addCleanup(self.context.users.close)
+        add_user(self.context, "alice", "secret")
+        factory = TLSMemoryBIOFactory(self.context.tls, False, make_submission_factory(self.context, "submissions"))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def auth(self, password: str):
+        import smtplib
+
+        def talk():
+            with smtplib.SMTP_SSL("127.0.0.1", self.port, timeout=20,
+                                  context=ssl._create_unverified_context()) as client:
+                client.ehlo("client.example")
+                offered = client.esmtp_features["auth"].split()
+                der = client.sock.getpeercert(binary_form=True)
+                scram = ScramClient(["SCRAM-SHA-256-PLUS"], "alice", password,
+                                    channel_binding=("tls-server-end-point", hashlib.sha256(der).digest()))
+                steps = iter([lambda: scram.get_client_first(),
+                              lambda data: (scram.set_server_first(data.decode()), scram.get_client_final())[1],
+                              lambda data: (scram.set_server_final(data.decode()), "")[1]])
+                try:
+                    code, _ = client.auth("SCRAM-SHA-256-PLUS", lambda *data: next(steps)(*data))
+                except smtplib.SMTPAuthenticationError as problem:
+                    code = problem.smtp_code
+                return offered, code
+
+        return threads.deferToThread(talk)
+
+    def test_plus_logs_in_and_a_wrong_password_gets_535(self):
+        def first(result):
+            offered, code = result
+            self.assertEqual(offered[:2], ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
+            self.assertEqual(code, 235)
+            return self.auth("wrong")
+
+        return self.auth("secret").addCallback(first).addCallback(lambda result: self.assertEqual(result[1], 535))
