@@ -40,6 +40,10 @@ class IStore(Interface):
     def stage() -> IStagedMessage:
         """A writer for a new message, to be appended to one or more mailboxes."""
 
+    def poll_watched() -> int:
+        """Call the watchers (``IMailbox.watch``) of mailboxes that may have been
+        changed by another process since the last call; how many looks it took."""
+
     def close() -> None:
         """Release every index handle."""
 
@@ -167,8 +171,28 @@ class IMailbox(Interface):
     def expunge(uids=None) -> list:
         """Remove \\Deleted messages (only among ``uids`` if given); their UIDs."""
 
+    def append_many_async(items: list):
+        """append_many() off the calling thread: a Deferred of the UIDs, fired once they are durable."""
+
+    def set_flags_async(uids, change, flags, keywords=(), unchanged_since: int | None = None):
+        """set_flags() off the calling thread: a Deferred of its result, fired once durable."""
+
+    def copy_async(uids, target: IMailbox):
+        """copy() off the calling thread: a Deferred of its pairs, fired once durable."""
+
+    def move_async(uids, target: IMailbox):
+        """move() off the calling thread: a Deferred of its pairs, fired once durable."""
+
+    def expunge_async(uids=None):
+        """expunge() off the calling thread: a Deferred of the UIDs, fired once durable."""
+
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
+
+    def generation():
+        """A value that differs from an earlier one whenever anything may have
+        changed since (it may differ when nothing did); cheaper than
+        ``changes_since``, so a poll can skip the look when it is equal."""
 
     def expunged_since(modseq: int):
         """UIDs expunged after ``modseq`` (ascending), or None if the store's
@@ -178,7 +202,8 @@ class IMailbox(Interface):
         """UIDs that are recent for the caller: each new UID is claimed once."""
 
     def watch(listener) -> None:
-        """Call ``listener()`` after every change made in this process."""
+        """Call ``listener()`` after every change made in this process, and when
+        ``IStore.poll_watched`` finds the mailbox's owner changed by another."""
 
     def unwatch(listener) -> None:
         """Stop calling ``listener``."""

@@ -5,7 +5,10 @@ Rendering FETCH items and matching SEARCH keys are the business of
 resolves the message set against the session's map, asks the store, and
 streams the answer.  Messages another session expunged but this one has
 not been told about (ghosts) are answered per RFC 2180 4.1.2 / 4.2.1: the
-others are served and the tagged reply is ``NO [EXPUNGEISSUED]``.
+others are served and the tagged reply is ``OK [EXPUNGEISSUED]`` for FETCH
+and STORE (as Dovecot; a NO reads as a failed command to clients and
+imaptest, though the rest was done), ``NO [EXPUNGEISSUED]`` for COPY and
+MOVE, which do nothing then (RFC 2180 4.4.1).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cyrusmail.store.records import Flag, FlagChange
 
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_PARTLY_EXPUNGED = Reply("OK", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
 _MODSEQ = c.FetchAttribute("MODSEQ")
 _UID = c.FetchAttribute("UID")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
@@ -64,10 +68,16 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
             plan = rendering.plan_fetch((_UID, *items, _MODSEQ), command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
-    newly_seen: list = []
     if plan.sets_seen and not view.read_only and uids and view.mailbox.flag_mask & Flag.SEEN:
         # Only with the "s" right; without it the message is read, unmarked (RFC 4314 4).
-        newly_seen, _ = view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
+        marked = view.mailbox.set_flags_async(uids, FlagChange.ADD, Flag.SEEN)
+        return marked.addCallback(lambda result: _fetch(session, command, view, uids, plan, result[0]))
+    return _fetch(session, command, view, uids, plan, [])
+
+
+def _fetch(session, command: c.Fetch, view, uids: list[int], plan, newly_seen: list) -> defer.Deferred:
+    from cyrusmail.imap import fetch as rendering
+
     if command.vanished:
         for line in _vanished_earlier(view, command.sequence_set, command.changedsince):
             session.write(line)
@@ -81,6 +91,9 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
             previews = view.mailbox.previews(batch) if plan.needs_preview else {}
+            if shows_flags:
+                # a keyword another session set since the last poll: FLAGS names it first
+                yield from view.new_keywords(keyword for record in records for keyword in record.keywords)
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
@@ -111,10 +124,10 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
                 if seq is not None:
                     session.write(view.fetch_flags_line(record, seq, with_uid=command.uid))
             view.reported(newly_seen)
-        if failure:
-            error = failure[0]
-            return Reply("NO", str(error), getattr(error, "code", None) or codes.UNKNOWN_CTE)
-        return _EXPUNGED if missing[0] else None
+        refusals = [error for error in failure if getattr(error, "code", None) != codes.EXPUNGEISSUED]
+        if refusals:
+            return Reply("NO", str(refusals[0]), getattr(refusals[0], "code", None) or codes.UNKNOWN_CTE)
+        return _PARTLY_EXPUNGED if missing[0] or failure else None
 
     return session.stream(_coalesced(pieces())).addCallback(finished)
 
@@ -181,7 +194,7 @@ def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> It
 # -- STORE ---------------------------------------------------------------------
 
 
-def store(session, command: c.Store) -> Reply | None:
+def store(session, command: c.Store) -> defer.Deferred:
     view = session.state.view
     writable(view)
     try:
@@ -194,9 +207,13 @@ def store(session, command: c.Store) -> Reply | None:
     if command.unchangedsince is not None:
         session.enable("CONDSTORE")
     live = [uid for uid in uids if uid not in view.ghosts]
-    changed, refused = view.mailbox.set_flags(
-        live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
-    )
+    changing = view.mailbox.set_flags_async(live, _CHANGES[command.mode], bits, keywords, command.unchangedsince)
+    return changing.addCallback(lambda result: _stored(session, view, command, uids, live, keywords, *result))
+
+
+def _stored(session, view, command: c.Store, uids: list[int], live: list[int], keywords,
+            changed, refused) -> Reply | None:
+    """STORE's answer, once the change is durable: the FETCH responses, then the tagged reply."""
     refused_set = set(refused)
     changed_uids = {record.uid for record in changed}
     records = view.mailbox.records(live)
@@ -218,7 +235,7 @@ def store(session, command: c.Store) -> Reply | None:
     if refused:
         numbers = refused if command.uid else [view.seq_of(uid) for uid in refused]
         return Reply(code=f"{codes.MODIFIED} {SequenceSet.from_numbers(numbers)}", text="Conditional STORE failed")
-    return _EXPUNGED if gone else None
+    return _PARTLY_EXPUNGED if gone else None
 
 
 # -- COPY / MOVE -----------------------------------------------------------------
@@ -235,30 +252,36 @@ def _copyuid(target, pairs: list[tuple[int, int]]) -> str:
     return f"{codes.COPYUID} {target.uid_validity} {sources} {destinations}"
 
 
-def copy(session, command: c.Copy) -> Reply:
+def copy(session, command: c.Copy) -> Reply | defer.Deferred:
     view = session.state.view
     uids = view.resolve(command.sequence_set, command.uid)
     target = _target(session, command.mailbox)
     if any(uid in view.ghosts for uid in uids):
         return _EXPUNGED  # COPY is all or nothing (RFC 2180 4.4.1)
-    pairs = view.mailbox.copy(uids, target)
-    if not pairs:
-        return Reply(text="No messages copied")
-    if not uids_shown(session, target):
-        return None
-    return Reply(code=_copyuid(target, pairs))
+
+    def copied(pairs: list[tuple[int, int]]) -> Reply | None:
+        if not pairs:
+            return Reply(text="No messages copied")
+        if not uids_shown(session, target):
+            return None
+        return Reply(code=_copyuid(target, pairs))
+
+    return view.mailbox.copy_async(uids, target).addCallback(copied)
 
 
-def move(session, command: c.Move) -> None:
+def move(session, command: c.Move) -> defer.Deferred:
     view = session.state.view
     writable(view)
     uids = view.resolve(command.sequence_set, command.uid)
     target = _target(session, command.mailbox)
     live = [uid for uid in uids if uid not in view.ghosts]
-    pairs = view.mailbox.move(live, target)
-    if pairs and uids_shown(session, target):
-        # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
-        session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
+
+    def moved(pairs: list[tuple[int, int]]) -> None:
+        if pairs and uids_shown(session, target):
+            # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
+            session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
+
+    return view.mailbox.move_async(live, target).addCallback(moved)
 
 
 # -- SEARCH ----------------------------------------------------------------------
@@ -400,7 +423,7 @@ def matching_uids(view, criteria, seqs: dict[int, int], now: float | None = None
 
 def expunged_meanwhile(view) -> set[int]:
     """The UIDs another session expunged since this one was last told (while work ran)."""
-    return set(view.mailbox.changes_since(view.highest_modseq).expunged)
+    return view.expunged_since_poll()
 
 
 def uses_modseq(key) -> bool:
