@@ -411,6 +411,62 @@ class ImaplibPlusTests(TestCase):
 
         return self.login("SCRAM-SHA-256-PLUS", "secret").addCallback(check)
 
+    def test_plus_with_tls_exporter_from_a_pyopenssl_client(self):
+        """tls-exporter end to end (scramp and Python's ssl cannot): RFC 5802 arithmetic over pyOpenSSL."""
+        import select
+        import socket
+
+        def talk():
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+            raw.setblocking(False)  # waits below are select()s of at most 20 s: a hang cannot hold the test
+            connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), raw)
+            connection.set_connect_state()
+
+            def retry(operation):
+                while True:
+                    try:
+                        return operation()
+                    except SSL.WantReadError:
+                        if not select.select([raw], [], [], 20)[0]:
+                            raise TimeoutError("no answer in 20 s") from None
+
+            retry(connection.do_handshake)
+            buffer = bytearray()
+
+            def line() -> bytes:
+                while b"\r\n" not in buffer:
+                    buffer.extend(retry(lambda: connection.recv(4096)))
+                end = buffer.index(b"\r\n") + 2
+                text = bytes(buffer[:end])
+                del buffer[:end]
+                return text
+
+            try:
+                line()  # greeting
+                gs2, bare = "p=tls-exporter,,", "n=alice,r=pyopensslnonce"
+                connection.sendall(f"a1 AUTHENTICATE SCRAM-SHA-256-PLUS {b64(gs2 + bare)}\r\n".encode())
+                server_first = base64.b64decode(line()[2:]).decode()
+                attributes = dict(part.split("=", 1) for part in server_first.split(","))
+                binding = connection.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+                without_proof = f"c={b64(gs2.encode() + binding)},r={attributes['r']}"
+                auth_message = f"{bare},{server_first},{without_proof}".encode()
+                proof = client_proof("secret", base64.b64decode(attributes["s"]), int(attributes["i"]), auth_message)
+                connection.sendall(b64(f"{without_proof},p={b64(proof)}").encode() + b"\r\n")
+                signature = base64.b64decode(line()[2:])
+                connection.sendall(b"\r\n")
+                return connection.get_protocol_version_name(), signature, line()
+            finally:
+                connection.shutdown()
+                raw.close()
+
+        def check(result):
+            version, signature, tagged = result
+            self.assertEqual(version, "TLSv1.3")
+            self.assertTrue(signature.startswith(b"v="), signature)
+            self.assertTrue(tagged.startswith(b"a1 OK"), tagged)
+
+        return threads.deferToThread(talk).addCallback(check)
+
     def test_wrong_password_is_a_clean_no(self):
         def check(result):
             _, message = result
