@@ -35,8 +35,8 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from cyrusmail import logs, slices
-from cyrusmail.auth.policy import is_loopback, is_tls
+from cyrusmail import logs, sasl, slices
+from cyrusmail.auth.policy import is_loopback, is_tls, sasl_channel
 from cyrusmail.flow import OutputFlow
 from cyrusmail.imap import codes, compress, contexts, responses, wire
 from cyrusmail.imap import commands as c
@@ -216,15 +216,19 @@ class IMAPServer(Protocol):
         allow = self.context.config["server"]["allow_plaintext_on_loopback"]
         return self.secure or (allow and is_loopback(self.transport))
 
+    def sasl_channel(self) -> sasl.Channel:
+        """This connection as SASL mechanisms see it (:func:`cyrusmail.auth.policy.sasl_channel`)."""
+        allow = self.context.config["server"]["allow_plaintext_on_loopback"]
+        return sasl_channel(self.transport, self.context.portal, allow, secure=self.secure, service=self.service)
+
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
         caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
         if isinstance(self.state, NotAuthenticated):
             if not self.secure and not self.compressed and self.context.tls is not None:
                 caps.append("STARTTLS")
-            if self.plaintext_allowed():
-                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
-            else:
+            caps += [f"AUTH={name}" for name in sasl.offered(self.sasl_channel())]
+            if not self.plaintext_allowed():
                 caps.append("LOGINDISABLED")
         else:
             caps += AUTHENTICATED_CAPABILITIES

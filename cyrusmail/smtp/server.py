@@ -161,13 +161,14 @@ class SubmissionCallbacks:
         keywords = ehlo_keywords(session)
         if session.can_starttls():
             keywords.append("STARTTLS")
-        if session.can_auth():
-            keywords.append("AUTH PLAIN LOGIN")
+        mechanisms = session.auth_mechanisms()
+        if mechanisms:
+            keywords.append("AUTH " + " ".join(mechanisms))
         return keywords
 
     def check_mail(self, session: SMTPSession, mail: wire.Mail) -> Reply:
         if session.account is None:
-            if not session.can_auth() and session.can_starttls():
+            if not session.auth_mechanisms() and session.can_starttls():
                 return codes.STARTTLS_REQUIRED
             return codes.AUTH_REQUIRED
         if mail.reverse_path is None:

@@ -49,8 +49,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
-from cyrusmail.auth.throttle import UsernamePasswordFrom
+from cyrusmail.auth.policy import address_of, is_tls, sasl_channel
 from cyrusmail.flow import OutputFlow
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
@@ -191,7 +190,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.tls = False
         self.account = None
         self.transaction: Transaction | None = None
-        self._sasl: sasl.ServerMechanism | None = None
+        self._sasl: sasl.Exchange | None = None
         self._sasl_name = ""
         self._pending: deque = deque()
         self._busy = False
@@ -433,15 +432,20 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     # -- AUTH (RFC 4954) ----------------------------------------------------------------
 
-    def can_auth(self) -> bool:
-        """Whether AUTH may be used here: never on LMTP; passwords only in TLS or on loopback."""
-        if self.callbacks.lmtp:
-            return False
+    def sasl_channel(self) -> sasl.Channel:
         allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
-        return self.tls or plaintext_allowed(self.transport, allow_loopback)
+        return sasl_channel(self.transport, self.context.portal, allow_loopback, secure=self.tls,
+                            service=self.callbacks.service)
+
+    def auth_mechanisms(self) -> list[str]:
+        """The SASL mechanisms AUTH offers here: none on LMTP; each where the registry allows it."""
+        if self.callbacks.lmtp:
+            return []
+        return sasl.offered(self.sasl_channel())
 
     def do_auth(self, command: wire.Auth):
         refusal = None
+        mechanism = command.mechanism.upper()
         if self.callbacks.lmtp:
             refusal = codes.NOT_IMPLEMENTED
         elif self.helo is None or not self.esmtp:
@@ -450,36 +454,38 @@ class SMTPSession(Protocol, TimeoutMixin):
             refusal = codes.BAD_SEQUENCE.with_text("Already authenticated")
         elif self.transaction is not None:
             refusal = codes.BAD_SEQUENCE.with_text("AUTH is not allowed during a mail transaction")
-        elif not self.can_auth():
-            refusal = codes.ENCRYPTION_REQUIRED
-        elif command.mechanism not in sasl.MECHANISMS:
+        elif mechanism not in sasl.MECHANISMS:
             refusal = codes.MECHANISM_UNSUPPORTED
+        elif mechanism not in self.auth_mechanisms():
+            refusal = codes.ENCRYPTION_REQUIRED if not self.tls else codes.MECHANISM_UNSUPPORTED
         if refusal is not None:
             self.parser.resume()
             self.reply(refusal)
             return None
-        self._sasl = sasl.start(command.mechanism)
-        self._sasl_name = command.mechanism
-        return self._sasl_step(command.initial_response, first=True)
+        channel = self.sasl_channel()
+        self._sasl = sasl.Exchange(sasl.start(mechanism, channel), channel,
+                                   lambda credentials: self.context.portal.login(credentials, None, IAccount))
+        self._sasl_name = mechanism
+        return self._sasl_step(command.initial_response)
 
-    def _sasl_step(self, response: bytes | None, first: bool = False):
-        mechanism = self._sasl
-        if mechanism is None:  # cannot happen: the parser only reads SASL lines after 334
+    def _sasl_step(self, response: bytes | None):
+        exchange = self._sasl
+        if exchange is None:  # cannot happen: the parser only reads SASL lines after 334
             self.parser.resume()
             self.reply(codes.BAD_SEQUENCE)
             return None
-        try:
-            step = mechanism.step(response)
-        except sasl.SASLError as error:
-            return self._auth_failed(str(error)[:64], self._sasl_name)
-        if isinstance(step, sasl.Challenge):
+        return exchange.respond(response).addCallback(self._sasl_outcome)
+
+    def _sasl_outcome(self, outcome: sasl.Outcome) -> None:
+        if isinstance(outcome, sasl.Challenge):
             self.parser.start_auth()
-            self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
-            return None
+            self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(outcome.data).decode("ascii")))
+            return
         self._sasl = None
-        credentials = UsernamePasswordFrom(step.username.encode("utf-8"), step.password.encode("utf-8"), self.peer)
-        login = self.context.portal.login(credentials, None, IAccount)
-        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(step.username, self._sasl_name))
+        if isinstance(outcome, sasl.Succeeded):
+            self._auth_succeeded(outcome.avatar)
+        else:
+            self._auth_failed(outcome.user, self._sasl_name)
 
     def _auth_succeeded(self, result) -> None:
         _interface, account, _logout = result
