@@ -8,8 +8,8 @@ import grp
 import imaplib
 import io
 import os
-import re
 import pwd
+import re
 import shutil
 import signal
 import smtplib
