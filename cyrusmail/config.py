@@ -205,6 +205,35 @@ def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return networks
 
 
+def parse_regex(text: str) -> re.Pattern | None:
+    """A regular expression with at least one group, or None for an empty value."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        pattern = re.compile(text)
+    except re.error as error:
+        raise ValueError(f"not a regular expression: {error}") from None
+    if not pattern.groups:
+        raise ValueError("the expression needs a group for the user name, e.g. ^([a-z]+)@EXAMPLE\\.ORG$")
+    return pattern
+
+
+#: The protocols that may offer GSSAPI, and their RFC 4752 service names.
+GSSAPI_SERVICES = {"imap": "imap", "pop3": "pop", "submission": "smtp"}
+
+
+def parse_gssapi_services(text: str) -> dict[str, str]:
+    """``imap=imap pop3=pop submission=smtp``: the Kerberos service name per protocol."""
+    services = dict(GSSAPI_SERVICES)
+    for item in parse_list(text):
+        protocol, sep, name = item.partition("=")
+        if not sep or protocol not in GSSAPI_SERVICES or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"expected PROTOCOL=NAME pairs with PROTOCOL one of imap, pop3, submission, got {item!r}")
+        services[protocol] = name
+    return services
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -288,6 +317,13 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "quota": {
         "warning_percent": Key(parse_percent, 90),
+    },
+    "auth": {
+        # Kerberos 5 (GSSAPI, RFC 4752): offered only with a keytab; see cyrusmail.auth.kerberos.
+        "keytab": Key(parse_path, None),
+        "gssapi_realms": Key(parse_list, []),
+        "gssapi_principal_map": Key(parse_regex, None),
+        "gssapi_services": Key(parse_gssapi_services, dict(GSSAPI_SERVICES)),
     },
 }
 
@@ -405,6 +441,10 @@ def _check_together(config: Config) -> None:
                     f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
                     " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
                 )
+    auth = config.values["auth"]
+    if auth["keytab"] is not None and not auth["gssapi_realms"] and auth["gssapi_principal_map"] is None:
+        raise ConfigError(config.path, "auth", "gssapi_realms",
+                          "name the realms whose principals may log in (or set gssapi_principal_map)")
     queue = config.values["queue"]
     if queue["retry_initial"] > queue["retry_max"]:
         raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")
