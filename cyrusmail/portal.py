@@ -17,6 +17,7 @@ from cyrusmail.account import (
 from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
 from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.auth import kerberos
 from cyrusmail.auth.cache import CredentialCache
 from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
@@ -111,5 +112,8 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     server = config["server"]
     throttle = LoginThrottle(reactor, maximum=server["login_delay_max"])
     cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
-    return ThrottledPortal(realm, [PasswordChecker(users, config.domains, cache=cache)], throttle,
-                           lambda login: account_key(users, config.domains, login))
+    checkers = [PasswordChecker(users, config.domains, cache=cache)]
+    acceptor = kerberos.acceptor_from_config(config, config.data / kerberos.RCACHE_FILE)
+    if acceptor is not None:  # GSSAPI is offered where this checker is
+        checkers.append(kerberos.KerberosChecker(users, config.domains, acceptor))
+    return ThrottledPortal(realm, checkers, throttle, lambda login: account_key(users, config.domains, login))

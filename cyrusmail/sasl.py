@@ -1,4 +1,4 @@
-"""Server side of the SASL mechanisms PLAIN and LOGIN, for every protocol.
+"""Server side of the SASL mechanisms PLAIN, LOGIN and (with a keytab) GSSAPI, for every protocol.
 
 SMTP AUTH (RFC 4954), IMAP AUTHENTICATE (RFC 3501, 4959) and POP3 AUTH
 (RFC 5034) all carry SASL (RFC 4422) the same way: base64 lines, ``*`` to
@@ -61,12 +61,24 @@ class ServerMechanism(Protocol):
     ``step(None)`` starts an exchange that had no initial response;
     ``step(octets)`` feeds the client's (decoded) response.  Each step
     returns the next :class:`Challenge`, or :class:`Credentials` when the
-    exchange is complete, or raises :class:`SASLError`.
+    exchange is complete, or raises :class:`SASLError`.  A mechanism that
+    proves something other than a password (GSSAPI) ends with twisted.cred
+    credentials of its own, which carry the client's address; see
+    :func:`portal_credentials`.
     """
 
     name: str
 
-    def step(self, response: bytes | None) -> Challenge | Credentials: ...
+    def step(self, response: bytes | None) -> Challenge | Credentials | object: ...
+
+
+def portal_credentials(outcome: Credentials | object, client: str):
+    """What the portal checks for an exchange's final outcome (a password's, or the mechanism's own)."""
+    if isinstance(outcome, Credentials):
+        from cyrusmail.auth.throttle import UsernamePasswordFrom
+
+        return UsernamePasswordFrom(outcome.username.encode("utf-8"), outcome.password.encode("utf-8"), client)
+    return outcome
 
 
 def decode_response(line: bytes) -> bytes:
@@ -171,13 +183,43 @@ class LoginMechanism:
         return Credentials(self._username, _text(response, "password"))
 
 
-#: The mechanisms this server implements, by their (upper-case) SASL name.
+#: The password mechanisms this server implements, by their (upper-case) SASL name.
 MECHANISMS: dict[str, type[PlainMechanism | LoginMechanism]] = {
     "PLAIN": PlainMechanism,
     "LOGIN": LoginMechanism,
 }
+#: Every mechanism, as advertised (GSSAPI first, where it is offered at all).
+ALL_MECHANISMS = ("GSSAPI", *MECHANISMS)
 
 
-def start(name: str) -> ServerMechanism:
-    """A fresh exchange for mechanism ``name``; ``KeyError`` if unknown."""
+def offered(portal, service: str, plaintext: bool, private: bool) -> list[str]:
+    """The mechanisms a connection to config section ``service`` is offered.
+
+    PLAIN and LOGIN where a password may be sent (``plaintext``); GSSAPI
+    where the portal has a keytab for the protocol and the connection is
+    TLS or loopback (``private``): no security layer is offered, so what
+    follows the login is protected by TLS or not at all.
+    """
+    from cyrusmail.auth.kerberos import acceptor_of
+
+    names = list(MECHANISMS) if plaintext else []
+    acceptor = acceptor_of(portal)
+    if private and acceptor is not None and acceptor.offers(service):
+        names.insert(0, "GSSAPI")
+    return names
+
+
+def start(name: str, portal=None, service: str = "", client: str = "unknown") -> ServerMechanism:
+    """A fresh exchange for mechanism ``name``; ``KeyError`` if unknown or not configured.
+
+    GSSAPI needs the ``portal`` (its keytab), the config section ``service``
+    and the ``client``'s address (for the throttle).
+    """
+    if name.upper() == "GSSAPI":
+        from cyrusmail.auth.kerberos import acceptor_of
+
+        acceptor = acceptor_of(portal)
+        if acceptor is None or not acceptor.offers(service):
+            raise KeyError(name)
+        return acceptor.mechanism(service, client)
     return MECHANISMS[name.upper()]()

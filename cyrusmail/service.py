@@ -26,6 +26,7 @@ from twisted.python import usage
 # Imported here, not when the service starts: after twistd -u/-g the
 # server's user may not be able to read the Python installation.
 from cyrusmail import logs, startup, tls
+from cyrusmail.auth import kerberos
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config, ConfigError, load
 from cyrusmail.control import ControlService
@@ -51,6 +52,7 @@ class Options(usage.Options):
         try:
             self.config = load(self["config"])
             check_available(self.config)
+            check_keytab(self.config)
             # twistd may change folder (--rundir) before the data folder is opened.
             self.config.values["server"]["data"] = self.config.data.absolute()
             startup.check_data_folder(self.config)
@@ -64,6 +66,14 @@ def check_available(config: Config) -> None:
     for name in config.enabled_services():
         if builder_of(name) is None:
             raise ConfigError(config.path, name, "enabled", f"this build of cyrusmail has no {name} server yet")
+
+
+def check_keytab(config: Config) -> None:
+    """Refuse an ``[auth] keytab`` that cannot serve the enabled protocols (read again at start, as the server's user)."""
+    try:
+        kerberos.acceptor_from_config(config)
+    except kerberos.KerberosError as error:
+        raise ConfigError(config.path, "auth", "keytab", str(error)) from None
 
 
 def named_tls(config: Config) -> tls.ReloadableTLS | None:

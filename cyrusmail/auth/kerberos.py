@@ -303,9 +303,10 @@ class KerberosChecker:
 
     credentialInterfaces = (IKerberosPrincipal,)
 
-    def __init__(self, users, local_domains: list[str]):
+    def __init__(self, users, local_domains: list[str], acceptor: Acceptor | None = None):
         self.users = users
         self.local_domains = local_domains
+        self.acceptor = acceptor  # what the GSSAPI mechanism accepts tickets with
 
     def requestAvatarId(self, credentials: KerberosCredentials) -> defer.Deferred:
         problem = self._problem(credentials)
@@ -329,10 +330,21 @@ class KerberosChecker:
         return None
 
 
+def acceptor_of(portal) -> Acceptor | None:
+    """The Acceptor of ``portal``'s Kerberos checker, or None when GSSAPI is not configured."""
+    checker = getattr(portal, "checkers", {}).get(IKerberosPrincipal)
+    return getattr(checker, "acceptor", None)
+
+
 def acceptor_from_config(config, rcache: Path | None = None) -> Acceptor | None:
-    """The Acceptor ``[auth]`` describes, or None when it names no keytab (GSSAPI not offered)."""
+    """The Acceptor ``[auth]`` describes for the enabled protocols, or None when it names no keytab.
+
+    KerberosError when the keytab cannot serve (see :class:`Acceptor`).
+    """
     auth = config["auth"]
     if auth["keytab"] is None:
         return None
+    enabled = {PROTOCOL_OF[name] for name in config.enabled_services() if name in PROTOCOL_OF}
+    services = {protocol: name for protocol, name in auth["gssapi_services"].items() if protocol in enabled}
     rule = PrincipalRule(frozenset(auth["gssapi_realms"]), auth["gssapi_principal_map"])
-    return Acceptor(auth["keytab"], auth["gssapi_services"], rule, rcache)
+    return Acceptor(auth["keytab"], services, rule, rcache)

@@ -35,7 +35,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cyrusmail import logs, slices
+from cyrusmail import logs, sasl, slices
 from cyrusmail.auth.policy import is_loopback, is_tls
 from cyrusmail.flow import OutputFlow
 from cyrusmail.imap import codes, compress, contexts, responses, wire
@@ -214,15 +214,19 @@ class IMAPServer(Protocol):
         allow = self.context.config["server"]["allow_plaintext_on_loopback"]
         return self.secure or (allow and is_loopback(self.transport))
 
+    def sasl_mechanisms(self, with_tls: bool = False) -> list[str]:
+        """The SASL mechanisms AUTHENTICATE offers here (``with_tls``: those TLS would offer)."""
+        private = with_tls or self.secure or is_loopback(self.transport)
+        return sasl.offered(self.context.portal, self.service, with_tls or self.plaintext_allowed(), private)
+
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
         caps.append(f"APPENDLIMIT={self.context.config['server']['max_message_size']}")
         if isinstance(self.state, NotAuthenticated):
             if not self.secure and not self.compressed and self.context.tls is not None:
                 caps.append("STARTTLS")
-            if self.plaintext_allowed():
-                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
-            else:
+            caps += [f"AUTH={name}" for name in self.sasl_mechanisms()]
+            if not self.plaintext_allowed():
                 caps.append("LOGINDISABLED")
         else:
             caps += AUTHENTICATED_CAPABILITIES

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
+from cyrusmail.auth.policy import address_of, is_loopback, is_tls, plaintext_allowed
 from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.flow import OutputFlow
 from cyrusmail.pop3 import wire
@@ -337,19 +337,23 @@ class POP3Session(Protocol):
         self.state = Authorization()
         self._login(user, command.args[0], "USER")
 
+    def _mechanisms(self, with_tls: bool = False) -> list[str]:
+        """The SASL mechanisms offered here (``with_tls``: those TLS would offer)."""
+        private = with_tls or is_tls(self.transport) or is_loopback(self.transport)
+        return sasl.offered(self.context.portal, self.service, with_tls or self._plaintext_allowed(), private)
+
     def do_auth(self, command: wire.Command) -> None:
         if not command.args:
-            mechanisms = list(sasl.MECHANISMS) if self._plaintext_allowed() else []
-            self.send(wire.multiline("SASL mechanisms follow", mechanisms))
+            self.send(wire.multiline("SASL mechanisms follow", self._mechanisms()))
             return
         mechanism = command.args[0].upper()
-        if mechanism not in sasl.MECHANISMS:
+        if mechanism not in self._mechanisms(with_tls=True):
             self.send(wire.err(f"Unsupported mechanism {mechanism[:20]}"))
             return
-        if not self._plaintext_allowed():
+        if mechanism not in self._mechanisms():
             self._refuse_plaintext()
             return
-        exchange = Authenticating(sasl.start(mechanism))
+        exchange = Authenticating(sasl.start(mechanism, self.context.portal, self.service, address_of(self.transport)))
         self.state = exchange
         if len(command.args) == 2:  # RFC 5034 initial response
             self._sasl_step(exchange, command.args[1].encode("ascii", "replace"))
@@ -379,10 +383,16 @@ class POP3Session(Protocol):
             self.send(wire.challenge(sasl.encode_challenge(outcome.data)))
             return
         self.state = Authorization()
-        self._login(outcome.username, outcome.password, exchange.mechanism.name)
+        mechanism = exchange.mechanism
+        principal = getattr(mechanism, "principal", "")  # GSSAPI: logged beside the user
+        self._check(sasl.portal_credentials(outcome, address_of(self.transport)), principal or outcome.username,
+                    f"{mechanism.name} {principal}" if principal else mechanism.name)
 
     def _login(self, user: str, password: str, mechanism: str) -> None:
-        credentials = UsernamePasswordFrom(user, password, address_of(self.transport))
+        self._check(UsernamePasswordFrom(user, password, address_of(self.transport)), user, mechanism)
+
+    def _check(self, credentials, user: str, mechanism: str) -> None:
+        """Log in through the portal (throttled there); ``user`` and ``mechanism`` are for the log."""
         work = defer.maybeDeferred(self.context.portal.login, credentials, None, IAccount)
         work.addCallbacks(self._logged_in, self._login_failed,
                           callbackArgs=(mechanism,), errbackArgs=(user, mechanism))
@@ -440,7 +450,10 @@ class POP3Session(Protocol):
         capabilities = ["TOP", "UIDL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING"]
         if not isinstance(self.state, Transaction):
             if self._plaintext_allowed():
-                capabilities += ["USER", "SASL " + " ".join(sasl.MECHANISMS)]
+                capabilities.append("USER")
+            mechanisms = self._mechanisms()
+            if mechanisms:
+                capabilities.append("SASL " + " ".join(mechanisms))
             if self.context.tls is not None and not is_tls(self.transport):
                 capabilities.append("STLS")
         capabilities.append("IMPLEMENTATION cyrusmail")

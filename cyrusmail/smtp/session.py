@@ -48,8 +48,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
-from cyrusmail.auth.throttle import UsernamePasswordFrom
+from cyrusmail.auth.policy import address_of, is_loopback, is_tls, plaintext_allowed
 from cyrusmail.flow import OutputFlow
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
@@ -190,6 +189,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.esmtp = True
         self.tls = False
         self.account = None
+        self.principal: str | None = None  # the Kerberos principal of a GSSAPI login
         self.transaction: Transaction | None = None
         self._sasl: sasl.ServerMechanism | None = None
         self._sasl_name = ""
@@ -414,6 +414,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.helo = None
         self.esmtp = True
         self.account = None
+        self.principal = None
 
     # -- AUTH (RFC 4954) ----------------------------------------------------------------
 
@@ -423,6 +424,13 @@ class SMTPSession(Protocol, TimeoutMixin):
             return False
         allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
         return self.tls or plaintext_allowed(self.transport, allow_loopback)
+
+    def auth_mechanisms(self, with_tls: bool = False) -> list[str]:
+        """The SASL mechanisms AUTH offers here (``with_tls``: those TLS would offer); none on LMTP."""
+        if self.callbacks.lmtp:
+            return []
+        private = with_tls or self.tls or is_loopback(self.transport)
+        return sasl.offered(self.context.portal, self.callbacks.service, with_tls or self.can_auth(), private)
 
     def do_auth(self, command: wire.Auth):
         refusal = None
@@ -434,15 +442,15 @@ class SMTPSession(Protocol, TimeoutMixin):
             refusal = codes.BAD_SEQUENCE.with_text("Already authenticated")
         elif self.transaction is not None:
             refusal = codes.BAD_SEQUENCE.with_text("AUTH is not allowed during a mail transaction")
-        elif not self.can_auth():
-            refusal = codes.ENCRYPTION_REQUIRED
-        elif command.mechanism not in sasl.MECHANISMS:
+        elif command.mechanism not in self.auth_mechanisms(with_tls=True):
             refusal = codes.MECHANISM_UNSUPPORTED
+        elif command.mechanism not in self.auth_mechanisms():
+            refusal = codes.ENCRYPTION_REQUIRED
         if refusal is not None:
             self.parser.resume()
             self.reply(refusal)
             return None
-        self._sasl = sasl.start(command.mechanism)
+        self._sasl = sasl.start(command.mechanism, self.context.portal, self.callbacks.service, self.peer)
         self._sasl_name = command.mechanism
         return self._sasl_step(command.initial_response, first=True)
 
@@ -461,14 +469,18 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
             return None
         self._sasl = None
-        credentials = UsernamePasswordFrom(step.username.encode("utf-8"), step.password.encode("utf-8"), self.peer)
-        login = self.context.portal.login(credentials, None, IAccount)
-        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(step.username, self._sasl_name))
+        principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the log and the Received header
+        login = self.context.portal.login(sasl.portal_credentials(step, self.peer), None, IAccount)
+        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(principal or step.username,
+                                                                                    self._sasl_name),
+                                  callbackArgs=(principal,))
 
-    def _auth_succeeded(self, result) -> None:
+    def _auth_succeeded(self, result, principal: str | None = None) -> None:
         _interface, account, _logout = result
         self.account = account
-        logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
+        self.principal = principal
+        how = f"{self._sasl_name} {principal}" if principal else self._sasl_name
+        logs.login_succeeded(self.callbacks.service, self.transport, account.user, how)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
         self.context.sessions.logged_in(self, account.user)

@@ -1,8 +1,9 @@
-"""STARTTLS, LOGIN, AUTHENTICATE PLAIN / LOGIN with SASL-IR (RFC 4959).
+"""STARTTLS, LOGIN, AUTHENTICATE PLAIN / LOGIN / GSSAPI with SASL-IR (RFC 4959).
 
 Whether a password may be sent at all is the policy module's decision
 (:func:`cyrusmail.auth.policy.plaintext_allowed`, asked through the
-session); when a password is checked is the portal's throttle.
+session), which mechanisms are offered :func:`cyrusmail.sasl.offered`'s;
+when a password or a Kerberos principal is checked is the portal's throttle.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from typing import ClassVar
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
 
-from cyrusmail import logs
+from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
 from cyrusmail.auth.policy import address_of
 from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.imap import codes, responses, wire
 from cyrusmail.imap.codes import CommandFailed, Reply
-
-MECHANISMS = ("PLAIN", "LOGIN")
 
 
 def starttls(session, command) -> Reply:
@@ -67,8 +66,12 @@ def login(session, command) -> defer.Deferred:
 
 def check_password(session, username: bytes, password: bytes, mechanism: str) -> defer.Deferred:
     """Ask the portal; on success the session is authenticated."""
-    name = username.decode("utf-8", "replace")
     credentials = UsernamePasswordFrom(username, password, address_of(session.transport))
+    return check(session, credentials, username.decode("utf-8", "replace"), mechanism)
+
+
+def check(session, credentials, name: str, mechanism: str) -> defer.Deferred:
+    """Ask the portal about any credentials; ``name`` and ``mechanism`` are for the log."""
     attempt = session.context.portal.login(credentials, None, IAccount)
 
     def succeeded(result) -> Reply:
@@ -87,9 +90,14 @@ def check_password(session, username: bytes, password: bytes, mechanism: str) ->
 
 
 def authenticate(session, command) -> defer.Deferred | Reply:
-    if command.mechanism not in MECHANISMS:
+    if command.mechanism not in session.sasl_mechanisms(with_tls=True):
         raise CommandFailed(f"Unsupported mechanism {command.mechanism}", codes.CANNOT)
-    _refuse_plaintext(session)
+    if command.mechanism not in session.sasl_mechanisms():  # offered only inside TLS (or on loopback)
+        _refuse_plaintext(session)
+        raise CommandFailed("Use TLS before authenticating", codes.PRIVACYREQUIRED)
+    if command.mechanism == "GSSAPI":
+        mechanism = sasl.start("GSSAPI", session.context.portal, session.service, address_of(session.transport))
+        return _MechanismExchange(session, mechanism, command.initial_response).start()
     return _SaslExchange(session, command).start()
 
 
@@ -153,6 +161,60 @@ class _SaslExchange:
         if authzid and authzid != authcid:
             return None  # proxy authorisation is not offered
         return authcid, password
+
+
+class _MechanismExchange:
+    """The challenge/response lines of an AUTHENTICATE a :mod:`cyrusmail.sasl` mechanism drives (GSSAPI)."""
+
+    def __init__(self, session, mechanism: sasl.ServerMechanism, initial: bytes | None) -> None:
+        self.session = session
+        self.mechanism = mechanism
+        self.initial = initial
+        self.done: defer.Deferred = defer.Deferred()
+
+    def start(self) -> defer.Deferred:
+        response = None
+        if self.initial is not None:
+            try:
+                response = _decode(self.initial)
+            except ValueError:
+                return defer.fail(codes.bad("Invalid base64 in initial response"))
+        self._step(response)
+        return self.done
+
+    def _step(self, response: bytes | None) -> None:
+        name = self.mechanism.name
+        try:
+            outcome = self.mechanism.step(response)
+        except sasl.SASLError as error:
+            self.session.stop_lines()
+            logs.login_failed(self.session.service, self.session.transport, str(error), name)
+            self.done.callback(Reply("NO", "Authentication failed", codes.AUTHENTICATIONFAILED))
+            return
+        if isinstance(outcome, sasl.Challenge):
+            self.session.write(responses.continuation(base64.b64encode(outcome.data)))
+            self.session.expect_lines(self._line)
+            return
+        self.session.stop_lines()
+        principal = getattr(self.mechanism, "principal", "")  # logged beside the user
+        credentials = sasl.portal_credentials(outcome, address_of(self.session.transport))
+        check(self.session, credentials, principal or outcome.username,
+              f"{name} {principal}" if principal else name).chainDeferred(self.done)
+
+    def _line(self, event) -> None:
+        self.session.stop_lines()
+        if isinstance(event, wire.ParseError):
+            self.done.errback(codes.bad("Authentication line too long"))
+            return
+        if event.data == b"*":
+            self.done.errback(codes.bad("Authentication cancelled"))
+            return
+        try:
+            response = _decode(event.data)
+        except ValueError:
+            self.done.errback(codes.bad("Invalid base64"))
+            return
+        self._step(response)
 
 
 def _decode(data: bytes) -> bytes:
