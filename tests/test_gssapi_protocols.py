@@ -19,13 +19,19 @@ from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.smtp import codes
 from tests import imap_support
 from tests.helpers import add_user, make_context
-from tests.kerberos_support import KDC, REALM, SASLClient, need_kerberos
+from tests.kerberos_support import (
+    IMAP,
+    KDC,
+    POP3,
+    REALM,
+    SUBMISSION,
+    SASLClient,
+    need_kerberos,
+)
 from tests.test_pop3_support import Conversation as POP3Conversation
 from tests.test_smtp_session_support import Conversation as SMTPConversation
 from tests.test_smtp_session_support import expected, inbox_messages, submission_factory
 
-# Enabled (the keytab serves only enabled protocols) but never bound: these tests use StringTransports.
-IMAP, POP3, SUBMISSION = ({"enabled": "yes", "listen": f"tcp:{port}:interface=127.0.0.1"} for port in (1143, 1110, 1587))
 REMOTE = "192.0.2.7"  # TEST-NET-1: a peer that is not loopback; nothing is sent anywhere
 
 
