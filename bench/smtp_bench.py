@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from twisted.internet import reactor
 
+from bench.delivery_bench import rate
 from cyrusmail.smtp.server import make_lmtp_factory, make_submission_factory
 from tests.helpers import add_user, make_context
 
@@ -57,13 +58,7 @@ def submit(port: int, count: int) -> None:
 
 
 def submission_rate(port: int, connections: int, per_connection: int) -> float:
-    threads = [threading.Thread(target=submit, args=(port, per_connection)) for _ in range(connections)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return connections * per_connection / (time.perf_counter() - start)
+    return rate(submit, port, connections, per_connection)
 
 
 def read_replies(reader, count: int) -> list[bytes]:

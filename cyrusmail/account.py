@@ -694,6 +694,36 @@ class GuardedMailbox:
         self._require("e")
         return self.inner.expunge(uids)
 
+    # -- the same, off the reactor ------------------------------------------------------------
+    #
+    # Each runs the method above, rights checks included, in the queue of the
+    # owner's index (see cyrusmail.store.executor); a Deferred of its result,
+    # fired once it is durable.  Work that writes only the owner's index is
+    # grouped with its neighbours; a reader's own \Seen on a shared folder is
+    # kept in the reader's index, so that work runs alone.
+
+    def later(self, work, *args, group: bool = True, messages=()):
+        """``work(*args)`` in the owner's queue, grouped unless \\Seen is the reader's own here."""
+        return self.inner.later(work, *args, group=group and not self.private_seen, messages=messages)
+
+    def append_many_async(self, items: list):
+        return self.later(self.append_many, items, messages=[item[0] for item in items])
+
+    def set_flags_async(self, uids, change: FlagChange, flags: Flag, keywords: Iterable[str] = (),
+                        unchanged_since: int | None = None):
+        return self.later(self.set_flags, list(uids), change, flags, frozenset(keywords), unchanged_since)
+
+    def copy_async(self, uids, target: GuardedMailbox):
+        together = target.inner.index is self.inner.index and not target.private_seen
+        return target.later(self.copy, list(uids), target, group=together and not self.private_seen)
+
+    def move_async(self, uids, target: GuardedMailbox):
+        together = target.inner.index is self.inner.index and not target.private_seen
+        return self.later(self.move, list(uids), target, group=together)
+
+    def expunge_async(self, uids=None):
+        return self.later(self.expunge, None if uids is None else list(uids))
+
 
 # -- the account -----------------------------------------------------------------------------------
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import configparser
+import os
 import stat
 from pathlib import Path
 
 from cyrusmail.config import SERVICES, Config, from_parser
 from cyrusmail.protocols import ServerContext
+
+
+def workers_under_test() -> int:
+    """Worker processes of the real-twistd tests: 1 (one process), or ``CYRUSMAIL_TEST_WORKERS``."""
+    return int(os.environ.get("CYRUSMAIL_TEST_WORKERS", "1"))
 
 
 def make_config(data: str | Path, **sections: dict[str, str]) -> Config:

@@ -590,3 +590,21 @@ class HugeInputTests(TestCase):
         self.assertEqual({code for code, _, _ in replies[1000:]}, {452})
         self.assertEqual(self.errors.take(), [])
         self.assertEqual([code for code, _, _ in conversation.send(b"RSET\r\n")], [250])
+
+
+class ClosingSMTPTests(TestCase):
+    """A session that hangs up holds nothing more of what the client sent (Hypothesis found
+    ``BDAT 99999999999999999999`` plus 300 KB in one write: the 421 closed the session and
+    the 300 KB stayed buffered with reading not paused)."""
+
+    def test_input_after_a_fatal_bdat_is_dropped(self):
+        context, clock = make_server(self.mktemp(), submission={"enabled": "yes", "listen": "tcp:0"})
+        conversation = Conversation(submission_factory(context, clock))
+        self.addCleanup(lambda: None if conversation.transport.disconnecting
+                        else conversation.session.connectionLost(None))
+        conversation.session.dataReceived(b"BDAT 99999999999999999999\r\n" + b"y" * 300_000)
+        self.assertIn(b"421 ", conversation.transport.value())
+        self.assertTrue(conversation.transport.disconnecting)
+        self.assertEqual(conversation.session.parser.buffered, 0)
+        conversation.session.dataReceived(b"z" * 300_000)
+        self.assertEqual(conversation.session.parser.buffered, 0)

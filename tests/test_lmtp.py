@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from cyrusmail.delivery.local import LocalTarget
@@ -97,14 +98,14 @@ class LMTPTests(unittest.TestCase):
 
     def test_per_recipient_failure_over_quota(self) -> None:
         delivery = self.factory.callbacks.local
-        real = delivery.deliver
+        real = delivery.deliver_async
 
         def deliver(staged, target):
             if target.user == "bob":
-                return codes.MAILBOX_FULL
+                return defer.succeed(codes.MAILBOX_FULL)
             return real(staged, target)
 
-        delivery.deliver = deliver
+        delivery.deliver_async = deliver
         talk = Conversation(self.factory)
         talk.send("LHLO mx\r\nMAIL FROM:<x@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
                   "RCPT TO:<bob@example.org>\r\nRCPT TO:<alice+Trash@example.org>\r\nDATA\r\n")
@@ -122,12 +123,16 @@ class LMTPTests(unittest.TestCase):
             def append(self, staged):
                 raise OverQuota(permanent=self.permanent)
 
+            def append_async(self, staged):
+                return defer.fail(OverQuota(permanent=self.permanent))
+
         delivery = self.factory.callbacks.local
         for permanent, reply in ((False, codes.MAILBOX_FULL), (True, codes.QUOTA_EXCEEDED_PERM)):
             realm = self.context.realm
             full = Full(permanent)
             self.context.realm = type("R", (), {"delivery_target": lambda self, *args, box=full: box})()
             self.assertEqual(delivery.deliver(None, LocalTarget("bob")), reply)
+            self.assertEqual(self.successResultOf(delivery.deliver_async(None, LocalTarget("bob"))), reply)
             self.context.realm = realm
 
     def test_bdat_last_replies_per_recipient(self) -> None:

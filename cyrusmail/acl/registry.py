@@ -10,7 +10,9 @@ add rows before changing an ACL and drop them after, so it never misses one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
@@ -25,16 +27,26 @@ SCHEMA = (
 
 
 class AccessRegistry:
-    """``access.sqlite`` in the data folder (WAL, safe across processes)."""
+    """``access.sqlite`` in the data folder (WAL, safe across processes).
+
+    Its one connection is locked: store work on worker threads checks rights too.
+    """
 
     def __init__(self, path: Path | str):
         self.db = sqlite.connect(path)
+        self._lock = threading.RLock()
         with self._write() as db:
             for statement in SCHEMA:
                 db.execute(statement)
 
-    def _write(self):
-        return sqlite.write(self.db)
+    @contextmanager
+    def _write(self) -> Iterator:
+        with self._lock, sqlite.write(self.db) as db:
+            yield db
+
+    def _rows(self, query: str, parameters: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self.db.execute(query, tuple(parameters)).fetchall()
 
     def close(self) -> None:
         self.db.close()
@@ -42,15 +54,15 @@ class AccessRegistry:
     # -- groups ------------------------------------------------------------------
 
     def groups_of(self, user: str) -> frozenset[str]:
-        rows = self.db.execute("SELECT name FROM groups WHERE member = ?", (user,)).fetchall()
+        rows = self._rows("SELECT name FROM groups WHERE member = ?", (user,))
         return frozenset(row[0] for row in rows)
 
     def members(self, group: str) -> list[str]:
-        rows = self.db.execute("SELECT member FROM groups WHERE name = ? ORDER BY member", (group,)).fetchall()
+        rows = self._rows("SELECT member FROM groups WHERE name = ? ORDER BY member", (group,))
         return [row[0] for row in rows]
 
     def groups(self) -> list[str]:
-        return [row[0] for row in self.db.execute("SELECT DISTINCT name FROM groups ORDER BY name")]
+        return [row[0] for row in self._rows("SELECT DISTINCT name FROM groups ORDER BY name")]
 
     def add_members(self, group: str, members: Iterable[str]) -> None:
         with self._write() as db:
@@ -83,9 +95,8 @@ class AccessRegistry:
         """Owners with an ACL naming any of ``identifiers``, sorted."""
         identifiers = list(identifiers)
         marks = ",".join("?" * len(identifiers))
-        rows = self.db.execute(
-            f"SELECT DISTINCT owner FROM grants WHERE identifier IN ({marks}) ORDER BY owner", identifiers
-        ).fetchall()
+        rows = self._rows(f"SELECT DISTINCT owner FROM grants WHERE identifier IN ({marks}) ORDER BY owner",
+                          identifiers)
         return [row[0] for row in rows]
 
     def forget_owner(self, owner: str) -> None:

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
 from cyrusmail import logs
 from cyrusmail.acl.delivery import shared_folder_of
 from cyrusmail.smtp import codes
@@ -93,21 +96,45 @@ class LocalDelivery:
         return self.context.users.resolve(f"{local}@{domain}", self.domains)
 
     def deliver(self, staged, target: LocalTarget) -> Reply:
-        """Append the finished ``staged`` message to the target's mailbox.
+        """Append the finished ``staged`` message to the target's mailbox, on this thread.
 
         Returns :data:`codes.MESSAGE_ACCEPTED` once the file and index entry
         are durable, or the reply that says why not.
         """
         try:
-            mailbox = self.context.realm.delivery_target(target.user, target.folder, target.poster)
-            mailbox.append(staged)
-        except OverQuota as error:
-            return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
-        except PermissionDenied:
-            return codes.MAILBOX_DISABLED
-        except UnknownUser:  # deleted since RCPT
-            return codes.NO_SUCH_USER
-        except (StoreError, OSError) as error:
-            logs.log.failure("delivery to {user} failed", user=target.user)
-            return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
+            self._mailbox(target).append(staged)
+        except Exception:
+            reply = _refusal(Failure(), target)
+            if reply is None:
+                raise
+            return reply
         return codes.MESSAGE_ACCEPTED
+
+    def deliver_async(self, staged, target: LocalTarget) -> defer.Deferred:
+        """:meth:`deliver` with the append off the reactor (grouped with others to
+        the same user); a Deferred of the reply, fired once the message is durable."""
+
+        def refused(failure):
+            reply = _refusal(failure, target)
+            return failure if reply is None else reply
+
+        appending = defer.maybeDeferred(lambda: self._mailbox(target).append_async(staged))
+        return appending.addCallbacks(lambda _: codes.MESSAGE_ACCEPTED, refused)
+
+    def _mailbox(self, target: LocalTarget):
+        return self.context.realm.delivery_target(target.user, target.folder, target.poster)
+
+
+def _refusal(failure: Failure, target: LocalTarget) -> Reply | None:
+    """The reply for a delivery that failed so; None for a bug (raised on)."""
+    error = failure.value
+    if isinstance(error, OverQuota):
+        return codes.QUOTA_EXCEEDED_PERM if error.permanent else codes.MAILBOX_FULL
+    if isinstance(error, PermissionDenied):
+        return codes.MAILBOX_DISABLED
+    if isinstance(error, UnknownUser):  # deleted since RCPT
+        return codes.NO_SUCH_USER
+    if isinstance(error, (StoreError, OSError)):
+        logs.log.failure("delivery to {user} failed", failure, user=target.user)
+        return codes.TEMP_FAIL.with_text(f"Local delivery failed: {type(error).__name__}")
+    return None

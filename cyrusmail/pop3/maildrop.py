@@ -94,3 +94,7 @@ class Maildrop:
             self.mailbox.set_flags(doomed, FlagChange.ADD, Flag.DELETED)
             self.mailbox.expunge(doomed)
         return len(self.records) - len(self.deleted)
+
+    def commit_async(self):
+        """:meth:`commit` off the reactor, in the queue of the mailbox's index; a Deferred of its result."""
+        return self.mailbox.later(self.commit)

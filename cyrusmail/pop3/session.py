@@ -461,21 +461,25 @@ class POP3Session(Protocol):
 
     def do_quit(self, command: wire.Command) -> None:
         state = self.state
-        if isinstance(state, Transaction):
-            self.state = Update()
-            try:
-                left = state.maildrop.commit()
-            except STORE_FAILURES:
-                logs.log.failure("{service}: UPDATE failed for {user}", service=self.service, user=state.user)
-                reply = wire.err("Some deleted messages not removed", wire.SYS_TEMP)
-            else:
-                reply = wire.ok(f"Bye ({left} messages left)")
-            finally:
-                state.lock.release()
-                state.logout()
-        else:
-            self.state = Update()
-            reply = wire.ok("Bye")
+        self.state = Update()
+        if not isinstance(state, Transaction):
+            self._bye(wire.ok("Bye"))
+            return
+
+        def failed(failure: Failure) -> bytes:  # the lock is released whatever went wrong
+            logs.log.failure("{service}: UPDATE failed for {user}", failure, service=self.service, user=state.user)
+            return wire.err("Some deleted messages not removed", wire.SYS_TEMP)
+
+        def done(reply: bytes) -> None:
+            state.lock.release()  # only now may another POP3 session take the maildrop
+            state.logout()
+            self._bye(reply)
+
+        committed = state.maildrop.commit_async()  # off the reactor; answered once durable
+        committed.addCallbacks(lambda left: wire.ok(f"Bye ({left} messages left)"), failed)
+        self._wait(committed.addCallback(done))
+
+    def _bye(self, reply: bytes) -> None:
         self.send(reply)
         self.flow.close()
 

@@ -25,6 +25,7 @@ import ipaddress
 import re
 import secrets
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import ServerFactory
 
@@ -207,7 +208,7 @@ class SubmissionCallbacks:
                 f"Header block over {MAX_HEADER_SCAN} octets; cannot check its From: address")
         return check_authorship(message.header, session.account.addresses)
 
-    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
+    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply] | defer.Deferred:
         """Queue the remote recipients, then deliver the local ones; one reply.
 
         Remote recipients are made durable in the queue first, so that a
@@ -215,7 +216,8 @@ class SubmissionCallbacks:
         recipient that fails temporarily is queued for a retry; one that
         fails for good gets a DSN.  If every recipient is local and all fail
         alike, the client gets that failure instead.  A message whose
-        From: or Sender: the user does not own goes nowhere.
+        From: or Sender: the user does not own goes nowhere.  The message's
+        fsync and the local appends run off the reactor.
         """
         refusal = self.authorship_refusal(session, transaction)
         if refusal is not None:
@@ -224,10 +226,22 @@ class SubmissionCallbacks:
             return [refusal]
         remote = [r for r in transaction.recipients if r.target is REMOTE]
         local = [r for r in transaction.recipients if isinstance(r.target, LocalTarget)]
-        queue = self.queue if remote or local else None
+        ready = self.context.store.executor.prepare(staged.finish)  # before the queue or a DSN uses it
+
+        def local_now(_) -> defer.Deferred:
+            return defer.gatherResults([self.local.deliver_async(staged, r.target) for r in local],
+                                       consumeErrors=True)
+
         if remote:
-            queue.enqueue(transaction.mail, [r.rcpt for r in remote], staged)
-        results = [(r, self.local.deliver(staged, r.target)) for r in local]
+            ready.addCallback(lambda _: self.queue.enqueue_async(transaction.mail, [r.rcpt for r in remote], staged))
+        ready.addCallback(local_now)
+        return ready.addCallback(lambda replies: self._delivered(session, transaction, staged, local, replies))
+
+    def _delivered(self, session: SMTPSession, transaction: Transaction, staged, local: list,
+                   replies: list[Reply]) -> list[Reply]:
+        """The reply once the local recipients are answered: retries queued, reports sent."""
+        queue = self.queue
+        results = list(zip(local, replies))
         failed = [(r, reply) for r, reply in results if not reply.is_positive]
         if failed and len(failed) == len(transaction.recipients):
             first = failed[0][1]
@@ -277,10 +291,14 @@ class LMTPCallbacks:
         return_path = f"Return-Path: <{transaction.sender or ''}>\r\n".encode()
         return return_path + received_header(session, transaction, with_name("LMTP", session))
 
-    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> list[Reply]:
+    def deliver(self, session: SMTPSession, transaction: Transaction, staged) -> defer.Deferred:
+        """Each recipient's append off the reactor (all at once); one reply each, once durable."""
+        deliveries = [self.local.deliver_async(staged, recipient.target) for recipient in transaction.recipients]
+        return defer.gatherResults(deliveries, consumeErrors=True).addCallback(self._replies, transaction)
+
+    def _replies(self, results: list[Reply], transaction: Transaction) -> list[Reply]:
         replies = []
-        for recipient in transaction.recipients:
-            reply = self.local.deliver(staged, recipient.target)
+        for recipient, reply in zip(transaction.recipients, results):
             if reply.is_positive:
                 reply = reply.with_text(f"<{recipient.address}> delivered, id {transaction.id}")
             replies.append(reply)

@@ -158,10 +158,9 @@ class MessageWriter:
         self.staged.write(head)
 
     def finish(self) -> None:
-        """Write what is held back and make the message durable (fsync)."""
+        """Write what is held back; the delivery makes it durable (its fsync runs off the reactor)."""
         if self._head is not None:
             self._flush(at_end=True)
-        self.staged.finish()
 
     def discard(self) -> None:
         self.staged.discard()
@@ -242,8 +241,13 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.close()
 
     def close(self) -> None:
+        """Hang up after what is written has gone; what the client sent
+        that will never be read is dropped, and what arrives later is
+        ignored (reading goes on: a TLS session needs the peer's
+        close_notify to finish closing)."""
         self._closed = True
         self._pending.clear()
+        self.parser.close()
         self.flow.close()
 
     def reply(self, reply: Reply) -> None:

@@ -942,6 +942,13 @@ class SMTPParser:
         self._mode = Mode.COMMAND
         return discarded
 
+    def close(self) -> None:
+        """The session hangs up: drop what is buffered and read nothing more."""
+        self._mode = Mode.CLOSED
+        self._paused_on = None
+        self._buffer.clear()
+        self._scan_from = 0
+
     def resume(self) -> None:
         """Go back to reading commands: the paused-on command was refused.
 

@@ -167,6 +167,21 @@ class IMailbox(Interface):
     def expunge(uids=None) -> list:
         """Remove \\Deleted messages (only among ``uids`` if given); their UIDs."""
 
+    def append_many_async(items: list):
+        """append_many() off the calling thread: a Deferred of the UIDs, fired once they are durable."""
+
+    def set_flags_async(uids, change, flags, keywords=(), unchanged_since: int | None = None):
+        """set_flags() off the calling thread: a Deferred of its result, fired once durable."""
+
+    def copy_async(uids, target: IMailbox):
+        """copy() off the calling thread: a Deferred of its pairs, fired once durable."""
+
+    def move_async(uids, target: IMailbox):
+        """move() off the calling thread: a Deferred of its pairs, fired once durable."""
+
+    def expunge_async(uids=None):
+        """expunge() off the calling thread: a Deferred of the UIDs, fired once durable."""
+
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
 

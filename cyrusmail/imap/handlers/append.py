@@ -21,6 +21,8 @@ literals; this one reads them first).
 
 from __future__ import annotations
 
+from twisted.internet import defer
+
 from cyrusmail.imap import codes, urls
 from cyrusmail.imap import commands as c
 from cyrusmail.imap.codes import CommandFailed, Reply
@@ -36,16 +38,30 @@ from cyrusmail.store.errors import StoreError
 _COPY_CHUNK = 64 * 1024
 
 
-def append(session, command) -> Reply:
+def append(session, command) -> defer.Deferred:
+    """Stage, check and append; answered once the messages are durable.
+
+    The append itself (the files' fsyncs, the index's commit) runs off the
+    reactor, grouped with other appends to the same user's index.
+    """
     for message in command.messages:
         for sink in message.sinks():
             if getattr(sink, "has_nul", False) and not getattr(sink, "binary", False):
                 raise CommandFailed("Message contains a NUL octet, which a literal cannot carry (RFC 3501)",
                                     codes.CANNOT)
-    target = open_target(session.state.account.mailboxes, command.mailbox)
-    items = []
     made = []  # CATENATE's staged messages, discarded at the end like the literals
+
+    def clean_up(result):
+        for staged in made:
+            staged.discard()
+        for message in command.messages:
+            for sink in message.sinks():
+                sink.close()
+        return result
+
     try:
+        target = open_target(session.state.account.mailboxes, command.mailbox)
+        items = []
         for message in command.messages:
             flag_names = [name for name in message.flags or () if name.lower() != RECENT.lower()]
             try:
@@ -60,17 +76,18 @@ def append(session, command) -> Reply:
                 staged = _storable(session, message.content)
             date = message.internal_date.timestamp() if message.internal_date else None
             items.append((staged, bits, keywords, date))
-        uids = target.append_many(items)
-    finally:
-        for staged in made:
-            staged.discard()
-        for message in command.messages:
-            for sink in message.sinks():
-                sink.close()
-    if not uids_shown(session, target):
-        return Reply(text="APPEND completed")
-    uid_set = SequenceSet.from_numbers(uids)
-    return Reply(code=f"{codes.APPENDUID} {target.uid_validity} {uid_set}", text="APPEND completed")
+        appended = target.append_many_async(items)
+    except BaseException:
+        clean_up(None)
+        raise
+
+    def replied(uids: list[int]) -> Reply:
+        if not uids_shown(session, target):
+            return Reply(text="APPEND completed")
+        uid_set = SequenceSet.from_numbers(uids)
+        return Reply(code=f"{codes.APPENDUID} {target.uid_validity} {uid_set}", text="APPEND completed")
+
+    return appended.addBoth(clean_up).addCallback(replied)
 
 
 def uids_shown(session, target) -> bool:
@@ -97,8 +114,7 @@ def _storable(session, content):
         staged = content.staged
         for piece in pieces:
             staged.write(piece)
-    staged.finish()
-    return staged
+    return staged  # finished off the reactor, by the append
 
 
 def _bad_url(url: str, why: str) -> CommandFailed:

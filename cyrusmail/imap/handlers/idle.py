@@ -1,8 +1,8 @@
 """IDLE (RFC 2177): updates pushed at once until the client says DONE.
 
-Changes made in this process arrive through ``mailbox.watch``; a poll
-every few seconds catches those made by other processes (cyrusmail-admin,
-a second server).  The session's 30-minute autologout still applies.
+Changes made by this server (any of its worker processes) arrive through
+``mailbox.watch``; a poll every ``[server] idle_check_interval`` (5 s)
+catches those made by other programs (cyrusmail-admin).  The session's 30-minute autologout still applies.
 """
 
 from __future__ import annotations

@@ -64,10 +64,16 @@ def fetch(session, command: c.Fetch) -> defer.Deferred:
             plan = rendering.plan_fetch((_UID, *items, _MODSEQ), command.uid)
     except rendering.FetchError as error:
         raise CommandFailed(str(error), getattr(error, "code", None) or codes.CLIENTBUG) from None
-    newly_seen: list = []
     if plan.sets_seen and not view.read_only and uids and view.mailbox.flag_mask & Flag.SEEN:
         # Only with the "s" right; without it the message is read, unmarked (RFC 4314 4).
-        newly_seen, _ = view.mailbox.set_flags(uids, FlagChange.ADD, Flag.SEEN)
+        marked = view.mailbox.set_flags_async(uids, FlagChange.ADD, Flag.SEEN)
+        return marked.addCallback(lambda result: _fetch(session, command, view, uids, plan, result[0]))
+    return _fetch(session, command, view, uids, plan, [])
+
+
+def _fetch(session, command: c.Fetch, view, uids: list[int], plan, newly_seen: list) -> defer.Deferred:
+    from cyrusmail.imap import fetch as rendering
+
     if command.vanished:
         for line in _vanished_earlier(view, command.sequence_set, command.changedsince):
             session.write(line)
@@ -181,7 +187,7 @@ def _stream_message(mailbox, uid: int, rendered: list, missing: list[int]) -> It
 # -- STORE ---------------------------------------------------------------------
 
 
-def store(session, command: c.Store) -> Reply | None:
+def store(session, command: c.Store) -> defer.Deferred:
     view = session.state.view
     writable(view)
     try:
@@ -194,9 +200,13 @@ def store(session, command: c.Store) -> Reply | None:
     if command.unchangedsince is not None:
         session.enable("CONDSTORE")
     live = [uid for uid in uids if uid not in view.ghosts]
-    changed, refused = view.mailbox.set_flags(
-        live, _CHANGES[command.mode], bits, keywords, unchanged_since=command.unchangedsince
-    )
+    changing = view.mailbox.set_flags_async(live, _CHANGES[command.mode], bits, keywords, command.unchangedsince)
+    return changing.addCallback(lambda result: _stored(session, view, command, uids, live, keywords, *result))
+
+
+def _stored(session, view, command: c.Store, uids: list[int], live: list[int], keywords,
+            changed, refused) -> Reply | None:
+    """STORE's answer, once the change is durable: the FETCH responses, then the tagged reply."""
     refused_set = set(refused)
     changed_uids = {record.uid for record in changed}
     records = view.mailbox.records(live)
@@ -235,30 +245,36 @@ def _copyuid(target, pairs: list[tuple[int, int]]) -> str:
     return f"{codes.COPYUID} {target.uid_validity} {sources} {destinations}"
 
 
-def copy(session, command: c.Copy) -> Reply:
+def copy(session, command: c.Copy) -> Reply | defer.Deferred:
     view = session.state.view
     uids = view.resolve(command.sequence_set, command.uid)
     target = _target(session, command.mailbox)
     if any(uid in view.ghosts for uid in uids):
         return _EXPUNGED  # COPY is all or nothing (RFC 2180 4.4.1)
-    pairs = view.mailbox.copy(uids, target)
-    if not pairs:
-        return Reply(text="No messages copied")
-    if not uids_shown(session, target):
-        return None
-    return Reply(code=_copyuid(target, pairs))
+
+    def copied(pairs: list[tuple[int, int]]) -> Reply | None:
+        if not pairs:
+            return Reply(text="No messages copied")
+        if not uids_shown(session, target):
+            return None
+        return Reply(code=_copyuid(target, pairs))
+
+    return view.mailbox.copy_async(uids, target).addCallback(copied)
 
 
-def move(session, command: c.Move) -> None:
+def move(session, command: c.Move) -> defer.Deferred:
     view = session.state.view
     writable(view)
     uids = view.resolve(command.sequence_set, command.uid)
     target = _target(session, command.mailbox)
     live = [uid for uid in uids if uid not in view.ghosts]
-    pairs = view.mailbox.move(live, target)
-    if pairs and uids_shown(session, target):
-        # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
-        session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
+
+    def moved(pairs: list[tuple[int, int]]) -> None:
+        if pairs and uids_shown(session, target):
+            # RFC 6851: COPYUID before the EXPUNGEs, which the completion sends.
+            session.untagged(f"OK [{_copyuid(target, pairs)}] Moved")
+
+    return view.mailbox.move_async(live, target).addCallback(moved)
 
 
 # -- SEARCH ----------------------------------------------------------------------

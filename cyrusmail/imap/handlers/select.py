@@ -81,14 +81,14 @@ def check(session, command) -> None:
     """Every change is durable when made; CHECK only reports updates."""
 
 
-def close(session, command: Selected) -> None:
+def close(session, command: Selected) -> defer.Deferred:
     view = session.state.view
-    if not view.read_only:
-        try:
-            view.mailbox.expunge()  # silently (RFC 3501 6.4.2)
-        except PermissionDenied:
-            pass  # without "e" nothing is expunged, and CLOSE still succeeds (RFC 4314 4)
-    session.leave_mailbox()
+    expunged = defer.succeed(None) if view.read_only else view.mailbox.expunge_async()  # silently (RFC 3501 6.4.2)
+
+    def without_e(failure):
+        failure.trap(PermissionDenied)  # without "e" nothing is expunged, and CLOSE still succeeds (RFC 4314 4)
+
+    return expunged.addErrback(without_e).addCallback(lambda _: session.leave_mailbox())
 
 
 def unselect(session, command) -> None:
@@ -101,11 +101,9 @@ def writable(view) -> None:
         raise CommandFailed("Mailbox is read-only", codes.READ_ONLY)
 
 
-def expunge(session, command) -> None:
+def expunge(session, command) -> defer.Deferred:
     view = session.state.view
     writable(view)
-    if command.uid:
-        view.mailbox.expunge(view.resolve(command.sequence_set, uid=True))
-    else:
-        view.mailbox.expunge()
+    uids = view.resolve(command.sequence_set, uid=True) if command.uid else None
     # The EXPUNGE responses come from the completion's poll, with everyone else's.
+    return view.mailbox.expunge_async(uids).addCallback(lambda _: None)

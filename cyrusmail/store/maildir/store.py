@@ -10,6 +10,7 @@ import secrets
 import shutil
 import sqlite3
 import struct
+import threading
 import time
 import weakref
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -32,6 +34,7 @@ from cyrusmail.store.errors import (
     Refused,
     UnknownUser,
 )
+from cyrusmail.store.executor import InlineExecutor
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStagedMessage, IStore
 from cyrusmail.store.maildir import quota
 from cyrusmail.store.maildir.files import (
@@ -40,7 +43,7 @@ from cyrusmail.store.maildir.files import (
     unlink_quietly,
     write_json_atomically,
 )
-from cyrusmail.store.maildir.index import UserIndex, new_mailbox_id
+from cyrusmail.store.maildir.index import IndexBusy, UserIndex, new_mailbox_id
 from cyrusmail.store.records import (
     NO_FLAGS,
     NO_SORT_DATA,
@@ -232,10 +235,15 @@ def _apply_flags(
 
 @implementer(IStagedMessage)
 class StagedMessage:
-    """A message written to ``tmp/`` once and linked into every mailbox it goes to."""
+    """A message written to ``tmp/`` once and linked into every mailbox it goes to.
+
+    Written on one thread; then finished and analysed by whichever threads
+    deliver it (one message, several recipients): those two are locked.
+    """
 
     def __init__(self, path: Path, analyser: Analyser | None, previewer: Previewer | None = None):
         self.path = path
+        self._lock = threading.Lock()
         self.size = 0
         self._analyser = analyser
         self._previewer = previewer
@@ -250,11 +258,12 @@ class StagedMessage:
         self.size += len(data)
 
     def finish(self) -> None:
-        if not self._finished:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._finished = True
+        with self._lock:
+            if not self._finished:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._finished = True
 
     def discard(self) -> None:
         if not self._file.closed:
@@ -267,19 +276,35 @@ class StagedMessage:
     def mime_cache(self) -> bytes | None:
         """The parse result, made once however many mailboxes receive the message,
         with its preview from the same read of the file."""
-        if not self._analysed:
-            self._analysed = True
-            if self._analyser is not None:
-                data = self.path.read_bytes()
-                self._mime = self._analyser(data)
-                if self._mime is not None and self._previewer is not None:
-                    self._preview = self._previewer(data, self._mime)
+        with self._lock:
+            if not self._analysed:
+                self._analysed = True
+                if self._analyser is not None:
+                    data = self.path.read_bytes()
+                    self._mime = self._analyser(data)
+                    if self._mime is not None and self._previewer is not None:
+                        self._preview = self._previewer(data, self._mime)
         return self._mime
+
+    def prepare(self) -> None:
+        """Finish and analyse: all a delivery needs before it takes the index."""
+        self.finish()
+        self.mime_cache()
 
     def preview(self) -> str | None:
         """The RFC 8970 preview, made with the MIME cache (None without one)."""
         self.mime_cache()
         return self._preview
+
+
+def _unlink_all(paths: Iterable[Path]) -> None:
+    for path in paths:
+        unlink_quietly(path)
+
+
+def _prepare_all(staged: list[StagedMessage]) -> None:
+    for message in staged:
+        message.prepare()
 
 
 def _analyse_file(path: Path, size: int, analyser: Analyser) -> bytes | None:
@@ -322,7 +347,13 @@ class MaildirStore:
         # ``index_cache`` are also held here, the rest close once unused.
         self._open: weakref.WeakValueDictionary[str, UserIndex] = weakref.WeakValueDictionary()
         self._recent: OrderedDict[str, UserIndex] = OrderedDict()
+        self._indexes_lock = threading.RLock()  # worker threads open indexes too
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        #: where write jobs run (see :mod:`cyrusmail.store.executor`): at once,
+        #: until the server gives the store a thread pool
+        self.executor = InlineExecutor(self.index)
+        #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
+        self.publish: Callable[[str, int], None] | None = None
 
     # -- users -------------------------------------------------------------
 
@@ -349,6 +380,10 @@ class MaildirStore:
         process) is not handed out again.
         """
         key = user if user == SHARED_OWNER else names.user_name(user)
+        with self._indexes_lock:
+            return self._index(key, create)
+
+    def _index(self, key: str, create: bool) -> UserIndex:
         index = self._open.get(key)
         if index is not None and not index.is_current():
             self._forget(key)
@@ -377,8 +412,9 @@ class MaildirStore:
 
     def _forget(self, key: str) -> UserIndex | None:
         """Drop ``key``'s index from the caches (whoever still holds it keeps it open)."""
-        self._recent.pop(key, None)
-        return self._open.pop(key, None)
+        with self._indexes_lock:
+            self._recent.pop(key, None)
+            return self._open.pop(key, None)
 
     def open_indexes(self) -> int:
         """How many indexes this store has open now."""
@@ -512,12 +548,29 @@ class MaildirStore:
                              self.previewer)
 
     def close(self) -> None:
+        """Stop the store's threads (letting their work finish) and close every index."""
+        self.executor.stop()
         for index in list(self._open.values()):
             index.close()
         self._open.clear()
         self._recent.clear()
 
-    # -- change notification (in-process) -----------------------------------
+    # -- work off the reactor (see cyrusmail.store.executor) -------------------
+
+    def run(self, owner: str, work: Callable, *args, group: bool = False, messages: Iterable = ()) -> defer.Deferred:
+        """``work(*args)`` in the queue of ``owner``'s index; a Deferred of its result.
+
+        ``group``: ``work`` writes only that index, and may be committed with
+        the jobs queued beside it.  ``messages``: staged messages to finish
+        and analyse first, in parallel with other work, before the job queues.
+        """
+        staged = [message for message in messages if isinstance(message, StagedMessage)]
+        if not staged:
+            return self.executor.submit(owner, work, *args, group=group)
+        ready = self.executor.prepare(_prepare_all, staged)
+        return ready.addCallback(lambda _: self.executor.submit(owner, work, *args, group=group))
+
+    # -- change notification -------------------------------------------------
 
     def watch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
         self._watchers.setdefault((user, mailbox_id), []).append(listener)
@@ -530,7 +583,17 @@ class MaildirStore:
             self._watchers.pop((user, mailbox_id), None)
 
     def notify(self, user: str, mailbox_id: int) -> None:
-        """Tell every watcher; the change is committed, so a failing one is only logged."""
+        """Tell every watcher and ``publish`` the change, on the reactor thread; it
+        is committed, so a failing watcher is only logged."""
+        self.executor.call_home(self._tell_and_publish, user, mailbox_id)
+
+    def _tell_and_publish(self, user: str, mailbox_id: int) -> None:
+        self.tell_watchers(user, mailbox_id)
+        if self.publish is not None:
+            self.publish(user, mailbox_id)
+
+    def tell_watchers(self, user: str, mailbox_id: int) -> None:
+        """Tell this process's watchers of a change (made here, or by another worker process)."""
         for listener in list(self._watchers.get((user, mailbox_id), ())):
             try:
                 listener()
@@ -1241,13 +1304,17 @@ class MaildirMailbox:
                     "UPDATE mailboxes SET uidnext = ?, highestmodseq = ? WHERE id = ?",
                     (uidnext + len(entries), modseq, self.id),
                 )
-                fsync_dir(self.folder)
+                self.index.sync_folder(self.folder)
         except BaseException:
-            for path in linked:
-                unlink_quietly(path)
+            _unlink_all(linked)
             raise
-        self.store.notify(self.tree.user, self.id)
+        self.index.on_rollback(lambda: _unlink_all(linked))
+        self._changed()
         return uids
+
+    def _changed(self) -> None:
+        """Tell this process's watchers of the change, once it is committed."""
+        self.index.after_commit(lambda: self.store.notify(self.tree.user, self.id))
 
     # -- changing ------------------------------------------------------------
 
@@ -1276,7 +1343,7 @@ class MaildirMailbox:
             if changed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
         if changed:
-            self.store.notify(self.tree.user, self.id)
+            self._changed()
         return changed, refused
 
     def copy(self, uids: Iterable[int], target: MaildirMailbox,
@@ -1309,6 +1376,38 @@ class MaildirMailbox:
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         return self._remove(uids, deleted_only=True)
 
+    # -- the same, off the reactor (see MaildirStore.run) -------------------------
+
+    def later(self, work: Callable, *args, group: bool = False, messages: Iterable = ()) -> defer.Deferred:
+        """``work(*args)`` in the queue of this mailbox's index (grouped if ``group``)."""
+        return self.store.run(self.tree.user, work, *args, group=group, messages=messages)
+
+    def append_many_async(self, items: list) -> defer.Deferred:
+        """:meth:`append_many`, committed with the appends queued beside it; a Deferred of the UIDs."""
+        return self.later(self.append_many, items, group=True, messages=[item[0] for item in items])
+
+    def append_async(self, message, flags: Flag | None = None, keywords: Iterable[str] = (),
+                     internal_date: float | None = None) -> defer.Deferred:
+        """:meth:`append` off the reactor; a Deferred of the UID, fired once it is durable."""
+        deferred = self.append_many_async([(message, flags, keywords, internal_date)])
+        return deferred.addCallback(lambda uids: uids[0])
+
+    def set_flags_async(self, uids: Iterable[int], change: FlagChange, flags: Flag, keywords: Iterable[str] = (),
+                        unchanged_since: int | None = None) -> defer.Deferred:
+        return self.later(self.set_flags, list(uids), change, flags, frozenset(keywords), unchanged_since,
+                          group=True)
+
+    def copy_async(self, uids: Iterable[int], target: MaildirMailbox,
+                   transform: FlagTransform | None = None) -> defer.Deferred:
+        return target.later(self.copy, list(uids), target, transform, group=target.index is self.index)
+
+    def move_async(self, uids: Iterable[int], target: MaildirMailbox,
+                   transform: FlagTransform | None = None) -> defer.Deferred:
+        return self.later(self.move, list(uids), target, transform, group=target.index is self.index)
+
+    def expunge_async(self, uids: Iterable[int] | None = None) -> defer.Deferred:
+        return self.later(self.expunge, None if uids is None else list(uids), group=True)
+
     def _remove(self, uids: Iterable[int] | None, deleted_only: bool = False) -> list[int]:
         """Remove ``uids`` (every \\Deleted one if None) in one transaction; their UIDs.
 
@@ -1340,10 +1439,9 @@ class MaildirMailbox:
             if removed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
                 self._bound_history(db, len(removed))
-        for record in removed:
-            unlink_quietly(self.path(record))
         if removed:
-            self.store.notify(self.tree.user, self.id)
+            self.index.after_commit(lambda: _unlink_all(self.path(record) for record in removed))
+            self._changed()
         return [record.uid for record in removed]
 
     def touch(self, uids: Iterable[int]) -> list[MessageRecord]:
@@ -1361,7 +1459,7 @@ class MaildirMailbox:
             db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
             records = self.records(uids)
         if records:
-            self.store.notify(self.tree.user, self.id)
+            self._changed()
         return records
 
     # -- the expunge history (QRESYNC) ------------------------------------------
@@ -1413,13 +1511,22 @@ class MaildirMailbox:
         return Changes([_record(row) for row in changed], expunged or [], highestmodseq, complete)
 
     def claim_recent(self) -> frozenset[int]:
-        with self.index.write(durable=False) as db:
-            uidnext, _, recent_uid, *_ = self._counts(db)
-            rows = db.execute(
-                "SELECT uid FROM messages WHERE mailbox_id = ? AND uid > ?", (self.id, recent_uid)
-            ).fetchall()
-            if uidnext - 1 > recent_uid:
-                db.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (uidnext - 1, self.id))
+        """Claim the messages no session has claimed yet.
+
+        Called on the reactor thread as sessions learn of new messages, so it
+        never waits for a writer: while one holds the index (a delivery
+        being committed) it claims nothing, and a later call claims them.
+        """
+        try:
+            with self.index.write(durable=False, wait=False) as db:
+                uidnext, _, recent_uid, *_ = self._counts(db)
+                rows = db.execute(
+                    "SELECT uid FROM messages WHERE mailbox_id = ? AND uid > ?", (self.id, recent_uid)
+                ).fetchall()
+                if uidnext - 1 > recent_uid:
+                    db.execute("UPDATE mailboxes SET recent_uid = ? WHERE id = ?", (uidnext - 1, self.id))
+        except IndexBusy:
+            return frozenset()
         return frozenset(row[0] for row in rows)
 
     def watch(self, listener: Callable[[], None]) -> None:
