@@ -1,4 +1,5 @@
-"""Real clients log in with Kerberos: curl (IMAP, POP3, SMTP), msmtp (submission) and fetchmail (IMAP, POP3).
+"""Real clients log in with Kerberos: curl (IMAP, POP3, SMTP), msmtp (submission) and fetchmail (IMAP, POP3);
+and the real twistd with two workers shares its replay cache.
 
 A throwaway realm (tests/kerberos_support.py), ``kinit alice`` as a person
 would, and IMAP, POP3 and submission listening on 127.0.0.1 in this process
@@ -11,6 +12,7 @@ installed skips the test, saying which package to install; CI installs them.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 
@@ -20,8 +22,17 @@ from twisted.trial.unittest import SkipTest, TestCase
 from cyrusmail.imap.server import IMAPFactory
 from cyrusmail.pop3.server import POP3Factory
 from tests.helpers import add_user, make_context
-from tests.kerberos_support import IMAP, KDC, POP3, REALM, SUBMISSION, need_kerberos
+from tests.kerberos_support import (
+    IMAP,
+    KDC,
+    POP3,
+    REALM,
+    SUBMISSION,
+    SASLClient,
+    need_kerberos,
+)
 from tests.test_smtp_session_support import inbox_messages, submission_factory
+from tests.test_workers import Client, MultiWorkerTests
 
 MESSAGE = b"From: alice@example.org\r\nTo: alice@example.org\r\nSubject: kerberos\r\n\r\nSent with a ticket.\r\n"
 
@@ -146,3 +157,37 @@ def _with_input(command, env, stdin: bytes):
     collect = Collect()
     reactor.spawnProcess(collect, command[0], list(command), env=env)
     return collect.done
+
+
+class WorkerTests(MultiWorkerTests):
+    """The real twistd with two workers: the replay cache in the data folder is one for both."""
+
+    SERVICES = ("imap",)
+
+    def setUp(self) -> None:
+        need_kerberos()
+        super().setUp()
+        self.kdc = KDC(self)  # the server inherits KRB5_CONFIG; it needs only the keytab
+        self.kdc.kinit("alice")
+        self.write_config(queue=f"[auth]\nkeytab = {self.kdc.keytab}\ngssapi_realms = {REALM}\n")
+
+    def authenticate(self, client: Client, tag: str, token: bytes, sasl: SASLClient) -> str:
+        """AUTHENTICATE GSSAPI with ``token`` first, ``sasl`` answering the challenges; the tagged line."""
+        client.write(f"{tag} AUTHENTICATE GSSAPI {base64.b64encode(token).decode()}")
+        while True:
+            line = client.read()
+            if not line.startswith("+ "):
+                return line
+            client.write(base64.b64encode(sasl.respond(base64.b64decode(line[2:]))).decode())
+
+    def test_a_token_used_on_one_worker_is_a_replay_on_the_other(self):
+        self.start()
+        first, second = self.on_each_worker(lambda: Client(self.ports["imap"]))
+        sasl = SASLClient("imap")
+        token = sasl.first()
+        self.assertRegex(self.authenticate(first, "a", token, sasl), r"^a OK .*Logged in\r\n$")
+        second.write(f"b AUTHENTICATE GSSAPI {base64.b64encode(token).decode()}")
+        self.assertEqual(second.read(), "b NO [AUTHENTICATIONFAILED] Authentication failed\r\n")
+        fresh = SASLClient("imap")  # after the throttle's delay (the supervisor's, one for both)
+        self.assertRegex(self.authenticate(second, "c", fresh.first(), fresh), r"^c OK .*Logged in\r\n$")
+        self.assertIn("Request is a replay", self.stop())
