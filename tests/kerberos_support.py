@@ -33,7 +33,8 @@ PASSWORDS = {"alice": "alice-kerberos-pw", "bob": "bob-kerberos-pw", "carol/admi
 SERVICES = ("imap", "pop", "smtp")
 #: Config sections for the servers' tests: enabled (the keytab serves only enabled protocols), but
 #: these listeners are never bound (the tests use StringTransports or listen on port 0 themselves).
-IMAP, POP3, SUBMISSION = ({"enabled": "yes", "listen": f"tcp:{port}:interface=127.0.0.1"} for port in (1143, 1110, 1587))
+SECTIONS = {name: {"enabled": "yes", "listen": f"tcp:{port}:interface=127.0.0.1"}
+            for name, port in (("imap", 1143), ("pop3", 1110), ("submission", 1587))}
 #: How long the KDC may take to start, and a command to finish: hang checks only.
 WAIT = 30
 

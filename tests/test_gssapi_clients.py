@@ -22,15 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from cyrusmail.imap.server import IMAPFactory
 from cyrusmail.pop3.server import POP3Factory
 from tests.helpers import add_user, make_context
-from tests.kerberos_support import (
-    IMAP,
-    KDC,
-    POP3,
-    REALM,
-    SUBMISSION,
-    SASLClient,
-    need_kerberos,
-)
+from tests.kerberos_support import KDC, REALM, SECTIONS, SASLClient, need_kerberos
 from tests.test_smtp_session_support import inbox_messages, submission_factory
 from tests.test_workers import Client, MultiWorkerTests
 
@@ -51,7 +43,7 @@ class ClientTests(TestCase):
         need_kerberos()
         self.kdc = KDC(self)
         self.kdc.kinit("alice")
-        self.context = make_context(self.mktemp(), reactor, imap=IMAP, pop3=POP3, submission=SUBMISSION,
+        self.context = make_context(self.mktemp(), reactor, **SECTIONS,
                                     auth={"keytab": str(self.kdc.keytab), "gssapi_realms": REALM})
         self.addCleanup(self.context.store.close)
         self.addCleanup(self.context.users.close)

@@ -19,15 +19,7 @@ from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.smtp import codes
 from tests import imap_support
 from tests.helpers import add_user, make_context
-from tests.kerberos_support import (
-    IMAP,
-    KDC,
-    POP3,
-    REALM,
-    SUBMISSION,
-    SASLClient,
-    need_kerberos,
-)
+from tests.kerberos_support import KDC, REALM, SECTIONS, SASLClient, need_kerberos
 from tests.test_pop3_support import Conversation as POP3Conversation
 from tests.test_smtp_session_support import Conversation as SMTPConversation
 from tests.test_smtp_session_support import expected, inbox_messages, submission_factory
@@ -53,7 +45,7 @@ class GSSAPITestCase(TestCase):
         self.kdc = KDC(self)
         self.kdc.kinit("alice")
         self.clock = imap_support.Clock()
-        self.context = make_context(self.mktemp(), reactor=self.clock, imap=IMAP, pop3=POP3, submission=SUBMISSION,
+        self.context = make_context(self.mktemp(), reactor=self.clock, **SECTIONS,
                                     auth={"keytab": str(self.kdc.keytab), "gssapi_realms": REALM, **self.auth})
         self.addCleanup(self.context.store.close)
         self.addCleanup(self.context.users.close)
@@ -310,7 +302,7 @@ class UnconfiguredTests(TestCase):
 
     def test_not_offered(self):
         clock = imap_support.Clock()
-        context = make_context(self.mktemp(), reactor=clock, imap=IMAP, pop3=POP3, submission=SUBMISSION)
+        context = make_context(self.mktemp(), reactor=clock, **SECTIONS)
         self.addCleanup(context.store.close)
         self.addCleanup(context.users.close)
         client = imap_support.Client(context, clock)

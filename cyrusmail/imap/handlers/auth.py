@@ -137,19 +137,10 @@ class _SaslExchange:
         check_password(self.session, *credentials, self.mechanism).chainDeferred(self.done)
 
     def _line(self, event) -> None:
-        self.session.stop_lines()
-        if isinstance(event, wire.ParseError):
-            self.done.errback(codes.bad("Authentication line too long"))
-            return
-        if event.data == b"*":
-            self.done.errback(codes.bad("Authentication cancelled"))
-            return
-        try:
-            self.answers.append(_decode(event.data))
-        except ValueError:
-            self.done.errback(codes.bad("Invalid base64"))
-            return
-        self._next()
+        answer = _response(self.session, self.done, event)
+        if answer is not None:
+            self.answers.append(answer)
+            self._next()
 
     def _credentials(self) -> tuple[bytes, bytes] | None:
         if self.mechanism == "LOGIN":
@@ -202,19 +193,25 @@ class _MechanismExchange:
               f"{name} {principal}" if principal else name).chainDeferred(self.done)
 
     def _line(self, event) -> None:
-        self.session.stop_lines()
-        if isinstance(event, wire.ParseError):
-            self.done.errback(codes.bad("Authentication line too long"))
-            return
-        if event.data == b"*":
-            self.done.errback(codes.bad("Authentication cancelled"))
-            return
-        try:
-            response = _decode(event.data)
-        except ValueError:
-            self.done.errback(codes.bad("Invalid base64"))
-            return
-        self._step(response)
+        response = _response(self.session, self.done, event)
+        if response is not None:
+            self._step(response)
+
+
+def _response(session, done: defer.Deferred, event) -> bytes | None:
+    """A client's line in an exchange, decoded; None when it ended the exchange (``done`` failed with BAD)."""
+    session.stop_lines()
+    if isinstance(event, wire.ParseError):
+        done.errback(codes.bad("Authentication line too long"))
+        return None
+    if event.data == b"*":
+        done.errback(codes.bad("Authentication cancelled"))
+        return None
+    try:
+        return _decode(event.data)
+    except ValueError:
+        done.errback(codes.bad("Invalid base64"))
+        return None
 
 
 def _decode(data: bytes) -> bytes:
