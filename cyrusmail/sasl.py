@@ -81,6 +81,16 @@ def portal_credentials(outcome: Credentials | object, client: str):
     return outcome
 
 
+def logged_as(mechanism: ServerMechanism, outcome: Credentials | object) -> tuple[str, str]:
+    """What a finished exchange's log line names: (who, how); a GSSAPI login adds its principal to how."""
+    principal = getattr(mechanism, "principal", None)  # a mechanism that proves a principal, not a password
+    if principal:
+        return principal, f"{mechanism.name} {principal}"
+    if principal is not None:  # its token was refused before it named one
+        return "(no principal)", mechanism.name
+    return outcome.username, mechanism.name
+
+
 def decode_response(line: bytes) -> bytes:
     """Decode one client response line of a SASL exchange.
 

@@ -20,6 +20,7 @@ from cyrusmail.smtp import codes
 from tests import imap_support
 from tests.helpers import add_user, make_context
 from tests.kerberos_support import KDC, REALM, SECTIONS, SASLClient, need_kerberos
+from tests.test_logging import LogCapture
 from tests.test_pop3_support import Conversation as POP3Conversation
 from tests.test_smtp_session_support import Conversation as SMTPConversation
 from tests.test_smtp_session_support import expected, inbox_messages, submission_factory
@@ -95,11 +96,13 @@ class IMAPTests(GSSAPITestCase):
                          ["a NO [PRIVACYREQUIRED] Use TLS before sending a password"])
 
     def test_login_with_and_without_initial_response(self):
+        capture = LogCapture(self)
         for initial in (True, False):
             client = self.imap()
             answer = self.authenticate(client, SASLClient("imap"), initial)
             self.assertRegex(answer[-1], r"^a OK \[CAPABILITY .*\] Logged in$")
             self.assertEqual(client.command("b SELECT INBOX")[-1], "b OK [READ-WRITE] SELECT completed")
+        self.assertEqual(capture.text().count(f"imap: alice logged in from 127.0.0.1:40000 (GSSAPI alice@{REALM})"), 2)
 
     def test_authorization_identity_other_than_the_user_is_refused(self):
         add_user(self.context, "bob")
@@ -107,6 +110,7 @@ class IMAPTests(GSSAPITestCase):
         self.assertEqual(answer, ["a NO [AUTHENTICATIONFAILED] Authentication failed"])
 
     def test_replayed_token_fails_and_the_retry_is_throttled(self):
+        capture = LogCapture(self)
         sasl = SASLClient("imap")
         token = sasl.first()
         first = self.imap()
@@ -115,6 +119,8 @@ class IMAPTests(GSSAPITestCase):
         replay = self.imap()
         self.assertEqual(replay.command(f"a AUTHENTICATE GSSAPI {b64(token)}"),
                          ["a NO [AUTHENTICATIONFAILED] Authentication failed"])
+        self.assertIn("gssapi: refused (no principal) from 127.0.0.1: Request is a replay", capture.text())
+        self.assertIn("imap: failed login for '(no principal)' from 127.0.0.1:40000 (GSSAPI)", capture.text())
         retry = self.imap()
         self.assertEqual(self.authenticate(retry, SASLClient("imap"), initial=True), [])  # waits its turn
         self.clock.advance(1)
@@ -251,6 +257,7 @@ class SubmissionTests(GSSAPITestCase):
         self.assertEqual(remote.codes("AUTH GSSAPI\r\n"), expected(codes.ENCRYPTION_REQUIRED))
 
     def test_received_header_names_the_principal(self):
+        capture = LogCapture(self)
         conversation = self.smtp()
         self.assertEqual([reply[0] for reply in self.authenticate(conversation, SASLClient("smtp"))], [235])
         message = b"From: alice@example.org\r\nTo: alice@example.org\r\nSubject: kerberos\r\n\r\nHi.\r\n"
@@ -260,6 +267,7 @@ class SubmissionTests(GSSAPITestCase):
         received = stored.split(b"\r\n\r\n", 1)[0].decode()
         self.assertIn(f"(authenticated user alice by GSSAPI as alice@{REALM})", received)
         self.assertIn("with ESMTPA", received)
+        self.assertIn(f"submission: alice logged in from 127.0.0.1:40000 (GSSAPI alice@{REALM})", capture.text())
 
     def test_failures_are_clean_and_the_retry_is_throttled(self):
         token = SASLClient("smtp").first()

@@ -383,10 +383,8 @@ class POP3Session(Protocol):
             self.send(wire.challenge(sasl.encode_challenge(outcome.data)))
             return
         self.state = Authorization()
-        mechanism = exchange.mechanism
-        principal = getattr(mechanism, "principal", "")  # GSSAPI: logged beside the user
-        self._check(sasl.portal_credentials(outcome, address_of(self.transport)), principal or outcome.username,
-                    f"{mechanism.name} {principal}" if principal else mechanism.name)
+        credentials = sasl.portal_credentials(outcome, address_of(self.transport))
+        self._check(credentials, *sasl.logged_as(exchange.mechanism, outcome))
 
     def _login(self, user: str, password: str, mechanism: str) -> None:
         self._check(UsernamePasswordFrom(user, password, address_of(self.transport)), user, mechanism)

@@ -473,17 +473,16 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
             return None
         self._sasl = None
-        principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the log and the Received header
+        principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the Received header
+        who, how = sasl.logged_as(mechanism, step)
         login = self.context.portal.login(sasl.portal_credentials(step, self.peer), None, IAccount)
-        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(principal or step.username,
-                                                                                    self._sasl_name),
-                                  callbackArgs=(principal,))
+        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(who, how),
+                                  callbackArgs=(principal, how))
 
-    def _auth_succeeded(self, result, principal: str | None = None) -> None:
+    def _auth_succeeded(self, result, principal: str | None, how: str) -> None:
         _interface, account, _logout = result
         self.account = account
         self.principal = principal
-        how = f"{self._sasl_name} {principal}" if principal else self._sasl_name
         logs.login_succeeded(self.callbacks.service, self.transport, account.user, how)
         self.parser.resume()
         self.reply(codes.AUTH_OK)

@@ -187,10 +187,8 @@ class _MechanismExchange:
             self.session.expect_lines(self._line)
             return
         self.session.stop_lines()
-        principal = getattr(self.mechanism, "principal", "")  # logged beside the user
         credentials = sasl.portal_credentials(outcome, address_of(self.session.transport))
-        check(self.session, credentials, principal or outcome.username,
-              f"{name} {principal}" if principal else name).chainDeferred(self.done)
+        check(self.session, credentials, *sasl.logged_as(self.mechanism, outcome)).chainDeferred(self.done)
 
     def _line(self, event) -> None:
         response = _response(self.session, self.done, event)
