@@ -254,6 +254,38 @@ def parse_gssapi_services(text: str) -> dict[str, str]:
     return services
 
 
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        folded = text.strip().lower()
+        if folded not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return folded
+
+    return parse
+
+
+def parse_scram_iterations(text: str) -> int:
+    """0 (no SCRAM) or at least RFC 7677's 4096."""
+    value = parse_count(text)
+    if 0 < value < 4096:
+        raise ValueError(f"expected 0 (SCRAM off) or at least 4096 (RFC 7677), got {value}")
+    return value
+
+
+def parse_separator(text: str) -> str:
+    text = text.strip()
+    if len(text) != 1 or text.isalnum() or text in "@.":
+        raise ValueError(f"expected one character that is not a letter, digit, @ or ., got {text!r}")
+    return text
+
+
+def parse_url(text: str) -> str:
+    text = text.strip()
+    if text and not re.fullmatch(r"(https?|ldaps?)://[^\s/?#]+(/[^\s]*)?", text):
+        raise ValueError(f"expected a URL such as https://host/path or ldap://host, got {text!r}")
+    return text
+
+
 def parse_special_use(text: str) -> str:
     from cyrusmail.store.records import SPECIAL_USES
 
@@ -349,6 +381,41 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "gssapi_realms": Key(parse_list, []),
         "gssapi_principal_map": Key(parse_regex, None),
         "gssapi_services": Key(parse_gssapi_services, dict(GSSAPI_SERVICES)),
+        # Where passwords are checked (cyrusmail.auth.passdb) and who may act as others (cyrusmail.auth.masters).
+        "passdb": Key(parse_choice("builtin", "passwd-file", "ldap"), "builtin"),
+        "create_on_login": Key(parse_bool, False),
+        "master_users": Key(parse_lower_list, []),
+        "master_separator": Key(parse_separator, "*"),
+        "scram_iterations": Key(parse_scram_iterations, 65536),
+    },
+    "passwd_file": {
+        "path": Key(parse_path, None),
+        "allow_plain": Key(parse_bool, False),
+    },
+    "ldap": {
+        "uri": Key(parse_url, ""),
+        "starttls": Key(parse_bool, False),
+        "ca_file": Key(parse_path, None),
+        "bind_dn": Key(parse_text, ""),
+        "bind_password": Key(parse_text, ""),
+        "base": Key(parse_text, ""),
+        "filter": Key(parse_text, "(&(objectClass=posixAccount)(uid=%u))"),
+        "timeout": Key(parse_duration, 10),
+    },
+    "oauth": {
+        # Bearer tokens (OAUTHBEARER, XOAUTH2): cyrusmail.auth.oauth.
+        "issuer": Key(parse_text, ""),
+        "audience": Key(parse_text, ""),
+        "jwt_key": Key(parse_path, None),
+        "jwks": Key(parse_path, None),
+        "algorithms": Key(parse_list, ["RS256", "ES256", "EdDSA"]),
+        "user_claim": Key(parse_text, "email"),
+        "introspection_url": Key(parse_url, ""),
+        "client_id": Key(parse_text, ""),
+        "client_secret": Key(parse_text, ""),
+        "timeout": Key(parse_duration, 10),
+        "cache_ttl": Key(parse_duration_or_off, 60),
+        "single_use": Key(parse_bool, False),
     },
 }
 
@@ -466,10 +533,37 @@ def _check_together(config: Config) -> None:
                     f"{description!r} can be reached from other machines, and LMTP has no AUTH:"
                     " listen on 127.0.0.1, ::1 or a unix socket, or set allow_remote = yes",
                 )
+    _check_auth(config)
+    queue = config.values["queue"]
+    if queue["retry_initial"] > queue["retry_max"]:
+        raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")
+
+
+def _check_auth(config: Config) -> None:
+    """The passdb named has what it needs; a bearer-token setup names an issuer and one way to check tokens; a keytab, who may log in."""
+    passdb = config.values["auth"]["passdb"]
+    if passdb == "passwd-file" and config.values["passwd_file"]["path"] is None:
+        raise ConfigError(config.path, "passwd_file", "path", "is required with [auth] passdb = passwd-file")
+    ldap = config.values["ldap"]
+    if passdb == "ldap":
+        for key in ("uri", "base"):
+            if not ldap[key]:
+                raise ConfigError(config.path, "ldap", key, "is required with [auth] passdb = ldap")
+        if "%u" not in ldap["filter"] and "%n" not in ldap["filter"]:
+            raise ConfigError(config.path, "ldap", "filter", "must hold %u (or %n), where the user name goes")
+        if ldap["starttls"] and ldap["uri"].startswith("ldaps:"):
+            raise ConfigError(config.path, "ldap", "starttls", "an ldaps:// URI is TLS already")
+    oauth = config.values["oauth"]
+    ways = [key for key in ("jwt_key", "jwks", "introspection_url") if oauth[key]]
+    if len(ways) > 1:
+        raise ConfigError(config.path, "oauth", ways[1], f"name one of jwt_key, jwks and introspection_url, not {ways[0]} too")
+    if ways and not oauth["issuer"]:
+        raise ConfigError(config.path, "oauth", "issuer", "is required to accept bearer tokens")
+    if oauth["issuer"] and not ways:
+        raise ConfigError(config.path, "oauth", "issuer", "name how tokens are checked: jwt_key, jwks or introspection_url")
+    if oauth["introspection_url"] and not oauth["client_id"]:
+        raise ConfigError(config.path, "oauth", "client_id", "is required with introspection_url")
     auth = config.values["auth"]
     if auth["keytab"] is not None and not auth["gssapi_realms"] and auth["gssapi_principal_map"] is None:
         raise ConfigError(config.path, "auth", "gssapi_realms",
                           "name the realms whose principals may log in (or set gssapi_principal_map)")
-    queue = config.values["queue"]
-    if queue["retry_initial"] > queue["retry_max"]:
-        raise ConfigError(config.path, "queue", "retry_initial", "is longer than retry_max")

@@ -20,6 +20,9 @@ from cyrusmail.acl.registry import AccessRegistry
 from cyrusmail.auth import kerberos
 from cyrusmail.auth.cache import CredentialCache
 from cyrusmail.auth.checkers import PasswordChecker
+from cyrusmail.auth.masters import Authorizer
+from cyrusmail.auth.passdb import BuiltinPasswords
+from cyrusmail.auth.scram import ScramChecker
 from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
@@ -101,19 +104,49 @@ class MailRealm:
         return IAccount, account, lambda: None
 
 
+def make_passdb(config: Config, users: UserDatabase):
+    """The passdb ``[auth] passdb`` names (:mod:`cyrusmail.auth.passdb`)."""
+    kind = config["auth"]["passdb"]
+    if kind == "passwd-file":
+        from cyrusmail.auth.passwdfile import PasswdFile
+
+        section = config["passwd_file"]
+        return PasswdFile(section["path"], config.domains, allow_plain=section["allow_plain"])
+    if kind == "ldap":
+        from cyrusmail.auth.ldap import LDAPPasswords
+
+        return LDAPPasswords.from_config(config)
+    return BuiltinPasswords(users, config.domains)
+
+
 def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None) -> ThrottledPortal:
-    """The portal every protocol logs in through, throttled on ``reactor``'s clock."""
+    """The portal every protocol logs in through, throttled on ``reactor``'s clock.
+
+    Its checkers: passwords (always), SCRAM (built-in passdb with
+    ``scram_iterations``), bearer tokens (an ``[oauth]`` issuer); each SASL
+    mechanism is offered only where its checker is (:mod:`cyrusmail.sasl`).
+    """
     if reactor is None:
         from twisted.internet import reactor
     namespaces = config["namespaces"]
     realm = MailRealm(store, config.admins, config.domains, config.special_use_folders(),
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
                       warning_percent=config["quota"]["warning_percent"], users=users)
-    server = config["server"]
+    server, auth = config["server"], config["auth"]
     throttle = LoginThrottle(reactor, maximum=server["login_delay_max"])
     cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
-    checkers = [PasswordChecker(users, config.domains, cache=cache)]
+    authorizer = Authorizer(users, config.domains, auth["master_users"], auth["master_separator"])
+    passdb = make_passdb(config, users)
+    checkers = [PasswordChecker(users, config.domains, cache=cache, passdb=passdb, authorizer=authorizer,
+                                create_on_login=auth["create_on_login"], scram_iterations=auth["scram_iterations"])]
+    if passdb.keeps_scram_keys and auth["scram_iterations"]:
+        checkers.append(ScramChecker(users, config.domains, auth["scram_iterations"], authorizer))
     acceptor = kerberos.acceptor_from_config(config, config.data / kerberos.RCACHE_FILE)
     if acceptor is not None:  # GSSAPI is offered where this checker is
         checkers.append(kerberos.KerberosChecker(users, config.domains, acceptor))
-    return ThrottledPortal(realm, checkers, throttle, lambda login: account_key(users, config.domains, login))
+    if config["oauth"]["issuer"]:
+        from cyrusmail.auth.oauth import make_token_checker
+
+        checkers.append(make_token_checker(config, reactor, authorizer))
+    return ThrottledPortal(realm, checkers, throttle,
+                           lambda login: account_key(users, config.domains, authorizer.split(login)[0]))

@@ -1,28 +1,51 @@
-"""Server side of the SASL mechanisms PLAIN, LOGIN and (with a keytab) GSSAPI, for every protocol.
+"""Server side of SASL (RFC 4422) for every protocol: the mechanisms, which are offered where, and one driver.
 
 SMTP AUTH (RFC 4954), IMAP AUTHENTICATE (RFC 3501, 4959) and POP3 AUTH
-(RFC 5034) all carry SASL (RFC 4422) the same way: base64 lines, ``*`` to
-cancel, an optional initial response.  This module knows nothing of any of
-them: a protocol decodes the line with :func:`decode_response`, hands the
-octets to a mechanism's :meth:`~ServerMechanism.step`, and sends back the
-:class:`Challenge` it gets, until it gets :class:`Credentials` (which a
-twisted.cred checker then verifies) or a :class:`SASLError`.
+(RFC 5034) all carry SASL the same way: base64 lines, ``*`` to cancel, an
+optional initial response.  This module knows nothing of any of them.
+
+* A **mechanism** is a sans-IO state machine: :meth:`~ServerMechanism.step`
+  takes the client's decoded octets and returns the next :class:`Challenge`,
+  or what the client proved (:class:`Credentials` for a password, or any
+  twisted.cred credentials in a :class:`Verify`), or raises
+  :class:`SASLError`.
+* :data:`MECHANISMS` is the one registry, by SASL name, in the order they
+  are advertised; each mechanism class says by :meth:`offered` whether it
+  may run on a connection (:class:`Channel`: TLS or not, loopback or not,
+  what the portal can check, the TLS channel bindings).
+* :class:`Exchange` drives one exchange for a protocol: it feeds responses
+  to the mechanism, sends what the mechanism proved through the portal
+  (throttled there), and turns the outcome into a :class:`Challenge` to
+  send, :class:`Succeeded` or :class:`Failed`.  A mechanism may send
+  additional data with success (SCRAM's server signature) or a last error
+  challenge (OAUTHBEARER's JSON status); both go as one more challenge,
+  answered by the client with one more line, which every protocol can
+  carry.
 
 Policy fixed here:
 
 * PLAIN with an authorization identity different from the authentication
-  identity is refused: proxy authorisation is not supported (yet).  An empty
-  authzid, or one equal to the authcid, is accepted.
+  identity is passed on: the checker allows it only for master users
+  (:mod:`cyrusmail.auth.masters`).
 * Names and passwords must be UTF-8 and contain no NUL, CR or LF.  SASLprep
-  (RFC 4013) is not applied; the checker compares what the client sent.
+  (RFC 4013) is not applied to PLAIN and LOGIN; the checker compares what
+  the client sent.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Protocol
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from cyrusmail.auth.throttle import UsernamePasswordFrom
 
 #: RFC 4616 section 2: each of authzid, authcid and passwd is at most 255 octets.
 MAX_FIELD_OCTETS = 255
@@ -42,10 +65,22 @@ class SASLCancelled(SASLError):
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a mechanism learnt: who the client says it is, and its secret."""
+    """What a password mechanism learnt: who the client says it is, its secret, and whom it asks to act as.
+
+    ``authzid`` is empty unless the client asked for another identity than
+    its own (PLAIN's authorization identity).
+    """
 
     username: str
     password: str
+    authzid: str = ""
+
+
+@dataclass(frozen=True)
+class Verify:
+    """twisted.cred credentials a mechanism wants checked by the portal (SCRAM's proof, a bearer token)."""
+
+    credentials: Any
 
 
 @dataclass(frozen=True)
@@ -55,40 +90,55 @@ class Challenge:
     data: bytes
 
 
+def _no_bindings(kind: str) -> bytes | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a mechanism may know of the connection it runs on.
+
+    ``plaintext``: a password may be sent in the clear here (inside TLS, or
+    on loopback when the config allows it).  ``checks``: the portal's checkers
+    by credential interface (a mechanism whose credentials nobody can check
+    is not offered; SCRAM asks its checker for the stored keys).
+    ``bindings(kind)``: the TLS channel binding of that kind
+    (``tls-server-end-point``, ``tls-exporter``), or None when there is
+    none.  ``service``: the config section of the listener (``imap``,
+    ``imaps``, ``pop3``, ``pop3s``, ``submission``, ``submissions``).
+    """
+
+    client: str = "unknown"
+    service: str = ""
+    secure: bool = False
+    local: bool = False
+    plaintext: bool = False
+    checks: Mapping[Any, Any] = field(default_factory=dict)
+    bindings: Callable[[str], bytes | None] = field(default=_no_bindings, repr=False)
+
+    @property
+    def private(self) -> bool:
+        """Inside TLS or on this machine: where secrets other than passwords (tokens) may be sent."""
+        return self.secure or self.local
+
+
 class ServerMechanism(Protocol):
     """One SASL exchange on the server side.
 
     ``step(None)`` starts an exchange that had no initial response;
     ``step(octets)`` feeds the client's (decoded) response.  Each step
-    returns the next :class:`Challenge`, or :class:`Credentials` when the
-    exchange is complete, or raises :class:`SASLError`.  A mechanism that
-    proves something other than a password (GSSAPI) ends with twisted.cred
-    credentials of its own, which carry the client's address; see
-    :func:`portal_credentials`.
+    returns the next :class:`Challenge`, or :class:`Credentials` /
+    :class:`Verify` when the exchange is complete, or raises
+    :class:`SASLError`.  A mechanism class is made with the connection's
+    :class:`Channel` and says by ``offered(channel)`` whether it may run
+    there.  Optionally, ``succeeded()`` returns additional data to send
+    with success and ``refused()`` a last challenge before failure (each
+    None when there is none).
     """
 
     name: str
 
-    def step(self, response: bytes | None) -> Challenge | Credentials | object: ...
-
-
-def portal_credentials(outcome: Credentials | object, client: str):
-    """What the portal checks for an exchange's final outcome (a password's, or the mechanism's own)."""
-    if isinstance(outcome, Credentials):
-        from cyrusmail.auth.throttle import UsernamePasswordFrom
-
-        return UsernamePasswordFrom(outcome.username.encode("utf-8"), outcome.password.encode("utf-8"), client)
-    return outcome
-
-
-def logged_as(mechanism: ServerMechanism, outcome: Credentials | object) -> tuple[str, str]:
-    """What a finished exchange's log line names: (who, how); a GSSAPI login adds its principal to how."""
-    principal = getattr(mechanism, "principal", None)  # a mechanism that proves a principal, not a password
-    if principal:
-        return principal, f"{mechanism.name} {principal}"
-    if principal is not None:  # its token was refused before it named one
-        return "(no principal)", mechanism.name
-    return outcome.username, mechanism.name
+    def step(self, response: bytes | None) -> Challenge | Credentials | Verify: ...
 
 
 def decode_response(line: bytes) -> bytes:
@@ -138,17 +188,30 @@ def decode_plain(message: bytes) -> Credentials:
         raise SASLError("PLAIN password is empty")
     username = _text(authcid, "authentication identity")
     password = _text(passwd, "password")
-    if authzid and _text(authzid, "authorization identity") != username:
-        raise SASLError("authorization identity differs; proxy login is not supported")
-    return Credentials(username, password)
+    wanted = _text(authzid, "authorization identity") if authzid else ""
+    return Credentials(username, password, "" if wanted == username else wanted)
 
 
-class PlainMechanism:
+class _PasswordMechanism:
+    """A mechanism that sends the password itself: only where a password may be sent in the clear."""
+
+    def __init__(self, channel: Channel | None = None) -> None:
+        self.channel = channel
+
+    @classmethod
+    def offered(cls, channel: Channel) -> bool:
+        return channel.plaintext
+
+    plaintext = True
+
+
+class PlainMechanism(_PasswordMechanism):
     """PLAIN: one message, sent as the initial response or after ``334 ``."""
 
     name = "PLAIN"
 
-    def __init__(self) -> None:
+    def __init__(self, channel: Channel | None = None) -> None:
+        super().__init__(channel)
         self._asked = False
 
     def step(self, response: bytes | None) -> Challenge | Credentials:
@@ -160,7 +223,7 @@ class PlainMechanism:
         return decode_plain(response)
 
 
-class LoginMechanism:
+class LoginMechanism(_PasswordMechanism):
     """LOGIN (draft-murchison-sasl-login): user name, then password.
 
     An initial response, which some clients send, is the user name.
@@ -168,7 +231,8 @@ class LoginMechanism:
 
     name = "LOGIN"
 
-    def __init__(self) -> None:
+    def __init__(self, channel: Channel | None = None) -> None:
+        super().__init__(channel)
         self._username: str | None = None
         self._started = False
         self._done = False
@@ -193,43 +257,119 @@ class LoginMechanism:
         return Credentials(self._username, _text(response, "password"))
 
 
-#: The password mechanisms this server implements, by their (upper-case) SASL name.
-MECHANISMS: dict[str, type[PlainMechanism | LoginMechanism]] = {
-    "PLAIN": PlainMechanism,
-    "LOGIN": LoginMechanism,
+#: Every mechanism this server implements, by its (upper-case) SASL name, as
+#: ``module:Class``, in the order they are advertised (strongest first).
+MECHANISMS: dict[str, str] = {
+    "SCRAM-SHA-256-PLUS": "cyrusmail.auth.scram:ScramPlusMechanism",
+    "SCRAM-SHA-256": "cyrusmail.auth.scram:ScramMechanism",
+    "GSSAPI": "cyrusmail.auth.kerberos:GSSAPIMechanism",
+    "OAUTHBEARER": "cyrusmail.auth.oauth:OAuthBearerMechanism",
+    "XOAUTH2": "cyrusmail.auth.oauth:XOAuth2Mechanism",
+    "PLAIN": "cyrusmail.sasl:PlainMechanism",
+    "LOGIN": "cyrusmail.sasl:LoginMechanism",
 }
-#: Every mechanism, as advertised (GSSAPI first, where it is offered at all).
-ALL_MECHANISMS = ("GSSAPI", *MECHANISMS)
 
 
-def offered(portal, service: str, plaintext: bool, private: bool) -> list[str]:
-    """The mechanisms a connection to config section ``service`` is offered.
+def mechanism_class(name: str) -> type:
+    """The class of mechanism ``name``; ``KeyError`` if unknown."""
+    module_name, _, class_name = MECHANISMS[name.upper()].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
-    PLAIN and LOGIN where a password may be sent (``plaintext``); GSSAPI
-    where the portal has a keytab for the protocol and the connection is
-    TLS or loopback (``private``): no security layer is offered, so what
-    follows the login is protected by TLS or not at all.
+
+def offered(channel: Channel) -> list[str]:
+    """The mechanisms a client may use on ``channel``, in the order to advertise them."""
+    return [name for name in MECHANISMS if mechanism_class(name).offered(channel)]
+
+
+def is_plaintext(name: str) -> bool:
+    """Whether mechanism ``name`` sends the password itself (PLAIN, LOGIN)."""
+    return bool(getattr(mechanism_class(name), "plaintext", False))
+
+
+def start(name: str, channel: Channel | None = None) -> ServerMechanism:
+    """A fresh exchange for mechanism ``name``; ``KeyError`` if unknown."""
+    return mechanism_class(name)(channel if channel is not None else Channel())
+
+
+# -- the driver ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    """The client is logged in: ``avatar`` is the portal's ``(interface, account, logout)``."""
+
+    avatar: tuple
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The exchange failed: bad credentials, or a ``malformed`` exchange (``reason`` says how)."""
+
+    user: str
+    reason: str
+    malformed: bool = False
+
+
+Outcome = Challenge | Succeeded | Failed
+
+
+class Exchange:
+    """One SASL exchange on one connection, for any protocol.
+
+    The protocol sends each :class:`Challenge` the exchange answers, feeds
+    the client's next (decoded) response to :meth:`respond`, and ends on
+    :class:`Succeeded` or :class:`Failed`.  What the mechanism proves goes
+    through ``login`` (the portal's login, which throttles every check);
+    the protocol turns a cancellation (``*``) and undecodable lines into its
+    own replies before they get here.
     """
-    from cyrusmail.auth.kerberos import acceptor_of
 
-    names = list(MECHANISMS) if plaintext else []
-    acceptor = acceptor_of(portal)
-    if private and acceptor is not None and acceptor.offers(service):
-        names.insert(0, "GSSAPI")
-    return names
+    def __init__(self, mechanism: ServerMechanism, channel: Channel, login: Callable[[Any], defer.Deferred]) -> None:
+        self.mechanism = mechanism
+        self.name = mechanism.name
+        self.channel = channel
+        self.login = login  # credentials -> Deferred of (interface, avatar, logout)
+        self.user = ""
+        self._final: Outcome | None = None  # sent after the client's answer to a last challenge
+
+    def respond(self, response: bytes | None) -> defer.Deferred:
+        """Feed one response (None: the exchange began without an initial response); a Deferred of the outcome."""
+        if self._final is not None:
+            final, self._final = self._final, None
+            if isinstance(final, Succeeded) and response:
+                return defer.succeed(Failed(self.user, "non-empty response to additional data with success", True))
+            return defer.succeed(final)
+        try:
+            step = self.mechanism.step(response)
+        except SASLError as error:
+            return defer.succeed(Failed(self.user or getattr(self.mechanism, "user", ""), str(error)[:120], True))
+        if isinstance(step, Challenge):
+            return defer.succeed(step)
+        if isinstance(step, Credentials):
+            self.user = step.username
+            credentials = UsernamePasswordFrom(step.username, step.password, self.channel.client, step.authzid)
+        else:
+            credentials = step.credentials
+            self.user = _name_of(credentials)
+        return self.login(credentials).addCallbacks(self._verified, self._refused)
+
+    def _verified(self, avatar: tuple) -> Outcome:
+        extra = getattr(self.mechanism, "succeeded", lambda: None)()
+        if extra is None:
+            return Succeeded(avatar)
+        self._final = Succeeded(avatar)
+        return Challenge(extra)
+
+    def _refused(self, failure: Failure) -> Outcome:
+        failure.trap(UnauthorizedLogin, UnhandledCredentials)
+        failed = Failed(self.user, failure.getErrorMessage()[:120])
+        extra = getattr(self.mechanism, "refused", lambda: None)()
+        if extra is None:
+            return failed
+        self._final = failed
+        return Challenge(extra)
 
 
-def start(name: str, portal=None, service: str = "", client: str = "unknown") -> ServerMechanism:
-    """A fresh exchange for mechanism ``name``; ``KeyError`` if unknown or not configured.
-
-    GSSAPI needs the ``portal`` (its keytab), the config section ``service``
-    and the ``client``'s address (for the throttle).
-    """
-    if name.upper() == "GSSAPI":
-        from cyrusmail.auth.kerberos import acceptor_of
-
-        acceptor = acceptor_of(portal)
-        if acceptor is None or not acceptor.offers(service):
-            raise KeyError(name)
-        return acceptor.mechanism(service, client)
-    return MECHANISMS[name.upper()]()
+def _name_of(credentials: Any) -> str:
+    name = getattr(credentials, "username", b"")
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)

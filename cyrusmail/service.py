@@ -215,7 +215,7 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
                       " half-deleted user tree(s)", files=files, tmp=str(store.tmp_dir), trees=trees)
     if IReactorThreads.providedBy(reactor):  # else (a test's Clock) store work runs where it is asked
         store.executor = ThreadedExecutor(reactor, store.index, config["server"]["store_threads"])
-    users = UserDatabase(config.data / "users.sqlite")
+    users = UserDatabase(config.data / "users.sqlite", scram_iterations=config["auth"]["scram_iterations"])
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)

@@ -35,7 +35,7 @@ class SubmissionTests(unittest.TestCase):
         [(code, _, lines)] = talk.send("EHLO client.example\r\n")
         self.assertEqual(code, 250)
         for keyword in ("PIPELINING", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8",
-                        "DSN", "CHUNKING", "STARTTLS", "AUTH PLAIN LOGIN"):
+                        "DSN", "CHUNKING", "STARTTLS", "AUTH SCRAM-SHA-256 PLAIN LOGIN"):
             self.assertIn(keyword, lines)
 
     def test_submit_to_local_user_byte_for_byte(self) -> None:
@@ -136,7 +136,7 @@ class SubmissionTests(unittest.TestCase):
         talk = Conversation(self.factory, peer="203.0.113.9")
         [(_, _, lines)] = talk.send("EHLO client.example\r\n")
         self.assertIn("STARTTLS", lines)
-        self.assertNotIn("AUTH PLAIN LOGIN", lines)
+        self.assertEqual([line for line in lines if line.startswith("AUTH")], [])  # no mechanism before TLS
         self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice") + b"\r\n"),
                          expected(codes.ENCRYPTION_REQUIRED))
         self.assertEqual(talk.codes("MAIL FROM:<alice@example.org>\r\n"), expected(codes.STARTTLS_REQUIRED))
@@ -144,7 +144,7 @@ class SubmissionTests(unittest.TestCase):
         self.assertTrue(talk.transport.tls_started)
         [(_, _, lines)] = talk.send("EHLO client.example\r\n")
         self.assertNotIn("STARTTLS", lines)
-        self.assertIn("AUTH PLAIN LOGIN", lines)
+        self.assertIn("AUTH SCRAM-SHA-256 PLAIN LOGIN", lines)
         self.assertEqual(talk.codes(b"AUTH PLAIN " + plain("alice") + b"\r\n"), expected(codes.AUTH_OK))
 
     def test_starttls_injection_is_discarded(self) -> None:

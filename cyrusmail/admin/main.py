@@ -56,7 +56,8 @@ class Admin:
             from cyrusmail.auth.userdb import UserDatabase
 
             make_private_folder(self.config.data)
-            self._users = UserDatabase(self.config.data / "users.sqlite")
+            self._users = UserDatabase(self.config.data / "users.sqlite",
+                                       scram_iterations=self.config["auth"]["scram_iterations"])
         return self._users
 
     @property
@@ -140,7 +141,9 @@ def read_password(args) -> str:
 
 
 def user_add(admin: Admin, args) -> None:
-    password = read_password(args)
+    if getattr(args, "no_password", False) and args.password is not None:
+        raise AdminError("give --password or --no-password, not both")
+    password = None if getattr(args, "no_password", False) else read_password(args)
     user = admin.users.add(args.name, password)
     try:
         admin.provision(user)
@@ -423,6 +426,9 @@ def parser() -> argparse.ArgumentParser:
         sub = command(users, name, handler, help)
         sub.add_argument("name")
         sub.add_argument("--password", help="the password (default: read from standard input)")
+        if name == "add":
+            sub.add_argument("--no-password", action="store_true",
+                             help="no password here: it is checked by the passwd-file or LDAP passdb")
     sub = command(users, "delete", user_delete, "delete a user and all their mail")
     sub.add_argument("name")
     sub.add_argument("--yes", action="store_true", help="confirm")

@@ -52,7 +52,7 @@ from twisted.internet import defer
 from zope.interface import Attribute, implementer
 
 from cyrusmail import logs
-from cyrusmail.sasl import Challenge, SASLError
+from cyrusmail.sasl import Challenge, Channel, SASLError, Verify
 
 try:
     import gssapi
@@ -161,17 +161,22 @@ class Acceptor:
         """Whether the protocol of config section ``section`` (``imaps``, ``pop3``...) has a service name."""
         return PROTOCOL_OF.get(section) in self.services
 
+    def credentials_for(self, section: str):
+        """The acceptor credential of the protocol of config section ``section``."""
+        return self._credentials[self.services[PROTOCOL_OF[section]]]
+
     def mechanism(self, section: str, client: str) -> GSSAPIMechanism:
         """A fresh exchange for a connection to ``section`` from ``client``."""
-        service = self.services[PROTOCOL_OF[section]]
-        return GSSAPIMechanism(self._credentials[service], self.rule, client)
+        checks = {IKerberosPrincipal: KerberosChecker(None, [], self)}
+        return GSSAPIMechanism(Channel(client=client, service=section, checks=checks))
 
 
 class GSSAPIMechanism:
     """One GSSAPI exchange (RFC 4752 section 3.1), server side.
 
     ``step`` returns a :class:`~cyrusmail.sasl.Challenge` while the exchange
-    goes on, and :class:`KerberosCredentials` when it is over, whether it
+    goes on, and :class:`KerberosCredentials` (in a :class:`~cyrusmail.sasl.Verify`,
+    for the portal) when it is over, whether it
     succeeded or not: a refused token is a failed login for the throttle, as
     a wrong password is (its ``refusal`` says why).  Only what the client
     gets wrong in the SASL framing itself (a non-empty answer where an empty
@@ -181,16 +186,27 @@ class GSSAPIMechanism:
 
     name = "GSSAPI"
 
-    def __init__(self, credentials, rule: PrincipalRule, client: str):
-        self._acceptor_credentials = credentials
-        self.rule = rule
-        self.client = client
+    @classmethod
+    def offered(cls, channel: Channel) -> bool:
+        """Where the portal has a key for the protocol, inside TLS or on loopback: no security layer is offered."""
+        acceptor = acceptor_of(channel.checks)
+        return channel.private and acceptor is not None and acceptor.offers(channel.service)
+
+    def __init__(self, channel: Channel):
+        acceptor = acceptor_of(channel.checks)
+        self._acceptor_credentials = acceptor.credentials_for(channel.service)
+        self.rule = acceptor.rule
+        self.client = channel.client
         self._context = None
         self._rounds = 0
         self._state = "token"  # -> "confirm" (sent the last context token) -> "layer" -> "done"
         self.principal = ""
 
-    def step(self, response: bytes | None) -> Challenge | KerberosCredentials:
+    def step(self, response: bytes | None) -> Challenge | Verify:
+        outcome = self._step(response)
+        return Verify(outcome) if isinstance(outcome, KerberosCredentials) else outcome
+
+    def _step(self, response: bytes | None) -> Challenge | KerberosCredentials:
         if self._state == "done":
             raise SASLError("the GSSAPI exchange is already over")
         if self._state == "token":
@@ -330,10 +346,9 @@ class KerberosChecker:
         return None
 
 
-def acceptor_of(portal) -> Acceptor | None:
-    """The Acceptor of ``portal``'s Kerberos checker, or None when GSSAPI is not configured."""
-    checker = getattr(portal, "checkers", {}).get(IKerberosPrincipal)
-    return getattr(checker, "acceptor", None)
+def acceptor_of(checks) -> Acceptor | None:
+    """The Acceptor of the Kerberos checker among ``checks`` (by interface), or None when GSSAPI is not configured."""
+    return getattr(checks.get(IKerberosPrincipal), "acceptor", None)
 
 
 def acceptor_from_config(config, rcache: Path | None = None) -> Acceptor | None:

@@ -79,11 +79,17 @@ def account_key(users, local_domains: list[str], login: str) -> str:
 
 @implementer(IUsernamePassword)
 class UsernamePasswordFrom(UsernamePassword):
-    """A user name and password, and the address of the client that sent them."""
+    """A user name and password, the address of the client that sent them, and whom it asks to act as.
 
-    def __init__(self, username: bytes | str, password: bytes | str, client: str):
+    ``authzid`` (SASL PLAIN's authorization identity) is empty unless the
+    client asked to log in as another user, which only master users may
+    (:mod:`cyrusmail.auth.masters`).
+    """
+
+    def __init__(self, username: bytes | str, password: bytes | str, client: str, authzid: str = ""):
         super().__init__(username, password)
         self.client = client
+        self.authzid = authzid
 
 
 @dataclass(eq=False)

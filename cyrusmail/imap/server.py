@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyrusmail import logs, sasl, slices
-from cyrusmail.auth.policy import is_loopback, is_tls
+from cyrusmail.auth.policy import is_loopback, is_tls, sasl_channel
 from cyrusmail.flow import OutputFlow
 from cyrusmail.imap import codes, compress, contexts, responses, wire
 from cyrusmail.imap import commands as c
@@ -215,10 +215,10 @@ class IMAPServer(Protocol):
         allow = self.context.config["server"]["allow_plaintext_on_loopback"]
         return self.secure or (allow and is_loopback(self.transport))
 
-    def sasl_mechanisms(self, with_tls: bool = False) -> list[str]:
-        """The SASL mechanisms AUTHENTICATE offers here (``with_tls``: those TLS would offer)."""
-        private = with_tls or self.secure or is_loopback(self.transport)
-        return sasl.offered(self.context.portal, self.service, with_tls or self.plaintext_allowed(), private)
+    def sasl_channel(self) -> sasl.Channel:
+        """This connection as SASL mechanisms see it (:func:`cyrusmail.auth.policy.sasl_channel`)."""
+        allow = self.context.config["server"]["allow_plaintext_on_loopback"]
+        return sasl_channel(self.transport, self.context.portal, allow, secure=self.secure, service=self.service)
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
@@ -226,7 +226,7 @@ class IMAPServer(Protocol):
         if isinstance(self.state, NotAuthenticated):
             if not self.secure and not self.compressed and self.context.tls is not None:
                 caps.append("STARTTLS")
-            caps += [f"AUTH={name}" for name in self.sasl_mechanisms()]
+            caps += [f"AUTH={name}" for name in sasl.offered(self.sasl_channel())]
             if not self.plaintext_allowed():
                 caps.append("LOGINDISABLED")
         else:

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_loopback, is_tls, plaintext_allowed
+from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed, sasl_channel
 from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.flow import OutputFlow
 from cyrusmail.pop3 import wire
@@ -63,7 +63,7 @@ class Authorization:
 class Authenticating:
     """A SASL exchange (AUTH) waiting for the client's next response line."""
 
-    mechanism: sasl.ServerMechanism
+    exchange: sasl.Exchange
 
 
 @dataclass
@@ -337,28 +337,34 @@ class POP3Session(Protocol):
         self.state = Authorization()
         self._login(user, command.args[0], "USER")
 
-    def _mechanisms(self, with_tls: bool = False) -> list[str]:
-        """The SASL mechanisms offered here (``with_tls``: those TLS would offer)."""
-        private = with_tls or is_tls(self.transport) or is_loopback(self.transport)
-        return sasl.offered(self.context.portal, self.service, with_tls or self._plaintext_allowed(), private)
+    def _sasl_channel(self) -> sasl.Channel:
+        allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
+        return sasl_channel(self.transport, self.context.portal, allow_loopback, service=self.service)
 
     def do_auth(self, command: wire.Command) -> None:
+        channel = self._sasl_channel()
         if not command.args:
-            self.send(wire.multiline("SASL mechanisms follow", self._mechanisms()))
+            self.send(wire.multiline("SASL mechanisms follow", sasl.offered(channel)))
             return
         mechanism = command.args[0].upper()
-        if mechanism not in self._mechanisms(with_tls=True):
+        if mechanism not in sasl.MECHANISMS:
             self.send(wire.err(f"Unsupported mechanism {mechanism[:20]}"))
             return
-        if mechanism not in self._mechanisms():
-            self._refuse_plaintext()
+        if mechanism not in sasl.offered(channel):
+            if sasl.is_plaintext(mechanism):
+                self._refuse_plaintext()
+            else:
+                self.send(wire.err(f"Mechanism {mechanism} is not available on this connection", wire.AUTH))
             return
-        exchange = Authenticating(sasl.start(mechanism, self.context.portal, self.service, address_of(self.transport)))
+        exchange = Authenticating(sasl.Exchange(sasl.start(mechanism, channel), channel, self._portal_login))
         self.state = exchange
         if len(command.args) == 2:  # RFC 5034 initial response
             self._sasl_step(exchange, command.args[1].encode("ascii", "replace"))
         else:
             self._sasl_step(exchange, None)
+
+    def _portal_login(self, credentials) -> defer.Deferred:
+        return defer.maybeDeferred(self.context.portal.login, credentials, None, IAccount)
 
     def _sasl_response(self, exchange: Authenticating, line: bytes | object) -> None:
         if line is wire.LINE_TOO_LONG:
@@ -368,9 +374,9 @@ class POP3Session(Protocol):
         self._sasl_step(exchange, line.strip())
 
     def _sasl_step(self, exchange: Authenticating, line: bytes | None) -> None:
-        """Feed one client line (None: no initial response) to the mechanism."""
+        """Feed one client line (None: no initial response) to the exchange."""
         try:
-            outcome = exchange.mechanism.step(None if line is None else sasl.decode_response(line))
+            response = None if line is None else sasl.decode_response(line)
         except sasl.SASLCancelled:
             self.state = Authorization()
             self.send(wire.err("Authentication cancelled"))
@@ -379,18 +385,24 @@ class POP3Session(Protocol):
             self.state = Authorization()
             self.send(wire.err(str(error), wire.AUTH))
             return
+        work = exchange.exchange.respond(response)
+        work.addCallbacks(self._sasl_outcome, self._login_failed,
+                          callbackArgs=(exchange,), errbackArgs=(exchange.exchange.user, exchange.exchange.name))
+        self._wait(work)
+
+    def _sasl_outcome(self, outcome: sasl.Outcome, exchange: Authenticating) -> None:
         if isinstance(outcome, sasl.Challenge):
             self.send(wire.challenge(sasl.encode_challenge(outcome.data)))
             return
         self.state = Authorization()
-        credentials = sasl.portal_credentials(outcome, address_of(self.transport))
-        self._check(credentials, *sasl.logged_as(exchange.mechanism, outcome))
+        if isinstance(outcome, sasl.Succeeded):
+            self._logged_in(outcome.avatar, exchange.exchange.name)
+        else:
+            logs.login_failed(self.service, self.transport, outcome.user, exchange.exchange.name)
+            self.send(wire.err(outcome.reason if outcome.malformed else "Authentication failed", wire.AUTH))
 
     def _login(self, user: str, password: str, mechanism: str) -> None:
-        self._check(UsernamePasswordFrom(user, password, address_of(self.transport)), user, mechanism)
-
-    def _check(self, credentials, user: str, mechanism: str) -> None:
-        """Log in through the portal (throttled there); ``user`` and ``mechanism`` are for the log."""
+        credentials = UsernamePasswordFrom(user, password, address_of(self.transport))
         work = defer.maybeDeferred(self.context.portal.login, credentials, None, IAccount)
         work.addCallbacks(self._logged_in, self._login_failed,
                           callbackArgs=(mechanism,), errbackArgs=(user, mechanism))
@@ -449,7 +461,7 @@ class POP3Session(Protocol):
         if not isinstance(self.state, Transaction):
             if self._plaintext_allowed():
                 capabilities.append("USER")
-            mechanisms = self._mechanisms()
+            mechanisms = sasl.offered(self._sasl_channel())
             if mechanisms:
                 capabilities.append("SASL " + " ".join(mechanisms))
             if self.context.tls is not None and not is_tls(self.transport):

@@ -169,7 +169,7 @@ class SubmissionCallbacks:
 
     def check_mail(self, session: SMTPSession, mail: wire.Mail) -> Reply:
         if session.account is None:
-            if not session.can_auth() and session.can_starttls():
+            if not session.auth_mechanisms() and session.can_starttls():
                 return codes.STARTTLS_REQUIRED
             return codes.AUTH_REQUIRED
         if mail.reverse_path is None:

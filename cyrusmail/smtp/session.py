@@ -48,7 +48,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_loopback, is_tls, plaintext_allowed
+from cyrusmail.auth.policy import address_of, is_tls, sasl_channel
 from cyrusmail.flow import OutputFlow
 from cyrusmail.protocols import set_no_delay
 from cyrusmail.smtp import codes, wire
@@ -190,7 +190,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.account = None
         self.principal: str | None = None  # the Kerberos principal of a GSSAPI login
         self.transaction: Transaction | None = None
-        self._sasl: sasl.ServerMechanism | None = None
+        self._sasl: sasl.Exchange | None = None
         self._sasl_name = ""
         self._pending: deque = deque()
         self._busy = False
@@ -422,22 +422,20 @@ class SMTPSession(Protocol, TimeoutMixin):
 
     # -- AUTH (RFC 4954) ----------------------------------------------------------------
 
-    def can_auth(self) -> bool:
-        """Whether AUTH may be used here: never on LMTP; passwords only in TLS or on loopback."""
-        if self.callbacks.lmtp:
-            return False
+    def sasl_channel(self) -> sasl.Channel:
         allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
-        return self.tls or plaintext_allowed(self.transport, allow_loopback)
+        return sasl_channel(self.transport, self.context.portal, allow_loopback, secure=self.tls,
+                            service=self.callbacks.service)
 
-    def auth_mechanisms(self, with_tls: bool = False) -> list[str]:
-        """The SASL mechanisms AUTH offers here (``with_tls``: those TLS would offer); none on LMTP."""
+    def auth_mechanisms(self) -> list[str]:
+        """The SASL mechanisms AUTH offers here: none on LMTP; each where the registry allows it."""
         if self.callbacks.lmtp:
             return []
-        private = with_tls or self.tls or is_loopback(self.transport)
-        return sasl.offered(self.context.portal, self.callbacks.service, with_tls or self.can_auth(), private)
+        return sasl.offered(self.sasl_channel())
 
     def do_auth(self, command: wire.Auth):
         refusal = None
+        mechanism = command.mechanism.upper()
         if self.callbacks.lmtp:
             refusal = codes.NOT_IMPLEMENTED
         elif self.helo is None or not self.esmtp:
@@ -446,44 +444,44 @@ class SMTPSession(Protocol, TimeoutMixin):
             refusal = codes.BAD_SEQUENCE.with_text("Already authenticated")
         elif self.transaction is not None:
             refusal = codes.BAD_SEQUENCE.with_text("AUTH is not allowed during a mail transaction")
-        elif command.mechanism not in self.auth_mechanisms(with_tls=True):
+        elif mechanism not in sasl.MECHANISMS:
             refusal = codes.MECHANISM_UNSUPPORTED
-        elif command.mechanism not in self.auth_mechanisms():
-            refusal = codes.ENCRYPTION_REQUIRED
+        elif mechanism not in self.auth_mechanisms():
+            refusal = codes.ENCRYPTION_REQUIRED if not self.tls else codes.MECHANISM_UNSUPPORTED
         if refusal is not None:
             self.parser.resume()
             self.reply(refusal)
             return None
-        self._sasl = sasl.start(command.mechanism, self.context.portal, self.callbacks.service, self.peer)
-        self._sasl_name = command.mechanism
-        return self._sasl_step(command.initial_response, first=True)
+        channel = self.sasl_channel()
+        self._sasl = sasl.Exchange(sasl.start(mechanism, channel), channel,
+                                   lambda credentials: self.context.portal.login(credentials, None, IAccount))
+        self._sasl_name = mechanism
+        return self._sasl_step(command.initial_response)
 
-    def _sasl_step(self, response: bytes | None, first: bool = False):
-        mechanism = self._sasl
-        if mechanism is None:  # cannot happen: the parser only reads SASL lines after 334
+    def _sasl_step(self, response: bytes | None):
+        exchange = self._sasl
+        if exchange is None:  # cannot happen: the parser only reads SASL lines after 334
             self.parser.resume()
             self.reply(codes.BAD_SEQUENCE)
             return None
-        try:
-            step = mechanism.step(response)
-        except sasl.SASLError as error:
-            return self._auth_failed(str(error)[:64], self._sasl_name)
-        if isinstance(step, sasl.Challenge):
-            self.parser.start_auth()
-            self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(step.data).decode("ascii")))
-            return None
-        self._sasl = None
-        principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the Received header
-        who, how = sasl.logged_as(mechanism, step)
-        login = self.context.portal.login(sasl.portal_credentials(step, self.peer), None, IAccount)
-        return login.addCallbacks(self._auth_succeeded, lambda _: self._auth_failed(who, how),
-                                  callbackArgs=(principal, how))
+        return exchange.respond(response).addCallback(self._sasl_outcome)
 
-    def _auth_succeeded(self, result, principal: str | None, how: str) -> None:
+    def _sasl_outcome(self, outcome: sasl.Outcome) -> None:
+        if isinstance(outcome, sasl.Challenge):
+            self.parser.start_auth()
+            self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(outcome.data).decode("ascii")))
+            return
+        mechanism, self._sasl = self._sasl.mechanism, None
+        if isinstance(outcome, sasl.Succeeded):
+            self.principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the Received header
+            self._auth_succeeded(outcome.avatar)
+        else:
+            self._auth_failed(outcome.user, self._sasl_name)
+
+    def _auth_succeeded(self, result) -> None:
         _interface, account, _logout = result
         self.account = account
-        self.principal = principal
-        logs.login_succeeded(self.callbacks.service, self.transport, account.user, how)
+        logs.login_succeeded(self.callbacks.service, self.transport, account.user, self._sasl_name)
         self.parser.resume()
         self.reply(codes.AUTH_OK)
         self.context.sessions.logged_in(self, account.user)
