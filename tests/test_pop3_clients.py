@@ -85,7 +85,7 @@ class PoplibTests(TestCase):
             self.assertTrue(seen["welcome"].startswith(b"+OK"))
             self.assertIn("UIDL", seen["capa"])
             self.assertIn("STLS", seen["capa"])
-            self.assertEqual(seen["capa"]["SASL"], ["PLAIN", "LOGIN"])
+            self.assertEqual(seen["capa"]["SASL"], ["SCRAM-SHA-256", "PLAIN", "LOGIN"])
             self.assertEqual(seen["stat"], (3, sum(len(m) for m in self.messages)))
             self.assertEqual(seen["list"], [b"%d %d" % (n, len(m)) for n, m in enumerate(self.messages, 1)])
             self.assertEqual([line.split()[1] for line in seen["uidl"]][1:],
