@@ -26,6 +26,7 @@ from cyrusmail.auth.scram import ScramChecker
 from cyrusmail.auth.throttle import LoginThrottle, ThrottledPortal, account_key
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config
+from cyrusmail.sasl import RefusalChecker
 from cyrusmail.store.errors import UnknownUser
 from cyrusmail.store.interfaces import IStore
 from cyrusmail.store.maildir.store import SHARED_OWNER
@@ -144,6 +145,7 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     acceptor = kerberos.acceptor_from_config(config, config.data / kerberos.RCACHE_FILE)
     if acceptor is not None:  # GSSAPI is offered where this checker is
         checkers.append(kerberos.KerberosChecker(users, config.domains, acceptor))
+    checkers.append(RefusalChecker())  # malformed SASL exchanges count in the throttle
     if config["oauth"]["issuer"]:
         from cyrusmail.auth.oauth import make_token_checker
 

@@ -41,9 +41,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet import defer
 from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
 
 from cyrusmail.auth.throttle import UsernamePasswordFrom
 
@@ -342,7 +344,7 @@ class Exchange:
         try:
             step = self.mechanism.step(response)
         except SASLError as error:
-            return defer.succeed(Failed(self.user or getattr(self.mechanism, "user", ""), str(error)[:120], True))
+            return self._malformed(str(error)[:120])
         if isinstance(step, Challenge):
             return defer.succeed(step)
         if isinstance(step, Credentials):
@@ -368,6 +370,40 @@ class Exchange:
             return failed
         self._final = failed
         return Challenge(extra)
+
+
+    def _malformed(self, reason: str) -> defer.Deferred:
+        """A malformed exchange fails, after waiting its turn in the throttle and counting there as a failure."""
+        failed = Failed(self.user or getattr(self.mechanism, "user", ""), reason, True)
+        if ISASLRefusal not in self.channel.checks:
+            return defer.succeed(failed)
+        counted = self.login(Refusal(failed.user, self.channel.client, reason))
+        return counted.addCallbacks(lambda _: failed, lambda failure: failure.trap(UnauthorizedLogin) and failed)
+
+
+class ISASLRefusal(Interface):
+    """A malformed SASL exchange, sent through the portal only so that the throttle counts it."""
+
+    username = Attribute("the name the exchange gave, if any")
+    client = Attribute("the client's address")
+
+
+@implementer(ISASLRefusal)
+@dataclass(frozen=True)
+class Refusal:
+    username: str
+    client: str
+    reason: str
+
+
+@implementer(ICredentialsChecker)
+class RefusalChecker:
+    """Refuses every :class:`Refusal`: the portal's throttle then delays the client's next attempt."""
+
+    credentialInterfaces = (ISASLRefusal,)
+
+    def requestAvatarId(self, credentials) -> defer.Deferred:
+        return defer.fail(UnauthorizedLogin(credentials.reason))
 
 
 def _name_of(credentials: Any) -> str:

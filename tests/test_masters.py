@@ -139,3 +139,50 @@ class ImaplibMasterTests(TestCase):
             self.assertEqual(typ, "OK")
 
         return threads.deferToThread(talk).addCallback(check)
+
+
+class SwaksMasterTests(TestCase):
+    """swaks submitting as alice with AUTH PLAIN as ``alice*admin`` (and refused as ``alice*bob``)."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        import shutil
+
+        from twisted.trial.unittest import SkipTest
+
+        if shutil.which("swaks") is None:
+            raise SkipTest("swaks is not installed (apt-get install swaks)")
+        from cyrusmail.smtp.server import make_submission_factory
+
+        self.context = make_context(self.mktemp(), reactor, auth={"master_users": "admin"})
+        self.addCleanup(self.context.store.close)
+        self.addCleanup(self.context.users.close)
+        for name in ("alice", "bob", "admin"):
+            add_user(self.context, name, f"{name}-pw")
+        port = reactor.listenTCP(0, make_submission_factory(self.context, "submission"), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def swaks(self, user: str, password: str):
+        import subprocess
+
+        argv = ["swaks", "--server", "127.0.0.1", "--port", str(self.port), "--tls", "--auth", "PLAIN",
+                "--auth-user", user, "--auth-password", password, "--from", "alice@example.org",
+                "--to", "bob@example.org", "--data", "-"]
+        message = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: by a master\r\n\r\nHi.\r\n"
+        return threads.deferToThread(subprocess.run, argv, input=message, capture_output=True, timeout=60)
+
+    def test_submits_as_alice(self):
+        def sent(result):
+            self.assertEqual(result.returncode, 0, result.stdout.decode(errors="replace")[-2000:])
+            inbox = self.context.realm.account("bob").mailboxes.open("INBOX")
+            [record] = list(inbox.messages())
+            self.assertIn(b"Subject: by a master", inbox.read(record.uid))
+            return self.swaks("alice*bob", "bob-pw")
+
+        def refused(result):
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(b"535", result.stdout)
+
+        return self.swaks("alice*admin", "admin-pw").addCallback(sent).addCallback(refused)

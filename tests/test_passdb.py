@@ -186,15 +186,21 @@ class Slapd:
     def __init__(self, testcase: TestCase) -> None:
         if not os.path.exists(SLAPD) or shutil.which("slappasswd") is None:
             raise SkipTest("slapd is not installed (apt-get install slapd ldap-utils)")
+        from cyrusmail import tls
+
         folder = Path(testcase.mktemp()).absolute()
         (folder / "db").mkdir(parents=True)
         schema = "/etc/ldap/schema"
+        self.certificate, key = folder / "cert.pem", folder / "key.pem"
+        tls.make_self_signed("localhost", self.certificate, key)  # names 127.0.0.1 too
         (folder / "slapd.conf").write_text(f"""
 include {schema}/core.schema
 include {schema}/cosine.schema
 include {schema}/nis.schema
 include {schema}/inetorgperson.schema
 pidfile {folder}/slapd.pid
+TLSCertificateFile {self.certificate}
+TLSCertificateKeyFile {key}
 modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
@@ -206,20 +212,23 @@ rootpw admin-secret
 access to attrs=userPassword by anonymous auth by * none
 access to * by * read
 """)
-        self.port = free_port()
+        self.port, self.tls_port = free_port(), free_port()
         self.uri = f"ldap://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([SLAPD, "-f", str(folder / "slapd.conf"), "-h", self.uri + "/", "-d", "0"],
+        self.tls_uri = f"ldaps://127.0.0.1:{self.tls_port}"
+        self.process = subprocess.Popen([SLAPD, "-f", str(folder / "slapd.conf"), "-h",
+                                         f"{self.uri}/ {self.tls_uri}/", "-d", "0"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         testcase.addCleanup(self.stop)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"slapd did not start: {self.process.stderr.read()[-500:]!r}") from None
-                time.sleep(0.1)
+        for port in (self.port, self.tls_port):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"slapd did not start: {self.process.stderr.read()[-500:]!r}") from None
+                    time.sleep(0.1)
         self.add_entries()
 
     def add_entries(self) -> None:
@@ -294,6 +303,22 @@ class LDAPTests(TestCase):
                                                            IAccount), UnauthorizedLogin)
 
         return login.addCallback(logged_in)
+
+    def test_ldaps_and_starttls_check_the_servers_certificate(self) -> None:
+        from cyrusmail.auth.ldap import LDAPPasswords
+
+        table = [
+            (self.slapd.tls_uri, False, self.slapd.certificate, "alice"),
+            (self.slapd.uri, True, self.slapd.certificate, "alice"),
+            (self.slapd.tls_uri, False, None, None),  # self-signed, not among the system's CAs: refused
+            (self.slapd.uri, True, None, None),
+        ]
+        for uri, starttls, ca_file, expected in table:
+            with self.subTest(uri=uri, starttls=starttls, ca_file=ca_file):
+                passdb = LDAPPasswords(uri, BASE, "(uid=%u)", ["example.org"], starttls=starttls, ca_file=ca_file,
+                                       timeout=5)
+                self.assertEqual(passdb.checker("alice")("alice-ldap"), expected)
+        self.assertTrue(self.logged.has("ldap: cannot check alice at ldaps://127.0.0.1"), self.logged.lines)
 
     def test_a_server_that_went_away_is_a_clean_failure(self) -> None:
         self.slapd.stop()

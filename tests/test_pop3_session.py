@@ -121,12 +121,18 @@ class AuthorizationTests(TestCase):
             ("A" * 5000, "-ERR [AUTH] PLAIN message must have exactly three"),  # valid base64, 5000 zero octets
             ("AUTH PLAIN", "+ "),
             ("A" * 20000, "-ERR SASL response too long"),
-            (f"AUTH PLAIN {PLAIN_WRONG}", "-ERR [AUTH] Authentication failed"),
-            ("AUTH PLAIN =", "-ERR [AUTH] PLAIN message must have exactly three"),  # "=" is an empty response
-            ("AUTH PLAIN", "+ "),
-            (PLAIN_ALICE, ""),  # alice's turn comes a second after the failure
+            (f"AUTH PLAIN {PLAIN_WRONG}", ""),  # the malformed message counted as a failure: this waits 1 s
         ])
         self.server.clock.advance(1)
+        self.assertEqual(conversation.take(), b"-ERR [AUTH] Authentication failed\r\n")
+        conversation.check([("AUTH PLAIN =", "")])  # "=" is an empty response; waits 2 s
+        self.server.clock.advance(2)
+        self.assertTrue(conversation.take().startswith(b"-ERR [AUTH] PLAIN message must have exactly three"))
+        conversation.check([
+            ("AUTH PLAIN", "+ "),
+            (PLAIN_ALICE, ""),  # alice's turn comes 3 s after the third failure
+        ])
+        self.server.clock.advance(3)
         self.assertIn(b"+OK alice has", conversation.take())
 
     def test_auth_as_another_user_needs_a_master(self) -> None:

@@ -171,12 +171,22 @@ class Pop3ScramTests(TestCase):
             ("n,,n=\u0007,r=abc", "SCRAM user name: character U+0007 is not allowed"),
         ]
         conversation = self.server.connect()
-        for message, error in table:
+        for message, error in table + [(b"n,,n=\xff,r=abc", "SCRAM message is not UTF-8")]:
             with self.subTest(message=message):
                 reply = conversation.command("AUTH SCRAM-SHA-256 " + (b64(message) if message else "="))
-                self.assertEqual(reply, f"-ERR [AUTH] {error}\r\n".encode())
-        self.assertEqual(conversation.command("AUTH SCRAM-SHA-256 " + b64(b"n,,n=\xff,r=abc")),
-                         b"-ERR [AUTH] SCRAM message is not UTF-8\r\n")
+                self.server.clock.advance(60)  # each counts as a failure: the next waits its turn
+                self.assertEqual(reply + conversation.take(), f"-ERR [AUTH] {error}\r\n".encode())
+
+    def test_a_malformed_exchange_delays_the_next_attempt(self) -> None:
+        conversation = self.server.connect()
+        self.assertEqual(conversation.command("AUTH SCRAM-SHA-256 " + b64("hello")),
+                         b"-ERR [AUTH] SCRAM client-first message has no GS2 header\r\n")
+        client = ScramClient(["SCRAM-SHA-256"], "alice", "secret")
+        client.set_server_first(unb64(conversation.command("AUTH SCRAM-SHA-256 " + b64(client.get_client_first()))))
+        self.assertEqual(conversation.command(b64(client.get_client_final())), b"")  # a second, as after a failure
+        self.server.clock.advance(1)
+        client.set_server_final(unb64(conversation.take()))
+        self.assertTrue(conversation.command("").startswith(b"+OK alice has"))
 
     def test_malformed_final_messages_get_a_clean_error(self) -> None:
         good = None
@@ -194,7 +204,8 @@ class Pop3ScramTests(TestCase):
                 server_first = unb64(conversation.command("AUTH SCRAM-SHA-256 " + b64("n,,n=alice,r=abcdef")))
                 nonce = server_first.split(",")[0][2:]
                 reply = conversation.command(b64(final.format(nonce=nonce)))
-                self.assertEqual(reply, f"-ERR [AUTH] {error}\r\n".encode())
+                self.server.clock.advance(60)
+                self.assertEqual(reply + conversation.take(), f"-ERR [AUTH] {error}\r\n".encode())
                 good = conversation
         self.assertEqual(good.command("NOOP"), b"-ERR NOOP is not allowed in the AUTHORIZATION state\r\n")  # back at the start
 
@@ -400,6 +411,62 @@ class ImaplibPlusTests(TestCase):
 
         return self.login("SCRAM-SHA-256-PLUS", "secret").addCallback(check)
 
+    def test_plus_with_tls_exporter_from_a_pyopenssl_client(self):
+        """tls-exporter end to end (scramp and Python's ssl cannot): RFC 5802 arithmetic over pyOpenSSL."""
+        import select
+        import socket
+
+        def talk():
+            raw = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+            raw.setblocking(False)  # waits below are select()s of at most 20 s: a hang cannot hold the test
+            connection = SSL.Connection(SSL.Context(SSL.TLS_METHOD), raw)
+            connection.set_connect_state()
+
+            def retry(operation):
+                while True:
+                    try:
+                        return operation()
+                    except SSL.WantReadError:
+                        if not select.select([raw], [], [], 20)[0]:
+                            raise TimeoutError("no answer in 20 s") from None
+
+            retry(connection.do_handshake)
+            buffer = bytearray()
+
+            def line() -> bytes:
+                while b"\r\n" not in buffer:
+                    buffer.extend(retry(lambda: connection.recv(4096)))
+                end = buffer.index(b"\r\n") + 2
+                text = bytes(buffer[:end])
+                del buffer[:end]
+                return text
+
+            try:
+                line()  # greeting
+                gs2, bare = "p=tls-exporter,,", "n=alice,r=pyopensslnonce"
+                connection.sendall(f"a1 AUTHENTICATE SCRAM-SHA-256-PLUS {b64(gs2 + bare)}\r\n".encode())
+                server_first = base64.b64decode(line()[2:]).decode()
+                attributes = dict(part.split("=", 1) for part in server_first.split(","))
+                binding = connection.export_keying_material(b"EXPORTER-Channel-Binding", 32)
+                without_proof = f"c={b64(gs2.encode() + binding)},r={attributes['r']}"
+                auth_message = f"{bare},{server_first},{without_proof}".encode()
+                proof = client_proof("secret", base64.b64decode(attributes["s"]), int(attributes["i"]), auth_message)
+                connection.sendall(b64(f"{without_proof},p={b64(proof)}").encode() + b"\r\n")
+                signature = base64.b64decode(line()[2:])
+                connection.sendall(b"\r\n")
+                return connection.get_protocol_version_name(), signature, line()
+            finally:
+                connection.shutdown()
+                raw.close()
+
+        def check(result):
+            version, signature, tagged = result
+            self.assertEqual(version, "TLSv1.3")
+            self.assertTrue(signature.startswith(b"v="), signature)
+            self.assertTrue(tagged.startswith(b"a1 OK"), tagged)
+
+        return threads.deferToThread(talk).addCallback(check)
+
     def test_wrong_password_is_a_clean_no(self):
         def check(result):
             _, message = result
@@ -414,3 +481,55 @@ class ChannelServiceTests(TestCase):
         server = Pop3Server(self)
         conversation = server.connect()
         self.assertEqual(conversation.protocol._sasl_channel().service, "pop3")
+
+
+class SmtplibPlusTests(TestCase):
+    """Python's smtplib over submissions (implicit TLS): AUTH SCRAM-SHA-256-PLUS, scramp as the client."""
+
+    timeout = 120
+
+    def setUp(self):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from cyrusmail.smtp.server import make_submission_factory
+        from tests.helpers import add_user, make_context
+
+        self.context = make_context(self.mktemp(), reactor)
+        self.addCleanup(self.context.store.close)
+        self.addCleanup(self.context.users.close)
+        add_user(self.context, "alice", "secret")
+        factory = TLSMemoryBIOFactory(self.context.tls, False, make_submission_factory(self.context, "submissions"))
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+
+    def auth(self, password: str):
+        import smtplib
+
+        def talk():
+            with smtplib.SMTP_SSL("127.0.0.1", self.port, timeout=20,
+                                  context=ssl._create_unverified_context()) as client:
+                client.ehlo("client.example")
+                offered = client.esmtp_features["auth"].split()
+                der = client.sock.getpeercert(binary_form=True)
+                scram = ScramClient(["SCRAM-SHA-256-PLUS"], "alice", password,
+                                    channel_binding=("tls-server-end-point", hashlib.sha256(der).digest()))
+                steps = iter([lambda: scram.get_client_first(),
+                              lambda data: (scram.set_server_first(data.decode()), scram.get_client_final())[1],
+                              lambda data: (scram.set_server_final(data.decode()), "")[1]])
+                try:
+                    code, _ = client.auth("SCRAM-SHA-256-PLUS", lambda *data: next(steps)(*data))
+                except smtplib.SMTPAuthenticationError as problem:
+                    code = problem.smtp_code
+                return offered, code
+
+        return threads.deferToThread(talk)
+
+    def test_plus_logs_in_and_a_wrong_password_gets_535(self):
+        def first(result):
+            offered, code = result
+            self.assertEqual(offered[:2], ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
+            self.assertEqual(code, 235)
+            return self.auth("wrong")
+
+        return self.auth("secret").addCallback(first).addCallback(lambda result: self.assertEqual(result[1], 535))
