@@ -243,6 +243,35 @@ def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Netw
     return networks
 
 
+def parse_regex(text: str) -> re.Pattern | None:
+    """A regular expression with at least one group, or None for an empty value."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        pattern = re.compile(text)
+    except re.error as error:
+        raise ValueError(f"not a regular expression: {error}") from None
+    if not pattern.groups:
+        raise ValueError("the expression needs a group for the user name, e.g. ^([a-z]+)@EXAMPLE\\.ORG$")
+    return pattern
+
+
+#: The protocols that may offer GSSAPI, and their RFC 4752 service names.
+GSSAPI_SERVICES = {"imap": "imap", "pop3": "pop", "submission": "smtp"}
+
+
+def parse_gssapi_services(text: str) -> dict[str, str]:
+    """``imap=imap pop3=pop submission=smtp``: the Kerberos service name per protocol."""
+    services = dict(GSSAPI_SERVICES)
+    for item in parse_list(text):
+        protocol, sep, name = item.partition("=")
+        if not sep or protocol not in GSSAPI_SERVICES or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise ValueError(f"expected PROTOCOL=NAME pairs with PROTOCOL one of imap, pop3, submission, got {item!r}")
+        services[protocol] = name
+    return services
+
+
 def parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         folded = text.strip().lower()
@@ -391,6 +420,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "quota_users": Key(parse_lower_list, []),
     },
     "auth": {
+        # Kerberos 5 (GSSAPI, RFC 4752): offered only with a keytab; see cyrusmail.auth.kerberos.
+        "keytab": Key(parse_path, None),
+        "gssapi_realms": Key(parse_list, []),
+        "gssapi_principal_map": Key(parse_regex, None),
+        "gssapi_services": Key(parse_gssapi_services, dict(GSSAPI_SERVICES)),
         # Where passwords are checked (cyrusmail.auth.passdb) and who may act as others (cyrusmail.auth.masters).
         "passdb": Key(parse_choice("builtin", "passwd-file", "ldap"), "builtin"),
         "create_on_login": Key(parse_bool, False),
@@ -574,7 +608,7 @@ def _check_together(config: Config) -> None:
 
 
 def _check_auth(config: Config) -> None:
-    """The passdb named has what it needs; a bearer-token setup names an issuer and one way to check tokens."""
+    """The passdb named has what it needs; a bearer-token setup names an issuer and one way to check tokens; a keytab, who may log in."""
     passdb = config.values["auth"]["passdb"]
     if passdb == "passwd-file" and config.values["passwd_file"]["path"] is None:
         raise ConfigError(config.path, "passwd_file", "path", "is required with [auth] passdb = passwd-file")
@@ -597,3 +631,7 @@ def _check_auth(config: Config) -> None:
         raise ConfigError(config.path, "oauth", "issuer", "name how tokens are checked: jwt_key, jwks or introspection_url")
     if oauth["introspection_url"] and not oauth["client_id"]:
         raise ConfigError(config.path, "oauth", "client_id", "is required with introspection_url")
+    auth = config.values["auth"]
+    if auth["keytab"] is not None and not auth["gssapi_realms"] and auth["gssapi_principal_map"] is None:
+        raise ConfigError(config.path, "auth", "gssapi_realms",
+                          "name the realms whose principals may log in (or set gssapi_principal_map)")

@@ -17,6 +17,7 @@ from cyrusmail.account import (
 from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
 from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.auth import kerberos
 from cyrusmail.auth.cache import CredentialCache
 from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.masters import Authorizer
@@ -141,6 +142,9 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
                                 create_on_login=auth["create_on_login"], scram_iterations=auth["scram_iterations"])]
     if passdb.keeps_scram_keys and auth["scram_iterations"]:
         checkers.append(ScramChecker(users, config.domains, auth["scram_iterations"], authorizer))
+    acceptor = kerberos.acceptor_from_config(config, config.data / kerberos.RCACHE_FILE)
+    if acceptor is not None:  # GSSAPI is offered where this checker is
+        checkers.append(kerberos.KerberosChecker(users, config.domains, acceptor))
     checkers.append(RefusalChecker())  # malformed SASL exchanges count in the throttle
     if config["oauth"]["issuer"]:
         from cyrusmail.auth.oauth import make_token_checker

@@ -264,6 +264,7 @@ class LoginMechanism(_PasswordMechanism):
 MECHANISMS: dict[str, str] = {
     "SCRAM-SHA-256-PLUS": "cyrusmail.auth.scram:ScramPlusMechanism",
     "SCRAM-SHA-256": "cyrusmail.auth.scram:ScramMechanism",
+    "GSSAPI": "cyrusmail.auth.kerberos:GSSAPIMechanism",
     "OAUTHBEARER": "cyrusmail.auth.oauth:OAuthBearerMechanism",
     "XOAUTH2": "cyrusmail.auth.oauth:XOAuth2Mechanism",
     "PLAIN": "cyrusmail.sasl:PlainMechanism",

@@ -28,6 +28,7 @@ from twisted.python import usage
 # Imported here, not when the service starts: after twistd -u/-g the
 # server's user may not be able to read the Python installation.
 from cyrusmail import logs, startup, tls
+from cyrusmail.auth import kerberos
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.config import Config, ConfigError, load
 from cyrusmail.control import ControlService
@@ -68,6 +69,7 @@ def preflight(config: Config) -> tls.ReloadableTLS | None:
     ConfigError on the first problem.
     """
     check_available(config)
+    check_keytab(config)
     config.path = os.path.abspath(config.path)  # for what the server runs later (expire), wherever it is
     # twistd may change folder (--rundir) before the data folder is opened.
     config.values["server"]["data"] = config.data.absolute()
@@ -80,6 +82,14 @@ def check_available(config: Config) -> None:
     for name in config.enabled_services():
         if builder_of(name) is None:
             raise ConfigError(config.path, name, "enabled", f"this build of cyrusmail has no {name} server yet")
+
+
+def check_keytab(config: Config) -> None:
+    """Refuse an ``[auth] keytab`` that cannot serve the enabled protocols (read again at start, as the server's user)."""
+    try:
+        kerberos.acceptor_from_config(config)
+    except kerberos.KerberosError as error:
+        raise ConfigError(config.path, "auth", "keytab", str(error)) from None
 
 
 def named_tls(config: Config) -> tls.ReloadableTLS | None:

@@ -25,6 +25,7 @@ from twisted.trial import unittest
 
 from cyrusmail import tls
 from cyrusmail.admin.main import main as admin_main
+from cyrusmail.auth import kerberos
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
 from tests.helpers import modes_not_private, workers_under_test
@@ -233,6 +234,14 @@ class StartFailureTests(unittest.TestCase):
         self.data = blocker / "data"
         message = self.refused(config_text(self.data, {"imap": "tcp:0:interface=127.0.0.1"}))
         self.assertIn(f"[server] data: cannot make {self.data}: {blocker} is not a folder", message)
+
+    def test_a_keytab_that_cannot_be_read(self):
+        keytab = self.folder / "missing.keytab"
+        message = self.refused(config_text(self.data, {"imap": "tcp:0:interface=127.0.0.1"},
+                                           f"[auth]\nkeytab = {keytab}\ngssapi_realms = EXAMPLE.ORG\n"))
+        self.assertIn("[auth] keytab: ", message)  # without python-gssapi: that it is needed
+        if kerberos.available():
+            self.assertIn(f"cannot read {keytab}: No such file or directory", message)
 
     def test_a_port_that_is_not_a_number(self):
         message = self.refused(config_text(self.data, {"imap": "tcp:abc"}))

@@ -81,7 +81,7 @@ def received_header(session: SMTPSession, transaction: Transaction, protocol: st
     Nothing a client chose goes in unchecked: the greeting's name only if it
     is a domain or an IP literal (:func:`~cyrusmail.smtp.wire.hello_domain`,
     else ``unknown``), the peer only as a parsed IP address, comment text
-    (the user name, the TLS description) without parentheses, backslashes
+    (the user name, a Kerberos principal, the TLS description) without parentheses, backslashes
     or control characters, and the ``for`` clause only for an address with
     nothing in it that could end the clause.
     """
@@ -91,7 +91,9 @@ def received_header(session: SMTPSession, transaction: Transaction, protocol: st
         description = tls_description(session.transport)
         lines.append(f"\t({_comment_text(description or 'TLS')})")
     if session.authenticated_user:
-        lines.append(f"\t(authenticated user {_comment_text(session.authenticated_user)})")
+        principal = session.principal  # a GSSAPI login: the Kerberos principal that sent it
+        by = f" by GSSAPI as {_comment_text(principal)}" if principal else ""
+        lines.append(f"\t(authenticated user {_comment_text(session.authenticated_user)}{by})")
     when = email.utils.formatdate(session.clock.seconds(), localtime=True)
     recipient = transaction.recipients[0].address if len(transaction.recipients) == 1 else None
     if recipient is not None and _clause_safe(recipient, transaction.mail.smtputf8):

@@ -189,6 +189,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.esmtp = True
         self.tls = False
         self.account = None
+        self.principal: str | None = None  # the Kerberos principal of a GSSAPI login
         self.transaction: Transaction | None = None
         self._sasl: sasl.Exchange | None = None
         self._sasl_name = ""
@@ -429,6 +430,7 @@ class SMTPSession(Protocol, TimeoutMixin):
         self.helo = None
         self.esmtp = True
         self.account = None
+        self.principal = None
 
     # -- AUTH (RFC 4954) ----------------------------------------------------------------
 
@@ -481,8 +483,9 @@ class SMTPSession(Protocol, TimeoutMixin):
             self.parser.start_auth()
             self.reply(codes.AUTH_CONTINUE.with_text(sasl.encode_challenge(outcome.data).decode("ascii")))
             return
-        self._sasl = None
+        mechanism, self._sasl = self._sasl.mechanism, None
         if isinstance(outcome, sasl.Succeeded):
+            self.principal = getattr(mechanism, "principal", "") or None  # GSSAPI: for the Received header
             self._auth_succeeded(outcome.avatar)
         else:
             self._auth_failed(outcome.user, self._sasl_name)
