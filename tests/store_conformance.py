@@ -108,6 +108,11 @@ class StoreConformanceMixin:
         """Python source that binds ``store`` to a store over the folder ``DATA``."""
         raise NotImplementedError
 
+    def stored_bodies(self) -> dict:
+        """Where the backend keeps message bytes: place -> (identity, version, content);
+        by default every file below the data folder (:func:`files_under`)."""
+        return files_under(self.data)
+
     # -- fixtures ------------------------------------------------------------
 
     def setUp(self):
@@ -976,7 +981,7 @@ class StoreConformanceMixin:
         work = self.tree.open("Work")
         uids = [self.inbox.append(message(n)) for n in range(4)]
         originals = {message(n) for n in range(4)}
-        before = {path: seen for path, seen in files_under(self.data).items() if seen[2] in originals}
+        before = {path: seen for path, seen in self.stored_bodies().items() if seen[2] in originals}
         self.assertTrue(before, "no file holds a message's bytes")
         self.inbox.set_flags(uids, FlagChange.ADD, Flag.SEEN, ["k"])
         self.inbox.copy(uids[:2], work)
@@ -984,7 +989,7 @@ class StoreConformanceMixin:
         self.inbox.set_flags(uids[:1], FlagChange.ADD, Flag.DELETED)
         self.inbox.expunge()
         self.tree.rename("Work", "Play")
-        after = files_under(self.data)
+        after = self.stored_bodies()
         for path, seen in before.items():
             if path in after:
                 self.assertEqual(after[path], seen, f"{path} changed")
