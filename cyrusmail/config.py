@@ -217,6 +217,16 @@ def parse_special_use(text: str) -> str:
     return " ".join(f"{item.partition(':')[0]}:{item.partition(':')[2].lower()}" for item in text.split())
 
 
+STORE_BACKENDS = ("embedded", "postgresql")
+
+
+def parse_store_backend(text: str) -> str:
+    backend = text.strip().lower()
+    if backend not in STORE_BACKENDS:
+        raise ValueError(f"expected one of {', '.join(STORE_BACKENDS)}, got {text!r}")
+    return backend
+
+
 # -- the schema ---------------------------------------------------------------
 
 REQUIRED = object()
@@ -289,6 +299,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "quota": {
         "warning_percent": Key(parse_percent, 90),
+    },
+    # Where mail is kept (cyrusmail.store): the embedded maildir+SQLite store in
+    # [server] data, or one PostgreSQL database several servers share.
+    "store": {
+        "backend": Key(parse_store_backend, "embedded"),
+        "dsn": Key(parse_text, ""),
     },
 }
 
@@ -385,6 +401,9 @@ def _fill_defaults(config: Config) -> None:
 
 
 def _check_together(config: Config) -> None:
+    store = config.values["store"]
+    if store["backend"] == "postgresql" and not store["dsn"]:
+        raise ConfigError(config.path, "store", "dsn", "is required with backend = postgresql")
     tls = config.values["tls"]
     if (tls["certificate"] is None) != (tls["key"] is None):
         missing = "key" if tls["key"] is None else "certificate"

@@ -177,11 +177,29 @@ class StoreService(service.Service):
         logs.log.info("cyrusmail: store and index closed")
 
 
+def open_store(config: Config):
+    """The store ``[store] backend`` names; a StartupError saying why it cannot be opened."""
+    if config["store"]["backend"] != "postgresql":
+        return MaildirStore(config.data, index_cache=config["server"]["index_cache"],
+                            expunged_history=config["server"]["expunged_history"])
+    try:
+        import psycopg
+
+        from cyrusmail.store.postgresql import PostgresStore
+    except ImportError:
+        raise startup.StartupError("[store] backend = postgresql needs psycopg: "
+                                   "pip install 'cyrusmail[postgresql]'") from None
+    try:
+        return PostgresStore(config["store"]["dsn"], config.data,
+                             expunged_history=config["server"]["expunged_history"])
+    except psycopg.Error as error:
+        raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
+
+
 def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
     make_private_folder(config.data)
-    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
-                         expunged_history=config["server"]["expunged_history"])
+    store = open_store(config)
     files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
     logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
                   files=files, tmp=str(store.tmp_dir), trees=trees)

@@ -44,10 +44,14 @@ class Admin:
     @property
     def store(self):
         if self._store is None:
-            from cyrusmail.store.maildir import MaildirStore
+            from cyrusmail.service import open_store
+            from cyrusmail.startup import StartupError
 
             make_private_folder(self.config.data)
-            self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
+            try:
+                self._store = open_store(self.config)  # the embedded store, or [store] backend
+            except StartupError as error:
+                raise AdminError(str(error)) from None
         return self._store
 
     @property

@@ -100,4 +100,27 @@ CREATE TABLE subscriptions (
     PRIMARY KEY (owner, name)
 );
 """),
+    (2, """
+-- A mailbox's ACL (RFC 4314) as JSON {identifier: rights}; no row: the default ACL.
+CREATE TABLE acls (
+    mailbox_id  bigint PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    entries     text NOT NULL
+);
+-- Quota limits (RFC 9208) of an owner's roots: '' is the whole tree, 'news' covers news/...
+CREATE TABLE quota_limits (
+    owner     text NOT NULL,
+    root      text NOT NULL,
+    resource  text NOT NULL,
+    value     bigint NOT NULL,
+    PRIMARY KEY (owner, root, resource)
+);
+-- A reader's own Seen flags on mailboxes of another tree (shared folders).
+CREATE TABLE private_seen (
+    reader       text NOT NULL,
+    mailbox_id   bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uidvalidity  bigint NOT NULL,
+    uid          bigint NOT NULL,
+    PRIMARY KEY (reader, mailbox_id, uid)
+);
+"""),
 ]

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,20 +46,24 @@ from cyrusmail.store.errors import (
     MailboxNotFound,
     NoSuchMessage,
     NotSelectable,
+    OverQuota,
     Refused,
     UnknownUser,
 )
 from cyrusmail.store.executor import InlineExecutor
 from cyrusmail.store.interfaces import IMailbox, IMailboxList, IStore
+from cyrusmail.store.maildir import quota
 from cyrusmail.store.maildir.index import new_mailbox_id
 from cyrusmail.store.maildir.store import (
     _SORT_COLUMNS,
     EXPUNGED_HISTORY,
     NO_SORT_DATA,
+    SHARED_OWNER,
     SORT_ROW_COLUMNS,
     STALE_TMP_AGE,
     Analyser,
     EmptyMailboxList,
+    FlagTransform,
     MaildirMailbox,
     MaildirStore,
     Previewer,
@@ -87,6 +93,10 @@ _RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid, saved
 _MAILBOX_COLUMNS = "id, uidnext, highestmodseq, recent_uid, messages, unseen, size, uidvalidity, selectable"
 
 
+#: Held (pg_advisory_lock) while a user's tree is made or removed, by any server.
+USER_LOCK = 0x6379_7275_7573  # "cyrus"
+
+
 def blob_name(data: bytes) -> str:
     """The content address of a message body."""
     return hashlib.sha256(data).hexdigest()
@@ -110,8 +120,13 @@ class PostgresStore:
         self._connections: list[psycopg.Connection] = []
         self._connections_lock = threading.Lock()
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
+        self._owners: weakref.WeakValueDictionary[str, _Owner] = weakref.WeakValueDictionary()
+        self._owners_lock = threading.Lock()
         self.executor = InlineExecutor(self.index)
         self.migrate()
+        with self.write() as db:
+            db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
+                       (SHARED_OWNER,))
 
     # -- connections and transactions ---------------------------------------------------
 
@@ -168,9 +183,14 @@ class PostgresStore:
                     db.execute(script)
                     db.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
-    def index(self, key: str) -> PostgresStore:
-        """What the executor groups jobs of ``key`` in (see :meth:`group`)."""
-        return self
+    def index(self, key: str) -> _Owner:
+        """The queue key of ``key``'s tree: what the executor groups its jobs in, and what
+        tells two mailboxes of one tree (``a.index is b.index``)."""
+        with self._owners_lock:
+            owner = self._owners.get(key)
+            if owner is None:
+                owner = self._owners[key] = _Owner(self, key)
+            return owner
 
     @contextmanager
     def group(self) -> Iterator[None]:
@@ -189,8 +209,28 @@ class PostgresStore:
     # -- users ---------------------------------------------------------------------------
 
     def has_user(self, user: str) -> bool:
+        if user == SHARED_OWNER:
+            return True
         row = self.db.execute("SELECT provisioned FROM users WHERE name = %s", (names.user_name(user),)).fetchone()
         return bool(row and row[0])
+
+    def shared_mailboxes(self) -> PostgresMailboxList:
+        """The tree of shared folders (bulletin boards), owned by no user."""
+        return PostgresMailboxList(self, SHARED_OWNER)
+
+    @contextmanager
+    def user_lock(self) -> Iterator[None]:
+        """Held while a user's tree is made or removed, across every server on the database."""
+        db = self.db
+        db.execute("SELECT pg_advisory_lock(%s)", (USER_LOCK,))
+        try:
+            yield
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s)", (USER_LOCK,))
+
+    def retire_user(self, user: str) -> None:
+        """Remove ``user``'s tree at once (nothing is left to remove after: None)."""
+        self.remove_user(user)
 
     def mailboxes(self, user: str) -> PostgresMailboxList | EmptyMailboxList:
         user = names.user_name(user)
@@ -228,11 +268,14 @@ class PostgresStore:
         """Delete every mailbox and message of ``user``; their UIDVALIDITYs stay spent."""
         user = names.user_name(user)
         with self.write() as db:
+            db.execute("SELECT 1 FROM users WHERE name = %s FOR UPDATE", (user,))  # before any mailbox, as writers do
             ids = [row[0] for row in db.execute(
                 "SELECT id FROM mailboxes WHERE owner = %s ORDER BY id FOR UPDATE", (user,))]
             _release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
             db.execute("DELETE FROM mailboxes WHERE id = ANY(%s)", (ids,))
             db.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
+            db.execute("DELETE FROM quota_limits WHERE owner = %s", (user,))
+            db.execute("DELETE FROM private_seen WHERE reader = %s", (user,))
             db.execute("UPDATE users SET provisioned = false WHERE name = %s", (user,))
         for mailbox_id in ids:
             self.notify(user, mailbox_id)
@@ -274,6 +317,17 @@ class PostgresStore:
     _tell = MaildirStore._tell
 
 
+class _Owner:
+    """One tree's key for the store executor: its group commit is one transaction."""
+
+    def __init__(self, store: PostgresStore, name: str):
+        self.store = store
+        self.name = name
+
+    def group(self):
+        return self.store.group()
+
+
 def _release_blobs(db: psycopg.Connection, query: str, params: tuple) -> None:
     """Take one reference off the blob of each message ``query`` selects; drop blobs left unused."""
     rows = db.execute(
@@ -293,6 +347,7 @@ class PostgresMailboxList:
     def __init__(self, store: PostgresStore, user: str):
         self.store = store
         self.user = user
+        self.index = store.index(user)
 
     def _row(self, db: psycopg.Connection, name: str) -> tuple | None:
         return db.execute(
@@ -323,9 +378,10 @@ class PostgresMailboxList:
             row = self._row(db, name)
             if row is not None and row[1]:
                 raise MailboxExists(f"Mailbox {name} already exists")
-            for superior in names.superiors(name):
-                if self._row(db, superior) is None:
-                    self._make(db, superior, None)
+            missing = [superior for superior in names.superiors(name) if self._row(db, superior) is None]
+            self._check_new_mailboxes(db, [*missing, name])
+            for superior in missing:
+                self._make(db, superior, None)
             if row is None:
                 return self._make(db, name, special_use)
             objectid = new_mailbox_id()  # a \Noselect node becomes a mailbox again, a new one
@@ -380,6 +436,7 @@ class PostgresMailboxList:
                 raise MailboxNotFound(f"Mailbox {old} does not exist")
             if self._row(db, new) is not None:
                 raise MailboxExists(f"Mailbox {new} already exists")
+            roots_before = list(self._limits(db))
             prefix = old + names.SEPARATOR
             rows = db.execute("SELECT id, name FROM mailboxes WHERE owner = %s AND (name = %s OR left(name, %s) = %s)"
                               " ORDER BY length(name) DESC", (self.user, old, len(prefix), prefix)).fetchall()
@@ -388,9 +445,15 @@ class PostgresMailboxList:
                 if self._row(db, target) is not None:
                     raise MailboxExists(f"Mailbox {target} already exists")
                 db.execute("UPDATE mailboxes SET name = %s WHERE id = %s", (target, mailbox_id))
-            for superior in names.superiors(new):
-                if self._row(db, superior) is None:
-                    self._make(db, superior, None)
+            for root in list(roots_before):  # quota roots at or below the mailbox follow it
+                if root == old or root.startswith(prefix):
+                    db.execute("UPDATE quota_limits SET root = %s WHERE owner = %s AND root = %s",
+                               (new + root[len(old):], self.user, root))
+            self._check_moved(db, [(name, new + name[len(old):]) for _, name in rows], roots_before, old, new)
+            made = [superior for superior in names.superiors(new) if self._row(db, superior) is None]
+            self._check_new_mailboxes(db, made)
+            for superior in made:
+                self._make(db, superior, None)
             self._prune_empty_nodes(db, old)
 
     def exists(self, name: str) -> bool:
@@ -461,6 +524,168 @@ class PostgresMailboxList:
         row = self._row(self.store.db, names.check(name))
         return row[3] if row else None
 
+    # -- ACLs ------------------------------------------------------------------------------------
+
+    def _mailbox_id(self, db: psycopg.Connection, name: str) -> int:
+        row = self._row(db, names.check(name))
+        if row is None:
+            raise MailboxNotFound(f"Mailbox {name} does not exist")
+        return row[0]
+
+    def acl(self, name: str) -> dict[str, str] | None:
+        """The ACL of ``name`` as {identifier: rights}, or None if it was never set."""
+        with self.store.read() as db:
+            row = db.execute("SELECT entries FROM acls WHERE mailbox_id = %s", (self._mailbox_id(db, name),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_acl(self, name: str, entries: dict[str, str] | None) -> None:
+        """Replace the ACL of ``name`` (None: back to the default)."""
+        with self.store.write() as db:
+            mailbox_id = self._mailbox_id(db, name)
+            if entries is None:
+                db.execute("DELETE FROM acls WHERE mailbox_id = %s", (mailbox_id,))
+            else:
+                db.execute("INSERT INTO acls (mailbox_id, entries) VALUES (%s, %s)"
+                           " ON CONFLICT (mailbox_id) DO UPDATE SET entries = excluded.entries",
+                           (mailbox_id, json.dumps(entries, sort_keys=True)))
+
+    def acls(self) -> dict[str, dict[str, str] | None]:
+        """Every mailbox name (\\Noselect nodes too) with its ACL or None, in one read."""
+        rows = self.store.db.execute("SELECT m.name, a.entries FROM mailboxes AS m LEFT JOIN acls AS a"
+                                     " ON a.mailbox_id = m.id WHERE m.owner = %s", (self.user,)).fetchall()
+        return {name: None if entries is None else json.loads(entries) for name, entries in rows}
+
+    # -- quotas (the rules of cyrusmail.store.maildir.quota, over this owner's rows) --------------
+
+    def _limits(self, db: psycopg.Connection) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for root, resource, value in db.execute("SELECT root, resource, value FROM quota_limits WHERE owner = %s",
+                                                (self.user,)):
+            found.setdefault(root, {})[resource] = value
+        return found
+
+    def _usage(self, db: psycopg.Connection, root: str, roots) -> quota.Usage:
+        """What ``root`` holds now, less what deeper roots of ``roots`` cover."""
+        roots = set(roots) | {root}
+        size = messages = mailboxes = 0
+        for name, box_size, box_messages, selectable in db.execute(
+                "SELECT name, size, messages, selectable FROM mailboxes WHERE owner = %s", (self.user,)):
+            if quota.root_of(name, roots) == root:
+                size, messages, mailboxes = size + box_size, messages + box_messages, mailboxes + selectable
+        return quota.Usage(size, messages, mailboxes)
+
+    def _lock_quota(self, db: psycopg.Connection) -> dict[str, dict[str, int]]:
+        """This tree's limits; if it has any, the owner's row locked first, so that the
+        checks of concurrent writers (on any server) are serialised and usage stays exact."""
+        limits = self._limits(db)
+        if limits:
+            db.execute("SELECT 1 FROM users WHERE name = %s FOR UPDATE", (self.user,))
+            limits = self._limits(db)
+        return limits
+
+    def _check_new_mailboxes(self, db: psycopg.Connection, made: list[str]) -> None:
+        limits = self._lock_quota(db)
+        per_root: dict[str, int] = {}
+        for name in made:
+            root = quota.root_of(name, limits)
+            if root is not None and quota.MAILBOX in limits[root]:
+                per_root[root] = per_root.get(root, 0) + 1
+        for root, count in per_root.items():
+            if self._usage(db, root, limits).mailboxes + count > limits[root][quota.MAILBOX]:
+                raise _over(root, quota.MAILBOX, permanent=False)
+
+    def _check_moved(self, db: psycopg.Connection, moved: list[tuple[str, str]], roots_before: list[str],
+                     old: str, new: str) -> None:
+        """After a rename: refuse if a root that gained mailboxes from another root is now over."""
+        limits = self._lock_quota(db)
+
+        def followed(root: str | None) -> str | None:
+            return new + root[len(old):] if root is not None and quota.covers(old, root) and root != "" else root
+
+        gaining = {quota.root_of(after, limits) for before, after in moved
+                   if quota.root_of(after, limits) is not None
+                   and followed(quota.root_of(before, roots_before)) != quota.root_of(after, limits)}
+        for root in gaining:
+            now = self._usage(db, root, limits)
+            for resource, limit in limits[root].items():
+                if (now.storage_bytes > limit * quota.KIB) if resource == quota.STORAGE else now.of(resource) > limit:
+                    raise _over(root, resource, permanent=False)
+
+    def _check_insert(self, db: psycopg.Connection, name: str, sizes: list[int],
+                      credit: tuple[str, int] | None) -> None:
+        """Refuse adding messages of ``sizes`` to mailbox ``name`` past a limit (``credit``:
+        the name and bytes of messages of this tree a MOVE removes in the same transaction)."""
+        limits = self._lock_quota(db)
+        root = quota.root_of(name, limits)
+        if root is None:
+            return
+        storage, message = limits[root].get(quota.STORAGE), limits[root].get(quota.MESSAGE)
+        if storage is not None and any(size > storage * quota.KIB for size in sizes):
+            raise _over(root, quota.STORAGE, permanent=True)
+        if message is not None and message < 1:
+            raise _over(root, quota.MESSAGE, permanent=True)
+        now = self._usage(db, root, limits)
+        added_bytes, added_messages = sum(sizes), len(sizes)
+        if credit is not None and quota.root_of(credit[0], limits) == root:
+            added_bytes -= credit[1]
+            added_messages -= len(sizes)
+        if storage is not None and added_bytes > 0 and now.storage_bytes + added_bytes > storage * quota.KIB:
+            raise _over(root, quota.STORAGE, permanent=False)
+        if message is not None and added_messages > 0 and now.messages + added_messages > message:
+            raise _over(root, quota.MESSAGE, permanent=False)
+
+    def quota_limits(self) -> dict[str, dict[str, int]]:
+        """Every quota root of this tree ('' is the whole tree) with its limits."""
+        return self._limits(self.store.db)
+
+    def set_quota_limits(self, root: str, limits: dict[str, int]) -> None:
+        """Replace the limits of ``root`` ('' or a mailbox name); {} removes the root."""
+        if root:
+            root = names.check(root)
+        for resource, value in limits.items():
+            if resource not in quota.RESOURCES or value < 0:
+                raise ValueError(f"bad quota limit {resource}={value}")
+        with self.store.write() as db:
+            self._user_row(db)
+            if root and self._row(db, root) is None:
+                raise MailboxNotFound(f"Mailbox {root} does not exist")
+            db.execute("DELETE FROM quota_limits WHERE owner = %s AND root = %s", (self.user, root))
+            for resource, value in limits.items():
+                db.execute("INSERT INTO quota_limits (owner, root, resource, value) VALUES (%s, %s, %s, %s)",
+                           (self.user, root, resource, value))
+
+    def quota_usage(self, root: str) -> quota.Usage:
+        with self.store.read() as db:
+            return self._usage(db, root, self._limits(db))
+
+    def quota_root_of(self, name: str) -> str | None:
+        return quota.root_of(names.check(name), self.quota_limits())
+
+    # -- private \\Seen on other trees' mailboxes --------------------------------------------
+
+    def private_seen(self, mailbox: PostgresMailbox) -> frozenset[int]:
+        """The UIDs of ``mailbox`` (another tree's) this user has seen."""
+        rows = self.store.db.execute(
+            "SELECT uid FROM private_seen WHERE reader = %s AND mailbox_id = %s AND uidvalidity = %s",
+            (self.user, mailbox.id, mailbox.uid_validity)).fetchall()
+        return frozenset(row[0] for row in rows)
+
+    def set_private_seen(self, mailbox: PostgresMailbox, seen: Iterable[int] = (), unseen: Iterable[int] = ()) -> None:
+        """Mark UIDs of ``mailbox`` seen or unseen for this user alone."""
+        key = (self.user, mailbox.id)
+        with self.store.write() as db, db.cursor() as cursor:
+            cursor.execute("DELETE FROM private_seen WHERE reader = %s AND mailbox_id = %s AND uidvalidity != %s",
+                           (*key, mailbox.uid_validity))
+            cursor.executemany("INSERT INTO private_seen (reader, mailbox_id, uidvalidity, uid) VALUES (%s, %s, %s, %s)"
+                               " ON CONFLICT DO NOTHING", [(*key, mailbox.uid_validity, uid) for uid in seen])
+            cursor.executemany("DELETE FROM private_seen WHERE reader = %s AND mailbox_id = %s AND uid = %s",
+                               [(*key, uid) for uid in unseen])
+
+
+def _over(root: str, resource: str, permanent: bool) -> OverQuota:
+    where = f"quota root {root!r}" if root else "the account's quota"
+    return OverQuota(f"Over {where}: {resource} limit reached", permanent=permanent)
+
 
 @implementer(IMailbox)
 class PostgresMailbox:
@@ -469,6 +694,7 @@ class PostgresMailbox:
     def __init__(self, tree: PostgresMailboxList, mailbox_id: int, name: str, uid_validity: int, object_id: str):
         self.tree = tree
         self.store = tree.store
+        self.index = tree.index
         self.id = mailbox_id
         self.name = name
         self.uid_validity = uid_validity
@@ -489,6 +715,12 @@ class PostgresMailbox:
         with self.store.read() as db:
             self._counts(db)
             yield db
+
+    def acl(self) -> dict[str, str] | None:
+        """This mailbox's ACL ({identifier: rights}), or None if never set; follows renames."""
+        with self._snapshot() as db:
+            row = db.execute("SELECT entries FROM acls WHERE mailbox_id = %s", (self.id,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def status(self) -> MailboxStatus:
         with self._snapshot() as db:
@@ -660,14 +892,16 @@ class PostgresMailbox:
             other._counts(db)
         return self._counts(db)
 
-    def _insert(self, entries: list[tuple], source: PostgresMailbox | None = None) -> list[int]:
+    def _insert(self, entries: list[tuple], source: PostgresMailbox | None = None,
+                credit: int | None = None) -> list[int]:
         """Store and index messages in one transaction; their UIDs.
 
         Each entry is ``(file, size, flags, keywords, internal date, MIME
         cache, EMAILID, preview)`` as :meth:`MaildirMailbox.append_many` makes
         them, the new message's bytes read from the file; or a copy's, with
         ``None`` for the file and the blob of its original (in ``source``,
-        locked with this mailbox) added.
+        locked with this mailbox) added.  Quota limits are checked in the
+        transaction, ``credit`` being the bytes a MOVE from ``source`` frees.
         """
         if not entries:
             return []
@@ -675,7 +909,11 @@ class PostgresMailbox:
         sort_rows = [None if keyer is None or entry[5] is None else keyer(entry[5]) or NO_SORT_DATA
                      for entry in entries]
         with self.store.write() as db:
+            limits = self.tree._lock_quota(db)  # the owner's row before any mailbox's
             uidnext, highestmodseq, *_ = self._lock(db, *([source] if source is not None else []))
+            if limits:
+                moved = (source.name, credit) if credit is not None and source.tree.user == self.tree.user else None
+                self.tree._check_insert(db, self.name, [entry[1] for entry in entries], moved)
             modseq, saved = highestmodseq + 1, time.time()
             unseen = size = 0
             for offset, (path, length, flags, keywords, date, cache, email_id, preview, *copied) in enumerate(entries):
@@ -738,13 +976,17 @@ class PostgresMailbox:
             self._changed()
         return changed, refused
 
-    def copy(self, uids: Iterable[int], target: PostgresMailbox) -> list[tuple[int, int]]:
+    def copy(self, uids: Iterable[int], target: PostgresMailbox,
+             transform: FlagTransform | None = None) -> list[tuple[int, int]]:
+        """Copy keeping dates, and flags (or what ``transform`` makes of each record)."""
         with self.store.write():
-            return self._copy(uids, target)
+            return self._copy(uids, target, transform, moving=False)
 
-    def _copy(self, uids: Iterable[int], target: PostgresMailbox) -> list[tuple[int, int]]:
-        """Copy inside the caller's transaction, both mailboxes locked first."""
+    def _copy(self, uids: Iterable[int], target: PostgresMailbox, transform: FlagTransform | None,
+              moving: bool) -> list[tuple[int, int]]:
+        """Copy inside the caller's transaction, both mailboxes locked first (the target's owner before)."""
         db = self.store.db
+        target.tree._lock_quota(db)
         target._lock(db, self)
         records = self.records(uids)
         if not records:
@@ -754,16 +996,20 @@ class PostgresMailbox:
                                 (self.id, listed)).fetchall())
         caches = self.mime_caches(listed)
         previews = self._stored_previews(listed)
-        entries = [(None, record.size, record.flags, _keywords_text(record.keywords), record.internal_date,
-                    caches.get(record.uid), record.email_id, previews.get(record.uid), blobs[record.uid])
-                   for record in records]
-        new_uids = target._insert(entries, source=self)
+        entries = []
+        for record in records:
+            flags, keywords = (record.flags, record.keywords) if transform is None else transform(record)
+            entries.append((None, record.size, flags, _keywords_text(keywords), record.internal_date,
+                            caches.get(record.uid), record.email_id, previews.get(record.uid), blobs[record.uid]))
+        credit = sum(record.size for record in records) if moving else None
+        new_uids = target._insert(entries, source=self, credit=credit)
         return list(zip(listed, new_uids))
 
-    def move(self, uids: Iterable[int], target: PostgresMailbox) -> list[tuple[int, int]]:
+    def move(self, uids: Iterable[int], target: PostgresMailbox,
+             transform: FlagTransform | None = None) -> list[tuple[int, int]]:
         """Copy then expunge here, in one transaction."""
         with self.store.write():
-            pairs = self._copy(uids, target)
+            pairs = self._copy(uids, target, transform, moving=True)
             self._remove([old for old, _ in pairs])
         return pairs
 
@@ -801,6 +1047,23 @@ class PostgresMailbox:
         if removed:
             self._changed()
         return removed
+
+    def touch(self, uids: Iterable[int]) -> list[MessageRecord]:
+        """Give these messages a new modseq without changing them (a reader's own
+        \\Seen on a shared folder changed: see GuardedMailbox); their records."""
+        uids = list(uids)
+        if not uids:
+            return []
+        with self.store.write() as db:
+            _, highestmodseq, *_ = self._lock(db)
+            updated = db.execute("UPDATE messages SET modseq = %s WHERE mailbox_id = %s AND uid = ANY(%s)",
+                                 (highestmodseq + 1, self.id, uids)).rowcount
+            if updated:
+                db.execute("UPDATE mailboxes SET highestmodseq = %s WHERE id = %s", (highestmodseq + 1, self.id))
+            records = self.records(uids)
+        if records:
+            self._changed()
+        return records
 
     def _bound_history(self, db: psycopg.Connection, added: int) -> None:
         """Keep at most the store's ``expunged_history`` expunged UIDs, raising the floor (as the embedded store)."""
@@ -860,11 +1123,11 @@ class PostgresMailbox:
     set_flags_async = MaildirMailbox.set_flags_async
     expunge_async = MaildirMailbox.expunge_async
 
-    def copy_async(self, uids: Iterable[int], target: PostgresMailbox):
-        return target.later(self.copy, list(uids), target, group=target.tree.user == self.tree.user)
+    def copy_async(self, uids: Iterable[int], target: PostgresMailbox, transform: FlagTransform | None = None):
+        return target.later(self.copy, list(uids), target, transform, group=target.index is self.index)
 
-    def move_async(self, uids: Iterable[int], target: PostgresMailbox):
-        return self.later(self.move, list(uids), target, group=target.tree.user == self.tree.user)
+    def move_async(self, uids: Iterable[int], target: PostgresMailbox, transform: FlagTransform | None = None):
+        return self.later(self.move, list(uids), target, transform, group=target.index is self.index)
 
     def watch(self, listener: Callable[[], None]) -> None:
         self.store.watch(self.tree.user, self.id, listener)

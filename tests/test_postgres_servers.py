@@ -1,0 +1,138 @@
+"""Two real ``twistd`` servers on one PostgreSQL database ([store] backend = postgresql)."""
+
+from __future__ import annotations
+
+import imaplib
+import io
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from cyrusmail.admin.main import main as admin_main
+from cyrusmail.config import SERVICES
+from tests import postgres_support
+from tests.test_twistd import ROOT, TWISTD, free_ports, greeting, listening, stop_server
+
+MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
+
+
+class TwoServersTests(unittest.TestCase):
+    """Any server serves any user: what one stores, the other reads."""
+
+    skip = postgres_support.skip_reason()
+
+    def setUp(self):
+        self.dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        self.folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.ports = free_ports(2)
+        self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
+        for config in self.configs:  # each front end has its own password database (for now)
+            self.admin(config, "user", "add", "alice", "--password", "secret")
+
+    def write_config(self, n: int, port: int) -> Path:
+        data = self.folder / f"data{n}"
+        lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
+        for name in SERVICES:
+            lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
+                         else f"[{name}]\nenabled = no\n")
+        path = self.folder / f"server{n}.conf"
+        path.write_text("\n".join(lines))
+        return path
+
+    def admin(self, config: Path, *argv: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(config), *argv], out, err)
+        self.assertEqual(code, 0, err.getvalue())
+        return out.getvalue()
+
+    def serve(self, n: int) -> subprocess.Popen:
+        process = subprocess.Popen([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(self.configs[n])],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 60  # a hang check only
+        while not listening(self.ports[n]) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        self.assertTrue(greeting(self.ports[n]).startswith(b"* OK"), "the server does not serve")
+        return process
+
+    def login(self, n: int) -> imaplib.IMAP4:
+        client = imaplib.IMAP4("127.0.0.1", self.ports[n], timeout=60)
+        self.addCleanup(lambda: client.state != "LOGOUT" and client.shutdown())
+        client.login("alice", "secret")
+        return client
+
+    def test_a_message_appended_through_one_server_is_read_through_the_other(self):
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        status, data = first.append("INBOX", r"(\Flagged)", None, MESSAGE)
+        self.assertEqual(status, "OK", data)
+        self.assertEqual(second.status("INBOX", "(MESSAGES UIDNEXT)"),
+                         ("OK", [b'"INBOX" (MESSAGES 1 UIDNEXT 2)']))
+        second.select("INBOX")
+        status, data = second.uid("FETCH", "1", "(FLAGS BODY.PEEK[])")
+        self.assertEqual(status, "OK")
+        self.assertIn(b"\\Flagged", data[0][0])
+        self.assertEqual(data[0][1], MESSAGE)
+        status, data = second.append("INBOX", None, None, MESSAGE)  # the other way: the next UID
+        self.assertIn(b"APPENDUID", data[0])
+        self.assertEqual(first.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 2 UIDNEXT 3)']))
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
+
+class StoreConfigTests(unittest.TestCase):
+    """[store]: a backend name, and a DSN the server can reach, or a one-line refusal."""
+
+    def setUp(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
+
+    def write(self, store: str) -> Path:
+        (port,) = free_ports(1)
+        lines = [f"[server]\ndata = {self.folder / 'data'}\nhostname = mail.example.org\n", store]
+        lines += [f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
+                  else f"[{name}]\nenabled = no\n" for name in SERVICES]
+        path = self.folder / "cyrusmail.conf"
+        path.write_text("\n".join(lines))
+        return path
+
+    def test_backend_postgresql_without_a_dsn_is_a_config_error(self):
+        from cyrusmail.config import ConfigError, load
+
+        with self.assertRaises(ConfigError) as caught:
+            load(self.write("[store]\nbackend = postgresql\n"))
+        self.assertIn("[store] dsn: is required with backend = postgresql", str(caught.exception))
+
+    def test_an_unknown_backend_is_a_config_error(self):
+        from cyrusmail.config import ConfigError, load
+
+        with self.assertRaises(ConfigError) as caught:
+            load(self.write("[store]\nbackend = mysql\n"))
+        self.assertIn("expected one of embedded, postgresql, got 'mysql'", str(caught.exception))
+
+    def test_the_embedded_store_stays_the_default(self):
+        from cyrusmail.config import load
+
+        self.assertEqual(load(self.write(""))["store"]["backend"], "embedded")
+
+    def test_a_database_that_cannot_be_reached_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        (nobody_listens,) = free_ports(1)
+        config = self.write(f"[store]\nbackend = postgresql\n"
+                            f"dsn = host=127.0.0.1 port={nobody_listens} user=x dbname=x connect_timeout=10\n")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn("cyrusmail: [store] dsn: cannot open the PostgreSQL store: ", result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
