@@ -20,7 +20,7 @@ import sys
 from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
 from twisted.internet.error import ReactorNotRunning
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorFDSet, IReactorThreads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
@@ -205,6 +205,8 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
                   files=files, tmp=str(store.tmp_dir), trees=trees)
     if IReactorThreads.providedBy(reactor):  # else (a test's Clock) store work runs where it is asked
         store.executor = ThreadedExecutor(reactor, store.index, config["server"]["store_threads"])
+    if hasattr(store, "listen") and IReactorFDSet.providedBy(reactor):
+        store.listen(reactor)  # changes made through other servers (PostgreSQL NOTIFY)
     users = UserDatabase(config.data / "users.sqlite")
     if tls_options is None:
         tls_options = server_tls(config)

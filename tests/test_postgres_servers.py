@@ -15,7 +15,15 @@ from twisted.trial import unittest
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from tests import postgres_support
-from tests.test_twistd import ROOT, TWISTD, free_ports, greeting, listening, stop_server
+from tests.test_twistd import (
+    ROOT,
+    TWISTD,
+    Line,
+    free_ports,
+    greeting,
+    listening,
+    stop_server,
+)
 
 MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
 
@@ -87,6 +95,36 @@ class TwoServersTests(unittest.TestCase):
             client.logout()
         for server in servers:
             stop_server(self, server)
+
+    def test_idle_on_one_server_hears_an_append_through_the_other(self):
+        """Pushed by NOTIFY at once (IDLE's poll every few seconds would also find it, later)."""
+        servers = [self.serve(0), self.serve(1)]
+        idler = Line(self.ports[1])
+        self.addCleanup(idler.close)
+        for line in ("a LOGIN alice secret", "b SELECT INBOX"):
+            self.assertRegex(self.read_until_tagged(idler, line), r"^[ab] OK")
+        idler.sock.sendall(b"c IDLE\r\n")
+        self.assertTrue(idler.read().startswith("+ "))
+        writer = self.login(0)
+        self.assertEqual(writer.append("INBOX", None, None, MESSAGE)[0], "OK")
+        self.assertEqual(idler.read(), "* 1 EXISTS\r\n")  # the socket's 30 s timeout is the hang check
+        idler.sock.sendall(b"DONE\r\n")
+        self.assertRegex(self.read_until_tagged(idler, None, "c"), r"^c OK")
+        writer.logout()
+        idler.close()
+        for server in servers:
+            stop_server(self, server)
+
+    @staticmethod
+    def read_until_tagged(client: Line, line: str | None, tag: str | None = None) -> str:
+        """Send ``line`` (if any) and read to the tagged reply of ``tag`` (its first word)."""
+        if line is not None:
+            client.sock.sendall(line.encode() + b"\r\n")
+            tag = line.split()[0]
+        while True:
+            reply = client.read()
+            if not reply or reply.startswith(f"{tag} "):
+                return reply
 
 
 class StoreConfigTests(unittest.TestCase):

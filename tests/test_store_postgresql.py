@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 
+from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from cyrusmail.store.records import Flag, FlagChange
@@ -12,6 +15,10 @@ from tests.store_conformance import USER, StoreConformanceMixin, message
 from tests.test_store_maildir import _TempFolders, summary_analyser
 
 SKIP = postgres_support.skip_reason()
+if SKIP is None:
+    import psycopg
+
+    from cyrusmail.store.postgresql.store import RELISTEN_DELAY
 
 
 class PostgresStoreTests(_TempFolders, StoreConformanceMixin, unittest.TestCase):
@@ -52,9 +59,8 @@ class PostgresStoreWithAnalyserTests(PostgresStoreTests):
     state_machine_examples = 10
 
 
-class ConcurrentWritersTests(_TempFolders, unittest.TestCase):
-    """Several store instances on one database stand for several servers: their
-    UIDs and MODSEQs never repeat and never go backwards."""
+class _TwoServers(_TempFolders):
+    """Two store instances on one database, as two servers would have."""
 
     skip = SKIP
 
@@ -90,6 +96,11 @@ class ConcurrentWritersTests(_TempFolders, unittest.TestCase):
             thread.join(timeout=300)  # a hang check only
         self.assertEqual(failures, [])
         return results
+
+
+
+class ConcurrentWritersTests(_TwoServers, unittest.TestCase):
+    """Writers on several servers: UIDs and MODSEQs never repeat and never go backwards."""
 
     def test_appends_through_two_servers_get_distinct_ascending_uids_and_modseqs(self):
         per_thread = 15
@@ -133,3 +144,77 @@ class ConcurrentWritersTests(_TempFolders, unittest.TestCase):
         appends = 2 * 10
         self.assertEqual(len(by_modseq), flag_changes + appends, "two writers were given one MODSEQ")
         self.assertEqual(inbox.status().highest_modseq, max(by_modseq))
+
+
+class _Reactor(Clock):
+    """A clock that also holds readers, read by the test when their descriptor is readable."""
+
+    def __init__(self):
+        super().__init__()
+        self.readers: set = set()
+
+    def addReader(self, reader):
+        self.readers.add(reader)
+
+    def removeReader(self, reader):
+        self.readers.discard(reader)
+
+
+class ChangeNotificationTests(_TwoServers, unittest.TestCase):
+    """LISTEN/NOTIFY: a watcher on one server hears a change made through another, at once."""
+
+    def setUp(self):
+        super().setUp()
+        self.reactor = _Reactor()
+        self.listener = self.servers[1].listen(self.reactor)
+        self.inbox = self.servers[1].mailboxes(USER).open("INBOX")
+        self.calls: list[int] = []
+        self.inbox.watch(lambda: self.calls.append(1))
+
+    def hear(self, count: int) -> None:
+        """Read notifications as they arrive until the watcher was called ``count`` times."""
+        deadline = time.monotonic() + 60  # a hang check only
+        while len(self.calls) < count:
+            self.assertIn(self.listener, self.reactor.readers)
+            readable, _, _ = select.select([self.listener], [], [], max(0.0, deadline - time.monotonic()))
+            self.assertTrue(readable, f"no notification came; the watcher was called {len(self.calls)} times")
+            self.listener.doRead()
+
+    def test_an_append_through_another_server_is_heard(self):
+        self.servers[0].mailboxes(USER).open("INBOX").append(message(1))
+        self.hear(1)
+        self.assertEqual(self.calls, [1])
+
+    def test_flag_changes_expunges_and_a_deleted_mailbox_are_heard(self):
+        other = self.servers[0].mailboxes(USER)
+        other.create("Work")
+        work_calls: list[int] = []
+        self.servers[1].mailboxes(USER).open("Work").watch(lambda: work_calls.append(1))
+        uid = other.open("INBOX").append(message(1))
+        other.open("INBOX").set_flags([uid], FlagChange.ADD, Flag.DELETED)
+        other.open("INBOX").expunge()
+        self.hear(3)
+        other.delete("Work")
+        self.calls, watched_inbox = work_calls, self.calls
+        self.hear(1)
+        self.assertEqual((len(watched_inbox), work_calls), (3, [1]))
+
+    def test_a_servers_own_changes_are_told_once(self):
+        self.inbox.append(message(1))  # told at once in this process: its own NOTIFY is not news
+        self.assertEqual(self.calls, [1])
+        self.servers[0].mailboxes(USER).open("INBOX").append(message(2))
+        self.hear(2)  # the own NOTIFY came first on the connection, and was skipped
+        self.assertEqual(self.calls, [1, 1])
+
+    def test_a_lost_listening_connection_listens_again(self):
+        with psycopg.connect(self.dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (self.listener.connection.info.backend_pid,))
+        deadline = time.monotonic() + 60  # a hang check only
+        while self.listener in self.reactor.readers:  # the server's goodbye, then the end of the connection
+            readable, _, _ = select.select([self.listener], [], [], max(0.0, deadline - time.monotonic()))
+            self.assertTrue(readable, "the listener never saw its connection end")
+            self.listener.doRead()
+        self.reactor.advance(RELISTEN_DELAY)
+        self.assertIn(self.listener, self.reactor.readers)
+        self.servers[0].mailboxes(USER).open("INBOX").append(message(1))
+        self.hear(1)

@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from cyrusmail.private_files import PRIVATE_FOLDER
@@ -93,6 +96,11 @@ _RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid, saved
 _MAILBOX_COLUMNS = "id, uidnext, highestmodseq, recent_uid, messages, unseen, size, uidvalidity, selectable"
 
 
+_log = Logger()
+
+#: Seconds between attempts to LISTEN again after the listening connection was lost.
+RELISTEN_DELAY = 5.0
+
 #: Held (pg_advisory_lock) while a user's tree is made or removed, by any server.
 USER_LOCK = 0x6379_7275_7573  # "cyrus"
 
@@ -124,6 +132,11 @@ class PostgresStore:
         self._owners_lock = threading.Lock()
         self.executor = InlineExecutor(self.index)
         self.migrate()
+        (schema,) = self.db.execute("SELECT current_schema()").fetchone()
+        #: where changes are announced to every server (NOTIFY), one per database schema
+        self.channel = f"cyrusmail_{schema}"[:63]
+        self.token = secrets.token_hex(6)  # this store's own announcements are not news to it
+        self.listener: ChangeListener | None = None
         with self.write() as db:
             db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
                        (SHARED_OWNER,))
@@ -277,8 +290,8 @@ class PostgresStore:
             db.execute("DELETE FROM quota_limits WHERE owner = %s", (user,))
             db.execute("DELETE FROM private_seen WHERE reader = %s", (user,))
             db.execute("UPDATE users SET provisioned = false WHERE name = %s", (user,))
-        for mailbox_id in ids:
-            self.notify(user, mailbox_id)
+            for mailbox_id in ids:
+                self.announce(user, mailbox_id)
 
     def next_uidvalidity(self, db: psycopg.Connection, user: str) -> int:
         """A UIDVALIDITY never given before in ``user``'s tree (inside a transaction)."""
@@ -303,10 +316,35 @@ class PostgresStore:
     def close(self) -> None:
         """Stop the store's threads (letting their work finish) and close every connection."""
         self.executor.stop()
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
+
+    # -- change notification across servers (LISTEN/NOTIFY) --------------------------------
+
+    def announce(self, owner: str, mailbox_id: int) -> None:
+        """Tell the watchers of a mailbox, in this process and (NOTIFY) every other server,
+        once the change is committed: a NOTIFY inside a transaction is sent at its COMMIT."""
+        self.db.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{self.token} {mailbox_id} {owner}"))
+        self.after_commit(lambda: self.notify(owner, mailbox_id))
+
+    def listen(self, reactor) -> ChangeListener:
+        """Hear the changes other servers announce, on the reactor (the server calls it)."""
+        if self.listener is None:
+            self.listener = ChangeListener(self, reactor)
+            self.listener.start()
+        return self.listener
+
+    def heard(self, payload: str) -> None:
+        """A change announced on the channel: tell this process's watchers of that mailbox."""
+        token, _, rest = payload.partition(" ")
+        mailbox_id, _, owner = rest.partition(" ")
+        if token != self.token and mailbox_id.isdigit():
+            self._tell(owner, int(mailbox_id))
 
     # The same as the embedded store's: staging, work off the reactor, in-process watchers.
     stage = MaildirStore.stage
@@ -315,6 +353,75 @@ class PostgresStore:
     unwatch = MaildirStore.unwatch
     notify = MaildirStore.notify
     _tell = MaildirStore._tell
+
+
+class ChangeListener:
+    """The LISTEN side: a connection of its own, read by the reactor when it has news.
+
+    Its descriptor is added to the reactor as a reader; each notification
+    on the store's channel becomes :meth:`PostgresStore.heard` on the
+    reactor thread.  A lost connection is logged and listened again after
+    :data:`RELISTEN_DELAY` (meanwhile IDLE's poll still finds the changes).
+    """
+
+    def __init__(self, store: PostgresStore, reactor):
+        self.store = store
+        self.reactor = reactor
+        self.connection: psycopg.Connection | None = None
+        self.retry = None
+        self.stopped = False
+
+    def start(self) -> None:
+        self.retry = None
+        try:
+            self.connection = psycopg.connect(self.store.dsn, autocommit=True)
+            self.connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.store.channel)))
+        except psycopg.Error as error:
+            self._lost(error)
+            return
+        self.reactor.addReader(self)
+
+    def fileno(self) -> int:
+        return self.connection.pgconn.socket if self.connection is not None and not self.connection.closed else -1
+
+    def logPrefix(self) -> str:
+        return "cyrusmail-postgresql-listen"
+
+    def doRead(self) -> None:
+        pgconn = self.connection.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error as error:
+            self.reactor.removeReader(self)
+            self._lost(error)
+            return
+        while (notice := pgconn.notifies()) is not None:
+            self.store.heard(notice.extra.decode("utf-8", "replace"))
+        if pgconn.status != psycopg.pq.ConnStatus.OK:  # the server ended it (restart, terminate)
+            self.reactor.removeReader(self)
+            self._lost(pgconn.get_error_message() or "the connection was closed")
+
+    def connectionLost(self, reason) -> None:
+        self._lost(reason.value if hasattr(reason, "value") else reason)
+
+    def _lost(self, error) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+        if self.stopped or self.retry is not None:
+            return
+        _log.warn("cyrusmail: PostgreSQL change notifications lost ({error}); listening again in {delay} s",
+                  error=str(error).strip().splitlines()[0] if str(error).strip() else repr(error), delay=RELISTEN_DELAY)
+        self.retry = self.reactor.callLater(RELISTEN_DELAY, self.start)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        if self.connection is not None:
+            self.reactor.removeReader(self)
+            self.connection.close()
+            self.connection = None
 
 
 class _Owner:
@@ -412,7 +519,7 @@ class PostgresMailboxList:
             else:
                 db.execute("DELETE FROM mailboxes WHERE id = %s", (mailbox_id,))
                 self._prune_empty_nodes(db, name)
-        self.store.notify(self.user, mailbox_id)
+            self.store.announce(self.user, mailbox_id)
 
     def _prune_empty_nodes(self, db: psycopg.Connection, name: str) -> None:
         for superior in reversed(names.superiors(name)):
@@ -946,7 +1053,7 @@ class PostgresMailbox:
         return list(range(uidnext, uidnext + len(entries)))
 
     def _changed(self) -> None:
-        self.store.after_commit(lambda: self.store.notify(self.tree.user, self.id))
+        self.store.announce(self.tree.user, self.id)
 
     def set_flags(self, uids: Iterable[int], change: FlagChange, flags: Flag,
                   keywords: Iterable[str] = (), unchanged_since: int | None = None):
