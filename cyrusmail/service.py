@@ -196,6 +196,15 @@ def open_store(config: Config):
         raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
 
 
+def open_users(config: Config, store) -> UserDatabase:
+    """The user database: ``users.sqlite`` in the data folder, or the PostgreSQL store's (shared by every server)."""
+    if config["store"]["backend"] == "postgresql":
+        from cyrusmail.store.postgresql.users import PostgresUserDatabase
+
+        return PostgresUserDatabase(store)
+    return UserDatabase(config.data / "users.sqlite")
+
+
 def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``."""
     make_private_folder(config.data)
@@ -207,7 +216,7 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
         store.executor = ThreadedExecutor(reactor, store.index, config["server"]["store_threads"])
     if hasattr(store, "listen") and IReactorFDSet.providedBy(reactor):
         store.listen(reactor)  # changes made through other servers (PostgreSQL NOTIFY)
-    users = UserDatabase(config.data / "users.sqlite")
+    users = open_users(config, store)
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)

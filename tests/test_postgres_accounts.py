@@ -6,6 +6,7 @@ from twisted.trial import unittest
 
 from tests import postgres_support
 from tests import test_acl_rights as rights
+from tests import test_auth as auth
 from tests import test_quota as quotas
 from tests import test_shared_folders as shared
 
@@ -55,3 +56,27 @@ class PostgresSharedFolderTests(OnPostgres, shared.SharedFolderTests):
 class PostgresQuotaTests(OnPostgres, quotas.QuotaTests):
     def test_recount_from_files_matches(self):
         raise unittest.SkipTest("recount adds up message files; the PostgreSQL store keeps none")
+
+
+class PostgresUserDatabaseTests(auth.UserDatabaseTests):
+    """The user database every server shares: the accounts table of the store's database."""
+
+    skip = SKIP
+
+    def setUp(self):
+        from cyrusmail.store.postgresql import PostgresStore
+        from cyrusmail.store.postgresql.users import PostgresUserDatabase
+
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        self.store = PostgresStore(dsn, self.mktemp(), analyser=None)
+        self.addCleanup(self.store.close)
+        self.users = PostgresUserDatabase(self.store)
+
+    def test_password_is_stored_only_as_a_hash(self):
+        self.users.add("bob", "s3cret-words")
+        (row,) = self.store.db.execute("SELECT name, password FROM accounts").fetchall()
+        self.assertNotIn("s3cret-words", " ".join(row))
+        self.assertTrue(self.users.check_password("bob", "s3cret-words"))
+        self.assertFalse(self.users.check_password("bob", "wrong"))
+        self.assertFalse(self.users.check_password("nobody", "s3cret-words"))

@@ -57,10 +57,11 @@ class Admin:
     @property
     def users(self):
         if self._users is None:
-            from cyrusmail.auth.userdb import UserDatabase
+            from cyrusmail.service import open_users
 
             make_private_folder(self.config.data)
-            self._users = UserDatabase(self.config.data / "users.sqlite")
+            shared = self.config["store"]["backend"] == "postgresql"  # the accounts live in its database
+            self._users = open_users(self.config, self.store if shared else None)
         return self._users
 
     @property

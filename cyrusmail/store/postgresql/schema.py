@@ -123,4 +123,12 @@ CREATE TABLE private_seen (
     PRIMARY KEY (reader, mailbox_id, uid)
 );
 """),
+    (3, """
+-- The user database (cyrusmail.auth.userdb) that every server shares: scrypt hashes only.
+CREATE TABLE accounts (
+    name      text PRIMARY KEY,
+    password  text NOT NULL,
+    created   double precision NOT NULL
+);
+"""),
 ]
