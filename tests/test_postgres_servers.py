@@ -173,3 +173,47 @@ class StoreConfigTests(unittest.TestCase):
         self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
         self.assertIn("cyrusmail: [store] dsn: cannot open the PostgreSQL store: ", result.stderr)
         self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
+class AdminOnPostgresTests(unittest.TestCase):
+    """cyrusmail-admin on a server configured with [store] backend = postgresql."""
+
+    skip = postgres_support.skip_reason()
+
+    def setUp(self):
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.config = folder / "cyrusmail.conf"
+        self.config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n"
+                               f"[store]\nbackend = postgresql\ndsn = {dsn}\n")
+
+    def run_admin(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(self.config), *argv], out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_users_mailboxes_and_quotas(self):
+        self.assertEqual(self.run_admin("user", "add", "alice", "--password", "pw")[0], 0)
+        self.assertEqual(self.run_admin("mailbox", "create", "alice/Work")[0], 0)
+        code, out, err = self.run_admin("mailbox", "list", "alice")
+        self.assertEqual(code, 0, err)
+        self.assertIn("Work", out)
+        self.assertEqual(self.run_admin("quota", "set", "user/alice", "STORAGE=100", "MESSAGE=10")[0], 0)
+        code, out, err = self.run_admin("quota", "get", "user/alice")
+        self.assertEqual(code, 0, err)
+        self.assertIn("user/alice\tMESSAGE\t0 of 10", out)
+        self.assertNotIn("drift", out)
+        code, out, err = self.run_admin("quota", "list")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("user/alice\tSTORAGE\t0 KiB of 100 KiB", out)
+        self.assertEqual(self.run_admin("user", "delete", "alice", "--yes")[0], 0)
+        self.assertEqual(self.run_admin("user", "list")[1], "")
+
+    def test_reconstruct_is_refused_with_a_reason(self):
+        self.run_admin("user", "add", "alice", "--password", "pw")
+        code, _, err = self.run_admin("reconstruct", "alice")
+        self.assertNotEqual(code, 0)
+        self.assertIn("only the embedded store has them", err)
+        self.assertNotIn("Traceback", err)

@@ -264,6 +264,9 @@ def reconstruct(admin: Admin, args) -> None:
     from cyrusmail.store.maildir.reconstruct import reconstruct as rebuild
 
     user = admin.known_user(args.user)
+    if admin.config["store"]["backend"] != "embedded":
+        raise AdminError("reconstruct rebuilds an index from message files: only the embedded store has them"
+                         " ([store] backend = postgresql keeps messages and index in one database)")
     report = rebuild(admin.store, user)
     for fix in report.fixes:
         admin.say(f"fixed: {fix}")
@@ -377,6 +380,8 @@ def quota_get(admin: Admin, args) -> None:
     report = quota.report(admin.store, args.root)
     for line in _quota_lines(report):
         admin.say(line)
+    if admin.config["store"]["backend"] != "embedded":
+        return  # usage is counted in the database's transactions; there are no message files to recount
     files = quota.recount(admin.store, args.root)
     for resource, (usage, _) in report.resources.items():
         if files.of(resource) != usage:

@@ -231,6 +231,11 @@ class PostgresStore:
         """The tree of shared folders (bulletin boards), owned by no user."""
         return PostgresMailboxList(self, SHARED_OWNER)
 
+    def quota_roots(self) -> list[tuple[str, str]]:
+        """Every (owner, root) with limits, users first and the shared tree last."""
+        rows = self.db.execute("SELECT DISTINCT owner, root FROM quota_limits").fetchall()
+        return sorted(rows, key=lambda row: (row[0] == SHARED_OWNER, row))
+
     @contextmanager
     def user_lock(self) -> Iterator[None]:
         """Held while a user's tree is made or removed, across every server on the database."""
