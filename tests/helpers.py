@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import stat
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def make_config(data: str | Path, **sections: dict[str, str]) -> Config:
         **{name: {"enabled": "no"} for name in SERVICES},
     })
     parser.read_dict(sections)
+    if os.environ.get("CYRUSMAIL_TEST_STORE") == "postgresql" and "store" not in sections:
+        from tests import (
+            postgres_support,  # the protocol tests again, on the PostgreSQL store
+        )
+
+        parser.read_dict({"store": {"backend": "postgresql", "dsn": postgres_support.fresh_dsn()[0]}})
     return from_parser("test.conf", parser)
 
 

@@ -218,3 +218,19 @@ class ChangeNotificationTests(_TwoServers, unittest.TestCase):
         self.assertIn(self.listener, self.reactor.readers)
         self.servers[0].mailboxes(USER).open("INBOX").append(message(1))
         self.hear(1)
+
+
+class NulInHeadersTests(_TwoServers, unittest.TestCase):
+    """A NUL in a header reaches the sort keys and the preview: PostgreSQL text cannot hold it."""
+
+    def test_a_message_with_nul_in_its_subject_is_stored_sorted_and_previewed(self):
+        from cyrusmail.store.postgresql import PostgresStore
+
+        store = PostgresStore(self.dsn, self.mktemp())  # the real MIME layer: sort keys at delivery
+        self.addCleanup(store.close)
+        inbox = store.mailboxes(USER).open("INBOX")
+        data = b"From: a\x00b@example.org\r\nSubject: he\x00llo\r\n\r\nbody\x00text\r\n"
+        uid = inbox.append(data)
+        self.assertEqual(inbox.read(uid), data)  # the bytes themselves are kept whole (bytea)
+        self.assertEqual(inbox.sort_rows([uid], ["subject"]), [(uid, "HELLO")])
+        self.assertIn(uid, inbox.previews([uid]))

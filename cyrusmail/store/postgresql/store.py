@@ -105,6 +105,16 @@ RELISTEN_DELAY = 5.0
 USER_LOCK = 0x6379_7275_7573  # "cyrus"
 
 
+def _text(value):
+    """``value`` as a PostgreSQL text column takes it: NUL is the one character it cannot hold,
+    and a header may carry one (its sort keys and preview are kept without)."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
+def _sort_values(data) -> tuple:
+    return tuple(_text(value) for value in _sort_row(data))
+
+
 def blob_name(data: bytes) -> str:
     """The content address of a message body."""
     return hashlib.sha256(data).hexdigest()
@@ -956,7 +966,7 @@ class PostgresMailbox:
                 except NoSuchMessage:
                     continue
             data = keyer(cache) if keyer is not None and cache is not None else None
-            rows.append((self.id, record.uid, *_sort_row(NO_SORT_DATA if data is None else data), self.id, record.uid))
+            rows.append((self.id, record.uid, *_sort_values(NO_SORT_DATA if data is None else data), self.id, record.uid))
         if rows:
             with self.store.write() as db, db.cursor() as cursor:
                 cursor.executemany(
@@ -981,7 +991,7 @@ class PostgresMailbox:
         if made:
             with self.store.write() as db, db.cursor() as cursor:
                 cursor.executemany("UPDATE mime SET preview = %s WHERE mailbox_id = %s AND uid = %s",
-                                   [(text, self.id, uid) for uid, text in made.items()])
+                                   [(_text(text), self.id, uid) for uid, text in made.items()])
         return found | made
 
     def _stored_previews(self, uids: Iterable[int]) -> dict[int, str]:
@@ -1044,11 +1054,11 @@ class PostgresMailbox:
                     (self.id, uid, guid, blob, length, date, int(flags), keywords, modseq, saved, email_id or guid))
                 if cache is not None:
                     db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (%s, %s, %s, %s)",
-                               (self.id, uid, cache, preview))
+                               (self.id, uid, cache, _text(preview)))
                 if sort_rows[offset] is not None:
                     db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
                                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                               (self.id, uid, *_sort_row(sort_rows[offset])))
+                               (self.id, uid, *_sort_values(sort_rows[offset])))
                 unseen += not flags & Flag.SEEN
                 size += length
             db.execute("UPDATE mailboxes SET uidnext = %s, highestmodseq = %s, messages = messages + %s,"
