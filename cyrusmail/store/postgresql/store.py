@@ -68,24 +68,26 @@ from cyrusmail.store.maildir.store import (
     EmptyMailboxList,
     FlagTransform,
     MaildirMailbox,
+    MaildirMailboxList,
     MaildirStore,
     Previewer,
-    _apply_flags,
     _keywords_text,
     _record,
-    _sort_key,
     _sort_row,
+    changed_record,
     default_analyser,
     default_previewer,
     default_sort_keyer,
+    flag_changes,
+    listings,
     new_guid,
+    references_split,
 )
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
     Flag,
     FlagChange,
-    MailboxAttribute,
     MailboxListing,
     MailboxStatus,
     MailboxSummary,
@@ -546,9 +548,7 @@ class PostgresMailboxList:
     def rename(self, old: str, new: str) -> None:
         old, new = names.check(old), names.check(new)
         if old == names.INBOX:
-            self.create(new)
-            inbox, target = self.open(names.INBOX), self.open(new)
-            inbox.move([record.uid for record in inbox.messages()], target)
+            self._rename_inbox(new)
             return
         if new == old or new.startswith(old + names.SEPARATOR):
             raise Refused("Cannot rename a mailbox to itself or below itself")
@@ -578,6 +578,8 @@ class PostgresMailboxList:
                 self._make(db, superior, None)
             self._prune_empty_nodes(db, old)
 
+    _rename_inbox = MaildirMailboxList._rename_inbox  # INBOX's messages move; it stays, empty
+
     def exists(self, name: str) -> bool:
         try:
             name = names.check(name)
@@ -586,23 +588,11 @@ class PostgresMailboxList:
         return self._row(self.store.db, name) is not None
 
     def list(self, pattern: str) -> list[MailboxListing]:
-        matcher = names.pattern_regex(pattern)
         with self.store.read() as db:
             rows = db.execute("SELECT name, selectable, special_use FROM mailboxes WHERE owner = %s",
                               (self.user,)).fetchall()
             subscribed = set(self.subscriptions())
-        parents = {names.parent(row[0]) for row in rows}
-        listings = []
-        for name, selectable, special_use in sorted(rows, key=lambda row: _sort_key(row[0])):
-            if not matcher.match(name):
-                continue
-            attributes = {MailboxAttribute.HAS_CHILDREN if name in parents else MailboxAttribute.HAS_NO_CHILDREN}
-            if not selectable:
-                attributes.add(MailboxAttribute.NOSELECT)
-            if name in subscribed:
-                attributes.add(MailboxAttribute.SUBSCRIBED)
-            listings.append(MailboxListing(name, frozenset(attributes), special_use))
-        return listings
+        return listings(rows, pattern, subscribed)
 
     def open(self, name: str) -> PostgresMailbox:
         name = names.check(name)
@@ -949,10 +939,7 @@ class PostgresMailbox:
         with self._snapshot() as db:
             rows = db.execute(f"SELECT m.uid, {select} {join.format('')} WHERE m.mailbox_id = %s AND m.uid = ANY(%s)"
                               " ORDER BY m.uid", (self.id, uids)).fetchall()
-        if "references" in columns:
-            at = 1 + list(columns).index("references")
-            rows = [(*row[:at], tuple(row[at].split()), *row[at + 1:]) for row in rows]
-        return rows
+        return references_split(rows, columns)
 
     def _make_sort_data(self, uids: list[int]) -> None:
         keyer = self.store.sort_keyer
@@ -1072,25 +1059,16 @@ class PostgresMailbox:
 
     def set_flags(self, uids: Iterable[int], change: FlagChange, flags: Flag,
                   keywords: Iterable[str] = (), unchanged_since: int | None = None):
-        keywords = frozenset(keywords)
         changed: list[MessageRecord] = []
-        refused: list[int] = []
         with self.store.write() as db:
             _, highestmodseq, *_ = self._lock(db)
             modseq, unseen = highestmodseq + 1, 0
-            for record in self.records(uids):
-                if unchanged_since is not None and record.modseq > unchanged_since:
-                    refused.append(record.uid)
-                    continue
-                new_flags, new_keywords = _apply_flags(record, change, flags, keywords)
-                if new_flags == record.flags and frozenset(new_keywords) == record.keywords:
-                    continue
-                text = " ".join(new_keywords)
+            changing, refused = flag_changes(self.records(uids), change, flags, frozenset(keywords), unchanged_since)
+            for record, new_flags, text in changing:
                 db.execute("UPDATE messages SET flags = %s, keywords = %s, modseq = %s WHERE mailbox_id = %s AND uid = %s",
                            (int(new_flags), text, modseq, self.id, record.uid))
                 unseen += bool(record.flags & Flag.SEEN) - bool(new_flags & Flag.SEEN)
-                changed.append(_record((record.uid, record.size, record.internal_date, int(new_flags), text, modseq,
-                                        record.guid, record.save_date, record.email_id)))
+                changed.append(changed_record(record, new_flags, text, modseq))
             if changed:
                 db.execute("UPDATE mailboxes SET highestmodseq = %s, unseen = unseen + %s WHERE id = %s",
                            (modseq, unseen, self.id))
