@@ -114,6 +114,24 @@ class TwoServersTests(unittest.TestCase):
         for server in servers:
             stop_server(self, server)
 
+    def test_kill_9_of_one_server_loses_nothing_it_acknowledged(self):
+        first, second = self.serve(0), self.serve(1)
+        writer = self.login(0)
+        for n in range(5):
+            self.assertEqual(writer.append("INBOX", None, None, MESSAGE + b"%d\r\n" % n)[0], "OK")
+        first.kill()  # SIGKILL: no goodbye, no close of its store
+        first.wait(timeout=60)
+        reader = self.login(1)
+        self.assertEqual(reader.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 5 UIDNEXT 6)']))
+        reader.select("INBOX", readonly=True)
+        status, data = reader.uid("FETCH", "5", "(BODY.PEEK[])")
+        self.assertEqual(data[0][1], MESSAGE + b"4\r\n")
+        restarted = self.serve(0)  # the killed server starts again on the same database
+        self.assertEqual(self.login(0).status("INBOX", "(MESSAGES)"), ("OK", [b'"INBOX" (MESSAGES 5)']))
+        reader.logout()
+        for server in (second, restarted):
+            stop_server(self, server)
+
     @staticmethod
     def read_until_tagged(client: Line, line: str | None, tag: str | None = None) -> str:
         """Send ``line`` (if any) and read to the tagged reply of ``tag`` (its first word)."""
