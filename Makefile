@@ -16,9 +16,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 run: $(VENV)/.installed
 	$(VENV)/bin/twistd --pidfile= -n cyrusmail --config $(CONFIG)
 
-## test: install into .venv with test dependencies and run every test
+## test: install into .venv with test dependencies and run every test, then the
+## real-twistd ones again with two worker processes
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+	CYRUSMAIL_TEST_WORKERS=2 $(PY) -m pytest -q tests/test_twistd.py tests/test_crash_durability.py
 
 ## test-postgresql: the protocol tests again, each server context on the PostgreSQL store (a throwaway server)
 PROTOCOL_TESTS = tests/test_imap_*.py tests/test_pop3_*.py tests/test_lmtp.py tests/test_submission.py \

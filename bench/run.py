@@ -2,16 +2,20 @@
 
 Each ``bench/*_bench.py`` is a standalone script that prints a few lines of
 figures (medians of several runs). Speed is shown here, never asserted by a
-test.
+test. ``stress_bench`` runs in its quick mode (one run of each case);
+``BENCH_FULL=1 make bench`` runs its full set (medians of three).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: Options a script gets here, to keep ``make bench`` short; ``BENCH_FULL=1`` leaves them out.
+QUICK = {"stress_bench": ["--quick"]}
 
 
 def main() -> int:
@@ -22,7 +26,8 @@ def main() -> int:
     failed = 0
     for script in scripts:
         print(f"== {script.stem}", flush=True)
-        result = subprocess.run([sys.executable, str(script)], cwd=HERE.parent, check=False)
+        options = [] if os.environ.get("BENCH_FULL") else QUICK.get(script.stem, [])
+        result = subprocess.run([sys.executable, str(script), *options], cwd=HERE.parent, check=False)
         failed += result.returncode != 0
     return 1 if failed else 0
 

@@ -23,6 +23,7 @@ with MailboxNotFound, as if it did not exist (RFC 4314 section 6).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class Location:
         return self.name is None
 
 
+@functools.lru_cache(maxsize=256)  # few distinct rights sets, asked on every STORE; Flag arithmetic is slow
 def _flag_mask(rights: frozenset[str]) -> Flag:
     """The system flags ``rights`` let a user set or clear (RFC 4314 section 4)."""
     mask = NO_FLAGS
@@ -425,9 +427,10 @@ class AccountMailboxes:
 class GuardedMailbox:
     """A store mailbox seen by one user: each call checks that user's rights first.
 
-    Rights are read afresh on every call, so a SETACL takes effect at once.
-    On shared folders ``\\Seen`` is the reader's own (kept in the reader's
-    index, as Cyrus keeps a seen state per user).
+    Rights are read again whenever they may have changed, so a SETACL (or a
+    change of groups) takes effect at once. On shared folders ``\\Seen`` is
+    the reader's own (kept in the reader's index, as Cyrus keeps a seen
+    state per user).
     """
 
     def __init__(self, view: AccountMailboxes, location: Location, inner):
@@ -438,13 +441,34 @@ class GuardedMailbox:
         self.uid_validity = inner.uid_validity
         self.object_id = inner.object_id
         self.private_seen = location.owner == SHARED_OWNER
+        # (owner's index generation, registry generation or None, rights) of the last read
+        self._rights: tuple | None = None
 
     # -- rights ----------------------------------------------------------------------
 
     @property
     def rights(self) -> frozenset[str]:
         """What the user holds on this mailbox now."""
-        return self.view.access.rights(self.view.user, self.location.owner, self.inner.acl())
+        return self._rights_now()[1]
+
+    def _rights_now(self) -> tuple[object, frozenset[str]]:
+        """(the owner's index generation, the rights held).
+
+        The rights are kept from the last read while the owner's index
+        (which holds the ACL) has not changed, nor the group registry when
+        they depend on groups: a command asks several times, and one cheap
+        look at the generations replaces reading and evaluating the ACL.
+        """
+        access = self.view.access
+        generation = self.inner.generation()
+        kept = self._rights
+        if kept is not None and kept[0] == generation and (kept[1] is None or kept[1] == access.registry.generation()):
+            return generation, kept[2]
+        acl = self.inner.acl()
+        groups = access.registry.generation() if access.uses_groups(self.view.user, self.location.owner, acl) else None
+        held = access.rights(self.view.user, self.location.owner, acl)
+        self._rights = (generation, groups, held)
+        return generation, held
 
     @property
     def read_only(self) -> bool:
@@ -457,7 +481,9 @@ class GuardedMailbox:
         return _flag_mask(self.rights)
 
     def _require(self, *needed: str) -> frozenset[str]:
-        held = self.rights
+        return self._check(self.rights, needed)
+
+    def _check(self, held: frozenset[str], needed: tuple[str, ...]) -> frozenset[str]:
         missing = [right for right in needed if right not in held]
         if missing:
             if not held & R.VISIBLE:  # opened with "i" alone: still not to be seen (RFC 4314 6)
@@ -542,6 +568,12 @@ class GuardedMailbox:
         if not self.private_seen:
             return changes
         return dataclasses.replace(changes, changed=self._overlay(changes.changed))
+
+    def generation(self):
+        """The owner's index generation, once ``r`` is held (as for changes_since)."""
+        generation, held = self._rights_now()
+        self._check(held, ("r",))
+        return generation
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         self._require("r")

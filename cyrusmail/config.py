@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import os
 import re
 import socket
 from collections.abc import Callable
@@ -103,6 +104,25 @@ def parse_duration(text: str) -> int:
     if not match or int(match[1]) == 0:
         raise ValueError(f"expected a duration such as 30s, 5m, 2h or 5d, got {text!r}")
     return int(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def default_workers() -> int:
+    """The cores this process may run on: the default number of worker processes."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+#: Most worker processes a config may ask for.
+MAX_WORKERS = 256
+
+
+def parse_workers(text: str) -> int:
+    value = parse_positive_int(text)
+    if value > MAX_WORKERS:
+        raise ValueError(f"expected at most {MAX_WORKERS} worker processes, got {value}")
+    return value
 
 
 def parse_percent(text: str) -> int:
@@ -272,6 +292,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_unauthenticated_per_address": Key(parse_positive_int, 20),
         "limit_exempt": Key(parse_networks, parse_networks("127.0.0.0/8 ::1")),
         "listen_backlog": Key(parse_positive_int, 511),
+        # Processes serving connections (cyrusmail.workers); 1 = one process, no supervisor.
+        "workers": Key(parse_workers, min(default_workers(), MAX_WORKERS)),
+        # How often IDLE looks for changes made by other programs (cyrusmail-admin).
+        "idle_check_interval": Key(parse_duration, 5),
     },
     "imap": _service(1143),
     "imaps": _service(1993),

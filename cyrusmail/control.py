@@ -8,8 +8,15 @@ user are answered).  The protocol is one command per line, UTF-8:
     end every live session of USER (IMAP ``* BYE``, POP3 ``-ERR``,
     submission ``421``); answers ``ok N``, the number ended.
 ``who``
-    one ``* NUMBER SERVICE PEER USER SINCE`` line per live session (USER is
-    ``-`` before login), then ``ok N``.
+    one ``* NUMBER SERVICE PEER USER SINCE PID`` line per live session (USER
+    is ``-`` before login; PID the process serving it), then ``ok N``.
+``workers``
+    one ``* SLOT PID SINCE RESTARTS`` line per serving process (slot 0 alone
+    when the server runs as one process), then ``ok N``.
+
+With several worker processes the supervisor answers on the socket: it
+sends each command to every worker and joins their answers (the ``*``
+lines, and the sum of their ``ok N``); see :mod:`cyrusmail.workers`.
 
 A failure answers ``error TEXT``.  Every answer ends with its ``ok`` or
 ``error`` line, so commands can follow one another on one connection.
@@ -22,10 +29,12 @@ import errno
 import os
 import socket
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -59,12 +68,19 @@ def _peer_allowed(transport) -> bool:
 
 
 class ControlProtocol(LineOnlyReceiver):
+    """One connection to the control socket: commands answered one at a time, in order.
+
+    A handler returns the answer's lines, or a Deferred of them.
+    """
+
     delimiter = b"\n"
     MAX_LENGTH = 1024
 
     def __init__(self, registry: SessionRegistry) -> None:
         self.registry = registry
-        self.commands: dict[str, Callable[[str], list[str]]] = {"kick": self.kick, "who": self.who}
+        self.commands: dict[str, Callable[[str], list[str] | defer.Deferred]] = {
+            "kick": self.kick, "who": self.who, "workers": self.workers}
+        self._turn: defer.Deferred = defer.succeed(None)
 
     def connectionMade(self) -> None:
         if not _peer_allowed(self.transport):
@@ -73,19 +89,25 @@ class ControlProtocol(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace").strip()
+        self._turn.addCallback(lambda _: self.execute(text)).addCallback(self.answer)
+
+    def execute(self, text: str) -> defer.Deferred:
+        """The answer's lines to one command line."""
         name, _, argument = text.partition(" ")
         handler = self.commands.get(name.lower())
         if handler is None:
-            self.answer([f"error unknown command {name[:40]!r} (known: {', '.join(self.commands)})"])
-            return
-        self.answer(handler(argument.strip()))
+            return defer.succeed([f"error unknown command {name[:40]!r} (known: {', '.join(self.commands)})"])
+        answer = defer.maybeDeferred(handler, argument.strip())
+        answer.addErrback(_failed, name)
+        return answer
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.answer(["error line too long"])
         self.transport.loseConnection()
 
     def answer(self, lines: list[str]) -> None:
-        self.transport.write("".join(line + "\n" for line in lines).encode("utf-8"))
+        if self.transport is not None and self.connected:
+            self.transport.write("".join(line + "\n" for line in lines).encode("utf-8"))
 
     def kick(self, user: str) -> list[str]:
         if not user or " " in user:
@@ -97,6 +119,22 @@ class ControlProtocol(LineOnlyReceiver):
     def who(self, argument: str) -> list[str]:
         rows = session_rows(self.registry.live())
         return [f"* {row}" for row in rows] + [f"ok {len(rows)}"]
+
+    def workers(self, argument: str) -> list[str]:
+        return [f"* 0 {os.getpid()} {timestamp(STARTED)} 0", "ok 1"]
+
+
+#: When this process started (for ``workers``).
+STARTED = time.time()
+
+
+def timestamp(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _failed(failure, name: str) -> list[str]:
+    logs.log.failure("control: {name} failed", failure, name=name)
+    return [f"error {name} failed: {failure.getErrorMessage()[:200]}"]
 
 
 class ControlService(service.Service):
@@ -116,10 +154,14 @@ class ControlService(service.Service):
                 " (use a data folder with a shorter path)", path=str(self.path))
             return
         _remove_stale(self.path)
-        factory = Factory.forProtocol(lambda: ControlProtocol(self.registry))
+        factory = Factory.forProtocol(self.protocol)
         factory.noisy = False
         self.port = self.reactor.listenUNIX(str(self.path), factory, backlog=16, mode=0o600)
         logs.log.info("control: listening on {path}", path=str(self.path))
+
+    def protocol(self) -> ControlProtocol:
+        """What answers one connection (a worker process answers the supervisor's commands with it too)."""
+        return ControlProtocol(self.registry)
 
     def stopService(self):
         super().stopService()

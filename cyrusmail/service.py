@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import sys
+from typing import NoReturn
 
 from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
@@ -96,18 +97,16 @@ def server_tls(config: Config) -> tls.ReloadableTLS:
     return options
 
 
-class StoreService(service.Service):
-    """Holds the store and user database open while the server runs."""
+class SignalledService(service.Service):
+    """Answers SIGTERM, SIGHUP and SIGUSR1 in the server's process (or its supervisor's)."""
 
-    def __init__(self, context: ServerContext):
-        self.context = context
+    reactor = None
 
     def startService(self):
         super().startService()
-        reactor = self.context.reactor
-        if reactor is not None:
+        if self.reactor is not None:
             # The reactor and twistd install their handlers during startup; ours go after.
-            reactor.callWhenRunning(self._install_signal_handlers)
+            self.reactor.callWhenRunning(self._install_signal_handlers)
 
     def _install_signal_handlers(self) -> None:
         """SIGTERM stops cleanly, SIGHUP reloads, SIGUSR1 is ignored.
@@ -124,13 +123,13 @@ class StoreService(service.Service):
             signal.signal(signal.SIGUSR1, self._on_signal)
 
     def _on_signal(self, signum, frame) -> None:
-        self.context.reactor.callFromThread(self._signalled, signum)  # nothing more in a signal handler
+        self.reactor.callFromThread(self._signalled, signum)  # nothing more in a signal handler
 
     def _signalled(self, signum: int) -> None:
         if signum == signal.SIGTERM:
             logs.log.info("cyrusmail: SIGTERM received, shutting down")
             try:
-                self.context.reactor.stop()
+                self.reactor.stop()
             except ReactorNotRunning:  # a second SIGTERM while stopping
                 pass
         elif signum == signal.SIGHUP:
@@ -149,6 +148,20 @@ class StoreService(service.Service):
             logs.log.error("cyrusmail: SIGHUP: cannot reopen the log file: {error}", error=str(error))
         else:
             logs.log.info("cyrusmail: SIGHUP received, reopened {n} log files", n=reopened)
+        self.reload_tls()
+
+    def reload_tls(self) -> None:
+        """Read the TLS certificate and key again."""
+
+
+class StoreService(SignalledService):
+    """Holds the store and user database open while the server runs."""
+
+    def __init__(self, context: ServerContext):
+        self.context = context
+        self.reactor = context.reactor
+
+    def reload_tls(self) -> None:
         reload_tls = getattr(self.context.tls, "reload", None)
         if reload_tls is None:
             return
@@ -205,13 +218,18 @@ def open_users(config: Config, store) -> UserDatabase:
     return UserDatabase(config.data / "users.sqlite")
 
 
-def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None) -> ServerContext:
-    """Open the store, user database, portal and TLS for ``config``."""
+def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None,
+                 sweep: bool = True) -> ServerContext:
+    """Open the store, user database, portal and TLS for ``config``.
+
+    ``sweep`` removes what a crash left (only when no other process of this server runs).
+    """
     make_private_folder(config.data)
     store = open_store(config)
-    files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
-    logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees} half-deleted user tree(s)",
-                  files=files, tmp=str(store.tmp_dir), trees=trees)
+    if sweep:
+        files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
+        logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees}"
+                      " half-deleted user tree(s)", files=files, tmp=str(store.tmp_dir), trees=trees)
     if IReactorThreads.providedBy(reactor):  # else (a test's Clock) store work runs where it is asked
         store.executor = ThreadedExecutor(reactor, store.index, config["server"]["store_threads"])
     if hasattr(store, "listen") and IReactorFDSet.providedBy(reactor):
@@ -236,34 +254,56 @@ class ServerService(service.MultiService):
         self.config, self.reactor, self.bound, self.tls_options = config, reactor, bound, tls_options
         self.daemon, self.pid_file = daemon, pid_file
 
+    #: What says goodbye to the sessions and closes the store at the end.
+    store_service = StoreService
+    #: Whether this process answers ``DATA/control.sock`` (a worker's supervisor does).
+    control_socket = True
+
     def startService(self):
         try:
-            os.umask(PRIVATE_UMASK)
-            self.lock_fd = startup.take_data_folder(self.config.data)  # held until the process exits
-            context = open_context(self.config, self.reactor, self.tls_options)
-            factories = {name: self.factory(context, name) for name in self.config.enabled_services()}
+            context, factories = self.open()
         except Exception as error:  # noqa: BLE001 -- every start-up failure is one line; the log has the traceback
-            if isinstance(error, startup.StartupError):
-                logs.log.error("cyrusmail: {problem}", problem=str(error))
-            else:
-                logs.log.failure("cyrusmail: the start failed")
-            startup.close_all(self.bound.values())
-            if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
-                raise startup.StartupError(startup.one_line(error)) from None
-            startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
-            # twistd has made sys.stderr a log file by now; the person starting it reads the real one.
-            startup.refuse(startup.one_line(error), sys.__stderr__)
-        StoreService(context).setServiceParent(self)
+            self.start_failed(error)
+            return
+        self.serve(context, factories)
+        super().startService()
+
+    def open(self) -> tuple[ServerContext, dict]:
+        """Lock and open the data folder; the context and each enabled service's factory."""
+        os.umask(PRIVATE_UMASK)
+        self.lock_fd = startup.take_data_folder(self.config.data)  # held until the process exits
+        context = open_context(self.config, self.reactor, self.tls_options)
+        return context, {name: self.factory(context, name) for name in self.config.enabled_services()}
+
+    def start_failed(self, error: Exception) -> NoReturn:
+        """Say why in one line (exit status 2), having closed every port."""
+        if isinstance(error, startup.StartupError):
+            logs.log.error("cyrusmail: {problem}", problem=str(error))
+        else:
+            logs.log.failure("cyrusmail: the start failed")
+        startup.close_all(self.bound.values())
+        if self.daemon:  # twistd passes an exception to the process that started it, which exits 1
+            raise startup.StartupError(startup.one_line(error)) from None
+        startup.remove_own_pid_file(self.pid_file)  # twistd removes it only for an exception
+        # twistd has made sys.stderr a log file by now; the person starting it reads the real one.
+        startup.refuse(startup.one_line(error), sys.__stderr__)
+
+    def serve(self, context: ServerContext, factories: dict) -> None:
+        """The store's service, a listener per endpoint, the control socket and the services the protocols asked for."""
+        self.store_service(context).setServiceParent(self)
         for name, factory in factories.items():
             for description in self.config[name]["listen"]:
                 listener = internet.StreamServerEndpointService(self.bound[name, description], factory)
                 listener.setName(f"{name} {description}")
                 listener.setServiceParent(self)
                 logs.log.info("cyrusmail: {service} listening on {endpoint}", service=name, endpoint=description)
-        ControlService(self.config.data, context.sessions, self.reactor).setServiceParent(self)
+        if self.control_socket:
+            self.control_service(context).setServiceParent(self)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
-        super().startService()
+
+    def control_service(self, context: ServerContext) -> ControlService:
+        return ControlService(self.config.data, context.sessions, self.reactor)
 
     @staticmethod
     def factory(context: ServerContext, name: str):
@@ -274,6 +314,7 @@ class ServerService(service.MultiService):
 
 
 def makeService(options: Options) -> service.MultiService:
+    """The server: one process, or with ``[server] workers`` above 1 a supervisor of worker processes."""
     from twisted.internet import reactor
 
     ensure_file_limit(options.config)
@@ -282,8 +323,11 @@ def makeService(options: Options) -> service.MultiService:
     except startup.StartupError as error:
         startup.refuse(str(error))
     twistd = getattr(options, "parent", None) or {}
-    return ServerService(options.config, reactor, bound, options.tls,
-                         daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
+    kind = ServerService
+    if options.config["server"]["workers"] > 1:
+        from cyrusmail.workers.supervisor import SupervisorService as kind
+    return kind(options.config, reactor, bound, options.tls,
+                daemon=not twistd.get("nodaemon", True), pid_file=twistd.get("pidfile"))
 
 
 def ensure_file_limit(config: Config) -> None:

@@ -14,6 +14,10 @@ closes once what is queued has been written.  On that the registry builds:
   (:meth:`SessionRegistry.kick`, reached from ``cyrusmail-admin`` through
   the control socket, :mod:`cyrusmail.control`).
 
+With several worker processes (:mod:`cyrusmail.workers`) each has its own
+registry; the caps count the sessions of the others too (``elsewhere``, as
+each worker reports its changes through the supervisor).
+
 Addresses are counted per IPv4 address and per IPv6 /64 (one subscriber's
 prefix).  Unix-socket peers (the local MTA's LMTP) and the networks in
 ``[server] limit_exempt`` (loopback by default) have no per-address caps;
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -123,6 +128,35 @@ class LiveSession:
 
 
 @dataclass
+class Tally:
+    """Open connections: all, waiting for a login, and both per address key (None: uncounted)."""
+
+    total: int = 0
+    waiting: int = 0
+    per_address: Counter[str] = field(default_factory=Counter)
+    waiting_per_address: Counter[str] = field(default_factory=Counter)
+
+    def add(self, key: str | None, total: int, waiting: int) -> None:
+        self.total += total
+        self.waiting += waiting
+        if key is not None:
+            for counter, step in ((self.per_address, total), (self.waiting_per_address, waiting)):
+                if step:
+                    counter[key] += step
+                    if counter[key] <= 0:
+                        del counter[key]
+
+    def steps(self, sign: int = 1) -> list[tuple[str | None, int, int]]:
+        """``(key, total, waiting)`` steps that :meth:`add` up to this tally (``sign`` -1: take it away)."""
+        keyed_total = sum(self.per_address.values())
+        keyed_waiting = sum(self.waiting_per_address.values())
+        steps = [(None, sign * (self.total - keyed_total), sign * (self.waiting - keyed_waiting))]
+        for key in self.per_address.keys() | self.waiting_per_address.keys():
+            steps.append((key, sign * self.per_address[key], sign * self.waiting_per_address[key]))
+        return [step for step in steps if step[1] or step[2]]
+
+
+@dataclass
 class _RefusalLog:
     last: float
     suppressed: int = 0
@@ -132,15 +166,19 @@ class SessionRegistry:
     """The live sessions of this process; see the module docstring."""
 
     def __init__(self, limits: Limits | None = None, clock=None,
-                 user_exists: Callable[[str], bool] | None = None) -> None:
+                 user_exists: Callable[[str], bool] | None = None, first_number: int = 1,
+                 number_step: int = 1) -> None:
         self.limits = limits or Limits.defaults()
         self._clock = clock
         self.user_exists = user_exists
         self._sessions: dict[int, LiveSession] = {}  # id(session) -> entry
-        self._numbers = itertools.count(1)
-        self._per_address: Counter[str] = Counter()
-        self._waiting_per_address: Counter[str] = Counter()
-        self._waiting = 0
+        # Worker k of N numbers its sessions k+1, k+1+N, ...: numbers never clash across workers.
+        self._numbers = itertools.count(first_number, number_step)
+        self.here = Tally()
+        #: the sessions of the other worker processes, as last reported (cyrusmail.workers)
+        self.elsewhere = Tally()
+        #: told ``(key, total, waiting)`` at each change of ``here`` (a worker reports it)
+        self.report: Callable[[str | None, int, int], None] | None = None
         self._removed_users: dict[str, float] = {}  # user -> when kicked
         self._refusals: dict[str, _RefusalLog] = {}
         self._drained: list[defer.Deferred] = []
@@ -200,16 +238,10 @@ class SessionRegistry:
                     waiting.callback(None)
 
     def _count(self, entry: LiveSession, step: int) -> None:
-        if entry.key is not None:
-            self._per_address[entry.key] += step
-            if self._per_address[entry.key] <= 0:
-                del self._per_address[entry.key]
-        if entry.waiting_for_login:
-            self._waiting += step
-            if entry.key is not None:
-                self._waiting_per_address[entry.key] += step
-                if self._waiting_per_address[entry.key] <= 0:
-                    del self._waiting_per_address[entry.key]
+        waiting = step if entry.waiting_for_login else 0
+        self.here.add(entry.key, step, waiting)
+        if self.report is not None:
+            self.report(entry.key, step, waiting)
 
     # -- what others ask ------------------------------------------------------------
 
@@ -222,7 +254,7 @@ class SessionRegistry:
 
     @property
     def waiting_for_login(self) -> int:
-        return self._waiting
+        return self.here.waiting
 
     def refusal(self, service: str, host: str | None) -> str | None:
         """Why a new connection of ``service`` from ``host`` must be refused, or None.
@@ -233,17 +265,20 @@ class SessionRegistry:
         limits = self.limits
         key = limits.address_key(host)
         needs_login = service not in NO_LOGIN_SERVICES
+        here, elsewhere = self.here, self.elsewhere
         reason = None
         if self.shutting_down:
             reason = "Server shutting down"
-        elif len(self._sessions) >= limits.max_connections:
+        elif here.total + elsewhere.total >= limits.max_connections:
             reason = "Too many connections, try again later"
-        elif key is not None and self._per_address[key] >= limits.max_connections_per_address:
+        elif (key is not None and here.per_address[key] + elsewhere.per_address[key]
+              >= limits.max_connections_per_address):
             reason = "Too many connections from your address"
-        elif needs_login and self._waiting >= limits.max_unauthenticated:
+        elif needs_login and here.waiting + elsewhere.waiting >= limits.max_unauthenticated:
             reason = "Too many connections waiting to log in, try again later"
         elif (needs_login and key is not None
-              and self._waiting_per_address[key] >= limits.max_unauthenticated_per_address):
+              and here.waiting_per_address[key] + elsewhere.waiting_per_address[key]
+              >= limits.max_unauthenticated_per_address):
             reason = "Too many connections from your address waiting to log in"
         if reason is not None:
             self._log_refusal(service, host or "local", reason)
@@ -387,6 +422,10 @@ class AdmissionFactory(Factory):
 
 
 def session_rows(entries: Iterable[LiveSession]) -> list[str]:
-    """``NUMBER SERVICE PEER USER SINCE`` per session (``-`` before login), for ``who``."""
+    """``NUMBER SERVICE PEER USER SINCE PID`` per session (``-`` before login), for ``who``.
+
+    PID is the process serving the session (a worker's, with several).
+    """
+    pid = os.getpid()
     return [f"{e.number} {e.service} {e.peer} {e.user or '-'} "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(e.since))}" for e in entries]
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(e.since))} {pid}" for e in entries]

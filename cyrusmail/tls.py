@@ -75,7 +75,12 @@ def _read(which: str, path: Path) -> bytes:
 
 def load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
     """The certificate and its key, checked: readable, PEM, unencrypted, and one the other's."""
-    cert_pem, key_pem = _read("certificate", cert_path), _read("key", key_path)
+    return parse_pair(_read("certificate", cert_path), _read("key", key_path), cert_path, key_path)
+
+
+def parse_pair(cert_pem: bytes, key_pem: bytes, cert_path: Path,
+               key_path: Path) -> tuple[x509.Certificate, PrivateKeyTypes]:
+    """:func:`load_pair` of PEM already read (the paths name them in errors)."""
     try:
         certificate = x509.load_pem_x509_certificate(cert_pem)
     except ValueError:
@@ -128,7 +133,10 @@ def context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
 
     TLSFileError when either file cannot serve (see :func:`load_pair`).
     """
-    certificate, key = load_pair(cert_path, key_path)
+    return _options(*load_pair(cert_path, key_path))
+
+
+def _options(certificate: x509.Certificate, key: PrivateKeyTypes) -> ssl.CertificateOptions:
     return ServerTLSOptions(
         privateKey=key,
         certificate=certificate,
@@ -148,7 +156,23 @@ class ReloadableTLS:
 
     def __init__(self, cert_path: Path, key_path: Path) -> None:
         self.cert_path, self.key_path = cert_path, key_path
-        self._options = context_factory(cert_path, key_path)
+        self.pem = (_read("certificate", cert_path), _read("key", key_path))
+        self._options = _options(*parse_pair(*self.pem, cert_path, key_path))
+
+    @classmethod
+    def from_pem(cls, cert_path: Path, key_path: Path, cert_pem: bytes, key_pem: bytes) -> ReloadableTLS:
+        """Settings from PEM another process read (a worker's, from its supervisor: see ``twistd -u``)."""
+        self = cls.__new__(cls)
+        self.cert_path, self.key_path = cert_path, key_path
+        self.use_pem(cert_pem, key_pem)
+        return self
+
+    def use_pem(self, cert_pem: bytes, key_pem: bytes) -> str:
+        """Serve this certificate and key from now on; its fingerprint (TLSFileError if unusable)."""
+        options = _options(*parse_pair(cert_pem, key_pem, self.cert_path, self.key_path))
+        options.getContext()  # a key that does not match the certificate fails here, not at a handshake
+        self._options, self.pem = options, (cert_pem, key_pem)
+        return fingerprint(options)
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -164,7 +188,4 @@ class ReloadableTLS:
         A missing or bad file, or a key that does not match the certificate,
         raises (OSError, ValueError, OpenSSL's Error) and the old settings stay.
         """
-        options = context_factory(self.cert_path, self.key_path)
-        options.getContext()  # a key that does not match the certificate fails here, not at a handshake
-        self._options = options
-        return fingerprint(options)
+        return self.use_pem(_read("certificate", self.cert_path), _read("key", self.key_path))

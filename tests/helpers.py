@@ -29,6 +29,11 @@ def embedded_store_only(test):
     return run
 
 
+def workers_under_test() -> int:
+    """Worker processes of the real-twistd tests: 1 (one process), or ``CYRUSMAIL_TEST_WORKERS``."""
+    return int(os.environ.get("CYRUSMAIL_TEST_WORKERS", "1"))
+
+
 def make_config(data: str | Path, **sections: dict[str, str]) -> Config:
     """A validated config with every service disabled unless ``sections`` says otherwise.
 

@@ -924,6 +924,31 @@ class StoreConformanceMixin:
         self.assertEqual(len(calls), 2)
         self.flushLoggedErrors(ZeroDivisionError)
 
+    def test_generation_moves_with_every_change_made_through_another_instance(self):
+        other = self.open_store().mailboxes(USER).open("INBOX")
+        seen = [self.inbox.generation()]
+        self.assertEqual(self.inbox.generation(), seen[0])  # nothing changed: a poll may skip its look
+        uid = other.append(MESSAGE)
+        seen.append(self.inbox.generation())
+        other.set_flags([uid], FlagChange.ADD, Flag.SEEN | Flag.DELETED)
+        seen.append(self.inbox.generation())
+        other.expunge()
+        seen.append(self.inbox.generation())
+        for earlier, later in zip(seen, seen[1:]):
+            self.assertNotEqual(earlier, later)
+
+    def test_poll_watched_wakes_the_watchers_of_a_mailbox_another_instance_changed(self):
+        calls = self.watcher(self.inbox)
+        self.store.poll_watched()  # the first look may wake them: the watcher checks for itself
+        calls.clear()
+        self.store.poll_watched()
+        self.assertEqual(calls, [])
+        self.open_store().mailboxes(USER).open("INBOX").append(MESSAGE)
+        self.store.poll_watched()
+        self.assertEqual(calls, [1])
+        self.store.poll_watched()
+        self.assertEqual(calls, [1])
+
     def test_changes_by_another_store_instance_are_seen_through_changes_since(self):
         first = self.inbox.append(message(1))
         base = self.inbox.status().highest_modseq

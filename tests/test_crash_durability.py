@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import imaplib
 import io
+import os
 import re
 import shutil
+import signal
 import smtplib
 import sqlite3
 import subprocess
@@ -99,9 +101,13 @@ class KillTests(unittest.TestCase):
         self.assertEqual(code, 0)
 
     def start(self) -> subprocess.Popen:
-        process = subprocess.Popen([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(self.config)],
-                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.addCleanup(lambda: process.poll() is None and process.kill())
+        # The log goes to a file: an unread pipe fills (workers log more) and stalls the server.
+        log_path = self.data / "twistd.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(self.config)],
+                                       cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process.log_path = log_path
+        self.addCleanup(lambda: process.poll() is None and os.killpg(process.pid, signal.SIGKILL))
         deadline = time.monotonic() + 60
         while not (listening(self.imap_port) and listening(self.lmtp_port)) and time.monotonic() < deadline:
             self.assertIsNone(process.poll(), "twistd exited early")
@@ -117,7 +123,9 @@ class KillTests(unittest.TestCase):
         deadline = time.monotonic() + 120
         while sum(len(stream.acknowledged) for stream in streams) < BEFORE_KILL and time.monotonic() < deadline:
             time.sleep(0.01)
-        server.kill()  # SIGKILL: no goodbye, no flush, threads cut off mid-work
+        # SIGKILL to the whole server (with workers: the supervisor and every worker, as a
+        # power cut would): no goodbye, no flush, threads cut off mid-work.
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)
         for stream in streams:
             stream.thread.join(30)

@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from cyrusmail.account import IAccount
@@ -181,6 +182,25 @@ class VerificationsAtOnceTests(unittest.TestCase):
         self.clock.advance(self.throttle.maximum)
         self.assertEqual(len(self.running), 2 + self.throttle.address_parallel)  # one at a time
         self.assertEqual(len(self.outcomes), self.throttle.address_parallel)
+
+    def test_many_logins_at_once_from_one_clean_address_all_wait_their_turn(self) -> None:
+        # A webmail host logging 100 users in at once: none refused (each used to be
+        # refused past 10 waiting); after a failure the address's queue is short again.
+        for n in range(100):
+            self.attempt("192.0.2.50", f"user{n}")
+        self.clock.advance(1)  # refusals are answered after a second
+        while not all(pending.called for pending in self.running):
+            for pending in [pending for pending in self.running if not pending.called]:
+                pending.callback("ok")  # each finished check starts the next waiting ones
+        self.assertEqual(self.outcomes, ["ok"] * 100)
+        self.attempt("192.0.2.50", "mallory")
+        self.running[-1].errback(UnauthorizedLogin())
+        for n in range(self.throttle.queue_limit + 5):
+            self.attempt("192.0.2.50", f"guess{n}")
+        self.clock.advance(self.throttle.maximum * (self.throttle.queue_limit + 5))
+        refused = [outcome for outcome in self.outcomes[101:] if isinstance(outcome, Failure)
+                   and "waiting" in str(outcome.value)]
+        self.assertEqual(len(refused), 5)
 
     def test_tables_are_bounded(self) -> None:
         throttle = LoginThrottle(self.clock, table_limit=50)

@@ -124,7 +124,7 @@ class TwoServersTests(unittest.TestCase):
         reader = self.login(1)
         self.assertEqual(reader.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 5 UIDNEXT 6)']))
         reader.select("INBOX", readonly=True)
-        status, data = reader.uid("FETCH", "5", "(BODY.PEEK[])")
+        _, data = reader.uid("FETCH", "5", "(BODY.PEEK[])")
         self.assertEqual(data[0][1], MESSAGE + b"4\r\n")
         restarted = self.serve(0)  # the killed server starts again on the same database
         self.assertEqual(self.login(0).status("INBOX", "(MESSAGES)"), ("OK", [b'"INBOX" (MESSAGES 5)']))

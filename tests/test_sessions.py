@@ -7,6 +7,7 @@ Clock as the reactor and StringTransports as connections.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -405,14 +406,15 @@ class ControlProtocolTests(unittest.TestCase):
         ask = self.control(server)
         who = ask("who")
         self.assertEqual(len(who), 3)
-        self.assertRegex(who[0], r"^\* 1 imap 127\.0\.0\.1:40000 alice \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+        self.assertRegex(who[0], rf"^\* 1 imap 127\.0\.0\.1:40000 alice \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ {os.getpid()}$")
         self.assertRegex(who[1], r"^\* 2 pop3 192\.0\.2\.7:40000 - ")
         self.assertEqual(who[2], "ok 2")
         self.assertEqual(ask("kick alice"), ["ok 1"])
         self.assertEqual(imap.take(), "* BYE Account removed\r\n")
         self.assertEqual(ask("kick nobody"), ["ok 0"])
         self.assertEqual(ask("kick"), ["error usage: kick USER"])
-        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who)"])
+        self.assertEqual(ask("reboot now"), ["error unknown command 'reboot' (known: kick, who, workers)"])
+        self.assertRegex("\n".join(ask("workers")), rf"^\* 0 {os.getpid()} \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ 0\nok 1$")
 
 
 class FileLimitTests(unittest.TestCase):

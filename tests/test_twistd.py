@@ -24,7 +24,7 @@ from cyrusmail import tls
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from cyrusmail.protocols import builder_of
-from tests.helpers import modes_not_private
+from tests.helpers import modes_not_private, workers_under_test
 
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -57,9 +57,13 @@ def listening(port: int) -> bool:
 
 
 def stop_server(test: unittest.TestCase, process: subprocess.Popen) -> str:
-    """SIGTERM, then the server's output; it must have exited 0."""
+    """SIGTERM, then the server's output (its pipe, or the file named by
+    ``process.log_path``); it must have exited 0."""
     process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=60)[0].decode("utf-8", "replace")
+    piped = process.communicate(timeout=60)[0]
+    if piped is None:
+        piped = Path(process.log_path).read_bytes() if hasattr(process, "log_path") else b""
+    output = piped.decode("utf-8", "replace")
     test.assertEqual(process.returncode, 0, output)
     return output
 
@@ -69,7 +73,7 @@ class TwistdTests(unittest.TestCase):
         folder = Path(self.mktemp()).resolve()
         folder.mkdir()
         data = folder / "data"
-        lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\n"]
+        lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\nworkers = {workers_under_test()}\n"]
         for name in SERVICES:
             if name in services:
                 port = ports[services.index(name)]
@@ -134,7 +138,8 @@ def snapshot(folder: Path) -> dict[str, int]:
 
 def config_text(data: Path, listen: dict[str, str], extra: str = "") -> str:
     """A config enabling only the services of ``listen`` (name -> endpoint)."""
-    lines = [f"[server]\ndata = {data}\nhostname = mail.example.org\ndomains = example.org\n"]
+    lines = [(f"[server]\ndata = {data}\nhostname = mail.example.org\ndomains = example.org\n"
+             f"workers = {workers_under_test()}\n")]
     for name in SERVICES:
         if name in listen:
             lines.append(f"[{name}]\nenabled = yes\nlisten = {listen[name]}\n")
@@ -370,6 +375,14 @@ class Line:
         self.sock.close()
 
 
+def admin_output(test: unittest.TestCase, config: Path, *argv: str) -> str:
+    """What ``cyrusmail-admin --config CONFIG ARGV...`` says, in this process; it must succeed."""
+    out, err = io.StringIO(), io.StringIO()
+    code = admin_main(["--config", str(config), *argv], out, err)
+    test.assertEqual(code, 0, err.getvalue())
+    return out.getvalue()
+
+
 PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0alice\0secret").decode()
 LOGINS = {"imap": ["a LOGIN alice secret"], "pop3": ["USER alice", "PASS secret"],
           "submission": ["EHLO client.example.org", PLAIN], "lmtp": ["LHLO mta.example.org"]}
@@ -385,7 +398,8 @@ class LiveSessionTests(unittest.TestCase):
         self.data = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
         self.addCleanup(shutil.rmtree, self.data, True)
         self.ports = dict(zip(self.SERVICES, free_ports(len(self.SERVICES)), strict=True))
-        lines = [f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"]
+        lines = [(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                 f"workers = {workers_under_test()}\n")]
         for name in SERVICES:
             if name in self.ports:
                 lines.append(f"[{name}]\nlisten = tcp:{self.ports[name]}:interface=127.0.0.1\n")
@@ -397,10 +411,7 @@ class LiveSessionTests(unittest.TestCase):
         self.admin("user", "add", "bob", "--password", "secret")
 
     def admin(self, *argv: str) -> str:
-        out, err = io.StringIO(), io.StringIO()
-        code = admin_main(["--config", str(self.config), *argv], out, err)
-        self.assertEqual(code, 0, err.getvalue())
-        return out.getvalue()
+        return admin_output(self, self.config, *argv)
 
     def start(self, *twistd_options: str) -> subprocess.Popen:
         process = subprocess.Popen(

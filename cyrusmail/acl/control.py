@@ -58,6 +58,13 @@ class AccessControl:
         held = R.evaluate(entries, user, groups)
         return held | {"a"} if self.is_admin(user) else held
 
+    def uses_groups(self, user: str | None, owner: str, acl: dict[str, str] | None) -> bool:
+        """Whether :meth:`rights` reads ``user``'s groups from the registry for this ACL
+        (not for an owner's mailbox with no ACL set, nor an admin on a shared folder)."""
+        if user is not None and user == owner:
+            return acl is not None
+        return user is not None and not (owner == SHARED_OWNER and self.is_admin(user))
+
     def rights_of(self, user: str | None, owner: str, name: str) -> frozenset[str]:
         """The rights of ``user`` on ``owner``'s mailbox ``name`` (MailboxNotFound if none)."""
         return self.rights(user, owner, self.tree(owner).acl(name))

@@ -10,6 +10,7 @@ add rows before changing an ACL and drop them after, so it never misses one.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ class AccessRegistry:
     """
 
     def __init__(self, path: Path | str):
+        self.writes = 0  # write transactions through this object (see generation)
         self.db = sqlite.connect(path)
         self._lock = threading.RLock()
         with self._write() as db:
@@ -40,13 +42,24 @@ class AccessRegistry:
                 db.execute(statement)
 
     @contextmanager
-    def _write(self) -> Iterator:
-        with self._lock, sqlite.write(self.db) as db:
-            yield db
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                with sqlite.write(self.db) as db:
+                    yield db
+            finally:
+                self.writes += 1
 
     def _rows(self, query: str, parameters: Iterable = ()) -> list[tuple]:
         with self._lock:
             return self.db.execute(query, tuple(parameters)).fetchall()
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever groups or grants may have changed, here or in another
+        process (as :meth:`cyrusmail.store.maildir.index.UserIndex.generation`)."""
+        with self._lock:
+            (version,) = self.db.execute("PRAGMA data_version").fetchone()
+        return self.writes, version
 
     def close(self) -> None:
         self.db.close()

@@ -18,7 +18,10 @@ however many connections they come from, so guesses per second against one
 account, or from one address, are bounded. An account key lets one verification run at a
 time even without failures; an address key lets ``address_parallel`` run
 while it has no recent failures (many users behind one NAT). At most
-``queue_limit`` attempts may wait per key; more are refused as a failed
+``queue_limit`` attempts may wait per key with recent failures, and
+``clean_queue_limit`` per key without (a webmail host or a NAT logs many
+users in at once from one address, and must not be refused for it; the
+connection caps bound these queues too); more are refused as a failed
 login without a verification, answered after the key's current delay (so
 that a refused client cannot spin).
 
@@ -144,10 +147,11 @@ class LoginThrottle:
     """Decides when each password verification may start; see the module's docstring."""
 
     def __init__(self, clock: IReactorTime, base: float = 1.0, maximum: float = 15.0, forget: float = 60.0,
-                 address_parallel: int = 4, queue_limit: int = 10, table_limit: int = 100_000):
+                 address_parallel: int = 4, queue_limit: int = 10, clean_queue_limit: int = 1000,
+                 table_limit: int = 100_000):
         self.clock = clock
         self.base, self.maximum, self.forget = base, maximum, forget
-        self.address_parallel, self.queue_limit = address_parallel, queue_limit
+        self.address_parallel, self.queue_limit, self.clean_queue_limit = address_parallel, queue_limit, clean_queue_limit
         self._addresses = _Table(table_limit)
         self._accounts = _Table(table_limit)
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()  # (account, address) that logged in
@@ -165,7 +169,8 @@ class LoginThrottle:
         address = address_key(client)
         lane = (account, address) if (account, address) in self._known else (account,)
         keys = (self._addresses.get(address, self.address_parallel), self._accounts.get(lane, 1))
-        if any(key.waiting >= self.queue_limit for key in keys):
+        now = self.clock.seconds()
+        if any(key.waiting >= self._queue_bound(key, now) for key in keys):
             return self._refuse(keys)
         attempt = _Attempt(keys, account, address, verify, defer.Deferred())
         for key in keys:
@@ -173,6 +178,10 @@ class LoginThrottle:
         self._queue.append(attempt)
         self._pump()
         return attempt.result
+
+    def _queue_bound(self, key: _Key, now: float) -> int:
+        """How many attempts may wait for ``key``: few once it has failed lately."""
+        return self.queue_limit if key.recent_failures(now, self.forget) > 0 else self.clean_queue_limit
 
     def waiting(self) -> int:
         """How many attempts wait for their turn."""

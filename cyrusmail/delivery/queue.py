@@ -66,6 +66,7 @@ import inspect
 import json
 import os
 import secrets
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -94,6 +95,8 @@ FLUSH_FILE = "flush"
 # DSN once its message has waited this long and is still being retried.
 DELAY_NOTICE_AFTER = 4 * 3600
 POLL_INTERVAL = 5.0
+#: Seconds a spool file without its envelope must be untouched before a scan while running removes it.
+ORPHAN_AGE = 3600.0
 MAX_CONCURRENT = 10  # messages in attempts at once
 PARALLEL_DESTINATIONS = 5  # connections at once for one message's domains
 SMTP_PORT = 25
@@ -212,6 +215,8 @@ class Queue:
         self.timeouts = timeouts or smtp_client.Timeouts()
         self.entries: dict[str, QueueEntry] = {}
         self.on_change = lambda: None  # the runner's wake-up
+        #: False in a worker process whose queue runs in another: it only writes the spool
+        self.keeps_entries = True
 
     # -- the spool ---------------------------------------------------------------
 
@@ -221,13 +226,27 @@ class Queue:
     def message_path(self, entry: QueueEntry) -> Path:
         return self._paths(entry.id)[0]
 
-    def load(self) -> list[QueueEntry]:
-        """Scan the spool: read every envelope, remove what was never acknowledged."""
+    def load(self, orphan_age: float = 0.0) -> list[QueueEntry]:
+        """Scan the spool: read every envelope, remove what was never acknowledged.
+
+        A message file without its envelope, or a half-written file, is
+        removed only once untouched for ``orphan_age`` seconds: another
+        worker process (or a thread) may be writing it right now.
+        """
         seen = set()
+        cutoff = time.time() - orphan_age
+
+        def orphaned(path: Path) -> bool:
+            try:
+                return orphan_age <= 0 or path.stat().st_mtime < cutoff
+            except FileNotFoundError:
+                return False
+
         for path in sorted(self.spool.iterdir()):
             name = path.name
             if name.endswith((".tmp", ".copying")):
-                unlink_quietly(path)
+                if orphaned(path):
+                    unlink_quietly(path)
             elif name.endswith(".json"):
                 entry_id = name[: -len(".json")]
                 seen.add(entry_id)
@@ -246,7 +265,7 @@ class Queue:
                 self.entries[entry_id] = entry
         for path in self.spool.glob("*.msg"):
             entry_id = path.name[: -len(".msg")]
-            if entry_id not in seen and entry_id not in self.entries:
+            if entry_id not in seen and entry_id not in self.entries and orphaned(path):
                 unlink_quietly(path)  # written, but the envelope never was: not acknowledged
         for entry_id in list(self.entries):
             if entry_id not in seen and not self._paths(entry_id)[1].exists():
@@ -306,8 +325,10 @@ class Queue:
         return entry
 
     def _admit(self, entry: QueueEntry) -> QueueEntry:
-        """A spooled entry joins the queue (on the reactor thread)."""
-        self.entries[entry.id] = entry
+        """A spooled entry joins the queue (on the reactor thread); a worker
+        that runs no queue only spools it and tells the runner."""
+        if self.keeps_entries:
+            self.entries[entry.id] = entry
         logs.log.info("queue: {id} queued from <{sender}> for {n} recipients",
                       id=entry.id, sender=entry.sender or "", n=len(entry.recipients))
         self.on_change()
@@ -749,18 +770,20 @@ class QueueRunner(service.Service):
     name = "queue runner"
 
     def __init__(self, queue: Queue, *, poll_interval: float = POLL_INTERVAL,
-                 max_concurrent: int = MAX_CONCURRENT) -> None:
+                 max_concurrent: int = MAX_CONCURRENT, shared_spool: bool = False) -> None:
         self.queue = queue
         self.clock = queue.clock
         self.poll_interval = poll_interval
         self.max_concurrent = max_concurrent
+        # Other worker processes write the spool too: what looks half-written may be in progress.
+        self.orphan_age = ORPHAN_AGE if shared_spool else 0.0
         self.in_flight: dict[str, defer.Deferred] = {}
         self._timer = None
         self._poller: task.LoopingCall | None = None
 
     def startService(self) -> None:
         super().startService()
-        self.queue.load()
+        self.queue.load(self.orphan_age)
         self.queue.on_change = self.wake
         self._poller = task.LoopingCall(self.poll)
         self._poller.clock = self.clock
@@ -781,9 +804,9 @@ class QueueRunner(service.Service):
         # simply tried again after the restart.
 
     def poll(self) -> None:
-        """Pick up the admin's flush and deletions."""
+        """Pick up the admin's flush and deletions, and what other worker processes queued."""
         flush = self.queue.spool / FLUSH_FILE
-        self.queue.load()
+        self.queue.load(ORPHAN_AGE)
         if flush.exists():
             unlink_quietly(flush)
             logs.log.info("queue: flush requested")
@@ -830,10 +853,22 @@ class QueueRunner(service.Service):
 
 
 def queue_of(context) -> Queue:
-    """The server's one queue; made on first use, its runner added to the services."""
+    """The server's one queue; made on first use, its runner added to the services.
+
+    With several worker processes one runs the queue (``extras["spool_shared"]``);
+    in the others ``extras["queue_elsewhere"]`` tells it, through the
+    supervisor, of each message queued, and the queue only writes the spool.
+    """
     queue = context.extras.get("queue")
     if queue is None:
         queue = Queue(context)
         context.extras["queue"] = queue
-        context.extras.setdefault("services", []).append(QueueRunner(queue))
+        elsewhere = context.extras.get("queue_elsewhere")
+        if elsewhere is None:
+            runner = QueueRunner(queue, shared_spool=context.extras.get("spool_shared", False))
+            context.extras["queue_runner"] = runner
+            context.extras.setdefault("services", []).append(runner)
+        else:
+            queue.keeps_entries = False
+            queue.on_change = elsewhere
     return queue

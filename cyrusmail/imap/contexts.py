@@ -165,7 +165,7 @@ def updates(view, now: float) -> Steps[list[bytes]]:
     watermark = view.highest_modseq
     changes = view.mailbox.changes_since(min(context.modseq for context in contexts))
     known = [record for record in changes.changed
-             if record.uid in view.modseqs and record.uid not in view.ghosts]
+             if view.contains(record.uid) and record.uid not in view.ghosts]
     seqs = view.seqs() if known else {}
     lines: list[bytes] = []
     for context in contexts:

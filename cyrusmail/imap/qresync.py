@@ -130,12 +130,12 @@ def resync_lines(view, changes, known_uids: SequenceSet | None,
     wanted = known_uids.resolve(top) if known_uids is not None else ((1, top),)
     if changes.complete:
         # an expunge after the view was made is told by the next poll, as VANISHED
-        expunged = [uid for uid in changes.expunged if uid not in view.modseqs]
+        expunged = [uid for uid in changes.expunged if not view.contains(uid)]
         proven = 0
     else:
         expunged, proven = None, proven_unexpunged(seq_match, view.uids)
     yield from range_lines(vanished_ranges(expunged, wanted, view.uids, proven_below=proven), earlier=True)
     for record in changes.changed:
-        if record.uid in view.modseqs and (known_uids is None or within(wanted, record.uid)):
+        if view.contains(record.uid) and (known_uids is None or within(wanted, record.uid)):
             view.reported([record])
             yield view.fetch_flags_line(record, view.seq_of(record.uid))

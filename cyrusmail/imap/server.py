@@ -112,6 +112,7 @@ class IMAPServer(Protocol):
         self.context = context
         self.service = service
         self.reactor = reactor
+        self.IDLE_POLL = float(context.config["server"]["idle_check_interval"])
         self.state: Any = NotAuthenticated()
         self.tls_started = False
         self.enabled: set[str] = set()

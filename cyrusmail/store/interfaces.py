@@ -40,6 +40,10 @@ class IStore(Interface):
     def stage() -> IStagedMessage:
         """A writer for a new message, to be appended to one or more mailboxes."""
 
+    def poll_watched() -> int:
+        """Call the watchers (``IMailbox.watch``) of mailboxes that may have been
+        changed by another process since the last call; how many looks it took."""
+
     def close() -> None:
         """Release every index handle."""
 
@@ -185,6 +189,11 @@ class IMailbox(Interface):
     def changes_since(modseq: int):
         """Changes made since ``modseq`` by anyone, in this process or another."""
 
+    def generation():
+        """A value that differs from an earlier one whenever anything may have
+        changed since (it may differ when nothing did); cheaper than
+        ``changes_since``, so a poll can skip the look when it is equal."""
+
     def expunged_since(modseq: int):
         """UIDs expunged after ``modseq`` (ascending), or None if the store's
         history of expunges no longer reaches back that far."""
@@ -193,7 +202,8 @@ class IMailbox(Interface):
         """UIDs that are recent for the caller: each new UID is claimed once."""
 
     def watch(listener) -> None:
-        """Call ``listener()`` after every change made in this process."""
+        """Call ``listener()`` after every change made in this process, and when
+        ``IStore.poll_watched`` finds the mailbox's owner changed by another."""
 
     def unwatch(listener) -> None:
         """Stop calling ``listener``."""

@@ -5,7 +5,10 @@ Rendering FETCH items and matching SEARCH keys are the business of
 resolves the message set against the session's map, asks the store, and
 streams the answer.  Messages another session expunged but this one has
 not been told about (ghosts) are answered per RFC 2180 4.1.2 / 4.2.1: the
-others are served and the tagged reply is ``NO [EXPUNGEISSUED]``.
+others are served and the tagged reply is ``OK [EXPUNGEISSUED]`` for FETCH
+and STORE (as Dovecot; a NO reads as a failed command to clients and
+imaptest, though the rest was done), ``NO [EXPUNGEISSUED]`` for COPY and
+MOVE, which do nothing then (RFC 2180 4.4.1).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from cyrusmail.store.records import Flag, FlagChange
 
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_PARTLY_EXPUNGED = Reply("OK", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
 _MODSEQ = c.FetchAttribute("MODSEQ")
 _UID = c.FetchAttribute("UID")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
@@ -87,6 +91,9 @@ def _fetch(session, command: c.Fetch, view, uids: list[int], plan, newly_seen: l
             records = view.mailbox.records(batch)
             caches = view.mailbox.mime_caches(batch) if plan.needs_mime else {}
             previews = view.mailbox.previews(batch) if plan.needs_preview else {}
+            if shows_flags:
+                # a keyword another session set since the last poll: FLAGS names it first
+                yield from view.new_keywords(keyword for record in records for keyword in record.keywords)
             if not command.uid:
                 missing[0] += len(batch) - len(records)
             for record in records:
@@ -117,10 +124,10 @@ def _fetch(session, command: c.Fetch, view, uids: list[int], plan, newly_seen: l
                 if seq is not None:
                     session.write(view.fetch_flags_line(record, seq, with_uid=command.uid))
             view.reported(newly_seen)
-        if failure:
-            error = failure[0]
-            return Reply("NO", str(error), getattr(error, "code", None) or codes.UNKNOWN_CTE)
-        return _EXPUNGED if missing[0] else None
+        refusals = [error for error in failure if getattr(error, "code", None) != codes.EXPUNGEISSUED]
+        if refusals:
+            return Reply("NO", str(refusals[0]), getattr(refusals[0], "code", None) or codes.UNKNOWN_CTE)
+        return _PARTLY_EXPUNGED if missing[0] or failure else None
 
     return session.stream(_coalesced(pieces())).addCallback(finished)
 
@@ -228,7 +235,7 @@ def _stored(session, view, command: c.Store, uids: list[int], live: list[int], k
     if refused:
         numbers = refused if command.uid else [view.seq_of(uid) for uid in refused]
         return Reply(code=f"{codes.MODIFIED} {SequenceSet.from_numbers(numbers)}", text="Conditional STORE failed")
-    return _EXPUNGED if gone else None
+    return _PARTLY_EXPUNGED if gone else None
 
 
 # -- COPY / MOVE -----------------------------------------------------------------
@@ -416,7 +423,7 @@ def matching_uids(view, criteria, seqs: dict[int, int], now: float | None = None
 
 def expunged_meanwhile(view) -> set[int]:
     """The UIDs another session expunged since this one was last told (while work ran)."""
-    return set(view.mailbox.changes_since(view.highest_modseq).expunged)
+    return view.expunged_since_poll()
 
 
 def uses_modseq(key) -> bool:

@@ -120,6 +120,8 @@ class UserIndex:
         self._connections.append(first)
         self._readers.db = first
         at_job_end(partial(self._drop_reader, first))  # made by a worker: its reader goes with its job
+        self._version_lock = threading.Lock()
+        self._version_db: sqlite3.Connection | None = None  # see generation()
         stat = os.stat(path)
         self._identity = (stat.st_dev, stat.st_ino)
         with sqlite.write(first):
@@ -250,6 +252,22 @@ class UserIndex:
             fsync_dir(folder)
         else:
             group.folders.add(folder)
+
+    def generation(self) -> int:
+        """A value that changes whenever the index may have changed, for one statement.
+
+        SQLite's ``data_version`` on a connection kept for this alone, which
+        never writes: every commit (this process's writer, another worker,
+        ``cyrusmail-admin``) moves it.  Equal values mean nothing changed in
+        between, so a session may skip looking for changes (a false
+        "changed" only costs a look).
+        """
+        with self._version_lock:
+            if self._version_db is None:
+                self._version_db = sqlite.connect(self.path, create=False)
+                self._connections.append(self._version_db)
+            (version,) = self._version_db.execute("PRAGMA data_version").fetchone()
+        return version
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -381,6 +381,10 @@ class MaildirStore:
         #: where write jobs run (see :mod:`cyrusmail.store.executor`): at once,
         #: until the server gives the store a thread pool
         self.executor = InlineExecutor(self.index)
+        #: told ``(user, mailbox_id)`` after each change, for the server's other processes (cyrusmail.workers)
+        self.publish: Callable[[str, int], None] | None = None
+        #: user -> their index's generation at the last :meth:`poll_watched`
+        self._watched_generations: dict[str, int] = {}
 
     # -- users -------------------------------------------------------------
 
@@ -597,7 +601,7 @@ class MaildirStore:
         ready = self.executor.prepare(_prepare_all, staged)
         return ready.addCallback(lambda _: self.executor.submit(owner, work, *args, group=group))
 
-    # -- change notification (in-process) -----------------------------------
+    # -- change notification -------------------------------------------------
 
     def watch(self, user: str, mailbox_id: int, listener: Callable[[], None]) -> None:
         self._watchers.setdefault((user, mailbox_id), []).append(listener)
@@ -609,12 +613,48 @@ class MaildirStore:
         if not listeners:
             self._watchers.pop((user, mailbox_id), None)
 
-    def notify(self, user: str, mailbox_id: int) -> None:
-        """Tell every watcher, on the reactor thread; the change is committed, so a failing one is only logged."""
-        self.executor.call_home(self._tell, user, mailbox_id)
+    def poll_watched(self) -> int:
+        """Wake the watchers of every user whose index changed since the last
+        call, by anyone (another process, a worker, ``cyrusmail-admin``); how
+        many users' indexes were looked at.
 
-    def _tell(self, user: str, mailbox_id: int) -> None:
-        for listener in list(self._watchers.get((user, mailbox_id), ())):
+        One look at each watched user's index generation, however many
+        watchers (IDLE sessions) that user has: a change made in this
+        process was told at once by :meth:`notify`, so this is for the
+        others.  A user seen for the first time is woken too (the watcher
+        itself checks whether anything changed for it).
+        """
+        by_user: dict[str, list[Callable[[], None]]] = {}
+        for (user, _), listeners in self._watchers.items():
+            by_user.setdefault(user, []).extend(listeners)
+        last, self._watched_generations = self._watched_generations, {}
+        for user, listeners in by_user.items():
+            index = self._open.get(user)
+            if index is None:
+                continue
+            generation = index.generation()
+            self._watched_generations[user] = generation
+            if last.get(user) != generation:
+                self._tell(listeners)
+        return len(by_user)
+
+    def notify(self, user: str, mailbox_id: int) -> None:
+        """Tell every watcher and ``publish`` the change, on the reactor thread; it
+        is committed, so a failing watcher is only logged."""
+        self.executor.call_home(self._tell_and_publish, user, mailbox_id)
+
+    def _tell_and_publish(self, user: str, mailbox_id: int) -> None:
+        self.tell_watchers(user, mailbox_id)
+        if self.publish is not None:
+            self.publish(user, mailbox_id)
+
+    def tell_watchers(self, user: str, mailbox_id: int) -> None:
+        """Tell this process's watchers of a change (made here, or by another worker process)."""
+        self._tell(list(self._watchers.get((user, mailbox_id), ())))
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[], None]]) -> None:
+        for listener in listeners:
             try:
                 listener()
             except Exception:  # noqa: BLE001 - any listener's bug must stay its own
@@ -1509,6 +1549,11 @@ class MaildirMailbox:
             return self._expunged_after(db, modseq)
 
     # -- watching ------------------------------------------------------------
+
+    def generation(self) -> tuple[int, int]:
+        """The index's generation (:meth:`UserIndex.generation`): the whole
+        user's index, so a change to any of their mailboxes moves it."""
+        return self.index.generation()
 
     def changes_since(self, modseq: int) -> Changes:
         with self.index.read() as db:

@@ -131,4 +131,8 @@ CREATE TABLE accounts (
     created   double precision NOT NULL
 );
 """),
+    (4, """
+-- Counts ACL changes, so that a session's cached rights know when to read them again.
+ALTER TABLE mailboxes ADD COLUMN acl_version bigint NOT NULL DEFAULT 0;
+"""),
 ]

@@ -95,6 +95,8 @@ from cyrusmail.store.records import (
 )
 
 _RECORD_COLUMNS = "uid, size, internaldate, flags, keywords, modseq, guid, savedate, emailid"
+#: What changes whenever a mailbox's messages, flags, life (UIDVALIDITY) or ACL may have (IMailbox.generation).
+_GENERATION = "highestmodseq, uidvalidity, selectable, acl_version"
 _MAILBOX_COLUMNS = "id, uidnext, highestmodseq, recent_uid, messages, unseen, size, uidvalidity, selectable"
 
 
@@ -142,6 +144,10 @@ class PostgresStore:
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
         self._owners: weakref.WeakValueDictionary[str, _Owner] = weakref.WeakValueDictionary()
         self._owners_lock = threading.Lock()
+        #: mailbox id -> its generation at the last :meth:`poll_watched`
+        self._watched_generations: dict[int, tuple] = {}
+        #: told of every change made here (the worker processes' channel sets it)
+        self.publish: Callable[[str, int], None] | None = None
         self.executor = InlineExecutor(self.index)
         self.migrate()
         (schema,) = self.db.execute("SELECT current_schema()").fetchone()
@@ -361,7 +367,7 @@ class PostgresStore:
         token, _, rest = payload.partition(" ")
         mailbox_id, _, owner = rest.partition(" ")
         if token != self.token and mailbox_id.isdigit():
-            self._tell(owner, int(mailbox_id))
+            self.tell_watchers(owner, int(mailbox_id))
 
     # The same as the embedded store's: staging, work off the reactor, in-process watchers.
     stage = MaildirStore.stage
@@ -369,7 +375,25 @@ class PostgresStore:
     watch = MaildirStore.watch
     unwatch = MaildirStore.unwatch
     notify = MaildirStore.notify
-    _tell = MaildirStore._tell
+    _tell_and_publish = MaildirStore._tell_and_publish
+    tell_watchers = MaildirStore.tell_watchers
+    _tell = staticmethod(MaildirStore._tell)
+
+    def poll_watched(self) -> int:
+        """Wake the watchers of every watched mailbox whose generation moved since the last
+        call (a change NOTIFY did not bring: its connection was down); one query, 1 look."""
+        watched = {mailbox_id for _, mailbox_id in self._watchers}
+        if not watched:
+            self._watched_generations = {}
+            return 0
+        rows = self.db.execute(f"SELECT id, {_GENERATION} FROM mailboxes WHERE id = ANY(%s)",
+                               (sorted(watched),)).fetchall()
+        now = {row[0]: tuple(row[1:]) for row in rows}
+        last, self._watched_generations = self._watched_generations, now
+        for (user, mailbox_id), listeners in list(self._watchers.items()):
+            if mailbox_id not in last or last[mailbox_id] != now.get(mailbox_id):
+                self._tell(list(listeners))
+        return 1
 
 
 class ChangeListener:
@@ -654,6 +678,7 @@ class PostgresMailboxList:
         """Replace the ACL of ``name`` (None: back to the default)."""
         with self.store.write() as db:
             mailbox_id = self._mailbox_id(db, name)
+            db.execute("UPDATE mailboxes SET acl_version = acl_version + 1 WHERE id = %s", (mailbox_id,))
             if entries is None:
                 db.execute("DELETE FROM acls WHERE mailbox_id = %s", (mailbox_id,))
             else:
@@ -1189,6 +1214,12 @@ class PostgresMailbox:
             return None
         return [uid for (uid,) in db.execute(
             "SELECT uid FROM expunged WHERE mailbox_id = %s AND modseq > %s ORDER BY uid", (self.id, modseq))]
+
+    def generation(self) -> tuple | None:
+        """Differs from an earlier value whenever the messages, flags or ACL of this mailbox
+        may have changed, through any server (None once it is gone); one indexed read."""
+        row = self.store.db.execute(f"SELECT {_GENERATION} FROM mailboxes WHERE id = %s", (self.id,)).fetchone()
+        return None if row is None else tuple(row)
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         with self._snapshot() as db:
