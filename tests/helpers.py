@@ -29,6 +29,17 @@ def embedded_store_only(test):
     return run
 
 
+def another_store(store):
+    """A second store on the same mail as ``store`` (another process's), of the same backend."""
+    if hasattr(store, "dsn"):
+        from cyrusmail.store.postgresql import PostgresStore
+
+        return PostgresStore(store.dsn, store.root, analyser=None)
+    from cyrusmail.store.maildir import MaildirStore
+
+    return MaildirStore(store.root, analyser=None)
+
+
 def workers_under_test() -> int:
     """Worker processes of the real-twistd tests: 1 (one process), or ``CYRUSMAIL_TEST_WORKERS``."""
     return int(os.environ.get("CYRUSMAIL_TEST_WORKERS", "1"))

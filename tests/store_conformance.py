@@ -11,6 +11,7 @@ state machine that runs random operations against a simple model.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -934,7 +935,7 @@ class StoreConformanceMixin:
         seen.append(self.inbox.generation())
         other.expunge()
         seen.append(self.inbox.generation())
-        for earlier, later in zip(seen, seen[1:]):
+        for earlier, later in itertools.pairwise(seen):
             self.assertNotEqual(earlier, later)
 
     def test_poll_watched_wakes_the_watchers_of_a_mailbox_another_instance_changed(self):
