@@ -132,13 +132,14 @@ class SlicedSearchTests(SlicedSessions, TestCase):
     def test_expunged_by_another_session_meanwhile(self) -> None:
         """The first message (already tested) and the last (not yet reached) are
         expunged while the search runs: neither is reported, no EXPUNGE comes
-        before the tagged reply, and the next command brings them."""
+        before the tagged reply, which says EXPUNGEISSUED (the client still sees
+        them), and the next command brings them."""
         self.start(f"a1 SEARCH {CRITERIA}\r\n".encode())
         self.other.server.dataReceived(f"b1 STORE 1,{MESSAGES} +FLAGS.SILENT (\\Deleted)\r\nb2 EXPUNGE\r\n".encode())
         self.assertIn(b"b2 OK EXPUNGE completed", self.other.transport.value())
         self.assertEqual(self.alice.transport.value(), b"")
         self.finish()
-        self.assertEqual(self.alice.take(), search_line(MATCHES[1:-1]) + b"a1 OK SEARCH completed\r\n")
+        self.assertEqual(self.alice.take(), search_line(MATCHES[1:-1]) + b"a1 OK [EXPUNGEISSUED] SEARCH completed\r\n")
         self.assertEqual(self.alice.command("a2 NOOP"),
                          ["* 1 EXPUNGE", f"* {MESSAGES - 1} EXPUNGE", "a2 OK NOOP completed"])
 

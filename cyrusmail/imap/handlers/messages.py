@@ -35,6 +35,7 @@ from cyrusmail.store.records import Flag, FlagChange
 BATCH = 200
 _EXPUNGED = Reply("NO", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
 _PARTLY_EXPUNGED = Reply("OK", "Some of the requested messages no longer exist", codes.EXPUNGEISSUED)
+_PARTLY_SEARCHED = Reply(code=codes.EXPUNGEISSUED)
 _MODSEQ = c.FetchAttribute("MODSEQ")
 _UID = c.FetchAttribute("UID")
 _CHANGES = {"replace": FlagChange.REPLACE, "add": FlagChange.ADD, "remove": FlagChange.REMOVE}
@@ -335,10 +336,13 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
     if return_options is None and session.rev2:
         return_options = ()  # RFC 9051 6.4.4: an ESEARCH response, ALL when nothing else is asked
 
-    def report(found: list) -> None:
+    def report(found: list) -> Reply | None:
         gone = expunged_meanwhile(view)
         if gone:
             found = [record for record in found if record.uid not in gone]
+        # Messages the client still sees but another session expunged are in no
+        # result, whatever they matched: the tagged OK says so (as Dovecot).
+        partly = _PARTLY_SEARCHED if gone or not view.ghosts.isdisjoint(seqs) else None
         with_modseq = uses_modseq(command.criteria)
         if return_options is None:
             numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
@@ -346,7 +350,7 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
             if found and with_modseq:
                 line += f" (MODSEQ {max(record.modseq for record in found)})"
             session.untagged(line)
-            return
+            return partly
         returns = Returns.of(return_options, command.partial)
         numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
         modseqs = [record.modseq for record in found] if with_modseq else None
@@ -358,6 +362,7 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
         if "UPDATE" in returns.options:
             keep_context(session, view, contexts.SearchContext(
                 command.tag, command.uid, command.criteria, {record.uid for record in found}, start_modseq))
+        return partly
 
     return session.run_in_slices(steps).addCallback(report)
 
