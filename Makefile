@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= etc/cyrusmail.conf
 
-.PHONY: run test bench lint clean
+.PHONY: run test test-postgresql bench lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 	CYRUSMAIL_TEST_WORKERS=2 $(PY) -m pytest -q tests/test_twistd.py tests/test_crash_durability.py tests/test_sieve_twistd.py tests/test_observability.py
+
+## test-postgresql: the protocol tests again, each server context on the PostgreSQL store (a throwaway server)
+PROTOCOL_TESTS = tests/test_imap_*.py tests/test_pop3_*.py tests/test_lmtp.py tests/test_submission.py \
+	tests/test_dsn.py tests/test_queue.py tests/test_sessions.py tests/test_session_regressions.py \
+	tests/test_auth.py tests/test_auth_cache.py tests/test_user_delete.py tests/test_hidden_mailboxes.py
+test-postgresql: $(VENV)/.installed
+	CYRUSMAIL_TEST_STORE=postgresql $(PY) -m pytest -q $(PROTOCOL_TESTS)
 
 ## bench: print speed figures (see bench/)
 bench: $(VENV)/.installed

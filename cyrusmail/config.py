@@ -316,6 +316,16 @@ def parse_special_use(text: str) -> str:
     return " ".join(f"{item.partition(':')[0]}:{item.partition(':')[2].lower()}" for item in text.split())
 
 
+STORE_BACKENDS = ("embedded", "postgresql")
+
+
+def parse_store_backend(text: str) -> str:
+    backend = text.strip().lower()
+    if backend not in STORE_BACKENDS:
+        raise ValueError(f"expected one of {', '.join(STORE_BACKENDS)}, got {text!r}")
+    return backend
+
+
 # -- the schema ---------------------------------------------------------------
 
 REQUIRED = object()
@@ -461,6 +471,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "cache_ttl": Key(parse_duration_or_off, 60),
         "single_use": Key(parse_bool, False),
     },
+    # Where mail is kept (cyrusmail.store): the embedded maildir+SQLite store in
+    # [server] data, or one PostgreSQL database several servers share.
+    "store": {
+        "backend": Key(parse_store_backend, "embedded"),
+        "dsn": Key(parse_text, ""),
+    },
 }
 
 
@@ -569,6 +585,13 @@ def _fill_defaults(config: Config) -> None:
 
 
 def _check_together(config: Config) -> None:
+    store = config.values["store"]
+    if store["backend"] == "postgresql" and not store["dsn"]:
+        raise ConfigError(config.path, "store", "dsn", "is required with backend = postgresql")
+    if store["backend"] == "postgresql" and "managesieve" in config.enabled_services():
+        raise ConfigError(config.path, "managesieve", "enabled",
+                          "Sieve scripts are kept in the embedded store's user folders: no ManageSieve"
+                          " with backend = postgresql yet")
     tls = config.values["tls"]
     if (tls["certificate"] is None) != (tls["key"] is None):
         missing = "key" if tls["key"] is None else "certificate"

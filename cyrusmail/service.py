@@ -21,7 +21,7 @@ from typing import NoReturn
 from OpenSSL.SSL import Error as SSLError
 from twisted.application import internet, service
 from twisted.internet.error import ReactorNotRunning
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorFDSet, IReactorThreads
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 
@@ -213,6 +213,36 @@ class StoreService(SignalledService):
         logs.log.info("cyrusmail: store and index closed")
 
 
+def open_store(config: Config):
+    """The store ``[store] backend`` names; a StartupError saying why it cannot be opened."""
+    if config["store"]["backend"] != "postgresql":
+        store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
+                             expunged_history=config["server"]["expunged_history"])
+        store.keep_deleted = config["server"]["delete_mode"] == "delayed"
+        return store
+    try:
+        import psycopg
+
+        from cyrusmail.store.postgresql import PostgresStore
+    except ImportError:
+        raise startup.StartupError("[store] backend = postgresql needs psycopg: "
+                                   "pip install 'cyrusmail[postgresql]'") from None
+    try:
+        return PostgresStore(config["store"]["dsn"], config.data,
+                             expunged_history=config["server"]["expunged_history"])
+    except psycopg.Error as error:
+        raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
+
+
+def open_users(config: Config, store) -> UserDatabase:
+    """The user database: ``users.sqlite`` in the data folder, or the PostgreSQL store's (shared by every server)."""
+    if config["store"]["backend"] == "postgresql":
+        from cyrusmail.store.postgresql.users import PostgresUserDatabase
+
+        return PostgresUserDatabase(store)  # keeps no SCRAM keys: SCRAM is not offered
+    return UserDatabase(config.data / "users.sqlite", scram_iterations=config["auth"]["scram_iterations"])
+
+
 def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | None = None,
                  sweep: bool = True) -> ServerContext:
     """Open the store, user database, portal and TLS for ``config``.
@@ -220,16 +250,16 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
     ``sweep`` removes what a crash left (only when no other process of this server runs).
     """
     make_private_folder(config.data)
-    store = MaildirStore(config.data, index_cache=config["server"]["index_cache"],
-                         expunged_history=config["server"]["expunged_history"])
-    store.keep_deleted = config["server"]["delete_mode"] == "delayed"
+    store = open_store(config)
     if sweep:
         files, trees = store.sweep()  # what a crash left: no staging of this server is live yet
         logs.log.info("cyrusmail: at start, removed {files} stale files from {tmp} and {trees}"
                       " half-deleted user tree(s)", files=files, tmp=str(store.tmp_dir), trees=trees)
     if IReactorThreads.providedBy(reactor):  # else (a test's Clock) store work runs where it is asked
         store.executor = ThreadedExecutor(reactor, store.index, config["server"]["store_threads"])
-    users = UserDatabase(config.data / "users.sqlite", scram_iterations=config["auth"]["scram_iterations"])
+    if hasattr(store, "listen") and IReactorFDSet.providedBy(reactor):
+        store.listen(reactor)  # changes made through other servers (PostgreSQL NOTIFY)
+    users = open_users(config, store)
     if tls_options is None:
         tls_options = server_tls(config)
     portal = make_portal(config, store, users, reactor)

@@ -109,7 +109,7 @@ class TwoUsers:
         super().setUp()
         folder = tempfile.mkdtemp(prefix="cyrusmail-acl-")
         self.addCleanup(shutil.rmtree, folder, True)
-        self.store = MaildirStore(os.path.join(folder, "data"), analyser=None)
+        self.store = self.make_store(os.path.join(folder, "data"))
         self.realm = MailRealm(self.store, ["root"], ["example.org"], {"Sent": "sent", "Trash": "trash"})
         self.addCleanup(self.store.close)
         self.addCleanup(self.realm.close)
@@ -119,3 +119,11 @@ class TwoUsers:
         self.alice = AccountDriver(self.alice_account)
         self.bob = AccountDriver(self.bob_account)
         self.root = AccountDriver(self.root_account)
+
+    def make_store(self, data: str):
+        """The store under test, over the data folder ``data`` (a backend's binding overrides it)."""
+        return MaildirStore(data, analyser=None)
+
+    def another_store(self):
+        """A second store on the same mail, as another process or server would open it."""
+        return MaildirStore(self.store.root, analyser=None)

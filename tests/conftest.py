@@ -15,3 +15,12 @@ def scratch_folder(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgres_server():
+    """Stop the throwaway PostgreSQL server (started by the first test that needs one) at the end."""
+    yield
+    from tests import postgres_support
+
+    postgres_support.stop()

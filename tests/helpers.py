@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import configparser
+import functools
 import os
 import stat
+import unittest
 from pathlib import Path
 
 from cyrusmail.config import SERVICES, Config, from_parser
 from cyrusmail.protocols import ServerContext
+
+#: ``CYRUSMAIL_TEST_STORE=postgresql``: every context :func:`make_config` makes is on the PostgreSQL
+#: store (a fresh schema of the test server), so the protocol tests run against that backend too.
+ON_POSTGRESQL = os.environ.get("CYRUSMAIL_TEST_STORE") == "postgresql"
+
+
+def embedded_store_only(test):
+    """For a test that looks into the embedded store's files or SQLite index: skipped on PostgreSQL."""
+
+    @functools.wraps(test)
+    def run(self, *args, **kwargs):
+        if ON_POSTGRESQL:
+            raise unittest.SkipTest("looks into the embedded store's files; CYRUSMAIL_TEST_STORE=postgresql")
+        return test(self, *args, **kwargs)
+
+    return run
+
+
+def another_store(store):
+    """A second store on the same mail as ``store`` (another process's), of the same backend."""
+    if hasattr(store, "dsn"):
+        from cyrusmail.store.postgresql import PostgresStore
+
+        return PostgresStore(store.dsn, store.root, analyser=None)
+    from cyrusmail.store.maildir import MaildirStore
+
+    return MaildirStore(store.root, analyser=None)
 
 
 def workers_under_test() -> int:
@@ -28,6 +57,10 @@ def make_config(data: str | Path, **sections: dict[str, str]) -> Config:
         **{name: {"enabled": "no"} for name in SERVICES},
     })
     parser.read_dict(sections)
+    if ON_POSTGRESQL and "store" not in sections:  # the protocol tests again, on the PostgreSQL store
+        from tests import postgres_support
+
+        parser.read_dict({"store": {"backend": "postgresql", "dsn": postgres_support.fresh_dsn()[0]}})
     return from_parser("test.conf", parser)
 
 

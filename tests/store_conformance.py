@@ -11,6 +11,7 @@ state machine that runs random operations against a simple model.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -107,6 +108,11 @@ class StoreConformanceMixin:
     def subprocess_store_code(self) -> str:
         """Python source that binds ``store`` to a store over the folder ``DATA``."""
         raise NotImplementedError
+
+    def stored_bodies(self) -> dict:
+        """Where the backend keeps message bytes: place -> (identity, version, content);
+        by default every file below the data folder (:func:`files_under`)."""
+        return files_under(self.data)
 
     # -- fixtures ------------------------------------------------------------
 
@@ -919,6 +925,31 @@ class StoreConformanceMixin:
         self.assertEqual(len(calls), 2)
         self.flushLoggedErrors(ZeroDivisionError)
 
+    def test_generation_moves_with_every_change_made_through_another_instance(self):
+        other = self.open_store().mailboxes(USER).open("INBOX")
+        seen = [self.inbox.generation()]
+        self.assertEqual(self.inbox.generation(), seen[0])  # nothing changed: a poll may skip its look
+        uid = other.append(MESSAGE)
+        seen.append(self.inbox.generation())
+        other.set_flags([uid], FlagChange.ADD, Flag.SEEN | Flag.DELETED)
+        seen.append(self.inbox.generation())
+        other.expunge()
+        seen.append(self.inbox.generation())
+        for earlier, later in itertools.pairwise(seen):
+            self.assertNotEqual(earlier, later)
+
+    def test_poll_watched_wakes_the_watchers_of_a_mailbox_another_instance_changed(self):
+        calls = self.watcher(self.inbox)
+        self.store.poll_watched()  # the first look may wake them: the watcher checks for itself
+        calls.clear()
+        self.store.poll_watched()
+        self.assertEqual(calls, [])
+        self.open_store().mailboxes(USER).open("INBOX").append(MESSAGE)
+        self.store.poll_watched()
+        self.assertEqual(calls, [1])
+        self.store.poll_watched()
+        self.assertEqual(calls, [1])
+
     def test_changes_by_another_store_instance_are_seen_through_changes_since(self):
         first = self.inbox.append(message(1))
         base = self.inbox.status().highest_modseq
@@ -976,7 +1007,7 @@ class StoreConformanceMixin:
         work = self.tree.open("Work")
         uids = [self.inbox.append(message(n)) for n in range(4)]
         originals = {message(n) for n in range(4)}
-        before = {path: seen for path, seen in files_under(self.data).items() if seen[2] in originals}
+        before = {path: seen for path, seen in self.stored_bodies().items() if seen[2] in originals}
         self.assertTrue(before, "no file holds a message's bytes")
         self.inbox.set_flags(uids, FlagChange.ADD, Flag.SEEN, ["k"])
         self.inbox.copy(uids[:2], work)
@@ -984,7 +1015,7 @@ class StoreConformanceMixin:
         self.inbox.set_flags(uids[:1], FlagChange.ADD, Flag.DELETED)
         self.inbox.expunge()
         self.tree.rename("Work", "Play")
-        after = files_under(self.data)
+        after = self.stored_bodies()
         for path, seen in before.items():
             if path in after:
                 self.assertEqual(after[path], seen, f"{path} changed")

@@ -14,7 +14,7 @@ from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.passwords import hash_password, verify_password
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
-from tests.helpers import add_user, make_context
+from tests.helpers import add_user, embedded_store_only, make_context
 
 
 class PasswordTests(unittest.TestCase):
@@ -128,6 +128,7 @@ class ProvisionAtLoginTests(unittest.TestCase):
         thread.start()
         return thread
 
+    @embedded_store_only
     def test_a_whole_tree_needs_no_lock(self):
         release = self.hold_user_lock()
         self.addCleanup(release)
@@ -135,6 +136,7 @@ class ProvisionAtLoginTests(unittest.TestCase):
         login.join(30)  # a hang check: it returns at once
         self.assertFalse(login.is_alive())
 
+    @embedded_store_only
     def test_a_missing_folder_is_made_again_under_the_lock(self):
         self.context.store.mailboxes("alice").delete("Trash")
         release = self.hold_user_lock()

@@ -25,7 +25,7 @@ from cyrusmail.auth.userdb import UserDatabase, check_against
 from cyrusmail.config import ConfigError
 from cyrusmail.imap.server import IMAPServer
 from cyrusmail.pop3.server import POP3Factory
-from tests.helpers import add_user, make_config
+from tests.helpers import add_user, embedded_store_only, make_config
 from tests.test_login_throttle import (
     CountedLogins,
     IMAPGuesser,
@@ -129,6 +129,7 @@ class InvalidationTests(unittest.TestCase):
             self.assertEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret"])  # the second was a hit
 
+    @embedded_store_only
     def test_password_changed_by_the_admin_tool(self) -> None:
         self.logins.admin("user", "passwd", "alice", "--password", "changed")
         self.assertNotEqual(self.logins.login("alice", "secret"), "alice")
@@ -137,6 +138,7 @@ class InvalidationTests(unittest.TestCase):
         self.assertEqual(self.logins.login("alice", "changed"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret", "changed"])
 
+    @embedded_store_only
     def test_the_same_password_set_again_is_checked_again(self) -> None:
         other = UserDatabase(self.logins.data / "users.sqlite")  # another connection, as another process has
         self.addCleanup(other.close)
@@ -144,11 +146,13 @@ class InvalidationTests(unittest.TestCase):
         self.assertEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret"])
 
+    @embedded_store_only
     def test_user_deleted_by_the_admin_tool(self) -> None:
         self.logins.admin("user", "delete", "alice", "--yes")
         self.assertNotEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret"])  # against the stand-in hash, and failed
 
+    @embedded_store_only
     def test_user_deleted_and_made_again_with_the_same_password(self) -> None:
         self.logins.admin("user", "delete", "alice", "--yes")
         self.logins.admin("user", "add", "alice", "--password", "secret")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import add_user
+from tests.helpers import add_user, embedded_store_only
 from tests.imap_support import Client, deliver, session_context
 
 #: The owners, one per case: no account; no such folder; folder hidden; folder listable only.
@@ -71,6 +71,7 @@ class HiddenMailboxTableTests(TestCase):
             replies[command] = [line.replace(owner, "NAME") for line in lines]
         return replies
 
+    @embedded_store_only
     def test_hidden_and_missing_answer_the_same_bytes(self):
         answers = {owner: self.answers(owner) for owner in CASES}
         for command in COMMANDS:

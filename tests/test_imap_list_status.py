@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.helpers import embedded_store_only
 from tests.imap_support import Client, deliver, session_context
 
 
@@ -32,9 +33,11 @@ class BatchTests(TestCase):
                          mailboxes)
         return len(statements)
 
+    @embedded_store_only
     def test_statements_do_not_grow_with_the_mailboxes(self) -> None:
         self.assertEqual(self.statements_for(3), self.statements_for(40))
 
+    @embedded_store_only
     def test_no_message_file_is_opened(self) -> None:
         context = session_context(self)
         client = Client(context, Clock())

@@ -18,6 +18,7 @@ from cyrusmail.imap.server import IMAPServer
 from cyrusmail.portal import ACCESS_REGISTRY
 from cyrusmail.store.maildir.store import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
+from tests.helpers import another_store, embedded_store_only
 from tests.imap_support import Client, deliver, message, session_context
 
 
@@ -33,8 +34,8 @@ class ScaleCase(TestCase):
         return client
 
     def elsewhere(self) -> MaildirStore:
-        """The same data folder through other connections (another process)."""
-        store = MaildirStore(self.context.store.root, analyser=None)
+        """The same data folder (or database) through other connections (another process)."""
+        store = another_store(self.context.store)
         self.addCleanup(store.close)
         return store
 
@@ -53,6 +54,7 @@ class ScaleCase(TestCase):
 class PollTests(ScaleCase):
     """A command's closing poll reads the change log only when the index changed."""
 
+    @embedded_store_only
     def test_noop_on_an_unchanged_mailbox_reads_no_changes(self) -> None:
         deliver(self.context, "alice", "INBOX")
         alice = self.client()
@@ -61,6 +63,7 @@ class PollTests(ScaleCase):
             self.assertEqual(alice.command("n NOOP"), ["n OK NOOP completed"])
         self.assertFalse([statement for statement in seen if "messages" in statement], seen)
 
+    @embedded_store_only
     def test_fetch_reads_the_acl_once_while_nothing_changes(self) -> None:
         deliver(self.context, "alice", "INBOX")
         alice = self.client()

@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from cyrusmail.pop3.server import POP3Factory
 from cyrusmail.slices import run_all, run_in_slices
 from cyrusmail.store.maildir.store import MaildirMailbox
+from tests.helpers import embedded_store_only
 from tests.imap_support import Client, message, selected, session_context
 
 MESSAGES = 40
@@ -142,6 +143,7 @@ class SlicedSearchTests(SlicedSessions, TestCase):
         self.assertEqual(self.alice.command("a2 NOOP"),
                          ["* 1 EXPUNGE", f"* {MESSAGES - 1} EXPUNGE", "a2 OK NOOP completed"])
 
+    @embedded_store_only
     def test_connection_lost_stops_the_work(self) -> None:
         reads = []
         read = MaildirMailbox.read

@@ -22,6 +22,7 @@ from cyrusmail.pop3.server import POP3Factory, make_factory
 from cyrusmail.pop3.session import IDLE_TIMEOUT, MessageProducer
 from cyrusmail.pop3.wire import TopFilter
 from cyrusmail.store.records import Flag, FlagChange
+from tests.helpers import embedded_store_only
 from tests.test_pop3_support import REMOTE, Pop3Server, message, unstuff
 
 
@@ -393,6 +394,7 @@ class MaildropLockTests(TestCase):
         self.assertTrue(transport.value().endswith(b"-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n"))
         session.connectionLost(None)
 
+    @embedded_store_only
     def test_lock_holds_across_processes(self) -> None:
         """A second server process on the same data folder: its own registry, the same lock file."""
         self.server.connect().login()
@@ -402,6 +404,7 @@ class MaildropLockTests(TestCase):
         conversation.protocol.locks = other_process.locks
         conversation.check([("USER alice", "+OK"), ("PASS secret", "-ERR [IN-USE]")])
 
+    @embedded_store_only
     def test_lock_file_is_released(self) -> None:
         locks = MaildropLocks(self.server.context.store.user_dir)
         lock = locks.acquire("alice")
@@ -536,6 +539,7 @@ class StreamingTests(TestCase):
         self.assertEqual(unstuff(reply), big)
         self.assertIs(transport.producer, flow, "still registered for the next answer")
 
+    @embedded_store_only
     def test_list_and_uidl_read_no_message_file(self) -> None:
         server = Pop3Server(self)
         server.inbox().append_many([(message(n), None, (), None) for n in range(1, 2001)])
@@ -552,6 +556,7 @@ class StreamingTests(TestCase):
 
 
 class StoreFailureTests(TestCase):
+    @embedded_store_only
     def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
         server = Pop3Server(self)
         server.deliver(message(1))

@@ -23,7 +23,6 @@ from cyrusmail.store.errors import (
     OverQuota,
     PermissionDenied,
 )
-from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
 from tests.acl_support import TwoUsers
 
@@ -147,7 +146,7 @@ class QuotaTests(TwoUsers, unittest.TestCase):
     def test_concurrent_deliveries_never_pass_the_limit(self):
         """Two store objects (as two processes) racing for the same root."""
         self.limit("user/alice", MESSAGE=25)
-        stores = [MaildirStore(self.store.root, analyser=None) for _ in range(2)]
+        stores = [self.another_store() for _ in range(2)]
         for store in stores:
             self.addCleanup(store.close)
         outcomes: list[str] = []

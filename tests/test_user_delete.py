@@ -13,6 +13,7 @@ from cyrusmail.smtp import codes
 from cyrusmail.store.errors import MailboxNotFound, NoSuchQuotaRoot
 from cyrusmail.store.records import Flag, FlagChange
 from tests import test_admin
+from tests.helpers import embedded_store_only
 from tests.imap_support import session_context
 
 MESSAGE = b"From: carol@example.org\r\nSubject: news\r\n\r\nHello.\r\n"
@@ -90,6 +91,7 @@ class DeletedWhileLoggingInTests(unittest.TestCase):
         self.context = session_context(self)
         self.context.users.delete("bob")  # as user delete does, after the password was checked
 
+    @embedded_store_only
     def test_login_is_refused_and_makes_nothing(self):
         tree = self.context.store.users_dir / "bob"
         shutil.rmtree(tree)
@@ -97,6 +99,7 @@ class DeletedWhileLoggingInTests(unittest.TestCase):
             self.context.realm.requestAvatar("bob", None, IAccount)
         self.assertFalse(tree.exists())
 
+    @embedded_store_only
     def test_delivery_answers_no_such_user_and_makes_nothing(self):
         tree = self.context.store.users_dir / "bob"
         shutil.rmtree(tree)

@@ -45,21 +45,24 @@ class Admin:
     @property
     def store(self):
         if self._store is None:
-            from cyrusmail.store.maildir import MaildirStore
+            from cyrusmail.service import open_store
+            from cyrusmail.startup import StartupError
 
             make_private_folder(self.config.data)
-            self._store = MaildirStore(self.config.data, expunged_history=self.config["server"]["expunged_history"])
-            self._store.keep_deleted = self.config["server"]["delete_mode"] == "delayed"
+            try:
+                self._store = open_store(self.config)  # the embedded store, or [store] backend
+            except StartupError as error:
+                raise AdminError(str(error)) from None
         return self._store
 
     @property
     def users(self):
         if self._users is None:
-            from cyrusmail.auth.userdb import UserDatabase
+            from cyrusmail.service import open_users
 
             make_private_folder(self.config.data)
-            self._users = UserDatabase(self.config.data / "users.sqlite",
-                                       scram_iterations=self.config["auth"]["scram_iterations"])
+            shared = self.config["store"]["backend"] == "postgresql"  # the accounts live in its database
+            self._users = open_users(self.config, self.store if shared else None)
         return self._users
 
     @property
@@ -281,6 +284,9 @@ def reconstruct(admin: Admin, args) -> None:
     from cyrusmail.store.maildir.reconstruct import reconstruct as rebuild
 
     user = admin.known_user(args.user)
+    if admin.config["store"]["backend"] != "embedded":
+        raise AdminError("reconstruct rebuilds an index from message files: only the embedded store has them"
+                         " ([store] backend = postgresql keeps messages and index in one database)")
     report = rebuild(admin.store, user)
     for fix in report.fixes:
         admin.say(f"fixed: {fix}")
@@ -394,6 +400,8 @@ def quota_get(admin: Admin, args) -> None:
     report = quota.report(admin.store, args.root)
     for line in _quota_lines(report):
         admin.say(line)
+    if admin.config["store"]["backend"] != "embedded":
+        return  # usage is counted in the database's transactions; there are no message files to recount
     files = quota.recount(admin.store, args.root)
     for resource, (usage, _) in report.resources.items():
         if files.of(resource) != usage:

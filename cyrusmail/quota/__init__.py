@@ -116,6 +116,9 @@ def roots_of(store: MaildirStore, owner: str, name: str) -> list[str]:
 
 def all_roots(store: MaildirStore) -> list[str]:
     """Every root with limits, users first."""
+    listed = getattr(store, "quota_roots", None)
+    if listed is not None:  # a database store lists them in one query
+        return [root_name(owner, prefix) for owner, prefix in listed()]
     found = []
     for folder in sorted(store.users_dir.iterdir()):
         if folder.name.startswith(".") or not (folder / "index.sqlite").exists():

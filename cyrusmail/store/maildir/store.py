@@ -143,6 +143,14 @@ SORT_ROW_COLUMNS = {
 """What :meth:`MaildirMailbox.sort_rows` can read, and from where."""
 
 
+def references_split(rows: list[tuple], columns: Sequence[str]) -> list[tuple]:
+    """Sort rows with their ``references`` column (stored as text) made a tuple again."""
+    if "references" not in columns:
+        return rows
+    at = 1 + list(columns).index("references")
+    return [(*row[:at], tuple(row[at].split()), *row[at + 1:]) for row in rows]
+
+
 def _sort_row(data: SortData) -> tuple:
     return (data.sent, data.subject, int(data.reply), data.from_, data.to, data.cc,
             data.display_from, data.display_to, data.message_id, " ".join(data.references))
@@ -222,6 +230,27 @@ def _dedupe_keywords(keywords: Iterable[str]) -> list[str]:
     for keyword in keywords:
         seen.setdefault(keyword.lower(), keyword)
     return sorted(seen.values())
+
+
+def flag_changes(records: Iterable[MessageRecord], change: FlagChange, flags: Flag, keywords: frozenset[str],
+                 unchanged_since: int | None) -> tuple[list[tuple[MessageRecord, Flag, str]], list[int]]:
+    """What a STORE does to ``records``: (record, its new flags, its new keywords as text) of each
+    that changes, and the UIDs ``unchanged_since`` refuses (modified after it)."""
+    changing, refused = [], []
+    for record in records:
+        if unchanged_since is not None and record.modseq > unchanged_since:
+            refused.append(record.uid)
+            continue
+        new_flags, new_keywords = _apply_flags(record, change, flags, keywords)
+        if new_flags != record.flags or frozenset(new_keywords) != record.keywords:
+            changing.append((record, new_flags, " ".join(new_keywords)))
+    return changing, refused
+
+
+def changed_record(record: MessageRecord, flags: Flag, keywords: str, modseq: int) -> MessageRecord:
+    """``record`` with new flags, keywords (text) and modseq."""
+    return _record((record.uid, record.size, record.internal_date, int(flags), keywords, modseq,
+                    record.guid, record.save_date, record.email_id))
 
 
 def _apply_flags(
@@ -910,24 +939,8 @@ class MaildirMailboxList:
         return self._row(self.index.db, name) is not None
 
     def list(self, pattern: str) -> list[MailboxListing]:
-        matcher = names.pattern_regex(pattern)
         rows = self.index.db.execute("SELECT name, selectable, special_use FROM mailboxes").fetchall()
-        all_names = {row[0] for row in rows}
-        parents = {names.parent(name) for name in all_names}
-        subscribed = set(self.subscriptions())
-        listings = []
-        for name, selectable, special_use in sorted(rows, key=lambda row: _sort_key(row[0])):
-            if not matcher.match(name):
-                continue
-            attributes = {
-                MailboxAttribute.HAS_CHILDREN if name in parents else MailboxAttribute.HAS_NO_CHILDREN
-            }
-            if not selectable:
-                attributes.add(MailboxAttribute.NOSELECT)
-            if name in subscribed:
-                attributes.add(MailboxAttribute.SUBSCRIBED)
-            listings.append(MailboxListing(name, frozenset(attributes), special_use))
-        return listings
+        return listings(rows, pattern, set(self.subscriptions()))
 
     def open(self, name: str) -> MaildirMailbox:
         name = names.check(name)
@@ -1138,6 +1151,25 @@ def _sort_key(name: str) -> tuple[int, str]:
     return (0 if name == names.INBOX or name.startswith("INBOX/") else 1, name)
 
 
+def listings(rows: Iterable[tuple], pattern: str, subscribed: set[str]) -> list[MailboxListing]:
+    """The listing of every ``(name, selectable, special use)`` of a tree that matches ``pattern``
+    (INBOX and its inferiors first, then by name)."""
+    matcher = names.pattern_regex(pattern)
+    rows = list(rows)
+    parents = {names.parent(row[0]) for row in rows}
+    found = []
+    for name, selectable, special_use in sorted(rows, key=lambda row: _sort_key(row[0])):
+        if not matcher.match(name):
+            continue
+        attributes = {MailboxAttribute.HAS_CHILDREN if name in parents else MailboxAttribute.HAS_NO_CHILDREN}
+        if not selectable:
+            attributes.add(MailboxAttribute.NOSELECT)
+        if name in subscribed:
+            attributes.add(MailboxAttribute.SUBSCRIBED)
+        found.append(MailboxListing(name, frozenset(attributes), special_use))
+    return found
+
+
 @implementer(IMailbox)
 class MaildirMailbox:
     """One mailbox: its folder of message files and its rows in the index."""
@@ -1301,10 +1333,7 @@ class MaildirMailbox:
             rows = _select_by_uid(db, f"SELECT m.uid, {select} {join.format('')} WHERE m.mailbox_id = ? AND",
                                   self.id, uids, column="m.uid")
         rows.sort()
-        if "references" in columns:
-            at = 1 + list(columns).index("references")
-            rows = [(*row[:at], tuple(row[at].split()), *row[at + 1:]) for row in rows]
-        return rows
+        return references_split(rows, columns)
 
     def _make_sort_data(self, uids: list[int]) -> None:
         """Keys from the MIME cache for messages without (the empty keys if it cannot say)."""
@@ -1468,26 +1497,17 @@ class MaildirMailbox:
 
     def set_flags(self, uids: Iterable[int], change: FlagChange, flags: Flag,
                   keywords: Iterable[str] = (), unchanged_since: int | None = None):
-        keywords = frozenset(keywords)
         changed: list[MessageRecord] = []
-        refused: list[int] = []
         with self.index.write() as db:
             _, highestmodseq, *_ = self._counts(db)
             modseq = highestmodseq + 1
-            for record in self.records(uids):
-                if unchanged_since is not None and record.modseq > unchanged_since:
-                    refused.append(record.uid)
-                    continue
-                new_flags, new_keywords = _apply_flags(record, change, flags, keywords)
-                if new_flags == record.flags and frozenset(new_keywords) == record.keywords:
-                    continue
-                text = " ".join(new_keywords)
+            changing, refused = flag_changes(self.records(uids), change, flags, frozenset(keywords), unchanged_since)
+            for record, new_flags, text in changing:
                 db.execute(
                     "UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE mailbox_id = ? AND uid = ?",
                     (int(new_flags), text, modseq, self.id, record.uid),
                 )
-                changed.append(_record((record.uid, record.size, record.internal_date, int(new_flags),
-                                        text, modseq, record.guid, record.save_date, record.email_id)))
+                changed.append(changed_record(record, new_flags, text, modseq))
             if changed:
                 db.execute("UPDATE mailboxes SET highestmodseq = ? WHERE id = ?", (modseq, self.id))
         if changed:

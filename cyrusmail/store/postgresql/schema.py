@@ -1,0 +1,138 @@
+"""The PostgreSQL store's tables, and the migrations that make them.
+
+One database holds every user: each row names its owner (a user's tree)
+or its mailbox.  Message bodies live once each in ``blobs``, by the SHA-256
+of their bytes, counted by the messages that use them.
+
+Migrations: ``schema_migrations`` lists the versions applied; opening the
+store applies the missing ones in order, each in its own transaction, under
+an advisory lock, so that several servers starting at once apply each once.
+A migration is never edited once released: a change is a new one.
+"""
+
+from __future__ import annotations
+
+#: Taken (pg_advisory_xact_lock) while migrating: one server migrates, the others wait.
+MIGRATION_LOCK = 0x6379_7275_736D  # "cyrusm"
+
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, """
+CREATE TABLE users (
+    name         text PRIMARY KEY,
+    provisioned  boolean NOT NULL DEFAULT false,
+    uidvalidity  bigint NOT NULL DEFAULT 0  -- the last given: kept when the user is removed
+);
+CREATE TABLE mailboxes (
+    id             bigserial PRIMARY KEY,
+    owner          text NOT NULL,
+    name           text NOT NULL,
+    selectable     boolean NOT NULL DEFAULT true,
+    special_use    text,
+    objectid       text NOT NULL,
+    uidvalidity    bigint NOT NULL,
+    uidnext        bigint NOT NULL DEFAULT 1,
+    highestmodseq  bigint NOT NULL DEFAULT 1,
+    recent_uid     bigint NOT NULL DEFAULT 0,
+    messages       bigint NOT NULL DEFAULT 0,
+    unseen         bigint NOT NULL DEFAULT 0,
+    size           bigint NOT NULL DEFAULT 0,
+    UNIQUE (owner, name)
+);
+CREATE TABLE blobs (
+    sha   text PRIMARY KEY,  -- SHA-256 of data, hex
+    data  bytea NOT NULL,
+    refs  bigint NOT NULL    -- messages using it; the row goes at 0
+);
+CREATE TABLE messages (
+    mailbox_id    bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uid           bigint NOT NULL,
+    guid          text NOT NULL,
+    blob          text NOT NULL,
+    size          bigint NOT NULL,
+    internaldate  double precision NOT NULL,
+    flags         integer NOT NULL,
+    keywords      text NOT NULL DEFAULT '',
+    modseq        bigint NOT NULL,
+    savedate      double precision NOT NULL,
+    emailid       text NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
+CREATE TABLE mime (
+    mailbox_id  bigint NOT NULL,
+    uid         bigint NOT NULL,
+    cache       bytea NOT NULL,
+    preview     text,
+    PRIMARY KEY (mailbox_id, uid),
+    FOREIGN KEY (mailbox_id, uid) REFERENCES messages ON DELETE CASCADE
+);
+CREATE TABLE sortdata (
+    mailbox_id    bigint NOT NULL,
+    uid           bigint NOT NULL,
+    sent          double precision,
+    subject       text NOT NULL,
+    reply         integer NOT NULL,
+    from_key      text NOT NULL,
+    to_key        text NOT NULL,
+    cc_key        text NOT NULL,
+    display_from  text NOT NULL,
+    display_to    text NOT NULL,
+    message_id    text,
+    refs          text NOT NULL,
+    PRIMARY KEY (mailbox_id, uid),
+    FOREIGN KEY (mailbox_id, uid) REFERENCES messages ON DELETE CASCADE
+);
+CREATE TABLE expunged (
+    mailbox_id  bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uid         bigint NOT NULL,
+    modseq      bigint NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TABLE expunged_floor (
+    mailbox_id  bigint PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    floor       bigint NOT NULL,
+    rows        bigint NOT NULL
+);
+CREATE TABLE subscriptions (
+    owner  text NOT NULL,
+    name   text NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+"""),
+    (2, """
+-- A mailbox's ACL (RFC 4314) as JSON {identifier: rights}; no row: the default ACL.
+CREATE TABLE acls (
+    mailbox_id  bigint PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    entries     text NOT NULL
+);
+-- Quota limits (RFC 9208) of an owner's roots: '' is the whole tree, 'news' covers news/...
+CREATE TABLE quota_limits (
+    owner     text NOT NULL,
+    root      text NOT NULL,
+    resource  text NOT NULL,
+    value     bigint NOT NULL,
+    PRIMARY KEY (owner, root, resource)
+);
+-- A reader's own Seen flags on mailboxes of another tree (shared folders).
+CREATE TABLE private_seen (
+    reader       text NOT NULL,
+    mailbox_id   bigint NOT NULL REFERENCES mailboxes (id) ON DELETE CASCADE,
+    uidvalidity  bigint NOT NULL,
+    uid          bigint NOT NULL,
+    PRIMARY KEY (reader, mailbox_id, uid)
+);
+"""),
+    (3, """
+-- The user database (cyrusmail.auth.userdb) that every server shares: scrypt hashes only.
+CREATE TABLE accounts (
+    name      text PRIMARY KEY,
+    password  text NOT NULL,
+    created   double precision NOT NULL
+);
+"""),
+    (4, """
+-- Counts ACL changes, so that a session's cached rights know when to read them again.
+ALTER TABLE mailboxes ADD COLUMN acl_version bigint NOT NULL DEFAULT 0;
+"""),
+]

@@ -1,0 +1,237 @@
+"""Two real ``twistd`` servers on one PostgreSQL database ([store] backend = postgresql)."""
+
+from __future__ import annotations
+
+import imaplib
+import io
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from twisted.trial import unittest
+
+from cyrusmail.admin.main import main as admin_main
+from cyrusmail.config import SERVICES
+from tests import postgres_support
+from tests.test_twistd import (
+    ROOT,
+    TWISTD,
+    Line,
+    free_ports,
+    greeting,
+    listening,
+    stop_server,
+)
+
+MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
+
+
+class TwoServersTests(unittest.TestCase):
+    """Any server serves any user: what one stores, the other reads."""
+
+    skip = postgres_support.skip_reason()
+
+    def setUp(self):
+        self.dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        self.folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.ports = free_ports(2)
+        self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
+        self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
+
+    def write_config(self, n: int, port: int) -> Path:
+        data = self.folder / f"data{n}"
+        lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
+        for name in SERVICES:
+            lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
+                         else f"[{name}]\nenabled = no\n")
+        path = self.folder / f"server{n}.conf"
+        path.write_text("\n".join(lines))
+        return path
+
+    def admin(self, config: Path, *argv: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(config), *argv], out, err)
+        self.assertEqual(code, 0, err.getvalue())
+        return out.getvalue()
+
+    def serve(self, n: int) -> subprocess.Popen:
+        process = subprocess.Popen([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(self.configs[n])],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 60  # a hang check only
+        while not listening(self.ports[n]) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        self.assertTrue(greeting(self.ports[n]).startswith(b"* OK"), "the server does not serve")
+        return process
+
+    def login(self, n: int) -> imaplib.IMAP4:
+        client = imaplib.IMAP4("127.0.0.1", self.ports[n], timeout=60)
+        self.addCleanup(lambda: client.state != "LOGOUT" and client.shutdown())
+        client.login("alice", "secret")
+        return client
+
+    def test_a_message_appended_through_one_server_is_read_through_the_other(self):
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        status, data = first.append("INBOX", r"(\Flagged)", None, MESSAGE)
+        self.assertEqual(status, "OK", data)
+        self.assertEqual(second.status("INBOX", "(MESSAGES UIDNEXT)"),
+                         ("OK", [b'"INBOX" (MESSAGES 1 UIDNEXT 2)']))
+        second.select("INBOX")
+        status, data = second.uid("FETCH", "1", "(FLAGS BODY.PEEK[])")
+        self.assertEqual(status, "OK")
+        self.assertIn(b"\\Flagged", data[0][0])
+        self.assertEqual(data[0][1], MESSAGE)
+        status, data = second.append("INBOX", None, None, MESSAGE)  # the other way: the next UID
+        self.assertIn(b"APPENDUID", data[0])
+        self.assertEqual(first.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 2 UIDNEXT 3)']))
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
+    def test_idle_on_one_server_hears_an_append_through_the_other(self):
+        """Pushed by NOTIFY at once (IDLE's poll every few seconds would also find it, later)."""
+        servers = [self.serve(0), self.serve(1)]
+        idler = Line(self.ports[1])
+        self.addCleanup(idler.close)
+        for line in ("a LOGIN alice secret", "b SELECT INBOX"):
+            self.assertRegex(self.read_until_tagged(idler, line), r"^[ab] OK")
+        idler.sock.sendall(b"c IDLE\r\n")
+        self.assertTrue(idler.read().startswith("+ "))
+        writer = self.login(0)
+        self.assertEqual(writer.append("INBOX", None, None, MESSAGE)[0], "OK")
+        self.assertEqual(idler.read(), "* 1 EXISTS\r\n")  # the socket's 30 s timeout is the hang check
+        idler.sock.sendall(b"DONE\r\n")
+        self.assertRegex(self.read_until_tagged(idler, None, "c"), r"^c OK")
+        writer.logout()
+        idler.close()
+        for server in servers:
+            stop_server(self, server)
+
+    def test_kill_9_of_one_server_loses_nothing_it_acknowledged(self):
+        first, second = self.serve(0), self.serve(1)
+        writer = self.login(0)
+        for n in range(5):
+            self.assertEqual(writer.append("INBOX", None, None, MESSAGE + b"%d\r\n" % n)[0], "OK")
+        first.kill()  # SIGKILL: no goodbye, no close of its store
+        first.wait(timeout=60)
+        reader = self.login(1)
+        self.assertEqual(reader.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 5 UIDNEXT 6)']))
+        reader.select("INBOX", readonly=True)
+        _, data = reader.uid("FETCH", "5", "(BODY.PEEK[])")
+        self.assertEqual(data[0][1], MESSAGE + b"4\r\n")
+        restarted = self.serve(0)  # the killed server starts again on the same database
+        self.assertEqual(self.login(0).status("INBOX", "(MESSAGES)"), ("OK", [b'"INBOX" (MESSAGES 5)']))
+        reader.logout()
+        for server in (second, restarted):
+            stop_server(self, server)
+
+    @staticmethod
+    def read_until_tagged(client: Line, line: str | None, tag: str | None = None) -> str:
+        """Send ``line`` (if any) and read to the tagged reply of ``tag`` (its first word)."""
+        if line is not None:
+            client.sock.sendall(line.encode() + b"\r\n")
+            tag = line.split()[0]
+        while True:
+            reply = client.read()
+            if not reply or reply.startswith(f"{tag} "):
+                return reply
+
+
+class StoreConfigTests(unittest.TestCase):
+    """[store]: a backend name, and a DSN the server can reach, or a one-line refusal."""
+
+    def setUp(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, self.folder, True)
+
+    def write(self, store: str) -> Path:
+        (port,) = free_ports(1)
+        lines = [f"[server]\ndata = {self.folder / 'data'}\nhostname = mail.example.org\n", store]
+        lines += [f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
+                  else f"[{name}]\nenabled = no\n" for name in SERVICES]
+        path = self.folder / "cyrusmail.conf"
+        path.write_text("\n".join(lines))
+        return path
+
+    def test_backend_postgresql_without_a_dsn_is_a_config_error(self):
+        from cyrusmail.config import ConfigError, load
+
+        with self.assertRaises(ConfigError) as caught:
+            load(self.write("[store]\nbackend = postgresql\n"))
+        self.assertIn("[store] dsn: is required with backend = postgresql", str(caught.exception))
+
+    def test_an_unknown_backend_is_a_config_error(self):
+        from cyrusmail.config import ConfigError, load
+
+        with self.assertRaises(ConfigError) as caught:
+            load(self.write("[store]\nbackend = mysql\n"))
+        self.assertIn("expected one of embedded, postgresql, got 'mysql'", str(caught.exception))
+
+    def test_the_embedded_store_stays_the_default(self):
+        from cyrusmail.config import load
+
+        self.assertEqual(load(self.write(""))["store"]["backend"], "embedded")
+
+    def test_a_database_that_cannot_be_reached_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        (nobody_listens,) = free_ports(1)
+        config = self.write(f"[store]\nbackend = postgresql\n"
+                            f"dsn = host=127.0.0.1 port={nobody_listens} user=x dbname=x connect_timeout=10\n")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn("cyrusmail: [store] dsn: cannot open the PostgreSQL store: ", result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+
+
+class AdminOnPostgresTests(unittest.TestCase):
+    """cyrusmail-admin on a server configured with [store] backend = postgresql."""
+
+    skip = postgres_support.skip_reason()
+
+    def setUp(self):
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.config = folder / "cyrusmail.conf"
+        self.config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n"
+                               f"[store]\nbackend = postgresql\ndsn = {dsn}\n")
+
+    def run_admin(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = admin_main(["--config", str(self.config), *argv], out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_users_mailboxes_and_quotas(self):
+        self.assertEqual(self.run_admin("user", "add", "alice", "--password", "pw")[0], 0)
+        self.assertEqual(self.run_admin("mailbox", "create", "alice/Work")[0], 0)
+        code, out, err = self.run_admin("mailbox", "list", "alice")
+        self.assertEqual(code, 0, err)
+        self.assertIn("Work", out)
+        self.assertEqual(self.run_admin("quota", "set", "user/alice", "STORAGE=100", "MESSAGE=10")[0], 0)
+        code, out, err = self.run_admin("quota", "get", "user/alice")
+        self.assertEqual(code, 0, err)
+        self.assertIn("user/alice\tMESSAGE\t0 of 10", out)
+        self.assertNotIn("drift", out)
+        code, out, err = self.run_admin("quota", "list")
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("user/alice\tSTORAGE\t0 KiB of 100 KiB", out)
+        self.assertEqual(self.run_admin("user", "delete", "alice", "--yes")[0], 0)
+        self.assertEqual(self.run_admin("user", "list")[1], "")
+
+    def test_reconstruct_is_refused_with_a_reason(self):
+        self.run_admin("user", "add", "alice", "--password", "pw")
+        code, _, err = self.run_admin("reconstruct", "alice")
+        self.assertNotEqual(code, 0)
+        self.assertIn("only the embedded store has them", err)
+        self.assertNotIn("Traceback", err)
