@@ -588,10 +588,6 @@ def _check_together(config: Config) -> None:
     store = config.values["store"]
     if store["backend"] == "postgresql" and not store["dsn"]:
         raise ConfigError(config.path, "store", "dsn", "is required with backend = postgresql")
-    if store["backend"] == "postgresql" and "managesieve" in config.enabled_services():
-        raise ConfigError(config.path, "managesieve", "enabled",
-                          "Sieve scripts are kept in the embedded store's user folders: no ManageSieve"
-                          " with backend = postgresql yet")
     tls = config.values["tls"]
     if (tls["certificate"] is None) != (tls["key"] is None):
         missing = "key" if tls["key"] is None else "certificate"

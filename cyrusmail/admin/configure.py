@@ -14,6 +14,7 @@ included, as a config file the server reads back the same; secrets
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 from cyrusmail import config as schema
@@ -57,6 +58,10 @@ def shown_value(value, parse) -> str:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if isinstance(value, list):
         return " ".join(shown_value(item, None) for item in value)
+    if isinstance(value, dict):  # NAME=VALUE pairs (gssapi_services)
+        return " ".join(f"{name}={item}" for name, item in value.items())
+    if isinstance(value, re.Pattern):
+        return value.pattern
     if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network, Path)):
         return str(value)
     return str(value)

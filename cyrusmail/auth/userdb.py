@@ -29,6 +29,8 @@ def check_against(password: str, stored: str | None) -> bool:
 
 
 class UserDatabase:
+    keeps_scram_keys = True  # a subclass elsewhere may keep none (then SCRAM is not offered)
+
     def __init__(self, path: Path, scram_iterations: int = 0):
         self.path = path
         self.scram_iterations = scram_iterations  # 0: no SCRAM keys are made

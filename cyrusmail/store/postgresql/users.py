@@ -16,6 +16,8 @@ class PostgresUserDatabase(UserDatabase):
     (one per thread); the rules (names, hashes, resolving addresses) are the same."""
 
     path = None  # no file
+    keeps_scram_keys = False  # SCRAM keys are kept only in users.sqlite so far
+    scram_iterations = 0
 
     def __init__(self, store: PostgresStore):
         self.store = store
