@@ -127,6 +127,11 @@ class KillTests(unittest.TestCase):
         # power cut would): no goodbye, no flush, threads cut off mid-work.
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)
+        # The workers die beside it, each in its own time: until the last has, the
+        # old listening sockets take connections and reset them.
+        deadline = time.monotonic() + 30
+        while (listening(self.imap_port) or listening(self.lmtp_port)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for stream in streams:
             stream.thread.join(30)
         acknowledged = {subject for stream in streams for subject in stream.acknowledged}
