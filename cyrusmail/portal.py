@@ -138,7 +138,6 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
     cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
     authorizer = Authorizer(users, config.domains, auth["master_users"], auth["master_separator"])
     passdb = make_passdb(config, users)
-    # SCRAM keys live in users.sqlite; the PostgreSQL store's accounts keep none yet.
     scram_iterations = auth["scram_iterations"] if users.keeps_scram_keys else 0
     checkers = [PasswordChecker(users, config.domains, cache=cache, passdb=passdb, authorizer=authorizer,
                                 create_on_login=auth["create_on_login"], scram_iterations=scram_iterations)]

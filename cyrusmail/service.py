@@ -239,7 +239,7 @@ def open_users(config: Config, store) -> UserDatabase:
     if config["store"]["backend"] == "postgresql":
         from cyrusmail.store.postgresql.users import PostgresUserDatabase
 
-        return PostgresUserDatabase(store)  # keeps no SCRAM keys: SCRAM is not offered
+        return PostgresUserDatabase(store, scram_iterations=config["auth"]["scram_iterations"])
     return UserDatabase(config.data / "users.sqlite", scram_iterations=config["auth"]["scram_iterations"])
 
 

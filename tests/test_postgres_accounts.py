@@ -80,3 +80,17 @@ class PostgresUserDatabaseTests(auth.UserDatabaseTests):
         self.assertTrue(self.users.check_password("bob", "s3cret-words"))
         self.assertFalse(self.users.check_password("bob", "wrong"))
         self.assertFalse(self.users.check_password("nobody", "s3cret-words"))
+
+    def test_scram_keys_are_kept_beside_the_hash_and_follow_the_password(self):
+        from cyrusmail.auth.scram import ScramKeys
+        from cyrusmail.store.postgresql.users import PostgresUserDatabase
+
+        users = PostgresUserDatabase(self.store, scram_iterations=4096)
+        users.add("carol", "pencil")
+        keys = users.scram_keys("carol")
+        self.assertIsNotNone(keys)
+        self.assertNotIn("pencil", self.store.db.execute("SELECT scram FROM accounts").fetchone()[0])
+        users.set_password("carol", "pen")
+        self.assertNotEqual(users.scram_keys("carol"), keys)
+        self.assertFalse(users.set_scram_keys("carol", ScramKeys.derive("pencil", 4096), "not the stored hash"))
+        self.assertEqual(users.secret(), PostgresUserDatabase(self.store).secret())  # one per database

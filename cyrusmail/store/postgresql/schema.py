@@ -135,4 +135,13 @@ CREATE TABLE accounts (
 -- Counts ACL changes, so that a session's cached rights know when to read them again.
 ALTER TABLE mailboxes ADD COLUMN acl_version bigint NOT NULL DEFAULT 0;
 """),
+    (5, """
+-- SCRAM-SHA-256 keys beside the scrypt hash (cyrusmail.auth.scram), and the
+-- one random key an unknown user's stand-in salt is made from, as in users.sqlite.
+ALTER TABLE accounts ADD COLUMN scram text;
+CREATE TABLE secrets (
+    name   text PRIMARY KEY,
+    value  bytea NOT NULL
+);
+"""),
 ]

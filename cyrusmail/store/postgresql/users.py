@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 from cyrusmail.auth.passwords import hash_password
+from cyrusmail.auth.scram import ScramKeys
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
 from cyrusmail.store.names import user_name
@@ -16,27 +18,46 @@ class PostgresUserDatabase(UserDatabase):
     (one per thread); the rules (names, hashes, resolving addresses) are the same."""
 
     path = None  # no file
-    keeps_scram_keys = False  # SCRAM keys are kept only in users.sqlite so far
-    scram_iterations = 0
-
-    def __init__(self, store: PostgresStore):
+    def __init__(self, store: PostgresStore, scram_iterations: int = 0):
         self.store = store
+        self.scram_iterations = scram_iterations  # 0: no SCRAM keys are made
+        self._secret: bytes | None = None
 
-    def add(self, name: str, password: str) -> str:
+    def add(self, name: str, password: str | None) -> str:
+        """Add ``name``; with ``password`` None, an account whose password is checked elsewhere."""
         name = user_name(name)
+        stored, scram = (hash_password(password), self._scram(password)) if password is not None else ("", None)
         row = self.store.db.execute(
-            "INSERT INTO accounts (name, password, created) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING name",
-            (name, hash_password(password), time.time())).fetchone()
+            "INSERT INTO accounts (name, password, created, scram) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING name",
+            (name, stored, time.time(), scram)).fetchone()
         if row is None:
             raise UserExists(f"User {name} already exists")
         return name
 
     def set_password(self, name: str, password: str) -> None:
         name = user_name(name)
-        cursor = self.store.db.execute("UPDATE accounts SET password = %s WHERE name = %s",
-                                       (hash_password(password), name))
+        cursor = self.store.db.execute("UPDATE accounts SET password = %s, scram = %s WHERE name = %s",
+                                       (hash_password(password), self._scram(password), name))
         if cursor.rowcount == 0:
             raise UnknownUser(f"No user {name}")
+
+    def scram_keys(self, name: str) -> ScramKeys | None:
+        row = self.store.db.execute("SELECT scram FROM accounts WHERE name = %s", (name,)).fetchone()
+        return ScramKeys.decode(row[0]) if row else None
+
+    def set_scram_keys(self, name: str, keys: ScramKeys, stored: str) -> bool:
+        cursor = self.store.db.execute("UPDATE accounts SET scram = %s WHERE name = %s AND password = %s",
+                                       (keys.encode(), name, stored))
+        return cursor.rowcount == 1
+
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self.store.db.execute("INSERT INTO secrets (name, value) VALUES ('stand-in', %s) ON CONFLICT DO NOTHING",
+                                  (secrets.token_bytes(32),))
+            self._secret = bytes(self.store.db.execute(
+                "SELECT value FROM secrets WHERE name = 'stand-in'").fetchone()[0])
+        return self._secret
 
     def delete(self, name: str) -> None:
         name = user_name(name)
