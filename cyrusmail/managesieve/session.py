@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from cyrusmail import logs, sasl
 from cyrusmail.account import IAccount
-from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed
+from cyrusmail.auth.policy import address_of, is_tls, plaintext_allowed, sasl_channel
 from cyrusmail.auth.throttle import UsernamePasswordFrom
 from cyrusmail.flow import OutputFlow
 from cyrusmail.managesieve import wire
@@ -250,8 +250,18 @@ class ManageSieveSession(Protocol):
         allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
         return self.tls or plaintext_allowed(self.transport, allow_loopback)
 
+    def _mechanisms(self) -> list[str]:
+        """What may be used here: the password mechanisms (PLAIN, LOGIN) where a
+        password may be sent, since a ManageSieve login checks a password."""
+        if not self._plaintext_allowed():
+            return []
+        allow_loopback = self.context.config["server"]["allow_plaintext_on_loopback"]
+        channel = sasl_channel(self.transport, self.context.portal, allow_loopback,
+                               secure=True if self.tls else None, service=self.service)
+        return [name for name in sasl.offered(channel) if sasl.is_plaintext(name)]
+
     def capability_lines(self) -> list[bytes]:
-        mechanisms = " ".join(sasl.MECHANISMS) if self._plaintext_allowed() else ""
+        mechanisms = " ".join(self._mechanisms())
         lines = [
             wire.string("IMPLEMENTATION") + b" " + wire.string(IMPLEMENTATION),
             wire.string("SASL") + b" " + wire.string(mechanisms),
@@ -307,6 +317,8 @@ class ManageSieveSession(Protocol):
             raise Refusal(f"Unsupported mechanism {mechanism[:20]}")
         if not self._plaintext_allowed():
             raise Refusal("Passwords are accepted only over TLS; use STARTTLS", "ENCRYPT-NEEDED")
+        if mechanism not in self._mechanisms():
+            raise Refusal(f"Mechanism {mechanism} is not available on ManageSieve")
         exchange = Authenticating(sasl.start(mechanism))
         self.state = exchange
         if len(values) == 2:
