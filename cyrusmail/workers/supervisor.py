@@ -377,9 +377,8 @@ class SupervisorService(ServerService):
             if timer.active():
                 timer.cancel()
         self.restarting.clear()
-        sessions = sum(worker.tally.total for worker in self.workers.values())
-        if sessions:
-            logs.log.info("cyrusmail: ending {n} sessions", n=sessions)
+        # Each worker logs how many sessions it ends: a sum here could miss one
+        # accepted an instant ago, whose count has not reached the supervisor yet.
         for endpoint in self.bound.values():
             # Closed, not shut down: a shutdown() would stop the socket in every worker at once,
             # under accept() calls; it goes when the last worker's copy closes.
