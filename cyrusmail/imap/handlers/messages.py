@@ -342,7 +342,7 @@ def _search(session, view, command: c.Search) -> defer.Deferred:
             found = [record for record in found if record.uid not in gone]
         # Messages the client still sees but another session expunged are in no
         # result, whatever they matched: the tagged OK says so (as Dovecot).
-        partly = _PARTLY_SEARCHED if gone or not view.ghosts.isdisjoint(seqs) else None
+        partly = _PARTLY_SEARCHED if gone or view.ghosts else None
         with_modseq = uses_modseq(command.criteria)
         if return_options is None:
             numbers = [record.uid if command.uid else seqs[record.uid] for record in found]
