@@ -189,6 +189,7 @@ class ManageSieveSession(Protocol):
 
     def _unexpected(self, failure: Failure) -> None:
         logs.log.failure("{service}: unexpected error", failure, service=self.service)
+        self.context.metrics.internal_error(self.service)
         self.send(wire.response("NO", "Internal error, try again later", "TRYLATER"))
 
     def _handle(self, line: wire.Line | wire.BadLine) -> None:
