@@ -295,6 +295,9 @@ class ConnectionCapTests(MultiWorkerTests):
 
     def test_the_global_cap_counts_the_sessions_of_every_worker(self):
         self.start()
+        # start() probed the ports: let every worker hear that those connections closed.
+        self.wait_for_sessions(0)
+        self.settle()
         for _ in range(20):  # three sessions, on both workers
             clients = [Client(self.ports["imap"]) for _ in range(3)]
             pids = self.serving()
