@@ -24,6 +24,7 @@ from cyrusmail.config import MAX_WORKERS, ConfigError, default_workers
 from cyrusmail.delivery.queue import ORPHAN_AGE, QueueRunner, queue_of
 from cyrusmail.sessions import Limits, SessionRegistry, Tally
 from cyrusmail.store.maildir import MaildirStore
+from cyrusmail.workers.balance import PAUSE, AcceptBalancer
 from cyrusmail.workers.channel import Channel, ChannelError, adopt
 from cyrusmail.workers.supervisor import SupervisorService, WorkerProcess, join_answers
 from cyrusmail.workers.worker import RemoteThrottle
@@ -90,6 +91,60 @@ class TallyTests(unittest.TestCase):
                          "Too many connections waiting to log in, try again later")
         registry.elsewhere.add(None, 5, 0)
         self.assertEqual(registry.refusal("lmtp", "192.0.2.9"), "Too many connections, try again later")
+
+
+class StubPort:
+    def __init__(self) -> None:
+        self.accepting = True
+
+    def pause(self) -> None:
+        self.accepting = False
+
+    def resume(self) -> None:
+        self.accepting = True
+
+
+class AcceptBalancerTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.registry = SessionRegistry(Limits.defaults(), self.clock)
+        self.balancer = AcceptBalancer(2, self.clock)
+        self.balancer.registry = self.registry
+        self.ports = [StubPort(), StubPort()]
+        for port in self.ports:
+            self.balancer.add(port)
+
+    def sessions(self, here: int = 0, elsewhere: int = 0) -> list[bool]:
+        """Change the counts as the worker would; whether each port accepts."""
+        self.registry.here.add(None, here, 0)
+        self.registry.elsewhere.add(None, elsewhere, 0)
+        self.balancer.check()
+        return [port.accepting for port in self.ports]
+
+    def test_a_worker_two_sessions_ahead_of_the_other_leaves_it_the_next_connections(self):
+        self.assertEqual(self.sessions(here=1), [True, True])
+        self.assertEqual(self.sessions(here=1), [False, False])
+        self.assertEqual(self.sessions(elsewhere=1), [True, True])  # the other caught up: 2 to 1
+        self.assertEqual(self.sessions(here=1), [False, False])  # 3 to 1
+        self.assertEqual(self.sessions(here=-1), [True, True])  # one of ours closed
+
+    def test_the_pause_ends_by_itself_when_the_others_take_nothing(self):
+        self.sessions(here=2)
+        self.assertEqual(self.sessions(here=1), [False, False])
+        self.clock.advance(PAUSE)
+        self.assertEqual([port.accepting for port in self.ports], [True, True])
+        self.assertEqual(self.sessions(here=1), [False, False])  # still ahead: the next change pauses again
+        self.balancer.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_share_is_the_others_average(self):
+        balancer = AcceptBalancer(3, self.clock)
+        balancer.registry = self.registry
+        self.registry.here.add(None, 4, 0)
+        self.registry.elsewhere.add(None, 5, 0)  # 2.5 on average: 4 is not two ahead
+        self.assertFalse(balancer.over_share())
+        self.registry.elsewhere.add(None, -1, 0)
+        self.assertTrue(balancer.over_share())
 
 
 class ChannelTests(unittest.TestCase):

@@ -112,7 +112,10 @@ class MultiWorkerTests(unittest.TestCase):
         deadline = time.monotonic() + HANG
         while time.monotonic() < deadline:
             self.assertIsNone(process.poll(), "twistd exited early")
-            if all(listening(port) for port in self.ports.values()) and len(self.workers()) == 2:
+            # A worker is ready once it accepts on every port.  (Probing the ports instead
+            # would leave connections queued for the workers to count as they start.)
+            if len(self.workers()) == 2:
+                self.settle()
                 return process
             time.sleep(0.1)
         self.fail("the workers did not start")
@@ -128,6 +131,17 @@ class MultiWorkerTests(unittest.TestCase):
         output = self.output.read_text("utf-8", "replace")
         self.assertEqual(self.process.returncode, 0, output)
         return output
+
+    def wait_for_sessions(self, count: int) -> None:
+        deadline = time.monotonic() + HANG
+        while len(self.serving()) != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(len(self.serving()), count)
+
+    def settle(self) -> None:
+        """Two round trips through every worker: each has heard the others' latest counts."""
+        self.ask("who")
+        self.ask("who")
 
     def ask(self, command: str) -> list[str]:
         answer = control.ask(self.data, command)
@@ -285,19 +299,25 @@ class SharedStateTests(MultiWorkerTests):
         self.stop()
 
 
+class BalanceTests(MultiWorkerTests):
+    def test_new_connections_are_shared_between_the_workers(self):
+        self.start()
+        clients = [Client(self.ports["imap"]) for _ in range(6)]
+        for client in clients:
+            self.addCleanup(client.close)
+        pids = self.serving()
+        served = sorted(list(pids.values()).count(pid) for pid in set(pids.values()))
+        # A worker two sessions ahead of the other leaves it the next connections.
+        self.assertEqual(len(served), 2, served)
+        self.assertGreaterEqual(served[0], 2, served)
+        self.stop()
+
+
 class ConnectionCapTests(MultiWorkerTests):
     EXTRA = "max_connections = 3\nlimit_exempt =\nmax_unauthenticated_per_address = 100\n"
 
-    def settle(self) -> None:
-        """Two round trips through every worker: each has heard the others' latest counts."""
-        self.ask("who")
-        self.ask("who")
-
     def test_the_global_cap_counts_the_sessions_of_every_worker(self):
         self.start()
-        # start() probed the ports: let every worker hear that those connections closed.
-        self.wait_for_sessions(0)
-        self.settle()
         for _ in range(20):  # three sessions, on both workers
             clients = [Client(self.ports["imap"]) for _ in range(3)]
             pids = self.serving()
@@ -325,12 +345,6 @@ class ConnectionCapTests(MultiWorkerTests):
         self.addCleanup(welcome.close)
         self.assertRegex(welcome.greeting, r"^\* OK ")
         self.stop()
-
-    def wait_for_sessions(self, count: int) -> None:
-        deadline = time.monotonic() + HANG
-        while len(self.serving()) != count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(len(self.serving()), count)
 
 
 class StopAndReloadTests(MultiWorkerTests):

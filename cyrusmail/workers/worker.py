@@ -13,7 +13,9 @@ staging files now), and then:
 - tells the supervisor of each committed change (``changed``), and lets
   the store's watchers (IDLE) know of those the supervisor relays;
 - reports its connection counts (``counts``) and keeps the others' as
-  ``sessions.elsewhere``, so the connection caps count every worker;
+  ``sessions.elsewhere``, so the connection caps count every worker, and
+  leaves new connections to the others while it holds more than its share
+  (:mod:`cyrusmail.workers.balance`);
 - asks the supervisor when each password may be checked (``login``,
   ``verified``): the login throttle is the supervisor's, one for all;
 - runs the outbound queue if it is worker 0, and else tells worker 0,
@@ -53,6 +55,7 @@ from cyrusmail.private_files import PRIVATE_UMASK
 from cyrusmail.protocols import ServerContext
 from cyrusmail.service import ServerService, StoreService, open_context
 from cyrusmail.sessions import Limits, SessionRegistry
+from cyrusmail.workers.balance import AcceptBalancer
 from cyrusmail.workers.channel import Channel, adopt
 
 #: What the supervisor runs: ``python -c BOOT JSON-LIST-OF-sys.path``.
@@ -105,11 +108,14 @@ class AdoptedPort:
     def __init__(self, port, family: int) -> None:
         self.port = port
         self.family = family
+        self.listening = True
 
     def startListening(self) -> None:
+        self.listening = True
         self.port.startReading()
 
     def stopListening(self):
+        self.listening = False
         if self.family == socket.AF_UNIX:
             self.port.stopReading()
             return None
@@ -118,17 +124,29 @@ class AdoptedPort:
     def getHost(self):
         return self.port.getHost()
 
+    def pause(self) -> None:
+        """Leave new connections to the other workers for now (:mod:`cyrusmail.workers.balance`)."""
+        if self.listening:
+            self.port.stopReading()
+
+    def resume(self) -> None:
+        if self.listening:
+            self.port.startReading()
+
 
 @implementer(IStreamServerEndpoint)
 class AdoptedEndpoint:
-    def __init__(self, reactor, listener: Listener) -> None:
+    def __init__(self, reactor, listener: Listener, balancer: AcceptBalancer) -> None:
         self.reactor = reactor
         self.listener = listener
+        self.balancer = balancer
 
     def listen(self, factory) -> defer.Deferred:
         port = self.reactor.adoptStreamPort(self.listener.fd, self.listener.family, factory)
         os.close(self.listener.fd)  # the port holds its own duplicate
-        return defer.succeed(AdoptedPort(port, self.listener.family))
+        adopted = AdoptedPort(port, self.listener.family)
+        self.balancer.add(adopted)
+        return defer.succeed(adopted)
 
 
 # -- asking the supervisor -----------------------------------------------------------------------
@@ -166,15 +184,20 @@ class RemoteThrottle:
 
 
 class CountReporter:
-    """Sends the changes of this worker's connection counts, gathered over one reactor turn."""
+    """Sends the changes of this worker's connection counts, gathered over one reactor turn.
 
-    def __init__(self, channel: Channel, reactor) -> None:
+    ``changed()`` is called at once, at each change (the worker's share of new connections).
+    """
+
+    def __init__(self, channel: Channel, reactor, changed: Callable[[], None]) -> None:
         self.channel = channel
         self.reactor = reactor
+        self.changed = changed
         self.pending: dict[str | None, list[int]] = {}
         self.call = None
 
     def __call__(self, key: str | None, total: int, waiting: int) -> None:
+        self.changed()
         step = self.pending.setdefault(key, [0, 0])
         step[0] += total
         step[1] += waiting
@@ -212,7 +235,9 @@ class WorkerService(ServerService):
     control_socket = False  # the supervisor's; commands come over the channel
 
     def __init__(self, setup: WorkerSetup, reactor) -> None:
-        bound = {(item.service, item.description): AdoptedEndpoint(reactor, item) for item in setup.listeners}
+        self.balancer = AcceptBalancer(setup.workers, reactor)
+        bound = {(item.service, item.description): AdoptedEndpoint(reactor, item, self.balancer)
+                 for item in setup.listeners}
         options = tls.ReloadableTLS.from_pem(*setup.cert_paths, *setup.cert_pem)
         super().__init__(setup.config, reactor, bound, options)
         self.setup = setup
@@ -248,7 +273,8 @@ class WorkerService(ServerService):
         context.sessions = SessionRegistry(Limits.from_config(self.config), self.reactor, context.users.exists,
                                            first_number=setup.slot + 1, number_step=setup.workers)
         context.sessions.tracer = tracer
-        context.sessions.report = CountReporter(channel, self.reactor)
+        context.sessions.report = CountReporter(channel, self.reactor, self.balancer.check)
+        self.balancer.registry = context.sessions
         context.store.publish = self._publish
         context.portal.throttle = RemoteThrottle(channel)
         if setup.slot == 0:
@@ -258,7 +284,7 @@ class WorkerService(ServerService):
         control = self.control_service(context)
         channel.handlers.update({
             "changed": lambda message: context.store.tell_watchers(message["user"], message["mailbox"]),
-            "elsewhere": lambda message: _add_steps(context.sessions, message["steps"]),
+            "elsewhere": lambda message: self._elsewhere(context.sessions, message["steps"]),
             "queued": lambda message: self._queued(),
             "control": lambda message: control.protocol().execute(message["line"]).addCallback(
                 lambda lines: {"lines": lines}),
@@ -271,6 +297,12 @@ class WorkerService(ServerService):
             self.channel.send("changed", user=user, mailbox=mailbox_id)
         else:  # a store write finished in a thread: the channel is the reactor's
             self.reactor.callFromThread(self.channel.send, "changed", user=user, mailbox=mailbox_id)
+
+    def _elsewhere(self, registry: SessionRegistry, steps: list) -> None:
+        """The other workers' counts changed by ``steps``."""
+        for key, total, waiting in steps:
+            registry.elsewhere.add(key, total, waiting)
+        self.balancer.check()
 
     def _queued(self) -> None:
         runner = self.context.extras.get("queue_runner") if self.context else None
@@ -288,12 +320,8 @@ class WorkerService(ServerService):
 
     def stopService(self):
         self.stopping = True
+        self.balancer.stop()
         return super().stopService()
-
-
-def _add_steps(registry: SessionRegistry, steps: list) -> None:
-    for key, total, waiting in steps:
-        registry.elsewhere.add(key, total, waiting)
 
 
 def _stop_quietly(reactor) -> None:
