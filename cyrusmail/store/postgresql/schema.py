@@ -144,4 +144,28 @@ CREATE TABLE secrets (
     value  bytea NOT NULL
 );
 """),
+    (6, """
+-- Groups and who shares with whom (cyrusmail.acl.registry), as access.sqlite
+-- holds them on the embedded store: one record that every server reads.
+CREATE TABLE groups (
+    name    text NOT NULL,
+    member  text NOT NULL,
+    PRIMARY KEY (name, member)
+);
+CREATE INDEX groups_member ON groups (member);
+CREATE TABLE grants (
+    owner       text NOT NULL,
+    identifier  text NOT NULL,
+    PRIMARY KEY (owner, identifier)
+);
+CREATE INDEX grants_identifier ON grants (identifier);
+-- Counts changes to both, so that a session's kept rights know when to read groups again.
+CREATE TABLE access_version (version bigint NOT NULL);
+INSERT INTO access_version VALUES (0);
+-- The identifiers the ACLs set so far name (until now each server kept them in its own file).
+INSERT INTO grants (owner, identifier)
+    SELECT DISTINCT m.owner, ltrim(e.key, '-')
+    FROM acls AS a JOIN mailboxes AS m ON m.id = a.mailbox_id, json_each_text(a.entries::json) AS e
+    WHERE ltrim(e.key, '-') <> m.owner;
+"""),
 ]

@@ -83,6 +83,7 @@ from cyrusmail.store.maildir.store import (
     new_guid,
     references_split,
 )
+from cyrusmail.store.postgresql.access import PostgresAccessRegistry
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
@@ -127,6 +128,8 @@ def blob_name(data: bytes) -> str:
 @implementer(IStore)
 class PostgresStore:
     """Every user's mail in one PostgreSQL database (``dsn``); ``data`` stages arriving messages."""
+
+    keep_deleted = False  # no ``delete_mode = delayed`` here: a deleted mailbox goes at once
 
     def __init__(self, dsn: str, data: Path | str, analyser: Analyser | None = None,
                  expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None):
@@ -263,6 +266,10 @@ class PostgresStore:
             yield
         finally:
             db.execute("SELECT pg_advisory_unlock(%s)", (USER_LOCK,))
+
+    def access_registry(self) -> PostgresAccessRegistry:
+        """Groups and who shares with whom, in this database (:func:`cyrusmail.acl.registry.open_registry`)."""
+        return PostgresAccessRegistry(self)
 
     def retire_user(self, user: str) -> None:
         """Remove ``user``'s tree at once (nothing is left to remove after: None)."""
