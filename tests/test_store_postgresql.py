@@ -234,3 +234,49 @@ class NulInHeadersTests(_TwoServers, unittest.TestCase):
         self.assertEqual(inbox.read(uid), data)  # the bytes themselves are kept whole (bytea)
         self.assertEqual(inbox.sort_rows([uid], ["subject"]), [(uid, "HELLO")])
         self.assertIn(uid, inbox.previews([uid]))
+
+
+class MaildropLockTests(_TwoServers, unittest.TestCase):
+    """RFC 1939 section 8 across servers: one POP3 session per maildrop, whichever server it is on."""
+
+    def test_a_maildrop_locked_through_one_server_is_refused_on_the_other(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+
+        first, second = (MaildropLocks.for_store(store) for store in self.servers)
+        held = first.acquire("alice")
+        self.assertIsNotNone(held)
+        self.assertIsNone(second.acquire("alice"))
+        bob = second.acquire("bob")  # another maildrop is another lock
+        self.assertIsNotNone(bob)
+        held.release()
+        again = second.acquire("alice")
+        self.assertIsNotNone(again)
+        self.assertIsNone(first.acquire("alice"))
+        again.release()
+        bob.release()
+
+    def test_a_server_that_goes_away_releases_its_maildrop_locks(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+
+        self.assertIsNotNone(MaildropLocks.for_store(self.servers[0]).acquire("alice"))
+        locks = MaildropLocks.for_store(self.servers[1])
+        self.assertIsNone(locks.acquire("alice"))
+        self.servers[0].close()  # its connections end, as a killed process's do
+        deadline = time.monotonic() + 60  # a hang check only: the server ends the backend when it notices
+        lock = locks.acquire("alice")
+        while lock is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lock = locks.acquire("alice")
+        self.assertIsNotNone(lock)
+        lock.release()
+
+    def test_another_database_schema_is_another_set_of_maildrops(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+        from cyrusmail.store.postgresql import PostgresStore
+
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        elsewhere = PostgresStore(dsn, self.mktemp(), analyser=None)
+        self.addCleanup(elsewhere.close)
+        self.assertIsNotNone(MaildropLocks.for_store(self.servers[0]).acquire("alice"))
+        self.assertIsNotNone(MaildropLocks.for_store(elsewhere).acquire("alice"))
