@@ -131,7 +131,8 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
                       warning_percent=config["quota"]["warning_percent"], users=users)
     server, auth = config["server"], config["auth"]
-    throttle = LoginThrottle(reactor, maximum=server["login_delay_max"])
+    shared = store.login_failures() if hasattr(store, "login_failures") else None  # several servers: PostgreSQL
+    throttle = LoginThrottle(reactor, maximum=server["login_delay_max"], shared=shared)
     cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
     authorizer = Authorizer(users, config.domains, auth["master_users"], auth["master_separator"])
     passdb = make_passdb(config, users)

@@ -280,3 +280,49 @@ class MaildropLockTests(_TwoServers, unittest.TestCase):
         self.addCleanup(elsewhere.close)
         self.assertIsNotNone(MaildropLocks.for_store(self.servers[0]).acquire("alice"))
         self.assertIsNotNone(MaildropLocks.for_store(elsewhere).acquire("alice"))
+
+
+class SharedLoginFailuresTests(_TwoServers, unittest.TestCase):
+    """The login throttles of two servers on one database count each other's failures per account."""
+
+    def setUp(self):
+        super().setUp()
+        from cyrusmail.auth.throttle import LoginThrottle
+
+        self.clock = Clock()  # one time for both servers, as their clocks would agree
+        self.throttles = [LoginThrottle(self.clock, shared=store.login_failures()) for store in self.servers]
+
+    def guess(self, n: int, address: str, right: bool = False) -> list:
+        """An attempt for alice through server ``n``; the list gets True once its check has started."""
+        from twisted.cred.error import UnauthorizedLogin
+        from twisted.internet import defer
+
+        started: list = []
+
+        def verify():
+            started.append(True)
+            return defer.succeed("alice") if right else defer.fail(UnauthorizedLogin("wrong"))
+
+        self.throttles[n].attempt(address, "alice", verify).addErrback(lambda failure: failure.trap(UnauthorizedLogin))
+        return started
+
+    def test_failures_through_one_server_delay_guesses_through_the_other(self):
+        self.assertEqual(self.guess(0, "192.0.2.1"), [True])
+        self.clock.advance(1)
+        self.assertEqual(self.guess(0, "192.0.2.1"), [True])  # two failures now: 2 s until the next check
+        elsewhere = self.guess(1, "198.51.100.7")  # another address, another server: the same account
+        self.assertEqual(elsewhere, [])
+        self.clock.advance(1.5)
+        self.assertEqual(elsewhere, [])
+        self.clock.advance(0.5)
+        self.assertEqual(elsewhere, [True])
+        (failures, updated), = self.servers[0].db.execute("SELECT failures, updated FROM login_failures").fetchall()
+        self.assertEqual(updated, 3.0)
+        self.assertAlmostEqual(failures, 3 - 3 / 60)  # as the throttle counts: one forgotten a minute
+
+    def test_a_success_clears_the_shared_failures(self):
+        self.guess(0, "192.0.2.1")
+        self.clock.advance(1)
+        self.assertEqual(self.guess(1, "192.0.2.1", right=True), [True])
+        self.assertEqual(self.servers[0].db.execute("SELECT count(*) FROM login_failures").fetchone()[0], 0)
+        self.assertEqual(self.guess(0, "198.51.100.7", right=True), [True])  # no delay left anywhere

@@ -168,4 +168,14 @@ INSERT INTO grants (owner, identifier)
     FROM acls AS a JOIN mailboxes AS m ON m.id = a.mailbox_id, json_each_text(a.entries::json) AS e
     WHERE ltrim(e.key, '-') <> m.owner;
 """),
+    (7, """
+-- Recent failed logins per account (cyrusmail.auth.throttle), which every server's throttle consults.
+CREATE TABLE login_failures (
+    account   text PRIMARY KEY,
+    failures  double precision NOT NULL,  -- as of updated; one is forgotten every forget seconds
+    updated   double precision NOT NULL,  -- seconds since the epoch
+    until     double precision NOT NULL   -- when every one is forgotten: the row may go
+);
+CREATE INDEX login_failures_until ON login_failures (until);
+"""),
 ]

@@ -84,6 +84,7 @@ from cyrusmail.store.maildir.store import (
     references_split,
 )
 from cyrusmail.store.postgresql.access import PostgresAccessRegistry
+from cyrusmail.store.postgresql.failures import PostgresLoginFailures
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
@@ -276,6 +277,10 @@ class PostgresStore:
     def access_registry(self) -> PostgresAccessRegistry:
         """Groups and who shares with whom, in this database (:func:`cyrusmail.acl.registry.open_registry`)."""
         return PostgresAccessRegistry(self)
+
+    def login_failures(self) -> PostgresLoginFailures:
+        """The login throttle's failures per account, shared by every server (:mod:`.failures`)."""
+        return PostgresLoginFailures(self)
 
     def maildrop_lock(self, user: str) -> Callable[[], None] | None:
         """Take ``user``'s POP3 maildrop lock for every server on the database (RFC 1939
