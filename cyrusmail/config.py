@@ -319,6 +319,16 @@ def parse_special_use(text: str) -> str:
 STORE_BACKENDS = ("embedded", "postgresql")
 
 
+def parse_blobs(text: str) -> str:
+    """``database``, or an absolute folder (checked to be a writable folder as the server starts)."""
+    text = text.strip()
+    if text.lower() == "database":
+        return "database"
+    if not os.path.isabs(text):
+        raise ValueError(f"expected database or an absolute path to a shared folder, got {text!r}")
+    return os.path.normpath(text)
+
+
 def parse_store_backend(text: str) -> str:
     backend = text.strip().lower()
     if backend not in STORE_BACKENDS:
@@ -476,6 +486,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "backend": Key(parse_store_backend, "embedded"),
         "dsn": Key(parse_text, ""),
+        "blobs": Key(parse_blobs, "database"),
     },
 }
 

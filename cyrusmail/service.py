@@ -227,8 +227,11 @@ def open_store(config: Config):
     except ImportError:
         raise startup.StartupError("[store] backend = postgresql needs psycopg: "
                                    "pip install 'cyrusmail[postgresql]'") from None
+    blobs = config["store"]["blobs"]
+    if blobs != "database" and not (os.path.isdir(blobs) and os.access(blobs, os.W_OK | os.X_OK)):
+        raise startup.StartupError(f"[store] blobs: {blobs} is not a folder this server can write to")
     try:
-        return PostgresStore(config["store"]["dsn"], config.data,
+        return PostgresStore(config["store"]["dsn"], config.data, blobs=blobs,
                              expunged_history=config["server"]["expunged_history"])
     except psycopg.Error as error:
         raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None

@@ -42,10 +42,10 @@ class TwoServersTests(unittest.TestCase):
         self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
         self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
 
-    def write_config(self, n: int, port: int) -> Path:
+    def write_config(self, n: int, port: int, store: str = "") -> Path:
         data = self.folder / f"data{n}"
         lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
-                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n{store}"]
         for name in SERVICES:
             lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
                          else f"[{name}]\nenabled = no\n")
@@ -90,6 +90,24 @@ class TwoServersTests(unittest.TestCase):
         status, data = second.append("INBOX", None, None, MESSAGE)  # the other way: the next UID
         self.assertIn(b"APPENDUID", data[0])
         self.assertEqual(first.status("INBOX", "(MESSAGES UIDNEXT)"), ("OK", [b'"INBOX" (MESSAGES 2 UIDNEXT 3)']))
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
+    def test_bodies_in_a_shared_folder_appended_through_one_server_are_fetched_through_the_other(self):
+        blobs = self.folder / "blobs"  # the folder both servers mount
+        blobs.mkdir(mode=0o700)
+        self.configs = [self.write_config(n, port, f"blobs = {blobs}\n") for n, port in enumerate(self.ports)]
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        self.assertEqual(first.append("INBOX", None, None, MESSAGE)[0], "OK")
+        (body,) = [path for path in blobs.rglob("*") if path.is_file()]
+        self.assertEqual(body.read_bytes(), MESSAGE)
+        second.select("INBOX", readonly=True)
+        _, data = second.uid("FETCH", "1", "(BODY.PEEK[] BODY.PEEK[]<5.10>)")
+        self.assertEqual(data[0][1], MESSAGE)
+        self.assertEqual(data[1][1], MESSAGE[5:15])
         for client in (first, second):
             client.logout()
         for server in servers:
@@ -178,6 +196,24 @@ class StoreConfigTests(unittest.TestCase):
         from cyrusmail.config import load
 
         self.assertEqual(load(self.write(""))["store"]["backend"], "embedded")
+
+    def test_blobs_is_database_or_an_absolute_folder(self):
+        from cyrusmail.config import ConfigError, load
+
+        self.assertEqual(load(self.write("[store]\nbackend = postgresql\ndsn = x\n"))["store"]["blobs"], "database")
+        with self.assertRaises(ConfigError) as caught:
+            load(self.write("[store]\nbackend = postgresql\ndsn = x\nblobs = shared/mail\n"))
+        self.assertIn("[store] blobs: expected database or an absolute path", str(caught.exception))
+
+    def test_a_blobs_folder_that_is_not_there_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        missing = self.folder / "not-mounted"
+        config = self.write(f"[store]\nbackend = postgresql\ndsn = host=127.0.0.1 user=x dbname=x\nblobs = {missing}\n")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr, f"cyrusmail: [store] blobs: {missing} is not a folder this server can write to\n")
 
     def test_a_database_that_cannot_be_reached_stops_the_start_with_one_line(self):
         if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
