@@ -84,6 +84,7 @@ class DatabaseBlobs:
     """Bodies in the ``data`` column of their ``blobs`` row."""
 
     folder: Path | None = None
+    setting = DATABASE  # as [store] blobs names it
 
     def prepare(self, path: Path | str) -> Body:
         """Before the transaction: read a staged message."""
@@ -129,6 +130,7 @@ class FolderBlobs:
 
     def __init__(self, folder: Path):
         self.folder = folder
+        self.setting = str(folder)
         self.tmp_dir = folder / "tmp"
         self._made(self.tmp_dir)
 
