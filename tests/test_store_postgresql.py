@@ -398,3 +398,25 @@ class FolderBlobsTests(_TempFolders, unittest.TestCase):
             while not watcher.execute("SELECT 1 FROM pg_locks WHERE NOT granted").fetchone():
                 self.assertLess(time.monotonic(), deadline, "the append never waited")
                 time.sleep(0.05)
+
+    def test_bodies_stored_in_the_table_before_a_switch_to_a_folder_are_still_read(self):
+        from cyrusmail.store.postgresql import PostgresStore
+
+        before = PostgresStore(self.dsn, self.mktemp(), analyser=None)  # blobs = database
+        self.addCleanup(before.close)
+        uid = before.mailboxes(USER).open("INBOX").append(message(8))
+        self.assertEqual(self.inbox.read(uid, 1, 6), message(8)[1:6])
+        with self.inbox.open_file(uid) as source:
+            self.assertEqual(source.read(), message(8))
+        self.inbox.set_flags([uid], FlagChange.ADD, Flag.DELETED)
+        self.inbox.expunge()
+        self.assertEqual(self.rows(), [])
+
+    def test_a_body_in_a_folder_read_with_blobs_database_is_an_error_not_an_expunge(self):
+        from cyrusmail.store.postgresql import PostgresStore
+
+        uid = self.inbox.append(message(9))
+        after = PostgresStore(self.dsn, self.mktemp(), analyser=None)
+        self.addCleanup(after.close)
+        with self.assertRaisesRegex(RuntimeError, "is in a \\[store\\] blobs folder"):
+            after.mailboxes(USER).open("INBOX").read(uid)

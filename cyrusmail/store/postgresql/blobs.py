@@ -112,7 +112,7 @@ class DatabaseBlobs:
         if row is None:
             return None
         if row[0] is None:
-            raise FileNotFoundError(f"the body of UID {uid} is in a [store] blobs folder, and none is configured")
+            raise RuntimeError(f"the body of UID {uid} is in a [store] blobs folder, and blobs = database")
         return bytes(row[0])
 
     def open(self, db, mailbox_id: int, uid: int):
