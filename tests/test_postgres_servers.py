@@ -133,6 +133,16 @@ class TwoServersTests(unittest.TestCase):
             stop_server(self, server)
 
     def test_kill_9_of_one_server_loses_nothing_it_acknowledged(self):
+        self.kill_9_loses_nothing()
+
+    def test_kill_9_of_one_server_loses_no_body_in_a_shared_folder(self):
+        blobs = self.folder / "blobs"
+        blobs.mkdir(mode=0o700)
+        self.configs = [self.write_config(n, port, f"blobs = {blobs}\n") for n, port in enumerate(self.ports)]
+        self.kill_9_loses_nothing()
+        self.assertEqual(len([path for path in blobs.rglob("*") if path.is_file()]), 5)
+
+    def kill_9_loses_nothing(self) -> None:
         first, second = self.serve(0), self.serve(1)
         writer = self.login(0)
         for n in range(5):
