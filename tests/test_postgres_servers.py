@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import io
+import os
 import shutil
 import subprocess
 import tempfile
@@ -257,6 +258,22 @@ class AdminOnPostgresTests(unittest.TestCase):
         out, err = io.StringIO(), io.StringIO()
         code = admin_main(["--config", str(self.config), *argv], out, err)
         return code, out.getvalue(), err.getvalue()
+
+    def test_sweep_blobs_removes_old_files_no_message_uses(self):
+        blobs = self.config.parent / "blobs"
+        blobs.mkdir(mode=0o700)
+        self.assertEqual(self.run_admin("sweep-blobs")[2],
+                         "cyrusmail-admin: sweep-blobs removes body files of a [store] blobs folder: this server keeps none\n")
+        self.config.write_text(self.config.read_text() + f"blobs = {blobs}\n")
+        orphan = blobs / "ab" / "cd" / ("abcd" + "0" * 60)
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(b"left by a crash")
+        old = time.time() - 7200
+        os.utime(orphan, (old, old))
+        code, out, err = self.run_admin("sweep-blobs")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, f"removed 1 body files of {blobs} that no message used (older than an hour)\n")
+        self.assertFalse(orphan.exists())
 
     def test_users_mailboxes_and_quotas(self):
         self.assertEqual(self.run_admin("user", "add", "alice", "--password", "pw")[0], 0)
