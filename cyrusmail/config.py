@@ -320,12 +320,17 @@ STORE_BACKENDS = ("embedded", "postgresql")
 
 
 def parse_blobs(text: str) -> str:
-    """``database``, or an absolute folder (checked to be a writable folder as the server starts)."""
+    """``database``, an absolute folder (checked to be a writable folder as the server starts),
+    or ``s3://bucket/prefix`` (an S3-compatible store; checked to answer as the server starts)."""
     text = text.strip()
     if text.lower() == "database":
         return "database"
+    if text.startswith("s3://"):
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", text):
+            raise ValueError(f"expected s3://BUCKET or s3://BUCKET/PREFIX, got {text!r}")
+        return text.rstrip("/")
     if not os.path.isabs(text):
-        raise ValueError(f"expected database or an absolute path to a shared folder, got {text!r}")
+        raise ValueError(f"expected database, an absolute path to a shared folder or s3://BUCKET/PREFIX, got {text!r}")
     return os.path.normpath(text)
 
 

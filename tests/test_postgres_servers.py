@@ -208,13 +208,38 @@ class StoreConfigTests(unittest.TestCase):
 
         self.assertEqual(load(self.write(""))["store"]["backend"], "embedded")
 
-    def test_blobs_is_database_or_an_absolute_folder(self):
+    def test_blobs_is_database_an_absolute_folder_or_an_s3_bucket(self):
         from cyrusmail.config import ConfigError, load
 
-        self.assertEqual(load(self.write("[store]\nbackend = postgresql\ndsn = x\n"))["store"]["blobs"], "database")
-        with self.assertRaises(ConfigError) as caught:
-            load(self.write("[store]\nbackend = postgresql\ndsn = x\nblobs = shared/mail\n"))
-        self.assertIn("[store] blobs: expected database or an absolute path", str(caught.exception))
+        def blobs(value: str) -> str:
+            return load(self.write(f"[store]\nbackend = postgresql\ndsn = x\n{value}"))["store"]["blobs"]
+
+        self.assertEqual(blobs(""), "database")
+        self.assertEqual(blobs("blobs = /srv/mail//blobs/\n"), "/srv/mail/blobs")
+        self.assertEqual(blobs("blobs = s3://mail-bodies/site-1/\n"), "s3://mail-bodies/site-1")
+        for wrong in ("shared/mail", "s3://Not_A_Bucket"):
+            with self.assertRaises(ConfigError) as caught:
+                blobs(f"blobs = {wrong}\n")
+            self.assertIn("[store] blobs: expected ", str(caught.exception))
+
+    def test_an_s3_store_that_does_not_answer_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        (nobody_listens,) = free_ports(1)
+        config = self.write("[store]\nbackend = postgresql\ndsn = host=127.0.0.1 user=x dbname=x\n"
+                            "blobs = s3://mail-bodies/site-1\n")
+        env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{nobody_listens}", AWS_ACCESS_KEY_ID="x",
+                   AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="1")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            self.assertEqual(result.stderr, "cyrusmail: [store] blobs = s3://... needs boto3: pip install 'cyrusmail[s3]'\n")
+        else:
+            self.assertIn("cyrusmail: [store] blobs: cannot reach s3://mail-bodies/site-1: ", result.stderr)
 
     def test_a_blobs_folder_that_is_not_there_stops_the_start_with_one_line(self):
         if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():

@@ -299,10 +299,10 @@ def sweep_blobs(admin: Admin, args) -> None:
     from cyrusmail.store.maildir.store import STALE_TMP_AGE
 
     blobs = getattr(admin.store, "blobs", None)
-    if blobs is None or blobs.folder is None:
+    if blobs is None or blobs.setting == "database":
         raise AdminError("sweep-blobs removes body files of a [store] blobs folder: this server keeps none")
     removed = blobs.sweep(admin.store, STALE_TMP_AGE)
-    admin.say(f"removed {removed} body files of {blobs.folder} that no message used (older than an hour)")
+    admin.say(f"removed {removed} body files of {blobs.setting} that no message used (older than an hour)")
 
 
 def acl_set(admin: Admin, args) -> None:
