@@ -214,8 +214,9 @@ class S3BlobsTests(_S3Bucket, _TempFolders, unittest.TestCase):
         self.assertEqual(len(self.objects(self.bucket)), 1)
         self.store.sweep()
         self.assertEqual(len(self.objects(self.bucket)), 1, "an object younger than an hour was swept")
-        self.store.blobs.sweep(self.store, -3600)  # as if it were two hours old
-        self.assertEqual(self.objects(self.bucket), {})
+        self.s3.put_object(Bucket=self.bucket, Key="mail/README", Body=b"not ours")
+        self.store.blobs.sweep(self.store, -3600)  # as if they were two hours old
+        self.assertEqual(self.objects(self.bucket), {"mail/README": b"not ours"})
 
 
 class _TwoServers(_TempFolders):
@@ -475,11 +476,17 @@ class FolderBlobsTests(_TempFolders, unittest.TestCase):
         for path in files_under(self.folder):
             os.utime(path, (old, old))
 
-    def test_the_sweep_keeps_old_files_that_a_row_names(self):
+    def test_the_sweep_keeps_old_files_that_a_row_names_and_files_not_named_as_bodies(self):
         uid = self.inbox.append(message(4))
+        (body,) = self.body_files()
+        strangers = [self.folder / "README", self.folder / body[:2] / body[2:4] / "notes.txt",
+                     self.folder / body[:2] / body[2:4] / ("f" * 64)]  # a hash in the wrong fan-out folder
+        for path in strangers:
+            path.write_bytes(b"not ours")
         self.age_files()
         self.stores[1].sweep()
         self.assertEqual(self.inbox.read(uid), message(4))
+        self.assertTrue(all(path.exists() for path in strangers))
 
     def test_copies_share_one_file_which_goes_with_the_last_reference(self):
         self.tree.create("Work")

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ BLOB_LOCK = 0x626C6F62  # "blob"
 CHUNK = 1 << 20
 
 DATABASE = "database"
+
+#: A body's name: its SHA-256, hex.
+SHA = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -163,7 +167,9 @@ class _OutsideBlobs:
         raise NotImplementedError
 
     def _orphans(self, store, names: list[str]) -> int:
-        """Remove those of ``names`` (hashes, unchanged for long) that no row names."""
+        """Remove those of ``names`` (unchanged for long) that are hashes no row names: what is not
+        named as a body is never touched."""
+        names = [name for name in names if SHA.fullmatch(name)]
         if not names:
             return 0
         known = {sha for (sha,) in store.db.execute("SELECT sha FROM blobs WHERE sha = ANY(%s)", (names,))}
@@ -277,7 +283,8 @@ class FolderBlobs(_OutsideBlobs):
             for fan in os.scandir(top.path):
                 if not fan.is_dir(follow_symlinks=False):
                     continue
-                removed += self._orphans(store, [entry.name for entry in os.scandir(fan.path) if _older(entry, cutoff)])
+                removed += self._orphans(store, [entry.name for entry in os.scandir(fan.path) if _older(entry, cutoff)
+                                                 and Path(entry.path) == self.path(entry.name)])
         return removed
 
 
@@ -351,7 +358,7 @@ class S3Blobs(_OutsideBlobs):
         removed = 0
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
             old = [item["Key"].rsplit("/", 1)[-1] for item in page.get("Contents", ())
-                   if item["LastModified"].timestamp() < cutoff]
+                   if item["LastModified"].timestamp() < cutoff and item["Key"] == self.key(item["Key"][-64:])]
             removed += self._orphans(store, old)
         return removed
 
