@@ -114,6 +114,23 @@ class TwoServersTests(unittest.TestCase):
         for server in servers:
             stop_server(self, server)
 
+    def test_bodies_in_an_s3_bucket_appended_through_one_server_are_fetched_through_the_other(self):
+        from tests.test_store_postgresql import _S3Bucket
+
+        bucket = _S3Bucket.make_bucket(self)  # SkipTest without boto3 and moto; the servers inherit its environment
+        self.configs = [self.write_config(n, port, f"blobs = s3://{bucket}/mail\n") for n, port in enumerate(self.ports)]
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        self.assertEqual(first.append("INBOX", None, None, MESSAGE)[0], "OK")
+        self.assertEqual(list(_S3Bucket.objects(self, bucket).values()), [MESSAGE])
+        second.select("INBOX", readonly=True)
+        _, data = second.uid("FETCH", "1", "(BODY.PEEK[] BODY.PEEK[]<5.10>)")
+        self.assertEqual((data[0][1], data[1][1]), (MESSAGE, MESSAGE[5:15]))
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
     def test_idle_on_one_server_hears_an_append_through_the_other(self):
         """Pushed by NOTIFY at once (IDLE's poll every few seconds would also find it, later)."""
         servers = [self.serve(0), self.serve(1)]
