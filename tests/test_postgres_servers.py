@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import io
+import os
 import poplib
 import shutil
 import subprocess
@@ -44,10 +45,10 @@ class TwoServersTests(unittest.TestCase):
         self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
         self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
 
-    def write_config(self, n: int, port: int) -> Path:
+    def write_config(self, n: int, port: int, store: str = "") -> Path:
         data = self.folder / f"data{n}"
         lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
-                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n{store}"]
         for name in SERVICES:
             if name in ("imap", "pop3"):
                 listen = port if name == "imap" else self.pop3_ports[n]
@@ -100,6 +101,41 @@ class TwoServersTests(unittest.TestCase):
         for server in servers:
             stop_server(self, server)
 
+    def test_bodies_in_a_shared_folder_appended_through_one_server_are_fetched_through_the_other(self):
+        blobs = self.folder / "blobs"  # the folder both servers mount
+        blobs.mkdir(mode=0o700)
+        self.configs = [self.write_config(n, port, f"blobs = {blobs}\n") for n, port in enumerate(self.ports)]
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        self.assertEqual(first.append("INBOX", None, None, MESSAGE)[0], "OK")
+        (body,) = [path for path in blobs.rglob("*") if path.is_file()]
+        self.assertEqual(body.read_bytes(), MESSAGE)
+        second.select("INBOX", readonly=True)
+        _, data = second.uid("FETCH", "1", "(BODY.PEEK[] BODY.PEEK[]<5.10>)")
+        self.assertEqual(data[0][1], MESSAGE)
+        self.assertEqual(data[1][1], MESSAGE[5:15])
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
+    def test_bodies_in_an_s3_bucket_appended_through_one_server_are_fetched_through_the_other(self):
+        from tests.test_store_postgresql import _S3Bucket
+
+        bucket = _S3Bucket.make_bucket(self)  # SkipTest without boto3 and moto; the servers inherit its environment
+        self.configs = [self.write_config(n, port, f"blobs = s3://{bucket}/mail\n") for n, port in enumerate(self.ports)]
+        servers = [self.serve(0), self.serve(1)]
+        first, second = self.login(0), self.login(1)
+        self.assertEqual(first.append("INBOX", None, None, MESSAGE)[0], "OK")
+        self.assertEqual(list(_S3Bucket.objects(self, bucket).values()), [MESSAGE])
+        second.select("INBOX", readonly=True)
+        _, data = second.uid("FETCH", "1", "(BODY.PEEK[] BODY.PEEK[]<5.10>)")
+        self.assertEqual((data[0][1], data[1][1]), (MESSAGE, MESSAGE[5:15]))
+        for client in (first, second):
+            client.logout()
+        for server in servers:
+            stop_server(self, server)
+
     def test_idle_on_one_server_hears_an_append_through_the_other(self):
         """Pushed by NOTIFY at once (IDLE's poll every few seconds would also find it, later)."""
         servers = [self.serve(0), self.serve(1)]
@@ -120,6 +156,16 @@ class TwoServersTests(unittest.TestCase):
             stop_server(self, server)
 
     def test_kill_9_of_one_server_loses_nothing_it_acknowledged(self):
+        self.kill_9_loses_nothing()
+
+    def test_kill_9_of_one_server_loses_no_body_in_a_shared_folder(self):
+        blobs = self.folder / "blobs"
+        blobs.mkdir(mode=0o700)
+        self.configs = [self.write_config(n, port, f"blobs = {blobs}\n") for n, port in enumerate(self.ports)]
+        self.kill_9_loses_nothing()
+        self.assertEqual(len([path for path in blobs.rglob("*") if path.is_file()]), 5)
+
+    def kill_9_loses_nothing(self) -> None:
         first, second = self.serve(0), self.serve(1)
         writer = self.login(0)
         for n in range(5):
@@ -214,6 +260,49 @@ class StoreConfigTests(unittest.TestCase):
 
         self.assertEqual(load(self.write(""))["store"]["backend"], "embedded")
 
+    def test_blobs_is_database_an_absolute_folder_or_an_s3_bucket(self):
+        from cyrusmail.config import ConfigError, load
+
+        def blobs(value: str) -> str:
+            return load(self.write(f"[store]\nbackend = postgresql\ndsn = x\n{value}"))["store"]["blobs"]
+
+        self.assertEqual(blobs(""), "database")
+        self.assertEqual(blobs("blobs = /srv/mail//blobs/\n"), "/srv/mail/blobs")
+        self.assertEqual(blobs("blobs = s3://mail-bodies/site-1/\n"), "s3://mail-bodies/site-1")
+        for wrong in ("shared/mail", "s3://Not_A_Bucket"):
+            with self.assertRaises(ConfigError) as caught:
+                blobs(f"blobs = {wrong}\n")
+            self.assertIn("[store] blobs: expected ", str(caught.exception))
+
+    def test_an_s3_store_that_does_not_answer_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        (nobody_listens,) = free_ports(1)
+        config = self.write("[store]\nbackend = postgresql\ndsn = host=127.0.0.1 user=x dbname=x\n"
+                            "blobs = s3://mail-bodies/site-1\n")
+        env = dict(os.environ, AWS_ENDPOINT_URL=f"http://127.0.0.1:{nobody_listens}", AWS_ACCESS_KEY_ID="x",
+                   AWS_SECRET_ACCESS_KEY="x", AWS_DEFAULT_REGION="us-east-1", AWS_MAX_ATTEMPTS="1")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False, env=env)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        try:
+            import boto3  # noqa: F401
+        except ImportError:
+            self.assertEqual(result.stderr, "cyrusmail: [store] blobs = s3://... needs boto3: pip install 'cyrusmail[s3]'\n")
+        else:
+            self.assertIn("cyrusmail: [store] blobs: cannot reach s3://mail-bodies/site-1: ", result.stderr)
+
+    def test_a_blobs_folder_that_is_not_there_stops_the_start_with_one_line(self):
+        if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
+            raise unittest.SkipTest(postgres_support.skip_reason())
+        missing = self.folder / "not-mounted"
+        config = self.write(f"[store]\nbackend = postgresql\ndsn = host=127.0.0.1 user=x dbname=x\nblobs = {missing}\n")
+        result = subprocess.run([*TWISTD, "--pidfile=", "-n", "cyrusmail", "--config", str(config)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        self.assertEqual(result.returncode, 2, result.stderr + result.stdout)
+        self.assertEqual(result.stderr, f"cyrusmail: [store] blobs: {missing} is not a folder this server can write to\n")
+
     def test_a_database_that_cannot_be_reached_stops_the_start_with_one_line(self):
         if postgres_support.skip_reason() and "psycopg" in postgres_support.skip_reason():
             raise unittest.SkipTest(postgres_support.skip_reason())
@@ -246,6 +335,22 @@ class AdminOnPostgresTests(unittest.TestCase):
         out, err = io.StringIO(), io.StringIO()
         code = admin_main(["--config", str(self.config), *argv], out, err)
         return code, out.getvalue(), err.getvalue()
+
+    def test_sweep_blobs_removes_old_files_no_message_uses(self):
+        blobs = self.config.parent / "blobs"
+        blobs.mkdir(mode=0o700)
+        self.assertEqual(self.run_admin("sweep-blobs")[2],
+                         "cyrusmail-admin: sweep-blobs removes body files of a [store] blobs folder: this server keeps none\n")
+        self.config.write_text(self.config.read_text() + f"blobs = {blobs}\n")
+        orphan = blobs / "ab" / "cd" / ("abcd" + "0" * 60)
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(b"left by a crash")
+        old = time.time() - 7200
+        os.utime(orphan, (old, old))
+        code, out, err = self.run_admin("sweep-blobs")
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(out, f"removed 1 body files of {blobs} that no message used (older than an hour)\n")
+        self.assertFalse(orphan.exists())
 
     def test_users_mailboxes_and_quotas(self):
         self.assertEqual(self.run_admin("user", "add", "alice", "--password", "pw")[0], 0)

@@ -2,7 +2,8 @@
 
 One database holds every user: each row names its owner (a user's tree)
 or its mailbox.  Message bodies live once each in ``blobs``, by the SHA-256
-of their bytes, counted by the messages that use them.
+of their bytes, counted by the messages that use them (the bytes in the row,
+or in a file of a shared folder: :mod:`cyrusmail.store.postgresql.blobs`).
 
 Migrations: ``schema_migrations`` lists the versions applied; opening the
 store applies the missing ones in order, each in its own transaction, under
@@ -177,5 +178,11 @@ CREATE TABLE login_failures (
     until     double precision NOT NULL   -- when every one is forgotten: the row may go
 );
 CREATE INDEX login_failures_until ON login_failures (until);
+"""),
+    (8, """
+-- [store] blobs = a folder: a body's bytes in a file named by its hash, the row keeping
+-- its hash, size and count (data NULL); rows of the database keep their bytes.
+ALTER TABLE blobs ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE blobs ADD COLUMN size bigint;
 """),
 ]
