@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 
-from cyrusmail.delivery import queue as queue_module
+from cyrusmail.delivery import spool as spool_module
 from cyrusmail.delivery.queue import (
     DELIVERED,
     FAILED,
@@ -60,7 +60,7 @@ class CrashSafetyTests(QueueTestsBase):
         def full(path, value):
             raise OSError(28, "No space left on device")
 
-        self.patch(queue_module, "write_json_atomically", full)
+        self.patch(spool_module, "write_json_atomically", full)
         with self.assertRaises(OSError):
             await self.queue.attempt(entry)
         self.assertGreater(entry.next_attempt, reactor.seconds())  # not due again at once
