@@ -5,8 +5,11 @@ from __future__ import annotations
 import imaplib
 import io
 import shutil
+import smtplib
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +18,11 @@ from twisted.trial import unittest
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from tests import postgres_support
+
+try:
+    from aiosmtpd.controller import Controller
+except ImportError:  # pragma: no cover
+    Controller = None
 from tests.test_twistd import (
     ROOT,
     TWISTD,
@@ -28,8 +36,8 @@ from tests.test_twistd import (
 MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
 
 
-class TwoServersTests(unittest.TestCase):
-    """Any server serves any user: what one stores, the other reads."""
+class TwoServersBase(unittest.TestCase):
+    """Two servers' configs on one fresh database schema, and alice, known to both."""
 
     skip = postgres_support.skip_reason()
 
@@ -42,13 +50,17 @@ class TwoServersTests(unittest.TestCase):
         self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
         self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
 
-    def write_config(self, n: int, port: int) -> Path:
+    def write_config(self, n: int, port: int, extra: str = "", submission: int | None = None) -> Path:
         data = self.folder / f"data{n}"
         lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
-                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n", extra]
         for name in SERVICES:
-            lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
-                         else f"[{name}]\nenabled = no\n")
+            if name == "imap":
+                lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n")
+            elif name == "submission" and submission is not None:
+                lines.append(f"[submission]\nlisten = tcp:{submission}:interface=127.0.0.1\n")
+            else:
+                lines.append(f"[{name}]\nenabled = no\n")
         path = self.folder / f"server{n}.conf"
         path.write_text("\n".join(lines))
         return path
@@ -74,6 +86,11 @@ class TwoServersTests(unittest.TestCase):
         self.addCleanup(lambda: client.state != "LOGOUT" and client.shutdown())
         client.login("alice", "secret")
         return client
+
+
+
+class TwoServersTests(TwoServersBase):
+    """Any server serves any user: what one stores, the other reads."""
 
     def test_a_message_appended_through_one_server_is_read_through_the_other(self):
         servers = [self.serve(0), self.serve(1)]
@@ -235,3 +252,62 @@ class AdminOnPostgresTests(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertIn("only the embedded store has them", err)
         self.assertNotIn("Traceback", err)
+
+
+class SharedQueueServersTests(TwoServersBase):
+    """The outbound queue is the database's: mail one server accepted, another sends."""
+
+    def test_mail_accepted_by_a_killed_server_is_sent_once_by_the_other(self):
+        if Controller is None:
+            raise unittest.SkipTest("aiosmtpd is not installed")
+        (smarthost_port, submission_port) = free_ports(2)
+        handler = Smarthost()
+        controller = Controller(handler, hostname="127.0.0.1", port=smarthost_port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        # Server A's smarthost takes the connection and never greets: A's attempt hangs there,
+        # holding its claim, until A is killed.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        lease = "[queue]\nlease = 3s\nretry_initial = 1s\nretry_max = 2s\n"
+        self.configs[0] = self.write_config(0, self.ports[0], f"{lease}smarthost = 127.0.0.1:{silent.getsockname()[1]}\n",
+                                            submission=submission_port)
+        self.configs[1] = self.write_config(1, self.ports[1], f"{lease}smarthost = 127.0.0.1:{smarthost_port}\n")
+        first = self.serve(0)
+        with smtplib.SMTP("127.0.0.1", submission_port, timeout=60) as client:
+            client.ehlo("client.example.org")
+            client.login("alice", "secret")
+            refused = client.sendmail("alice@example.org", ["carol@remote.example"], OUTBOUND)
+        self.assertEqual(refused, {})  # the 250: acknowledged
+        first.kill()  # SIGKILL right after the 250: no goodbye
+        first.wait()
+        self.assertIn("carol@remote.example", self.admin(self.configs[1], "queue", "list"))
+        second = self.serve(1)
+        if not handler.arrived.wait(60):  # a hang check only
+            self.fail(f"the other server did not send it:\n{stop_server(self, second)}")
+        deadline = time.monotonic() + 60  # a hang check only: the runner records the 250 after the smarthost has it
+        while "0 messages in the queue" not in self.admin(self.configs[1], "queue", "list") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("0 messages in the queue", self.admin(self.configs[1], "queue", "list"))
+        self.assertEqual(len(handler.received), 1)
+        self.assertIn(b"Subject: outbound", handler.received[0])
+        stop_server(self, second)
+        self.assertEqual(len(handler.received), 1)  # exactly once
+
+
+OUTBOUND = b"From: alice@example.org\r\nTo: carol@remote.example\r\nSubject: outbound\r\n\r\nacross servers\r\n"
+
+
+class Smarthost:
+    """Remembers what it is sent."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.arrived = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(envelope.original_content)
+        self.arrived.set()
+        return "250 2.0.0 Queued"

@@ -35,9 +35,14 @@ from cyrusmail.store.maildir.files import (
 FLUSH_FILE = "flush"
 
 
+def shared(config) -> bool:
+    """Whether the queue is the database's, shared by every server (each runs a runner)."""
+    return config["store"]["backend"] == "postgresql"
+
+
 def open_spool(config, store: Callable[[], object]):
     """The spool of the server configured by ``config``; ``store()`` gives its store when needed."""
-    if config["store"]["backend"] == "postgresql":
+    if shared(config):
         return store().outbound_spool(config["queue"]["lease"])
     return FileSpool(Path(config.data) / "queue")
 
