@@ -210,8 +210,9 @@ class Queue:
         self.timeouts = timeouts or smtp_client.Timeouts()
         self.entries: dict[str, QueueEntry] = {}
         self.on_change = lambda: None  # the runner's wake-up
-        #: False in a worker process whose queue runs in another: it only writes the spool
-        self.keeps_entries = True
+        #: False in a worker process whose queue runs in another: it only writes the spool; and on the
+        #: shared spool, where ``entries`` holds only this queue's attempts under way (the rows are the queue)
+        self.keeps_entries = not self.storage.shared
 
     # -- the spool ---------------------------------------------------------------
 
@@ -451,6 +452,8 @@ class Queue:
             if renewal is not None and renewal.running:
                 renewal.stop()
             self.storage.release(entry)
+            if self.storage.shared:
+                self.entries.pop(entry.id, None)
 
     async def _attempt_claimed(self, entry: QueueEntry) -> None:
         message = self.message_path(entry)
@@ -739,13 +742,14 @@ class QueueRunner(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.queue.load(self.orphan_age)
+        if not self.queue.storage.shared:
+            self.queue.load(self.orphan_age)
         self.queue.on_change = self.wake
         self.queue.storage.watch(self.wake)  # the shared spool: other servers' new mail (NOTIFY)
         self._poller = task.LoopingCall(self.poll)
         self._poller.clock = self.clock
         self._poller.start(self.poll_interval, now=False)
-        logs.log.info("queue: {n} messages in the spool", n=len(self.queue.entries))
+        logs.log.info("queue: {n} messages in the spool", n=len(self.queue.listing()))
         self.wake()
 
     def stopService(self):
