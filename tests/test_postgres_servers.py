@@ -217,8 +217,9 @@ class AdminOnPostgresTests(unittest.TestCase):
 
     def setUp(self):
         dsn, schema = postgres_support.fresh_dsn()
+        self.dsn = dsn
         self.addCleanup(postgres_support.drop_schema, schema)
-        folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.folder = folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
         self.addCleanup(shutil.rmtree, folder, True)
         self.config = folder / "cyrusmail.conf"
         self.config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n"
@@ -245,6 +246,33 @@ class AdminOnPostgresTests(unittest.TestCase):
         self.assertIn("user/alice\tSTORAGE\t0 KiB of 100 KiB", out)
         self.assertEqual(self.run_admin("user", "delete", "alice", "--yes")[0], 0)
         self.assertEqual(self.run_admin("user", "list")[1], "")
+
+    def test_queue_list_flush_and_delete_work_on_the_shared_queue(self):
+        from cyrusmail.delivery.queue import QueuedRecipient, QueueEntry
+        from cyrusmail.store.postgresql import PostgresStore
+
+        store = PostgresStore(self.dsn, self.folder / "elsewhere")  # another server's, on the same database
+        self.addCleanup(store.close)
+        spool = store.outbound_spool(300)
+        later = time.time() + 3600
+        entry = QueueEntry("0123ABC", "alice@example.org", time.time(), [QueuedRecipient("carol@remote.example")],
+                           next_attempt=later, size=3, last_error="mx.remote.example: 451 later")
+        spool.write(entry, b"x\r\n")
+        code, out, err = self.run_admin("queue", "list")
+        self.assertEqual(code, 0, err)
+        self.assertIn("0123ABC  <alice@example.org>", out)
+        self.assertIn("pending   <carol@remote.example>", out)
+        self.assertIn("last error: mx.remote.example: 451 later", out)
+        self.assertIn("1 messages in the queue", out)
+        self.assertEqual(self.run_admin("queue", "flush")[0], 0)
+        [flushed] = spool.listing({})
+        self.assertLessEqual(flushed.next_attempt, time.time())
+        self.assertEqual(self.run_admin("queue", "delete", "0123ABC")[0], 0)
+        self.assertEqual(spool.listing({}), [])
+        self.assertEqual(store.db.execute("SELECT count(*) FROM blobs").fetchone()[0], 0)  # its reference gone
+        code, _, err = self.run_admin("queue", "delete", "0123ABC")
+        self.assertEqual(code, 1)
+        self.assertIn("no queued message", err)
 
     def test_reconstruct_is_refused_with_a_reason(self):
         self.run_admin("user", "add", "alice", "--password", "pw")
