@@ -162,6 +162,11 @@ class PostgresSpool:
         with self.store.write() as db:
             db.execute("UPDATE queue SET claimed_until = %s WHERE id = %s AND claimed_by = %s",
                        (now + self.lease, entry_id, self.owner))
+        path = self.store.tmp_dir / f"queue-{entry_id}-{self.owner.rpartition(':')[2]}.msg"
+        try:
+            os.utime(path)  # in use: not a stale staging file
+        except FileNotFoundError:
+            pass
 
     def release(self, entry) -> None:
         try:
