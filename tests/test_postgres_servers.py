@@ -9,7 +9,6 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from twisted.trial import unittest
 from cyrusmail.admin.main import main as admin_main
 from cyrusmail.config import SERVICES
 from tests import postgres_support
-
-try:
-    from aiosmtpd.controller import Controller
-except ImportError:  # pragma: no cover
-    Controller = None
 from tests.test_twistd import (
     ROOT,
     TWISTD,
@@ -32,6 +26,7 @@ from tests.test_twistd import (
     listening,
     stop_server,
 )
+from tests.test_workers import Controller, Smarthost
 
 MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
 
@@ -327,15 +322,3 @@ class SharedQueueServersTests(TwoServersBase):
 
 OUTBOUND = b"From: alice@example.org\r\nTo: carol@remote.example\r\nSubject: outbound\r\n\r\nacross servers\r\n"
 
-
-class Smarthost:
-    """Remembers what it is sent."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.arrived = threading.Event()
-
-    async def handle_DATA(self, server, session, envelope):
-        self.received.append(envelope.original_content)
-        self.arrived.set()
-        return "250 2.0.0 Queued"
