@@ -9,6 +9,10 @@ fsync, rename, fsync of the folder), and it is written *after* the message
 file, so an ``ID.json`` always has its ``ID.msg``; a ``.msg`` without
 ``.json`` was never acknowledged and is removed when the spool is scanned.
 :meth:`Queue.enqueue` returns only once both are durable, before the 250.
+That is the embedded store's spool (:class:`cyrusmail.delivery.spool.FileSpool`);
+on the PostgreSQL store the queue is the database's ``queue`` table, shared
+by every server, each attempt claiming its message first
+(:mod:`cyrusmail.store.postgresql.queue`).
 
 Attempts.  An attempt takes the pending recipients of one message and makes
 one connection per destination carrying all of its recipients (domains
@@ -57,7 +61,8 @@ and is never itself reported on.
 The :class:`QueueRunner` service starts attempts: at once for new mail, at
 the earliest retry time, and every ``poll_interval`` seconds it looks for
 the admin's ``flush`` file (``cyrusmail-admin queue flush``) and for entries
-the admin deleted.
+the admin deleted (on the shared spool: for due rows, should a NOTIFY of
+new mail have been missed).
 """
 
 from __future__ import annotations
