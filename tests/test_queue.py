@@ -390,6 +390,25 @@ class SharedQueueTests(QueueTestsBase):
         self.assertEqual(len(self.handler.received), 1)
         self.assertEqual(self.queued(), [])
 
+    def test_concurrent_claims_never_take_one_message_twice(self) -> None:
+        ids = {self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE).id for _ in range(40)}
+        servers = [self.other_server() for _ in range(3)]
+        taken: list[list[str]] = [[] for _ in servers]
+        start = threading.Barrier(len(servers))
+
+        def claim(n: int) -> None:  # each in a thread of its own: its own connection, truly at once
+            start.wait(60)
+            while claimed := servers[n].claim_due(1):
+                taken[n].extend(entry.id for entry in claimed)
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(servers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)  # a hang check only
+        every = [entry_id for ids_taken in taken for entry_id in ids_taken]
+        self.assertEqual(sorted(every), sorted(ids))  # each message claimed once, by one server
+
     @async_test
     async def test_an_attempt_claims_the_message_for_the_lease(self) -> None:
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
