@@ -281,6 +281,8 @@ class SharedQueueServersTests(TwoServersBase):
     """The outbound queue is the database's: mail one server accepted, another sends."""
 
     def test_mail_accepted_by_a_killed_server_is_sent_once_by_the_other(self):
+        import psycopg
+
         if Controller is None:
             raise unittest.SkipTest("aiosmtpd is not installed")
         (smarthost_port, submission_port) = free_ports(2)
@@ -304,7 +306,12 @@ class SharedQueueServersTests(TwoServersBase):
             client.login("alice", "secret")
             refused = client.sendmail("alice@example.org", ["carol@remote.example"], OUTBOUND)
         self.assertEqual(refused, {})  # the 250: acknowledged
-        first.kill()  # SIGKILL right after the 250: no goodbye
+        with psycopg.connect(self.dsn, autocommit=True) as db:  # A's runner claims it and hangs on its smarthost
+            deadline = time.monotonic() + 60  # a hang check only
+            while (not db.execute("SELECT count(*) FROM queue WHERE claimed_by IS NOT NULL").fetchone()[0]
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+        first.kill()  # SIGKILL mid-attempt: its claim stays until the lease runs out
         first.wait()
         self.assertIn("carol@remote.example", self.admin(self.configs[1], "queue", "list"))
         second = self.serve(1)
