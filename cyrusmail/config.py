@@ -420,6 +420,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "retry_initial": Key(parse_duration, 300),
         "retry_max": Key(parse_duration, 3600),
         "give_up": Key(parse_duration, 5 * 86400),
+        # The PostgreSQL store's shared queue: how long an attempt's claim lasts unrenewed (takeover after a crash).
+        "lease": Key(parse_duration, 300),
     },
     "namespaces": {
         "other_users": Key(parse_text, "Other Users"),

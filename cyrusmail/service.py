@@ -363,6 +363,12 @@ class ServerService(service.MultiService):
             self.control_service(context).setServiceParent(self)
             self.schedule_expire()
         self.serve_metrics(context.metrics.exposition)
+        from cyrusmail.delivery import spool
+
+        if spool.shared(self.config):  # every server sends the shared queue's mail, whatever it serves
+            from cyrusmail.delivery.queue import queue_of
+
+            queue_of(context)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
 

@@ -7,6 +7,8 @@ import io
 import os
 import poplib
 import shutil
+import smtplib
+import socket
 import subprocess
 import tempfile
 import time
@@ -26,12 +28,13 @@ from tests.test_twistd import (
     listening,
     stop_server,
 )
+from tests.test_workers import Controller, Smarthost
 
 MESSAGE = b"From: bob@example.org\r\nTo: alice@example.org\r\nSubject: across\r\n\r\nhello from the other server\r\n"
 
 
-class TwoServersTests(unittest.TestCase):
-    """Any server serves any user: what one stores, the other reads."""
+class TwoServersBase(unittest.TestCase):
+    """Two servers' configs on one fresh database schema, and alice, known to both."""
 
     skip = postgres_support.skip_reason()
 
@@ -45,14 +48,18 @@ class TwoServersTests(unittest.TestCase):
         self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
         self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
 
-    def write_config(self, n: int, port: int, store: str = "") -> Path:
+    def write_config(self, n: int, port: int, store: str = "", *, extra: str = "",
+                     submission: int | None = None) -> Path:
+        """Server ``n``'s config: ``store`` goes in its [store] section, ``extra`` after it."""
         data = self.folder / f"data{n}"
         lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
-                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n{store}"]
+                 f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n{store}", extra]
         for name in SERVICES:
             if name in ("imap", "pop3"):
                 listen = port if name == "imap" else self.pop3_ports[n]
                 lines.append(f"[{name}]\nlisten = tcp:{listen}:interface=127.0.0.1\n")
+            elif name == "submission" and submission is not None:
+                lines.append(f"[submission]\nlisten = tcp:{submission}:interface=127.0.0.1\n")
             else:
                 lines.append(f"[{name}]\nenabled = no\n")
         path = self.folder / f"server{n}.conf"
@@ -80,6 +87,11 @@ class TwoServersTests(unittest.TestCase):
         self.addCleanup(lambda: client.state != "LOGOUT" and client.shutdown())
         client.login("alice", "secret")
         return client
+
+
+
+class TwoServersTests(TwoServersBase):
+    """Any server serves any user: what one stores, the other reads."""
 
     def test_a_message_appended_through_one_server_is_read_through_the_other(self):
         servers = [self.serve(0), self.serve(1)]
@@ -324,8 +336,9 @@ class AdminOnPostgresTests(unittest.TestCase):
 
     def setUp(self):
         dsn, schema = postgres_support.fresh_dsn()
+        self.dsn = dsn
         self.addCleanup(postgres_support.drop_schema, schema)
-        folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
+        self.folder = folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
         self.addCleanup(shutil.rmtree, folder, True)
         self.config = folder / "cyrusmail.conf"
         self.config.write_text(f"[server]\ndata = {folder / 'data'}\nhostname = mail.example.org\n"
@@ -369,9 +382,90 @@ class AdminOnPostgresTests(unittest.TestCase):
         self.assertEqual(self.run_admin("user", "delete", "alice", "--yes")[0], 0)
         self.assertEqual(self.run_admin("user", "list")[1], "")
 
+    def test_queue_list_flush_and_delete_work_on_the_shared_queue(self):
+        from cyrusmail.delivery.queue import QueuedRecipient, QueueEntry
+        from cyrusmail.store.postgresql import PostgresStore
+
+        store = PostgresStore(self.dsn, self.folder / "elsewhere")  # another server's, on the same database
+        self.addCleanup(store.close)
+        spool = store.outbound_spool(300)
+        later = time.time() + 3600
+        entry = QueueEntry("0123ABC", "alice@example.org", time.time(), [QueuedRecipient("carol@remote.example")],
+                           next_attempt=later, size=3, last_error="mx.remote.example: 451 later")
+        spool.write(entry, b"x\r\n")
+        code, out, err = self.run_admin("queue", "list")
+        self.assertEqual(code, 0, err)
+        self.assertIn("0123ABC  <alice@example.org>", out)
+        self.assertIn("pending   <carol@remote.example>", out)
+        self.assertIn("last error: mx.remote.example: 451 later", out)
+        self.assertIn("1 messages in the queue", out)
+        self.assertEqual(self.run_admin("queue", "flush")[0], 0)
+        [flushed] = spool.listing({})
+        self.assertLessEqual(flushed.next_attempt, time.time())
+        self.assertEqual(self.run_admin("queue", "delete", "0123ABC")[0], 0)
+        self.assertEqual(spool.listing({}), [])
+        self.assertEqual(store.db.execute("SELECT count(*) FROM blobs").fetchone()[0], 0)  # its reference gone
+        code, _, err = self.run_admin("queue", "delete", "0123ABC")
+        self.assertEqual(code, 1)
+        self.assertIn("no queued message", err)
+
     def test_reconstruct_is_refused_with_a_reason(self):
         self.run_admin("user", "add", "alice", "--password", "pw")
         code, _, err = self.run_admin("reconstruct", "alice")
         self.assertNotEqual(code, 0)
         self.assertIn("only the embedded store has them", err)
         self.assertNotIn("Traceback", err)
+
+
+class SharedQueueServersTests(TwoServersBase):
+    """The outbound queue is the database's: mail one server accepted, another sends."""
+
+    def test_mail_accepted_by_a_killed_server_is_sent_once_by_the_other(self):
+        import psycopg
+
+        if Controller is None:
+            raise unittest.SkipTest("aiosmtpd is not installed")
+        (smarthost_port, submission_port) = free_ports(2)
+        handler = Smarthost()
+        controller = Controller(handler, hostname="127.0.0.1", port=smarthost_port)
+        controller.start()
+        self.addCleanup(controller.stop)
+        # Server A's smarthost takes the connection and never greets: A's attempt hangs there,
+        # holding its claim, until A is killed.
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+        lease = "[queue]\nlease = 3s\nretry_initial = 1s\nretry_max = 2s\n"
+        self.configs[0] = self.write_config(0, self.ports[0], extra=f"{lease}smarthost = 127.0.0.1:{silent.getsockname()[1]}\n",
+                                            submission=submission_port)
+        self.configs[1] = self.write_config(1, self.ports[1], extra=f"{lease}smarthost = 127.0.0.1:{smarthost_port}\n")
+        first = self.serve(0)
+        with smtplib.SMTP("127.0.0.1", submission_port, timeout=60) as client:
+            client.ehlo("client.example.org")
+            client.login("alice", "secret")
+            refused = client.sendmail("alice@example.org", ["carol@remote.example"], OUTBOUND)
+        self.assertEqual(refused, {})  # the 250: acknowledged
+        with psycopg.connect(self.dsn, autocommit=True) as db:  # A's runner claims it and hangs on its smarthost
+            deadline = time.monotonic() + 60  # a hang check only
+            while (not db.execute("SELECT count(*) FROM queue WHERE claimed_by IS NOT NULL").fetchone()[0]
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+        first.kill()  # SIGKILL mid-attempt: its claim stays until the lease runs out
+        first.wait()
+        self.assertIn("carol@remote.example", self.admin(self.configs[1], "queue", "list"))
+        second = self.serve(1)
+        if not handler.arrived.wait(60):  # a hang check only
+            self.fail(f"the other server did not send it:\n{stop_server(self, second)}")
+        deadline = time.monotonic() + 60  # a hang check only: the runner records the 250 after the smarthost has it
+        while "0 messages in the queue" not in self.admin(self.configs[1], "queue", "list") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertIn("0 messages in the queue", self.admin(self.configs[1], "queue", "list"))
+        self.assertEqual(len(handler.received), 1)
+        self.assertIn(b"Subject: outbound", handler.received[0])
+        stop_server(self, second)
+        self.assertEqual(len(handler.received), 1)  # exactly once
+
+
+OUTBOUND = b"From: alice@example.org\r\nTo: carol@remote.example\r\nSubject: outbound\r\n\r\nacross servers\r\n"
+

@@ -132,6 +132,15 @@ class DatabaseBlobs:
         data = self.read(db, mailbox_id, uid, 0, None)
         return None if data is None else io.BytesIO(data)
 
+    def open_blob(self, db, sha: str):
+        """Body ``sha`` as a binary file (a queued message's); None: no such body."""
+        row = db.execute("SELECT data FROM blobs WHERE sha = %s", (sha,)).fetchone()
+        if row is None:
+            return None
+        if row[0] is None:
+            raise RuntimeError(f"the body {sha} is in a [store] blobs folder, and blobs = database")
+        return io.BytesIO(bytes(row[0]))
+
     def sweep(self, store, max_age: float) -> int:
         """Files without a row removed: none here."""
         return 0
@@ -188,9 +197,17 @@ class _OutsideBlobs:
                          " WHERE m.mailbox_id = %s AND m.uid = %s", (mailbox_id, uid)).fetchone()
         if row is None:
             return None
-        if row[1] is not None:  # stored before the switch out of the database
-            return io.BytesIO(bytes(row[1]))
-        return self._open(row[0], row[2])
+        return self._body(*row)
+
+    def open_blob(self, db, sha: str):
+        """Body ``sha`` as a binary file (a queued message's); None: no such body."""
+        row = db.execute("SELECT sha, data, size FROM blobs WHERE sha = %s", (sha,)).fetchone()
+        return None if row is None else self._body(*row)
+
+    def _body(self, sha: str, data, size: int):
+        if data is not None:  # stored before the switch out of the database
+            return io.BytesIO(bytes(data))
+        return self._open(sha, size)
 
     def _open(self, sha: str, size: int):
         raise NotImplementedError

@@ -185,4 +185,19 @@ CREATE INDEX login_failures_until ON login_failures (until);
 ALTER TABLE blobs ALTER COLUMN data DROP NOT NULL;
 ALTER TABLE blobs ADD COLUMN size bigint;
 """),
+    (9, """
+-- The outbound queue every server shares (cyrusmail.store.postgresql.queue): the envelope
+-- as QueueEntry.to_json() gives it, the message in blobs (one reference); an attempt claims
+-- the row (claimed_by, until claimed_until: the queue clock's seconds, renewed as it runs).
+CREATE TABLE queue (
+    id             text PRIMARY KEY,
+    blob           text NOT NULL,
+    envelope       text NOT NULL,
+    arrival        double precision NOT NULL,
+    next_attempt   double precision NOT NULL,
+    claimed_by     text,
+    claimed_until  double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_due ON queue (next_attempt);
+"""),
 ]

@@ -87,6 +87,7 @@ from cyrusmail.store.maildir.store import (
 from cyrusmail.store.postgresql.access import PostgresAccessRegistry
 from cyrusmail.store.postgresql.blobs import DATABASE, body_store
 from cyrusmail.store.postgresql.failures import PostgresLoginFailures
+from cyrusmail.store.postgresql.queue import QUEUE_NEWS, PostgresSpool
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
@@ -165,6 +166,8 @@ class PostgresStore:
         self.channel = f"cyrusmail_{schema}"[:63]
         self.token = secrets.token_hex(6)  # this store's own announcements are not news to it
         self.listener: ChangeListener | None = None
+        #: the queue runners of this process, woken when any server queues mail (NOTIFY)
+        self.queue_watchers: list[Callable[[], None]] = []
         with self.write() as db:
             db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
                        (SHARED_OWNER,))
@@ -436,6 +439,10 @@ class PostgresStore:
         self.db.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{self.token} {mailbox_id} {owner}"))
         self.after_commit(lambda: self.notify(owner, mailbox_id))
 
+    def outbound_spool(self, lease: float) -> PostgresSpool:
+        """The outbound queue's spool in this database, shared by every server (a new claimer)."""
+        return PostgresSpool(self, lease)
+
     def listen(self, reactor) -> ChangeListener:
         """Hear the changes other servers announce, on the reactor (the server calls it)."""
         if self.listener is None:
@@ -446,6 +453,10 @@ class PostgresStore:
     def heard(self, payload: str) -> None:
         """A change announced on the channel: tell this process's watchers of that mailbox."""
         token, _, rest = payload.partition(" ")
+        if rest == QUEUE_NEWS:
+            for wake in list(self.queue_watchers):
+                wake()
+            return
         mailbox_id, _, owner = rest.partition(" ")
         if token != self.token and mailbox_id.isdigit():
             self.tell_watchers(owner, int(mailbox_id))
