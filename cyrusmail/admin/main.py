@@ -70,11 +70,9 @@ class Admin:
         """Rights decisions and ACL changes, with no rights checked: the admin may do anything."""
         if self._access is None:
             from cyrusmail.acl.control import AccessControl
-            from cyrusmail.acl.registry import AccessRegistry
-            from cyrusmail.portal import ACCESS_REGISTRY
+            from cyrusmail.acl.registry import open_registry
 
-            self._access = AccessControl(self.store, AccessRegistry(self.config.data / ACCESS_REGISTRY),
-                                         self.config.admins)
+            self._access = AccessControl(self.store, open_registry(self.store), self.config.admins)
         return self._access
 
     def close(self) -> None:
@@ -293,6 +291,16 @@ def reconstruct(admin: Admin, args) -> None:
     admin.provision(user)
     admin.say(f"reconstructed {user}: {report.mailboxes} mailboxes, {report.messages} messages, "
               f"{len(report.fixes)} fixes")
+
+
+def sweep_blobs(admin: Admin, args) -> None:
+    from cyrusmail.store.maildir.store import STALE_TMP_AGE
+
+    blobs = getattr(admin.store, "blobs", None)
+    if blobs is None or blobs.setting == "database":
+        raise AdminError("sweep-blobs removes body files of a [store] blobs folder: this server keeps none")
+    removed = blobs.sweep(admin.store, STALE_TMP_AGE)
+    admin.say(f"removed {removed} body files of {blobs.setting} that no message used (older than an hour)")
 
 
 def acl_set(admin: Admin, args) -> None:
@@ -536,6 +544,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("mailbox", help="USER/MAILBOX")
     sub.add_argument("--create", action="store_true", help="make the mailbox if it does not exist")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
+    command(commands, "sweep-blobs", sweep_blobs,
+            "remove body files of the [store] blobs folder that no message uses (a crash's; safe while servers run)")
 
     from cyrusmail.admin import archives, configure, expire, live
     from cyrusmail.admin import queue as queue_admin

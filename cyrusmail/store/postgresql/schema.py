@@ -2,7 +2,8 @@
 
 One database holds every user: each row names its owner (a user's tree)
 or its mailbox.  Message bodies live once each in ``blobs``, by the SHA-256
-of their bytes, counted by the messages that use them.
+of their bytes, counted by the messages that use them (the bytes in the row,
+or in a file of a shared folder: :mod:`cyrusmail.store.postgresql.blobs`).
 
 Migrations: ``schema_migrations`` lists the versions applied; opening the
 store applies the missing ones in order, each in its own transaction, under
@@ -143,5 +144,60 @@ CREATE TABLE secrets (
     name   text PRIMARY KEY,
     value  bytea NOT NULL
 );
+"""),
+    (6, """
+-- Groups and who shares with whom (cyrusmail.acl.registry), as access.sqlite
+-- holds them on the embedded store: one record that every server reads.
+CREATE TABLE groups (
+    name    text NOT NULL,
+    member  text NOT NULL,
+    PRIMARY KEY (name, member)
+);
+CREATE INDEX groups_member ON groups (member);
+CREATE TABLE grants (
+    owner       text NOT NULL,
+    identifier  text NOT NULL,
+    PRIMARY KEY (owner, identifier)
+);
+CREATE INDEX grants_identifier ON grants (identifier);
+-- Counts changes to both, so that a session's kept rights know when to read groups again.
+CREATE TABLE access_version (version bigint NOT NULL);
+INSERT INTO access_version VALUES (0);
+-- The identifiers the ACLs set so far name (until now each server kept them in its own file).
+INSERT INTO grants (owner, identifier)
+    SELECT DISTINCT m.owner, ltrim(e.key, '-')
+    FROM acls AS a JOIN mailboxes AS m ON m.id = a.mailbox_id, json_each_text(a.entries::json) AS e
+    WHERE ltrim(e.key, '-') <> m.owner;
+"""),
+    (7, """
+-- Recent failed logins per account (cyrusmail.auth.throttle), which every server's throttle consults.
+CREATE TABLE login_failures (
+    account   text PRIMARY KEY,
+    failures  double precision NOT NULL,  -- as of updated; one is forgotten every forget seconds
+    updated   double precision NOT NULL,  -- seconds since the epoch
+    until     double precision NOT NULL   -- when every one is forgotten: the row may go
+);
+CREATE INDEX login_failures_until ON login_failures (until);
+"""),
+    (8, """
+-- [store] blobs = a folder: a body's bytes in a file named by its hash, the row keeping
+-- its hash, size and count (data NULL); rows of the database keep their bytes.
+ALTER TABLE blobs ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE blobs ADD COLUMN size bigint;
+"""),
+    (9, """
+-- The outbound queue every server shares (cyrusmail.store.postgresql.queue): the envelope
+-- as QueueEntry.to_json() gives it, the message in blobs (one reference); an attempt claims
+-- the row (claimed_by, until claimed_until: the queue clock's seconds, renewed as it runs).
+CREATE TABLE queue (
+    id             text PRIMARY KEY,
+    blob           text NOT NULL,
+    envelope       text NOT NULL,
+    arrival        double precision NOT NULL,
+    next_attempt   double precision NOT NULL,
+    claimed_by     text,
+    claimed_until  double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_due ON queue (next_attempt);
 """),
 ]
