@@ -4,6 +4,9 @@ Each ``bench/*_bench.py`` is a standalone script that prints a few lines of
 figures (medians of several runs). Speed is shown here, never asserted by a
 test. ``stress_bench`` runs in its quick mode (one run of each case);
 ``BENCH_FULL=1 make bench`` runs its full set (medians of three).
+``postgres_bench`` (the embedded store beside PostgreSQL with 1 and 3 front
+ends, about 3 minutes) says "skipped: ..." where PostgreSQL's binaries or
+psycopg are missing.
 """
 
 from __future__ import annotations

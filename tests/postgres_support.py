@@ -81,8 +81,12 @@ def _as_user() -> dict:
     return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
 
 
-def server() -> Server:
-    """The test run's PostgreSQL server, started at the first call."""
+def server(durable: bool = False) -> Server:
+    """The test run's PostgreSQL server, started at the first call.
+
+    ``durable`` keeps PostgreSQL's fsync at commit (off by default: the tests
+    throw the data away); the benchmarks want it on, as the embedded store's.
+    """
     global _server
     if _server is not None and _server.process.poll() is None:
         return _server
@@ -103,7 +107,7 @@ def server() -> Server:
     log = open(os.path.join(folder, "server.log"), "wb")  # noqa: SIM115 - the server writes it until stopped
     process = subprocess.Popen(
         [os.path.join(bin_dir, "postgres"), "-D", data, "-h", "127.0.0.1", "-p", str(port), "-k", "",
-         "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+         *([] if durable else ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]),
          "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
         stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True, **as_user,
     )
