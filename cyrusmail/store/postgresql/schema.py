@@ -144,4 +144,24 @@ CREATE TABLE secrets (
     value  bytea NOT NULL
 );
 """),
+    (6, """
+-- Sieve scripts (cyrusmail.store.postgresql.sieve): each user's, by name, at most one active,
+-- and the vacation replies sent (RFC 5230 section 4.2: whom, under which handle, until when not again).
+CREATE TABLE sieve_scripts (
+    owner    text NOT NULL,
+    name     text NOT NULL,
+    content  text NOT NULL,
+    active   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (owner, name)
+);
+CREATE UNIQUE INDEX sieve_scripts_active ON sieve_scripts (owner) WHERE active;
+CREATE TABLE sieve_vacation (
+    owner   text NOT NULL,
+    handle  text NOT NULL,
+    sender  text NOT NULL,
+    until   double precision NOT NULL,
+    PRIMARY KEY (owner, handle, sender)
+);
+CREATE INDEX sieve_vacation_until ON sieve_vacation (owner, until);
+"""),
 ]

@@ -312,6 +312,8 @@ class PostgresStore:
             db.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
             db.execute("DELETE FROM quota_limits WHERE owner = %s", (user,))
             db.execute("DELETE FROM private_seen WHERE reader = %s", (user,))
+            db.execute("DELETE FROM sieve_scripts WHERE owner = %s", (user,))
+            db.execute("DELETE FROM sieve_vacation WHERE owner = %s", (user,))
             db.execute("UPDATE users SET provisioned = false WHERE name = %s", (user,))
             for mailbox_id in ids:
                 self.announce(user, mailbox_id)
