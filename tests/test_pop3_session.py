@@ -555,21 +555,34 @@ class StreamingTests(TestCase):
         self.assertEqual(conversation.command("RETR 1"), b"-ERR Message 1 no longer exists\r\n")
 
 
+def break_store(store) -> type[Exception]:
+    """Make the store's next call fail as a fault would; what it raises then."""
+    if hasattr(store, "dsn"):  # the PostgreSQL store: the next statement on messages fails
+        import psycopg
+
+        store.db.execute("ALTER TABLE messages RENAME TO messages_lost")
+        return psycopg.Error
+    store.close()  # every index handle goes: the next store call fails
+    return sqlite3.Error
+
+
 class StoreFailureTests(TestCase):
+    def test_a_failed_read_is_answered_and_the_session_goes_on(self) -> None:
+        server = Pop3Server(self)
+        server.deliver(message(1))
+        conversation = server.connect()
+        conversation.login()
+        failure = break_store(server.context.store)
+        self.assertTrue(conversation.command("RETR 1").startswith(b"-ERR [SYS/TEMP] "))
+        conversation.check([("NOOP", "+OK")])
+        self.assertTrue(self.flushLoggedErrors(failure))
+
     def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
         server = Pop3Server(self)
         server.deliver(message(1))
         conversation = server.connect()
         conversation.login()
-        store = server.context.store
-        if hasattr(store, "dsn"):  # the PostgreSQL store: the next statement on messages fails
-            import psycopg
-
-            store.db.execute("ALTER TABLE messages RENAME TO messages_lost")
-            failure = psycopg.Error
-        else:
-            store.close()  # every index handle goes: the next store call fails
-            failure = sqlite3.Error
+        failure = break_store(server.context.store)
         conversation.check([
             ("DELE 1", "+OK"),
             ("STAT", "+OK 0 0"),
