@@ -228,10 +228,12 @@ def open_store(config: Config):
         raise startup.StartupError("[store] backend = postgresql needs psycopg: "
                                    "pip install 'cyrusmail[postgresql]'") from None
     try:
-        return PostgresStore(config["store"]["dsn"], config.data,
-                             expunged_history=config["server"]["expunged_history"])
+        store = PostgresStore(config["store"]["dsn"], config.data,
+                              expunged_history=config["server"]["expunged_history"])
     except psycopg.Error as error:
         raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
+    store.keep_deleted = config["server"]["delete_mode"] == "delayed"
+    return store
 
 
 def open_users(config: Config, store) -> UserDatabase:

@@ -164,4 +164,16 @@ CREATE TABLE sieve_vacation (
 );
 CREATE INDEX sieve_vacation_until ON sieve_vacation (owner, until);
 """),
+    (7, """
+-- Mailboxes deleted with [server] delete_mode = delayed, kept for cyrusmail-admin undelete: the mailbox
+-- row (and its messages, flags, ACL) stays, owned by '.deleted' under its id; this says whose it was.
+CREATE TABLE kept_mailboxes (
+    mailbox_id  bigint PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    owner       text NOT NULL,
+    name        text NOT NULL,
+    deleted     double precision NOT NULL,
+    subscribed  boolean NOT NULL
+);
+CREATE INDEX kept_mailboxes_owner ON kept_mailboxes (owner, deleted);
+"""),
 ]
