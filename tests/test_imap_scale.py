@@ -8,8 +8,6 @@ Changes "made elsewhere" come through a second store on the same data folder
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -18,7 +16,7 @@ from cyrusmail.imap.server import IMAPServer
 from cyrusmail.portal import ACCESS_REGISTRY
 from cyrusmail.store.maildir.store import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
-from tests.helpers import another_store, embedded_store_only
+from tests.helpers import another_store, statements_run
 from tests.imap_support import Client, deliver, message, session_context
 
 
@@ -39,22 +37,14 @@ class ScaleCase(TestCase):
         self.addCleanup(store.close)
         return store
 
-    @contextmanager
     def statements(self, user: str = "alice"):
         """The SQL statements run on ``user``'s index meanwhile."""
-        seen: list[str] = []
-        db = self.context.store.index(user).db
-        db.set_trace_callback(seen.append)
-        try:
-            yield seen
-        finally:
-            db.set_trace_callback(None)
+        return statements_run(self.context.store, user)
 
 
 class PollTests(ScaleCase):
     """A command's closing poll reads the change log only when the index changed."""
 
-    @embedded_store_only
     def test_noop_on_an_unchanged_mailbox_reads_no_changes(self) -> None:
         deliver(self.context, "alice", "INBOX")
         alice = self.client()
@@ -63,7 +53,6 @@ class PollTests(ScaleCase):
             self.assertEqual(alice.command("n NOOP"), ["n OK NOOP completed"])
         self.assertFalse([statement for statement in seen if "messages" in statement], seen)
 
-    @embedded_store_only
     def test_fetch_reads_the_acl_once_while_nothing_changes(self) -> None:
         deliver(self.context, "alice", "INBOX")
         alice = self.client()
