@@ -572,22 +572,23 @@ def break_store(store) -> type[Exception]:
 
 
 class StoreFailureTests(TestCase):
-    def test_a_failed_read_is_answered_and_the_session_goes_on(self) -> None:
+    def logged_in_then_broken(self):
+        """A session logged in to a maildrop of one message; then the store breaks. The session and
+        what the store raises now."""
         server = Pop3Server(self)
         server.deliver(message(1))
         conversation = server.connect()
         conversation.login()
-        failure = break_store(server.context.store)
+        return conversation, break_store(server.context.store)
+
+    def test_a_failed_read_is_answered_and_the_session_goes_on(self) -> None:
+        conversation, failure = self.logged_in_then_broken()
         self.assertTrue(conversation.command("RETR 1").startswith(b"-ERR [SYS/TEMP] "))
         conversation.check([("NOOP", "+OK")])
         self.assertTrue(self.flushLoggedErrors(failure))
 
     def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
-        server = Pop3Server(self)
-        server.deliver(message(1))
-        conversation = server.connect()
-        conversation.login()
-        failure = break_store(server.context.store)
+        conversation, failure = self.logged_in_then_broken()
         conversation.check([
             ("DELE 1", "+OK"),
             ("STAT", "+OK 0 0"),

@@ -54,11 +54,7 @@ class PostgresUndeleteTests(OnPostgres, backup.UndeleteTests):
 
 class PostgresExpireKeptTests(OnPostgres, backup.ArchiveCase, unittest.TestCase):
     def test_deleted_mailboxes_go_after_their_retention(self):
-        config = self.server("one")
-        client = self.imap(config)
-        self.fill(client)
-        client.command("D DELETE Work/2024")
-        client.command("D DELETE Work")
+        config = self.work_deleted()
         from psycopg import connect
 
         with connect(self.dsn, autocommit=True) as db:  # Work/2024 deleted three days ago
