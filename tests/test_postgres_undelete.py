@@ -52,6 +52,22 @@ class PostgresUndeleteTests(OnPostgres, backup.UndeleteTests):
         self.assertNotIn("S OK", "\n".join(client.command("S SELECT Work/2024")))
 
 
+    def test_a_mailbox_with_children_leaves_a_node_that_undelete_fills_again(self):
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        data = b"Subject: in Work\r\n\r\nHello\r\n"
+        client.send(f"A APPEND Work {{{len(data)}}}\r\n")
+        client.send(data + b"\r\n")
+        before = self.seen_through_imap(client, ["Work"])
+        client.command("U SELECT INBOX")
+        self.assertIn("D OK DELETE completed", client.command("D DELETE Work"))
+        self.assertIn('* LIST (\\Noselect \\HasChildren) "/" "Work"', client.command('L LIST "" Work'))
+        self.assertIn("undeleted alice/Work: 1 messages", self.ok(config, "undelete", "alice/Work"))
+        self.assertEqual(self.seen_through_imap(client, ["Work"]), before)
+        self.assertEqual(len(self.seen_through_imap(client, ["Work/2024"])["Work/2024"][2]), 2)
+
+
 class PostgresExpireKeptTests(OnPostgres, backup.ArchiveCase, unittest.TestCase):
     def test_deleted_mailboxes_go_after_their_retention(self):
         config = self.work_deleted()
