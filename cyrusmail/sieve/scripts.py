@@ -10,9 +10,9 @@ server filters the deliveries of all at once).
 
 On the embedded store, each user's scripts are in
 ``users/USER/sieve.sqlite`` (0600, beside the user's index, so ``user
-delete`` takes them along): a table of scripts by name (UTF-8 text as uploaded, at most one marked active) and a table of
-vacation replies sent (who was answered, under which handle, until when
-not again).  The database is opened for each use and closed again, so
+delete`` takes them along): a table of scripts by name (UTF-8 text as
+uploaded, at most one marked active) and a table of vacation replies
+sent (who was answered, under which handle, until when not again).  The database is opened for each use and closed again, so
 that every server process and ``cyrusmail-admin`` see the same scripts;
 a user without the file has no script, which costs delivery one stat.
 
@@ -32,6 +32,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from cyrusmail import sqlite
 from cyrusmail.store.errors import InvalidName
@@ -138,7 +139,8 @@ class ScriptStore:
         if name not in names and len(names) >= self.max_scripts:
             self.too_many()
 
-    def too_many(self):
+    def too_many(self) -> NoReturn:
+        """Refuse a script past ``max_scripts``."""
         raise ScriptError("QUOTA/MAXSCRIPTS", f"At most {self.max_scripts} scripts per user")
 
 
