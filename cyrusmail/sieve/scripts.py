@@ -12,9 +12,10 @@ On the embedded store, each user's scripts are in
 ``users/USER/sieve.sqlite`` (0600, beside the user's index, so ``user
 delete`` takes them along): a table of scripts by name (UTF-8 text as
 uploaded, at most one marked active) and a table of vacation replies
-sent (who was answered, under which handle, until when not again).  The database is opened for each use and closed again, so
-that every server process and ``cyrusmail-admin`` see the same scripts;
-a user without the file has no script, which costs delivery one stat.
+sent (who was answered, under which handle, until when not again).
+The database is opened for each use and closed again, so that every
+server process and ``cyrusmail-admin`` see the same scripts; a user
+without the file has no script, which costs delivery one stat.
 
 Quotas (``[sieve] max_script_size``, ``max_scripts``) are checked here,
 for ManageSieve's PUTSCRIPT and HAVESPACE alike.  Names follow RFC 5804
