@@ -4,9 +4,7 @@ RFC 1939 section 8 asks for an exclusive lock on the maildrop while a POP3
 session is in TRANSACTION. IMAP sessions do not take it and go on working.
 The in-process registry refuses a second session of this server at once; the
 ``flock`` on ``<user folder>/pop3.lock`` covers other server processes on
-the same data folder, and on the PostgreSQL store an advisory lock in the
-database (:meth:`PostgresStore.maildrop_lock`) covers every server on it.
-The lock goes with the connection, however it ends.
+the same data folder. The lock goes with the connection, however it ends.
 """
 
 from __future__ import annotations
@@ -42,16 +40,12 @@ class MaildropLocks:
     """The POP3 locks of one server process.
 
     ``folder_of(user)`` names the user's folder for the cross-process lock
-    file (``MaildirStore.user_dir``); ``hold(user)`` takes a lock elsewhere
-    and gives its release, or None when another holds it
-    (``PostgresStore.maildrop_lock``); without either only the in-process
-    registry applies.
+    file (``MaildirStore.user_dir``); without it only the in-process registry
+    applies.
     """
 
-    def __init__(self, folder_of: Callable[[str], Path] | None = None,
-                 hold: Callable[[str], Callable[[], None] | None] | None = None):
+    def __init__(self, folder_of: Callable[[str], Path] | None = None):
         self.folder_of = folder_of
-        self.hold = hold
         self._held: dict[str, MaildropLock] = {}
 
     def is_locked(self, user: str) -> bool:
@@ -64,25 +58,14 @@ class MaildropLocks:
         fd = self._flock(user)
         if fd is False:
             return None
-        held_elsewhere = None
-        if self.hold is not None:
-            held_elsewhere = self.hold(user)
-            if held_elsewhere is None:
-                if fd is not None:
-                    os.close(fd)
-                return None
 
         def release() -> None:
             self._held.pop(user, None)
-            try:
-                if held_elsewhere is not None:
-                    held_elsewhere()
-            finally:
-                if fd is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                    finally:
-                        os.close(fd)
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                finally:
+                    os.close(fd)
 
         lock = self._held[user] = MaildropLock(user, release)
         return lock

@@ -336,22 +336,6 @@ class PostgresStore:
             for mailbox_id in ids:
                 self.announce(user, mailbox_id)
 
-    def maildrop_lock(self, user: str) -> Callable[[], None] | None:
-        """Take the POP3 lock of ``user``'s maildrop for every server on the database (a session-level
-        advisory lock on this thread's connection, so it goes if the connection does); its release,
-        or None when a session elsewhere holds it.  Sessions of this server are kept apart by
-        :class:`~cyrusmail.pop3.locks.MaildropLocks` first (the lock is re-entrant on one connection)."""
-        key = int.from_bytes(hashlib.sha256(b"pop3 maildrop " + user.encode()).digest()[:8], "big", signed=True)
-        db = self.db
-        if not db.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-            return None
-
-        def release() -> None:
-            if not db.closed:
-                db.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-        return release
-
     def kept_mailboxes(self, user: str) -> list[KeptMailbox]:
         """``user``'s deleted mailboxes still kept, oldest first."""
         return [KeptMailbox(*row) for row in self.db.execute(
