@@ -16,7 +16,7 @@ from cyrusmail.account import (
 )
 from cyrusmail.acl.control import AccessControl
 from cyrusmail.acl.delivery import delivery_target
-from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.acl.registry import open_registry
 from cyrusmail.auth import kerberos
 from cyrusmail.auth.cache import CredentialCache
 from cyrusmail.auth.checkers import PasswordChecker
@@ -30,9 +30,6 @@ from cyrusmail.sasl import RefusalChecker
 from cyrusmail.store.errors import UnknownUser
 from cyrusmail.store.interfaces import IStore
 from cyrusmail.store.maildir.store import SHARED_OWNER
-
-#: The registry of groups and ACL grants, beside the users in the data folder.
-ACCESS_REGISTRY = "access.sqlite"
 
 
 @implementer(IRealm)
@@ -52,7 +49,7 @@ class MailRealm:
         self.special_use = special_use
         self.other_users, self.shared = other_users, shared
         self.warning_percent = warning_percent
-        self.access = AccessControl(store, AccessRegistry(store.root / ACCESS_REGISTRY), self.admins)
+        self.access = AccessControl(store, open_registry(store), self.admins)
 
     def _provision(self, user: str, recheck: bool = True) -> None:
         """Make ``user``'s INBOX and special-use folders if missing.
@@ -134,7 +131,8 @@ def make_portal(config: Config, store: IStore, users: UserDatabase, reactor=None
                       other_users=namespaces["other_users"], shared=namespaces["shared"],
                       warning_percent=config["quota"]["warning_percent"], users=users)
     server, auth = config["server"], config["auth"]
-    throttle = LoginThrottle(reactor, maximum=server["login_delay_max"])
+    shared = store.login_failures() if hasattr(store, "login_failures") else None  # several servers: PostgreSQL
+    throttle = LoginThrottle(reactor, maximum=server["login_delay_max"], shared=shared)
     cache = CredentialCache(reactor, server["auth_cache_ttl"], server["auth_cache_size"])
     authorizer = Authorizer(users, config.domains, auth["master_users"], auth["master_separator"])
     passdb = make_passdb(config, users)

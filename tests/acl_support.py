@@ -17,6 +17,7 @@ from cyrusmail.portal import MailRealm
 from cyrusmail.store.errors import MailboxNotFound, PermissionDenied
 from cyrusmail.store.maildir import MaildirStore
 from cyrusmail.store.records import NO_FLAGS, Flag, FlagChange
+from tests.helpers import another_store
 
 MESSAGE = b"From: carol@example.org\r\nSubject: hello\r\n\r\nHello.\r\n"
 
@@ -126,4 +127,4 @@ class TwoUsers:
 
     def another_store(self):
         """A second store on the same mail, as another process or server would open it."""
-        return MaildirStore(self.store.root, analyser=None)
+        return another_store(self.store)

@@ -19,6 +19,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from cyrusmail.acl import require, rights_of
+from cyrusmail.portal import MailRealm
 from cyrusmail.store.errors import PermissionDenied
 from cyrusmail.store.interfaces import IMailbox, IMailboxList
 from cyrusmail.store.records import Flag, FlagChange
@@ -258,6 +259,22 @@ class IdentifierTests(TwoUsers, unittest.TestCase):
         self.alice.setacl(PROJECT, "group:team", "lr")
         self.assertIn(THERE, self.bob.list())
         self.realm.access.registry.remove_members("team", ["bob"])
+        self.assertNotIn(THERE, self.bob.list())
+
+    def test_groups_and_grants_made_through_another_server_count_at_once(self):
+        """Another server (process) on the same mail: its groups and ACLs govern this one's next check,
+        the rights a mailbox view keeps included."""
+        other = MailRealm(self.another_store(), ["root"], ["example.org"], {})
+        self.addCleanup(other.store.close)
+        self.addCleanup(other.close)
+        other.access.set_rights("alice", PROJECT, "group:team", "lr")
+        self.assertNotIn(THERE, self.bob.list())
+        other.access.add_to_group("team", ["bob"])
+        self.assertIn(THERE, self.bob.list())  # the grant, and bob's group, seen here
+        view = self.bob_account.mailboxes.open(THERE)
+        self.assertEqual(view.rights, frozenset("lr"))
+        other.access.registry.remove_members("team", ["bob"])
+        self.assertEqual(view.rights, frozenset())
         self.assertNotIn(THERE, self.bob.list())
 
     def test_setacl_modifiers_and_obsolete_rights(self):

@@ -11,9 +11,8 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from cyrusmail.acl.registry import AccessRegistry
+from cyrusmail.acl.registry import ACCESS_REGISTRY, AccessRegistry
 from cyrusmail.imap.server import IMAPServer
-from cyrusmail.portal import ACCESS_REGISTRY
 from cyrusmail.store.maildir.store import MaildirStore
 from cyrusmail.store.records import Flag, FlagChange
 from tests.helpers import another_store, statements_run

@@ -19,6 +19,7 @@ from cyrusmail.account import IAccount
 from cyrusmail.auth.throttle import LoginThrottle, UsernamePasswordFrom, address_key
 from cyrusmail.imap.server import IMAPServer
 from cyrusmail.pop3.server import POP3Factory
+from tests import postgres_support
 from tests.helpers import add_user, make_context
 from tests.test_smtp_session_support import plain, submission_factory
 
@@ -26,13 +27,17 @@ from tests.test_smtp_session_support import plain, submission_factory
 class CountedLogins:
     """A context on a Clock whose checker records when each password is verified."""
 
-    def __init__(self, test: unittest.TestCase, **server: str):
-        self.clock = Clock()
-        self.context = make_context(test.mktemp(), reactor=self.clock, server={"domains": "example.org", **server})
+    def __init__(self, test: unittest.TestCase, clock: Clock | None = None, store: dict | None = None,
+                 **server: str):
+        self.clock = clock if clock is not None else Clock()
+        sections = {"store": store} if store is not None else {}
+        self.context = make_context(test.mktemp(), reactor=self.clock, server={"domains": "example.org", **server},
+                                    **sections)
         test.addCleanup(self.context.store.close)
         test.addCleanup(self.context.users.close)
-        add_user(self.context, "alice", "secret")
-        add_user(self.context, "bob", "secret")
+        for user in ("alice", "bob"):
+            if not self.context.users.exists(user):  # another server on the same database added them
+                add_user(self.context, user, "secret")
         checker = self.context.portal.checkers[IUsernamePassword]
         checker.hash_in_thread = False
         checker.verify = self.verify
@@ -52,6 +57,29 @@ class CountedLogins:
     def guess(self, user: str, password: str, client: str) -> None:
         """A login whose outcome does not matter, only when its password is checked."""
         self.login(user, password, client).addErrback(lambda failure: failure.trap(UnauthorizedLogin))
+
+
+class ServersOnOneDatabaseTests(unittest.TestCase):
+    """Several servers on one PostgreSQL database: guessing through another gains nothing."""
+
+    skip = postgres_support.skip_reason()
+
+    def test_failures_through_one_server_delay_the_next_check_on_another(self) -> None:
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        clock = Clock()  # one time for both, as the servers' clocks agree
+        store = {"backend": "postgresql", "dsn": dsn}
+        first, second = CountedLogins(self, clock, store), CountedLogins(self, clock, store)
+        first.guess("alice", "wrong", "192.0.2.1")
+        clock.advance(1)
+        first.guess("alice", "wrong", "192.0.2.1")  # two failures: the next check waits about 2 s
+        login = second.login("alice", "secret", "198.51.100.7")  # another server, another address
+        clock.advance(1.9)
+        self.assertEqual(second.verified, [])
+        clock.advance(0.1)
+        self.assertEqual(second.times(), [3.0])
+        self.successResultOf(login)
+        self.assertEqual(first.times(), [0.0, 1.0])
 
 
 class PortalThrottleTests(unittest.TestCase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imaplib
 import io
+import poplib
 import shutil
 import subprocess
 import tempfile
@@ -38,7 +39,8 @@ class TwoServersTests(unittest.TestCase):
         self.addCleanup(postgres_support.drop_schema, schema)
         self.folder = Path(tempfile.mkdtemp(prefix="cm-pg-"))
         self.addCleanup(shutil.rmtree, self.folder, True)
-        self.ports = free_ports(2)
+        ports = free_ports(4)
+        self.ports, self.pop3_ports = ports[:2], ports[2:]
         self.configs = [self.write_config(n, port) for n, port in enumerate(self.ports)]
         self.admin(self.configs[0], "user", "add", "alice", "--password", "secret")  # known to both: one database
 
@@ -47,8 +49,11 @@ class TwoServersTests(unittest.TestCase):
         lines = [f"[server]\ndata = {data}\nhostname = mail{n}.example.org\ndomains = example.org\n",
                  f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n"]
         for name in SERVICES:
-            lines.append(f"[imap]\nlisten = tcp:{port}:interface=127.0.0.1\n" if name == "imap"
-                         else f"[{name}]\nenabled = no\n")
+            if name in ("imap", "pop3"):
+                listen = port if name == "imap" else self.pop3_ports[n]
+                lines.append(f"[{name}]\nlisten = tcp:{listen}:interface=127.0.0.1\n")
+            else:
+                lines.append(f"[{name}]\nenabled = no\n")
         path = self.folder / f"server{n}.conf"
         path.write_text("\n".join(lines))
         return path
@@ -131,6 +136,36 @@ class TwoServersTests(unittest.TestCase):
         reader.logout()
         for server in (second, restarted):
             stop_server(self, server)
+
+    def pop3_login(self, n: int) -> poplib.POP3:
+        client = poplib.POP3("127.0.0.1", self.pop3_ports[n], timeout=60)
+        self.addCleanup(client.close)
+        client.user("alice")
+        client.pass_("secret")
+        return client
+
+    def test_one_pop3_session_per_maildrop_across_servers(self):
+        """RFC 1939 section 8: the second session, on the other server, gets -ERR [IN-USE];
+        the lock goes with the server holding it, kill -9 included."""
+        first, second = self.serve(0), self.serve(1)
+        self.pop3_login(0)
+        with self.assertRaises(poplib.error_proto) as refused:
+            self.pop3_login(1)
+        self.assertIn(b"[IN-USE]", refused.exception.args[0])
+        first.kill()  # SIGKILL: its connection to PostgreSQL ends, and the advisory lock with it
+        first.wait(timeout=60)
+        deadline = time.monotonic() + 60  # a hang check only: until PostgreSQL has noticed
+        while True:
+            try:
+                client = self.pop3_login(1)
+                break
+            except poplib.error_proto as error:
+                if b"[IN-USE]" not in error.args[0] or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.assertEqual(client.stat(), (0, 0))
+        client.quit()
+        stop_server(self, second)
 
     @staticmethod
     def read_until_tagged(client: Line, line: str | None, tag: str | None = None) -> str:

@@ -234,3 +234,95 @@ class NulInHeadersTests(_TwoServers, unittest.TestCase):
         self.assertEqual(inbox.read(uid), data)  # the bytes themselves are kept whole (bytea)
         self.assertEqual(inbox.sort_rows([uid], ["subject"]), [(uid, "HELLO")])
         self.assertIn(uid, inbox.previews([uid]))
+
+
+class MaildropLockTests(_TwoServers, unittest.TestCase):
+    """RFC 1939 section 8 across servers: one POP3 session per maildrop, whichever server it is on."""
+
+    def test_a_maildrop_locked_through_one_server_is_refused_on_the_other(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+
+        first, second = (MaildropLocks.for_store(store) for store in self.servers)
+        held = first.acquire("alice")
+        self.assertIsNotNone(held)
+        self.assertIsNone(second.acquire("alice"))
+        bob = second.acquire("bob")  # another maildrop is another lock
+        self.assertIsNotNone(bob)
+        held.release()
+        again = second.acquire("alice")
+        self.assertIsNotNone(again)
+        self.assertIsNone(first.acquire("alice"))
+        again.release()
+        bob.release()
+
+    def test_a_server_that_goes_away_releases_its_maildrop_locks(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+
+        self.assertIsNotNone(MaildropLocks.for_store(self.servers[0]).acquire("alice"))
+        locks = MaildropLocks.for_store(self.servers[1])
+        self.assertIsNone(locks.acquire("alice"))
+        self.servers[0].close()  # its connections end, as a killed process's do
+        deadline = time.monotonic() + 60  # a hang check only: the server ends the backend when it notices
+        lock = locks.acquire("alice")
+        while lock is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lock = locks.acquire("alice")
+        self.assertIsNotNone(lock)
+        lock.release()
+
+    def test_another_database_schema_is_another_set_of_maildrops(self):
+        from cyrusmail.pop3.locks import MaildropLocks
+        from cyrusmail.store.postgresql import PostgresStore
+
+        dsn, schema = postgres_support.fresh_dsn()
+        self.addCleanup(postgres_support.drop_schema, schema)
+        elsewhere = PostgresStore(dsn, self.mktemp(), analyser=None)
+        self.addCleanup(elsewhere.close)
+        self.assertIsNotNone(MaildropLocks.for_store(self.servers[0]).acquire("alice"))
+        self.assertIsNotNone(MaildropLocks.for_store(elsewhere).acquire("alice"))
+
+
+class SharedLoginFailuresTests(_TwoServers, unittest.TestCase):
+    """The login throttles of two servers on one database count each other's failures per account."""
+
+    def setUp(self):
+        super().setUp()
+        from cyrusmail.auth.throttle import LoginThrottle
+
+        self.clock = Clock()  # one time for both servers, as their clocks would agree
+        self.throttles = [LoginThrottle(self.clock, shared=store.login_failures()) for store in self.servers]
+
+    def guess(self, n: int, address: str, right: bool = False) -> list:
+        """An attempt for alice through server ``n``; the list gets True once its check has started."""
+        from twisted.cred.error import UnauthorizedLogin
+        from twisted.internet import defer
+
+        started: list = []
+
+        def verify():
+            started.append(True)
+            return defer.succeed("alice") if right else defer.fail(UnauthorizedLogin("wrong"))
+
+        self.throttles[n].attempt(address, "alice", verify).addErrback(lambda failure: failure.trap(UnauthorizedLogin))
+        return started
+
+    def test_failures_through_one_server_delay_guesses_through_the_other(self):
+        self.assertEqual(self.guess(0, "192.0.2.1"), [True])
+        self.clock.advance(1)
+        self.assertEqual(self.guess(0, "192.0.2.1"), [True])  # two failures now: 2 s until the next check
+        elsewhere = self.guess(1, "198.51.100.7")  # another address, another server: the same account
+        self.assertEqual(elsewhere, [])
+        self.clock.advance(1.5)
+        self.assertEqual(elsewhere, [])
+        self.clock.advance(0.5)
+        self.assertEqual(elsewhere, [True])
+        (failures, updated), = self.servers[0].db.execute("SELECT failures, updated FROM login_failures").fetchall()
+        self.assertEqual(updated, 3.0)
+        self.assertAlmostEqual(failures, 3 - 3 / 60)  # as the throttle counts: one forgotten a minute
+
+    def test_a_success_clears_the_shared_failures(self):
+        self.guess(0, "192.0.2.1")
+        self.clock.advance(1)
+        self.assertEqual(self.guess(1, "192.0.2.1", right=True), [True])
+        self.assertEqual(self.servers[0].db.execute("SELECT count(*) FROM login_failures").fetchone()[0], 0)
+        self.assertEqual(self.guess(0, "198.51.100.7", right=True), [True])  # no delay left anywhere

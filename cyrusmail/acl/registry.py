@@ -6,6 +6,10 @@ the one question that would otherwise scan every user: "whose mailboxes
 might this user see?" It records, per owner, the identifiers any of their
 ACLs name; a stale row only costs a look at that owner's index. Writers
 add rows before changing an ACL and drop them after, so it never misses one.
+
+Where it lives is the store's choice (:func:`open_registry`): ``access.sqlite``
+in the data folder, or the PostgreSQL store's tables, which every server
+on that database shares.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cyrusmail import sqlite
+
+#: The embedded store's registry, beside the users in the data folder.
+ACCESS_REGISTRY = "access.sqlite"
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS groups (name TEXT NOT NULL, member TEXT NOT NULL, PRIMARY KEY (name, member))",
@@ -51,6 +58,7 @@ class AccessRegistry:
                 self.writes += 1
 
     def _rows(self, query: str, parameters: Iterable = ()) -> list[tuple]:
+        """The rows of ``query`` (``?`` parameters, SQL that SQLite and PostgreSQL both take)."""
         with self._lock:
             return self.db.execute(query, tuple(parameters)).fetchall()
 
@@ -71,15 +79,14 @@ class AccessRegistry:
         return frozenset(row[0] for row in rows)
 
     def members(self, group: str) -> list[str]:
-        rows = self._rows("SELECT member FROM groups WHERE name = ? ORDER BY member", (group,))
-        return [row[0] for row in rows]
+        return sorted(row[0] for row in self._rows("SELECT member FROM groups WHERE name = ?", (group,)))
 
     def groups(self) -> list[str]:
-        return [row[0] for row in self._rows("SELECT DISTINCT name FROM groups ORDER BY name")]
+        return sorted(row[0] for row in self._rows("SELECT DISTINCT name FROM groups"))
 
     def add_members(self, group: str, members: Iterable[str]) -> None:
         with self._write() as db:
-            db.executemany("INSERT OR IGNORE INTO groups (name, member) VALUES (?, ?)",
+            db.executemany("INSERT INTO groups (name, member) VALUES (?, ?) ON CONFLICT DO NOTHING",
                            [(group, member) for member in members])
 
     def remove_members(self, group: str, members: Iterable[str] | None = None) -> int:
@@ -94,23 +101,22 @@ class AccessRegistry:
 
     def add_grants(self, owner: str, identifiers: Iterable[str]) -> None:
         with self._write() as db:
-            db.executemany("INSERT OR IGNORE INTO grants (owner, identifier) VALUES (?, ?)",
+            db.executemany("INSERT INTO grants (owner, identifier) VALUES (?, ?) ON CONFLICT DO NOTHING",
                            [(owner, identifier) for identifier in identifiers])
 
     def replace_grants(self, owner: str, identifiers: Iterable[str]) -> None:
         """Set the identifiers ``owner``'s ACLs name, once an ACL change is durable."""
         with self._write() as db:
             db.execute("DELETE FROM grants WHERE owner = ?", (owner,))
-            db.executemany("INSERT OR IGNORE INTO grants (owner, identifier) VALUES (?, ?)",
+            db.executemany("INSERT INTO grants (owner, identifier) VALUES (?, ?) ON CONFLICT DO NOTHING",
                            [(owner, identifier) for identifier in set(identifiers)])
 
     def owners_granting(self, identifiers: Iterable[str]) -> list[str]:
         """Owners with an ACL naming any of ``identifiers``, sorted."""
         identifiers = list(identifiers)
         marks = ",".join("?" * len(identifiers))
-        rows = self._rows(f"SELECT DISTINCT owner FROM grants WHERE identifier IN ({marks}) ORDER BY owner",
-                          identifiers)
-        return [row[0] for row in rows]
+        rows = self._rows(f"SELECT DISTINCT owner FROM grants WHERE identifier IN ({marks})", identifiers)
+        return sorted(row[0] for row in rows)
 
     def forget_owner(self, owner: str) -> None:
         with self._write() as db:
@@ -121,3 +127,10 @@ class AccessRegistry:
         with self._write() as db:
             db.execute("DELETE FROM groups WHERE member = ?", (user,))
             db.execute("DELETE FROM grants WHERE owner = ?", (user,))
+
+
+def open_registry(store) -> AccessRegistry:
+    """The registry of ``store``: its own (``access_registry()``, the PostgreSQL
+    store's shared tables) or ``access.sqlite`` in its data folder."""
+    own = getattr(store, "access_registry", None)
+    return own() if own is not None else AccessRegistry(store.root / ACCESS_REGISTRY)

@@ -70,11 +70,9 @@ class Admin:
         """Rights decisions and ACL changes, with no rights checked: the admin may do anything."""
         if self._access is None:
             from cyrusmail.acl.control import AccessControl
-            from cyrusmail.acl.registry import AccessRegistry
-            from cyrusmail.portal import ACCESS_REGISTRY
+            from cyrusmail.acl.registry import open_registry
 
-            self._access = AccessControl(self.store, AccessRegistry(self.config.data / ACCESS_REGISTRY),
-                                         self.config.admins)
+            self._access = AccessControl(self.store, open_registry(self.store), self.config.admins)
         return self._access
 
     def close(self) -> None:

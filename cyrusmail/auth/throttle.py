@@ -36,6 +36,14 @@ the account cannot keep its owner out; elsewhere the owner waits at most
 ``maximum`` seconds per attempt queued ahead, or is refused while the queue
 is full. Every table is bounded; the least recently used idle entry goes
 first.
+
+Several servers on one database (the PostgreSQL store) share the account
+keys' failures through ``shared`` (:class:`SharedFailures`): each failure
+is added to the account's record there, and an attempt that arrives reads
+it, so that its account key counts (and waits for) the failures made
+through every server, not only this one's. Only an account's common lane
+is shared, not the lanes of addresses that logged in to it; the address
+keys stay each server's own.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
@@ -124,6 +133,20 @@ class _Attempt:
     address: str
     verify: Callable[[], defer.Deferred]
     result: defer.Deferred
+    shared: bool = False  # the account's common lane, whose failures every server sees
+
+
+class SharedFailures(Protocol):
+    """The account keys' failures that several servers share (``PostgresStore.login_failures``)."""
+
+    def recent(self, account: str) -> tuple[float, float] | None:
+        """(failures as of ``updated``, ``updated``), or None when none are recorded."""
+
+    def failed(self, account: str, now: float, forget: float) -> None:
+        """Add one failure at ``now``; one is forgotten every ``forget`` seconds."""
+
+    def succeeded(self, account: str) -> None:
+        """Clear the account's failures."""
 
 
 class _Table:
@@ -154,8 +177,9 @@ class LoginThrottle:
 
     def __init__(self, clock: IReactorTime, base: float = 1.0, maximum: float = 15.0, forget: float = 60.0,
                  address_parallel: int = 4, queue_limit: int = 10, clean_queue_limit: int = 1000,
-                 table_limit: int = 100_000):
+                 table_limit: int = 100_000, shared: SharedFailures | None = None):
         self.clock = clock
+        self.shared = shared
         self.base, self.maximum, self.forget = base, maximum, forget
         self.address_parallel, self.queue_limit, self.clean_queue_limit = address_parallel, queue_limit, clean_queue_limit
         self._addresses = _Table(table_limit)
@@ -176,14 +200,28 @@ class LoginThrottle:
         lane = (account, address) if (account, address) in self._known else (account,)
         keys = (self._addresses.get(address, self.address_parallel), self._accounts.get(lane, 1))
         now = self.clock.seconds()
+        shared = self.shared is not None and len(lane) == 1
+        if shared:
+            self._merge_shared(keys[1], account, now)
         if any(key.waiting >= self._queue_bound(key, now) for key in keys):
             return self._refuse(keys)
-        attempt = _Attempt(keys, account, address, verify, defer.Deferred())
+        attempt = _Attempt(keys, account, address, verify, defer.Deferred(), shared)
         for key in keys:
             key.waiting += 1
         self._queue.append(attempt)
         self._pump()
         return attempt.result
+
+    def _merge_shared(self, key: _Key, account: str, now: float) -> None:
+        """Count the account's failures made through every server (they include this one's)."""
+        row = self.shared.recent(account)
+        if row is None:
+            return
+        failures, updated = row
+        recent = max(0.0, failures - max(0.0, now - updated) / self.forget)
+        if recent > key.recent_failures(now, self.forget):
+            key.failures, key.updated = recent, now
+            key.ready_at = max(key.ready_at, updated + self._delay(failures))
 
     def _queue_bound(self, key: _Key, now: float) -> int:
         """How many attempts may wait for ``key``: few once it has failed lately."""
@@ -261,6 +299,8 @@ class LoginThrottle:
             if outcome.check(UnauthorizedLogin):
                 for key in attempt.keys:
                     self._failed(key, now)
+                if attempt.shared:
+                    self.shared.failed(attempt.account, now, self.forget)
         else:
             self._succeeded(attempt, now)
         self._pump()
@@ -277,6 +317,8 @@ class LoginThrottle:
     def _succeeded(self, attempt: _Attempt, now: float) -> None:
         account_lane = attempt.keys[1]
         account_lane.failures, account_lane.updated, account_lane.ready_at = 0.0, now, now
+        if attempt.shared:
+            self.shared.succeeded(attempt.account)
         pair = (attempt.account, attempt.address)
         self._known[pair] = None
         self._known.move_to_end(pair)

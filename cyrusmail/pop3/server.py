@@ -22,7 +22,7 @@ def shared_locks(context: ServerContext) -> MaildropLocks:
     """The one lock registry of this process's POP3 services (``pop3`` and ``pop3s`` alike)."""
     locks = context.extras.get(LOCKS_KEY)
     if locks is None:
-        locks = context.extras[LOCKS_KEY] = MaildropLocks(getattr(context.store, "user_dir", None))
+        locks = context.extras[LOCKS_KEY] = MaildropLocks.for_store(context.store)
     return locks
 
 

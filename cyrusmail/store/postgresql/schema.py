@@ -145,6 +145,40 @@ CREATE TABLE secrets (
 );
 """),
     (6, """
+-- Groups and who shares with whom (cyrusmail.acl.registry), as access.sqlite
+-- holds them on the embedded store: one record that every server reads.
+CREATE TABLE groups (
+    name    text NOT NULL,
+    member  text NOT NULL,
+    PRIMARY KEY (name, member)
+);
+CREATE INDEX groups_member ON groups (member);
+CREATE TABLE grants (
+    owner       text NOT NULL,
+    identifier  text NOT NULL,
+    PRIMARY KEY (owner, identifier)
+);
+CREATE INDEX grants_identifier ON grants (identifier);
+-- Counts changes to both, so that a session's kept rights know when to read groups again.
+CREATE TABLE access_version (version bigint NOT NULL);
+INSERT INTO access_version VALUES (0);
+-- The identifiers the ACLs set so far name (until now each server kept them in its own file).
+INSERT INTO grants (owner, identifier)
+    SELECT DISTINCT m.owner, ltrim(e.key, '-')
+    FROM acls AS a JOIN mailboxes AS m ON m.id = a.mailbox_id, json_each_text(a.entries::json) AS e
+    WHERE ltrim(e.key, '-') <> m.owner;
+"""),
+    (7, """
+-- Recent failed logins per account (cyrusmail.auth.throttle), which every server's throttle consults.
+CREATE TABLE login_failures (
+    account   text PRIMARY KEY,
+    failures  double precision NOT NULL,  -- as of updated; one is forgotten every forget seconds
+    updated   double precision NOT NULL,  -- seconds since the epoch
+    until     double precision NOT NULL   -- when every one is forgotten: the row may go
+);
+CREATE INDEX login_failures_until ON login_failures (until);
+"""),
+    (8, """
 -- Sieve scripts (cyrusmail.store.postgresql.sieve): each user's, by name, at most one active,
 -- and the vacation replies sent (RFC 5230 section 4.2: whom, under which handle, until when not again).
 CREATE TABLE sieve_scripts (
@@ -164,7 +198,7 @@ CREATE TABLE sieve_vacation (
 );
 CREATE INDEX sieve_vacation_until ON sieve_vacation (owner, until);
 """),
-    (7, """
+    (9, """
 -- Mailboxes deleted with [server] delete_mode = delayed, kept for cyrusmail-admin undelete: the mailbox
 -- row (and its messages, flags, ACL) stays, owned by '.deleted' under its id; this says whose it was.
 CREATE TABLE kept_mailboxes (

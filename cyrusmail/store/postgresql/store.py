@@ -84,6 +84,8 @@ from cyrusmail.store.maildir.store import (
     new_guid,
     references_split,
 )
+from cyrusmail.store.postgresql.access import PostgresAccessRegistry
+from cyrusmail.store.postgresql.failures import PostgresLoginFailures
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
@@ -105,6 +107,9 @@ _log = Logger()
 
 #: Seconds between attempts to LISTEN again after the listening connection was lost.
 RELISTEN_DELAY = 5.0
+
+#: Connections kept free for the next POP3 maildrop lock (PostgresStore.maildrop_lock).
+MAILDROP_IDLE = 4
 
 #: Held (pg_advisory_lock) while a user's tree is made or removed, by any server.
 USER_LOCK = 0x6379_7275_7573  # "cyrus"
@@ -143,6 +148,9 @@ def blob_name(data: bytes) -> str:
 class PostgresStore:
     """Every user's mail in one PostgreSQL database (``dsn``); ``data`` stages arriving messages."""
 
+    #: ``[server] delete_mode = delayed``: a deleted mailbox is kept (:meth:`PostgresMailboxList.delete`)
+    keep_deleted = False
+
     def __init__(self, dsn: str, data: Path | str, analyser: Analyser | None = None,
                  expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None):
         self.dsn = dsn
@@ -156,6 +164,9 @@ class PostgresStore:
         self._local = threading.local()
         self._connections: list[psycopg.Connection] = []
         self._connections_lock = threading.Lock()
+        #: connections holding POP3 maildrop locks (maildrop_lock), and those kept free for the next
+        self._maildrop_connections: set[psycopg.Connection] = set()
+        self._maildrop_pool: list[psycopg.Connection] = []
         self._watchers: dict[tuple[str, int], list[Callable[[], None]]] = {}
         self._owners: weakref.WeakValueDictionary[str, _Owner] = weakref.WeakValueDictionary()
         self._owners_lock = threading.Lock()
@@ -170,8 +181,6 @@ class PostgresStore:
         self.channel = f"cyrusmail_{schema}"[:63]
         self.token = secrets.token_hex(6)  # this store's own announcements are not news to it
         self.listener: ChangeListener | None = None
-        #: ``[server] delete_mode = delayed``: a deleted mailbox is kept (:meth:`PostgresMailboxList.delete`)
-        self.keep_deleted = False
         with self.write() as db:
             db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
                        (SHARED_OWNER,))
@@ -281,6 +290,59 @@ class PostgresStore:
         finally:
             db.execute("SELECT pg_advisory_unlock(%s)", (USER_LOCK,))
 
+    def access_registry(self) -> PostgresAccessRegistry:
+        """Groups and who shares with whom, in this database (:func:`cyrusmail.acl.registry.open_registry`)."""
+        return PostgresAccessRegistry(self)
+
+    def login_failures(self) -> PostgresLoginFailures:
+        """The login throttle's failures per account, shared by every server (:mod:`.failures`)."""
+        return PostgresLoginFailures(self)
+
+    def maildrop_lock(self, user: str) -> Callable[[], None] | None:
+        """Take ``user``'s POP3 maildrop lock for every server on the database (RFC 1939
+        section 8; :class:`cyrusmail.pop3.locks.MaildropLocks`): what releases it, or None
+        when a session on any server holds it.
+
+        A session-level advisory lock (``pg_try_advisory_lock``), held by a connection
+        of its own for as long as the POP3 session holds the maildrop: a server that
+        dies, ``kill -9`` included, closes that connection and PostgreSQL releases it.
+        Released connections are kept for the next lock (up to ``MAILDROP_IDLE``).
+        """
+        name = f"{self.channel}\0pop3\0{user}".encode()
+        key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+        connection = self._maildrop_connection()
+        if not connection.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+            self._maildrop_idle(connection)
+            return None
+
+        def release() -> None:
+            try:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except psycopg.Error:  # the connection is gone, and the lock with it
+                connection.close()
+            self._maildrop_idle(connection)
+        return release
+
+    def _maildrop_connection(self) -> psycopg.Connection:
+        with self._connections_lock:
+            while self._maildrop_pool:
+                connection = self._maildrop_pool.pop()
+                if not connection.closed and connection.info.status == psycopg.pq.ConnStatus.OK:
+                    return connection
+                self._maildrop_connections.discard(connection)
+        connection = psycopg.connect(self.dsn, autocommit=True)
+        with self._connections_lock:
+            self._maildrop_connections.add(connection)
+        return connection
+
+    def _maildrop_idle(self, connection: psycopg.Connection) -> None:
+        with self._connections_lock:
+            if not connection.closed and len(self._maildrop_pool) < MAILDROP_IDLE:
+                self._maildrop_pool.append(connection)
+                return
+            self._maildrop_connections.discard(connection)
+        connection.close()
+
     def retire_user(self, user: str) -> None:
         """Remove ``user``'s tree at once (nothing is left to remove after: None)."""
         self.remove_user(user)
@@ -382,6 +444,8 @@ class PostgresStore:
             self.listener = None
         with self._connections_lock:
             connections, self._connections = self._connections, []
+            connections.extend(self._maildrop_connections)
+            self._maildrop_connections, self._maildrop_pool = set(), []
         for connection in connections:
             connection.close()
 
