@@ -22,7 +22,7 @@ from cyrusmail.pop3.server import POP3Factory, make_factory
 from cyrusmail.pop3.session import IDLE_TIMEOUT, MessageProducer
 from cyrusmail.pop3.wire import TopFilter
 from cyrusmail.store.records import Flag, FlagChange
-from tests.helpers import embedded_store_only
+from tests.helpers import another_store
 from tests.test_pop3_support import REMOTE, Pop3Server, message, unstuff
 
 
@@ -394,27 +394,35 @@ class MaildropLockTests(TestCase):
         self.assertTrue(transport.value().endswith(b"-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n"))
         session.connectionLost(None)
 
-    @embedded_store_only
+    def other_process_locks(self) -> MaildropLocks:
+        """The POP3 locks of another server process: on the same data folder (its own open lock file),
+        or on the same database (its own connections)."""
+        store = another_store(self.server.context.store)
+        self.addCleanup(store.close)
+        return MaildropLocks.for_store(store)
+
     def test_lock_holds_across_processes(self) -> None:
-        """A second server process on the same data folder: its own registry, the same lock file."""
+        """A second server process: its own registry, the same lock file or database lock."""
         self.server.connect().login()
-        other_process = POP3Factory(self.server.context, "pop3",
-                                    locks=MaildropLocks(self.server.context.store.user_dir))
+        other_process = POP3Factory(self.server.context, "pop3", locks=self.other_process_locks())
         conversation = self.server.connect()
         conversation.protocol.locks = other_process.locks
         conversation.check([("USER alice", "+OK"), ("PASS secret", "-ERR [IN-USE]")])
 
-    @embedded_store_only
     def test_lock_file_is_released(self) -> None:
-        locks = MaildropLocks(self.server.context.store.user_dir)
+        locks = MaildropLocks.for_store(self.server.context.store)
         lock = locks.acquire("alice")
         self.assertIsNone(locks.acquire("alice"))
-        self.assertIsNone(MaildropLocks(self.server.context.store.user_dir).acquire("alice"))
+        self.assertIsNone(self.other_process_locks().acquire("alice"))
         lock.release()
         lock.release()
-        again = MaildropLocks(self.server.context.store.user_dir).acquire("alice")
+        again = self.other_process_locks().acquire("alice")
         self.assertIsNotNone(again)
+        self.assertIsNone(locks.acquire("alice"))  # and now this process waits for the other
         again.release()
+        last = locks.acquire("alice")
+        self.assertIsNotNone(last)
+        last.release()
 
 
 class IdleTimeoutTests(TestCase):
