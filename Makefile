@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= etc/cyrusmail.conf
 
-.PHONY: run test test-postgresql bench lint clean
+.PHONY: run test test-postgresql test-postgresql-blobs bench lint clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ PROTOCOL_TESTS = tests/test_imap_*.py tests/test_pop3_*.py tests/test_lmtp.py te
 	tests/test_sieve_delivery.py tests/test_sieve_language.py tests/test_managesieve.py tests/test_managesieve_clients.py
 test-postgresql: $(VENV)/.installed
 	CYRUSMAIL_TEST_STORE=postgresql $(PY) -m pytest -q $(PROTOCOL_TESTS)
+
+## test-postgresql-blobs: the same, message bodies in a folder's files ([store] blobs = /folder)
+test-postgresql-blobs: $(VENV)/.installed
+	CYRUSMAIL_TEST_STORE=postgresql CYRUSMAIL_TEST_BLOBS=folder $(PY) -m pytest -q $(PROTOCOL_TESTS)
 
 ## bench: print speed figures (see bench/)
 bench: $(VENV)/.installed

@@ -319,6 +319,21 @@ def parse_special_use(text: str) -> str:
 STORE_BACKENDS = ("embedded", "postgresql")
 
 
+def parse_blobs(text: str) -> str:
+    """``database``, an absolute folder (checked to be a writable folder as the server starts),
+    or ``s3://bucket/prefix`` (an S3-compatible store; checked to answer as the server starts)."""
+    text = text.strip()
+    if text.lower() == "database":
+        return "database"
+    if text.startswith("s3://"):
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", text):
+            raise ValueError(f"expected s3://BUCKET or s3://BUCKET/PREFIX, got {text!r}")
+        return text.rstrip("/")
+    if not os.path.isabs(text):
+        raise ValueError(f"expected database, an absolute path to a shared folder or s3://BUCKET/PREFIX, got {text!r}")
+    return os.path.normpath(text)
+
+
 def parse_store_backend(text: str) -> str:
     backend = text.strip().lower()
     if backend not in STORE_BACKENDS:
@@ -405,6 +420,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "retry_initial": Key(parse_duration, 300),
         "retry_max": Key(parse_duration, 3600),
         "give_up": Key(parse_duration, 5 * 86400),
+        # The PostgreSQL store's shared queue: how long an attempt's claim lasts unrenewed (takeover after a crash).
+        "lease": Key(parse_duration, 300),
     },
     "namespaces": {
         "other_users": Key(parse_text, "Other Users"),
@@ -476,6 +493,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "store": {
         "backend": Key(parse_store_backend, "embedded"),
         "dsn": Key(parse_text, ""),
+        "blobs": Key(parse_blobs, "database"),
     },
 }
 

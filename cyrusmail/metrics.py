@@ -162,7 +162,7 @@ class StateCollector:
         queue = self.queue() if self.queue is not None else None
         if queue is None:
             return
-        entries = list(queue.entries.values())
+        entries = queue.listing()
         oldest = min((entry.arrival for entry in entries), default=None)
         yield GaugeMetricFamily("cyrusmail_queue_messages", "Messages in the outbound queue.", value=len(entries))
         yield GaugeMetricFamily("cyrusmail_queue_oldest_age_seconds",

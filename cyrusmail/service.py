@@ -227,13 +227,30 @@ def open_store(config: Config):
     except ImportError:
         raise startup.StartupError("[store] backend = postgresql needs psycopg: "
                                    "pip install 'cyrusmail[postgresql]'") from None
+    blobs = config["store"]["blobs"]
+    if blobs.startswith("s3://"):
+        _check_s3(blobs)
+    elif blobs != "database" and not (os.path.isdir(blobs) and os.access(blobs, os.W_OK | os.X_OK)):
+        raise startup.StartupError(f"[store] blobs: {blobs} is not a folder this server can write to")
     try:
-        store = PostgresStore(config["store"]["dsn"], config.data,
+        store = PostgresStore(config["store"]["dsn"], config.data, blobs=blobs,
                               expunged_history=config["server"]["expunged_history"])
     except psycopg.Error as error:
         raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
     store.keep_deleted = config["server"]["delete_mode"] == "delayed"
     return store
+
+
+def _check_s3(blobs: str) -> None:
+    """A StartupError unless boto3 is there and the bucket of ``blobs`` answers."""
+    try:
+        from cyrusmail.store.postgresql.blobs import S3Blobs
+
+        S3Blobs(blobs).check()
+    except ImportError:
+        raise startup.StartupError("[store] blobs = s3://... needs boto3: pip install 'cyrusmail[s3]'") from None
+    except Exception as error:  # noqa: BLE001 - botocore's many errors, each said in one line
+        raise startup.StartupError(f"[store] blobs: cannot reach {blobs}: {startup.one_line(error)}") from None
 
 
 def open_users(config: Config, store) -> UserDatabase:
@@ -348,6 +365,12 @@ class ServerService(service.MultiService):
             self.control_service(context).setServiceParent(self)
             self.schedule_expire()
         self.serve_metrics(context.metrics.exposition)
+        from cyrusmail.delivery import spool
+
+        if spool.shared(self.config):  # every server sends the shared queue's mail, whatever it serves
+            from cyrusmail.delivery.queue import queue_of
+
+            queue_of(context)
         for starter in context.extras.get("services", []):
             starter.setServiceParent(self)
 

@@ -16,6 +16,8 @@ from cyrusmail.protocols import ServerContext
 #: ``CYRUSMAIL_TEST_STORE=postgresql``: every context :func:`make_config` makes is on the PostgreSQL
 #: store (a fresh schema of the test server), so the protocol tests run against that backend too.
 ON_POSTGRESQL = os.environ.get("CYRUSMAIL_TEST_STORE") == "postgresql"
+#: With it, ``CYRUSMAIL_TEST_BLOBS=folder``: message bodies in a folder's files ([store] blobs), not a table.
+BLOBS_IN_FOLDER = os.environ.get("CYRUSMAIL_TEST_BLOBS") == "folder"
 
 
 def embedded_store_only(test):
@@ -35,7 +37,7 @@ def another_store(store):
     if hasattr(store, "dsn"):
         from cyrusmail.store.postgresql import PostgresStore
 
-        return PostgresStore(store.dsn, store.root, analyser=None)
+        return PostgresStore(store.dsn, store.root, analyser=None, blobs=store.blobs.setting)
     from cyrusmail.store.maildir import MaildirStore
 
     return MaildirStore(store.root, analyser=None)
@@ -62,6 +64,10 @@ def make_config(data: str | Path, **sections: dict[str, str]) -> Config:
         from tests import postgres_support
 
         parser.read_dict({"store": {"backend": "postgresql", "dsn": postgres_support.fresh_dsn()[0]}})
+        if BLOBS_IN_FOLDER:
+            blobs = Path(data) / "blobs"  # inside the data folder: the test's cleanup removes it
+            blobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            parser.read_dict({"store": {"blobs": str(blobs.resolve())}})
     return from_parser("test.conf", parser)
 
 

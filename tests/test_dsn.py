@@ -206,7 +206,7 @@ class QueueReportTests(QueueTestsBase):
         await self.queue.attempt(entry)
         self.assertEqual([r.state for r in entry.recipients], [DELIVERED, FAILED])
         self.assertEqual(inbox_messages(self.context, "alice"), [])
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_a_dsn_is_sent_with_the_null_sender_and_never_reported_on(self) -> None:
@@ -215,13 +215,13 @@ class QueueReportTests(QueueTestsBase):
         entry = self.queue.enqueue(self.mail("erin@elsewhere.example", ret="FULL"),
                                    [rcpt("dave@remote.example", "FAILURE", "SUCCESS", "DELAY")], MESSAGE)
         await self.queue.attempt(entry)
-        [report] = self.queue.entries.values()
+        [report] = self.queue.listing()
         self.assertIsNone(report.sender)
         self.assertTrue(report.is_bounce)
         await self.queue.attempt(report)
         self.assertEqual(report.recipients[0].state, FAILED)
-        self.assertEqual(self.queue.entries, {})
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queue.listing(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_local_recipient_delivered_by_the_queue_reports_delivered(self) -> None:

@@ -351,7 +351,7 @@ class MergeTests(unittest.TestCase):
         one.command("imap", "NOOP", 0.002)
         two.command("imaps", "NOOP", 0.2)
         for metrics in (one, two):  # both read the same spool
-            metrics.state.watch(queue=lambda: SimpleNamespace(entries={"m1": SimpleNamespace(arrival=0)}))
+            metrics.state.watch(queue=lambda: SimpleNamespace(listing=lambda: [SimpleNamespace(arrival=0)]))
         merged = merge_expositions([one.exposition(), two.exposition()])
         self.assertIn('cyrusmail_logins_total{mechanism="LOGIN",result="ok",service="imap"} 2.0', merged)
         self.assertIn('cyrusmail_logins_total{mechanism="PLAIN",result="failed",service="imap"} 1.0', merged)

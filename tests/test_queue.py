@@ -28,6 +28,8 @@ from cyrusmail.delivery.queue import (
     QueueRunner,
 )
 from cyrusmail.smtp import wire
+from tests import postgres_support
+from tests.helpers import embedded_store_only
 from tests.test_smtp_session_support import inbox_messages, make_server
 
 try:
@@ -92,12 +94,15 @@ class QueueTestsBase(unittest.TestCase):
         self.controller.start()
         self.addCleanup(self.controller.stop)
         self.data = self.mktemp()
-        self.context, self.clock = make_server(self.data, queue=self.queue_settings())
+        self.context, self.clock = make_server(self.data, queue=self.queue_settings(), **self.make_server_sections())
         self.queue = self.make_queue()
 
     def queue_settings(self) -> dict[str, str]:
         return {"smarthost": f"127.0.0.1:{self.port}", "retry_initial": "1s", "retry_max": "4s",
                 "give_up": "1h"}
+
+    def make_server_sections(self) -> dict:
+        return {}  # the store of CYRUSMAIL_TEST_STORE
 
     def make_queue(self, **kwargs) -> Queue:
         return Queue(self.context, clock=reactor, **kwargs)
@@ -108,26 +113,36 @@ class QueueTestsBase(unittest.TestCase):
     def spool_files(self) -> list[str]:
         return sorted(p.name for p in self.queue.spool.iterdir())
 
+    def saved(self) -> dict:
+        """What a new queue (a restarted server) finds in the spool: id -> entry."""
+        return {entry.id: entry for entry in Queue(self.context, clock=reactor).load()}
+
+    def queued(self) -> list[str]:
+        """The ids of the messages in the spool (on the file spool, with their two files each and nothing else)."""
+        ids = sorted(self.saved())
+        if self.queue.spool is not None:
+            self.assertEqual(self.spool_files(), sorted(f"{i}.{ext}" for i in ids for ext in ("json", "msg")))
+        return ids
+
 
 class QueueTests(QueueTestsBase):
     @async_test
     async def test_temporary_failure_is_retried(self) -> None:
         self.handler.data_replies = ["451 4.3.0 Try again later"]
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
-        self.assertEqual(self.spool_files(), [f"{entry.id}.json", f"{entry.id}.msg"])
+        self.assertEqual(self.queued(), [entry.id])
         await self.queue.attempt(entry)
         self.assertEqual(entry.recipients[0].state, PENDING)
         self.assertIn("451", entry.last_error)
         self.assertTrue(0.5 < entry.next_attempt - reactor.seconds() <= 1)
-        saved = json.loads((self.queue.spool / f"{entry.id}.json").read_text())
-        self.assertEqual(saved["attempts"], 1)
+        self.assertEqual(self.saved()[entry.id].attempts, 1)
         self.assertEqual(self.handler.received, [])
         await self.queue.attempt(entry)
         self.assertEqual(entry.recipients[0].state, DELIVERED)
         [(sender, recipients, content)] = self.handler.received
         self.assertEqual((sender, recipients), ("alice@example.org", ["carol@remote.example"]))
         self.assertEqual(content, MESSAGE)  # dot-stuffed on the wire, intact at the other end
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_backoff_doubles_up_to_retry_max(self) -> None:
@@ -147,7 +162,7 @@ class QueueTests(QueueTestsBase):
         self.assertEqual([r.state for r in entry.recipients], [DELIVERED, FAILED])
         [(_, recipients, _)] = self.handler.received
         self.assertEqual(recipients, ["carol@remote.example"])
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
         [bounce] = inbox_messages(self.context, "alice")
         report = email.message_from_bytes(bounce, policy=email.policy.default)
         self.assertEqual(report.get_content_type(), "multipart/report")
@@ -171,7 +186,7 @@ class QueueTests(QueueTestsBase):
         self.handler.rcpt_replies = {"dave@remote.example": "550 5.1.1 No such user here"}
         entry = self.queue.enqueue(self.mail("erin@elsewhere.example"), ["dave@remote.example"], MESSAGE)
         await self.queue.attempt(entry)
-        [bounce] = self.queue.entries.values()
+        [bounce] = self.queue.listing()
         self.assertIsNone(bounce.sender)
         self.assertTrue(bounce.is_bounce)
         self.assertEqual([r.address for r in bounce.recipients], ["erin@elsewhere.example"])
@@ -185,8 +200,8 @@ class QueueTests(QueueTestsBase):
         self.handler.rcpt_replies = {"erin@elsewhere.example": "550 5.1.1 gone"}
         entry = self.queue.enqueue(None, ["erin@elsewhere.example"], MESSAGE, sender=None)
         await self.queue.attempt(entry)
-        self.assertEqual(self.queue.entries, {})
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queue.listing(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_notify_never_suppresses_the_dsn(self) -> None:
@@ -210,7 +225,7 @@ class QueueTests(QueueTestsBase):
         await restarted.attempt(loaded)
         self.assertEqual([rcpts for _, rcpts, _ in self.handler.received],
                          [["carol@remote.example"], ["dave@remote.example"]])
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_give_up_bounces_with_the_last_error(self) -> None:
@@ -230,6 +245,7 @@ class QueueTests(QueueTestsBase):
         self.assertIn(b"Status: 4.4.7", bounce)  # delivery time expired
         self.assertIn(b"Diagnostic-Code: smtp; 451 4.3.0 later", bounce)
 
+    @embedded_store_only
     def test_scan_removes_unacknowledged_and_half_written_files(self) -> None:
         spool = self.queue.spool
         (spool / "ORPHAN.msg").write_bytes(MESSAGE)
@@ -245,9 +261,9 @@ class QueueTests(QueueTestsBase):
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
         entry.next_attempt += 1000
         self.queue.flush()
-        self.assertLessEqual(entry.next_attempt, reactor.seconds())
+        self.assertLessEqual(self.saved()[entry.id].next_attempt, reactor.seconds())
         self.assertTrue(self.queue.delete(entry.id))
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
         self.assertFalse(self.queue.delete(entry.id))
 
     @async_test
@@ -263,10 +279,10 @@ class QueueTests(QueueTestsBase):
             await task.deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(len(self.handler.received), 1)
         for _ in range(20):
-            if not self.spool_files():
+            if not self.queued():
                 break
             await task.deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(self.spool_files(), [])
+        self.assertEqual(self.queued(), [])
 
     @async_test
     async def test_runner_picks_up_the_admins_flush_file(self) -> None:
@@ -280,7 +296,10 @@ class QueueTests(QueueTestsBase):
         runner = QueueRunner(queue, poll_interval=0.2)
         runner.startService()
         self.addCleanup(runner.stopService)
-        (queue.spool / "flush").touch()
+        if queue.spool is not None:
+            (queue.spool / "flush").touch()
+        else:  # the admin's flush on the shared spool: every runner sees the rows due
+            self.make_queue().flush()
         for _ in range(50):
             if self.handler.received:
                 break
@@ -331,3 +350,144 @@ class DirectDeliveryTests(QueueTestsBase):
         await self.queue.attempt(entry)
         self.assertEqual(inbox_messages(self.context, "bob"), [MESSAGE])
         self.assertEqual(self.lookups, [])
+
+
+class SharedQueueTests(QueueTestsBase):
+    """The PostgreSQL store's queue, shared by every server on the database: exclusive claims, leases."""
+
+    skip = postgres_support.skip_reason()
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.addCleanup(self.context.store.close)
+
+    def make_server_sections(self) -> dict:
+        return {"store": {"backend": "postgresql", "dsn": postgres_support.fresh_dsn()[0]}}
+
+    def other_server(self, clock=None) -> Queue:
+        """A queue of another server on the same database: its own store, connections and claims."""
+        from tests.helpers import another_store
+
+        store = another_store(self.context.store)
+        self.addCleanup(store.close)
+        context = type("Context", (), {})()
+        context.__dict__.update(vars(self.context))
+        context.store = store
+        queue = Queue(context, clock=clock or reactor)
+        queue.reactor = reactor
+        return queue
+
+    @async_test
+    async def test_two_servers_racing_for_a_due_message_attempt_it_once(self) -> None:
+        entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
+        other = self.other_server()
+        [claimed] = self.queue.claim_due(10)
+        self.assertEqual(claimed.id, entry.id)
+        self.assertEqual(other.claim_due(10), [])  # claimed: skipped, not waited for
+        # Both try at once; the one without the claim does nothing.
+        await defer.gatherResults([defer.ensureDeferred(other.attempt(claimed)),
+                                   defer.ensureDeferred(self.queue.attempt(claimed))])
+        self.assertEqual(len(self.handler.received), 1)
+        self.assertEqual(self.queued(), [])
+
+    def test_concurrent_claims_never_take_one_message_twice(self) -> None:
+        ids = {self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE).id for _ in range(40)}
+        servers = [self.other_server() for _ in range(3)]
+        taken: list[list[str]] = [[] for _ in servers]
+        start = threading.Barrier(len(servers))
+
+        def claim(n: int) -> None:  # each in a thread of its own: its own connection, truly at once
+            start.wait(60)
+            while claimed := servers[n].claim_due(1):
+                taken[n].extend(entry.id for entry in claimed)
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(servers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)  # a hang check only
+        every = [entry_id for ids_taken in taken for entry_id in ids_taken]
+        self.assertEqual(sorted(every), sorted(ids))  # each message claimed once, by one server
+
+    @async_test
+    async def test_an_attempt_claims_the_message_for_the_lease(self) -> None:
+        entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
+        other = self.other_server()
+        [claimed] = other.claim_due(10)
+        await self.queue.attempt(entry)  # another server holds it
+        self.assertEqual(self.handler.received, [])
+        self.assertEqual(entry.recipients[0].state, PENDING)
+        await other.attempt(claimed)
+        self.assertEqual(len(self.handler.received), 1)
+
+    @async_test
+    async def test_an_expired_lease_is_taken_over(self) -> None:
+        self.handler.rcpt_replies = {"dave@remote.example": "451 4.2.1 later"}
+        entry = self.queue.enqueue(self.mail(), ["carol@remote.example", "dave@remote.example"], MESSAGE)
+        await self.queue.attempt(entry)  # carol delivered, dave pending
+        self.queue.flush()
+        [claimed] = self.queue.claim_due(10)  # ... and the server dies holding the claim
+        clock = task.Clock()
+        clock.advance(reactor.seconds())
+        later = self.other_server(clock)
+        self.assertEqual(later.claim_due(10), [])
+        clock.advance(self.queue.storage.lease + 1)
+        [taken] = later.claim_due(10)
+        self.assertEqual([r.state for r in taken.recipients], [DELIVERED, PENDING])
+        self.handler.rcpt_replies = {}
+        await later.attempt(taken)
+        self.assertEqual([rcpts for _, rcpts, _ in self.handler.received],
+                         [["carol@remote.example"], ["dave@remote.example"]])  # carol not again
+        self.assertEqual(self.queued(), [])
+        await self.queue.attempt(claimed)  # the first server, had it lived on: nothing left to do
+        self.assertEqual(len(self.handler.received), 2)
+
+    @async_test
+    async def test_a_long_attempt_renews_its_lease(self) -> None:
+        clock = task.Clock()
+        clock.advance(reactor.seconds())
+        queue = Queue(self.context, clock=clock)
+        queue.reactor = reactor
+        entry = queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
+        arrived = defer.Deferred()
+        release = threading.Event()
+
+        async def slow_data(server, session, envelope):
+            reactor.callFromThread(arrived.callback, None)
+            release.wait(60)  # a hang check only
+            self.handler.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            return "250 2.0.0 Queued"
+
+        self.handler.handle_DATA = slow_data
+        attempt = queue.attempt(entry)
+        await arrived
+        later = self.other_server(clock)
+        for _ in range(5):  # five leases pass while the smarthost thinks
+            clock.advance(queue.storage.lease / 3)
+            clock.advance(queue.storage.lease / 3)
+            self.assertEqual(later.claim_due(10), [])
+        release.set()
+        await attempt
+        self.assertEqual(len(self.handler.received), 1)
+
+    def test_enqueue_is_committed_before_it_returns(self) -> None:
+        entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
+        other = self.other_server()
+        self.assertEqual([e.id for e in other.listing()], [entry.id])
+        [claimed] = other.claim_due(10)
+        self.assertEqual(other.message_path(claimed).read_bytes(), MESSAGE)
+        other.storage.release(claimed)
+
+    @async_test
+    async def test_new_mail_wakes_the_runners_of_other_servers(self) -> None:
+        other = self.other_server()
+        other.context.store.listen(reactor)
+        runner = QueueRunner(other, poll_interval=3600)  # no poll: only the NOTIFY can wake it
+        runner.startService()
+        self.addCleanup(runner.stopService)
+        self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
+        for _ in range(300):  # a hang check only
+            if self.handler.received:
+                break
+            await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(self.handler.received), 1)

@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.filepath import FilePath
 from twisted.trial import unittest
 
-from cyrusmail.delivery import queue as queue_module
+from cyrusmail.delivery import spool as spool_module
 from cyrusmail.delivery.queue import (
     DELIVERED,
     FAILED,
@@ -31,6 +31,7 @@ from cyrusmail.delivery.queue import (
 )
 from cyrusmail.smtp import client as smtp_client
 from cyrusmail.smtp.client import ConnectionFailed, Envelope
+from tests.helpers import embedded_store_only
 from tests.test_dsn import parse_report
 from tests.test_queue import MESSAGE, QueueTestsBase, async_test, free_port
 from tests.test_smtp_session_support import inbox_messages
@@ -42,7 +43,7 @@ class CrashSafetyTests(QueueTestsBase):
         at_quit = []
 
         async def handle_quit(server, session, envelope):  # in aiosmtpd's thread: the spool as it is
-            at_quit.extend(json.loads(p.read_text()) for p in self.queue.spool.glob("*.json"))
+            at_quit.extend(self.saved().values())
             return "221 Bye"
 
         self.handler.handle_QUIT = handle_quit
@@ -50,8 +51,9 @@ class CrashSafetyTests(QueueTestsBase):
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example", "dave@remote.example"], MESSAGE)
         await self.queue.attempt(entry)
         [saved] = at_quit
-        self.assertEqual([r["state"] for r in saved["recipients"]], [DELIVERED, PENDING])
+        self.assertEqual([r.state for r in saved.recipients], [DELIVERED, PENDING])
 
+    @embedded_store_only
     @async_test
     async def test_a_failing_disk_never_makes_the_runner_spin(self) -> None:
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
@@ -60,13 +62,14 @@ class CrashSafetyTests(QueueTestsBase):
         def full(path, value):
             raise OSError(28, "No space left on device")
 
-        self.patch(queue_module, "write_json_atomically", full)
+        self.patch(spool_module, "write_json_atomically", full)
         with self.assertRaises(OSError):
             await self.queue.attempt(entry)
         self.assertGreater(entry.next_attempt, reactor.seconds())  # not due again at once
         self.assertEqual(self.queue.due(), [])
         self.assertTrue(self.flushLoggedErrors(OSError))
 
+    @embedded_store_only
     def test_envelopes_of_other_versions_load(self) -> None:
         entry = self.queue.enqueue(self.mail(), ["carol@remote.example"], MESSAGE)
         path = self.queue.spool / f"{entry.id}.json"

@@ -266,8 +266,10 @@ class SubmissionTests(unittest.TestCase):
                   b"RCPT TO:<bob@example.org>\r\nDATA\r\n")
         self.assertEqual(talk.codes(MESSAGE + b".\r\n"), expected(codes.MESSAGE_ACCEPTED))
         queue = self.context.extras["queue"]
-        [entry] = queue.entries.values()
+        [entry] = queue.listing()
         self.assertEqual([r.address for r in entry.recipients], ["carol@remote.example"])
         self.assertEqual(entry.sender, "alice@example.org")
-        self.assertTrue(queue.message_path(entry).read_bytes().endswith(MESSAGE))
+        [claimed] = queue.claim_due(1)  # as a runner would (on PostgreSQL: fetching the message)
+        self.assertTrue(queue.message_path(claimed).read_bytes().endswith(MESSAGE))
+        queue.storage.release(claimed)
         self.assertEqual(len(inbox_messages(self.context, "bob")), 1)

@@ -293,6 +293,16 @@ def reconstruct(admin: Admin, args) -> None:
               f"{len(report.fixes)} fixes")
 
 
+def sweep_blobs(admin: Admin, args) -> None:
+    from cyrusmail.store.maildir.store import STALE_TMP_AGE
+
+    blobs = getattr(admin.store, "blobs", None)
+    if blobs is None or blobs.setting == "database":
+        raise AdminError("sweep-blobs removes body files of a [store] blobs folder: this server keeps none")
+    removed = blobs.sweep(admin.store, STALE_TMP_AGE)
+    admin.say(f"removed {removed} body files of {blobs.setting} that no message used (older than an hour)")
+
+
 def acl_set(admin: Admin, args) -> None:
     owner, name = admin.user_and_mailbox(args.mailbox)
     held = admin.access.set_rights(owner, name, args.identifier, args.rights)
@@ -534,6 +544,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("mailbox", help="USER/MAILBOX")
     sub.add_argument("--create", action="store_true", help="make the mailbox if it does not exist")
     command(commands, "reconstruct", reconstruct, "rebuild USER's index from the message files").add_argument("user")
+    command(commands, "sweep-blobs", sweep_blobs,
+            "remove body files of the [store] blobs folder that no message uses (a crash's; safe while servers run)")
 
     from cyrusmail.admin import archives, configure, expire, live
     from cyrusmail.admin import queue as queue_admin

@@ -9,6 +9,11 @@ see :mod:`cyrusmail.delivery.queue`), never through the server:
   picks up within a few seconds, making every message due at once;
 * ``delete ID`` removes a message and its envelope; the runner drops it at
   its next look (an attempt already under way may still deliver it).
+
+On the PostgreSQL store (``[store] backend = postgresql``) the queue is the
+database's, shared by every server, and the admin of any server works on it
+there: ``list`` reads the rows, ``flush`` makes every row due (and wakes the
+runners with NOTIFY), ``delete`` removes the row.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from pathlib import Path
 
 from cyrusmail.delivery.queue import FLUSH_FILE, POLL_INTERVAL
+from cyrusmail.delivery.spool import open_spool
 from cyrusmail.private_files import PRIVATE_FILE, PRIVATE_FOLDER
 from cyrusmail.store.maildir.files import fsync_dir, unlink_quietly
 
@@ -29,19 +35,32 @@ def spool_of(admin) -> Path:
     return Path(admin.config.data) / "queue"
 
 
+def shared_spool(admin):
+    """The PostgreSQL store's shared queue, or None for the data folder's spool."""
+    spool = open_spool(admin.config, lambda: admin.store)
+    return spool if spool.shared else None
+
+
 def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
-def queue_list(admin, args) -> None:
+def _envelopes(admin):
+    shared = shared_spool(admin)
+    if shared is not None:
+        yield from (entry.to_json() for entry in shared.listing({}))
+        return
     spool = spool_of(admin)
-    envelopes = sorted(spool.glob("*.json")) if spool.is_dir() else []
-    count = 0
-    for path in envelopes:
+    for path in sorted(spool.glob("*.json")) if spool.is_dir() else []:
         try:
-            entry = json.loads(path.read_text("utf-8"))
+            yield json.loads(path.read_text("utf-8"))
         except (OSError, ValueError):
             continue  # removed or being replaced meanwhile
+
+
+def queue_list(admin, args) -> None:
+    count = 0
+    for entry in _envelopes(admin):
         count += 1
         sender = entry.get("sender") or ""
         admin.say(f"{entry['id']}  <{sender}>  {entry.get('size', 0)} bytes  queued {_when(entry['arrival'])}"
@@ -55,6 +74,11 @@ def queue_list(admin, args) -> None:
 
 
 def queue_flush(admin, args) -> None:
+    shared = shared_spool(admin)
+    if shared is not None:
+        shared.flush({}, time.time())
+        admin.say("flush requested: every server's queue runner retries every queued message now")
+        return
     spool = spool_of(admin)
     spool.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
     (spool / FLUSH_FILE).touch(mode=PRIVATE_FILE)
@@ -66,6 +90,12 @@ def queue_delete(admin, args) -> None:
 
     if not _ID.fullmatch(args.id):
         raise AdminError(f"not a queue id: {args.id!r}")
+    shared = shared_spool(admin)
+    if shared is not None:
+        if not shared.delete(args.id):
+            raise AdminError(f"no queued message {args.id}")
+        admin.say(f"queued message {args.id} deleted")
+        return
     spool = spool_of(admin)
     envelope, message = spool / f"{args.id}.json", spool / f"{args.id}.msg"
     if not envelope.exists():

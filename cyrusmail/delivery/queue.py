@@ -9,6 +9,10 @@ fsync, rename, fsync of the folder), and it is written *after* the message
 file, so an ``ID.json`` always has its ``ID.msg``; a ``.msg`` without
 ``.json`` was never acknowledged and is removed when the spool is scanned.
 :meth:`Queue.enqueue` returns only once both are durable, before the 250.
+That is the embedded store's spool (:class:`cyrusmail.delivery.spool.FileSpool`);
+on the PostgreSQL store the queue is the database's ``queue`` table, shared
+by every server, each attempt claiming its message first
+(:mod:`cyrusmail.store.postgresql.queue`).
 
 Attempts.  An attempt takes the pending recipients of one message and makes
 one connection per destination carrying all of its recipients (domains
@@ -57,16 +61,15 @@ and is never itself reported on.
 The :class:`QueueRunner` service starts attempts: at once for new mail, at
 the earliest retry time, and every ``poll_interval`` seconds it looks for
 the admin's ``flush`` file (``cyrusmail-admin queue flush``) and for entries
-the admin deleted.
+the admin deleted (on the shared spool: for due rows, should a NOTIFY of
+new mail have been missed).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import secrets
-import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -77,21 +80,15 @@ from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from cyrusmail import logs
 from cyrusmail.delivery import dsn
 from cyrusmail.delivery.local import LocalDelivery
-from cyrusmail.private_files import PRIVATE_FOLDER, create_private
+from cyrusmail.delivery.spool import FLUSH_FILE, FileSpool, open_spool
 from cyrusmail.sieve import delivery as sieve_delivery
 from cyrusmail.smtp import client as smtp_client
 from cyrusmail.smtp import wire
 from cyrusmail.smtp.client import ClientReply, ConnectionFailed, Envelope
 from cyrusmail.smtp.codes import Reply
-from cyrusmail.store.maildir.files import (
-    fsync_dir,
-    link_or_copy,
-    unlink_quietly,
-    write_json_atomically,
-)
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
-FLUSH_FILE = "flush"
+__all__ = ["FLUSH_FILE"]  # the admin's flush request (cyrusmail.delivery.spool)
 # NOTIFY=DELAY (RFC 3461): a recipient that asked for it gets one "delayed"
 # DSN once its message has waited this long and is still being retried.
 DELAY_NOTICE_AFTER = 4 * 3600
@@ -208,69 +205,33 @@ class Queue:
             from twisted.internet import reactor as clock
         self.clock = clock
         self.reactor = context.reactor or clock
-        self.spool = spool or Path(context.config.data) / "queue"
-        self.spool.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
+        #: where the entries are kept: files in the data folder, or the shared PostgreSQL tables
+        self.storage = FileSpool(spool) if spool is not None else open_spool(context.config, lambda: context.store)
+        #: the file spool's folder (None on the shared spool)
+        self.spool: Path | None = getattr(self.storage, "folder", None)
         self.local = local or LocalDelivery(context)
         self.resolver = resolver or resolve_mx
         self.client_tls = client_tls or (lambda host: optionsForClientTLS(host))
         self.timeouts = timeouts or smtp_client.Timeouts()
         self.entries: dict[str, QueueEntry] = {}
         self.on_change = lambda: None  # the runner's wake-up
-        #: False in a worker process whose queue runs in another: it only writes the spool
-        self.keeps_entries = True
+        #: False in a worker process whose queue runs in another: it only writes the spool; and on the
+        #: shared spool, where ``entries`` holds only this queue's attempts under way (the rows are the queue)
+        self.keeps_entries = not self.storage.shared
 
     # -- the spool ---------------------------------------------------------------
 
-    def _paths(self, entry_id: str) -> tuple[Path, Path]:
-        return self.spool / f"{entry_id}.msg", self.spool / f"{entry_id}.json"
-
     def message_path(self, entry: QueueEntry) -> Path:
-        return self._paths(entry.id)[0]
+        return self.storage.message_file(entry)
 
     def load(self, orphan_age: float = 0.0) -> list[QueueEntry]:
-        """Scan the spool: read every envelope, remove what was never acknowledged.
+        """Read every queued entry (the file spool: scan, removing what was never acknowledged).
 
         A message file without its envelope, or a half-written file, is
         removed only once untouched for ``orphan_age`` seconds: another
         worker process (or a thread) may be writing it right now.
         """
-        seen = set()
-        cutoff = time.time() - orphan_age
-
-        def orphaned(path: Path) -> bool:
-            try:
-                return orphan_age <= 0 or path.stat().st_mtime < cutoff
-            except FileNotFoundError:
-                return False
-
-        for path in sorted(self.spool.iterdir()):
-            name = path.name
-            if name.endswith((".tmp", ".copying")):
-                if orphaned(path):
-                    unlink_quietly(path)
-            elif name.endswith(".json"):
-                entry_id = name[: -len(".json")]
-                seen.add(entry_id)
-                if entry_id in self.entries:
-                    continue
-                message = self.spool / f"{entry_id}.msg"
-                try:
-                    entry = QueueEntry.from_json(json.loads(path.read_text("utf-8")))
-                except (OSError, ValueError, TypeError, KeyError):
-                    logs.log.error("queue: unreadable envelope {name}; left in place", name=name)
-                    continue
-                if not message.exists():
-                    logs.log.error("queue: {id} has no message file; dropped", id=entry_id)
-                    unlink_quietly(path)
-                    continue
-                self.entries[entry_id] = entry
-        for path in self.spool.glob("*.msg"):
-            entry_id = path.name[: -len(".msg")]
-            if entry_id not in seen and entry_id not in self.entries and orphaned(path):
-                unlink_quietly(path)  # written, but the envelope never was: not acknowledged
-        for entry_id in list(self.entries):
-            if entry_id not in seen and not self._paths(entry_id)[1].exists():
-                del self.entries[entry_id]  # deleted by the admin
+        self.storage.load(self.entries, orphan_age)
         return list(self.entries.values())
 
     def _new_id(self) -> str:
@@ -288,41 +249,25 @@ class Queue:
                                        body=body, smtputf8=smtputf8))
 
     def enqueue_async(self, mail: wire.Mail, recipients: list, message) -> defer.Deferred:
-        """:meth:`enqueue` with the spool's files written and fsynced off the reactor; a Deferred of the entry."""
+        """:meth:`enqueue` with the spool written (fsynced, committed) off the reactor; a Deferred of the entry."""
         spooled = self.context.store.executor.prepare(self._spool, mail, recipients, message)
         return spooled.addCallback(self._admit)
 
     def _spool(self, mail: wire.Mail | None, recipients: list, message, *, sender: str | None = None,
                is_bounce: bool = False, body: str | None = None, smtputf8: bool = False) -> QueueEntry:
-        """Write the entry's two files, durably (any thread: files only)."""
-        entry_id = self._new_id()
-        msg_path, json_path = self._paths(entry_id)
-        if isinstance(message, (bytes, bytearray)):
-            tmp = msg_path.with_name(msg_path.name + ".tmp")
-            with create_private(tmp) as out:
-                out.write(message)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, msg_path)
-            size = len(message)
-        else:
-            link_or_copy(Path(message.path), msg_path)
-            size = message.size
+        """Write the entry and its message durably (any thread)."""
+        size = len(message) if isinstance(message, (bytes, bytearray)) else message.size
         now = self.clock.seconds()
         if mail is not None:
             sender = None if mail.reverse_path is None else mail.reverse_path.address
         entry = QueueEntry(
-            id=entry_id, sender=sender, arrival=now, recipients=[_rcpt_fields(r) for r in recipients],
+            id=self._new_id(), sender=sender, arrival=now, recipients=[_rcpt_fields(r) for r in recipients],
             next_attempt=now, size=size, is_bounce=is_bounce or sender is None,
             body=(mail.body.value if mail.body else None) if mail is not None else body,
             smtputf8=bool(mail.smtputf8) if mail is not None else smtputf8, ret=mail.ret.value if mail and mail.ret else None,
             envid=mail.envid if mail else None,
         )
-        try:
-            write_json_atomically(json_path, entry.to_json())  # fsyncs the folder: both names durable
-        except BaseException:
-            unlink_quietly(msg_path)
-            raise
+        self.storage.write(entry, message)
         return entry
 
     def _admit(self, entry: QueueEntry) -> QueueEntry:
@@ -336,49 +281,46 @@ class Queue:
         return entry
 
     def save(self, entry: QueueEntry) -> bool:
-        """Record ``entry`` durably; False if the admin deleted it meanwhile."""
-        json_path = self._paths(entry.id)[1]
-        if not json_path.exists():
+        """Record ``entry`` durably; False if the admin deleted it meanwhile (or, on a
+        shared spool, another server's runner took it over)."""
+        if not self.storage.save(entry):
             self._forget(entry)
             return False
-        write_json_atomically(json_path, entry.to_json())
         return True
 
     def _forget(self, entry: QueueEntry) -> None:
         self.entries.pop(entry.id, None)
-        msg_path, json_path = self._paths(entry.id)
-        unlink_quietly(json_path)  # the envelope first: a lone .msg is cleaned at the next scan
-        unlink_quietly(msg_path)
-        fsync_dir(self.spool)
+        self.storage.remove(entry.id)
 
     def delete(self, entry_id: str) -> bool:
         """Remove a queued message without delivering it (the admin's ``queue delete``)."""
-        msg_path, json_path = self._paths(entry_id)
-        if not json_path.exists() and entry_id not in self.entries:
-            return False
-        entry = self.entries.get(entry_id)
-        if entry is not None:
-            self._forget(entry)
-        else:
-            unlink_quietly(json_path)
-            unlink_quietly(msg_path)
-            fsync_dir(self.spool)
-        return True
+        known = self.entries.pop(entry_id, None) is not None
+        return self.storage.delete(entry_id) or known
 
     def flush(self) -> None:
         """Make every queued message due now."""
-        now = self.clock.seconds()
-        for entry in list(self.entries.values()):
-            entry.next_attempt = now
-            self.save(entry)
+        self.storage.flush(self.entries, self.clock.seconds())
         self.on_change()
 
     def due(self) -> list[QueueEntry]:
         now = self.clock.seconds()
         return sorted((e for e in self.entries.values() if e.next_attempt <= now), key=lambda e: e.next_attempt)
 
-    def next_due(self) -> float | None:
-        return min((e.next_attempt for e in self.entries.values()), default=None)
+    def next_due(self, busy: Collection[str] = ()) -> float | None:
+        """When the next attempt of an entry not in ``busy`` falls due (None: nothing queued)."""
+        return self.storage.next_due(self.entries, busy)
+
+    def claim_due(self, limit: int, busy: Collection[str] = ()) -> list[QueueEntry]:
+        """Up to ``limit`` due entries not in ``busy``, each now this queue's to attempt
+        (on a shared spool, claimed in the database: no other server attempts them)."""
+        claimed = self.storage.claim_due(self.entries, self.clock.seconds(), limit, busy)
+        for entry in claimed:
+            self.entries[entry.id] = entry
+        return claimed
+
+    def listing(self) -> list[QueueEntry]:
+        """Every queued message (on a shared spool, every server's), oldest first."""
+        return self.storage.listing(self.entries)
 
     # -- delivery status notifications (RFC 3461, RFC 3464) -------------------------
 
@@ -498,6 +440,27 @@ class Queue:
         return defer.Deferred.fromCoroutine(self._attempt(entry))
 
     async def _attempt(self, entry: QueueEntry) -> None:
+        if not self.storage.claim(entry, self.clock.seconds()):
+            return  # another server's runner has it (or it is gone)
+        if self.storage.shared:
+            self.entries[entry.id] = entry
+        renewal = None
+        if self.storage.lease:
+            # Hold the claim for as long as the attempt lasts (several hosts, long timeouts).
+            renewal = task.LoopingCall(lambda: self.storage.renew(entry.id, self.clock.seconds()))
+            renewal.clock = self.clock
+            renewal.start(self.storage.lease / 3, now=False).addErrback(
+                lambda failure: logs.log.failure("queue: renewing the claim on {id} failed", failure, id=entry.id))
+        try:
+            await self._attempt_claimed(entry)
+        finally:
+            if renewal is not None and renewal.running:
+                renewal.stop()
+            self.storage.release(entry)
+            if self.storage.shared:
+                self.entries.pop(entry.id, None)
+
+    async def _attempt_claimed(self, entry: QueueEntry) -> None:
         message = self.message_path(entry)
         errors = []
         try:
@@ -784,17 +747,20 @@ class QueueRunner(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self.queue.load(self.orphan_age)
+        if not self.queue.storage.shared:
+            self.queue.load(self.orphan_age)
         self.queue.on_change = self.wake
+        self.queue.storage.watch(self.wake)  # the shared spool: other servers' new mail (NOTIFY)
         self._poller = task.LoopingCall(self.poll)
         self._poller.clock = self.clock
         self._poller.start(self.poll_interval, now=False)
-        logs.log.info("queue: {n} messages in the spool", n=len(self.queue.entries))
+        logs.log.info("queue: {n} messages in the spool", n=len(self.queue.listing()))
         self.wake()
 
     def stopService(self):
         super().stopService()
         self.queue.on_change = lambda: None
+        self.queue.storage.unwatch(self.wake)
         if self._poller is not None and self._poller.running:
             self._poller.stop()
         if self._timer is not None and self._timer.active():
@@ -805,13 +771,13 @@ class QueueRunner(service.Service):
         # simply tried again after the restart.
 
     def poll(self) -> None:
-        """Pick up the admin's flush and deletions, and what other worker processes queued."""
-        flush = self.queue.spool / FLUSH_FILE
-        self.queue.load(ORPHAN_AGE)
-        if flush.exists():
-            unlink_quietly(flush)
-            logs.log.info("queue: flush requested")
-            self.queue.flush()
+        """Pick up the admin's flush and deletions, and what other worker processes queued
+        (the shared spool: look for due entries, should a NOTIFY have been missed)."""
+        if not self.queue.storage.shared:
+            self.queue.load(ORPHAN_AGE)
+            if self.queue.storage.take_flush():
+                logs.log.info("queue: flush requested")
+                self.queue.flush()
         self.wake()
 
     def wake(self) -> None:
@@ -824,11 +790,13 @@ class QueueRunner(service.Service):
 
     def _run(self) -> None:
         self._timer = None
-        for entry in self.queue.due():
-            if len(self.in_flight) >= self.max_concurrent:
-                break
-            if entry.id in self.in_flight:
-                continue
+        room = self.max_concurrent - len(self.in_flight)
+        try:
+            claimed = self.queue.claim_due(room, set(self.in_flight)) if room > 0 else []
+        except Exception:  # noqa: BLE001 -- the database away: the poll tries again
+            logs.log.failure("queue: looking for due messages failed")
+            claimed = []
+        for entry in claimed:
             attempt = self.queue.attempt(entry)
             self.in_flight[entry.id] = attempt
             attempt.addErrback(lambda failure, entry_id=entry.id: logs.log.failure(
@@ -844,10 +812,14 @@ class QueueRunner(service.Service):
     def _schedule(self) -> None:
         if not self.running or (self._timer is not None and self._timer.active()):
             return
-        waiting = [e.next_attempt for e in self.queue.entries.values() if e.id not in self.in_flight]
-        if not waiting:
+        try:
+            earliest = self.queue.next_due(set(self.in_flight))
+        except Exception:  # noqa: BLE001 -- as in _run
+            logs.log.failure("queue: looking for the next due message failed")
             return
-        delay = max(0.0, min(waiting) - self.clock.seconds())
+        if earliest is None:
+            return
+        delay = max(0.0, earliest - self.clock.seconds())
         if delay == 0 and len(self.in_flight) >= self.max_concurrent:
             return  # an attempt finishing wakes us
         self._timer = self.clock.callLater(delay, self._run)
@@ -859,13 +831,15 @@ def queue_of(context) -> Queue:
     With several worker processes one runs the queue (``extras["spool_shared"]``);
     in the others ``extras["queue_elsewhere"]`` tells it, through the
     supervisor, of each message queued, and the queue only writes the spool.
+    On the PostgreSQL store's shared spool every process runs a runner: each
+    attempt claims its entry, so no two attempt one message at once.
     """
     queue = context.extras.get("queue")
     if queue is None:
         queue = Queue(context)
         context.extras["queue"] = queue
         elsewhere = context.extras.get("queue_elsewhere")
-        if elsewhere is None:
+        if elsewhere is None or queue.storage.shared:  # claims are exclusive: every process runs one
             runner = QueueRunner(queue, shared_spool=context.extras.get("spool_shared", False))
             context.extras["queue_runner"] = runner
             context.extras.setdefault("services", []).append(runner)

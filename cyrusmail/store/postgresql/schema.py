@@ -2,7 +2,8 @@
 
 One database holds every user: each row names its owner (a user's tree)
 or its mailbox.  Message bodies live once each in ``blobs``, by the SHA-256
-of their bytes, counted by the messages that use them.
+of their bytes, counted by the messages that use them (the bytes in the row,
+or in a file of a shared folder: :mod:`cyrusmail.store.postgresql.blobs`).
 
 Migrations: ``schema_migrations`` lists the versions applied; opening the
 store applies the missing ones in order, each in its own transaction, under
@@ -179,6 +180,27 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_until ON login_failures (until);
 """),
     (8, """
+-- [store] blobs = a folder: a body's bytes in a file named by its hash, the row keeping
+-- its hash, size and count (data NULL); rows of the database keep their bytes.
+ALTER TABLE blobs ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE blobs ADD COLUMN size bigint;
+"""),
+    (9, """
+-- The outbound queue every server shares (cyrusmail.store.postgresql.queue): the envelope
+-- as QueueEntry.to_json() gives it, the message in blobs (one reference); an attempt claims
+-- the row (claimed_by, until claimed_until: the queue clock's seconds, renewed as it runs).
+CREATE TABLE queue (
+    id             text PRIMARY KEY,
+    blob           text NOT NULL,
+    envelope       text NOT NULL,
+    arrival        double precision NOT NULL,
+    next_attempt   double precision NOT NULL,
+    claimed_by     text,
+    claimed_until  double precision NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_due ON queue (next_attempt);
+"""),
+    (10, """
 -- Sieve scripts (cyrusmail.store.postgresql.sieve): each user's, by name, at most one active,
 -- and the vacation replies sent (RFC 5230 section 4.2: whom, under which handle, until when not again).
 CREATE TABLE sieve_scripts (
@@ -198,7 +220,7 @@ CREATE TABLE sieve_vacation (
 );
 CREATE INDEX sieve_vacation_until ON sieve_vacation (owner, until);
 """),
-    (9, """
+    (11, """
 -- Mailboxes deleted with [server] delete_mode = delayed, kept for cyrusmail-admin undelete: the mailbox
 -- row (and its messages, flags, ACL) stays, owned by '.deleted' under its id; this says whose it was.
 CREATE TABLE kept_mailboxes (

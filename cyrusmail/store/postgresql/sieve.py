@@ -2,7 +2,7 @@
 
 The tables ``sieve_scripts`` (owner, name, text, active flag; a partial
 unique index allows one active script per owner) and ``sieve_vacation``
-(schema migration 8) hold what the embedded store keeps in each user's
+(schema migration 10) hold what the embedded store keeps in each user's
 ``sieve.sqlite``; the names and quotas are checked as there
 (:class:`~cyrusmail.sieve.scripts.ScriptStore`).  Every change to a user's
 scripts locks the user's row in ``users`` first, so that two servers

@@ -17,13 +17,14 @@ given twice and are committed in ascending order.
 Message bodies.  Staged in the data folder's ``tmp/`` as they arrive (as
 the embedded store does), then stored once in ``blobs`` by their SHA-256;
 a message row names its blob, and copies share it.  A blob's ``refs`` is
-changed under its row lock and the row deleted at 0.
+changed under its row lock and the row deleted at 0.  The bytes are in the
+row or in a shared folder's files (``[store] blobs``: see
+:mod:`cyrusmail.store.postgresql.blobs`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import secrets
@@ -85,7 +86,9 @@ from cyrusmail.store.maildir.store import (
     references_split,
 )
 from cyrusmail.store.postgresql.access import PostgresAccessRegistry
+from cyrusmail.store.postgresql.blobs import DATABASE, body_store
 from cyrusmail.store.postgresql.failures import PostgresLoginFailures
+from cyrusmail.store.postgresql.queue import QUEUE_NEWS, PostgresSpool
 from cyrusmail.store.postgresql.schema import MIGRATION_LOCK, MIGRATIONS
 from cyrusmail.store.records import (
     Changes,
@@ -139,21 +142,19 @@ def _sort_values(data) -> tuple:
     return tuple(_text(value) for value in _sort_row(data))
 
 
-def blob_name(data: bytes) -> str:
-    """The content address of a message body."""
-    return hashlib.sha256(data).hexdigest()
-
-
 @implementer(IStore)
 class PostgresStore:
-    """Every user's mail in one PostgreSQL database (``dsn``); ``data`` stages arriving messages."""
+    """Every user's mail in one PostgreSQL database (``dsn``); ``data`` stages arriving messages;
+    ``blobs`` is where bodies are kept (``database``, or a shared folder's absolute path)."""
 
     #: ``[server] delete_mode = delayed``: a deleted mailbox is kept (:meth:`PostgresMailboxList.delete`)
     keep_deleted = False
 
     def __init__(self, dsn: str, data: Path | str, analyser: Analyser | None = None,
-                 expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None):
+                 expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None,
+                 blobs: str = DATABASE):
         self.dsn = dsn
+        self.blobs = body_store(blobs)
         self.root = Path(data).resolve()
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
@@ -181,6 +182,8 @@ class PostgresStore:
         self.channel = f"cyrusmail_{schema}"[:63]
         self.token = secrets.token_hex(6)  # this store's own announcements are not news to it
         self.listener: ChangeListener | None = None
+        #: the queue runners of this process, woken when any server queues mail (NOTIFY)
+        self.queue_watchers: list[Callable[[], None]] = []
         with self.write() as db:
             db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
                        (SHARED_OWNER,))
@@ -387,7 +390,7 @@ class PostgresStore:
             ids = [row[0] for row in db.execute(
                 "SELECT id FROM mailboxes WHERE owner = %s OR id IN (SELECT mailbox_id FROM kept_mailboxes"
                 " WHERE owner = %s) ORDER BY id FOR UPDATE", (user, user))]
-            _release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
+            self.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
             db.execute("DELETE FROM mailboxes WHERE id = ANY(%s)", (ids,))
             db.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
             db.execute("DELETE FROM quota_limits WHERE owner = %s", (user,))
@@ -412,7 +415,7 @@ class PostgresStore:
                 "SELECT id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM kept_mailboxes"
                 " WHERE owner = %s AND deleted <= %s) ORDER BY id FOR UPDATE",
                 (names.user_name(user), now - retention))]
-            _release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
+            self.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
             db.execute("DELETE FROM mailboxes WHERE id = ANY(%s)", (ids,))
         return len(ids)
 
@@ -423,8 +426,24 @@ class PostgresStore:
             " WHERE name = %s RETURNING uidvalidity", (user,)).fetchone()
         return value
 
+    def release_blobs(self, db: psycopg.Connection, query: str, params: tuple) -> None:
+        """Take one reference off the blob of each message ``query`` selects; drop blobs left unused
+        (their files, if in a folder, once this transaction is committed)."""
+        rows = db.execute(
+            f"UPDATE blobs AS b SET refs = b.refs - c.n FROM (SELECT blob, count(*) AS n FROM ({query}) AS q"
+            " GROUP BY blob) AS c WHERE b.sha = c.blob RETURNING b.sha, b.refs", params).fetchall()
+        gone = [sha for sha, refs in rows if refs <= 0]
+        if gone:
+            db.execute("DELETE FROM blobs WHERE sha = ANY(%s) AND refs <= 0", (gone,))
+            self.blobs.forget(self, gone)
+
     def sweep(self, max_age: float = STALE_TMP_AGE) -> tuple[int, int]:
-        """Remove stale staging files (as :meth:`MaildirStore.sweep`); (files, 0)."""
+        """Remove stale staging files (as :meth:`MaildirStore.sweep`), and body files that no
+        row names (:meth:`FolderBlobs.sweep <cyrusmail.store.postgresql.blobs.FolderBlobs.sweep>`),
+        both left by a crash; (files, 0)."""
+        orphans = self.blobs.sweep(self, max_age)
+        if orphans:
+            _log.info("cyrusmail: removed {count} body files that no message used", count=orphans)
         files = 0
         cutoff = time.time() - max_age
         for entry in os.scandir(self.tmp_dir):
@@ -457,6 +476,10 @@ class PostgresStore:
         self.db.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{self.token} {mailbox_id} {owner}"))
         self.after_commit(lambda: self.notify(owner, mailbox_id))
 
+    def outbound_spool(self, lease: float) -> PostgresSpool:
+        """The outbound queue's spool in this database, shared by every server (a new claimer)."""
+        return PostgresSpool(self, lease)
+
     def listen(self, reactor) -> ChangeListener:
         """Hear the changes other servers announce, on the reactor (the server calls it)."""
         if self.listener is None:
@@ -467,6 +490,10 @@ class PostgresStore:
     def heard(self, payload: str) -> None:
         """A change announced on the channel: tell this process's watchers of that mailbox."""
         token, _, rest = payload.partition(" ")
+        if rest == QUEUE_NEWS:
+            for wake in list(self.queue_watchers):
+                wake()
+            return
         mailbox_id, _, owner = rest.partition(" ")
         if token != self.token and mailbox_id.isdigit():
             self.tell_watchers(owner, int(mailbox_id))
@@ -578,16 +605,6 @@ class _Owner:
         return self.store.group()
 
 
-def _release_blobs(db: psycopg.Connection, query: str, params: tuple) -> None:
-    """Take one reference off the blob of each message ``query`` selects; drop blobs left unused."""
-    rows = db.execute(
-        f"UPDATE blobs AS b SET refs = b.refs - c.n FROM (SELECT blob, count(*) AS n FROM ({query}) AS q"
-        " GROUP BY blob) AS c WHERE b.sha = c.blob RETURNING b.sha, b.refs", params).fetchall()
-    gone = [sha for sha, refs in rows if refs <= 0]
-    if gone:
-        db.execute("DELETE FROM blobs WHERE sha = ANY(%s) AND refs <= 0", (gone,))
-
-
 @implementer(IMailboxList)
 class PostgresMailboxList:
     """One user's mailbox names: their rows in ``mailboxes`` and ``subscriptions``."""
@@ -654,7 +671,7 @@ class PostgresMailboxList:
             if selectable and self.store.keep_deleted and self.user != SHARED_OWNER:
                 self._keep(db, mailbox_id, name)
                 return
-            _release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s", (mailbox_id,))
+            self.store.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s", (mailbox_id,))
             if self._has_children(db, name):
                 if not selectable:
                     raise HasChildren(f"Mailbox {name} has inferior hierarchical names")
@@ -1049,18 +1066,19 @@ class PostgresMailbox:
         return [_record(row) for row in rows]
 
     def read(self, uid: int, start: int = 0, end: int | None = None) -> bytes:
-        length = None if end is None else max(0, end - start)
         with self._snapshot() as db:
-            row = db.execute(
-                "SELECT substring(b.data FROM %s::integer FOR coalesce(%s::integer, octet_length(b.data))) FROM messages AS m"
-                " JOIN blobs AS b ON b.sha = m.blob WHERE m.mailbox_id = %s AND m.uid = %s",
-                (start + 1, length, self.id, uid)).fetchone()
-        if row is None:
+            data = self.store.blobs.read(db, self.id, uid, start, None if end is None else max(0, end - start))
+        if data is None:
             raise NoSuchMessage(f"No message with UID {uid}")
-        return bytes(row[0])
+        return data
 
     def open_file(self, uid: int):
-        return io.BytesIO(self.read(uid))
+        """The body as a binary file: streamed from the shared folder's file, if there."""
+        with self._snapshot() as db:
+            source = self.store.blobs.open(db, self.id, uid)
+        if source is None:
+            raise NoSuchMessage(f"No message with UID {uid}")
+        return source
 
     def mime_caches(self, uids: Iterable[int]) -> dict[int, bytes]:
         with self._snapshot() as db:
@@ -1192,6 +1210,19 @@ class PostgresMailbox:
         keyer = self.store.sort_keyer
         sort_rows = [None if keyer is None or entry[5] is None else keyer(entry[5]) or NO_SORT_DATA
                      for entry in entries]
+        bodies = [self.store.blobs.prepare(entry[0]) if entry[0] is not None else None for entry in entries]
+        try:
+            uids = self._insert_rows(entries, sort_rows, bodies, source, credit)
+        finally:
+            for body in bodies:
+                if body is not None:
+                    self.store.blobs.discard(body)
+        self._changed()
+        return uids
+
+    def _insert_rows(self, entries: list[tuple], sort_rows: list, bodies: list, source: PostgresMailbox | None,
+                     credit: int | None) -> list[int]:
+        """:meth:`_insert`'s transaction, each new body ready in ``bodies`` (None: a copy's)."""
         with self.store.write() as db:
             limits = self.tree._lock_quota(db)  # the owner's row before any mailbox's
             uidnext, highestmodseq, *_ = self._lock(db, *([source] if source is not None else []))
@@ -1200,15 +1231,14 @@ class PostgresMailbox:
                 self.tree._check_insert(db, self.name, [entry[1] for entry in entries], moved)
             modseq, saved = highestmodseq + 1, time.time()
             unseen = size = 0
-            for offset, (path, length, flags, keywords, date, cache, email_id, preview, *copied) in enumerate(entries):
-                blob = copied[0] if copied else None
+            for body in sorted((body for body in bodies if body is not None), key=lambda body: body.sha):
+                self.store.blobs.add(db, body)  # in one order: two appends never lock in a ring
+            for offset, (_, length, flags, keywords, date, cache, email_id, preview, *copied) in enumerate(entries):
                 uid, guid = uidnext + offset, new_guid()
-                if blob is None:
-                    data = Path(path).read_bytes()
-                    blob = blob_name(data)
-                    db.execute("INSERT INTO blobs (sha, data, refs) VALUES (%s, %s, 1)"
-                               " ON CONFLICT (sha) DO UPDATE SET refs = blobs.refs + 1", (blob, data))
+                if bodies[offset] is not None:
+                    blob = bodies[offset].sha
                 else:
+                    blob = copied[0]
                     db.execute("UPDATE blobs SET refs = refs + 1 WHERE sha = %s", (blob,))
                 db.execute(
                     "INSERT INTO messages (mailbox_id, uid, guid, blob, size, internaldate, flags, keywords, modseq,"
@@ -1226,7 +1256,6 @@ class PostgresMailbox:
             db.execute("UPDATE mailboxes SET uidnext = %s, highestmodseq = %s, messages = messages + %s,"
                        " unseen = unseen + %s, size = size + %s WHERE id = %s",
                        (uidnext + len(entries), modseq, len(entries), unseen, size, self.id))
-        self._changed()
         return list(range(uidnext, uidnext + len(entries)))
 
     def _changed(self) -> None:
@@ -1307,7 +1336,7 @@ class PostgresMailbox:
                                   " AND uid = ANY(%s) ORDER BY uid", (self.id, uids)).fetchall()
             removed = [row[0] for row in rows]
             if removed:
-                _release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s AND uid = ANY(%s)",
+                self.store.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s AND uid = ANY(%s)",
                                (self.id, removed))
                 db.execute("DELETE FROM messages WHERE mailbox_id = %s AND uid = ANY(%s)", (self.id, removed))
                 with db.cursor() as cursor:
