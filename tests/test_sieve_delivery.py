@@ -65,8 +65,16 @@ class SieveCase:
         return talk.send(message + b".\r\n")
 
     def queued(self) -> list[tuple[object, bytes]]:
+        """Each queued entry and its message (on the shared spool, read under a claim as an attempt would)."""
         queue = queue_of(self.context)
-        return [(entry, queue.message_path(entry).read_bytes()) for entry in queue.entries.values()]
+        found = []
+        for entry in queue.listing():
+            queue.storage.claim(entry, self.clock.seconds())
+            try:
+                found.append((entry, queue.message_path(entry).read_bytes()))
+            finally:
+                queue.storage.release(entry)
+        return found
 
 
 class SieveDeliveryTests(SieveCase, unittest.TestCase):

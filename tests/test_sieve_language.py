@@ -176,11 +176,11 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
     # -- vacation (RFC 5230): :addresses, :from, :handle --------------------------------
 
     def replies(self) -> list[bytes]:
-        replies = [data for _, data in self.queued()]
+        queued = self.queued()
         queue = queue_of(self.context)
-        for entry in list(queue.entries.values()):
+        for entry, _ in queued:
             queue.delete(entry.id)
-        return replies
+        return [data for _, data in queued]
 
     def test_vacation_addresses_and_a_from_that_is_not_the_users(self) -> None:
         to_alias = MESSAGE.replace(b"To: alice@example.org", b"To: Alice <alice.smith@other.example>")
