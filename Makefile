@@ -27,7 +27,8 @@ test: $(VENV)/.installed
 ## test-postgresql: the protocol tests again, each server context on the PostgreSQL store (a throwaway server)
 PROTOCOL_TESTS = tests/test_imap_*.py tests/test_pop3_*.py tests/test_lmtp.py tests/test_submission.py \
 	tests/test_dsn.py tests/test_queue.py tests/test_sessions.py tests/test_session_regressions.py \
-	tests/test_auth.py tests/test_auth_cache.py tests/test_user_delete.py tests/test_hidden_mailboxes.py
+	tests/test_auth.py tests/test_auth_cache.py tests/test_user_delete.py tests/test_hidden_mailboxes.py \
+	tests/test_sieve_delivery.py tests/test_sieve_language.py tests/test_managesieve.py tests/test_managesieve_clients.py
 test-postgresql: $(VENV)/.installed
 	CYRUSMAIL_TEST_STORE=postgresql $(PY) -m pytest -q $(PROTOCOL_TESTS)
 

@@ -233,10 +233,12 @@ def open_store(config: Config):
     elif blobs != "database" and not (os.path.isdir(blobs) and os.access(blobs, os.W_OK | os.X_OK)):
         raise startup.StartupError(f"[store] blobs: {blobs} is not a folder this server can write to")
     try:
-        return PostgresStore(config["store"]["dsn"], config.data, blobs=blobs,
-                             expunged_history=config["server"]["expunged_history"])
+        store = PostgresStore(config["store"]["dsn"], config.data, blobs=blobs,
+                              expunged_history=config["server"]["expunged_history"])
     except psycopg.Error as error:
         raise startup.StartupError(f"[store] dsn: cannot open the PostgreSQL store: {startup.one_line(error)}") from None
+    store.keep_deleted = config["server"]["delete_mode"] == "delayed"
+    return store
 
 
 def _check_s3(blobs: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import functools
 import os
 import stat
@@ -93,3 +94,31 @@ def modes_not_private(folder: Path) -> dict[str, str]:
         if mode != (0o700 if path.is_dir() else 0o600):
             wrong[str(path.relative_to(folder))] = oct(mode)
     return wrong
+
+
+@contextlib.contextmanager
+def statements_run(store, user: str):
+    """The SQL statements run meanwhile on ``user``'s index (the embedded store), or on the
+    PostgreSQL store's connections (every statement of every user: the tests look for tables)."""
+    seen: list[str] = []
+    if not hasattr(store, "dsn"):
+        db = store.index(user).db
+        db.set_trace_callback(seen.append)
+        try:
+            yield seen
+        finally:
+            db.set_trace_callback(None)
+        return
+    import psycopg
+
+    execute = psycopg.Cursor.execute
+
+    def traced(cursor, query, *args, **kwargs):
+        seen.append(query if isinstance(query, str) else query.as_string(cursor))
+        return execute(cursor, query, *args, **kwargs)
+
+    psycopg.Cursor.execute = traced
+    try:
+        yield seen
+    finally:
+        psycopg.Cursor.execute = execute

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import threading
 from collections.abc import Callable
 
@@ -14,7 +13,7 @@ from cyrusmail.auth.checkers import PasswordChecker
 from cyrusmail.auth.passwords import hash_password, verify_password
 from cyrusmail.auth.userdb import UserDatabase
 from cyrusmail.store.errors import InvalidUserName, UnknownUser, UserExists
-from tests.helpers import add_user, embedded_store_only, make_context
+from tests.helpers import add_user, another_store, make_context
 
 
 class PasswordTests(unittest.TestCase):
@@ -117,18 +116,27 @@ class ProvisionAtLoginTests(unittest.TestCase):
         add_user(self.context, "alice", "pw")
 
     def hold_user_lock(self) -> Callable[[], None]:
-        """Take the user lock as ``cyrusmail-admin user delete`` would (its own open file); the release."""
-        lock = open(self.context.store.users_dir / ".lock", "a+b")  # noqa: SIM115 - closed by the cleanup
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        self.addCleanup(lock.close)
-        return lambda: fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        """Take the user lock as ``cyrusmail-admin user delete`` would (its own store: another open
+        file, or another database connection); the release."""
+        other = another_store(self.context.store)
+        self.addCleanup(other.close)
+        held = other.user_lock()
+        held.__enter__()
+        released = []
+
+        def release():
+            if not released:
+                released.append(True)
+                held.__exit__(None, None, None)
+
+        self.addCleanup(release)
+        return release
 
     def account_in_thread(self, user: str) -> threading.Thread:
         thread = threading.Thread(target=self.context.realm.account, args=(user, True), daemon=True)
         thread.start()
         return thread
 
-    @embedded_store_only
     def test_a_whole_tree_needs_no_lock(self):
         release = self.hold_user_lock()
         self.addCleanup(release)
@@ -136,7 +144,6 @@ class ProvisionAtLoginTests(unittest.TestCase):
         login.join(30)  # a hang check: it returns at once
         self.assertFalse(login.is_alive())
 
-    @embedded_store_only
     def test_a_missing_folder_is_made_again_under_the_lock(self):
         self.context.store.mailboxes("alice").delete("Trash")
         release = self.hold_user_lock()

@@ -25,7 +25,7 @@ from cyrusmail.auth.userdb import UserDatabase, check_against
 from cyrusmail.config import ConfigError
 from cyrusmail.imap.server import IMAPServer
 from cyrusmail.pop3.server import POP3Factory
-from tests.helpers import add_user, embedded_store_only, make_config
+from tests.helpers import add_user, another_store, make_config
 from tests.test_login_throttle import (
     CountedLogins,
     IMAPGuesser,
@@ -66,7 +66,9 @@ class Logins(CountedLogins):
     def admin(self, *argv: str) -> None:
         """``cyrusmail-admin`` in a process of its own, over this data folder."""
         config = self.data.parent / "admin.conf"
-        config.write_text(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n")
+        store = self.context.config["store"]
+        config.write_text(f"[server]\ndata = {self.data}\nhostname = mail.example.org\ndomains = example.org\n"
+                          f"[store]\nbackend = {store['backend']}\n" + (f"dsn = {store['dsn']}\n" if store["dsn"] else ""))
         result = subprocess.run([sys.executable, "-m", "cyrusmail.admin.main", "--config", str(config), *argv],
                                 capture_output=True, text=True, cwd=ROOT, check=False)
         self.test.assertEqual((result.returncode, result.stderr), (0, ""))
@@ -129,7 +131,20 @@ class InvalidationTests(unittest.TestCase):
             self.assertEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret"])  # the second was a hit
 
-    @embedded_store_only
+    def other_users(self) -> UserDatabase:
+        """The user database as another process opens it (its own connection, its own store)."""
+        store = self.logins.context.store
+        if not hasattr(store, "dsn"):
+            other = UserDatabase(self.logins.data / "users.sqlite")
+        else:
+            from cyrusmail.store.postgresql.users import PostgresUserDatabase
+
+            other_store = another_store(store)
+            self.addCleanup(other_store.close)
+            other = PostgresUserDatabase(other_store)
+        self.addCleanup(other.close)
+        return other
+
     def test_password_changed_by_the_admin_tool(self) -> None:
         self.logins.admin("user", "passwd", "alice", "--password", "changed")
         self.assertNotEqual(self.logins.login("alice", "secret"), "alice")
@@ -138,21 +153,17 @@ class InvalidationTests(unittest.TestCase):
         self.assertEqual(self.logins.login("alice", "changed"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret", "changed"])
 
-    @embedded_store_only
     def test_the_same_password_set_again_is_checked_again(self) -> None:
-        other = UserDatabase(self.logins.data / "users.sqlite")  # another connection, as another process has
-        self.addCleanup(other.close)
+        other = self.other_users()  # another connection, as another process has
         other.set_password("alice", "secret")
         self.assertEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret"])
 
-    @embedded_store_only
     def test_user_deleted_by_the_admin_tool(self) -> None:
         self.logins.admin("user", "delete", "alice", "--yes")
         self.assertNotEqual(self.logins.login("alice", "secret"), "alice")
         self.assertEqual(self.logins.passwords(), ["secret", "secret"])  # against the stand-in hash, and failed
 
-    @embedded_store_only
     def test_user_deleted_and_made_again_with_the_same_password(self) -> None:
         self.logins.admin("user", "delete", "alice", "--yes")
         self.logins.admin("user", "add", "alice", "--password", "secret")

@@ -87,6 +87,15 @@ class ArchiveCase:
             seen[name] = (validity, uidnext, messages)
         return seen
 
+    def work_deleted(self) -> Path:
+        """Server "one" with alice's mail (:meth:`fill`), then Work/2024 and Work deleted over IMAP; its config."""
+        config = self.server("one")
+        client = self.imap(config)
+        self.fill(client)
+        client.command("D DELETE Work/2024")
+        client.command("D DELETE Work")
+        return config
+
     def fill(self, client: Client) -> None:
         """alice's mail: gaps in the UIDs, system flags and keywords, a nested folder."""
         client.command("C CREATE Work/2024")
@@ -300,11 +309,7 @@ class ExpireTests(ArchiveCase, unittest.TestCase):
         self.assertIn("0 messages expired", self.ok(config, "expire"))
 
     def test_deleted_mailboxes_go_after_their_retention(self):
-        config = self.server("one")
-        client = self.imap(config)
-        self.fill(client)
-        client.command("D DELETE Work/2024")
-        client.command("D DELETE Work")
+        config = self.work_deleted()
         kept = sorted((self.folder / "one" / "users" / "alice" / "deleted").iterdir())
         self.assertEqual(len(kept), 2)
         stamp, rest = kept[0].name.split("-", 1)

@@ -12,6 +12,7 @@ from cyrusmail.managesieve import wire
 from cyrusmail.managesieve.server import ManageSieveFactory
 from cyrusmail.sieve.scripts import scripts_of
 from tests.helpers import add_user, make_context
+from tests.test_sieve_delivery import damage_scripts
 from tests.test_smtp_session_support import TLSCapableTransport
 
 SCRIPT = b'require "fileinto";\r\nif header :contains "subject" "x" { fileinto "Junk"; }\r\n'
@@ -99,7 +100,7 @@ class ManageSieveTests(unittest.TestCase):
     def test_a_damaged_script_database_gets_no_and_the_session_goes_on(self) -> None:
         client = Client(self.factory)
         client.login()
-        (self.context.store.user_dir("alice") / "sieve.sqlite").write_bytes(b"not a database" * 100)
+        damage_scripts(self.context)
         self.assertEqual(client.send("LISTSCRIPTS\r\n"), [b'NO (TRYLATER) "Internal error, try again later"'])
         self.assertEqual(client.send("NOOP\r\n"), [b'OK "Done"'])
         self.flushLoggedErrors()

@@ -22,7 +22,7 @@ from cyrusmail.pop3.server import POP3Factory, make_factory
 from cyrusmail.pop3.session import IDLE_TIMEOUT, MessageProducer
 from cyrusmail.pop3.wire import TopFilter
 from cyrusmail.store.records import Flag, FlagChange
-from tests.helpers import embedded_store_only
+from tests.helpers import another_store
 from tests.test_pop3_support import REMOTE, Pop3Server, message, unstuff
 
 
@@ -394,27 +394,35 @@ class MaildropLockTests(TestCase):
         self.assertTrue(transport.value().endswith(b"-ERR [IN-USE] Maildrop is in use by another POP3 session\r\n"))
         session.connectionLost(None)
 
-    @embedded_store_only
+    def other_process_locks(self) -> MaildropLocks:
+        """The POP3 locks of another server process: on the same data folder (its own open lock file),
+        or on the same database (its own connections)."""
+        store = another_store(self.server.context.store)
+        self.addCleanup(store.close)
+        return MaildropLocks.for_store(store)
+
     def test_lock_holds_across_processes(self) -> None:
-        """A second server process on the same data folder: its own registry, the same lock file."""
+        """A second server process: its own registry, the same lock file or database lock."""
         self.server.connect().login()
-        other_process = POP3Factory(self.server.context, "pop3",
-                                    locks=MaildropLocks(self.server.context.store.user_dir))
+        other_process = POP3Factory(self.server.context, "pop3", locks=self.other_process_locks())
         conversation = self.server.connect()
         conversation.protocol.locks = other_process.locks
         conversation.check([("USER alice", "+OK"), ("PASS secret", "-ERR [IN-USE]")])
 
-    @embedded_store_only
     def test_lock_file_is_released(self) -> None:
-        locks = MaildropLocks(self.server.context.store.user_dir)
+        locks = MaildropLocks.for_store(self.server.context.store)
         lock = locks.acquire("alice")
         self.assertIsNone(locks.acquire("alice"))
-        self.assertIsNone(MaildropLocks(self.server.context.store.user_dir).acquire("alice"))
+        self.assertIsNone(self.other_process_locks().acquire("alice"))
         lock.release()
         lock.release()
-        again = MaildropLocks(self.server.context.store.user_dir).acquire("alice")
+        again = self.other_process_locks().acquire("alice")
         self.assertIsNotNone(again)
+        self.assertIsNone(locks.acquire("alice"))  # and now this process waits for the other
         again.release()
+        last = locks.acquire("alice")
+        self.assertIsNotNone(last)
+        last.release()
 
 
 class IdleTimeoutTests(TestCase):
@@ -539,30 +547,56 @@ class StreamingTests(TestCase):
         self.assertEqual(unstuff(reply), big)
         self.assertIs(transport.producer, flow, "still registered for the next answer")
 
-    @embedded_store_only
     def test_list_and_uidl_read_no_message_file(self) -> None:
         server = Pop3Server(self)
         server.inbox().append_many([(message(n), None, (), None) for n in range(1, 2001)])
         conversation = server.connect()
         conversation.login()
-        for path in server.inbox().folder.iterdir():  # the files go; the index stays
-            if path.name != "mailbox.json":
-                path.unlink()
+        on_postgresql = hasattr(server.context.store, "dsn")
+        if on_postgresql:  # the bodies go; the rows stay
+            server.context.store.db.execute("ALTER TABLE blobs RENAME TO blobs_lost")
+            self.addCleanup(server.context.store.db.execute, "ALTER TABLE blobs_lost RENAME TO blobs")
+        else:
+            for path in server.inbox().folder.iterdir():  # the files go; the index stays
+                if path.name != "mailbox.json":
+                    path.unlink()
         listing = conversation.command("LIST")
         self.assertEqual(listing.count(b"\r\n"), 2002)
         self.assertEqual(conversation.command("UIDL").count(b"\r\n"), 2002)
         self.assertTrue(conversation.command("STAT").startswith(b"+OK 2000 "))
-        self.assertEqual(conversation.command("RETR 1"), b"-ERR Message 1 no longer exists\r\n")
+        if not on_postgresql:  # there a body cannot go while its row stays
+            self.assertEqual(conversation.command("RETR 1"), b"-ERR Message 1 no longer exists\r\n")
+
+
+def break_store(store) -> type[Exception]:
+    """Make the store's next call fail as a fault would; what it raises then."""
+    if hasattr(store, "dsn"):  # the PostgreSQL store: the next statement on messages fails
+        import psycopg
+
+        store.db.execute("ALTER TABLE messages RENAME TO messages_lost")
+        return psycopg.Error
+    store.close()  # every index handle goes: the next store call fails
+    return sqlite3.Error
 
 
 class StoreFailureTests(TestCase):
-    @embedded_store_only
-    def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
+    def logged_in_then_broken(self):
+        """A session logged in to a maildrop of one message; then the store breaks. The session and
+        what the store raises now."""
         server = Pop3Server(self)
         server.deliver(message(1))
         conversation = server.connect()
         conversation.login()
-        server.context.store.close()  # every index handle goes: the next store call fails
+        return conversation, break_store(server.context.store)
+
+    def test_a_failed_read_is_answered_and_the_session_goes_on(self) -> None:
+        conversation, failure = self.logged_in_then_broken()
+        self.assertTrue(conversation.command("RETR 1").startswith(b"-ERR [SYS/TEMP] "))
+        conversation.check([("NOOP", "+OK")])
+        self.assertTrue(self.flushLoggedErrors(failure))
+
+    def test_store_failure_is_answered_and_the_session_goes_on(self) -> None:
+        conversation, failure = self.logged_in_then_broken()
         conversation.check([
             ("DELE 1", "+OK"),
             ("STAT", "+OK 0 0"),
@@ -571,4 +605,4 @@ class StoreFailureTests(TestCase):
             ("QUIT", "-ERR [SYS/TEMP] Some deleted messages not removed"),
         ])
         self.assertTrue(conversation.transport.disconnecting)
-        self.assertTrue(self.flushLoggedErrors(sqlite3.Error))
+        self.assertTrue(self.flushLoggedErrors(failure))

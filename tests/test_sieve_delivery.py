@@ -34,6 +34,15 @@ def make_sieve_server(tmp, **sections):
     return context, clock
 
 
+def damage_scripts(context, user: str = "alice") -> None:
+    """Make ``user``'s scripts unreadable as a fault would: the embedded store's file overwritten,
+    PostgreSQL's table gone (from this test's own schema)."""
+    if hasattr(context.store, "user_dir"):
+        (context.store.user_dir(user) / "sieve.sqlite").write_bytes(b"this is not a database" * 100)
+    else:
+        context.store.db.execute("ALTER TABLE sieve_scripts RENAME TO sieve_scripts_lost")
+
+
 class SieveCase:
     """A server with users alice and bob and a Clock; scripts set and messages delivered through LMTP."""
 
@@ -56,8 +65,16 @@ class SieveCase:
         return talk.send(message + b".\r\n")
 
     def queued(self) -> list[tuple[object, bytes]]:
+        """Each queued entry and its message (on the shared spool, read under a claim as an attempt would)."""
         queue = queue_of(self.context)
-        return [(entry, queue.message_path(entry).read_bytes()) for entry in queue.entries.values()]
+        found = []
+        for entry in queue.listing():
+            queue.storage.claim(entry, self.clock.seconds())
+            try:
+                found.append((entry, queue.message_path(entry).read_bytes()))
+            finally:
+                queue.storage.release(entry)
+        return found
 
 
 class SieveDeliveryTests(SieveCase, unittest.TestCase):

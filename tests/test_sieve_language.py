@@ -16,7 +16,12 @@ from cyrusmail.sieve.commands import DATE_PARTS, compile_script
 from cyrusmail.sieve.scripts import scripts_of
 from cyrusmail.sieve.syntax import SieveSyntaxError
 from cyrusmail.store.records import Flag
-from tests.test_sieve_delivery import MESSAGE, SieveCase, make_sieve_server
+from tests.test_sieve_delivery import (
+    MESSAGE,
+    SieveCase,
+    damage_scripts,
+    make_sieve_server,
+)
 from tests.test_smtp_session_support import inbox_messages, lmtp_factory
 
 # Received: two hops (and LMTP adds a third); Date: 1 November 2023, 09:30 at +0200 (07:30 UTC).  The test clock reads
@@ -171,11 +176,11 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
     # -- vacation (RFC 5230): :addresses, :from, :handle --------------------------------
 
     def replies(self) -> list[bytes]:
-        replies = [data for _, data in self.queued()]
+        queued = self.queued()
         queue = queue_of(self.context)
-        for entry in list(queue.entries.values()):
+        for entry, _ in queued:
             queue.delete(entry.id)
-        return replies
+        return [data for _, data in queued]
 
     def test_vacation_addresses_and_a_from_that_is_not_the_users(self) -> None:
         to_alias = MESSAGE.replace(b"To: alice@example.org", b"To: Alice <alice.smith@other.example>")
@@ -227,8 +232,7 @@ class SieveExtensionTests(SieveCase, unittest.TestCase):
 
     def test_a_damaged_script_database_keeps_the_message(self) -> None:
         self.activate('require "fileinto"; fileinto "Trash";')
-        path = self.context.store.user_dir("alice") / "sieve.sqlite"
-        path.write_bytes(b"this is not a database" * 100)
+        damage_scripts(self.context)
         [(code, _, _)] = self.lmtp(DATED)
         self.assertEqual(code, 250)
         self.assertEqual(len(self.folder("INBOX")), 1)

@@ -72,7 +72,8 @@ def undelete(admin, args) -> None:
 
     user, _, name = args.mailbox.partition("/")
     user = admin.known_user(user)
-    kept = kept_mailboxes(admin.store, user)
+    in_database = hasattr(admin.store, "kept_mailboxes")  # the PostgreSQL store keeps them in its tables
+    kept = admin.store.kept_mailboxes(user) if in_database else kept_mailboxes(admin.store, user)
     retention = admin.config["server"]["delete_retention"]
     if not name:
         for entry in kept:
@@ -87,6 +88,10 @@ def undelete(admin, args) -> None:
                          + ("" if admin.config["server"]["delete_mode"] == "delayed" else
                             " ([server] delete_mode is immediate: deleted mailboxes are not kept)"))
     target = names.check(args.as_name) if args.as_name else name
+    if in_database:
+        restored = admin.store.mailboxes(user).undelete(found[-1].mailbox_id, target)
+        admin.say(f"undeleted {user}/{restored}: {found[-1].messages} messages (deleted {_when(found[-1].deleted)})")
+        return
     archive = Archive(found[-1].path)
     try:
         ((restored, count),) = restore_archive(admin.store, admin.store.mailboxes(user), archive, {name: target})

@@ -86,8 +86,12 @@ def expire(admin, args) -> None:
     for user in admin.users.names():
         tree = admin.store.mailboxes(user)
         messages += expire_tree(tree, user, rules, now, args.dry_run, admin.say)
+        in_database = hasattr(admin.store, "kept_mailboxes")  # the PostgreSQL store keeps them in its tables
         if args.dry_run:
-            purged += sum(entry.deleted <= now - retention for entry in kept_mailboxes(admin.store, user))
+            kept = admin.store.kept_mailboxes(user) if in_database else kept_mailboxes(admin.store, user)
+            purged += sum(entry.deleted <= now - retention for entry in kept)
+        elif in_database:
+            purged += admin.store.purge_kept(user, now, retention)
         else:
             purged += purge_kept(admin.store, user, now, retention)
     if rules:

@@ -245,7 +245,7 @@ def sieve_filter(context) -> SieveFilter | None:
     """The server's Sieve filter (made once, kept in ``context.extras``), or None when Sieve is off."""
     if "sieve.filter" not in context.extras:
         settings = context.config["sieve"]
-        if not settings["enabled"] or not hasattr(context.store, "user_dir"):  # scripts live in the user's folder
+        if not settings["enabled"]:
             context.extras["sieve.filter"] = None
         else:
             from cyrusmail.sieve.interpreter import Limits

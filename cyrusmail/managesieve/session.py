@@ -3,7 +3,7 @@
 States carry their data: :class:`NotAuthenticated`, :class:`Authenticating`
 (a SASL exchange), :class:`Authenticated` (the account).  ``COMMANDS`` is
 the one table of (name, states, handler); a handler reads its arguments,
-asks :class:`~cyrusmail.sieve.scripts.SieveScripts`, and answers.  Lines
+asks :class:`~cyrusmail.sieve.scripts.ScriptStore`, and answers.  Lines
 are answered in order: one that waits (a login being checked) holds the
 ones behind it, and so does output the client is not reading
 (:class:`~cyrusmail.flow.OutputFlow`); past :data:`MAX_PENDING_INPUT`
@@ -20,7 +20,6 @@ so PUTSCRIPT and CHECKSCRIPT report the first error with its line.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,7 +37,7 @@ from cyrusmail.flow import OutputFlow
 from cyrusmail.managesieve import wire
 from cyrusmail.protocols import ServerContext, set_no_delay
 from cyrusmail.sieve.commands import EXTENSIONS, compile_script
-from cyrusmail.sieve.scripts import ScriptError, SieveScripts, check_name
+from cyrusmail.sieve.scripts import ScriptError, ScriptStore, check_name
 from cyrusmail.sieve.syntax import SieveSyntaxError
 from cyrusmail.store.errors import StoreError
 
@@ -74,7 +73,7 @@ class Refusal(Exception):
 class ManageSieveSession(Protocol):
     """One ManageSieve connection."""
 
-    def __init__(self, context: ServerContext, service: str, scripts: SieveScripts, clock,
+    def __init__(self, context: ServerContext, service: str, scripts: ScriptStore, clock,
                  idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.context = context
         self.service = service
@@ -220,7 +219,7 @@ class ManageSieveSession(Protocol):
             self.send(wire.response("NO", str(refusal), refusal.code))
         except ScriptError as error:
             self.send(wire.response("NO", str(error), error.code or None))
-        except (StoreError, OSError, sqlite3.Error):
+        except (StoreError, OSError, *self.scripts.errors):
             self._unexpected(Failure())
 
     # -- arguments ----------------------------------------------------------------------

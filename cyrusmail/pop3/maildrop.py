@@ -22,8 +22,15 @@ INBOX = "INBOX"
 
 #: What the store can raise when it cannot do its work now: its own errors, a
 #: file it cannot read, or (until the backend maps them) an index busy beyond
-#: its timeout. The session answers these with ``-ERR [SYS/TEMP]`` and goes on.
-STORE_FAILURES = (StoreError, OSError, sqlite3.Error)
+#: its timeout, or a PostgreSQL store's database error. The session answers
+#: these with ``-ERR [SYS/TEMP]`` and goes on.
+STORE_FAILURES: tuple[type[Exception], ...] = (StoreError, OSError, sqlite3.Error)
+try:
+    from psycopg import Error as _DatabaseError
+except ImportError:  # no PostgreSQL store without it
+    pass
+else:
+    STORE_FAILURES += (_DatabaseError,)
 
 
 class MaildropError(Exception):

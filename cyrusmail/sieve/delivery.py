@@ -28,7 +28,6 @@ import dataclasses
 import datetime
 import hashlib
 import re
-import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from cyrusmail.sieve.interpreter import (
     evaluate,
 )
 from cyrusmail.sieve.message import SieveMessage
-from cyrusmail.sieve.scripts import ScriptError, SieveScripts
+from cyrusmail.sieve.scripts import ScriptError, ScriptStore
 from cyrusmail.sieve.syntax import SieveSyntaxError
 from cyrusmail.smtp import codes
 from cyrusmail.smtp.codes import Reply
@@ -115,7 +114,7 @@ def system_flag_or_keyword(flag: str) -> str | None:
 class SieveFilter:
     """Runs users' active scripts at delivery (see the module docstring)."""
 
-    def __init__(self, context, scripts: SieveScripts, limits: Limits, clock=None) -> None:
+    def __init__(self, context, scripts: ScriptStore, limits: Limits, clock=None) -> None:
         self.context = context
         self.scripts = scripts
         self.limits = limits
@@ -145,7 +144,7 @@ class SieveFilter:
         """The user's active script (name, text), or None: none, or none that can be read."""
         try:
             return self.scripts.active(user)
-        except (ScriptError, StoreError, OSError, sqlite3.Error):
+        except (ScriptError, StoreError, OSError, *self.scripts.errors):
             logs.log.failure("sieve: cannot read the scripts of {user}; message kept", user=user)
             return None
 

@@ -1,12 +1,21 @@
 """Where Sieve scripts live: each user's scripts and vacation records, and the global scripts.
 
-Each user's scripts are in ``users/USER/sieve.sqlite`` (0600, beside the
-user's index, so ``user delete`` takes them along): a table of scripts by
-name (UTF-8 text as uploaded, at most one marked active) and a table of
-vacation replies sent (who was answered, under which handle, until when
-not again).  The database is opened for each use and closed again, so
-that every server process and ``cyrusmail-admin`` see the same scripts;
-a user without the file has no script, which costs delivery one stat.
+:class:`ScriptStore` is what ManageSieve and delivery ask of them; it
+checks names and quotas, and a subclass keeps the rows.  :func:`scripts_of`
+picks the subclass from the server's store, in this one place: the
+embedded store's :class:`SieveScripts` (below), or on the PostgreSQL store
+:class:`~cyrusmail.store.postgresql.sieve.PostgresSieveScripts` (tables that
+every server on the database shares, so that a script uploaded through one
+server filters the deliveries of all at once).
+
+On the embedded store, each user's scripts are in
+``users/USER/sieve.sqlite`` (0600, beside the user's index, so ``user
+delete`` takes them along): a table of scripts by name (UTF-8 text as
+uploaded, at most one marked active) and a table of vacation replies
+sent (who was answered, under which handle, until when not again).
+The database is opened for each use and closed again, so that every
+server process and ``cyrusmail-admin`` see the same scripts; a user
+without the file has no script, which costs delivery one stat.
 
 Quotas (``[sieve] max_script_size``, ``max_scripts``) are checked here,
 for ManageSieve's PUTSCRIPT and HAVESPACE alike.  Names follow RFC 5804
@@ -24,6 +33,7 @@ import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from cyrusmail import sqlite
 from cyrusmail.store.errors import InvalidName
@@ -66,15 +76,83 @@ def check_name(name: str) -> str:
     return name
 
 
-class SieveScripts:
-    """Every user's scripts (see the module docstring)."""
+class ScriptStore:
+    """Every user's scripts: the checks common to every store; a subclass keeps the rows."""
 
-    def __init__(self, store, *, max_script_size: int = 32 * 1024, max_scripts: int = 10,
+    #: what reading or writing the rows may raise besides ScriptError and OSError (delivery keeps the message)
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, *, max_script_size: int = 32 * 1024, max_scripts: int = 10,
                  global_folder: Path | None = None) -> None:
-        self.store = store
         self.max_script_size = max_script_size
         self.max_scripts = max_scripts
         self.global_folder = global_folder
+
+    def list(self, user: str) -> list[tuple[str, bool]]:
+        """(name, active) of each of ``user``'s scripts, by name."""
+        raise NotImplementedError
+
+    def get(self, user: str, name: str) -> str | None:
+        raise NotImplementedError
+
+    def active(self, user: str) -> tuple[str, str] | None:
+        """The active script's (name, text), or None."""
+        raise NotImplementedError
+
+    def put(self, user: str, name: str, content: str) -> None:
+        """Store ``content`` (already checked) as ``name``, replacing a script of that name."""
+        raise NotImplementedError
+
+    def set_active(self, user: str, name: str) -> None:
+        """Make ``name`` the active script; "" leaves none active."""
+        raise NotImplementedError
+
+    def delete(self, user: str, name: str) -> None:
+        raise NotImplementedError
+
+    def rename(self, user: str, old: str, new: str) -> None:
+        raise NotImplementedError
+
+    def vacation_due(self, user: str, handle: str, sender: str, now: float, period: float) -> bool:
+        """Whether ``sender`` may get the reply of ``handle`` now (RFC 5230 section 4.2); if so, it is
+        recorded as sent, in one transaction, so that two deliveries at once send one reply."""
+        raise NotImplementedError
+
+    def global_script(self, name: str) -> str | None:
+        if self.global_folder is None:
+            return None
+        check_name(name)
+        if "/" in name or name.startswith("."):
+            return None
+        try:
+            return (self.global_folder / f"{name}.sieve").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    # -- quotas ---------------------------------------------------------------------
+
+    def check_space(self, user: str, name: str, size: int) -> None:
+        """HAVESPACE: ScriptError (QUOTA/MAXSIZE, QUOTA/MAXSCRIPTS) if ``name`` of ``size`` octets would not fit."""
+        check_name(name)
+        if size > self.max_script_size:
+            raise ScriptError("QUOTA/MAXSIZE", f"A script may have at most {self.max_script_size} octets")
+        names = {existing for existing, _ in self.list(user)}
+        if name not in names and len(names) >= self.max_scripts:
+            self.too_many()
+
+    def too_many(self) -> NoReturn:
+        """Refuse a script past ``max_scripts``."""
+        raise ScriptError("QUOTA/MAXSCRIPTS", f"At most {self.max_scripts} scripts per user")
+
+
+class SieveScripts(ScriptStore):
+    """Every user's scripts on the embedded store (see the module docstring)."""
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, store, **quotas) -> None:
+        super().__init__(**quotas)
+        self.store = store
 
     def _path(self, user: str) -> Path:
         try:
@@ -114,48 +192,23 @@ class SieveScripts:
             return None if row is None else row[0]
 
     def active(self, user: str) -> tuple[str, str] | None:
-        """The active script's (name, text), or None."""
         with self._db(user) as db:
             if db is None:
                 return None
             return db.execute("SELECT name, content FROM scripts WHERE active = 1").fetchone()
 
-    def global_script(self, name: str) -> str | None:
-        if self.global_folder is None:
-            return None
-        check_name(name)
-        if "/" in name or name.startswith("."):
-            return None
-        try:
-            return (self.global_folder / f"{name}.sieve").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    # -- quotas ---------------------------------------------------------------------
-
-    def check_space(self, user: str, name: str, size: int) -> None:
-        """HAVESPACE: ScriptError (QUOTA/MAXSIZE, QUOTA/MAXSCRIPTS) if ``name`` of ``size`` octets would not fit."""
-        check_name(name)
-        if size > self.max_script_size:
-            raise ScriptError("QUOTA/MAXSIZE", f"A script may have at most {self.max_script_size} octets")
-        names = {existing for existing, _ in self.list(user)}
-        if name not in names and len(names) >= self.max_scripts:
-            raise ScriptError("QUOTA/MAXSCRIPTS", f"At most {self.max_scripts} scripts per user")
-
     # -- changing -----------------------------------------------------------------------
 
     def put(self, user: str, name: str, content: str) -> None:
-        """Store ``content`` (already checked) as ``name``, replacing a script of that name."""
         self.check_space(user, name, len(content.encode("utf-8")))
         with self._db(user, create=True) as db, sqlite.write(db):
             (count,) = db.execute("SELECT count(*) FROM scripts WHERE name != ?", (name,)).fetchone()
             if count >= self.max_scripts:
-                raise ScriptError("QUOTA/MAXSCRIPTS", f"At most {self.max_scripts} scripts per user")
+                self.too_many()
             db.execute("INSERT INTO scripts (name, content) VALUES (?, ?)"
                        " ON CONFLICT (name) DO UPDATE SET content = excluded.content", (name, content))
 
     def set_active(self, user: str, name: str) -> None:
-        """Make ``name`` the active script; "" leaves none active."""
         with self._db(user, create=True) as db, sqlite.write(db):
             if name and db.execute("SELECT 1 FROM scripts WHERE name = ?", (name,)).fetchone() is None:
                 raise ScriptError("NONEXISTENT", f"There is no script named {name}")
@@ -184,10 +237,6 @@ class SieveScripts:
     # -- vacation (RFC 5230 section 4.2) ---------------------------------------------------
 
     def vacation_due(self, user: str, handle: str, sender: str, now: float, period: float) -> bool:
-        """Whether ``sender`` may get the reply of ``handle`` now; if so, it is recorded as sent.
-
-        One transaction, so two deliveries at once send one reply.
-        """
         sender = sender.lower()
         with self._db(user, create=True) as db, sqlite.write(db):
             row = db.execute("SELECT until FROM vacation WHERE handle = ? AND sender = ?",
@@ -203,12 +252,18 @@ class SieveScripts:
             return True
 
 
-def scripts_of(context) -> SieveScripts:
-    """The server's one :class:`SieveScripts`, with the config's quotas (kept in ``context.extras``)."""
+def scripts_of(context) -> ScriptStore:
+    """The server's one :class:`ScriptStore`, for its store, with the config's quotas (kept in ``context.extras``)."""
     scripts = context.extras.get("sieve.scripts")
     if scripts is None:
         settings = context.config["sieve"]
-        scripts = SieveScripts(context.store, max_script_size=settings["max_script_size"],
-                               max_scripts=settings["max_scripts"], global_folder=settings["global_scripts"])
+        quotas = {"max_script_size": settings["max_script_size"], "max_scripts": settings["max_scripts"],
+                  "global_folder": settings["global_scripts"]}
+        if hasattr(context.store, "user_dir"):  # the embedded store: a file in each user's folder
+            scripts = SieveScripts(context.store, **quotas)
+        else:
+            from cyrusmail.store.postgresql.sieve import PostgresSieveScripts
+
+            scripts = PostgresSieveScripts(context.store, **quotas)
         context.extras["sieve.scripts"] = scripts
     return scripts

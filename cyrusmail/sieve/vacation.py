@@ -7,7 +7,7 @@ Auto-Submitted, to ``Precedence: bulk/list/junk`` and to mailing-list
 mail (``List-Id`` and the other RFC 2369 fields), nor when none of the
 user's addresses (or the script's ``:addresses``) is in To, Cc, Bcc or
 their Resent- forms (section 4.5).  The "already answered" record is the
-caller's (:meth:`~cyrusmail.sieve.scripts.SieveScripts.vacation_due`),
+caller's (:meth:`~cyrusmail.sieve.scripts.ScriptStore.vacation_due`),
 once per sender and handle every ``:days`` days (default 7, at least 1,
 at most :data:`MAX_DAYS`).
 

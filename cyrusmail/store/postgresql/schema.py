@@ -200,4 +200,36 @@ CREATE TABLE queue (
 );
 CREATE INDEX queue_due ON queue (next_attempt);
 """),
+    (10, """
+-- Sieve scripts (cyrusmail.store.postgresql.sieve): each user's, by name, at most one active,
+-- and the vacation replies sent (RFC 5230 section 4.2: whom, under which handle, until when not again).
+CREATE TABLE sieve_scripts (
+    owner    text NOT NULL,
+    name     text NOT NULL,
+    content  text NOT NULL,
+    active   boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (owner, name)
+);
+CREATE UNIQUE INDEX sieve_scripts_active ON sieve_scripts (owner) WHERE active;
+CREATE TABLE sieve_vacation (
+    owner   text NOT NULL,
+    handle  text NOT NULL,
+    sender  text NOT NULL,
+    until   double precision NOT NULL,
+    PRIMARY KEY (owner, handle, sender)
+);
+CREATE INDEX sieve_vacation_until ON sieve_vacation (owner, until);
+"""),
+    (11, """
+-- Mailboxes deleted with [server] delete_mode = delayed, kept for cyrusmail-admin undelete: the mailbox
+-- row (and its messages, flags, ACL) stays, owned by '.deleted' under its id; this says whose it was.
+CREATE TABLE kept_mailboxes (
+    mailbox_id  bigint PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    owner       text NOT NULL,
+    name        text NOT NULL,
+    deleted     double precision NOT NULL,
+    subscribed  boolean NOT NULL
+);
+CREATE INDEX kept_mailboxes_owner ON kept_mailboxes (owner, deleted);
+"""),
 ]

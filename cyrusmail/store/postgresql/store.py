@@ -33,6 +33,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -116,6 +117,20 @@ MAILDROP_IDLE = 4
 #: Held (pg_advisory_lock) while a user's tree is made or removed, by any server.
 USER_LOCK = 0x6379_7275_7573  # "cyrus"
 
+#: The owner of mailboxes deleted with ``delete_mode = delayed``, kept for undelete (``kept_mailboxes``
+#: says whose they were); no user's name starts with a dot.
+KEPT_OWNER = ".deleted"
+
+
+@dataclass
+class KeptMailbox:
+    """A deleted mailbox kept for undelete: its row's id, its name, when it was deleted, its messages."""
+
+    mailbox_id: int
+    name: str
+    deleted: float
+    messages: int
+
 
 def _text(value):
     """``value`` as a PostgreSQL text column takes it: NUL is the one character it cannot hold,
@@ -132,7 +147,8 @@ class PostgresStore:
     """Every user's mail in one PostgreSQL database (``dsn``); ``data`` stages arriving messages;
     ``blobs`` is where bodies are kept (``database``, or a shared folder's absolute path)."""
 
-    keep_deleted = False  # no ``delete_mode = delayed`` here: a deleted mailbox goes at once
+    #: ``[server] delete_mode = delayed``: a deleted mailbox is kept (:meth:`PostgresMailboxList.delete`)
+    keep_deleted = False
 
     def __init__(self, dsn: str, data: Path | str, analyser: Analyser | None = None,
                  expunged_history: int = EXPUNGED_HISTORY, previewer: Previewer | None = None,
@@ -372,15 +388,36 @@ class PostgresStore:
         with self.write() as db:
             db.execute("SELECT 1 FROM users WHERE name = %s FOR UPDATE", (user,))  # before any mailbox, as writers do
             ids = [row[0] for row in db.execute(
-                "SELECT id FROM mailboxes WHERE owner = %s ORDER BY id FOR UPDATE", (user,))]
+                "SELECT id FROM mailboxes WHERE owner = %s OR id IN (SELECT mailbox_id FROM kept_mailboxes"
+                " WHERE owner = %s) ORDER BY id FOR UPDATE", (user, user))]
             self.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
             db.execute("DELETE FROM mailboxes WHERE id = ANY(%s)", (ids,))
             db.execute("DELETE FROM subscriptions WHERE owner = %s", (user,))
             db.execute("DELETE FROM quota_limits WHERE owner = %s", (user,))
             db.execute("DELETE FROM private_seen WHERE reader = %s", (user,))
+            db.execute("DELETE FROM sieve_scripts WHERE owner = %s", (user,))
+            db.execute("DELETE FROM sieve_vacation WHERE owner = %s", (user,))
             db.execute("UPDATE users SET provisioned = false WHERE name = %s", (user,))
             for mailbox_id in ids:
                 self.announce(user, mailbox_id)
+
+    def kept_mailboxes(self, user: str) -> list[KeptMailbox]:
+        """``user``'s deleted mailboxes still kept, oldest first."""
+        return [KeptMailbox(*row) for row in self.db.execute(
+            "SELECT k.mailbox_id, k.name, k.deleted, m.messages FROM kept_mailboxes AS k"
+            " JOIN mailboxes AS m ON m.id = k.mailbox_id WHERE k.owner = %s ORDER BY k.deleted, k.mailbox_id",
+            (names.user_name(user),))]
+
+    def purge_kept(self, user: str, now: float, retention: float) -> int:
+        """Remove ``user``'s deleted mailboxes kept longer than ``retention`` seconds; how many went."""
+        with self.write() as db:
+            ids = [row[0] for row in db.execute(
+                "SELECT id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM kept_mailboxes"
+                " WHERE owner = %s AND deleted <= %s) ORDER BY id FOR UPDATE",
+                (names.user_name(user), now - retention))]
+            self.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = ANY(%s)", (ids,))
+            db.execute("DELETE FROM mailboxes WHERE id = ANY(%s)", (ids,))
+        return len(ids)
 
     def next_uidvalidity(self, db: psycopg.Connection, user: str) -> int:
         """A UIDVALIDITY never given before in ``user``'s tree (inside a transaction)."""
@@ -631,6 +668,9 @@ class PostgresMailboxList:
                 raise MailboxNotFound(f"Mailbox {name} does not exist")
             mailbox_id, selectable = row[0], row[1]
             db.execute("SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (mailbox_id,))
+            if selectable and self.store.keep_deleted and self.user != SHARED_OWNER:
+                self._keep(db, mailbox_id, name)
+                return
             self.store.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s", (mailbox_id,))
             if self._has_children(db, name):
                 if not selectable:
@@ -643,6 +683,51 @@ class PostgresMailboxList:
                 db.execute("DELETE FROM mailboxes WHERE id = %s", (mailbox_id,))
                 self._prune_empty_nodes(db, name)
             self.store.announce(self.user, mailbox_id)
+
+    def _keep(self, db: psycopg.Connection, mailbox_id: int, name: str) -> None:
+        """Keep mailbox ``name`` (being deleted in ``db``'s transaction) for undelete: its row moves,
+        messages, flags and ACL with it, to :data:`KEPT_OWNER`; a \\Noselect node takes its place
+        when it has children."""
+        subscribed = db.execute("SELECT 1 FROM subscriptions WHERE owner = %s AND name = %s",
+                                (self.user, name)).fetchone() is not None
+        db.execute("UPDATE mailboxes SET owner = %s, name = %s WHERE id = %s",
+                   (KEPT_OWNER, str(mailbox_id), mailbox_id))
+        db.execute("INSERT INTO kept_mailboxes (mailbox_id, owner, name, deleted, subscribed)"
+                   " VALUES (%s, %s, %s, %s, %s)", (mailbox_id, self.user, name, time.time(), subscribed))
+        if self._has_children(db, name):
+            self._make(db, name, None)
+            db.execute("UPDATE mailboxes SET selectable = false WHERE owner = %s AND name = %s", (self.user, name))
+        else:
+            self._prune_empty_nodes(db, name)
+        self.store.announce(self.user, mailbox_id)
+
+    def undelete(self, mailbox_id: int, name: str) -> str:
+        """Put the kept mailbox ``mailbox_id`` back as ``name`` (which must not be a mailbox), as it was:
+        UIDVALIDITY, UIDs, flags, ACL; its subscription too. The name."""
+        name = names.check(name)
+        with self.store.write() as db:
+            self._user_row(db)
+            kept = db.execute("SELECT subscribed FROM kept_mailboxes WHERE mailbox_id = %s AND owner = %s FOR UPDATE",
+                              (mailbox_id, self.user)).fetchone()
+            if kept is None:
+                raise MailboxNotFound(f"No deleted mailbox {name} is kept")
+            row = self._row(db, name)
+            if row is not None and row[1]:
+                raise MailboxExists(f"Mailbox {name} already exists")
+            missing = [superior for superior in names.superiors(name) if self._row(db, superior) is None]
+            self._check_new_mailboxes(db, missing)
+            for superior in missing:
+                self._make(db, superior, None)
+            if row is not None:  # a \Noselect node: the mailbox takes its place
+                db.execute("DELETE FROM mailboxes WHERE id = %s", (row[0],))
+            db.execute("SELECT 1 FROM mailboxes WHERE id = %s FOR UPDATE", (mailbox_id,))
+            db.execute("UPDATE mailboxes SET owner = %s, name = %s WHERE id = %s", (self.user, name, mailbox_id))
+            db.execute("DELETE FROM kept_mailboxes WHERE mailbox_id = %s", (mailbox_id,))
+            if kept[0]:
+                db.execute("INSERT INTO subscriptions (owner, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                           (self.user, name))
+            self.store.announce(self.user, mailbox_id)
+        return name
 
     def _prune_empty_nodes(self, db: psycopg.Connection, name: str) -> None:
         for superior in reversed(names.superiors(name)):
@@ -1312,7 +1397,8 @@ class PostgresMailbox:
     def generation(self) -> tuple | None:
         """Differs from an earlier value whenever the messages, flags or ACL of this mailbox
         may have changed, through any server (None once it is gone); one indexed read."""
-        row = self.store.db.execute(f"SELECT {_GENERATION} FROM mailboxes WHERE id = %s", (self.id,)).fetchone()
+        row = self.store.db.execute(f"SELECT {_GENERATION} FROM mailboxes WHERE id = %s AND owner != %s",
+                                    (self.id, KEPT_OWNER)).fetchone()
         return None if row is None else tuple(row)
 
     def expunged_since(self, modseq: int) -> list[int] | None:
