@@ -167,6 +167,20 @@ class TwoServersTests(TwoServersBase):
         for server in servers:
             stop_server(self, server)
 
+    def test_deleting_a_user_ends_their_sessions_on_every_server(self):
+        servers = [self.serve(0), self.serve(1)]
+        sessions = [Line(port) for port in self.ports]
+        for session in sessions:
+            self.addCleanup(session.close)
+            self.assertRegex(self.read_until_tagged(session, "a LOGIN alice secret"), r"^a OK")
+        # The admin reaches server 0's control socket; server 1 hears it from the database.
+        self.assertEqual(self.admin(self.configs[0], "user", "delete", "alice", "--yes"),
+                         "user alice deleted; 1 live sessions ended\n")
+        for session in sessions:
+            self.assertEqual(session.read(), "* BYE Account removed\r\n")  # the socket's timeout: the hang check
+        for server in servers:
+            stop_server(self, server)
+
     def test_kill_9_of_one_server_loses_nothing_it_acknowledged(self):
         self.kill_9_loses_nothing()
 

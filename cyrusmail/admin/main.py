@@ -178,7 +178,20 @@ def user_delete(admin: Admin, args) -> None:
 
 
 def end_live_sessions(admin: Admin, user: str) -> str:
-    """Have the running server, if one runs, end ``user``'s sessions; what to add to the report."""
+    """Have the running server, if one runs, end ``user``'s sessions; what to add to the report.
+
+    On the PostgreSQL store every server on the database is told too
+    (``NOTIFY``, after this server's own count), and ends the user's
+    sessions it serves."""
+    try:
+        return _kick_here(admin, user)
+    finally:
+        everywhere = getattr(admin.store, "announce_removal", None)
+        if everywhere is not None:
+            everywhere(user)
+
+
+def _kick_here(admin: Admin, user: str) -> str:
     from cyrusmail import control
 
     try:
