@@ -1,6 +1,7 @@
 """``[server] delete_mode = delayed`` on the PostgreSQL store: test_backup's undelete tests again,
 and the purge by ``cyrusmail-admin expire`` after ``delete_retention``; the kept mailbox is a row
-of the shared database, so any server can put it back."""
+of the shared database, so any server can put it back.  And test_backup's backup and restore
+tests on that store (each ``server()`` a database of its own)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ class OnPostgres:
                           f"[store]\nbackend = postgresql\ndsn = {self.dsn}\n")
         self.ok(config, "user", "add", "alice", "--password", "secret")
         return config
+
+
+class PostgresBackupRestoreTests(OnPostgres, backup.BackupRestoreTests):
+    pass
 
 
 class PostgresUndeleteTests(OnPostgres, backup.UndeleteTests):

@@ -31,14 +31,14 @@ import os
 import shutil
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from cyrusmail.private_files import PRIVATE_FOLDER, create_private
 from cyrusmail.store import names
-from cyrusmail.store.errors import InvalidName, StoreError
+from cyrusmail.store.errors import InvalidName, NoSuchMessage, StoreError
 from cyrusmail.store.maildir.files import fsync_dir, link_or_copy
 from cyrusmail.store.maildir.store import message_file_name
 from cyrusmail.store.records import Flag
@@ -98,10 +98,12 @@ class TarWriter:
         self.tar = tarfile.open(  # noqa: SIM115 -- closed by finish() or abandon()
             fileobj=self.file, mode="w:gz" if compressed else "w", format=tarfile.PAX_FORMAT)
 
-    def add_file(self, name: str, source: Path, mtime: float) -> None:
-        with open(source, "rb") as data:
+    def add_file(self, name: str, source: Path | BinaryIO, mtime: float) -> None:
+        """``source``: a message file, or a message open as a binary file (closed here)."""
+        with source if not isinstance(source, Path) else open(source, "rb") as data:
             info = tarfile.TarInfo(name)
-            info.size = os.fstat(data.fileno()).st_size
+            info.size = data.seek(0, os.SEEK_END)
+            data.seek(0)
             info.mtime, info.mode = int(mtime), 0o600
             self.tar.addfile(info, data)
 
@@ -136,18 +138,22 @@ class Mailbox:
 
 @dataclass
 class Snapshot(Mailbox):
-    """One mailbox to archive: what the index says, read at one moment, and its folder."""
+    """One mailbox to archive: what the index says, read at one moment, and its folder
+    (a store without message files: ``open_message(uid)``, a binary file)."""
 
     records: list
-    folder: Path
+    folder: Path | None
+    open_message: Callable[[int], BinaryIO] | None = None
 
 
 def snapshot(tree, name: str) -> Snapshot:
     """``name`` of ``tree`` as it is now (its records in one read of the index)."""
     mailbox = tree.open(name)
     status = mailbox.status()
+    folder = getattr(mailbox, "folder", None)  # the PostgreSQL store's messages are rows, read through open_file
     return Snapshot(name, mailbox.uid_validity, status.uid_next, status.highest_modseq, tree.special_use(name),
-                    name in set(tree.subscriptions()), tree.acl(name), mailbox.messages(), mailbox.folder)
+                    name in set(tree.subscriptions()), tree.acl(name), mailbox.messages(), folder,
+                    None if folder is not None else mailbox.open_file)
 
 
 def write_archive(user: str, snapshots: Iterable[Snapshot], writer) -> dict:
@@ -163,9 +169,10 @@ def write_archive(user: str, snapshots: Iterable[Snapshot], writer) -> dict:
         for record in mailbox.records:
             file = f"{folder}/cur/{maildir_file(record.uid, record.guid, record.flags)}"
             try:
-                writer.add_file(file, mailbox.folder / message_file_name(record.uid, record.guid),
-                                record.internal_date)
-            except FileNotFoundError:
+                source = (mailbox.folder / message_file_name(record.uid, record.guid) if mailbox.folder is not None
+                          else mailbox.open_message(record.uid))
+                writer.add_file(file, source, record.internal_date)
+            except (FileNotFoundError, NoSuchMessage):
                 continue
             messages.append({"uid": record.uid, "file": file, "flags": flag_names(record.flags),
                              "keywords": sorted(record.keywords), "internaldate": record.internal_date})

@@ -752,14 +752,16 @@ class MaildirMailboxList:
         with self.index.read() as db:
             self._check_restorable(db, name)
 
-    def _check_restorable(self, db: sqlite3.Connection, name: str) -> tuple | None:
+    def _check_restorable(self, db, name: str) -> tuple | None:
         row = self._row(db, name)
-        if row is not None and row[1]:
-            used = db.execute("SELECT uidnext > 1 FROM mailboxes WHERE id = ?", (row[0],)).fetchone()[0]
-            if used:
-                raise Refused(f"Mailbox {name} already exists and is not new and empty:"
-                              " delete or rename it first, or restore it under another name")
+        if row is not None and row[1] and self._used(db, row[0]):
+            raise Refused(f"Mailbox {name} already exists and is not new and empty:"
+                          " delete or rename it first, or restore it under another name")
         return row
+
+    def _used(self, db: sqlite3.Connection, mailbox_id: int) -> bool:
+        """Whether the mailbox ever held a message (its UIDNEXT moved)."""
+        return bool(db.execute("SELECT uidnext > 1 FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()[0])
 
     def restore(self, name: str, uidvalidity: int, uidnext: int, highestmodseq: int, special_use: str | None,
                 items: list[tuple]) -> None:

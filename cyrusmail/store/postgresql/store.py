@@ -750,6 +750,82 @@ class PostgresMailboxList:
                 return
             db.execute("DELETE FROM mailboxes WHERE id = %s", (row[0],))
 
+    def check_restorable(self, name: str) -> None:
+        """As :meth:`MaildirMailboxList.check_restorable`: ``name`` is free for a restore."""
+        with self.store.read() as db:
+            self._check_restorable(db, names.check(name))
+
+    _check_restorable = MaildirMailboxList._check_restorable
+
+    def _used(self, db: psycopg.Connection, mailbox_id: int) -> bool:
+        return bool(db.execute("SELECT uidnext > 1 FROM mailboxes WHERE id = %s", (mailbox_id,)).fetchone()[0])
+
+    def restore(self, name: str, uidvalidity: int, uidnext: int, highestmodseq: int, special_use: str | None,
+                items: list[tuple]) -> None:
+        """Make ``name`` again as an archive holds it, in one transaction: as
+        :meth:`MaildirMailboxList.restore` (the same UIDVALIDITY and UIDs, every
+        message a modseq above the archive's HIGHESTMODSEQ, no quota checked)."""
+        name = names.check(name)
+        keyer = self.store.sort_keyer
+        bodies = [self.store.blobs.prepare(message.path) for _, message, *_ in items]
+        try:
+            with self.store.write() as db:
+                self._user_row(db)
+                row = self._check_restorable(db, name)
+                for superior in names.superiors(name):
+                    if self._row(db, superior) is None:
+                        self._make(db, superior, None)
+                if special_use is not None and db.execute(
+                        "SELECT 1 FROM mailboxes WHERE owner = %s AND special_use = %s AND name <> %s",
+                        (self.user, special_use, name)).fetchone():
+                    special_use = None  # another mailbox has taken that use meanwhile
+                if row is None:
+                    (mailbox_id,) = db.execute(
+                        "INSERT INTO mailboxes (owner, name, uidvalidity, special_use, objectid)"
+                        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                        (self.user, name, uidvalidity, special_use, new_mailbox_id())).fetchone()
+                else:
+                    mailbox_id = row[0]
+                    self.store.release_blobs(db, "SELECT blob FROM messages WHERE mailbox_id = %s", (mailbox_id,))
+                    for table in ("messages", "expunged", "expunged_floor"):
+                        db.execute(f"DELETE FROM {table} WHERE mailbox_id = %s", (mailbox_id,))
+                    db.execute("UPDATE mailboxes SET selectable = true, uidvalidity = %s,"
+                               " special_use = coalesce(%s, special_use), objectid = %s WHERE id = %s",
+                               (uidvalidity, special_use, new_mailbox_id(), mailbox_id))
+                # next_uidvalidity never gives this one again in the user's tree
+                db.execute("UPDATE users SET uidvalidity = greatest(uidvalidity, %s) WHERE name = %s",
+                           (uidvalidity, self.user))
+                for body in sorted(bodies, key=lambda body: body.sha):
+                    self.store.blobs.add(db, body)  # in one order, as appends take them
+                modseq, saved = highestmodseq + 1, time.time()
+                unseen = size = 0
+                for (uid, message, flags, keywords, date), body in zip(items, bodies, strict=True):
+                    guid = new_guid()
+                    db.execute(
+                        "INSERT INTO messages (mailbox_id, uid, guid, blob, size, internaldate, flags, keywords,"
+                        " modseq, savedate, emailid) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (mailbox_id, uid, guid, body.sha, message.size, date, int(flags), _keywords_text(keywords),
+                         modseq, saved, guid))
+                    cache = message.mime_cache()
+                    if cache is not None:
+                        db.execute("INSERT INTO mime (mailbox_id, uid, cache, preview) VALUES (%s, %s, %s, %s)",
+                                   (mailbox_id, uid, cache, _text(message.preview())))
+                        data = None if keyer is None else keyer(cache) or NO_SORT_DATA
+                        if data is not None:
+                            db.execute(f"INSERT INTO sortdata (mailbox_id, uid, {_SORT_COLUMNS})"
+                                       " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                                       (mailbox_id, uid, *_sort_values(data)))
+                    unseen += not flags & Flag.SEEN
+                    size += message.size
+                top = max(uidnext, max((item[0] for item in items), default=0) + 1)
+                db.execute("UPDATE mailboxes SET uidnext = %s, highestmodseq = %s, recent_uid = %s, messages = %s,"
+                           " unseen = %s, size = %s WHERE id = %s",
+                           (top, modseq, top - 1, len(items), unseen, size, mailbox_id))
+                self.store.announce(self.user, mailbox_id)
+        finally:
+            for body in bodies:
+                self.store.blobs.discard(body)
+
     def rename(self, old: str, new: str) -> None:
         old, new = names.check(old), names.check(new)
         if old == names.INBOX:
