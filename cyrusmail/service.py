@@ -290,8 +290,8 @@ def open_context(config: Config, reactor=None, tls_options: tls.ReloadableTLS | 
         tls=tls_options, reactor=reactor, sessions=sessions,
     )
     context.metrics.state.watch(quota_users=lambda: quota_gauges(store, config["metrics"]["quota_users"]))
-    if hasattr(store, "removal_watchers"):  # a user deleted through another server (PostgreSQL NOTIFY)
-        store.removal_watchers.append(lambda user: context.sessions.kick(user))
+    if hasattr(store, "session_enders"):  # a user deleted or kicked through another server (PostgreSQL NOTIFY)
+        store.session_enders.append(lambda user, reason: context.sessions.kick(user, reason))
     return context
 
 

@@ -168,16 +168,24 @@ class TwoServersTests(TwoServersBase):
             stop_server(self, server)
 
     def test_deleting_a_user_ends_their_sessions_on_every_server(self):
+        self.ended_on_both("user alice deleted; 1 live sessions ended\n", "* BYE Account removed\r\n",
+                           "user", "delete", "alice", "--yes")
+
+    def test_kick_ends_the_users_sessions_on_every_server(self):
+        self.ended_on_both("1 sessions of alice ended\n", "* BYE Disconnected by the administrator\r\n",
+                           "kick", "alice")
+
+    def ended_on_both(self, said: str, goodbye: str, *argv: str) -> None:
+        """alice logged in on both servers; the admin command ``argv`` through server 0 ends both sessions."""
         servers = [self.serve(0), self.serve(1)]
         sessions = [Line(port) for port in self.ports]
         for session in sessions:
             self.addCleanup(session.close)
             self.assertRegex(self.read_until_tagged(session, "a LOGIN alice secret"), r"^a OK")
-        # The admin reaches server 0's control socket; server 1 hears it from the database.
-        self.assertEqual(self.admin(self.configs[0], "user", "delete", "alice", "--yes"),
-                         "user alice deleted; 1 live sessions ended\n")
+        # The admin reaches server 0's control socket (its count); server 1 hears it from the database.
+        self.assertEqual(self.admin(self.configs[0], *argv), said)
         for session in sessions:
-            self.assertEqual(session.read(), "* BYE Account removed\r\n")  # the socket's timeout: the hang check
+            self.assertEqual(session.read(), goodbye)  # the socket's timeout: the hang check
         for server in servers:
             stop_server(self, server)
 

@@ -44,10 +44,14 @@ def who(admin, args) -> None:
 
 
 def kick(admin, args) -> None:
+    from cyrusmail.admin.main import end_everywhere
     from cyrusmail.store.names import user_name
 
     user = user_name(args.user)
-    ended = ask(admin, f"kick {user} {KICK_REASON}")[-1].split()[-1]
+    try:
+        ended = ask(admin, f"kick {user} {KICK_REASON}")[-1].split()[-1]
+    finally:
+        end_everywhere(admin, user, KICK_REASON)  # the other servers on a PostgreSQL store
     admin.say(f"{ended} sessions of {user} ended")
 
 

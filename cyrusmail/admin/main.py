@@ -186,9 +186,14 @@ def end_live_sessions(admin: Admin, user: str) -> str:
     try:
         return _kick_here(admin, user)
     finally:
-        everywhere = getattr(admin.store, "announce_removal", None)
-        if everywhere is not None:
-            everywhere(user)
+        end_everywhere(admin, user, "Account removed")
+
+
+def end_everywhere(admin: Admin, user: str, reason: str) -> None:
+    """On the PostgreSQL store, have every server end ``user``'s sessions (after this server's own)."""
+    everywhere = getattr(admin.store, "end_sessions_everywhere", None)
+    if everywhere is not None:
+        everywhere(user, reason)
 
 
 def _kick_here(admin: Admin, user: str) -> str:

@@ -121,8 +121,8 @@ USER_LOCK = 0x6379_7275_7573  # "cyrus"
 #: says whose they were); no user's name starts with a dot.
 KEPT_OWNER = ".deleted"
 
-#: What a ``NOTIFY`` says when a user was deleted: every server ends that user's sessions.
-USER_REMOVED = "removed"
+#: What a ``NOTIFY`` says to end a user's sessions (deleted, or kicked): ``ended USER REASON``.
+SESSIONS_ENDED = "ended"
 
 
 @dataclass
@@ -187,8 +187,8 @@ class PostgresStore:
         self.listener: ChangeListener | None = None
         #: the queue runners of this process, woken when any server queues mail (NOTIFY)
         self.queue_watchers: list[Callable[[], None]] = []
-        #: told the name of each user deleted through any server (NOTIFY), to end their sessions
-        self.removal_watchers: list[Callable[[str], None]] = []
+        #: told (user, reason) when any server ends a user's sessions everywhere (NOTIFY)
+        self.session_enders: list[Callable[[str, str], None]] = []
         with self.write() as db:
             db.execute("INSERT INTO users (name, provisioned) VALUES (%s, true) ON CONFLICT DO NOTHING",
                        (SHARED_OWNER,))
@@ -351,9 +351,11 @@ class PostgresStore:
             self._maildrop_connections.discard(connection)
         connection.close()
 
-    def announce_removal(self, user: str) -> None:
-        """Tell every server (this one too) that ``user`` was deleted: each ends the user's sessions."""
-        self.db.execute("SELECT pg_notify(%s, %s)", (self.channel, f"{self.token} {USER_REMOVED} {user}"))
+    def end_sessions_everywhere(self, user: str, reason: str) -> None:
+        """Have every server (this one too) end ``user``'s sessions, saying ``reason`` (a user
+        deleted, or kicked by the administrator)."""
+        self.db.execute("SELECT pg_notify(%s, %s)",
+                        (self.channel, f"{self.token} {SESSIONS_ENDED} {user} {reason}"))
 
     def retire_user(self, user: str) -> None:
         """Remove ``user``'s tree at once (nothing is left to remove after: None)."""
@@ -503,10 +505,11 @@ class PostgresStore:
             for wake in list(self.queue_watchers):
                 wake()
             return
-        kind, _, user = rest.partition(" ")
-        if kind == USER_REMOVED:
-            for end_sessions in list(self.removal_watchers):
-                end_sessions(user)
+        kind, _, said = rest.partition(" ")
+        if kind == SESSIONS_ENDED:
+            user, _, reason = said.partition(" ")
+            for end_sessions in list(self.session_enders):
+                end_sessions(user, reason)
             return
         mailbox_id, _, owner = rest.partition(" ")
         if token != self.token and mailbox_id.isdigit():
