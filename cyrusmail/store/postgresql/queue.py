@@ -57,7 +57,10 @@ class PostgresSpool:
     def message_file(self, entry) -> Path:
         """The claimed entry's message as a file of the staging folder (made at the claim;
         removed at the release, else by the store's sweep of stale staging files)."""
-        return self.store.tmp_dir / f"queue-{entry.id}-{self.owner.rpartition(':')[2]}.msg"
+        return self._message_file(entry.id)
+
+    def _message_file(self, entry_id: str) -> Path:
+        return self.store.tmp_dir / f"queue-{entry_id}-{self.owner.rpartition(':')[2]}.msg"
 
     def _fetch_message(self, entry, blob: str) -> None:
         path = self.message_file(entry)
@@ -173,9 +176,8 @@ class PostgresSpool:
         with self.store.write() as db:
             db.execute("UPDATE queue SET claimed_until = %s WHERE id = %s AND claimed_by = %s",
                        (now + self.lease, entry_id, self.owner))
-        path = self.store.tmp_dir / f"queue-{entry_id}-{self.owner.rpartition(':')[2]}.msg"
         try:
-            os.utime(path)  # in use: not a stale staging file
+            os.utime(self._message_file(entry_id))  # in use: not a stale staging file
         except FileNotFoundError:
             pass
 
